@@ -1,0 +1,193 @@
+// The float32 CPU reference backend: the full Llama forward pass with a KV cache.
+//
+// Every prefill chunk and decode step runs the same code path. Attention for a chunk of n queries at
+// positions [p, p + n) is computed per query head with two GEMMs over the cached keys [0, p + n):
+// scores [n][p+n], masked causally, turned into weights by the shared partial-state math
+// (common/partial_state.h), then multiplied by the values. Memory stays O(chunk · context).
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/error.h"
+#include "common/partial_state.h"
+#include "gpu_worker/backend/backend.h"
+#include "gpu_worker/backend/cpu/cpu_ops.h"
+#include "gpu_worker/model/rope.h"
+
+namespace ra {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const Model& model, const BackendOptions& options)
+      : model_(model), config_(model.config), chunk_(std::max<int64_t>(1, options.prefill_chunk)) {
+    const ModelConfig& c = config_;
+    capacity_ = options.max_positions > 0 ? options.max_positions : c.max_position_embeddings;
+    RA_REQUIRE(capacity_ <= c.max_position_embeddings,
+               "{}: a KV cache of {} positions exceeds max_position_embeddings ({})", model.source,
+               capacity_, c.max_position_embeddings);
+    if (options.threads > 0) omp_set_num_threads(options.threads);
+    rope_ = make_rope_table(c, capacity_);
+    const auto cache_size = static_cast<size_t>(c.n_layers * c.n_kv_heads * capacity_ * c.head_dim);
+    k_cache_.resize(cache_size);
+    v_cache_.resize(cache_size);
+    const auto n = static_cast<size_t>(chunk_);
+    x_.resize(n * c.hidden_size);
+    xn_.resize(n * c.hidden_size);
+    q_.resize(n * c.q_dim());
+    k_.resize(n * c.kv_dim());
+    v_.resize(n * c.kv_dim());
+    attn_.resize(n * c.q_dim());
+    proj_.resize(n * c.hidden_size);
+    gate_.resize(n * c.intermediate_size);
+    up_.resize(n * c.intermediate_size);
+    scores_.resize(n * static_cast<size_t>(capacity_));
+  }
+
+  std::string name() const override { return "cpu"; }
+  const ModelConfig& config() const override { return config_; }
+  int64_t position() const override { return position_; }
+  int64_t max_positions() const override { return capacity_; }
+  void reset() override { position_ = 0; }
+
+  void forward(std::span<const int32_t> tokens, std::span<float> logits) override {
+    RA_REQUIRE(!tokens.empty(), "forward() needs at least one token");
+    RA_REQUIRE(position_ + static_cast<int64_t>(tokens.size()) <= capacity_,
+               "{} tokens at position {} exceed the KV cache capacity of {} positions", tokens.size(),
+               position_, capacity_);
+    RA_REQUIRE(static_cast<int64_t>(logits.size()) == config_.vocab_size, "logits span has {} entries, vocab is {}",
+               logits.size(), config_.vocab_size);
+    for (int32_t t : tokens) {
+      RA_REQUIRE(t >= 0 && t < config_.vocab_size, "token id {} is outside the vocabulary [0, {})", t,
+                 config_.vocab_size);
+    }
+    for (size_t begin = 0; begin < tokens.size(); begin += static_cast<size_t>(chunk_)) {
+      const size_t n = std::min(tokens.size() - begin, static_cast<size_t>(chunk_));
+      run_chunk(tokens.subspan(begin, n));
+    }
+    final_logits(last_chunk_ - 1, logits);
+  }
+
+ private:
+  float* k_at(int64_t layer, int64_t kv_head) {
+    return k_cache_.data() + ((layer * config_.n_kv_heads + kv_head) * capacity_) * config_.head_dim;
+  }
+  float* v_at(int64_t layer, int64_t kv_head) {
+    return v_cache_.data() + ((layer * config_.n_kv_heads + kv_head) * capacity_) * config_.head_dim;
+  }
+
+  // Runs n = tokens.size() <= chunk_ tokens through every layer; leaves the final hidden states in x_.
+  void run_chunk(std::span<const int32_t> tokens) {
+    const ModelConfig& c = config_;
+    const auto& w = model_.weights;
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    const int64_t D = c.hidden_size;
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(x_.data() + i * D, w.embed.data() + tokens[i] * D, D * sizeof(float));
+    }
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& lw = w.layers[l];
+      cpu::rms_norm(x_.data(), lw.attn_norm.data(), xn_.data(), n, D, c.rms_norm_eps);
+      cpu::linear(xn_.data(), lw.wq.data(), q_.data(), n, D, c.q_dim());
+      cpu::linear(xn_.data(), lw.wk.data(), k_.data(), n, D, c.kv_dim());
+      cpu::linear(xn_.data(), lw.wv.data(), v_.data(), n, D, c.kv_dim());
+      rotate_and_cache(l, n);
+      attention(l, n);
+      cpu::linear(attn_.data(), lw.wo.data(), proj_.data(), n, c.q_dim(), D);
+      add_into(x_.data(), proj_.data(), n * D);
+
+      cpu::rms_norm(x_.data(), lw.ffn_norm.data(), xn_.data(), n, D, c.rms_norm_eps);
+      cpu::linear(xn_.data(), lw.w_gate.data(), gate_.data(), n, D, c.intermediate_size);
+      cpu::linear(xn_.data(), lw.w_up.data(), up_.data(), n, D, c.intermediate_size);
+      cpu::silu_mul(gate_.data(), up_.data(), n * c.intermediate_size);
+      cpu::linear(gate_.data(), lw.w_down.data(), proj_.data(), n, c.intermediate_size, D);
+      add_into(x_.data(), proj_.data(), n * D);
+    }
+    position_ += n;
+    last_chunk_ = n;
+  }
+
+  // Applies RoPE to q_ and k_ and appends k_, v_ to the cache at positions [position_, position_ + n).
+  void rotate_and_cache(int64_t layer, int64_t n) {
+    const ModelConfig& c = config_;
+    const int64_t hd = c.head_dim;
+#pragma omp parallel for if (n > 1)
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t pos = position_ + i;
+      for (int64_t h = 0; h < c.n_heads; ++h) apply_rope(q_.data() + i * c.q_dim() + h * hd, rope_, pos);
+      for (int64_t g = 0; g < c.n_kv_heads; ++g) {
+        float* k = k_.data() + i * c.kv_dim() + g * hd;
+        apply_rope(k, rope_, pos);
+        std::memcpy(k_at(layer, g) + pos * hd, k, hd * sizeof(float));
+        std::memcpy(v_at(layer, g) + pos * hd, v_.data() + i * c.kv_dim() + g * hd, hd * sizeof(float));
+      }
+    }
+  }
+
+  // attn_[i][h*hd:(h+1)*hd] = causal attention of query (i, h) over cached keys [0, position_ + i].
+  void attention(int64_t layer, int64_t n) {
+    const ModelConfig& c = config_;
+    const int64_t hd = c.head_dim;
+    const int64_t keys = position_ + n;
+    const int64_t qd = c.q_dim();
+    for (int64_t h = 0; h < c.n_heads; ++h) {
+      const int64_t g = h / c.group_size();
+      float* s = scores_.data();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(keys),
+                  static_cast<int>(hd), c.attn_scale(), q_.data() + h * hd, static_cast<int>(qd), k_at(layer, g),
+                  static_cast<int>(hd), 0.0f, s, static_cast<int>(keys));
+#pragma omp parallel for if (n > 1)
+      for (int64_t i = 0; i < n; ++i) {
+        float* row = s + i * keys;
+        const int64_t visible = position_ + i + 1;
+        scores_to_weights(std::span<float>(row, static_cast<size_t>(visible)));
+        std::fill(row + visible, row + keys, 0.0f);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(hd),
+                  static_cast<int>(keys), 1.0f, s, static_cast<int>(keys), v_at(layer, g), static_cast<int>(hd),
+                  0.0f, attn_.data() + h * hd, static_cast<int>(qd));
+    }
+  }
+
+  void final_logits(int64_t row, std::span<float> logits) {
+    const ModelConfig& c = config_;
+    float* h = xn_.data();
+    cpu::rms_norm(x_.data() + row * c.hidden_size, model_.weights.final_norm.data(), h, 1, c.hidden_size,
+                  c.rms_norm_eps);
+    cpu::linear(h, model_.weights.output_matrix().data(), logits.data(), 1, c.hidden_size, c.vocab_size);
+  }
+
+  static void add_into(float* x, const float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+  }
+
+  const Model& model_;
+  const ModelConfig config_;
+  const int64_t chunk_;
+  int64_t capacity_ = 0;
+  int64_t position_ = 0;
+  int64_t last_chunk_ = 0;
+  RopeTable rope_;
+  // KV cache: [layer][kv_head][capacity][head_dim] float32, post-RoPE keys.
+  std::vector<float> k_cache_, v_cache_;
+  // Per-chunk activations (n <= chunk_ rows).
+  std::vector<float> x_;      // [n][hidden] residual stream
+  std::vector<float> xn_;     // [n][hidden] normalised
+  std::vector<float> q_;      // [n][n_heads * head_dim]
+  std::vector<float> k_, v_;  // [n][n_kv_heads * head_dim]
+  std::vector<float> attn_;   // [n][n_heads * head_dim]
+  std::vector<float> proj_;   // [n][hidden]
+  std::vector<float> gate_, up_;  // [n][intermediate]
+  std::vector<float> scores_;     // [n][capacity] one head's scores, then weights
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const Model& model, const BackendOptions& options) {
+  return std::make_unique<CpuBackend>(model, options);
+}
+
+}  // namespace ra

@@ -1,0 +1,44 @@
+#include <math_constants.h>
+
+#include "gpu_worker/backend/cuda/merge_partials.h"
+
+namespace ra::cuda {
+namespace {
+
+// One block per head; threads stride over head_dim.
+__global__ void merge_partials_kernel(float* __restrict__ o_a, float* __restrict__ lse_a,
+                                      const float* __restrict__ o_b, const float* __restrict__ lse_b,
+                                      int head_dim) {
+  const int h = blockIdx.x;
+  const float la = lse_a[h];
+  const float lb = lse_b[h];
+  if (lb == -CUDART_INF_F) return;  // nothing to add; also empty ∪ empty
+  float wa, wb, lse;
+  if (la == -CUDART_INF_F) {
+    wa = 0.0f;
+    wb = 1.0f;
+    lse = lb;
+  } else {
+    const float m = fmaxf(la, lb);
+    lse = m + log1pf(expf(-fabsf(la - lb)));
+    wa = expf(la - lse);
+    wb = expf(lb - lse);
+  }
+  float* oa = o_a + static_cast<int64_t>(h) * head_dim;
+  const float* ob = o_b + static_cast<int64_t>(h) * head_dim;
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) oa[d] = wa * oa[d] + wb * ob[d];
+  __syncthreads();  // every thread read lse_a[h] before it is overwritten
+  if (threadIdx.x == 0) lse_a[h] = lse;
+}
+
+}  // namespace
+
+cudaError_t merge_partials(float* o_a, float* lse_a, const float* o_b, const float* lse_b, int n_heads,
+                           int head_dim, cudaStream_t stream) {
+  if (n_heads == 0) return cudaSuccess;
+  const int threads = head_dim >= 128 ? 128 : 32;
+  merge_partials_kernel<<<n_heads, threads, 0, stream>>>(o_a, lse_a, o_b, lse_b, head_dim);
+  return cudaGetLastError();
+}
+
+}  // namespace ra::cuda

@@ -1,0 +1,36 @@
+#pragma once
+// The decode loop: prefill the prompt, then sample one token at a time until EOS or the budget.
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string_view>
+
+#include "gpu_worker/backend/backend.h"
+#include "gpu_worker/model/tokenizer.h"
+
+namespace ra {
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 256;
+  float temperature = 0.0f;  // 0 = greedy
+  uint64_t seed = 0;
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  double prefill_seconds = 0.0;
+  double decode_seconds = 0.0;   // all decode steps after the first token
+  bool hit_context_limit = false;
+  bool stopped_at_eos = false;
+};
+
+// Runs `prompt` (token ids, BOS included if wanted) through `backend` from an empty cache and streams
+// each generated token's text to `on_text`. The first token comes from the prefill logits; stops at
+// EOS/BOS, after max_new_tokens, or when the KV cache is full. Throws ra::Error when the prompt is
+// longer than the backend's context.
+GenerateStats generate(Backend& backend, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
+                       const GenerateOptions& options, const std::function<void(std::string_view)>& on_text);
+
+}  // namespace ra

@@ -1,0 +1,29 @@
+// `ra`: the user-facing command. Only main() turns errors into exit codes.
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+
+#include "common/error.h"
+#include "launcher/generate_command.h"
+#include "launcher/version.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"ra: RetrievalAttention decoding for long-context Llama models"};
+  app.set_version_flag("--version", std::string("ra ") + RA_VERSION);
+  app.require_subcommand(1);
+  ra::add_generate_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const ra::Error& e) {
+    std::fprintf(stderr, "ra: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "ra: error: out of memory\n");
+    return 1;
+  }
+  return 0;
+}
