@@ -105,10 +105,10 @@ int run_generate(const GenerateArgs& args) {
   const double decode_tps = stats.decode_seconds > 0 ? decode_steps / stats.decode_seconds : 0.0;
   std::fprintf(stderr,
                "\nbackend: %s, mode: full\nprompt tokens: %lld\nprefill: %.1f tokens/s (%.3f s)\n"
-               "decode: %.1f tokens/s (%lld tokens in %.3f s)\n",
+               "decode: %.1f tokens/s (%lld steps in %.3f s; %lld tokens generated)\n",
                backend->name().c_str(), static_cast<long long>(stats.prompt_tokens), prefill_tps,
-               stats.prefill_seconds, decode_tps, static_cast<long long>(stats.generated_tokens),
-               stats.decode_seconds);
+               stats.prefill_seconds, decode_tps, static_cast<long long>(decode_steps), stats.decode_seconds,
+               static_cast<long long>(stats.generated_tokens));
   if (stats.hit_context_limit) {
     std::fprintf(stderr, "stopped: reached the model's context limit of %lld positions\n",
                  static_cast<long long>(c.max_position_embeddings));

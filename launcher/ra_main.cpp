@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "launcher/generate_command.h"
+#include "launcher/needle_command.h"
 #include "launcher/version.h"
 
 int main(int argc, char** argv) {
@@ -14,6 +15,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("ra ") + RA_VERSION);
   app.require_subcommand(1);
   ra::add_generate_command(app);
+  ra::add_needle_prompt_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

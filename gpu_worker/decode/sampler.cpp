@@ -27,8 +27,11 @@ float Sampler::uniform() {
 }
 
 int32_t Sampler::next(std::span<float> logits) {
-  if (temperature_ == 0.0f) return argmax(logits);
-  for (float& l : logits) l /= temperature_;
+  const int32_t best = argmax(logits);
+  if (temperature_ == 0.0f) return best;
+  // Shift by the max first: (l − max) / T is <= 0 and cannot overflow for tiny T.
+  const float max_logit = logits[best];
+  for (float& l : logits) l = (l - max_logit) / temperature_;
   scores_to_weights(logits);  // softmax, the same math as attention
   const float r = uniform();
   float cdf = 0.0f;

@@ -64,8 +64,16 @@ Model load_llama2c_model(const std::filesystem::path& path) {
   const int64_t L = c.n_layers, D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const int64_t qd = c.q_dim(), kvd = c.kv_dim();
   const int64_t rope_table = c.max_position_embeddings * c.head_dim / 2;  // freq_cis_real, then imag
-  const int64_t total = V * D + L * D + L * D * qd + 2 * L * D * kvd + L * qd * D + L * D + 3 * L * D * F +
-                        D + 2 * rope_table + (shared_classifier ? 0 : V * D);
+  // Header fields are < 2^31 each; bound the size in floating point before the exact int64 sum so a
+  // hostile header cannot overflow it.
+  auto total_of = [&](auto zero) {
+    using T = decltype(zero);
+    return T(V) * D + T(L) * D + T(L) * D * qd + T(2) * L * D * kvd + T(L) * qd * D + T(L) * D +
+           T(3) * L * D * F + T(D) + T(2) * rope_table + (shared_classifier ? T(0) : T(V) * D);
+  };
+  RA_REQUIRE(total_of(0.0) < 0x1p60, "{}: the header implies an implausible checkpoint of {:.3g} floats", where,
+             total_of(0.0));
+  const int64_t total = total_of(int64_t{0});
   const size_t expected = kHeaderBytes + static_cast<size_t>(total) * sizeof(float);
   RA_REQUIRE(bytes.size() >= expected,
              "{}: truncated llama2.c checkpoint: the header implies {} bytes, the file has {}", where,

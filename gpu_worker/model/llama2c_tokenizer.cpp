@@ -45,6 +45,13 @@ class Llama2cTokenizer final : public Tokenizer {
                "{}: {} trailing bytes after {} tokens; the tokenizer does not match the model's vocabulary",
                where, bytes.size() - pos, vocab_size);
     for (int64_t i = 0; i < vocab_size; ++i) lookup_.emplace(vocab_[i], static_cast<int32_t>(i));
+    // Byte fallback encodes byte b as id b + 3, so those ids must be the <0xXX> pieces.
+    for (int b = 0; b < 256; ++b) {
+      const std::string want = fmt::format("<0x{:02X}>", b);
+      RA_REQUIRE(b + 3 < vocab_size && vocab_[b + 3] == want,
+                 "{}: token {} should be the byte piece '{}' (llama2.c layout: ids 3-258 are bytes)", where,
+                 b + 3, want);
+    }
   }
 
   std::vector<int32_t> encode(std::string_view text) const override {

@@ -170,6 +170,8 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::filesystem::path& dir) :
     const auto map = j.find("weight_map");
     RA_REQUIRE(j.is_object() && map != j.end() && map->is_object(),
                "{}: missing required field 'weight_map'", index.string());
+    RA_REQUIRE(!map->empty(), "{}: 'weight_map' is empty", index.string());
+    sharded_ = true;
     std::map<std::string, const SafetensorsFile*> opened;
     for (const auto& [tensor, shard] : map->items()) {
       RA_REQUIRE(shard.is_string(), "{}: weight_map entry '{}' is not a file name", index.string(),
@@ -200,7 +202,7 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::filesystem::path& dir) :
 }
 
 const TensorView* SafetensorsCheckpoint::find(const std::string& name) const {
-  if (!by_tensor_.empty()) {
+  if (sharded_) {
     const auto it = by_tensor_.find(name);
     return it == by_tensor_.end() ? nullptr : it->second->find(name);
   }
@@ -211,7 +213,8 @@ const TensorView& SafetensorsCheckpoint::get(const std::string& name) const {
   if (const TensorView* t = find(name)) return *t;
   std::string searched;
   for (const auto& f : files_) searched += (searched.empty() ? "" : ", ") + f->path().string();
-  raise("missing tensor '{}' (searched {})", name, searched);
+  raise("missing tensor '{}' (searched {}{})", name, searched,
+        sharded_ ? "; model.safetensors.index.json does not list it" : "");
 }
 
 std::vector<float> to_float32(const TensorView& t, std::span<const int64_t> expected_shape) {

@@ -35,6 +35,9 @@ class SafetensorsFile {
  public:
   // Maps and validates the file. Throws ra::Error naming the file (and tensor) on any inconsistency.
   explicit SafetensorsFile(const std::filesystem::path& path);
+  // Tensor views point into this object (the mapping and its path): it never moves.
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const TensorView* find(const std::string& name) const;
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
@@ -59,6 +62,7 @@ class SafetensorsCheckpoint {
  private:
   std::filesystem::path dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  bool sharded_ = false;
   std::map<std::string, const SafetensorsFile*> by_tensor_;  // from the index, when sharded
 };
 
