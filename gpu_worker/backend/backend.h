@@ -4,6 +4,7 @@
 // and reads logits.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -12,10 +13,23 @@
 
 namespace ra {
 
+// Post-RoPE activations of one layer for a run of n consecutive tokens, as the backend computed them.
+// Pointers are valid only during the callback.
+struct QkvChunk {
+  int64_t layer = 0;
+  int64_t position = 0;        // position of the first token
+  int64_t n = 0;               // tokens in this chunk
+  const float* q = nullptr;    // [n][n_heads * head_dim] float32, post-RoPE
+  const float* k = nullptr;    // [n][n_kv_heads * head_dim] float32, post-RoPE
+  const float* v = nullptr;    // [n][n_kv_heads * head_dim] float32
+};
+using QkvObserver = std::function<void(const QkvChunk&)>;
+
 struct BackendOptions {
   int64_t max_positions = 0;   // KV cache capacity in tokens; 0 = the model's max_position_embeddings
   int64_t prefill_chunk = 256; // tokens per prefill step: bounds activation and score memory
   int threads = 0;             // 0 = all cores
+  QkvObserver qkv_observer;    // optional: sees every layer's q/k/v (ra dump-qkv, index build data)
 };
 
 class Backend {

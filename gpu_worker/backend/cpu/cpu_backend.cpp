@@ -23,7 +23,10 @@ namespace {
 class CpuBackend final : public Backend {
  public:
   CpuBackend(const Model& model, const BackendOptions& options)
-      : model_(model), config_(model.config), chunk_(std::max<int64_t>(1, options.prefill_chunk)) {
+      : model_(model),
+        config_(model.config),
+        chunk_(std::max<int64_t>(1, options.prefill_chunk)),
+        qkv_observer_(options.qkv_observer) {
     const ModelConfig& c = config_;
     capacity_ = options.max_positions > 0 ? options.max_positions : c.max_position_embeddings;
     RA_REQUIRE(capacity_ <= c.max_position_embeddings,
@@ -95,6 +98,7 @@ class CpuBackend final : public Backend {
       cpu::linear(xn_.data(), lw.wk.data(), k_.data(), n, D, c.kv_dim());
       cpu::linear(xn_.data(), lw.wv.data(), v_.data(), n, D, c.kv_dim());
       rotate_and_cache(l, n);
+      if (qkv_observer_) qkv_observer_({l, position_, n, q_.data(), k_.data(), v_.data()});
       attention(l, n);
       cpu::linear(attn_.data(), lw.wo.data(), proj_.data(), n, c.q_dim(), D);
       add_into(x_.data(), proj_.data(), n * D);
@@ -167,6 +171,7 @@ class CpuBackend final : public Backend {
   const Model& model_;
   const ModelConfig config_;
   const int64_t chunk_;
+  const QkvObserver qkv_observer_;
   int64_t capacity_ = 0;
   int64_t position_ = 0;
   int64_t last_chunk_ = 0;
