@@ -1,6 +1,5 @@
 #include "launcher/generate_command.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <cstdio>
@@ -13,7 +12,6 @@
 #include "gpu_worker/model/model_loader.h"
 #include "gpu_worker/model/synthetic_model.h"
 
-extern "C" void openblas_set_num_threads(int);
 
 namespace ra {
 namespace {
@@ -59,7 +57,6 @@ void add_generate_command(CLI::App& app) {
 int run_generate(const GenerateArgs& args) {
   if (args.threads > 0) {
     omp_set_num_threads(args.threads);
-    openblas_set_num_threads(args.threads);
   }
   const bool synthetic = args.model.empty();
   const Model model = synthetic ? make_synthetic_model({}) : load_model(args.model);

@@ -6,6 +6,8 @@
 #include <exception>
 
 #include "common/error.h"
+#include "launcher/bench_retrieval_command.h"
+#include "launcher/dump_qkv_command.h"
 #include "launcher/generate_command.h"
 #include "launcher/needle_command.h"
 #include "launcher/version.h"
@@ -16,6 +18,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   ra::add_generate_command(app);
   ra::add_needle_prompt_command(app);
+  ra::add_dump_qkv_command(app);
+  ra::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

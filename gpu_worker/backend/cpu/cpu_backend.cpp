@@ -33,6 +33,7 @@ class CpuBackend final : public Backend {
                "{}: a KV cache of {} positions exceeds max_position_embeddings ({})", model.source,
                capacity_, c.max_position_embeddings);
     if (options.threads > 0) omp_set_num_threads(options.threads);
+    cpu::single_threaded_blas();
     rope_ = make_rope_table(c, capacity_);
     const auto cache_size = static_cast<size_t>(c.n_layers * c.n_kv_heads * capacity_ * c.head_dim);
     k_cache_.resize(cache_size);
@@ -47,7 +48,8 @@ class CpuBackend final : public Backend {
     proj_.resize(n * c.hidden_size);
     gate_.resize(n * c.intermediate_size);
     up_.resize(n * c.intermediate_size);
-    scores_.resize(n * static_cast<size_t>(capacity_));
+    // Chunks use one head's [n][keys] scores at a time; decode steps use row h for head h.
+    scores_.resize(std::max(n, static_cast<size_t>(c.n_heads)) * static_cast<size_t>(capacity_));
   }
 
   std::string name() const override { return "cpu"; }
@@ -132,28 +134,48 @@ class CpuBackend final : public Backend {
   }
 
   // attn_[i][h*hd:(h+1)*hd] = causal attention of query (i, h) over cached keys [0, position_ + i].
+  // A chunk runs head after head, its query rows split over threads; a single decode row runs its
+  // heads in parallel instead. BLAS calls are single-threaded (see cpu_ops.h).
   void attention(int64_t layer, int64_t n) {
     const ModelConfig& c = config_;
-    const int64_t hd = c.head_dim;
-    const int64_t keys = position_ + n;
-    const int64_t qd = c.q_dim();
-    for (int64_t h = 0; h < c.n_heads; ++h) {
-      const int64_t g = h / c.group_size();
-      float* s = scores_.data();
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(keys),
-                  static_cast<int>(hd), c.attn_scale(), q_.data() + h * hd, static_cast<int>(qd), k_at(layer, g),
-                  static_cast<int>(hd), 0.0f, s, static_cast<int>(keys));
-#pragma omp parallel for if (n > 1)
-      for (int64_t i = 0; i < n; ++i) {
-        float* row = s + i * keys;
-        const int64_t visible = position_ + i + 1;
-        scores_to_weights(std::span<float>(row, static_cast<size_t>(visible)));
-        std::fill(row + visible, row + keys, 0.0f);
-      }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(hd),
-                  static_cast<int>(keys), 1.0f, s, static_cast<int>(keys), v_at(layer, g), static_cast<int>(hd),
-                  0.0f, attn_.data() + h * hd, static_cast<int>(qd));
+    if (n == 1) {
+#pragma omp parallel for schedule(static)
+      for (int64_t h = 0; h < c.n_heads; ++h) attend_rows(layer, h, 0, 1, 1, scores_.data() + h * capacity_);
+      return;
     }
+    const int64_t threads = std::max(1, omp_get_max_threads());
+    const int64_t rows_per = (n + threads - 1) / threads;
+    for (int64_t h = 0; h < c.n_heads; ++h) {
+#pragma omp parallel for schedule(static)
+      for (int64_t t = 0; t < threads; ++t) {
+        const int64_t begin = t * rows_per;
+        const int64_t end = std::min(n, begin + rows_per);
+        if (begin < end) attend_rows(layer, h, begin, end, n, scores_.data() + begin * (position_ + n));
+      }
+    }
+  }
+
+  // Attention of query rows [begin, end) of an n-row chunk for head h; s: [end - begin][position_ + n].
+  void attend_rows(int64_t layer, int64_t h, int64_t begin, int64_t end, int64_t n, float* s) {
+    const ModelConfig& c = config_;
+    const int64_t hd = c.head_dim;
+    const int64_t qd = c.q_dim();
+    const int64_t keys = position_ + end;  // the last row sees keys [0, position_ + end)
+    const int64_t ld = position_ + n;
+    const int64_t g = h / c.group_size();
+    const int rows = static_cast<int>(end - begin);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, static_cast<int>(keys), static_cast<int>(hd),
+                c.attn_scale(), q_.data() + begin * qd + h * hd, static_cast<int>(qd), k_at(layer, g),
+                static_cast<int>(hd), 0.0f, s, static_cast<int>(ld));
+    for (int64_t i = begin; i < end; ++i) {
+      float* row = s + (i - begin) * ld;
+      const int64_t visible = position_ + i + 1;
+      scores_to_weights(std::span<float>(row, static_cast<size_t>(visible)));
+      std::fill(row + visible, row + keys, 0.0f);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, static_cast<int>(hd), static_cast<int>(keys), 1.0f,
+                s, static_cast<int>(ld), v_at(layer, g), static_cast<int>(hd), 0.0f, attn_.data() + begin * qd + h * hd,
+                static_cast<int>(qd));
   }
 
   void final_logits(int64_t row, std::span<float> logits) {

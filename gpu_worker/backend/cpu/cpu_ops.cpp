@@ -2,19 +2,34 @@
 
 #include <cblas.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 
 namespace ra::cpu {
 
+void single_threaded_blas() { openblas_set_num_threads(1); }
+
 void linear(const float* x, const float* w, float* y, int64_t n, int64_t in, int64_t out) {
-  if (n == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(out), static_cast<int>(in), 1.0f, w,
-                static_cast<int>(in), x, 1, 0.0f, y, 1);
-    return;
+  // Each OpenMP thread computes a contiguous block of output features with a single-threaded BLAS
+  // call: one threading runtime, so no OpenBLAS and OpenMP workers spin against each other.
+  const int64_t threads = std::max(1, omp_get_max_threads());
+  const int64_t block = std::max<int64_t>(16, (out + threads - 1) / threads + 15) / 16 * 16;
+  const int64_t blocks = (out + block - 1) / block;
+#pragma omp parallel for schedule(static) if (blocks > 1 && n * in * out > (1 << 16))
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t begin = b * block;
+    const int rows = static_cast<int>(std::min(block, out - begin));
+    if (n == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, static_cast<int>(in), 1.0f, w + begin * in,
+                  static_cast<int>(in), x, 1, 0.0f, y + begin, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), rows, static_cast<int>(in), 1.0f,
+                  x, static_cast<int>(in), w + begin * in, static_cast<int>(in), 0.0f, y + begin,
+                  static_cast<int>(out));
+    }
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out),
-              static_cast<int>(in), 1.0f, x, static_cast<int>(in), w, static_cast<int>(in), 0.0f, y,
-              static_cast<int>(out));
 }
 
 void rms_norm(const float* x, const float* weight, float* y, int64_t n, int64_t dim, float eps) {

@@ -5,6 +5,10 @@
 
 namespace ra::cpu {
 
+// Makes OpenBLAS single-threaded for the whole process: the CPU backend parallelises with OpenMP
+// around its BLAS calls instead.
+void single_threaded_blas();
+
 // y[n][out] = x[n][in] · w[out][in]^T  (w in the Hugging Face [out_features][in_features] layout)
 void linear(const float* x, const float* w, float* y, int64_t n, int64_t in, int64_t out);
 

@@ -1,0 +1,232 @@
+#include "cpu_retriever/graph_build.h"
+
+#include "cpu_retriever/flat_index.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <numeric>
+
+namespace ra::retriever {
+namespace {
+
+int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+
+const float* row(const float* m, int64_t dim, int64_t i) { return m + i * dim; }
+
+// Occlusion rule (RNG / HNSW heuristic). cands are the candidates c of pivot p with score = p · c,
+// free of p itself. They are visited nearest to the pivot first (under the chosen distance), and c is
+// kept unless an already-kept s "occludes" it, i.e. s is closer to c than the pivot is, so a search
+// that reaches p still reaches c through s:
+//  - Occlusion::kInnerProduct: c · s > c · p (distance -(a · b) on both sides);
+//  - Occlusion::kL2: |c - s|^2 < |c - p|^2 (Euclidean between keys; norms: [n] float32 squared norms).
+// With fill, occluded candidates then fill the remaining slots in order (HNSW's keepPrunedConnections).
+// Returns at most max_keep ids.
+std::vector<uint32_t> occlusion_prune(const float* keys, int64_t dim, const float* norms, uint32_t p,
+                                      const std::vector<Scored>& cands, int max_keep, const GraphBuildParams& gp) {
+  const bool l2 = gp.occlusion == Occlusion::kL2;
+  // Candidates by distance to the pivot, nearest first (ties: lower id).
+  std::vector<Scored> order;  // score = -distance(c, p)
+  order.reserve(cands.size());
+  for (const Scored& c : cands) order.push_back({l2 ? 2.f * c.score - norms[c.id] - norms[p] : c.score, c.id});
+  std::sort(order.begin(), order.end(), better);
+  std::vector<uint32_t> kept, occluded_ids;
+  kept.reserve(static_cast<size_t>(max_keep));
+  for (const Scored& c : order) {
+    if (static_cast<int>(kept.size()) >= max_keep) break;
+    const float* kc = row(keys, dim, c.id);
+    const float d_cp = -c.score;
+    bool occluded = false;
+    for (uint32_t s : kept) {
+      const float cs = dot_f32(kc, row(keys, dim, s), dim);
+      const float d_cs = l2 ? norms[c.id] + norms[s] - 2.f * cs : -cs;
+      if (d_cs < d_cp) {
+        occluded = true;
+        break;
+      }
+    }
+    if (!occluded) {
+      kept.push_back(c.id);
+    } else if (gp.fill_pruned) {
+      occluded_ids.push_back(c.id);
+    }
+  }
+  for (size_t i = 0; i < occluded_ids.size() && static_cast<int>(kept.size()) < max_keep; ++i) {
+    kept.push_back(occluded_ids[i]);
+  }
+  return kept;
+}
+
+// Scores ids against pivot p, drops p and duplicates, sorts best first.
+std::vector<Scored> score_against(const float* keys, int64_t dim, uint32_t p, std::vector<uint32_t> ids) {
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<Scored> out;
+  out.reserve(ids.size());
+  const float* kp = row(keys, dim, p);
+  for (uint32_t c : ids) {
+    if (c != p) out.push_back({dot_f32(kp, row(keys, dim, c), dim), c});
+  }
+  std::sort(out.begin(), out.end(), better);
+  return out;
+}
+
+using Lists = std::vector<std::vector<uint32_t>>;
+
+// Step 2: projection of the training queries' top lists onto the keys, then reverse edges, then
+// re-pruning of nodes above M.
+Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, const int64_t* topk, int64_t nq,
+              int64_t width, const GraphBuildParams& gp, int threads) {
+  const int M = gp.M;
+  Lists pool(static_cast<size_t>(n));  // candidates gathered per pivot, in query order
+  for (int64_t q = 0; q < nq; ++q) {
+    const int64_t* list = topk + q * width;
+    int64_t pivot = -1;
+    for (int64_t j = 0; j < width; ++j) {
+      const int64_t id = list[j];
+      if (id < 0 || id >= n) continue;
+      if (pivot < 0) {
+        pivot = id;
+      } else if (id != pivot) {
+        pool[pivot].push_back(static_cast<uint32_t>(id));
+      }
+    }
+  }
+  Lists adj(static_cast<size_t>(n));
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
+  for (int64_t p = 0; p < n; ++p) {
+    if (pool[p].empty()) continue;
+    adj[p] = occlusion_prune(keys, dim, norms, static_cast<uint32_t>(p),
+                             score_against(keys, dim, static_cast<uint32_t>(p), std::move(pool[p])), M, gp);
+  }
+  Lists rev(static_cast<size_t>(n));
+  for (int64_t p = 0; p < n; ++p) {
+    for (uint32_t c : adj[p]) rev[c].push_back(static_cast<uint32_t>(p));
+  }
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
+  for (int64_t c = 0; c < n; ++c) {
+    if (rev[c].empty()) continue;
+    std::vector<uint32_t> ids = adj[c];
+    ids.insert(ids.end(), rev[c].begin(), rev[c].end());
+    auto scored = score_against(keys, dim, static_cast<uint32_t>(c), std::move(ids));
+    if (static_cast<int>(scored.size()) > M) {
+      adj[c] = occlusion_prune(keys, dim, norms, static_cast<uint32_t>(c), scored, M, gp);
+    } else {
+      adj[c].clear();
+      for (const Scored& s : scored) adj[c].push_back(s.id);
+    }
+  }
+  return adj;
+}
+
+// Step 4: the key with the best score for the mean training query (key 0 without queries).
+uint32_t choose_entry(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq) {
+  if (nq == 0) return 0;
+  std::vector<double> acc(static_cast<size_t>(dim), 0.0);
+  for (int64_t q = 0; q < nq; ++q) {
+    for (int64_t j = 0; j < dim; ++j) acc[j] += row(queries, dim, q)[j];
+  }
+  std::vector<float> mean(static_cast<size_t>(dim));
+  for (int64_t j = 0; j < dim; ++j) mean[j] = static_cast<float>(acc[j] / static_cast<double>(nq));
+  Scored best{dot_f32(mean.data(), keys, dim), 0};
+  for (int64_t i = 1; i < n; ++i) {
+    const Scored c{dot_f32(mean.data(), row(keys, dim, i), dim), static_cast<uint32_t>(i)};
+    if (better(c, best)) best = c;
+  }
+  return best.id;
+}
+
+void add_edge_capped(Lists& adj, uint32_t from, uint32_t to, size_t cap) {
+  auto& l = adj[from];
+  if (l.size() >= cap || from == to) return;
+  if (std::find(l.begin(), l.end(), to) == l.end()) l.push_back(to);
+}
+
+// Step 3: connectivity. Each key searches the projected graph with its own vector; the pruned results
+// become edges both ways (up to the degree cap). The searches run in parallel on a frozen snapshot,
+// the edges are applied in key-id order, so the output does not depend on the thread count.
+// Then a BFS from the entry point links every unreached node from its best reachable match.
+void connect(const float* keys, const float* norms, int64_t n, int64_t dim, Lists& adj, uint32_t entry,
+             const GraphBuildParams& p, int threads) {
+  const size_t cap = static_cast<size_t>(p.degree_cap > 0 ? p.degree_cap : 2 * p.M);
+  const int ef = std::max(p.ef_construction, p.M);
+  {
+    const GraphCsr snapshot = to_csr(adj);
+    Lists found(static_cast<size_t>(n));
+#pragma omp parallel num_threads(threads)
+    {
+      SearchScratch scratch(n);
+#pragma omp for schedule(dynamic, 64)
+      for (int64_t x = 0; x < n; ++x) {
+        const int got = beam_search(keys, dim, snapshot, entry, row(keys, dim, x), ef, scratch, nullptr);
+        std::vector<Scored> cands;
+        cands.reserve(static_cast<size_t>(got));
+        for (int i = 0; i < got; ++i) {
+          if (scratch.pool[i].id != static_cast<uint32_t>(x)) cands.push_back(scratch.pool[i]);
+        }
+        found[x] = occlusion_prune(keys, dim, norms, static_cast<uint32_t>(x), cands, p.M, p);
+      }
+    }
+    for (int64_t x = 0; x < n; ++x) {
+      for (uint32_t r : found[x]) {
+        add_edge_capped(adj, static_cast<uint32_t>(x), r, cap);
+        add_edge_capped(adj, r, static_cast<uint32_t>(x), cap);
+      }
+    }
+  }
+
+  // Reachability repair. Searching the snapshot only returns nodes reachable from the entry in the
+  // snapshot, which stay reachable in adj because edges are only ever added.
+  const GraphCsr snapshot = to_csr(adj);
+  std::vector<uint8_t> reached(static_cast<size_t>(n), 0);
+  std::vector<uint32_t> stack;
+  auto flood = [&](uint32_t from) {
+    reached[from] = 1;
+    stack.push_back(from);
+    while (!stack.empty()) {
+      const uint32_t u = stack.back();
+      stack.pop_back();
+      for (uint32_t v : adj[u]) {
+        if (!reached[v]) {
+          reached[v] = 1;
+          stack.push_back(v);
+        }
+      }
+    }
+  };
+  flood(entry);
+  SearchScratch scratch(n);
+  for (int64_t u = 0; u < n; ++u) {
+    if (reached[u]) continue;
+    const int got = beam_search(keys, dim, snapshot, entry, row(keys, dim, u), ef, scratch, nullptr);
+    const uint32_t from = got > 0 ? scratch.pool[0].id : entry;  // best reachable match
+    adj[from].push_back(static_cast<uint32_t>(u));                // may exceed the cap, by design
+    flood(static_cast<uint32_t>(u));
+  }
+}
+
+}  // namespace
+
+std::vector<int64_t> exact_topk_ip(const float* keys, int64_t n, int64_t dim, const float* queries,
+                                   int64_t nq, int64_t k, int threads) {
+  std::vector<int64_t> ids(static_cast<size_t>(nq * k));
+  std::vector<float> scores(ids.size());
+  exact_top_k_batch(queries, nq, keys, n, dim, static_cast<int>(k), ids.data(), scores.data(),
+                    resolve_threads(threads));
+  return ids;  // padded with -1 when k > n
+}
+
+BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq,
+                       const int64_t* topk, int64_t width, const GraphBuildParams& params) {
+  const int threads = resolve_threads(params.threads);
+  std::vector<float> norms(static_cast<size_t>(n));  // [n] squared key norms, for L2 occlusion
+  for (int64_t i = 0; i < n; ++i) norms[i] = dot_f32(row(keys, dim, i), row(keys, dim, i), dim);
+  Lists adj = project(keys, norms.data(), n, dim, topk, nq, width, params, threads);
+  BuiltGraph g;
+  g.entry = choose_entry(keys, n, dim, queries, nq);
+  connect(keys, norms.data(), n, dim, adj, g.entry, params, threads);
+  g.csr = to_csr(adj);
+  return g;
+}
+
+}  // namespace ra::retriever

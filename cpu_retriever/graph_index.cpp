@@ -1,0 +1,117 @@
+#include "cpu_retriever/graph_index.h"
+
+#include "common/error.h"
+#include "cpu_retriever/graph_build.h"
+
+#include <algorithm>
+#include <limits>
+#include <mutex>
+#include <numeric>
+#include <random>
+
+namespace ra::retriever {
+
+GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* train_queries, int64_t nq,
+                       const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width)
+    : keys_(keys), n_(n), dim_(dim), params_(params), scratch_(n) {
+  RA_REQUIRE(keys != nullptr && n > 0, "graph index: needs at least one key (got n = {})", n);
+  RA_REQUIRE(n <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
+             "graph index: {} keys exceed the 32-bit node id range", n);
+  RA_REQUIRE(dim > 0, "graph index: dim must be positive (got {})", dim);
+  RA_REQUIRE(nq >= 0 && (nq == 0 || train_queries != nullptr), "graph index: bad training queries (nq = {})", nq);
+  RA_REQUIRE(params.M > 0, "graph index: M must be positive (got {})", params.M);
+  RA_REQUIRE(params.Kq > 1 || train_topk != nullptr, "graph index: Kq must be > 1 (got {})", params.Kq);
+  RA_REQUIRE(train_topk == nullptr || topk_width > 0, "graph index: top-k lists need a positive width");
+
+  // Optional seeded subsample of the training queries (rows kept in their original order).
+  const float* queries = train_queries;
+  const int64_t* topk = train_topk;
+  std::vector<float> sub_q;
+  std::vector<int64_t> sub_topk;
+  if (params.max_train_queries > 0 && nq > params.max_train_queries) {
+    std::vector<int64_t> rows(static_cast<size_t>(nq));
+    std::iota(rows.begin(), rows.end(), 0);
+    std::mt19937_64 rng(params.seed);
+    for (int64_t i = 0; i < params.max_train_queries; ++i) {  // partial Fisher-Yates, own draw for portability
+      const int64_t j = i + static_cast<int64_t>(rng() % static_cast<uint64_t>(nq - i));
+      std::swap(rows[i], rows[j]);
+    }
+    rows.resize(static_cast<size_t>(params.max_train_queries));
+    std::sort(rows.begin(), rows.end());
+    for (int64_t r : rows) {
+      sub_q.insert(sub_q.end(), train_queries + r * dim, train_queries + (r + 1) * dim);
+      if (train_topk) sub_topk.insert(sub_topk.end(), train_topk + r * topk_width, train_topk + (r + 1) * topk_width);
+    }
+    nq = params.max_train_queries;
+    queries = sub_q.data();
+    if (train_topk) topk = sub_topk.data();
+  }
+
+  std::vector<int64_t> computed;
+  if (topk == nullptr) {
+    topk_width = std::min<int64_t>(params.Kq, n);
+    computed = exact_topk_ip(keys, n, dim, queries, nq, topk_width, params.threads);
+    topk = computed.data();
+  }
+  BuiltGraph g = build_graph(keys, n, dim, queries, nq, topk, topk_width, params);
+  csr_ = std::move(g.csr);
+  entry_ = g.entry;
+}
+
+int64_t GraphIndex::size() const {
+  std::shared_lock lock(tail_mutex_);
+  return n_ + static_cast<int64_t>(tail_.size()) / dim_;
+}
+
+int64_t GraphIndex::tail_size() const {
+  std::shared_lock lock(tail_mutex_);
+  return static_cast<int64_t>(tail_.size()) / dim_;
+}
+
+size_t GraphIndex::memory_bytes() const {
+  std::shared_lock lock(tail_mutex_);
+  return csr_.bytes() + tail_.capacity() * sizeof(float) + scratch_.bytes();
+}
+
+int64_t GraphIndex::append(const float* key) {
+  std::unique_lock lock(tail_mutex_);
+  RA_REQUIRE(n_ + static_cast<int64_t>(tail_.size()) / dim_ < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
+             "graph index: the tail is full (32-bit ids)");
+  tail_.insert(tail_.end(), key, key + dim_);
+  return n_ + static_cast<int64_t>(tail_.size()) / dim_ - 1;
+}
+
+int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
+                       SearchStats* stats) const {
+  RA_REQUIRE(params.k >= 0, "graph index: k must be non-negative (got {})", params.k);
+  if (params.k == 0) return 0;
+  const int k = params.k;
+  int ef = params.ef;
+  if (ef <= 0) ef = params_.default_ef > 0 ? params_.default_ef : 2 * k;
+  ef = std::max(ef, k);
+
+  auto scratch = scratch_.acquire();
+  beam_search(keys_, dim_, csr_, entry_, q, ef, *scratch, stats);
+  auto& merged = scratch->merged;
+  merged.assign(scratch->pool.begin(), scratch->pool.begin() + std::min<size_t>(scratch->pool.size(), k));
+
+  // Flat tail: scanned exactly, merged with the graph's best.
+  std::shared_lock lock(tail_mutex_);
+  const int64_t tail_rows = static_cast<int64_t>(tail_.size()) / dim_;
+  for (int64_t r = 0; r < tail_rows; ++r) {
+    if (r + 1 < tail_rows) __builtin_prefetch(tail_.data() + (r + 1) * dim_, 0, 3);
+    merged.push_back({dot_f32(q, tail_.data() + r * dim_, dim_), static_cast<uint32_t>(n_ + r)});
+  }
+  lock.unlock();
+  if (stats) stats->distance_computations += tail_rows;
+
+  const size_t out = std::min<size_t>(merged.size(), static_cast<size_t>(k));
+  std::partial_sort(merged.begin(), merged.begin() + static_cast<std::ptrdiff_t>(out), merged.end(), better);
+  for (size_t i = 0; i < out; ++i) {
+    ids[i] = merged[i].id;
+    scores[i] = merged[i].score;
+  }
+  return static_cast<int>(out);
+}
+
+}  // namespace ra::retriever

@@ -1,0 +1,114 @@
+#include "cpu_retriever/graph_search.h"
+
+#include <algorithm>
+
+namespace ra::retriever {
+
+GraphCsr to_csr(const std::vector<std::vector<uint32_t>>& lists) {
+  GraphCsr csr;
+  csr.offsets.resize(lists.size() + 1);
+  csr.offsets[0] = 0;
+  for (size_t i = 0; i < lists.size(); ++i) csr.offsets[i + 1] = csr.offsets[i] + lists[i].size();
+  csr.neighbours.reserve(csr.offsets.back());
+  for (const auto& l : lists) csr.neighbours.insert(csr.neighbours.end(), l.begin(), l.end());
+  return csr;
+}
+
+void SearchScratch::next_epoch() {
+  ++epoch;
+  if (epoch == 0) {  // wrapped: stale stamps could alias the new epoch
+    std::fill(stamp.begin(), stamp.end(), 0u);
+    epoch = 1;
+  }
+}
+
+ScratchPool::Handle ScratchPool::acquire() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!free_.empty()) {
+      SearchScratch* s = free_.back().release();
+      free_.pop_back();
+      return Handle(s, Deleter{this});
+    }
+    ++created_;
+  }
+  return Handle(new SearchScratch(n_), Deleter{this});
+}
+
+void ScratchPool::release(SearchScratch* s) {
+  std::lock_guard lock(mutex_);
+  free_.emplace_back(s);
+}
+
+size_t ScratchPool::bytes() const {
+  std::lock_guard lock(mutex_);
+  return created_ * static_cast<size_t>(n_) * sizeof(uint32_t);
+}
+
+namespace {
+
+// Prefetches the rows of a key vector (dim float32) into cache.
+inline void prefetch_row(const float* row, int64_t dim) {
+  const char* p = reinterpret_cast<const char*>(row);
+  const int64_t bytes = dim * static_cast<int64_t>(sizeof(float));
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
+auto by_score_max = [](const Scored& a, const Scored& b) { return better(b, a); };  // max-heap top = best
+auto by_score_min = [](const Scored& a, const Scored& b) { return better(a, b); };  // min-heap top = worst
+
+}  // namespace
+
+int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, uint32_t entry, const float* q, int ef,
+                SearchScratch& s, SearchStats* stats) {
+  s.next_epoch();
+  s.candidates.clear();
+  s.pool.clear();
+  int64_t dc = 0, hops = 0;
+  if (csr.nodes() == 0 || ef <= 0) return 0;
+
+  const Scored e{dot_f32(q, keys + static_cast<int64_t>(entry) * dim, dim), entry};
+  ++dc;
+  s.stamp[entry] = s.epoch;
+  s.candidates.push_back(e);
+  s.pool.push_back(e);
+
+  while (!s.candidates.empty()) {
+    std::pop_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
+    const Scored cur = s.candidates.back();
+    s.candidates.pop_back();
+    if (static_cast<int>(s.pool.size()) >= ef && better(s.pool.front(), cur)) break;
+    ++hops;
+    const auto nbrs = csr.out(cur.id);
+    const size_t deg = nbrs.size();
+    if (deg > 0) prefetch_row(keys + static_cast<int64_t>(nbrs[0]) * dim, dim);
+    for (size_t j = 0; j < deg; ++j) {
+      if (j + 1 < deg) prefetch_row(keys + static_cast<int64_t>(nbrs[j + 1]) * dim, dim);
+      const uint32_t v = nbrs[j];
+      if (s.stamp[v] == s.epoch) continue;
+      s.stamp[v] = s.epoch;
+      const Scored c{dot_f32(q, keys + static_cast<int64_t>(v) * dim, dim), v};
+      ++dc;
+      if (static_cast<int>(s.pool.size()) < ef) {
+        s.pool.push_back(c);
+        std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
+      } else if (better(c, s.pool.front())) {
+        std::pop_heap(s.pool.begin(), s.pool.end(), by_score_min);
+        s.pool.back() = c;
+        std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
+      } else {
+        continue;
+      }
+      s.candidates.push_back(c);
+      std::push_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
+    }
+  }
+  std::sort(s.pool.begin(), s.pool.end(), better);
+  if (stats) {
+    stats->distance_computations += dc;
+    stats->hops += hops;
+  }
+  return static_cast<int>(s.pool.size());
+}
+
+}  // namespace ra::retriever

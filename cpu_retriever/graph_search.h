@@ -1,0 +1,89 @@
+#pragma once
+// Building blocks shared by graph build and graph search: the compact adjacency (CSR), the inner
+// product, per-search scratch (epoch-stamped visited set + beam heaps) with its pool, and the
+// best-first beam search itself. Internal to cpu_retriever; the public type is GraphIndex.
+
+#include "cpu_retriever/dot.h"
+#include "cpu_retriever/key_index.h"
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace ra::retriever {
+
+// Directed graph over node ids [0, n): the out-neighbours of node i are
+// neighbours[offsets[i] .. offsets[i + 1]). offsets: [n + 1] uint64, neighbours: [edges] uint32.
+struct GraphCsr {
+  std::vector<uint64_t> offsets;
+  std::vector<uint32_t> neighbours;
+
+  int64_t nodes() const { return offsets.empty() ? 0 : static_cast<int64_t>(offsets.size()) - 1; }
+  std::span<const uint32_t> out(int64_t i) const {
+    return {neighbours.data() + offsets[i], neighbours.data() + offsets[i + 1]};
+  }
+  size_t bytes() const { return offsets.size() * sizeof(uint64_t) + neighbours.size() * sizeof(uint32_t); }
+  bool operator==(const GraphCsr&) const = default;
+};
+
+GraphCsr to_csr(const std::vector<std::vector<uint32_t>>& lists);
+
+// A scored candidate: score = q · k_id (higher is better).
+struct Scored {
+  float score;
+  uint32_t id;
+};
+
+// Scratch of one search: visited stamps [n] uint32 (node i is visited iff stamp[i] == epoch) and the
+// two beam heaps. Reused across searches, so the steady state allocates nothing.
+struct SearchScratch {
+  explicit SearchScratch(int64_t n) : stamp(static_cast<size_t>(n), 0) {}
+  // Starts a new search: bumps the epoch, clearing the stamps only when the epoch wraps.
+  void next_epoch();
+
+  std::vector<uint32_t> stamp;
+  uint32_t epoch = 0;
+  std::vector<Scored> candidates;  // max-heap by score: nodes still to expand
+  std::vector<Scored> pool;        // min-heap by score: the best ef nodes found so far
+  std::vector<Scored> merged;      // result assembly (graph + flat tail)
+};
+
+// Thread-safe pool of SearchScratch for graphs of n nodes. acquire() reuses a free scratch or makes one.
+class ScratchPool {
+ public:
+  explicit ScratchPool(int64_t n) : n_(n) {}
+
+  struct Deleter {
+    ScratchPool* pool;
+    void operator()(SearchScratch* s) const { pool->release(s); }
+  };
+  using Handle = std::unique_ptr<SearchScratch, Deleter>;
+
+  Handle acquire();
+  size_t bytes() const;  // memory held by the pooled scratch
+
+ private:
+  void release(SearchScratch* s);
+
+  int64_t n_;
+  mutable std::mutex mutex_;
+  std::vector<std::unique_ptr<SearchScratch>> free_;
+  size_t created_ = 0;
+};
+
+// Best-first beam search over csr from entry, scoring nodes by q · keys[id] (keys: [n][dim] float32).
+// The pool keeps the best ef nodes; the search stops when the best unexpanded candidate cannot enter a
+// full pool. Leaves the pool in scratch.pool sorted best first (score desc, id asc) and returns its size.
+// Adds distance computations and hops to *stats when non-null.
+int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, uint32_t entry, const float* q, int ef,
+                SearchScratch& scratch, SearchStats* stats);
+
+// Orders best first: higher score, then lower id (a total order, for deterministic output).
+inline bool better(const Scored& a, const Scored& b) {
+  return a.score > b.score || (a.score == b.score && a.id < b.id);
+}
+
+}  // namespace ra::retriever

@@ -1,0 +1,42 @@
+#pragma once
+// The one interface every key index implements: the attention-aware graph, exact flat search and the
+// FAISS baselines (DESIGN §5, §6). Scores are inner products q · k (unscaled); higher is better.
+//
+// Data layout, stated once: keys are n rows of dim float32, component j of key i is keys[i * dim + j].
+// Per-search knobs travel in SearchParams and never live in the index, so concurrent searches with
+// different knobs are safe (STYLE: no setEf).
+
+#include <cstdint>
+#include <string>
+
+namespace ra::retriever {
+
+struct SearchParams {
+  int k = 100;      // results wanted
+  int ef = 0;       // graph indexes: beam (candidate pool) size; 0 = the index's default (>= k)
+  int nprobe = 0;   // IVF: inverted lists visited; 0 = the index's default
+};
+
+// Work counters of one search, for benchmarks (DESIGN §5: keys scanned per query).
+struct SearchStats {
+  int64_t distance_computations = 0;  // q · k evaluations
+  int64_t hops = 0;                   // graph nodes expanded (0 for non-graph indexes)
+};
+
+class KeyIndex {
+ public:
+  virtual ~KeyIndex() = default;
+
+  virtual std::string name() const = 0;
+  virtual int64_t size() const = 0;  // keys indexed
+  virtual int64_t dim() const = 0;
+  virtual size_t memory_bytes() const = 0;  // index structures, excluding the caller's key matrix
+
+  // Top-k keys of query q: [dim] float32 by inner product. Writes min(k, size()) results to
+  // ids: [k] and scores: [k] (q · k_id, float32), best first, and returns how many. Adds its work to
+  // *stats when stats is non-null. Thread-safe: any number of searches may run concurrently.
+  virtual int search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
+                     SearchStats* stats) const = 0;
+};
+
+}  // namespace ra::retriever

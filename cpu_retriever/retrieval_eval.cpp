@@ -1,0 +1,254 @@
+#include "cpu_retriever/retrieval_eval.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "cpu_retriever/flat_index.h"
+#include "cpu_retriever/graph_index.h"
+#include "cpu_retriever/kv_store.h"
+#ifdef RA_HAVE_FAISS
+#include "cpu_retriever/faiss_indexes.h"
+#endif
+
+namespace ra::retriever {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Knob values for a sweep: `base` scaled by k for beam sizes, so the sweep starts at ef = k.
+std::vector<int> beam_sweep(int k) {
+  std::vector<int> out;
+  for (double f : {1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.4, 8.0, 10.0}) out.push_back(static_cast<int>(k * f));
+  return out;
+}
+
+std::vector<int> nprobe_sweep(int nlist) {
+  std::vector<int> out;
+  for (int p = 1; p < nlist; p *= 2) out.push_back(p);
+  out.push_back(nlist);
+  return out;
+}
+
+// The test queries and exact answers of one query head.
+struct HeadTruth {
+  int64_t head = 0;
+  const float* test_q = nullptr;   // [n_test][dim]
+  int64_t n_test = 0;
+  std::vector<int64_t> truth;      // [n_test][k] exact top-min(k, N) ids ascending, then -1 padding
+  std::vector<float> full_o;       // [n_test][dim] attention over all N keys (from the KV store)
+};
+
+struct Sweep {
+  std::string knob_name;  // "nprobe", "ef" or "" (no knob)
+  std::vector<int> values;
+};
+
+// Searches every test query of `head` with `index` at one knob value and adds into `row`.
+void evaluate(const KeyIndex& index, const SearchParams& params, const HeadTruth& head, const KvStore& store,
+              const LayerQkv& layer, int64_t n_keys, int threads, RowAccumulator& row) {
+  const int64_t dim = layer.head_dim;
+  const int k = params.k;
+  const int64_t want = std::min<int64_t>(k, n_keys);
+  double recall_sum = 0, scanned_sum = 0, us_sum = 0, err_sum = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : recall_sum, scanned_sum, us_sum, err_sum)
+  {
+    std::vector<int64_t> ids(static_cast<size_t>(k));
+    std::vector<float> scores(static_cast<size_t>(k));
+    std::vector<float> scratch(static_cast<size_t>(k));
+    std::vector<float> o(static_cast<size_t>(dim));
+#pragma omp for schedule(dynamic, 8)
+    for (int64_t i = 0; i < head.n_test; ++i) {
+      const float* q = head.test_q + i * dim;
+      SearchStats stats;
+      const auto start = Clock::now();
+      const int found = index.search(q, params, ids.data(), scores.data(), &stats);
+      us_sum += seconds_since(start) * 1e6;
+      scanned_sum += static_cast<double>(stats.distance_computations) / static_cast<double>(n_keys);
+
+      const int64_t* truth = head.truth.data() + i * k;
+      int64_t hits = 0;
+      for (int j = 0; j < found; ++j) hits += std::binary_search(truth, truth + want, ids[j]) ? 1 : 0;
+      recall_sum += static_cast<double>(hits) / static_cast<double>(want);
+
+      store.attend(q, std::span<const int64_t>(ids.data(), static_cast<size_t>(found)), layer.scale, scratch,
+                   o.data());
+      const float* ref = head.full_o.data() + i * dim;
+      double num = 0, den = 0;
+      for (int64_t d = 0; d < dim; ++d) {
+        num += double(o[d] - ref[d]) * double(o[d] - ref[d]);
+        den += double(ref[d]) * double(ref[d]);
+      }
+      err_sum += den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+    }
+  }
+  row.queries += head.n_test;
+  row.recall_sum += recall_sum;
+  row.scanned_sum += scanned_sum;
+  row.us_sum += us_sum;
+  row.attn_err_sum += err_sum;
+  auto& per_head = row.head_recall[{layer.layer, head.head}];
+  per_head.first += recall_sum;
+  per_head.second += head.n_test;
+}
+
+RowAccumulator& row_for(std::map<std::string, RowAccumulator>& rows, std::vector<std::string>& order,
+                        const std::string& index, const std::string& knob) {
+  const std::string key = index + "|" + knob;
+  auto [it, inserted] = rows.try_emplace(key);
+  if (inserted) {
+    it->second.index = index;
+    it->second.knob = knob;
+    order.push_back(key);
+  }
+  return it->second;
+}
+
+bool wanted(const RetrievalBenchConfig& c, const std::string& name) {
+  return std::find(c.indexes.begin(), c.indexes.end(), name) != c.indexes.end();
+}
+
+}  // namespace
+
+void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& config,
+                         std::map<std::string, RowAccumulator>& rows, std::vector<std::string>& order) {
+  const int64_t N = config.prefill, T = layer.tokens, D = layer.head_dim;
+  RA_REQUIRE(N > 0 && N < T, "--prefill {} must be in [1, {}) (the dump has {} tokens)", N, T, T);
+  RA_REQUIRE(layer.n_kv_heads > 0 && layer.n_heads % layer.n_kv_heads == 0,
+             "layer {}: n_heads {} is not a multiple of n_kv_heads {}", layer.layer, layer.n_heads, layer.n_kv_heads);
+  const int threads = config.threads > 0 ? config.threads : omp_get_max_threads();
+  const int64_t group = layer.n_heads / layer.n_kv_heads;
+  const int64_t n_test = config.max_test_queries > 0 ? std::min(config.max_test_queries, T - N) : T - N;
+  const int k = config.k;
+#ifndef RA_HAVE_FAISS
+  for (const char* name : {"ivf", "hnsw"}) {
+    RA_REQUIRE(!wanted(config, name), "index '{}' needs FAISS, which this build lacks", name);
+  }
+#endif
+
+  for (int64_t g = 0; g < layer.n_kv_heads; ++g) {
+    std::vector<int64_t> heads;
+    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+      if (config.heads.empty() || std::find(config.heads.begin(), config.heads.end(), h) != config.heads.end()) {
+        heads.push_back(h);
+      }
+    }
+    if (heads.empty()) continue;
+
+    const float* keys = layer.k + g * T * D;    // [N][D] prefix of kv head g
+    const float* values = layer.v + g * T * D;
+    KvStore store(D, KvDtype::kBF16);
+    store.append(keys, values, N);
+
+    // Exact answers and full attention over all N keys, per query head.
+    std::vector<HeadTruth> truths;
+    for (int64_t h : heads) {
+      HeadTruth t;
+      t.head = h;
+      t.test_q = layer.q + (h * T + N) * D;
+      t.n_test = n_test;
+      t.truth.resize(static_cast<size_t>(n_test * k));
+      std::vector<float> scores(t.truth.size());
+      exact_top_k_batch(t.test_q, n_test, keys, N, D, k, t.truth.data(), scores.data(), threads);
+      // Rows hold min(k, N) valid ids then -1 padding; sort the valid ones for lookups.
+      const int64_t valid = std::min<int64_t>(k, N);
+      for (int64_t i = 0; i < n_test; ++i) std::sort(t.truth.begin() + i * k, t.truth.begin() + i * k + valid);
+      t.full_o.resize(static_cast<size_t>(n_test * D));
+#pragma omp parallel num_threads(threads)
+      {
+        std::vector<float> scratch(static_cast<size_t>(N));
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n_test; ++i) {
+          store.attend_all(t.test_q + i * D, layer.scale, scratch, t.full_o.data() + i * D);
+        }
+      }
+      truths.push_back(std::move(t));
+    }
+
+    // Runs one index instance over the given heads for every knob value.
+    auto sweep = [&](const std::string& name, const KeyIndex& index, double build_s, const Sweep& s,
+                     const std::vector<const HeadTruth*>& over) {
+      for (int value : s.values.empty() ? std::vector<int>{0} : s.values) {
+        SearchParams p;
+        p.k = k;
+        if (s.knob_name == "ef") p.ef = value;
+        if (s.knob_name == "nprobe") p.nprobe = value;
+        const std::string knob = s.knob_name.empty() ? "-" : fmt::format("{}={}", s.knob_name, value);
+        RowAccumulator& row = row_for(rows, order, name, knob);
+        for (const HeadTruth* t : over) evaluate(index, p, *t, store, layer, N, threads, row);
+        row.build_s_sum += build_s;
+        row.index_bytes_sum += static_cast<double>(index.memory_bytes());
+        row.instances += 1;
+      }
+    };
+    std::vector<const HeadTruth*> all_heads;
+    for (const auto& t : truths) all_heads.push_back(&t);
+
+    if (wanted(config, "flat")) {
+      const FlatIndex flat(keys, N, D);
+      sweep("flat", flat, 0.0, {}, all_heads);
+    }
+#ifdef RA_HAVE_FAISS
+    if (wanted(config, "ivf")) {
+      const int nlist = static_cast<int>(std::clamp<int64_t>(std::llround(4.0 * std::sqrt(double(N))), 1, N));
+      const auto start = Clock::now();
+      const auto ivf = make_ivf_flat_index(keys, N, D, nlist, config.seed);
+      sweep("ivf", *ivf, seconds_since(start), {"nprobe", nprobe_sweep(nlist)}, all_heads);
+    }
+    if (wanted(config, "hnsw")) {
+      const auto start = Clock::now();
+      const auto hnsw = make_hnsw_flat_index(keys, N, D, config.hnsw_M, config.hnsw_ef_construction);
+      sweep("hnsw", *hnsw, seconds_since(start), {"ef", beam_sweep(k)}, all_heads);
+    }
+#endif
+    GraphBuildParams gp;
+    gp.M = config.graph_M;
+    gp.threads = threads;
+    gp.seed = config.seed;
+    gp.max_train_queries = static_cast<int>(config.train_queries);
+    if (wanted(config, "graph")) {  // one index per query head, trained on that head's queries (the paper)
+      for (const auto& t : truths) {
+        const auto start = Clock::now();
+        const GraphIndex graph(keys, N, D, layer.q + t.head * T * D, N, gp);
+        sweep("graph", graph, seconds_since(start), {"ef", beam_sweep(k)}, {&t});
+      }
+    }
+    if (wanted(config, "graph_kv")) {  // one index per kv head, trained on every query head of its group
+      std::vector<float> train(static_cast<size_t>(group * N * D));
+      for (int64_t j = 0; j < group; ++j) {
+        std::copy_n(layer.q + ((g * group + j) * T) * D, N * D, train.begin() + j * N * D);
+      }
+      GraphBuildParams kv_params = gp;
+      if (kv_params.max_train_queries > 0) kv_params.max_train_queries *= static_cast<int>(group);
+      const auto start = Clock::now();
+      const GraphIndex graph(keys, N, D, train.data(), group * N, kv_params);
+      sweep("graph_kv", graph, seconds_since(start), {"ef", beam_sweep(k)}, all_heads);
+    }
+  }
+}
+
+std::string row_json(const RowAccumulator& r) {
+  const double q = r.queries > 0 ? static_cast<double>(r.queries) : 1.0;
+  double worst = 1.0;
+  for (const auto& [head, sum_n] : r.head_recall) worst = std::min(worst, sum_n.first / double(sum_n.second));
+  const double inst = r.instances > 0 ? static_cast<double>(r.instances) : 1.0;
+  return fmt::format(
+      R"({{"index": "{}", "knob": "{}", "recall": {:.5f}, "worst_head_recall": {:.5f}, "scanned": {:.6f}, )"
+      R"("us_per_query": {:.2f}, "build_s": {:.4f}, "index_bytes": {:.0f}, "attn_rel_err": {:.6f}, )"
+      R"("queries": {}, "heads": {}}})",
+      r.index, r.knob, r.recall_sum / q, worst, r.scanned_sum / q, r.us_sum / q, r.build_s_sum / inst,
+      r.index_bytes_sum / inst, r.attn_err_sum / q, r.queries, r.head_recall.size());
+}
+
+}  // namespace ra::retriever

@@ -1,0 +1,164 @@
+#include "launcher/bench_retrieval_command.h"
+
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "common/error.h"
+#include "common/npy.h"
+#include "cpu_retriever/retrieval_eval.h"
+
+namespace ra {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct BenchRetrievalArgs {
+  std::string qkv;
+  int64_t prefill = 0;
+  int k = 100;
+  std::string json_out;
+  std::string plot_out;
+  int threads = 0;
+  std::vector<int64_t> layers;
+  std::vector<int64_t> heads;
+  std::vector<std::string> indexes = {"flat", "ivf", "hnsw", "graph", "graph_kv"};
+  int64_t train_queries = 0;
+  int64_t test_queries = 0;
+  int graph_M = 32;
+};
+
+int64_t meta_int(const nlohmann::json& meta, const char* key, const fs::path& path) {
+  const auto it = meta.find(key);
+  RA_REQUIRE(it != meta.end() && it->is_number_integer() && it->get<int64_t>() > 0,
+             "{}: field '{}' is missing or not a positive integer", path.string(), key);
+  return it->get<int64_t>();
+}
+
+// Reads one .npy and checks its shape against what meta.json implies.
+NpyArray read_checked(const fs::path& path, std::vector<int64_t> want) {
+  RA_REQUIRE(fs::exists(path), "{}: missing (meta.json lists more layers than the dump holds)", path.string());
+  NpyArray a = read_npy_f32(path);
+  RA_REQUIRE(a.shape == want, "{}: shape ({}) does not match meta.json, which implies ({})", path.string(),
+             fmt::join(a.shape, ", "), fmt::join(want, ", "));
+  return a;
+}
+
+int run_bench_retrieval(const BenchRetrievalArgs& args) {
+  const auto wall_start = std::chrono::steady_clock::now();
+  const fs::path dir = args.qkv;
+  const fs::path meta_path = dir / "meta.json";
+  RA_REQUIRE(fs::exists(meta_path), "--qkv {}: no meta.json (is this a `ra dump-qkv` directory?)", dir.string());
+  nlohmann::json meta;
+  try {
+    std::ifstream in(meta_path);
+    meta = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    raise("{}: invalid JSON: {}", meta_path.string(), e.what());
+  }
+  const int64_t n_layers = meta_int(meta, "n_layers", meta_path);
+  const int64_t n_heads = meta_int(meta, "n_heads", meta_path);
+  const int64_t n_kv = meta_int(meta, "n_kv_heads", meta_path);
+  const int64_t head_dim = meta_int(meta, "head_dim", meta_path);
+  const int64_t tokens = meta_int(meta, "tokens", meta_path);
+  RA_REQUIRE(meta.contains("scale") && meta["scale"].is_number() && meta["scale"].get<double>() > 0,
+             "{}: field 'scale' is missing or not a positive number", meta_path.string());
+  const float scale = meta["scale"].get<float>();
+  for (int64_t h : args.heads) RA_REQUIRE(h >= 0 && h < n_heads, "--head {} is outside [0, {})", h, n_heads);
+  for (int64_t l : args.layers) RA_REQUIRE(l >= 0 && l < n_layers, "--layer {} is outside [0, {})", l, n_layers);
+
+  retriever::RetrievalBenchConfig config;
+  config.prefill = args.prefill;
+  config.k = args.k;
+  config.threads = args.threads;
+  config.train_queries = args.train_queries;
+  config.max_test_queries = args.test_queries;
+  config.heads = args.heads;
+  config.indexes = args.indexes;
+  config.graph_M = args.graph_M;
+
+  std::map<std::string, retriever::RowAccumulator> rows;
+  std::vector<std::string> order;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    if (!args.layers.empty() && std::find(args.layers.begin(), args.layers.end(), l) == args.layers.end()) continue;
+    const auto layer_start = std::chrono::steady_clock::now();
+    const NpyArray q = read_checked(dir / fmt::format("q_l{}.npy", l), {n_heads, tokens, head_dim});
+    const NpyArray k = read_checked(dir / fmt::format("k_l{}.npy", l), {n_kv, tokens, head_dim});
+    const NpyArray v = read_checked(dir / fmt::format("v_l{}.npy", l), {n_kv, tokens, head_dim});
+    retriever::LayerQkv layer{l, n_heads, n_kv, head_dim, tokens, scale, q.data.data(), k.data.data(), v.data.data()};
+    retriever::run_retrieval_layer(layer, config, rows, order);
+    std::fprintf(stderr, "layer %lld done in %.1f s\n", static_cast<long long>(l),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - layer_start).count());
+  }
+
+  std::ofstream json;
+  if (!args.json_out.empty()) {
+    json.open(args.json_out);
+    RA_REQUIRE(json.good(), "--json {}: cannot write", args.json_out);
+  }
+  std::printf("%-9s %-12s %8s %8s %9s %10s %9s %12s %10s\n", "index", "knob", "recall", "worst", "scanned",
+              "us/query", "build_s", "index_bytes", "attn_err");
+  for (const auto& key : order) {
+    const auto& r = rows.at(key);
+    const std::string line = retriever::row_json(r);
+    if (json.is_open()) json << line << '\n';
+    const nlohmann::json j = nlohmann::json::parse(line);
+    std::printf("%-9s %-12s %8.4f %8.4f %9.4f %10.1f %9.3f %12.0f %10.5f\n", r.index.c_str(), r.knob.c_str(),
+                j["recall"].get<double>(), j["worst_head_recall"].get<double>(), j["scanned"].get<double>(),
+                j["us_per_query"].get<double>(), j["build_s"].get<double>(), j["index_bytes"].get<double>(),
+                j["attn_rel_err"].get<double>());
+  }
+  if (json.is_open()) {
+    json.close();
+    RA_REQUIRE(json.good() || !json.bad(), "--json {}: write failed", args.json_out);
+  }
+  if (!args.plot_out.empty()) {
+    RA_REQUIRE(!args.json_out.empty(), "--plot needs --json (the plot is drawn from the JSON rows)");
+    // Debian's python3 has matplotlib (scripts/setup.sh); a python3 earlier on PATH may not.
+    const char* env_python = std::getenv("RA_PYTHON");
+    const std::string python = env_python ? env_python : fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+    const std::string cmd = fmt::format("'{}' '{}/scripts/plot_retrieval.py' '{}' '{}'", python, RA_SOURCE_DIR,
+                                        args.json_out, args.plot_out);
+    RA_REQUIRE(std::system(cmd.c_str()) == 0, "plotting failed: {}", cmd);
+  }
+  std::fprintf(stderr, "bench retrieval: %zu rows, N=%lld keys, T=%lld tokens, k=%d, %.1f s\n", order.size(),
+               static_cast<long long>(args.prefill), static_cast<long long>(tokens), args.k,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count());
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto args = std::make_shared<BenchRetrievalArgs>();
+  CLI::App* cmd = bench->add_subcommand("retrieval", "Recall vs keys scanned of every key index on dumped q/k/v");
+  cmd->add_option("--qkv", args->qkv, "Directory written by `ra dump-qkv`")->required();
+  cmd->add_option("--prefill", args->prefill, "N: keys and training queries from positions [0, N)")->required();
+  cmd->add_option("--k", args->k, "Recall@k and the number of keys retrieved")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--json", args->json_out, "Write one JSON object per row to this file");
+  cmd->add_option("--plot", args->plot_out, "Plot recall against scanned fraction to this PNG (needs --json)");
+  cmd->add_option("--threads", args->threads, "Threads for builds and searches (default: all cores)");
+  cmd->add_option("--layer", args->layers, "Only these layers (repeatable)");
+  cmd->add_option("--head", args->heads, "Only these query heads (repeatable)");
+  cmd->add_option("--indexes", args->indexes, "Index kinds: flat ivf hnsw graph graph_kv")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::IsMember({"flat", "ivf", "hnsw", "graph", "graph_kv"}));
+  cmd->add_option("--train-queries", args->train_queries, "Graph training queries per head (0: all N)")->capture_default_str();
+  cmd->add_option("--test-queries", args->test_queries, "At most this many test queries per head (0: all T-N)")
+      ->capture_default_str();
+  cmd->add_option("--graph-M", args->graph_M, "Graph max degree")->capture_default_str();
+  cmd->callback([args] {
+    if (args->threads > 0) omp_set_num_threads(args->threads);
+    const int rc = run_bench_retrieval(*args);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  });
+}
+
+}  // namespace ra

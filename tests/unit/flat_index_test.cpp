@@ -1,0 +1,191 @@
+// FlatIndex / exact_top_k against a naive double-precision brute force.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
+#include "cpu_retriever/flat_index.h"
+
+namespace ra::retriever {
+namespace {
+
+std::vector<float> random_matrix(int64_t rows, int64_t dim, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> m(static_cast<size_t>(rows * dim));
+  for (float& x : m) x = dist(rng);
+  return m;
+}
+
+// Naive reference: double-precision scores, sorted by (score desc, id asc).
+std::vector<int64_t> naive_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k) {
+  std::vector<double> s(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    double acc = 0;
+    for (int64_t j = 0; j < dim; ++j) acc += double(q[j]) * double(keys[i * dim + j]);
+    s[i] = acc;
+  }
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return s[a] > s[b]; });
+  ids.resize(static_cast<size_t>(std::min<int64_t>(k, n)));
+  return ids;
+}
+
+TEST(FlatIndex, DotProductMatchesDoubleForOddDims) {
+  for (int64_t dim : {1, 3, 7, 8, 9, 16, 33, 64, 127, 128}) {
+    auto a = random_matrix(1, dim, 1);
+    auto b = random_matrix(1, dim, 2);
+    double ref = 0;
+    for (int64_t j = 0; j < dim; ++j) ref += double(a[j]) * double(b[j]);
+    EXPECT_NEAR(dot_f32(a.data(), b.data(), dim), ref, 1e-4) << "dim " << dim;
+  }
+}
+
+TEST(FlatIndex, MatchesNaiveBruteForce) {
+  const int64_t n = 3000, dim = 64, nq = 40;
+  const int k = 100;
+  auto keys = random_matrix(n, dim, 7);
+  auto queries = random_matrix(nq, dim, 8);
+  FlatIndex index(keys.data(), n, dim);
+  EXPECT_EQ(index.size(), n);
+  EXPECT_EQ(index.dim(), dim);
+  std::vector<int64_t> ids(k);
+  std::vector<float> scores(k);
+  for (int64_t i = 0; i < nq; ++i) {
+    const float* q = queries.data() + i * dim;
+    SearchStats stats;
+    SearchParams p;
+    p.k = k;
+    ASSERT_EQ(index.search(q, p, ids.data(), scores.data(), &stats), k);
+    EXPECT_EQ(stats.distance_computations, n);
+    EXPECT_EQ(stats.hops, 0);
+    EXPECT_EQ(ids, naive_top_k(q, keys.data(), n, dim, k)) << "query " << i;
+    for (int r = 0; r < k; ++r) {
+      EXPECT_FLOAT_EQ(scores[r], dot_f32(q, keys.data() + ids[r] * dim, dim));
+      if (r > 0) {
+        EXPECT_GE(scores[r - 1], scores[r]);
+      }
+    }
+  }
+}
+
+TEST(FlatIndex, TiesBrokenByLowerId) {
+  // Keys repeat with period 5, so every score appears n/5 times.
+  const int64_t n = 50, dim = 8;
+  auto base = random_matrix(5, dim, 3);
+  std::vector<float> keys(static_cast<size_t>(n * dim));
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy_n(base.data() + (i % 5) * dim, dim, keys.data() + i * dim);
+  }
+  auto q = random_matrix(1, dim, 4);
+  const int k = 17;
+  std::vector<int64_t> ids(k);
+  std::vector<float> scores(k);
+  ASSERT_EQ(exact_top_k(q.data(), keys.data(), n, dim, k, ids.data(), scores.data()), k);
+  EXPECT_EQ(ids, naive_top_k(q.data(), keys.data(), n, dim, k));
+  for (int r = 1; r < k; ++r) {
+    if (scores[r] == scores[r - 1]) {
+      EXPECT_LT(ids[r - 1], ids[r]);
+    }
+  }
+}
+
+TEST(FlatIndex, KLargerThanNReturnsN) {
+  const int64_t n = 10, dim = 12;
+  auto keys = random_matrix(n, dim, 5);
+  auto q = random_matrix(1, dim, 6);
+  FlatIndex index(keys.data(), n, dim);
+  SearchParams p;
+  p.k = 25;
+  std::vector<int64_t> ids(25, -7);
+  std::vector<float> scores(25);
+  ASSERT_EQ(index.search(q.data(), p, ids.data(), scores.data(), nullptr), n);
+  std::vector<int64_t> got(ids.begin(), ids.begin() + n);
+  EXPECT_EQ(got, naive_top_k(q.data(), keys.data(), n, dim, 25));
+  p.k = 0;
+  EXPECT_EQ(index.search(q.data(), p, ids.data(), scores.data(), nullptr), 0);
+}
+
+TEST(FlatIndex, BatchEqualsSingle) {
+  const int64_t n = 2000, dim = 32, nq = 64;
+  const int k = 30;
+  auto keys = random_matrix(n, dim, 9);
+  auto queries = random_matrix(nq, dim, 10);
+  std::vector<int64_t> bids(static_cast<size_t>(nq * k));
+  std::vector<float> bscores(static_cast<size_t>(nq * k));
+  exact_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, bids.data(), bscores.data(), 2);
+  std::vector<int64_t> ids(k);
+  std::vector<float> scores(k);
+  for (int64_t i = 0; i < nq; ++i) {
+    exact_top_k(queries.data() + i * dim, keys.data(), n, dim, k, ids.data(), scores.data());
+    for (int r = 0; r < k; ++r) {
+      EXPECT_EQ(bids[i * k + r], ids[r]);
+      EXPECT_EQ(bscores[i * k + r], scores[r]);
+    }
+  }
+}
+
+TEST(FlatIndex, BatchPadsWhenKExceedsN) {
+  const int64_t n = 3, dim = 4, nq = 2;
+  const int k = 5;
+  auto keys = random_matrix(n, dim, 11);
+  auto queries = random_matrix(nq, dim, 12);
+  std::vector<int64_t> ids(nq * k);
+  std::vector<float> scores(nq * k);
+  exact_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, ids.data(), scores.data(), 0);
+  for (int64_t i = 0; i < nq; ++i) {
+    for (int r = 3; r < k; ++r) EXPECT_EQ(ids[i * k + r], -1);
+  }
+}
+
+TEST(FlatIndex, ConcurrentSearchesMatchSequential) {
+  const int64_t n = 1500, dim = 48, nq = 32;
+  auto keys = random_matrix(n, dim, 13);
+  auto queries = random_matrix(nq, dim, 14);
+  FlatIndex index(keys.data(), n, dim);
+  const int ks[4] = {1, 10, 50, 100};
+  std::vector<std::vector<int64_t>> expected(4 * nq);
+  for (int t = 0; t < 4; ++t) {
+    for (int64_t i = 0; i < nq; ++i) {
+      std::vector<int64_t> ids(ks[t]);
+      std::vector<float> scores(ks[t]);
+      SearchParams p;
+      p.k = ks[t];
+      index.search(queries.data() + i * dim, p, ids.data(), scores.data(), nullptr);
+      expected[t * nq + i] = ids;
+    }
+  }
+  std::vector<std::vector<int64_t>> got(4 * nq);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int64_t i = 0; i < nq; ++i) {
+        std::vector<int64_t> ids(ks[t]);
+        std::vector<float> scores(ks[t]);
+        SearchParams p;
+        p.k = ks[t];
+        index.search(queries.data() + i * dim, p, ids.data(), scores.data(), nullptr);
+        got[t * nq + i] = ids;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(got, expected);
+}
+
+TEST(FlatIndex, BadArgumentsThrow) {
+  float x = 0;
+  int64_t id;
+  EXPECT_THROW(exact_top_k(&x, &x, 1, 1, -1, &id, &x), ra::Error);
+  EXPECT_THROW(exact_top_k(&x, &x, 1, 0, 1, &id, &x), ra::Error);
+  EXPECT_THROW(FlatIndex(&x, 1, 0), ra::Error);
+}
+
+}  // namespace
+}  // namespace ra::retriever
