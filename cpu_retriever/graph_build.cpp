@@ -158,7 +158,7 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
       SearchScratch scratch(n);
 #pragma omp for schedule(dynamic, 64)
       for (int64_t x = 0; x < n; ++x) {
-        const int got = beam_search(keys, dim, snapshot, entry, row(keys, dim, x), ef, scratch, nullptr);
+        const int got = beam_search(keys, dim, snapshot, {&entry, 1}, row(keys, dim, x), ef, scratch, nullptr);
         std::vector<Scored> cands;
         cands.reserve(static_cast<size_t>(got));
         for (int i = 0; i < got; ++i) {
@@ -198,7 +198,7 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
   SearchScratch scratch(n);
   for (int64_t u = 0; u < n; ++u) {
     if (reached[u]) continue;
-    const int got = beam_search(keys, dim, snapshot, entry, row(keys, dim, u), ef, scratch, nullptr);
+    const int got = beam_search(keys, dim, snapshot, {&entry, 1}, row(keys, dim, u), ef, scratch, nullptr);
     const uint32_t from = got > 0 ? scratch.pool[0].id : entry;  // best reachable match
     adj[from].push_back(static_cast<uint32_t>(u));                // may exceed the cap, by design
     flood(static_cast<uint32_t>(u));

@@ -56,6 +56,11 @@ GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* t
   BuiltGraph g = build_graph(keys, n, dim, queries, nq, topk, topk_width, params);
   csr_ = std::move(g.csr);
   entry_ = g.entry;
+  // Evenly spaced extra entries cover every part of the sequence: keys cluster by position and topic,
+  // and a single entry can leave a beam stuck in the wrong cluster.
+  entries_.push_back(entry_);
+  const int64_t samples = std::min<int64_t>(params.entry_samples, n);
+  for (int64_t i = 0; i < samples; ++i) entries_.push_back(static_cast<uint32_t>(i * n / samples));
 }
 
 int64_t GraphIndex::size() const {
@@ -91,7 +96,7 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   ef = std::max(ef, k);
 
   auto scratch = scratch_.acquire();
-  beam_search(keys_, dim_, csr_, entry_, q, ef, *scratch, stats);
+  beam_search(keys_, dim_, csr_, entries_, q, ef, *scratch, stats);
   auto& merged = scratch->merged;
   merged.assign(scratch->pool.begin(), scratch->pool.begin() + std::min<size_t>(scratch->pool.size(), k));
 

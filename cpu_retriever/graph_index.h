@@ -28,9 +28,10 @@ struct GraphBuildParams {
   int max_train_queries = 0;   // 0 = use every training query; else a seeded subsample of this many
   uint64_t seed = 0;           // drives the subsample; the build is otherwise deterministic
   int threads = 0;             // build threads; 0 = the OpenMP default. Output does not depend on it
-  Occlusion occlusion = Occlusion::kInnerProduct;  // pruning geometry between keys
+  Occlusion occlusion = Occlusion::kL2;  // pruning geometry between keys (L2: measured better, docs/retrieval.md)
   bool fill_pruned = false;    // fill a pruned list back up to its limit with occluded candidates
   int default_ef = 0;          // beam size when SearchParams::ef == 0; 0 = 2 * k
+  int entry_samples = 32;      // extra search entries: keys spread evenly over [0, n), scored per search
 };
 
 class GraphIndex final : public KeyIndex {
@@ -66,6 +67,7 @@ class GraphIndex final : public KeyIndex {
   GraphBuildParams params_;
   GraphCsr csr_;
   uint32_t entry_ = 0;
+  std::vector<uint32_t> entries_;  // entry_ first, then entry_samples keys evenly spaced over [0, n_)
 
   mutable std::shared_mutex tail_mutex_;
   std::vector<float> tail_;  // [tail_size][dim_] float32, appended keys (ids n_ + row)

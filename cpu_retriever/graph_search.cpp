@@ -59,19 +59,30 @@ auto by_score_min = [](const Scored& a, const Scored& b) { return better(a, b); 
 
 }  // namespace
 
-int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, uint32_t entry, const float* q, int ef,
-                SearchScratch& s, SearchStats* stats) {
+int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,
+                const float* q, int ef, SearchScratch& s, SearchStats* stats) {
   s.next_epoch();
   s.candidates.clear();
   s.pool.clear();
   int64_t dc = 0, hops = 0;
   if (csr.nodes() == 0 || ef <= 0) return 0;
 
-  const Scored e{dot_f32(q, keys + static_cast<int64_t>(entry) * dim, dim), entry};
-  ++dc;
-  s.stamp[entry] = s.epoch;
-  s.candidates.push_back(e);
-  s.pool.push_back(e);
+  for (const uint32_t entry : entries) {
+    if (s.stamp[entry] == s.epoch) continue;
+    s.stamp[entry] = s.epoch;
+    const Scored e{dot_f32(q, keys + static_cast<int64_t>(entry) * dim, dim), entry};
+    ++dc;
+    s.candidates.push_back(e);
+    std::push_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
+    if (static_cast<int>(s.pool.size()) < ef) {
+      s.pool.push_back(e);
+      std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
+    } else if (better(e, s.pool.front())) {
+      std::pop_heap(s.pool.begin(), s.pool.end(), by_score_min);
+      s.pool.back() = e;
+      std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
+    }
+  }
 
   while (!s.candidates.empty()) {
     std::pop_heap(s.candidates.begin(), s.candidates.end(), by_score_max);

@@ -74,12 +74,13 @@ class ScratchPool {
   size_t created_ = 0;
 };
 
-// Best-first beam search over csr from entry, scoring nodes by q · keys[id] (keys: [n][dim] float32).
+// Best-first beam search over csr from the entry nodes (all scored and seeded into the beam), scoring
+// nodes by q · keys[id] (keys: [n][dim] float32).
 // The pool keeps the best ef nodes; the search stops when the best unexpanded candidate cannot enter a
 // full pool. Leaves the pool in scratch.pool sorted best first (score desc, id asc) and returns its size.
 // Adds distance computations and hops to *stats when non-null.
-int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, uint32_t entry, const float* q, int ef,
-                SearchScratch& scratch, SearchStats* stats);
+int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,
+                const float* q, int ef, SearchScratch& scratch, SearchStats* stats);
 
 // Orders best first: higher score, then lower id (a total order, for deterministic output).
 inline bool better(const Scored& a, const Scored& b) {

@@ -217,6 +217,11 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     gp.threads = threads;
     gp.seed = config.seed;
     gp.max_train_queries = static_cast<int>(config.train_queries);
+    gp.occlusion = config.graph_l2_occlusion ? Occlusion::kL2 : Occlusion::kInnerProduct;
+    gp.fill_pruned = config.graph_fill;
+    gp.degree_cap = config.graph_degree_cap;
+    gp.ef_construction = config.graph_ef_construction;
+    gp.entry_samples = config.graph_entry_samples;
     if (wanted(config, "graph")) {  // one index per query head, trained on that head's queries (the paper)
       for (const auto& t : truths) {
         const auto start = Clock::now();

@@ -35,6 +35,11 @@ struct RetrievalBenchConfig {
   std::vector<std::string> indexes = {"flat", "ivf", "hnsw", "graph", "graph_kv"};
   uint64_t seed = 1;
   int graph_M = 32;
+  bool graph_l2_occlusion = true;   // prune with Euclidean key distances (false: inner products)
+  bool graph_fill = false;          // fill pruned lists back up to M
+  int graph_degree_cap = 0;         // 0 = 2 * M
+  int graph_ef_construction = 64;
+  int graph_entry_samples = 32;
   int hnsw_M = 32;
   int hnsw_ef_construction = 200;
 };

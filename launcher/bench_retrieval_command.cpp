@@ -30,6 +30,11 @@ struct BenchRetrievalArgs {
   int64_t train_queries = 0;
   int64_t test_queries = 0;
   int graph_M = 32;
+  std::string graph_occlusion = "l2";
+  bool graph_fill = false;
+  int graph_degree_cap = 0;
+  int graph_ef_construction = 64;
+  int graph_entry_samples = 32;
 };
 
 int64_t meta_int(const nlohmann::json& meta, const char* key, const fs::path& path) {
@@ -80,6 +85,11 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
   config.heads = args.heads;
   config.indexes = args.indexes;
   config.graph_M = args.graph_M;
+  config.graph_l2_occlusion = args.graph_occlusion == "l2";
+  config.graph_fill = args.graph_fill;
+  config.graph_degree_cap = args.graph_degree_cap;
+  config.graph_ef_construction = args.graph_ef_construction;
+  config.graph_entry_samples = args.graph_entry_samples;
 
   std::map<std::string, retriever::RowAccumulator> rows;
   std::vector<std::string> order;
@@ -154,6 +164,17 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--test-queries", args->test_queries, "At most this many test queries per head (0: all T-N)")
       ->capture_default_str();
   cmd->add_option("--graph-M", args->graph_M, "Graph max degree")->capture_default_str();
+  cmd->add_option("--graph-occlusion", args->graph_occlusion, "Graph pruning geometry between keys: ip or l2")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ip", "l2"}));
+  cmd->add_flag("--graph-fill", args->graph_fill, "Fill pruned neighbour lists back up to M");
+  cmd->add_option("--graph-degree-cap", args->graph_degree_cap, "Max degree after connectivity edges (0: 2M)")
+      ->capture_default_str();
+  cmd->add_option("--graph-entries", args->graph_entry_samples,
+                  "Extra search entries, evenly spaced over the keys (each costs one distance per search)")
+      ->capture_default_str();
+  cmd->add_option("--graph-ef-construction", args->graph_ef_construction, "Beam of the connectivity self-searches")
+      ->capture_default_str();
   cmd->callback([args] {
     if (args->threads > 0) omp_set_num_threads(args->threads);
     const int rc = run_bench_retrieval(*args);

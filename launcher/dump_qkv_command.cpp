@@ -19,16 +19,11 @@
 #include "gpu_worker/model/model_loader.h"
 #include "gpu_worker/model/synthetic_model.h"
 #include "gpu_worker/model/tokenizer.h"
+#include "launcher/model_setup.h"
 
 
 namespace ra {
 namespace {
-
-std::string read_prompt_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  RA_REQUIRE(in.good(), "--prompt-file {}: cannot open", path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 // One layer's three output files, filled chunk by chunk.
 struct LayerFiles {
@@ -88,20 +83,15 @@ int run_dump_qkv(const DumpQkvArgs& args) {
   if (args.threads > 0) {
     omp_set_num_threads(args.threads);
   }
-  const bool synthetic = args.model.empty();
-  RA_REQUIRE(synthetic || !args.prompt_file.empty(), "--prompt-file is required with --model {}", args.model);
-  const Model model = synthetic ? make_synthetic_model({}) : load_model(args.model);
+  const LoadedModel loaded = load_model_and_tokenizer(args.model, args.tokenizer);
+  RA_REQUIRE(loaded.synthetic || !args.prompt_file.empty(), "--prompt-file is required with --model {}", args.model);
+  const Model& model = loaded.model;
   const ModelConfig& c = model.config;
-  const std::unique_ptr<Tokenizer> tokenizer = synthetic && args.tokenizer.empty()
-                                                   ? make_byte_tokenizer(c.vocab_size)
-                                                   : resolve_tokenizer(args.tokenizer, args.model, c);
-
-  const std::string text = !args.prompt_file.empty() ? read_prompt_file(args.prompt_file)
-                                                     : make_synthetic_prompt(args.synthetic_prompt_bytes, 7);
-  std::vector<int32_t> tokens;
-  if (c.bos_token_id >= 0) tokens.push_back(c.bos_token_id);
-  const std::vector<int32_t> encoded = tokenizer->encode(text);
-  tokens.insert(tokens.end(), encoded.begin(), encoded.end());
+  const std::string text = !args.prompt_file.empty()
+                               ? read_prompt_file(args.prompt_file)
+                               : make_synthetic_prompt(args.synthetic_prompt_bytes, kSyntheticPromptSeed);
+  std::vector<int32_t> tokens = loaded.tokenizer->encode(text);
+  if (c.bos_token_id >= 0) tokens.insert(tokens.begin(), c.bos_token_id);
   if (args.max_tokens > 0 && static_cast<int64_t>(tokens.size()) > args.max_tokens) {
     tokens.resize(static_cast<size_t>(args.max_tokens));
   }

@@ -3,26 +3,15 @@
 #include <omp.h>
 
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <memory>
 
 #include "common/error.h"
 #include "gpu_worker/decode/generator.h"
-#include "gpu_worker/model/model_loader.h"
 #include "gpu_worker/model/synthetic_model.h"
+#include "launcher/model_setup.h"
 
 
 namespace ra {
-namespace {
-
-std::string read_prompt_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  RA_REQUIRE(in.good(), "--prompt-file {}: cannot open", path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-}  // namespace
 
 void add_generate_command(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
@@ -58,28 +47,20 @@ int run_generate(const GenerateArgs& args) {
   if (args.threads > 0) {
     omp_set_num_threads(args.threads);
   }
-  const bool synthetic = args.model.empty();
-  const Model model = synthetic ? make_synthetic_model({}) : load_model(args.model);
+  const LoadedModel loaded = load_model_and_tokenizer(args.model, args.tokenizer);
+  const Model& model = loaded.model;
   const ModelConfig& c = model.config;
-  const std::unique_ptr<Tokenizer> tokenizer = synthetic && args.tokenizer.empty()
-                                                   ? make_byte_tokenizer(c.vocab_size)
-                                                   : resolve_tokenizer(args.tokenizer, args.model, c);
+  const Tokenizer* tokenizer = loaded.tokenizer.get();
 
   std::string text;
   if (!args.prompt_file.empty()) {
     text = read_prompt_file(args.prompt_file);
   } else if (args.prompt_given) {
     text = args.prompt;
-  } else if (synthetic) {
-    text = make_synthetic_prompt(args.synthetic_prompt_bytes, 7);
+  } else if (loaded.synthetic) {
+    text = make_synthetic_prompt(args.synthetic_prompt_bytes, kSyntheticPromptSeed);
   }
-  std::vector<int32_t> prompt;
-  if (c.bos_token_id >= 0) prompt.push_back(c.bos_token_id);
-  const std::vector<int32_t> encoded = tokenizer->encode(text);
-  prompt.insert(prompt.end(), encoded.begin(), encoded.end());
-  RA_REQUIRE(static_cast<int64_t>(prompt.size()) <= c.max_position_embeddings,
-             "the prompt has {} tokens but {} allows at most {} (max_position_embeddings)", prompt.size(),
-             model.source, c.max_position_embeddings);
+  const std::vector<int32_t> prompt = prompt_tokens(loaded, text);
 
   BackendOptions options;
   options.max_positions =

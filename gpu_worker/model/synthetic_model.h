@@ -26,7 +26,8 @@ struct SyntheticModelSpec {
 // early. Vocabulary: 258 (bytes, BOS = 256, EOS = 257).
 Model make_synthetic_model(const SyntheticModelSpec& spec);
 
-// `bytes` bytes of deterministic English-like filler with a few "magic number" facts and a question.
+// `bytes` bytes of deterministic English-like filler with four "magic number" facts, ending with a
+// question about the first (exactly `bytes` long when `bytes` exceeds the question, else the question).
 std::string make_synthetic_prompt(int64_t bytes, uint64_t seed);
 
 }  // namespace ra

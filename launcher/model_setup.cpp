@@ -1,0 +1,39 @@
+#include "launcher/model_setup.h"
+
+#include <fstream>
+#include <iterator>
+
+#include "common/error.h"
+#include "gpu_worker/model/model_loader.h"
+#include "gpu_worker/model/synthetic_model.h"
+
+namespace ra {
+
+LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg) {
+  LoadedModel out;
+  out.synthetic = model_arg.empty();
+  out.model = out.synthetic ? make_synthetic_model({}) : load_model(model_arg);
+  out.tokenizer = out.synthetic && tokenizer_arg.empty() ? make_byte_tokenizer(out.model.config.vocab_size)
+                                                         : resolve_tokenizer(tokenizer_arg, model_arg, out.model.config);
+  return out;
+}
+
+std::string read_prompt_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  RA_REQUIRE(in.good(), "--prompt-file {}: cannot open", path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::vector<int32_t> prompt_tokens(const LoadedModel& loaded, std::string_view text) {
+  const ModelConfig& c = loaded.model.config;
+  std::vector<int32_t> tokens;
+  if (c.bos_token_id >= 0) tokens.push_back(c.bos_token_id);
+  const std::vector<int32_t> encoded = loaded.tokenizer->encode(text);
+  tokens.insert(tokens.end(), encoded.begin(), encoded.end());
+  RA_REQUIRE(static_cast<int64_t>(tokens.size()) <= c.max_position_embeddings,
+             "the prompt has {} tokens but {} allows at most {} (max_position_embeddings)", tokens.size(),
+             loaded.model.source, c.max_position_embeddings);
+  return tokens;
+}
+
+}  // namespace ra

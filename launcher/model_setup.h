@@ -1,0 +1,35 @@
+#pragma once
+// What every `ra` command that runs a model does first: load what --model and --tokenizer name (the
+// embedded demo model when --model is empty), read the prompt, and turn it into token ids.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gpu_worker/model/model.h"
+#include "gpu_worker/model/tokenizer.h"
+
+namespace ra {
+
+// The seed of the demo model's synthetic prompt, shared by every command so their prompts agree.
+inline constexpr uint64_t kSyntheticPromptSeed = 7;
+
+struct LoadedModel {
+  Model model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  bool synthetic = false;  // the embedded demo model (no --model)
+};
+
+// Throws ra::Error naming the path or field on any problem (see load_model, resolve_tokenizer).
+LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg);
+
+// The raw bytes of a prompt file; throws ra::Error naming it when it cannot be read.
+std::string read_prompt_file(const std::string& path);
+
+// BOS (when the model has one) followed by tokenizer.encode(text). Throws ra::Error when the result
+// exceeds max_position_embeddings, naming both numbers.
+std::vector<int32_t> prompt_tokens(const LoadedModel& loaded, std::string_view text);
+
+}  // namespace ra

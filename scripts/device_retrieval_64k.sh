@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# On the GPU machine (16 cores): build, dump the needle model's q/k/v for a 64K-token needle prompt with
+# the CPU reference decoder, and run the retrieval benchmark at N = 61440 keys. Results go to $OUT (default: out/).
+#   usage (device tool): source .device/bootstrap.sh && scripts/device_retrieval_64k.sh
+set -euo pipefail
+out=${OUT:-out}
+models=${RA_SHARED_MODELS_DIR:-shared/models}
+mkdir -p "$out"
+cmake -S . -B build-dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DRA_ENABLE_CUDA=OFF -DRA_BUILD_TESTS=OFF > "$out/configure.txt"
+cmake --build build-dev -j"$(nproc)" > "$out/build.txt"
+ra=build-dev/launcher/ra
+$ra needle-prompt --tokens 65536 --facts 4 --seed 11 --out /tmp/needle64k.txt > "$out/answer.txt" 2> /tmp/needle64k.log
+{ time $ra dump-qkv --model "$models/needle-byte-13m" --prompt-file /tmp/needle64k.txt --out /tmp/qkv64k ; } \
+  > "$out/dump.txt" 2>&1
+{ time $ra bench retrieval --qkv /tmp/qkv64k --prefill 61440 --k 100 --indexes "${INDEXES:-ivf,hnsw,graph}" \
+    --test-queries "${TEST_QUERIES:-256}" --json "$out/rows_64k.json" ; } > "$out/bench_64k.txt" 2>&1
