@@ -67,21 +67,26 @@ int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<c
   int64_t dc = 0, hops = 0;
   if (csr.nodes() == 0 || ef <= 0) return 0;
 
-  for (const uint32_t entry : entries) {
-    if (s.stamp[entry] == s.epoch) continue;
-    s.stamp[entry] = s.epoch;
-    const Scored e{dot_f32(q, keys + static_cast<int64_t>(entry) * dim, dim), entry};
+  // Scores node v and offers it to the pool; a node that enters the pool also becomes a candidate.
+  auto visit = [&](uint32_t v) {
+    s.stamp[v] = s.epoch;
+    const Scored c{dot_f32(q, keys + static_cast<int64_t>(v) * dim, dim), v};
     ++dc;
-    s.candidates.push_back(e);
-    std::push_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
     if (static_cast<int>(s.pool.size()) < ef) {
-      s.pool.push_back(e);
+      s.pool.push_back(c);
       std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
-    } else if (better(e, s.pool.front())) {
+    } else if (better(c, s.pool.front())) {
       std::pop_heap(s.pool.begin(), s.pool.end(), by_score_min);
-      s.pool.back() = e;
+      s.pool.back() = c;
       std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
+    } else {
+      return;
     }
+    s.candidates.push_back(c);
+    std::push_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
+  };
+  for (const uint32_t entry : entries) {
+    if (s.stamp[entry] != s.epoch) visit(entry);
   }
 
   while (!s.candidates.empty()) {
@@ -96,22 +101,7 @@ int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<c
     for (size_t j = 0; j < deg; ++j) {
       if (j + 1 < deg) prefetch_row(keys + static_cast<int64_t>(nbrs[j + 1]) * dim, dim);
       const uint32_t v = nbrs[j];
-      if (s.stamp[v] == s.epoch) continue;
-      s.stamp[v] = s.epoch;
-      const Scored c{dot_f32(q, keys + static_cast<int64_t>(v) * dim, dim), v};
-      ++dc;
-      if (static_cast<int>(s.pool.size()) < ef) {
-        s.pool.push_back(c);
-        std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
-      } else if (better(c, s.pool.front())) {
-        std::pop_heap(s.pool.begin(), s.pool.end(), by_score_min);
-        s.pool.back() = c;
-        std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
-      } else {
-        continue;
-      }
-      s.candidates.push_back(c);
-      std::push_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
+      if (s.stamp[v] != s.epoch) visit(v);
     }
   }
   std::sort(s.pool.begin(), s.pool.end(), better);

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "common/splitmix64.h"
 
 namespace ra {
 namespace {
@@ -21,32 +22,6 @@ constexpr std::array<std::string_view, 16> kNames = {
     "Hedy",  "John",   "Ken",     "Linus",  "Margaret", "Niklaus", "Radia",   "Tony"};
 
 constexpr std::string_view kMarker = "special magic number";
-
-// splitmix64 with an unbiased bounded draw: the same numbers on every platform and standard library.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-
-  // Uniform in [0, n), n > 0, by rejection of the short top range.
-  uint64_t below(uint64_t n) {
-    RA_ASSERT(n > 0);
-    const uint64_t threshold = (0 - n) % n;  // 2^64 mod n
-    for (;;) {
-      const uint64_t r = next();
-      if (r >= threshold) return r % n;
-    }
-  }
-
- private:
-  uint64_t state_;
-};
 
 // Independent streams for the haystack and the facts, so the haystack's file order does not depend on
 // n_facts.

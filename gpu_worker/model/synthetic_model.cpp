@@ -5,29 +5,21 @@
 
 #include <fmt/format.h>
 
+#include "common/splitmix64.h"
+
 namespace ra {
 namespace {
 
-// splitmix64: a fixed, platform-independent stream.
-struct Rng {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1p-53; }
-  float normal() {  // Box-Muller
-    const double u1 = uniform() + 0x1p-60, u2 = uniform();
-    return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
-  }
-};
+// Box-Muller normals from the portable generator (common/splitmix64.h).
+float normal(SplitMix64& rng) {
+  const double u1 = rng.unit() + 0x1p-60, u2 = rng.unit();
+  return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+}
 
-std::vector<float> gaussian(Rng& rng, int64_t rows, int64_t cols) {
+std::vector<float> gaussian(SplitMix64& rng, int64_t rows, int64_t cols) {
   std::vector<float> w(static_cast<size_t>(rows * cols));
   const float scale = 1.0f / std::sqrt(static_cast<float>(cols));
-  for (float& x : w) x = rng.normal() * scale;
+  for (float& x : w) x = normal(rng) * scale;
   return w;
 }
 
@@ -52,7 +44,7 @@ Model make_synthetic_model(const SyntheticModelSpec& s) {
   c.eos_token_id = 257;
   c.validate(m.source);
 
-  Rng rng{s.seed};
+  SplitMix64 rng(s.seed);
   const int64_t D = c.hidden_size, F = c.intermediate_size;
   m.weights.embed = gaussian(rng, c.vocab_size, D);
   for (float& x : m.weights.embed) x *= std::sqrt(static_cast<float>(D));  // unit-scale embeddings
@@ -83,7 +75,7 @@ std::string make_synthetic_prompt(int64_t bytes, uint64_t seed) {
                                  "index",  "memory", "token",  "layer",   "head",   "retrieval", "window",
                                  "sink",   "merge",  "search", "nearest", "vector", "decode"};
   static const char* kNames[] = {"Ada", "Grace", "Alan", "Edsger"};
-  Rng rng{seed};
+  SplitMix64 rng(seed);
   std::string out;
   out.reserve(static_cast<size_t>(bytes) + 128);
   const std::string question = fmt::format("What is the special magic number for {}? The special magic number for {} is ",

@@ -1,5 +1,7 @@
 #include "tests/support/tiny_hf_model.h"
 
+#include "common/splitmix64.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,21 +17,12 @@ namespace {
 
 using nlohmann::json;
 
-// splitmix64: a tiny, portable generator, so the weights are the same on every platform.
-class Rng {
+// Portable weights: the same on every platform (common/splitmix64.h).
+class Rng : public SplitMix64 {
  public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
+  using SplitMix64::SplitMix64;
   // Uniform in [-1, 1).
   float uniform() { return static_cast<float>(next() >> 40) * 0x1p-23f - 1.0f; }
-
- private:
-  uint64_t state_;
 };
 
 template <typename T>
