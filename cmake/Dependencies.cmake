@@ -1,6 +1,6 @@
 # Third-party dependencies, all from Debian packages (scripts/setup.sh installs them).
 #
-# Required for every build: threads, OpenMP, OpenBLAS, nlohmann_json, CLI11, fmt.
+# Required for every build: threads, OpenMP, OpenBLAS, nlohmann_json, CLI11, fmt, yaml-cpp.
 # Detected here for the retriever and transport: MPI, UCX, Boost.Interprocess, FAISS, hwloc. Each sets
 # RA_HAVE_<NAME> so a CPU-only build without them still configures.
 
@@ -9,6 +9,7 @@ find_package(OpenMP REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(fmt REQUIRED)
+find_package(yaml-cpp REQUIRED)  # run configs (launcher/run_config.cpp); target yaml-cpp
 
 set(BLA_VENDOR OpenBLAS)
 find_package(BLAS REQUIRED)

@@ -1,10 +1,11 @@
 #pragma once
-// Keys and values of one (layer, kv head) on the CPU, in the model's 16-bit dtype (DESIGN §4: KV on
-// the CPU is bf16 or fp16; scoring accumulates in fp32). Rows are appended: the prefill's offloaded
-// span first, then tokens evicted from the GPU window.
+// Keys and values of one (layer, kv head) on the CPU, in the model's dtype (DESIGN §4: KV on the CPU
+// is bf16 or fp16; scoring accumulates in fp32). A float32 checkpoint keeps float32, so a pipeline run
+// with every key retrieved reproduces full attention to fp32 rounding. Rows are appended: the prefill's
+// offloaded span first, then tokens evicted from the GPU window.
 //
-// Layout: keys and values are [size][head_dim] 16-bit rows; row i is token i of this store (the
-// caller maps store rows to sequence positions).
+// Layout: keys and values are [size][head_dim] rows of the store's dtype; row i is token i of this
+// store (the caller maps store rows to sequence positions).
 
 #include <cstdint>
 #include <span>
@@ -14,24 +15,27 @@
 
 namespace ra::retriever {
 
-enum class KvDtype { kBF16, kF16 };
+enum class KvDtype { kBF16, kF16, kF32 };
 
-// "BF16" / "F16" (a checkpoint's dtype string) -> KvDtype; anything else (e.g. "F32") maps to bf16,
-// the dtype Llama checkpoints are trained in.
+// A checkpoint's dtype string -> KvDtype: "F16" -> f16, "F32" -> f32, anything else ("BF16", and
+// unknown strings) -> bf16, the dtype Llama checkpoints are trained in.
 KvDtype kv_dtype_for(const char* checkpoint_dtype);
 
 class KvStore {
  public:
   KvStore(int64_t head_dim, KvDtype dtype);
 
-  // Appends n rows: keys, values: [n][head_dim] float32, rounded to the store's dtype.
+  // Appends n rows: keys, values: [n][head_dim] float32, rounded to the store's dtype. Not safe
+  // against concurrent reads: the owner serialises appends with searches.
   void append(const float* keys, const float* values, int64_t n);
   void reserve(int64_t rows);
 
   int64_t size() const { return rows_; }
   int64_t head_dim() const { return head_dim_; }
   KvDtype dtype() const { return dtype_; }
-  size_t memory_bytes() const { return (k_.capacity() + v_.capacity()) * sizeof(uint16_t); }
+  size_t memory_bytes() const {
+    return (k_.capacity() + v_.capacity()) * sizeof(uint16_t) + (kf_.capacity() + vf_.capacity()) * sizeof(float);
+  }
 
   // Row i's key as float32: out [head_dim].
   void key(int64_t i, float* out) const;
@@ -46,11 +50,16 @@ class KvStore {
   float attend_all(const float* q, float scale, std::span<float> scratch, float* o) const;
 
  private:
+  float attend_impl(const float* q, const int64_t* ids, int64_t n, float scale, std::span<float> scratch,
+                    float* o) const;
+
   int64_t head_dim_;
   KvDtype dtype_;
   int64_t rows_ = 0;
-  std::vector<uint16_t> k_;  // [rows][head_dim] bf16 or f16 bits
+  std::vector<uint16_t> k_;  // [rows][head_dim] bf16 or f16 bits (16-bit dtypes)
   std::vector<uint16_t> v_;  // [rows][head_dim]
+  std::vector<float> kf_;    // [rows][head_dim] float32 (kF32 only)
+  std::vector<float> vf_;    // [rows][head_dim]
 };
 
 }  // namespace ra::retriever

@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/npy.h"
 #include "cpu_retriever/retrieval_eval.h"
+#include "launcher/bench_transport_command.h"
 
 namespace ra {
 namespace {
@@ -146,6 +147,7 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
 void add_bench_command(CLI::App& app) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
+  add_bench_transport_command(*bench);
   auto args = std::make_shared<BenchRetrievalArgs>();
   CLI::App* cmd = bench->add_subcommand("retrieval", "Recall vs keys scanned of every key index on dumped q/k/v");
   cmd->add_option("--qkv", args->qkv, "Directory written by `ra dump-qkv`")->required();

@@ -1,30 +1,20 @@
 #pragma once
-// `ra generate`: decode a prompt with a model and print the text.
+// `ra generate`: decode a prompt and print the text. Modes full and window run in this process; the
+// modes with retrievers (flat, ivf, hnsw, retrieval) are planned and started under mpirun.
 
 #include <CLI/CLI.hpp>
 
-#include <cstdint>
 #include <string>
+
+#include "launcher/run_config.h"
 
 namespace ra {
 
-struct GenerateArgs {
-  std::string model;        // directory (HF) or .bin (llama2.c); empty = embedded synthetic model
-  std::string tokenizer;    // "bytes", a llama2.c tokenizer file, or empty = find beside the model
-  std::string prompt;
-  std::string prompt_file;
-  bool prompt_given = false;
-  int64_t max_new_tokens = 64;
-  float temperature = 0.0f;
-  uint64_t seed = 0;
-  int threads = 0;
-  int64_t synthetic_prompt_bytes = 8192;
-};
-
-// Registers the subcommand and its options on `app`; the callback runs it.
+// Registers the subcommand and its options (run_config.h) on `app`; the callback runs it.
 void add_generate_command(CLI::App& app);
 
-// Runs the command: generated text to stdout only, statistics to stderr. Returns the exit code.
-int run_generate(const GenerateArgs& args);
+// Runs a resolved config: generated text to stdout only, statistics to stderr. Returns the exit code.
+// write_plan: with dry_run, also write the plan file there (empty: do not).
+int run_generate(const RunConfig& config, bool print_config, bool dry_run, const std::string& write_plan = {});
 
 }  // namespace ra

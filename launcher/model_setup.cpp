@@ -18,6 +18,38 @@ LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::st
   return out;
 }
 
+LoadedModel load_model_for(const RunConfig& c) {
+  if (c.model.empty() && c.geometry) {
+    LoadedModel out;
+    out.synthetic = true;
+    out.model = make_synthetic_model(synthetic_spec(*c.geometry));
+    out.tokenizer = make_byte_tokenizer(out.model.config.vocab_size);
+    return out;
+  }
+  return load_model_and_tokenizer(c.model, c.tokenizer);
+}
+
+std::string prompt_text_for(const RunConfig& c, const LoadedModel& loaded) {
+  if (!c.prompt_file.empty()) return read_prompt_file(c.prompt_file);
+  if (!c.prompt.empty()) return c.prompt;
+  if (loaded.synthetic) return make_synthetic_prompt(c.synthetic_prompt_bytes, kSyntheticPromptSeed);
+  return {};
+}
+
+Geometry geometry_for(const RunConfig& c) {
+  if (c.model.empty()) {
+    const SyntheticModelSpec spec = c.geometry ? synthetic_spec(*c.geometry) : SyntheticModelSpec{};
+    ModelConfig mc;
+    mc.n_layers = spec.n_layers;
+    mc.n_heads = spec.n_heads;
+    mc.n_kv_heads = spec.n_kv_heads;
+    mc.head_dim = spec.head_dim;
+    return make_geometry(mc, "F32");
+  }
+  const Model model = load_model(c.model);
+  return make_geometry(model.config, model.weight_dtype);
+}
+
 std::string read_prompt_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   RA_REQUIRE(in.good(), "--prompt-file {}: cannot open", path);

@@ -10,6 +10,8 @@
 
 #include "gpu_worker/model/model.h"
 #include "gpu_worker/model/tokenizer.h"
+#include "launcher/run_config.h"
+#include "launcher/run_plan.h"
 
 namespace ra {
 
@@ -24,6 +26,17 @@ struct LoadedModel {
 
 // Throws ra::Error naming the path or field on any problem (see load_model, resolve_tokenizer).
 LoadedModel load_model_and_tokenizer(const std::string& model_arg, const std::string& tokenizer_arg);
+
+// The model a run config names: `geometry` with no `model` gives the demo model at that geometry
+// (random weights, byte vocabulary); otherwise as load_model_and_tokenizer.
+LoadedModel load_model_for(const RunConfig& config);
+
+// The prompt text a run config names: prompt_file, else prompt, else the demo model's synthetic
+// prompt of synthetic_prompt_bytes (empty for real models).
+std::string prompt_text_for(const RunConfig& config, const LoadedModel& loaded);
+
+// The geometry the plan needs. Synthetic models need no weights for it; a checkpoint is loaded.
+Geometry geometry_for(const RunConfig& config);
 
 // The raw bytes of a prompt file; throws ra::Error naming it when it cannot be read.
 std::string read_prompt_file(const std::string& path);

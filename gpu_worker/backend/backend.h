@@ -25,11 +25,40 @@ struct QkvChunk {
 };
 using QkvObserver = std::function<void(const QkvChunk&)>;
 
+// The remote half of a decode step's attention (DESIGN §3): the CPU retrievers' partial states over
+// the offloaded positions. Per layer the backend calls begin() as soon as q is ready, computes its own
+// partial over the static set while the retrievers work, and then calls finish() to merge.
+class RemoteAttention {
+ public:
+  virtual ~RemoteAttention() = default;
+  // q: [n_heads][head_dim] float32, post-RoPE, of the token at `position`. When evict_position >= 0,
+  // that position leaves the static set in this step and k, v: [n_kv_heads][head_dim] float32 are its
+  // key (post-RoPE) and value: the remote side must hold it before it answers this step.
+  virtual void begin(int64_t layer, int64_t position, const float* q, int64_t evict_position, const float* k,
+                     const float* v) = 0;
+  // Merges the remote partials into the static ones, in place: o: [n_heads][head_dim] float32 and
+  // lse: [n_heads] float32 (DESIGN §4). Throws (e.g. transport::PeerError) when a retriever fails.
+  virtual void finish(int64_t layer, float* o, float* lse) = 0;
+};
+
+// Decode-time split of attention into a static set on the backend and an offloaded set (DESIGN §5).
+// The prefill (the first forward() call) attends over everything. At a decode step for position p the
+// static set is the sinks [0, S) and the window [max(S, p + 1 − W), p]; the offloaded set is
+// [S, max(S, p + 1 − W)), and position p − W (when >= S) moves from the window to it in that step.
+// Together they cover [0, p] exactly once at every step.
+struct StaticSetOptions {
+  bool enabled = false;        // false: full attention (mode full)
+  int64_t sinks = 128;         // S
+  int64_t window = 512;        // W, including the token being decoded
+  RemoteAttention* remote = nullptr;  // the offloaded part; null = dropped (mode window)
+};
+
 struct BackendOptions {
   int64_t max_positions = 0;   // KV cache capacity in tokens; 0 = the model's max_position_embeddings
   int64_t prefill_chunk = 256; // tokens per prefill step: bounds activation and score memory
   int threads = 0;             // 0 = all cores
   QkvObserver qkv_observer;    // optional: sees every layer's q/k/v (ra dump-qkv, index build data)
+  StaticSetOptions static_set; // attention modes other than full
 };
 
 class Backend {

@@ -26,11 +26,13 @@ GenerateStats generate(Backend& backend, const Tokenizer& tokenizer, std::span<c
   backend.reset();
   auto start = Clock::now();
   backend.forward(prompt, logits);
+  if (options.after_prefill) options.after_prefill();
   stats.prefill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
   int32_t prev = prompt.back();
   start = Clock::now();
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
+    if (options.on_logits) options.on_logits(logits);
     const int32_t token = sampler.next(logits);
     if (token == c.eos_token_id || token == c.bos_token_id) {
       stats.stopped_at_eos = true;

@@ -15,12 +15,17 @@ struct GenerateOptions {
   int64_t max_new_tokens = 256;
   float temperature = 0.0f;  // 0 = greedy
   uint64_t seed = 0;
+  // Called once the prompt is prefilled, before the first token is sampled: the worker ships the
+  // offloaded KV and waits for the retrievers' indexes here. Its time counts as prefill time.
+  std::function<void()> after_prefill;
+  // Called with each token's logits: [vocab_size] float32, the prefill's first (tests, tracing).
+  std::function<void(std::span<const float>)> on_logits;
 };
 
 struct GenerateStats {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
-  double prefill_seconds = 0.0;
+  double prefill_seconds = 0.0;  // includes after_prefill
   double decode_seconds = 0.0;   // all decode steps after the first token
   bool hit_context_limit = false;
   bool stopped_at_eos = false;

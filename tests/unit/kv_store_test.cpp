@@ -33,7 +33,9 @@ Data random_rows(int64_t n, uint32_t seed) {
 std::vector<float> rounded(const std::vector<float>& x, KvDtype dtype) {
   std::vector<float> out(x.size());
   for (size_t i = 0; i < x.size(); ++i) {
-    out[i] = dtype == KvDtype::kBF16 ? to_float(to_bf16(x[i])) : to_float(to_f16(x[i]));
+    out[i] = dtype == KvDtype::kBF16  ? to_float(to_bf16(x[i]))
+             : dtype == KvDtype::kF16 ? to_float(to_f16(x[i]))
+                                      : x[i];
   }
   return out;
 }
@@ -87,12 +89,13 @@ TEST_P(KvStoreTest, NoIdsIsTheEmptySet) {
   for (float x : o) EXPECT_EQ(x, 0.0f);
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, KvStoreTest, ::testing::Values(KvDtype::kBF16, KvDtype::kF16));
+INSTANTIATE_TEST_SUITE_P(Dtypes, KvStoreTest, ::testing::Values(KvDtype::kBF16, KvDtype::kF16, KvDtype::kF32));
 
 TEST(KvStore, DtypeFollowsTheCheckpoint) {
   EXPECT_EQ(kv_dtype_for("F16"), KvDtype::kF16);
   EXPECT_EQ(kv_dtype_for("BF16"), KvDtype::kBF16);
-  EXPECT_EQ(kv_dtype_for("F32"), KvDtype::kBF16);
+  EXPECT_EQ(kv_dtype_for("F32"), KvDtype::kF32);
+  EXPECT_EQ(kv_dtype_for("I8"), KvDtype::kBF16);
 }
 
 }  // namespace

@@ -26,9 +26,12 @@ class CpuBackend final : public Backend {
       : model_(model),
         config_(model.config),
         chunk_(std::max<int64_t>(1, options.prefill_chunk)),
-        qkv_observer_(options.qkv_observer) {
+        qkv_observer_(options.qkv_observer),
+        static_set_(options.static_set) {
     const ModelConfig& c = config_;
     capacity_ = options.max_positions > 0 ? options.max_positions : c.max_position_embeddings;
+    RA_REQUIRE(!static_set_.enabled || (static_set_.sinks >= 0 && static_set_.window >= 1),
+               "static set needs sinks >= 0 and window >= 1 (got {} and {})", static_set_.sinks, static_set_.window);
     RA_REQUIRE(capacity_ <= c.max_position_embeddings,
                "{}: a KV cache of {} positions exceeds max_position_embeddings ({})", model.source,
                capacity_, c.max_position_embeddings);
@@ -50,13 +53,19 @@ class CpuBackend final : public Backend {
     up_.resize(n * c.intermediate_size);
     // Chunks use one head's [n][keys] scores at a time; decode steps use row h for head h.
     scores_.resize(std::max(n, static_cast<size_t>(c.n_heads)) * static_cast<size_t>(capacity_));
+    lse_.resize(static_cast<size_t>(c.n_heads));
+    evict_k_.resize(static_cast<size_t>(c.kv_dim()));
+    evict_v_.resize(static_cast<size_t>(c.kv_dim()));
   }
 
   std::string name() const override { return "cpu"; }
   const ModelConfig& config() const override { return config_; }
   int64_t position() const override { return position_; }
   int64_t max_positions() const override { return capacity_; }
-  void reset() override { position_ = 0; }
+  void reset() override {
+    position_ = 0;
+    decoding_ = false;
+  }
 
   void forward(std::span<const int32_t> tokens, std::span<float> logits) override {
     RA_REQUIRE(!tokens.empty(), "forward() needs at least one token");
@@ -69,6 +78,10 @@ class CpuBackend final : public Backend {
       RA_REQUIRE(t >= 0 && t < config_.vocab_size, "token id {} is outside the vocabulary [0, {})", t,
                  config_.vocab_size);
     }
+    RA_REQUIRE(!static_set_.enabled || position_ == 0 || tokens.size() == 1,
+               "with a static set the backend decodes one token per step after the prefill (got {} tokens at "
+               "position {})", tokens.size(), position_);
+    decoding_ = static_set_.enabled && position_ > 0;
     for (size_t begin = 0; begin < tokens.size(); begin += static_cast<size_t>(chunk_)) {
       const size_t n = std::min(tokens.size() - begin, static_cast<size_t>(chunk_));
       run_chunk(tokens.subspan(begin, n));
@@ -138,6 +151,10 @@ class CpuBackend final : public Backend {
   // heads in parallel instead. BLAS calls are single-threaded (see cpu_ops.h).
   void attention(int64_t layer, int64_t n) {
     const ModelConfig& c = config_;
+    if (decoding_) {
+      static_attention(layer);
+      return;
+    }
     if (n == 1) {
 #pragma omp parallel for schedule(static)
       for (int64_t h = 0; h < c.n_heads; ++h) attend_rows(layer, h, 0, 1, 1, scores_.data() + h * capacity_);
@@ -178,6 +195,59 @@ class CpuBackend final : public Backend {
                 static_cast<int>(qd));
   }
 
+  // Decode step with a static set (see StaticSetOptions): the token at p = position_ attends over the
+  // sinks and the window here, while the remote side (when there is one) covers the offloaded set.
+  void static_attention(int64_t layer) {
+    const ModelConfig& c = config_;
+    const int64_t hd = c.head_dim;
+    const int64_t p = position_;
+    const int64_t S = static_set_.sinks;
+    const int64_t sink_end = std::min(S, p + 1);
+    const int64_t window_begin = std::min(p + 1, std::max(S, p + 1 - static_set_.window));
+    const int64_t evict = p - static_set_.window;
+    RemoteAttention* remote = static_set_.remote;
+    if (remote) {
+      const bool evicting = evict >= S;
+      if (evicting) {
+        for (int64_t g = 0; g < c.n_kv_heads; ++g) {
+          std::memcpy(evict_k_.data() + g * hd, k_at(layer, g) + evict * hd, hd * sizeof(float));
+          std::memcpy(evict_v_.data() + g * hd, v_at(layer, g) + evict * hd, hd * sizeof(float));
+        }
+      }
+      remote->begin(layer, p, q_.data(), evicting ? evict : -1, evict_k_.data(), evict_v_.data());
+    }
+    const int64_t window_len = p + 1 - window_begin;
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < c.n_heads; ++h) {
+      const int64_t g = h / c.group_size();
+      const float* q = q_.data() + h * hd;
+      float* s = scores_.data() + h * capacity_;
+      const float* k = k_at(layer, g);
+      const float* v = v_at(layer, g);
+      float* o = attn_.data() + h * hd;
+      // Scores of the two static ranges side by side: s[0, sink_end) then s[sink_end, + window_len).
+      if (sink_end > 0) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(sink_end), static_cast<int>(hd), c.attn_scale(), k,
+                    static_cast<int>(hd), q, 1, 0.0f, s, 1);
+      }
+      if (window_len > 0) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(window_len), static_cast<int>(hd), c.attn_scale(),
+                    k + window_begin * hd, static_cast<int>(hd), q, 1, 0.0f, s + sink_end, 1);
+      }
+      lse_[h] = scores_to_weights(std::span<float>(s, static_cast<size_t>(sink_end + window_len)));
+      std::fill(o, o + hd, 0.0f);
+      if (sink_end > 0) {
+        cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(sink_end), static_cast<int>(hd), 1.0f, v,
+                    static_cast<int>(hd), s, 1, 0.0f, o, 1);
+      }
+      if (window_len > 0) {
+        cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(window_len), static_cast<int>(hd), 1.0f,
+                    v + window_begin * hd, static_cast<int>(hd), s + sink_end, 1, 1.0f, o, 1);
+      }
+    }
+    if (remote) remote->finish(layer, attn_.data(), lse_.data());
+  }
+
   void final_logits(int64_t row, std::span<float> logits) {
     const ModelConfig& c = config_;
     float* h = xn_.data();
@@ -194,6 +264,8 @@ class CpuBackend final : public Backend {
   const ModelConfig config_;
   const int64_t chunk_;
   const QkvObserver qkv_observer_;
+  const StaticSetOptions static_set_;
+  bool decoding_ = false;     // this forward() is a decode step with a static set
   int64_t capacity_ = 0;
   int64_t position_ = 0;
   int64_t last_chunk_ = 0;
@@ -209,6 +281,8 @@ class CpuBackend final : public Backend {
   std::vector<float> proj_;   // [n][hidden]
   std::vector<float> gate_, up_;  // [n][intermediate]
   std::vector<float> scores_;     // [n][capacity] one head's scores, then weights
+  std::vector<float> lse_;        // [n_heads] static-set lse of a decode step
+  std::vector<float> evict_k_, evict_v_;  // [n_kv_heads][head_dim] the token leaving the window
 };
 
 }  // namespace

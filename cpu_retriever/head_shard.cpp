@@ -1,0 +1,106 @@
+#include "cpu_retriever/head_shard.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+#include "cpu_retriever/flat_index.h"
+#ifdef RA_HAVE_FAISS
+#include "cpu_retriever/faiss_indexes.h"
+#endif
+
+namespace ra::retriever {
+namespace {
+
+int ivf_lists_for(int64_t n, int requested) {
+  if (requested > 0) return static_cast<int>(std::min<int64_t>(requested, n));
+  const auto by_sqrt = static_cast<int64_t>(std::lround(4.0 * std::sqrt(static_cast<double>(n))));
+  return static_cast<int>(std::max<int64_t>(1, std::min(by_sqrt, n / 39)));  // FAISS wants >= 39 per list
+}
+
+}  // namespace
+
+HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const float* values, int64_t n,
+                     int group_size, const float* train_queries, int64_t n_train, const ShardIndexParams& params)
+    : head_dim_(head_dim), n_(n), keys_(keys, keys + n * head_dim), store_(head_dim, dtype) {
+  RA_REQUIRE(n >= 0 && group_size >= 1, "head shard: bad sizes (n = {}, group = {})", n, group_size);
+  store_.append(keys, values, n);
+  if (n == 0) return;
+  switch (params.kind) {
+    case IndexKind::kFlat:
+      indexes_.push_back(std::make_unique<FlatIndex>(keys_.data(), n, head_dim));
+      break;
+    case IndexKind::kGraph:
+      RA_REQUIRE(n_train > 0 && train_queries != nullptr, "graph index: needs training queries");
+      for (int m = 0; m < group_size; ++m) {
+        indexes_.push_back(std::make_unique<GraphIndex>(keys_.data(), n, head_dim,
+                                                        train_queries + m * n_train * head_dim, n_train,
+                                                        params.graph));
+      }
+      break;
+    case IndexKind::kIvf:
+    case IndexKind::kHnsw:
+#ifdef RA_HAVE_FAISS
+      if (params.kind == IndexKind::kIvf) {
+        indexes_.push_back(make_ivf_flat_index(keys_.data(), n, head_dim, ivf_lists_for(n, params.ivf_nlist),
+                                               params.seed));
+      } else {
+        indexes_.push_back(make_hnsw_flat_index(keys_.data(), n, head_dim, params.hnsw_M,
+                                                params.hnsw_ef_construction));
+      }
+      break;
+#else
+      raise("this build has no FAISS: the ivf and hnsw modes are unavailable (install libfaiss-dev and rebuild)");
+#endif
+  }
+}
+
+void HeadShard::append(const float* key, const float* value) {
+  tail_keys_.insert(tail_keys_.end(), key, key + head_dim_);
+  store_.append(key, value, 1);
+}
+
+const KeyIndex* HeadShard::index_for(int member) const {
+  if (indexes_.empty()) return nullptr;
+  return indexes_.size() == 1 ? indexes_[0].get() : indexes_[static_cast<size_t>(member)].get();
+}
+
+float HeadShard::search_attend(int member, const float* q, const SearchParams& params, float scale,
+                               ShardScratch& s, float* o, SearchStats* stats) const {
+  const auto k = static_cast<size_t>(std::max(0, params.k));
+  if (s.ids.size() < k) {
+    s.ids.resize(k);
+    s.scores.resize(k);
+    s.tail_ids.resize(k);
+    s.tail_scores.resize(k);
+    s.merged_ids.resize(k);
+    s.weights.resize(k);
+  }
+  int found = 0;
+  if (const KeyIndex* index = index_for(member)) {
+    found = index->search(q, params, s.ids.data(), s.scores.data(), stats);
+  }
+  const int64_t tail_rows = store_.size() - n_;
+  int tail_found = 0;
+  if (tail_rows > 0 && k > 0) {
+    tail_found = exact_top_k(q, tail_keys_.data(), tail_rows, head_dim_, static_cast<int>(k), s.tail_ids.data(),
+                             s.tail_scores.data());
+    if (stats) stats->distance_computations += tail_rows;
+  }
+  // Merge the two best-first lists into the overall top k (tail ids are offset to their rows).
+  size_t a = 0, b = 0, m = 0;
+  while (m < k && (a < static_cast<size_t>(found) || b < static_cast<size_t>(tail_found))) {
+    const bool take_tail = a == static_cast<size_t>(found) ||
+                           (b < static_cast<size_t>(tail_found) && s.tail_scores[b] > s.scores[a]);
+    s.merged_ids[m++] = take_tail ? n_ + s.tail_ids[b++] : s.ids[a++];
+  }
+  return store_.attend(q, std::span<const int64_t>(s.merged_ids.data(), m), scale, s.weights, o);
+}
+
+size_t HeadShard::memory_bytes() const {
+  size_t bytes = (keys_.capacity() + tail_keys_.capacity()) * sizeof(float) + store_.memory_bytes();
+  for (const auto& index : indexes_) bytes += index->memory_bytes();
+  return bytes;
+}
+
+}  // namespace ra::retriever

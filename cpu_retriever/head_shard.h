@@ -1,0 +1,73 @@
+#pragma once
+// One retriever shard: the keys and values of one (layer, kv head) that live on the CPU, the key
+// indexes over them, and a flat tail of tokens evicted from the GPU window after the build (DESIGN §3).
+//
+// Rows: the build's n keys are rows [0, n) (sequence positions first_position + i); evicted tokens are
+// appended as rows n, n + 1, ... in eviction order. The index covers rows [0, n); the tail rows
+// [n, size()) are scanned exactly and their results merged with the index's, so every row is
+// searched exactly once, whichever side holds it.
+//
+// Indexes: the graph is built per query head from that head's training queries (the paper's layout);
+// the key-only indexes (flat, IVF, HNSW) are built once per kv head and shared by its group.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "cpu_retriever/graph_index.h"
+#include "cpu_retriever/key_index.h"
+#include "cpu_retriever/kv_store.h"
+
+namespace ra::retriever {
+
+enum class IndexKind { kFlat, kIvf, kHnsw, kGraph };
+
+struct ShardIndexParams {
+  IndexKind kind = IndexKind::kFlat;
+  GraphBuildParams graph;      // kGraph
+  int ivf_nlist = 0;           // kIvf; 0 = about 4 sqrt(n), capped so each list has >= 39 keys to train on
+  int hnsw_M = 32;             // kHnsw
+  int hnsw_ef_construction = 64;
+  uint64_t seed = 0;
+};
+
+// Per-thread buffers of search_attend; they grow to the largest k seen and are then reused.
+struct ShardScratch {
+  std::vector<int64_t> ids, tail_ids, merged_ids;  // [k]
+  std::vector<float> scores, tail_scores;          // [k]
+  std::vector<float> weights;                      // [k]
+};
+
+class HeadShard {
+ public:
+  // keys, values: [n][head_dim] float32 (copied). train_queries: [group_size][n_train][head_dim] float32,
+  // the post-RoPE prefill queries of the group's query heads (read during the build; kGraph only).
+  // n may be 0 (a prompt that fits in the GPU's static set): then only the tail is searched.
+  HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const float* values, int64_t n, int group_size,
+            const float* train_queries, int64_t n_train, const ShardIndexParams& params);
+
+  // Appends one evicted token: key, value: [head_dim] float32. The owner serialises it with searches.
+  void append(const float* key, const float* value);
+
+  // Partial attention (DESIGN §4) of query q: [head_dim] float32 of group member `member` over its
+  // top-k rows (index ∪ tail): o: [head_dim] float32, returns lse (−inf and o = 0 when empty).
+  float search_attend(int member, const float* q, const SearchParams& params, float scale, ShardScratch& scratch,
+                      float* o, SearchStats* stats) const;
+
+  int64_t size() const { return store_.size(); }
+  int64_t indexed() const { return n_; }
+  size_t memory_bytes() const;
+
+ private:
+  const KeyIndex* index_for(int member) const;
+
+  int64_t head_dim_;
+  int64_t n_;                       // rows covered by the indexes
+  std::vector<float> keys_;         // [n][head_dim] float32: the indexes reference it
+  std::vector<float> tail_keys_;    // [size() - n][head_dim] float32, scanned exactly
+  KvStore store_;                   // every row, in the model's dtype, for the attention itself
+  std::vector<std::unique_ptr<KeyIndex>> indexes_;  // one per member (kGraph) or one shared; empty if n == 0
+};
+
+}  // namespace ra::retriever

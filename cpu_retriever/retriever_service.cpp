@@ -1,0 +1,230 @@
+#include "cpu_retriever/retriever_service.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "common/partial_state.h"
+#include "transport/wire.h"
+
+namespace ra::retriever {
+
+using transport::Channel;
+using transport::HelloPayload;
+using transport::MessageKind;
+using transport::to_wire;
+using transport::WireReader;
+using transport::WireWriter;
+
+namespace {
+
+using Seconds = std::chrono::duration<double>;
+
+// Replies go out with a generous deadline: the worker is waiting for them, so a full channel means
+// the worker is gone or stuck, which liveness reports sooner.
+constexpr std::chrono::seconds kReplyTimeout{30};
+
+const char* kind_name(uint32_t kind) {
+  switch (static_cast<MessageKind>(kind)) {
+    case MessageKind::kHello: return "kHello";
+    case MessageKind::kBuild: return "kBuild";
+    case MessageKind::kStep: return "kStep";
+    case MessageKind::kShutdown: return "kShutdown";
+    case MessageKind::kError: return "kError";
+    default: return "unknown";
+  }
+}
+
+}  // namespace
+
+transport::HelloPayload make_hello(const ServiceGeometry& g, uint64_t plan_digest) {
+  HelloPayload h;
+  h.header_bytes = sizeof(transport::MessageHeader);
+  h.n_layers = static_cast<uint32_t>(g.n_layers);
+  h.n_heads = static_cast<uint32_t>(g.n_heads);
+  h.n_kv_heads = static_cast<uint32_t>(g.n_kv_heads);
+  h.head_dim = static_cast<uint32_t>(g.head_dim);
+  h.scale = g.scale;
+  h.plan_digest = plan_digest;
+  return h;
+}
+
+std::string describe_hello_mismatch(const HelloPayload& w, const HelloPayload& r) {
+  std::string out;
+  auto field = [&](const char* name, auto a, auto b) {
+    if (a != b) out += fmt::format("{}{}: worker {}, retriever {}", out.empty() ? "" : "; ", name, a, b);
+  };
+  field("magic", w.magic, r.magic);
+  field("protocol_version", w.protocol_version, r.protocol_version);
+  field("header_bytes", w.header_bytes, r.header_bytes);
+  field("n_layers", w.n_layers, r.n_layers);
+  field("n_heads", w.n_heads, r.n_heads);
+  field("n_kv_heads", w.n_kv_heads, r.n_kv_heads);
+  field("head_dim", w.head_dim, r.head_dim);
+  field("scale", w.scale, r.scale);
+  if (w.plan_digest != r.plan_digest) {
+    out += fmt::format("{}plan_digest: worker {:#018x}, retriever {:#018x} (the ranks were given different plans)",
+                       out.empty() ? "" : "; ", w.plan_digest, r.plan_digest);
+  }
+  return out;
+}
+
+RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std::move(config)) {
+  const ServiceGeometry& g = config_.geometry;
+  RA_REQUIRE(g.n_layers > 0 && g.n_heads > 0 && g.n_kv_heads > 0 && g.head_dim > 0 && g.n_heads % g.n_kv_heads == 0,
+             "{}: bad geometry ({} layers, {} heads, {} kv heads, head_dim {})", config_.name, g.n_layers, g.n_heads,
+             g.n_kv_heads, g.head_dim);
+  RA_REQUIRE(static_cast<int64_t>(config_.owned_kv_heads.size()) == g.n_layers,
+             "{}: the shard plan lists {} layers, the model has {}", config_.name, config_.owned_kv_heads.size(),
+             g.n_layers);
+  shards_.resize(static_cast<size_t>(g.n_layers));
+  const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
+  thread_scratch_.resize(static_cast<size_t>(std::max(1, threads)));
+}
+
+RetrieverService::~RetrieverService() = default;
+
+void RetrieverService::serve(Channel& channel) {
+  for (;;) {
+    const transport::MessageHeader h = channel.recv(in_, transport::kNoDeadline);
+    try {
+      if (!greeted_ && h.kind != to_wire(MessageKind::kHello)) {
+        raise("{}: expected kHello first, got {} from {}", config_.name, kind_name(h.kind), channel.peer_name());
+      }
+      switch (static_cast<MessageKind>(h.kind)) {
+        case MessageKind::kHello: on_hello(channel, h.seq, in_); break;
+        case MessageKind::kBuild: on_build(channel, h.seq, in_); break;
+        case MessageKind::kStep: on_step(channel, h.seq, in_); break;
+        case MessageKind::kShutdown:
+          channel.send(to_wire(MessageKind::kShutdown), h.seq, {}, transport::deadline_after(kReplyTimeout));
+          return;
+        case MessageKind::kError:
+          throw transport::PeerError(fmt::format("{} reported an error: {}", channel.peer_name(),
+                                                 std::string_view(reinterpret_cast<const char*>(in_.data()), in_.size())));
+        default:
+          raise("{}: unexpected message kind {} from {}", config_.name, h.kind, channel.peer_name());
+      }
+    } catch (const transport::PeerError&) {
+      throw;
+    } catch (const std::exception& e) {
+      // Tell the worker why this retriever is leaving, then leave.
+      const std::string what = e.what();
+      try {
+        channel.send(to_wire(MessageKind::kError), h.seq,
+                     std::as_bytes(std::span<const char>(what.data(), what.size())),
+                     transport::deadline_after(std::chrono::seconds(2)));
+      } catch (...) {
+      }
+      throw;
+    }
+  }
+}
+
+void RetrieverService::on_hello(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {
+  WireReader r(payload, "kHello from " + channel.peer_name());
+  const auto worker = r.get<HelloPayload>();
+  r.text(static_cast<size_t>(std::min<uint64_t>(worker.plan_bytes, r.remaining())));
+  const HelloPayload mine = make_hello(config_.geometry, config_.plan_digest);
+  const std::string diff = describe_hello_mismatch(worker, mine);
+  if (!diff.empty()) raise("{}: handshake with {} failed: {}", config_.name, channel.peer_name(), diff);
+  greeted_ = true;
+  channel.send(to_wire(MessageKind::kHelloAck), seq, std::as_bytes(std::span(&mine, 1)),
+               transport::deadline_after(kReplyTimeout));
+}
+
+void RetrieverService::on_build(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {
+  const auto t0 = transport::SteadyClock::now();
+  const ServiceGeometry& g = config_.geometry;
+  WireReader r(payload, "kBuild from " + channel.peer_name());
+  const auto b = r.get<transport::BuildPayload>();
+  RA_REQUIRE(b.layer < g.n_layers, "{}: kBuild for layer {} of a {}-layer model", config_.name, b.layer, g.n_layers);
+  RA_REQUIRE(b.n_keys >= 0, "{}: kBuild with {} keys", config_.name, b.n_keys);
+  const auto& owned = config_.owned_kv_heads[b.layer];
+  const auto hd = static_cast<size_t>(g.head_dim);
+  const auto n = static_cast<size_t>(b.n_keys);
+  std::vector<const float*> keys, values;
+  for (size_t i = 0; i < owned.size(); ++i) {
+    keys.push_back(r.floats(n * hd));
+    values.push_back(r.floats(n * hd));
+  }
+  const auto group = static_cast<size_t>(g.group_size());
+  const float* train = r.floats(owned.size() * group * b.n_train * hd);
+  r.expect_end();
+
+  auto& layer = shards_[b.layer];
+  layer.clear();
+  for (size_t i = 0; i < owned.size(); ++i) {
+    layer.push_back(std::make_unique<HeadShard>(g.head_dim, config_.dtype, keys[i], values[i], b.n_keys,
+                                                static_cast<int>(group), train + i * group * b.n_train * hd,
+                                                b.n_train, config_.index));
+  }
+  const double seconds = Seconds(transport::SteadyClock::now() - t0).count();
+  stats_.build_seconds += seconds;
+  stats_.memory_bytes = 0;
+  for (const auto& l : shards_) {
+    for (const auto& s : l) stats_.memory_bytes += s->memory_bytes();
+  }
+  const transport::BuildDonePayload done{b.layer, 0, seconds};
+  channel.send(to_wire(MessageKind::kBuildDone), seq, std::as_bytes(std::span(&done, 1)),
+               transport::deadline_after(kReplyTimeout));
+}
+
+void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {
+  const auto t0 = transport::SteadyClock::now();
+  const ServiceGeometry& g = config_.geometry;
+  const auto hd = static_cast<size_t>(g.head_dim);
+  if (step_name_.empty()) step_name_ = "kStep from " + channel.peer_name();
+  WireReader r(payload, step_name_);
+  const auto step = r.get<transport::StepPayload>();
+  RA_REQUIRE(step.layer < g.n_layers, "{}: kStep for layer {} of a {}-layer model", config_.name, step.layer,
+             g.n_layers);
+  const float* q = r.floats(static_cast<size_t>(g.n_heads) * hd);
+  const auto& owned = config_.owned_kv_heads[step.layer];
+  auto& layer = shards_[step.layer];
+  RA_REQUIRE(layer.size() == owned.size(), "{}: kStep for layer {} before its kBuild", config_.name, step.layer);
+  if (step.evict_position >= 0) {
+    const float* k = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);
+    const float* v = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);
+    for (size_t i = 0; i < owned.size(); ++i) layer[i]->append(k + owned[i] * hd, v + owned[i] * hd);
+  }
+  r.expect_end();
+
+  // One entry per owned query head: kv head owned[i], group member m -> query head owned[i]*group + m.
+  const int64_t group = g.group_size();
+  const int64_t entries = static_cast<int64_t>(owned.size()) * group;
+  lse_.resize(static_cast<size_t>(entries));
+  o_.resize(static_cast<size_t>(entries) * hd);
+  entry_stats_.assign(static_cast<size_t>(entries), {});
+  const SearchParams params{step.k, step.ef, step.nprobe};
+  const int threads = static_cast<int>(thread_scratch_.size());
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (entries > 1)
+  for (int64_t e = 0; e < entries; ++e) {
+    const size_t shard = static_cast<size_t>(e / group);
+    const int member = static_cast<int>(e % group);
+    const int64_t head = owned[shard] * group + member;
+    ShardScratch& scratch = thread_scratch_[static_cast<size_t>(omp_get_thread_num())];
+    lse_[e] = layer[shard]->search_attend(member, q + head * hd, params, g.scale, scratch, o_.data() + e * hd,
+                                          &entry_stats_[e]);
+  }
+  transport::PartialPayload reply;
+  reply.layer = step.layer;
+  reply.n_entries = static_cast<uint32_t>(entries);
+  reply.position = step.position;
+  reply.keys_offloaded = layer.empty() ? 0 : layer.front()->size();
+  for (const SearchStats& s : entry_stats_) reply.distance_computations += s.distance_computations;
+  reply.search_seconds = Seconds(transport::SteadyClock::now() - t0).count();
+  WireWriter w(out_);
+  w.put(reply);
+  w.put_floats(lse_.data(), lse_.size());
+  w.put_floats(o_.data(), o_.size());
+  channel.send(to_wire(MessageKind::kPartial), seq, out_, transport::deadline_after(kReplyTimeout));
+  ++stats_.steps;
+  stats_.distance_computations += reply.distance_computations;
+  stats_.search_seconds += reply.search_seconds;
+}
+
+}  // namespace ra::retriever

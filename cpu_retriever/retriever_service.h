@@ -1,0 +1,88 @@
+#pragma once
+// The CPU retriever's request loop (DESIGN §2–§3), independent of how its Channel is carried: the
+// ra-cpu-retriever process runs it over shm or UCX, unit tests over the in-process channel.
+//
+// Per layer it owns the shards of its kv heads (head_shard.h). It answers:
+//   kHello  -> checks protocol, ABI, geometry and plan digest; kHelloAck, or kError naming what differs
+//   kBuild  -> builds that layer's shards from the prefill KV and training queries; kBuildDone
+//   kStep   -> appends the evicted token, then per owned query head: top-k search + exact partial
+//              attention; kPartial with (lse, o) per head
+//   kShutdown -> kShutdown back, and serve() returns
+// Layouts are in transport/messages.h. A malformed request is answered with kError before serve()
+// throws, so the worker learns why its retriever left.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cpu_retriever/head_shard.h"
+#include "transport/channel.h"
+#include "transport/messages.h"
+
+namespace ra::retriever {
+
+struct ServiceGeometry {
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  float scale = 0;
+  int64_t group_size() const { return n_heads / n_kv_heads; }
+};
+
+struct RetrieverServiceConfig {
+  ServiceGeometry geometry;
+  KvDtype dtype = KvDtype::kBF16;
+  std::vector<std::vector<int64_t>> owned_kv_heads;  // [layer] -> this retriever's kv heads, ascending
+  ShardIndexParams index;
+  int threads = 0;                                   // search threads per step; 0 = OpenMP default
+  uint64_t plan_digest = 0;                          // compared with the worker's at kHello
+  std::string name = "retriever";                    // for logs and errors, e.g. "retriever rank 1 on host a"
+};
+
+struct RetrieverServiceStats {
+  int64_t steps = 0;
+  int64_t distance_computations = 0;
+  double build_seconds = 0;
+  double search_seconds = 0;
+  size_t memory_bytes = 0;  // shards' KV and indexes
+};
+
+class RetrieverService {
+ public:
+  explicit RetrieverService(RetrieverServiceConfig config);
+  ~RetrieverService();
+
+  // Serves `channel` until the worker sends kShutdown (returns) or the exchange fails (throws
+  // PeerError, or ra::Error for a request it cannot serve after telling the worker with kError).
+  void serve(transport::Channel& channel);
+
+  const RetrieverServiceStats& stats() const { return stats_; }
+
+ private:
+  void on_hello(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
+  void on_build(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
+  void on_step(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
+
+  RetrieverServiceConfig config_;
+  std::vector<std::vector<std::unique_ptr<HeadShard>>> shards_;  // [layer][i] for owned_kv_heads[layer][i]
+  std::vector<ShardScratch> thread_scratch_;                     // one per search thread
+  std::vector<std::byte> in_, out_;                              // message buffers, reused
+  std::vector<float> lse_, o_;                                   // [entries], [entries][head_dim]
+  std::vector<SearchStats> entry_stats_;                         // [entries]
+  std::string step_name_;                                        // "kStep from <worker>", for errors
+  bool greeted_ = false;
+  RetrieverServiceStats stats_;
+};
+
+// The worker's side of the handshake, also used by tests: the HelloPayload describing `geometry` and
+// `plan_digest` on this build.
+transport::HelloPayload make_hello(const ServiceGeometry& geometry, uint64_t plan_digest);
+
+// Empty when the two agree; else one line per differing field: "n_layers: worker 4, retriever 6".
+std::string describe_hello_mismatch(const transport::HelloPayload& worker, const transport::HelloPayload& retriever);
+
+}  // namespace ra::retriever

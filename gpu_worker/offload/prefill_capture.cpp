@@ -1,0 +1,56 @@
+#include "gpu_worker/offload/prefill_capture.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ra {
+
+PrefillCapture::PrefillCapture(const ModelConfig& c, int64_t prompt_tokens, int64_t sinks, int64_t window,
+                               int64_t max_train_queries, bool capture_queries)
+    : kv_dim_(c.kv_dim()), q_dim_(c.q_dim()) {
+  begin_ = std::min(sinks, prompt_tokens);
+  end_ = std::max(begin_, prompt_tokens - window);
+  if (capture_queries) {
+    const int64_t n = prompt_tokens;
+    const int64_t count = max_train_queries > 0 ? std::min(max_train_queries, n) : n;
+    for (int64_t i = 0; i < count; ++i) train_positions_.push_back(i * n / count);
+  }
+  const auto layers = static_cast<size_t>(c.n_layers);
+  k_.resize(layers);
+  v_.resize(layers);
+  q_.resize(layers);
+  for (size_t l = 0; l < layers; ++l) {
+    k_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
+    v_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
+    q_[l].resize(train_positions_.size() * static_cast<size_t>(q_dim_));
+  }
+}
+
+QkvObserver PrefillCapture::observer() {
+  return [this](const QkvChunk& chunk) { on_chunk(chunk); };
+}
+
+void PrefillCapture::on_chunk(const QkvChunk& chunk) {
+  const auto l = static_cast<size_t>(chunk.layer);
+  const int64_t lo = std::max(begin_, chunk.position);
+  const int64_t hi = std::min(end_, chunk.position + chunk.n);
+  for (int64_t p = lo; p < hi; ++p) {
+    const int64_t i = p - chunk.position;
+    std::memcpy(k_[l].data() + (p - begin_) * kv_dim_, chunk.k + i * kv_dim_, kv_dim_ * sizeof(float));
+    std::memcpy(v_[l].data() + (p - begin_) * kv_dim_, chunk.v + i * kv_dim_, kv_dim_ * sizeof(float));
+  }
+  const auto first = std::lower_bound(train_positions_.begin(), train_positions_.end(), chunk.position);
+  for (auto it = first; it != train_positions_.end() && *it < chunk.position + chunk.n; ++it) {
+    const int64_t row = it - train_positions_.begin();
+    std::memcpy(q_[l].data() + row * q_dim_, chunk.q + (*it - chunk.position) * q_dim_, q_dim_ * sizeof(float));
+  }
+}
+
+void PrefillCapture::release(int64_t layer) {
+  const auto l = static_cast<size_t>(layer);
+  std::vector<float>().swap(k_[l]);
+  std::vector<float>().swap(v_[l]);
+  std::vector<float>().swap(q_[l]);
+}
+
+}  // namespace ra

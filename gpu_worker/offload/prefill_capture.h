@@ -1,0 +1,41 @@
+#pragma once
+// Collects, during the prefill, what the retrievers need to build their indexes (DESIGN §3, prefill
+// steps 2–3): for every layer, K and V of the positions that will live on the CPU, [S, N − W), and the
+// post-RoPE queries of the training positions. Feed observer() to BackendOptions::qkv_observer.
+
+#include <cstdint>
+#include <vector>
+
+#include "gpu_worker/backend/backend.h"
+#include "gpu_worker/model/model_config.h"
+
+namespace ra {
+
+class PrefillCapture {
+ public:
+  // prompt_tokens: N. max_train_queries: 0 = every prefill position trains; else that many positions,
+  // evenly spaced over [0, N). capture_queries: false when the index needs none (key-only indexes).
+  PrefillCapture(const ModelConfig& config, int64_t prompt_tokens, int64_t sinks, int64_t window,
+                 int64_t max_train_queries, bool capture_queries);
+
+  QkvObserver observer();
+
+  int64_t first_offloaded() const { return begin_; }   // S
+  int64_t offloaded() const { return end_ - begin_; }  // rows per layer
+  int64_t train_rows() const { return static_cast<int64_t>(train_positions_.size()); }
+  const float* keys(int64_t layer) const { return k_[static_cast<size_t>(layer)].data(); }      // [rows][kv_dim]
+  const float* values(int64_t layer) const { return v_[static_cast<size_t>(layer)].data(); }    // [rows][kv_dim]
+  const float* train_queries(int64_t layer) const { return q_[static_cast<size_t>(layer)].data(); }  // [train][q_dim]
+  // Frees a layer's buffers once shipped.
+  void release(int64_t layer);
+
+ private:
+  void on_chunk(const QkvChunk& chunk);
+
+  int64_t kv_dim_, q_dim_;
+  int64_t begin_, end_;                   // offloaded positions [begin_, end_)
+  std::vector<int64_t> train_positions_;  // ascending
+  std::vector<std::vector<float>> k_, v_, q_;
+};
+
+}  // namespace ra

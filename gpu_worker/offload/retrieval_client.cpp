@@ -1,0 +1,203 @@
+#include "gpu_worker/offload/retrieval_client.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "common/partial_state.h"
+#include "transport/wire.h"
+
+namespace ra {
+
+using transport::Channel;
+using transport::MessageKind;
+using transport::PeerError;
+using transport::SteadyClock;
+using transport::to_wire;
+using transport::WireReader;
+using transport::WireWriter;
+
+namespace {
+using Seconds = std::chrono::duration<double>;
+}
+
+RetrievalClient::RetrievalClient(std::vector<Channel*> channels, RetrievalClientOptions options)
+    : channels_(std::move(channels)), options_(std::move(options)) {
+  const RetrievalGeometry& g = options_.geometry;
+  RA_REQUIRE(options_.owned_kv_heads.size() == channels_.size(), "retrieval client: {} channels for {} shard lists",
+             channels_.size(), options_.owned_kv_heads.size());
+  const int64_t group = g.n_heads / g.n_kv_heads;
+  owned_q_heads_.resize(channels_.size());
+  for (size_t r = 0; r < channels_.size(); ++r) {
+    RA_REQUIRE(static_cast<int64_t>(options_.owned_kv_heads[r].size()) == g.n_layers,
+               "retrieval client: retriever {}'s shard list has {} layers, the model {}", r,
+               options_.owned_kv_heads[r].size(), g.n_layers);
+    for (const auto& kv_heads : options_.owned_kv_heads[r]) {
+      std::vector<int64_t> heads;
+      for (int64_t kv : kv_heads) {
+        for (int64_t m = 0; m < group; ++m) heads.push_back(kv * group + m);
+      }
+      owned_q_heads_[r].push_back(std::move(heads));
+    }
+  }
+  active_.reserve(channels_.size());
+  for (Channel* ch : channels_) partial_names_.push_back("kPartial from " + ch->peer_name());
+}
+
+transport::MessageHeader RetrievalClient::expect(size_t r, MessageKind kind, transport::Deadline deadline) {
+  Channel& ch = *channels_[r];
+  const transport::MessageHeader h = ch.recv(in_, deadline);
+  if (h.kind == to_wire(MessageKind::kError)) {
+    throw PeerError(fmt::format("{} failed: {}", ch.peer_name(),
+                                std::string_view(reinterpret_cast<const char*>(in_.data()), in_.size())));
+  }
+  if (h.kind != to_wire(kind)) {
+    throw PeerError(fmt::format("{} sent message kind {} where kind {} was expected", ch.peer_name(), h.kind,
+                                to_wire(kind)));
+  }
+  return h;
+}
+
+void RetrievalClient::handshake(uint64_t plan_digest, const std::string& plan_text) {
+  const RetrievalGeometry& g = options_.geometry;
+  transport::HelloPayload hello;
+  hello.header_bytes = sizeof(transport::MessageHeader);
+  hello.n_layers = static_cast<uint32_t>(g.n_layers);
+  hello.n_heads = static_cast<uint32_t>(g.n_heads);
+  hello.n_kv_heads = static_cast<uint32_t>(g.n_kv_heads);
+  hello.head_dim = static_cast<uint32_t>(g.head_dim);
+  hello.scale = g.scale;
+  hello.plan_digest = plan_digest;
+  hello.plan_bytes = plan_text.size();
+  WireWriter w(out_);
+  w.put(hello);
+  w.put_text(plan_text);
+  const auto deadline = transport::deadline_after(options_.step_timeout);
+  for (Channel* ch : channels_) ch->send(to_wire(MessageKind::kHello), ++seq_, out_, deadline);
+  for (size_t r = 0; r < channels_.size(); ++r) expect(r, MessageKind::kHelloAck, deadline);
+}
+
+void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t n_keys, const float* keys,
+                                 const float* values, int64_t n_train, const float* train_q) {
+  const RetrievalGeometry& g = options_.geometry;
+  const int64_t hd = g.head_dim;
+  const int64_t kv_dim = g.n_kv_heads * hd;
+  const int64_t q_dim = g.n_heads * hd;
+  if (builds_pending_ == 0) build_started_ = SteadyClock::now();
+  const auto deadline = transport::deadline_after(options_.build_timeout);
+  for (size_t r = 0; r < channels_.size(); ++r) {
+    const auto& kv_heads = options_.owned_kv_heads[r][static_cast<size_t>(layer)];
+    transport::BuildPayload b;
+    b.layer = static_cast<uint32_t>(layer);
+    b.n_train = static_cast<uint32_t>(n_train);
+    b.first_position = first_position;
+    b.n_keys = n_keys;
+    WireWriter w(out_);
+    w.put(b);
+    for (int64_t kv : kv_heads) {  // gather head kv's rows out of the [n][kv_dim] matrices
+      for (int64_t i = 0; i < n_keys; ++i) w.put_floats(keys + i * kv_dim + kv * hd, static_cast<size_t>(hd));
+      for (int64_t i = 0; i < n_keys; ++i) w.put_floats(values + i * kv_dim + kv * hd, static_cast<size_t>(hd));
+    }
+    for (int64_t h : owned_q_heads_[r][static_cast<size_t>(layer)]) {
+      for (int64_t i = 0; i < n_train; ++i) w.put_floats(train_q + i * q_dim + h * hd, static_cast<size_t>(hd));
+    }
+    channels_[r]->send(to_wire(MessageKind::kBuild), ++seq_, out_, deadline);
+  }
+  ++builds_pending_;
+}
+
+void RetrievalClient::wait_builds() {
+  const auto deadline = transport::deadline_after(options_.build_timeout);
+  for (; builds_pending_ > 0; --builds_pending_) {
+    for (size_t r = 0; r < channels_.size(); ++r) expect(r, MessageKind::kBuildDone, deadline);
+  }
+  stats_.build_seconds += Seconds(SteadyClock::now() - build_started_).count();
+}
+
+void RetrievalClient::begin(int64_t layer, int64_t position, const float* q, int64_t evict_position, const float* k,
+                            const float* v) {
+  const RetrievalGeometry& g = options_.geometry;
+  step_started_ = SteadyClock::now();
+  step_position_ = position;
+  transport::StepPayload step;
+  step.layer = static_cast<uint32_t>(layer);
+  step.k = options_.top_k;
+  step.ef = options_.ef;
+  step.nprobe = options_.nprobe;
+  step.position = position;
+  step.evict_position = evict_position;
+  WireWriter w(out_);
+  w.put(step);
+  w.put_floats(q, static_cast<size_t>(g.n_heads * g.head_dim));
+  if (evict_position >= 0) {
+    w.put_floats(k, static_cast<size_t>(g.n_kv_heads * g.head_dim));
+    w.put_floats(v, static_cast<size_t>(g.n_kv_heads * g.head_dim));
+  }
+  active_.clear();
+  ++seq_;
+  const auto deadline = transport::deadline_after(options_.step_timeout);
+  for (size_t r = 0; r < channels_.size(); ++r) {
+    if (owned_q_heads_[r][static_cast<size_t>(layer)].empty()) continue;
+    channels_[r]->send(to_wire(MessageKind::kStep), seq_, out_, deadline);
+    active_.push_back(r);
+  }
+}
+
+void RetrievalClient::finish(int64_t layer, float* o, float* lse) {
+  const RetrievalGeometry& g = options_.geometry;
+  const auto hd = static_cast<size_t>(g.head_dim);
+  const auto deadline = transport::deadline_after(options_.step_timeout);
+  const auto wait_started = SteadyClock::now();
+  double slowest = 0;
+  for (size_t r : active_) {
+    const transport::MessageHeader h = expect(r, MessageKind::kPartial, deadline);
+    const std::string& peer = channels_[r]->peer_name();
+    WireReader reader(in_, partial_names_[r]);
+    const auto p = reader.get<transport::PartialPayload>();
+    const auto& heads = owned_q_heads_[r][static_cast<size_t>(layer)];
+    if (h.seq != seq_ || p.layer != layer || p.position != step_position_ || p.n_entries != heads.size()) {
+      throw PeerError(fmt::format("{} answered (seq {}, layer {}, position {}, {} heads) to a request for (seq {}, "
+                                  "layer {}, position {}, {} heads)",
+                                  peer, h.seq, p.layer, p.position, p.n_entries, seq_, layer, step_position_,
+                                  heads.size()));
+    }
+    const float* part_lse = reader.floats(heads.size());
+    const float* part_o = reader.floats(heads.size() * hd);
+    reader.expect_end();
+    for (size_t e = 0; e < heads.size(); ++e) {
+      const auto head = static_cast<size_t>(heads[e]);
+      merge_into(lse[head], o + head * hd, part_lse[e], part_o + e * hd, hd);
+    }
+    slowest = std::max(slowest, p.search_seconds);
+    stats_.distance_computations += p.distance_computations;
+    stats_.query_heads_searched += p.n_entries;
+    stats_.offloaded_keys = p.keys_offloaded;
+  }
+  stats_.wait_seconds += Seconds(SteadyClock::now() - wait_started).count();
+  stats_.remote_seconds += slowest;
+  ++stats_.steps;
+}
+
+void RetrievalClient::shutdown(std::chrono::milliseconds timeout) noexcept {
+  const auto deadline = transport::deadline_after(timeout);
+  for (size_t r = 0; r < channels_.size(); ++r) {
+    try {
+      channels_[r]->send(to_wire(MessageKind::kShutdown), ++seq_, {}, deadline);
+      expect(r, MessageKind::kShutdown, deadline);
+    } catch (const std::exception&) {
+      // Best effort: the retriever is gone or stuck; its liveness check ends it.
+    }
+  }
+}
+
+void ship_prefill(RetrievalClient& client, PrefillCapture& capture, int64_t n_layers) {
+  for (int64_t l = 0; l < n_layers; ++l) {
+    client.send_build(l, capture.first_offloaded(), capture.offloaded(), capture.keys(l), capture.values(l),
+                      capture.train_rows(), capture.train_queries(l));
+    capture.release(l);
+  }
+  client.wait_builds();
+}
+
+}  // namespace ra

@@ -1,0 +1,98 @@
+#pragma once
+// The GPU worker's side of the retrievers (DESIGN §3): the handshake, shipping each layer's offloaded
+// prefill KV and training queries, and per decode step and layer the query out and the partials back,
+// merged into the static partials with log-sum-exp weights. It implements RemoteAttention, so the
+// backend drives it from inside its layer loop.
+//
+// Every wait has a deadline and watches the retrievers' liveness (transport/channel.h); a failure
+// surfaces as transport::PeerError naming the retriever.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gpu_worker/backend/backend.h"
+#include "gpu_worker/offload/prefill_capture.h"
+#include "transport/channel.h"
+#include "transport/messages.h"
+
+namespace ra {
+
+struct RetrievalGeometry {
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  float scale = 0;
+};
+
+struct RetrievalClientOptions {
+  RetrievalGeometry geometry;
+  // owned_kv_heads[r][layer]: retriever r's kv heads of that layer, ascending (the shard plan).
+  std::vector<std::vector<std::vector<int64_t>>> owned_kv_heads;
+  int top_k = 100;
+  int ef = 0;
+  int nprobe = 0;
+  std::chrono::milliseconds step_timeout{60000};    // one layer's round trip
+  std::chrono::milliseconds build_timeout{600000};  // shipping and building one layer's indexes
+};
+
+// Per-run counters (DESIGN §5: every run reports these).
+struct RetrievalStats {
+  int64_t steps = 0;                   // (token, layer) round trips
+  double wait_seconds = 0;             // worker time blocked in finish(): transport + retrieval not hidden
+  double remote_seconds = 0;           // slowest retriever's own time per round trip, summed
+  int64_t distance_computations = 0;   // all heads, all steps
+  int64_t query_heads_searched = 0;    // for keys scanned per query = distance_computations / this
+  double build_seconds = 0;            // from the first kBuild sent to the last kBuildDone received
+  int64_t offloaded_keys = 0;          // per kv head, at the latest step
+};
+
+class RetrievalClient final : public RemoteAttention {
+ public:
+  // channels[r] reaches retriever r; they must outlive the client.
+  RetrievalClient(std::vector<transport::Channel*> channels, RetrievalClientOptions options);
+
+  // kHello to every retriever; waits for each kHelloAck. Throws PeerError naming the retriever and
+  // every differing field when a retriever refuses.
+  void handshake(uint64_t plan_digest, const std::string& plan_text);
+
+  // Ships layer `layer`'s offloaded prefill rows and its training queries to the owners:
+  //   keys, values: [n_keys][n_kv_heads * head_dim] float32, positions first_position + i
+  //   train_q:      [n_train][n_heads * head_dim] float32 (may be null when n_train == 0)
+  void send_build(int64_t layer, int64_t first_position, int64_t n_keys, const float* keys, const float* values,
+                  int64_t n_train, const float* train_q);
+  // Waits for every layer's kBuildDone.
+  void wait_builds();
+
+  void begin(int64_t layer, int64_t position, const float* q, int64_t evict_position, const float* k,
+             const float* v) override;
+  void finish(int64_t layer, float* o, float* lse) override;
+
+  // kShutdown to every retriever, each acknowledged within `timeout`. Never throws (best effort).
+  void shutdown(std::chrono::milliseconds timeout) noexcept;
+
+  const RetrievalStats& stats() const { return stats_; }
+
+ private:
+  transport::MessageHeader expect(size_t r, transport::MessageKind kind, transport::Deadline deadline);
+
+  std::vector<transport::Channel*> channels_;
+  RetrievalClientOptions options_;
+  std::vector<std::vector<std::vector<int64_t>>> owned_q_heads_;  // [r][layer] -> query heads, ascending
+  uint64_t seq_ = 0;
+  int64_t builds_pending_ = 0;
+  transport::SteadyClock::time_point build_started_;
+  std::vector<size_t> active_;      // retrievers asked in the current step
+  int64_t step_position_ = 0;
+  transport::SteadyClock::time_point step_started_;
+  std::vector<std::byte> out_, in_;  // message buffers, reused
+  std::vector<std::string> partial_names_;  // "kPartial from <peer>" per retriever, for WireReader errors
+  RetrievalStats stats_;
+};
+
+// Sends every layer's captured prefill rows (releasing each once sent) and waits for the builds.
+void ship_prefill(RetrievalClient& client, PrefillCapture& capture, int64_t n_layers);
+
+}  // namespace ra

@@ -1,0 +1,73 @@
+#pragma once
+// Start-up of an `ra-bench-transport` rank under mpirun: MPI itself, then the channels between the worker
+// (rank 0) and each retriever (ranks 1..R) over the chosen transport, set up the way the pipeline's
+// launcher/process/peer_links.cpp does it:
+//   shm: each retriever creates "<prefix><job>-r<rank>", a barrier, the worker opens them;
+//   ucx: every rank's UCX worker address is all-gathered over MPI, then each side connects;
+//   mpi: point-to-point on a duplicate of MPI_COMM_WORLD (mpi_channel.h).
+// Every MPI step is non-blocking and polled against a deadline, so a rank that dies in start-up turns
+// into an error naming the step rather than a hang.
+
+#include <mpi.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "transport/channel.h"
+
+namespace ra::bench {
+
+// The prefix of every shm segment this benchmark creates; `ra bench transport` removes leftovers of
+// "<kShmPrefix><job>-" after each run.
+inline constexpr const char* kShmPrefix = "ra-bench-";
+
+// MPI_Init_thread(SERIALIZED) (the MPI channel needs it) with errors returned as codes; finalises in
+// the destructor unless abandon() was called (an exit after a failure, where a peer may be dead).
+class BenchMpi {
+ public:
+  BenchMpi(int* argc, char*** argv);
+  ~BenchMpi();
+  BenchMpi(const BenchMpi&) = delete;
+  BenchMpi& operator=(const BenchMpi&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& host() const { return host_; }
+
+  std::string broadcast(const std::string& text, const char* what, transport::Deadline deadline);
+  std::vector<std::string> allgather(const std::string& mine, const char* what, transport::Deadline deadline);
+  void barrier(const char* what, transport::Deadline deadline);
+  void abandon() { abandoned_ = true; }
+
+ private:
+  void wait(MPI_Request& request, const char* what, transport::Deadline deadline);
+
+  int rank_ = 0;
+  int size_ = 1;
+  std::string host_;
+  bool abandoned_ = false;
+};
+
+struct LinkOptions {
+  std::string transport;  // "shm", "ucx" or "mpi"
+  std::string job;        // unique per run; names the shm segments
+  std::chrono::milliseconds liveness_timeout = transport::kDefaultLivenessTimeout;
+};
+
+struct BenchLinks {
+  std::shared_ptr<void> state;  // the UCX worker or the duplicated communicator; outlives the channels
+  std::vector<std::unique_ptr<transport::Channel>> channels;  // worker: [retriever 1..R]; retriever: [worker]
+  std::string detail;  // for the report: UCX lanes of the first channel, else empty
+  std::vector<transport::Channel*> raw() const;
+};
+
+// "ra-bench-<job>-r<rank>".
+std::string bench_segment_name(const std::string& job, int rank);
+
+// Collective: every rank calls it. Throws ra::Error for a transport this build lacks, PeerError when a
+// peer does not show up in time.
+BenchLinks connect_bench_links(BenchMpi& mpi, const LinkOptions& options);
+
+}  // namespace ra::bench

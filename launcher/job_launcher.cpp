@@ -1,0 +1,113 @@
+#include "launcher/job_launcher.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+#include "launcher/mpirun_command.h"
+#ifdef RA_HAVE_SHM
+#include "transport/shm/shm_channel.h"
+#endif
+
+namespace ra {
+namespace {
+
+volatile sig_atomic_t g_child = 0;
+
+extern "C" void forward_signal(int sig) {
+  if (g_child > 0) kill(g_child, sig);
+}
+
+std::filesystem::path job_directory(const RunPlan& plan) {
+  namespace fs = std::filesystem;
+  fs::path base;
+  if (!plan.config.hostfile.empty()) {
+    base = fs::current_path() / ".ra-jobs";
+  } else {
+    const char* tmp = std::getenv("TMPDIR");
+    base = tmp && *tmp ? tmp : "/tmp";
+  }
+  return base / ("ra-job-" + plan.job_id);
+}
+
+}  // namespace
+
+PipelineExecutables find_pipeline_executables() {
+  namespace fs = std::filesystem;
+  const fs::path self = fs::read_symlink("/proc/self/exe");
+  PipelineExecutables exes{(self.parent_path() / "ra-gpu-worker").string(),
+                           (self.parent_path() / "ra-cpu-retriever").string()};
+  for (const std::string& exe : {exes.worker, exes.retriever}) {
+    RA_REQUIRE(access(exe.c_str(), X_OK) == 0, "{} is missing or not executable: it is built beside `ra` (this build "
+               "needs MPI; see scripts/setup.sh)", exe);
+  }
+  return exes;
+}
+
+int launch_job(const RunPlan& plan) {
+  namespace fs = std::filesystem;
+  const PipelineExecutables exes = find_pipeline_executables();
+  const fs::path dir = job_directory(plan);
+  fs::create_directories(dir);
+  const fs::path plan_path = dir / "plan.json";
+  {
+    std::ofstream out(plan_path);
+    out << plan_to_json(plan).dump(2) << "\n";
+    RA_REQUIRE(out.good(), "cannot write the plan file {}", plan_path.string());
+  }
+  std::vector<std::string> argv = mpirun_argv(plan, plan_path.string(), exes.worker, exes.retriever);
+  // Ranks share cores with each other: OpenMP threads that spin after a parallel region would starve
+  // the peer a rank is waiting for (measured: decode 10x slower on 2 cores). Unless the user chose.
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) argv.insert(argv.begin() + 1, {"-x", "OMP_WAIT_POLICY=PASSIVE"});
+  if (std::getenv("RA_LOGITS_TRACE") != nullptr) argv.insert(argv.begin() + 1, {"-x", "RA_LOGITS_TRACE"});
+  std::vector<char*> cargv;
+  for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+
+  struct sigaction sa {}, old_int {}, old_term {}, old_hup {};
+  sa.sa_handler = forward_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  sigaction(SIGHUP, &sa, &old_hup);
+
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t child = fork();
+  RA_REQUIRE(child >= 0, "fork failed: {}", std::strerror(errno));
+  if (child == 0) {
+    // mpirun gets its own process group so a terminal's Ctrl-C reaches it once, through us.
+    setpgid(0, 0);
+    execvp(cargv[0], cargv.data());
+    std::fprintf(stderr, "ra: cannot run %s: %s\n", cargv[0], std::strerror(errno));
+    _exit(127);
+  }
+  g_child = child;
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  g_child = 0;
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  sigaction(SIGHUP, &old_hup, nullptr);
+
+#ifdef RA_HAVE_SHM
+  for (const std::string& name : transport::list_shm_segments("ra-" + plan.job_id + "-")) {
+    std::fprintf(stderr, "ra: removing leftover shared-memory segment /dev/shm/%s\n", name.c_str());
+    transport::remove_shm_segment(name);
+  }
+#endif
+  std::error_code ignored;
+  fs::remove_all(dir, ignored);
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
+
+}  // namespace ra

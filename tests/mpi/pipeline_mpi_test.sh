@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Multi-process pipeline checks (issue #4 "Must show"), each a real `ra generate` under mpirun:
+#   exact TRANSPORT R     flat mode with every offloaded key retrieved == full mode: same greedy text,
+#                         logits within fp32 tolerance, decoding far past the window (evictions)
+#   killed SIGNAL         SIGKILL / SIGSTOP a retriever mid-decode: ra exits non-zero within 5 s,
+#                         names the rank, leaves no process and no /dev/shm segment behind
+#   interrupted SIGNAL    SIGINT / SIGTERM to `ra` mid-decode: every rank ends within 5 s, no segment left
+#   mismatch              ranks started with different plans refuse to start, naming the field
+# Environment: RA = the ra binary (ra-gpu-worker and ra-cpu-retriever beside it).
+set -euo pipefail
+: "${RA:?set RA to the ra binary}"
+BIN_DIR=$(dirname "$RA")
+WORK=$(mktemp -d /tmp/ra-mpi-test.XXXXXX)
+export TMPDIR=$WORK  # plan files land here, so this test's processes are findable by path
+cleanup() {
+  pkill -KILL -f "$WORK" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# A small demo-model run whose prompt overflows sinks + window many times over during decoding.
+COMMON=(--synthetic-prompt-bytes 300 --sinks 16 --window 32 --threads 1 --retriever-threads 1)
+
+shm_segments() { ls /dev/shm 2>/dev/null | grep '^ra-' | sort || true; }
+
+case "${1:?usage: $0 exact|killed|mismatch ...}" in
+exact)
+  transport=${2:?transport}; retrievers=${3:?retrievers}
+  RA_LOGITS_TRACE=$WORK/full.f32 "$RA" generate --mode full "${COMMON[@]}" --max-new-tokens 80 \
+    >"$WORK/full.txt" 2>"$WORK/full.err" || { cat "$WORK/full.err"; fail "full mode failed"; }
+  RA_LOGITS_TRACE=$WORK/flat.f32 "$RA" generate --mode flat --transport "$transport" --retrievers "$retrievers" \
+    --top-k 1000000 "${COMMON[@]}" --max-new-tokens 80 >"$WORK/flat.txt" 2>"$WORK/flat.err" \
+    || { cat "$WORK/flat.err"; fail "flat mode over $transport with $retrievers retrievers failed"; }
+  cmp "$WORK/full.txt" "$WORK/flat.txt" || fail "generated text differs: full '$(cat "$WORK/full.txt")' flat '$(cat "$WORK/flat.txt")'"
+  grep -q "keys scanned" "$WORK/flat.err" || fail "the flat run reported no retrieval statistics"
+  python3 - "$WORK/full.f32" "$WORK/flat.f32" <<'PY'
+import array, sys
+a, b = array.array("f"), array.array("f")
+a.frombytes(open(sys.argv[1], "rb").read()); b.frombytes(open(sys.argv[2], "rb").read())
+vocab = 258
+assert len(a) == len(b) and len(a) >= 80 * vocab, (len(a), len(b))
+worst = 0.0
+for s in range(len(a) // vocab):
+    ra, rb = a[s*vocab:(s+1)*vocab], b[s*vocab:(s+1)*vocab]
+    scale = max(abs(x) for x in ra)
+    worst = max(worst, max(abs(x - y) for x, y in zip(ra, rb)) / scale)
+print(f"steps {len(a)//vocab}, worst relative logit difference {worst:.3g}")
+assert worst < 1e-4, worst
+PY
+  echo "PASS: flat == full over $transport with $retrievers retrievers"
+  ;;
+killed)
+  signal=${2:?signal}
+  before=$(shm_segments)
+  "$RA" generate --mode flat --retrievers 2 "${COMMON[@]}" --max-new-tokens 20000 \
+    >"$WORK/out.txt" 2>"$WORK/err.txt" &
+  ra_pid=$!
+  for _ in $(seq 1 600); do  # until decoding has produced text
+    [[ -s "$WORK/out.txt" ]] && break
+    kill -0 $ra_pid 2>/dev/null || { cat "$WORK/err.txt"; fail "ra exited before decoding"; }
+    sleep 0.1
+  done
+  [[ -s "$WORK/out.txt" ]] || fail "no decoding within 60 s"
+  victim=$(pgrep -f "^$BIN_DIR/ra-cpu-retriever --plan $WORK" | head -1)
+  [[ -n "$victim" ]] || fail "no retriever process found"
+  t0=$(date +%s.%N)
+  kill -"$signal" "$victim"
+  rc=0
+  for _ in $(seq 1 150); do kill -0 $ra_pid 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $ra_pid 2>/dev/null; then
+    kill -CONT "$victim" 2>/dev/null || true
+    fail "ra still running 15 s after SIG$signal of retriever pid $victim"
+  fi
+  wait $ra_pid || rc=$?
+  t1=$(date +%s.%N)
+  elapsed=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
+  cat "$WORK/err.txt" >&2
+  [[ $rc -ne 0 ]] || fail "ra exited 0 after a retriever got SIG$signal"
+  python3 -c "import sys; sys.exit(0 if $elapsed <= 5.0 else 1)" || fail "ra took ${elapsed} s (> 5 s) to exit"
+  grep -Eq "retriever rank [0-9]+ on host" "$WORK/err.txt" || fail "the error does not name the retriever rank"
+  sleep 0.5
+  if pgrep -f "$WORK" >/dev/null; then pgrep -af "$WORK" >&2; fail "processes of the job are still alive"; fi
+  after=$(shm_segments)
+  [[ "$before" == "$after" ]] || fail "shared-memory segments left: $(comm -13 <(echo "$before") <(echo "$after"))"
+  echo "PASS: SIG$signal of retriever pid $victim -> ra exit $rc after ${elapsed} s, nothing left behind"
+  ;;
+interrupted)
+  signal=${2:?signal}
+  before=$(shm_segments)
+  "$RA" generate --mode flat --retrievers 2 "${COMMON[@]}" --max-new-tokens 20000 \
+    >"$WORK/out.txt" 2>"$WORK/err.txt" &
+  ra_pid=$!
+  for _ in $(seq 1 600); do
+    [[ -s "$WORK/out.txt" ]] && break
+    kill -0 $ra_pid 2>/dev/null || { cat "$WORK/err.txt"; fail "ra exited before decoding"; }
+    sleep 0.1
+  done
+  [[ -s "$WORK/out.txt" ]] || fail "no decoding within 60 s"
+  pgrep -f "^$BIN_DIR/ra-cpu-retriever --plan $WORK" >/dev/null || fail "no retriever process found"
+  kill -"$signal" $ra_pid
+  for _ in $(seq 1 50); do kill -0 $ra_pid 2>/dev/null || break; sleep 0.1; done
+  kill -0 $ra_pid 2>/dev/null && fail "ra still running 5 s after SIG$signal"
+  rc=0; wait $ra_pid || rc=$?
+  [[ $rc -ne 0 ]] || fail "ra exited 0 after SIG$signal"
+  sleep 0.5
+  if pgrep -f "$WORK" >/dev/null; then pgrep -af "$WORK" >&2; fail "processes of the job are still alive"; fi
+  after=$(shm_segments)
+  [[ "$before" == "$after" ]] || fail "shared-memory segments left: $(comm -13 <(echo "$before") <(echo "$after"))"
+  echo "PASS: SIG$signal to ra -> exit $rc, every rank ended, nothing left behind"
+  ;;
+mismatch)
+  "$RA" generate --mode flat --retrievers 1 "${COMMON[@]}" --dry-run --write-plan "$WORK/a.json" >/dev/null
+  "$RA" generate --mode flat --retrievers 1 --synthetic-prompt-bytes 300 --sinks 16 --window 64 --threads 1 \
+    --retriever-threads 1 --dry-run --write-plan "$WORK/b.json" >/dev/null
+  root=(); [[ $(id -u) -eq 0 ]] && root=(--allow-run-as-root)
+  rc=0
+  timeout 60 mpirun "${root[@]}" --oversubscribe -n 1 "$BIN_DIR/ra-gpu-worker" --plan "$WORK/a.json" : \
+    -n 1 "$BIN_DIR/ra-cpu-retriever" --plan "$WORK/b.json" >"$WORK/out.txt" 2>"$WORK/err.txt" || rc=$?
+  cat "$WORK/err.txt" >&2
+  [[ $rc -ne 0 && $rc -ne 124 ]] || fail "mismatched ranks: exit $rc (0 = started anyway, 124 = hung)"
+  grep -q "config.window: rank 0 has 32, this rank has 64" "$WORK/err.txt" || fail "the error does not name config.window"
+  echo "PASS: mismatched plans refused with exit $rc"
+  ;;
+*) fail "unknown check $1" ;;
+esac

@@ -1,0 +1,243 @@
+// The worker/retriever split end to end inside one process: RetrieverService instances on threads,
+// reached over in-process channels, against the same model decoded with full attention. The
+// multi-process versions of these checks (shm, UCX, mpirun) live in tests/mpi/.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <thread>
+
+#include "cpu_retriever/retriever_service.h"
+#include "gpu_worker/decode/generator.h"
+#include "gpu_worker/model/tokenizer.h"
+#include "gpu_worker/model/synthetic_model.h"
+#include "gpu_worker/offload/retrieval_client.h"
+#include "transport/inproc_channel.h"
+
+namespace ra {
+namespace {
+
+using retriever::IndexKind;
+
+Model small_model() {
+  SyntheticModelSpec spec;
+  spec.hidden_size = 64;
+  spec.n_layers = 2;
+  spec.n_heads = 4;
+  spec.n_kv_heads = 2;
+  spec.head_dim = 16;
+  spec.intermediate_size = 128;
+  spec.max_position_embeddings = 1024;
+  return make_synthetic_model(spec);
+}
+
+std::vector<int32_t> prompt_ids(const Model& m, int64_t bytes) {
+  const auto tok = make_byte_tokenizer(m.config.vocab_size);
+  std::vector<int32_t> ids{m.config.bos_token_id};
+  for (int32_t t : tok->encode(make_synthetic_prompt(bytes, 7))) ids.push_back(t);
+  return ids;
+}
+
+struct Trace {
+  std::vector<int32_t> tokens;
+  std::vector<std::vector<float>> logits;  // per generated token
+  RetrievalStats stats;
+};
+
+struct Split {
+  bool enabled = false;  // false: full attention
+  int64_t sinks = 8;
+  int64_t window = 16;
+  int retrievers = 0;    // 0 with enabled: window mode
+  IndexKind kind = IndexKind::kFlat;
+  int top_k = 100000;    // every offloaded key
+};
+
+// kv head g of every layer goes to retriever g % R.
+std::vector<std::vector<int64_t>> owned(const ModelConfig& c, int r, int R) {
+  std::vector<std::vector<int64_t>> layers(static_cast<size_t>(c.n_layers));
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    for (int64_t g = 0; g < c.n_kv_heads; ++g) {
+      if ((l * c.n_kv_heads + g) % R == r) layers[static_cast<size_t>(l)].push_back(g);
+    }
+  }
+  return layers;
+}
+
+Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_tokens, const Split& split) {
+  const ModelConfig& c = model.config;
+  Trace trace;
+  BackendOptions options;
+  options.max_positions = static_cast<int64_t>(prompt.size()) + new_tokens;
+  options.threads = 2;
+  options.static_set = {split.enabled, split.sinks, split.window, nullptr};
+
+  std::vector<std::unique_ptr<transport::Channel>> worker_ends;
+  std::vector<std::thread> services;
+  std::unique_ptr<RetrievalClient> client;
+  std::unique_ptr<PrefillCapture> capture;
+  const retriever::ServiceGeometry geometry{c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale()};
+  if (split.retrievers > 0) {
+    RetrievalClientOptions copts;
+    copts.geometry = {c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale()};
+    copts.top_k = split.top_k;
+    std::vector<transport::Channel*> channels;
+    for (int r = 0; r < split.retrievers; ++r) {
+      auto [w, s] = transport::make_inproc_pair("worker", "retriever " + std::to_string(r), std::chrono::minutes(5));
+      retriever::RetrieverServiceConfig cfg;
+      cfg.geometry = geometry;
+      cfg.dtype = retriever::KvDtype::kF32;
+      cfg.owned_kv_heads = owned(c, r, split.retrievers);
+      cfg.index.kind = split.kind;
+      cfg.threads = 1;
+      cfg.plan_digest = 42;
+      copts.owned_kv_heads.push_back(cfg.owned_kv_heads);
+      services.emplace_back([cfg, ch = std::shared_ptr<transport::Channel>(std::move(s))] {
+        retriever::RetrieverService service(cfg);
+        service.serve(*ch);
+      });
+      channels.push_back(w.get());
+      worker_ends.push_back(std::move(w));
+    }
+    client = std::make_unique<RetrievalClient>(channels, copts);
+    client->handshake(42, "{}");
+    capture = std::make_unique<PrefillCapture>(c, static_cast<int64_t>(prompt.size()), split.sinks, split.window, 0,
+                                               split.kind == IndexKind::kGraph);
+    options.static_set.remote = client.get();
+    options.qkv_observer = capture->observer();
+  }
+  auto backend = make_cpu_backend(model, options);
+  const auto tok = make_byte_tokenizer(c.vocab_size);
+  GenerateOptions gen;
+  gen.max_new_tokens = new_tokens;
+  if (client) gen.after_prefill = [&] { ship_prefill(*client, *capture, c.n_layers); };
+  gen.on_logits = [&](std::span<const float> l) { trace.logits.emplace_back(l.begin(), l.end()); };
+  generate(*backend, *tok, prompt, gen, [&](std::string_view piece) {
+    for (char ch : piece) trace.tokens.push_back(static_cast<unsigned char>(ch));
+  });
+  if (client) {
+    trace.stats = client->stats();
+    client->shutdown(std::chrono::seconds(5));
+  }
+  for (auto& t : services) t.join();
+  return trace;
+}
+
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num = std::max(num, std::fabs(static_cast<double>(a[i]) - b[i]));
+    den = std::max(den, std::fabs(static_cast<double>(b[i])));
+  }
+  return num / den;
+}
+
+class FlatEqualsFull : public ::testing::TestWithParam<int> {};
+
+// Every offloaded key retrieved: the split must reproduce full attention to fp32 rounding, at every
+// step, while tokens move from the window to the retrievers mid-generation.
+TEST_P(FlatEqualsFull, GreedyTokensAndLogitsMatch) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 60);
+  const int64_t new_tokens = 40;  // window 16 << 40: evictions on every step
+  const Trace full = run(model, prompt, new_tokens, {});
+  Split flat;
+  flat.enabled = true;
+  flat.retrievers = GetParam();
+  const Trace split = run(model, prompt, new_tokens, flat);
+  ASSERT_EQ(full.logits.size(), split.logits.size());
+  EXPECT_EQ(full.tokens, split.tokens);
+  for (size_t i = 0; i < full.logits.size(); ++i) {
+    EXPECT_LT(max_rel_diff(split.logits[i], full.logits[i]), 1e-4) << "token " << i;
+  }
+  // Offloaded keys after the last step: positions [S, p + 1 - W) with p the last decoded position.
+  const int64_t last = static_cast<int64_t>(prompt.size()) + new_tokens - 2;
+  EXPECT_EQ(split.stats.offloaded_keys, last + 1 - flat.window - flat.sinks);
+  EXPECT_GT(split.stats.distance_computations, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Retrievers, FlatEqualsFull, ::testing::Values(1, 2));
+
+// The comparison above can fail: dropping the offloaded keys (window mode) changes the logits.
+TEST(PipelineInproc, WindowModeDiffersFromFull) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 60);
+  const Trace full = run(model, prompt, 10, {});
+  Split window;
+  window.enabled = true;
+  const Trace w = run(model, prompt, 10, window);
+  ASSERT_EQ(full.logits.size(), w.logits.size());
+  // The prefill logits are computed with full attention in both; every decode step differs.
+  EXPECT_LT(max_rel_diff(w.logits[0], full.logits[0]), 1e-6);
+  EXPECT_GT(max_rel_diff(w.logits[1], full.logits[1]), 1e-3);
+}
+
+TEST(PipelineInproc, PromptInsideTheStaticSetNeedsNoOffload) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 10);  // 11 tokens < S + W = 24
+  Split flat;
+  flat.enabled = true;
+  flat.retrievers = 1;
+  const Trace full = run(model, prompt, 20, {});
+  const Trace split = run(model, prompt, 20, flat);
+  EXPECT_EQ(full.tokens, split.tokens);
+  for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(split.logits[i], full.logits[i]), 1e-4);
+}
+
+TEST(PipelineInproc, GraphRetrievalRunsAndScansFewerKeysThanFlat) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 600);
+  Split graph;
+  graph.enabled = true;
+  graph.retrievers = 2;
+  graph.kind = IndexKind::kGraph;
+  graph.top_k = 16;
+  const Trace g = run(model, prompt, 8, graph);
+  Split flat = graph;
+  flat.kind = IndexKind::kFlat;
+  const Trace f = run(model, prompt, 8, flat);
+  ASSERT_EQ(g.logits.size(), f.logits.size());
+  EXPECT_LT(g.stats.distance_computations, f.stats.distance_computations);
+  EXPECT_EQ(g.stats.steps, f.stats.steps);
+}
+
+TEST(PipelineInproc, HandshakeNamesTheDifferingField) {
+  auto [w, s] = transport::make_inproc_pair("worker", "retriever 0", std::chrono::minutes(1));
+  retriever::RetrieverServiceConfig cfg;
+  cfg.geometry = {2, 4, 2, 16, 0.25f};
+  cfg.owned_kv_heads = {{0, 1}, {0, 1}};
+  std::thread t([&, ch = s.get()] { EXPECT_THROW(retriever::RetrieverService(cfg).serve(*ch), Error); });
+  RetrievalClientOptions copts;
+  copts.geometry = {3, 4, 2, 16, 0.25f};  // n_layers differs
+  copts.owned_kv_heads = {{{0, 1}, {0, 1}, {0, 1}}};
+  RetrievalClient client({w.get()}, copts);
+  try {
+    client.handshake(0, "{}");
+    ADD_FAILURE() << "handshake succeeded";
+  } catch (const transport::PeerError& e) {
+    EXPECT_NE(std::string(e.what()).find("n_layers: worker 3, retriever 2"), std::string::npos) << e.what();
+  }
+  t.join();
+}
+
+TEST(PipelineInproc, DeadRetrieverIsReportedByName) {
+  const Model model = small_model();
+  auto [w, s] = transport::make_inproc_pair("worker", "retriever 0 on host test", std::chrono::minutes(1));
+  RetrievalClientOptions copts;
+  const ModelConfig& c = model.config;
+  copts.geometry = {c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale()};
+  copts.owned_kv_heads = {owned(c, 0, 1)};
+  RetrievalClient client({w.get()}, copts);
+  s.reset();  // the retriever end is gone
+  std::vector<float> q(static_cast<size_t>(c.q_dim())), o(q.size()), lse(static_cast<size_t>(c.n_heads));
+  try {
+    client.begin(0, 100, q.data(), -1, nullptr, nullptr);
+    client.finish(0, o.data(), lse.data());
+    ADD_FAILURE() << "no error";
+  } catch (const transport::PeerError& e) {
+    EXPECT_NE(std::string(e.what()).find("retriever 0 on host test"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace ra

@@ -1,0 +1,93 @@
+#pragma once
+// Message kinds and payload layouts between the GPU worker and a CPU retriever (DESIGN §3, §4).
+// Every payload is a fixed little header struct followed by float32 arrays, packed back to back in the
+// order listed; shapes are stated next to each kind. "owned" heads are this retriever's shard of the
+// layer (ShardPlan in launcher/run_config.h): its kv heads in ascending order, and for each of them the
+// query heads of its GQA group, ascending.
+//
+//   kHello      worker → retriever   HelloPayload, then `plan_bytes` bytes of the plan's JSON text
+//   kHelloAck   retriever → worker   HelloPayload (the retriever's own view; identical on success)
+//   kBuild      worker → retriever   BuildPayload, then for each owned kv head g:
+//                                       keys   [n_keys][head_dim] float32  (positions first_position + i)
+//                                       values [n_keys][head_dim] float32
+//                                     then for each owned query head h:
+//                                       train_q [n_train][head_dim] float32 (post-RoPE prefill queries)
+//   kBuildDone  retriever → worker   BuildDonePayload
+//   kStep       worker → retriever   StepPayload, then
+//                                       q [n_heads][head_dim] float32        (post-RoPE, every head)
+//                                     and if evict_position >= 0:
+//                                       k [n_kv_heads][head_dim] float32     (the evicted token, all heads)
+//                                       v [n_kv_heads][head_dim] float32
+//   kPartial    retriever → worker   PartialPayload, then
+//                                       lse [n_entries] float32               (owned query heads, in order)
+//                                       o   [n_entries][head_dim] float32
+//   kShutdown   worker → retriever   no payload; the retriever answers kShutdown and exits 0
+//   kError      either way           UTF-8 text: why the sender is leaving
+
+#include <cstdint>
+
+namespace ra::transport {
+
+inline constexpr uint32_t kProtocolMagic = 0x31484152;  // "RAH1"
+inline constexpr uint32_t kProtocolVersion = 1;
+
+enum class MessageKind : uint32_t {
+  kHello = 1,
+  kHelloAck = 2,
+  kBuild = 3,
+  kBuildDone = 4,
+  kStep = 5,
+  kPartial = 6,
+  kShutdown = 7,
+  kError = 8,
+  kBenchPing = 100,  // ra bench transport: a kStep-sized request, answered by a kPartial-sized kBenchPong
+  kBenchPong = 101,
+};
+
+constexpr uint32_t to_wire(MessageKind kind) { return static_cast<uint32_t>(kind); }
+
+struct HelloPayload {
+  uint32_t magic = kProtocolMagic;
+  uint32_t protocol_version = kProtocolVersion;
+  uint32_t header_bytes = 0;   // sizeof(MessageHeader) on the sender: catches ABI differences
+  uint32_t n_layers = 0;
+  uint32_t n_heads = 0;
+  uint32_t n_kv_heads = 0;
+  uint32_t head_dim = 0;
+  float scale = 0;             // score scale, DESIGN §4
+  uint64_t plan_digest = 0;    // FNV-1a of the plan's canonical JSON text
+  uint64_t plan_bytes = 0;     // bytes of plan JSON that follow (kHello only)
+};
+
+struct BuildPayload {
+  uint32_t layer = 0;
+  uint32_t n_train = 0;        // training queries per owned query head
+  int64_t first_position = 0;  // sequence position of key row 0 (the sink count)
+  int64_t n_keys = 0;          // offloaded prefill tokens of this layer
+};
+
+struct BuildDonePayload {
+  uint32_t layer = 0;
+  uint32_t reserved = 0;
+  double build_seconds = 0;    // wall time this retriever spent building the layer
+};
+
+struct StepPayload {
+  uint32_t layer = 0;
+  int32_t k = 100;             // top-k per query head
+  int32_t ef = 0;              // graph / HNSW beam; 0 = the index default
+  int32_t nprobe = 0;          // IVF lists; 0 = the index default
+  int64_t position = 0;        // sequence position of the token being decoded
+  int64_t evict_position = -1; // position leaving the GPU window this step, or -1
+};
+
+struct PartialPayload {
+  uint32_t layer = 0;
+  uint32_t n_entries = 0;      // owned query heads
+  int64_t position = 0;        // echoes StepPayload::position
+  int64_t keys_offloaded = 0;  // rows this retriever holds per kv head after the step's eviction
+  int64_t distance_computations = 0;  // over all owned heads, this step
+  double search_seconds = 0;   // wall time from request to reply, retriever side
+};
+
+}  // namespace ra::transport

@@ -1,0 +1,82 @@
+#pragma once
+// Packing and unpacking of message payloads (layouts in messages.h). The writer appends trivially
+// copyable structs and float arrays to a byte vector whose capacity is reused between messages; the
+// reader checks every read against the payload's size, so a truncated or oversized message from a
+// peer becomes a PeerError that names the message and the peer instead of a wild read.
+
+#include <cstddef>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "transport/channel.h"
+
+namespace ra::transport {
+
+class WireWriter {
+ public:
+  explicit WireWriter(std::vector<std::byte>& out) : out_(out) { out_.clear(); }
+
+  template <typename T>
+  void put(const T& value) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    put_bytes(&value, sizeof(T));
+  }
+  void put_floats(const float* data, size_t count) { put_bytes(data, count * sizeof(float)); }
+  void put_text(std::string_view text) { put_bytes(text.data(), text.size()); }
+  void put_bytes(const void* data, size_t bytes) {
+    const size_t at = out_.size();
+    out_.resize(at + bytes);
+    if (bytes) std::memcpy(out_.data() + at, data, bytes);
+  }
+
+ private:
+  std::vector<std::byte>& out_;
+};
+
+class WireReader {
+ public:
+  // `what` names the message and its sender for errors, e.g. "kStep from retriever rank 1".
+  WireReader(std::span<const std::byte> payload, std::string_view what) : payload_(payload), what_(what) {}
+
+  template <typename T>
+  T get() {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T value;
+    std::memcpy(&value, take(sizeof(T)), sizeof(T));
+    return value;
+  }
+  // A view of the next `count` floats (unaligned payloads are copied by the caller if needed; every
+  // layout in messages.h keeps float arrays 4-byte aligned).
+  const float* floats(size_t count) { return reinterpret_cast<const float*>(take(count * sizeof(float))); }
+  std::string_view text(size_t bytes) { return {reinterpret_cast<const char*>(take(bytes)), bytes}; }
+  size_t remaining() const { return payload_.size() - at_; }
+
+  // Every byte must have been read: a longer message is as malformed as a shorter one.
+  void expect_end() const {
+    if (at_ != payload_.size()) {
+      throw PeerError(std::string(what_) + ": " + std::to_string(payload_.size() - at_) +
+                      " unexpected trailing bytes (message layout mismatch)");
+    }
+  }
+
+ private:
+  const std::byte* take(size_t bytes) {
+    if (bytes > payload_.size() - at_) {
+      throw PeerError(std::string(what_) + ": truncated message (needs " + std::to_string(at_ + bytes) +
+                      " bytes, has " + std::to_string(payload_.size()) + ")");
+    }
+    const std::byte* p = payload_.data() + at_;
+    at_ += bytes;
+    return p;
+  }
+
+  std::span<const std::byte> payload_;
+  std::string_view what_;
+  size_t at_ = 0;
+};
+
+}  // namespace ra::transport
