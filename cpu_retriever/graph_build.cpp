@@ -14,49 +14,6 @@ int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_th
 
 const float* row(const float* m, int64_t dim, int64_t i) { return m + i * dim; }
 
-// Occlusion rule (RNG / HNSW heuristic). cands are the candidates c of pivot p with score = p · c,
-// free of p itself. They are visited nearest to the pivot first (under the chosen distance), and c is
-// kept unless an already-kept s "occludes" it, i.e. s is closer to c than the pivot is, so a search
-// that reaches p still reaches c through s:
-//  - Occlusion::kInnerProduct: c · s > c · p (distance -(a · b) on both sides);
-//  - Occlusion::kL2: |c - s|^2 < |c - p|^2 (Euclidean between keys; norms: [n] float32 squared norms).
-// With fill, occluded candidates then fill the remaining slots in order (HNSW's keepPrunedConnections).
-// Returns at most max_keep ids.
-std::vector<uint32_t> occlusion_prune(const float* keys, int64_t dim, const float* norms, uint32_t p,
-                                      const std::vector<Scored>& cands, int max_keep, const GraphBuildParams& gp) {
-  const bool l2 = gp.occlusion == Occlusion::kL2;
-  // Candidates by distance to the pivot, nearest first (ties: lower id).
-  std::vector<Scored> order;  // score = -distance(c, p)
-  order.reserve(cands.size());
-  for (const Scored& c : cands) order.push_back({l2 ? 2.f * c.score - norms[c.id] - norms[p] : c.score, c.id});
-  std::sort(order.begin(), order.end(), better);
-  std::vector<uint32_t> kept, occluded_ids;
-  kept.reserve(static_cast<size_t>(max_keep));
-  for (const Scored& c : order) {
-    if (static_cast<int>(kept.size()) >= max_keep) break;
-    const float* kc = row(keys, dim, c.id);
-    const float d_cp = -c.score;
-    bool occluded = false;
-    for (uint32_t s : kept) {
-      const float cs = dot_f32(kc, row(keys, dim, s), dim);
-      const float d_cs = l2 ? norms[c.id] + norms[s] - 2.f * cs : -cs;
-      if (d_cs < d_cp) {
-        occluded = true;
-        break;
-      }
-    }
-    if (!occluded) {
-      kept.push_back(c.id);
-    } else if (gp.fill_pruned) {
-      occluded_ids.push_back(c.id);
-    }
-  }
-  for (size_t i = 0; i < occluded_ids.size() && static_cast<int>(kept.size()) < max_keep; ++i) {
-    kept.push_back(occluded_ids[i]);
-  }
-  return kept;
-}
-
 // Scores ids against pivot p, drops p and duplicates, sorts best first.
 std::vector<Scored> score_against(const float* keys, int64_t dim, uint32_t p, std::vector<uint32_t> ids) {
   std::sort(ids.begin(), ids.end());
@@ -78,17 +35,28 @@ using Lists = std::vector<std::vector<uint32_t>>;
 Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, const int64_t* topk, int64_t nq,
               int64_t width, const GraphBuildParams& gp, int threads) {
   const int M = gp.M;
+  const KeyRows rows{keys, n, nullptr, dim};
   Lists pool(static_cast<size_t>(n));  // candidates gathered per pivot, in query order
+  const int64_t pivots = std::max(1, gp.pivots);
+  const int64_t span = gp.pivot_span > 0 ? gp.pivot_span : width;
+  std::vector<uint32_t> valid;
   for (int64_t q = 0; q < nq; ++q) {
     const int64_t* list = topk + q * width;
-    int64_t pivot = -1;
+    valid.clear();
     for (int64_t j = 0; j < width; ++j) {
-      const int64_t id = list[j];
-      if (id < 0 || id >= n) continue;
-      if (pivot < 0) {
-        pivot = id;
-      } else if (id != pivot) {
-        pool[pivot].push_back(static_cast<uint32_t>(id));
+      if (list[j] >= 0 && list[j] < n) valid.push_back(static_cast<uint32_t>(list[j]));
+    }
+    if (valid.empty()) continue;
+    // The nearest key is the pivot of the whole list (RoarGraph's projection).
+    for (size_t j = 1; j < valid.size(); ++j) {
+      if (valid[j] != valid[0]) pool[valid[0]].push_back(valid[j]);
+    }
+    // Further pivots: each of the next best keys gets the rest of the list's head, so keys that many
+    // queries retrieve together are linked even when they never rank first (docs/retrieval.md).
+    const size_t head = std::min<size_t>(valid.size(), static_cast<size_t>(span));
+    for (size_t i = 1; i < std::min<size_t>(head, static_cast<size_t>(pivots)); ++i) {
+      for (size_t j = 0; j < head; ++j) {
+        if (j != i && valid[j] != valid[i]) pool[valid[i]].push_back(valid[j]);
       }
     }
   }
@@ -96,7 +64,7 @@ Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, con
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
   for (int64_t p = 0; p < n; ++p) {
     if (pool[p].empty()) continue;
-    adj[p] = occlusion_prune(keys, dim, norms, static_cast<uint32_t>(p),
+    adj[p] = occlusion_prune(rows, norms, static_cast<uint32_t>(p),
                              score_against(keys, dim, static_cast<uint32_t>(p), std::move(pool[p])), M, gp);
   }
   Lists rev(static_cast<size_t>(n));
@@ -110,7 +78,7 @@ Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, con
     ids.insert(ids.end(), rev[c].begin(), rev[c].end());
     auto scored = score_against(keys, dim, static_cast<uint32_t>(c), std::move(ids));
     if (static_cast<int>(scored.size()) > M) {
-      adj[c] = occlusion_prune(keys, dim, norms, static_cast<uint32_t>(c), scored, M, gp);
+      adj[c] = occlusion_prune(rows, norms, static_cast<uint32_t>(c), scored, M, gp);
     } else {
       adj[c].clear();
       for (const Scored& s : scored) adj[c].push_back(s.id);
@@ -164,7 +132,7 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
         for (int i = 0; i < got; ++i) {
           if (scratch.pool[i].id != static_cast<uint32_t>(x)) cands.push_back(scratch.pool[i]);
         }
-        found[x] = occlusion_prune(keys, dim, norms, static_cast<uint32_t>(x), cands, p.M, p);
+        found[x] = occlusion_prune(KeyRows{keys, n, nullptr, dim}, norms, static_cast<uint32_t>(x), cands, p.M, p);
       }
     }
     for (int64_t x = 0; x < n; ++x) {
@@ -206,6 +174,42 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
 }
 
 }  // namespace
+
+// The occlusion rule; see graph_build.h.
+std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, uint32_t p,
+                                      const std::vector<Scored>& cands, int max_keep, const GraphBuildParams& gp) {
+  const bool l2 = gp.occlusion == Occlusion::kL2;
+  // Candidates by distance to the pivot, nearest first (ties: lower id).
+  std::vector<Scored> order;  // score = -distance(c, p)
+  order.reserve(cands.size());
+  for (const Scored& c : cands) order.push_back({l2 ? 2.f * c.score - norms[c.id] - norms[p] : c.score, c.id});
+  std::sort(order.begin(), order.end(), better);
+  std::vector<uint32_t> kept, occluded_ids;
+  kept.reserve(static_cast<size_t>(max_keep));
+  for (const Scored& c : order) {
+    if (static_cast<int>(kept.size()) >= max_keep) break;
+    const float* kc = keys.row(c.id);
+    const float d_cp = -c.score;
+    bool occluded = false;
+    for (uint32_t s : kept) {
+      const float cs = dot_f32(kc, keys.row(s), keys.dim);
+      const float d_cs = l2 ? norms[c.id] + norms[s] - 2.f * cs : -cs;
+      if (d_cs < d_cp) {
+        occluded = true;
+        break;
+      }
+    }
+    if (!occluded) {
+      kept.push_back(c.id);
+    } else if (gp.fill_pruned) {
+      occluded_ids.push_back(c.id);
+    }
+  }
+  for (size_t i = 0; i < occluded_ids.size() && static_cast<int>(kept.size()) < max_keep; ++i) {
+    kept.push_back(occluded_ids[i]);
+  }
+  return kept;
+}
 
 std::vector<int64_t> exact_topk_ip(const float* keys, int64_t n, int64_t dim, const float* queries,
                                    int64_t nq, int64_t k, int threads) {

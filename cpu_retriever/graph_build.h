@@ -15,6 +15,18 @@ namespace ra::retriever {
 std::vector<int64_t> exact_topk_ip(const float* keys, int64_t n, int64_t dim, const float* queries,
                                    int64_t nq, int64_t k, int threads);
 
+// The occlusion rule (RNG / HNSW heuristic) of every pruning step. cands: candidates c of pivot p with
+// score = p · c, free of p itself; norms: [nodes] float32 squared key norms (read for Occlusion::kL2).
+// Candidates are visited nearest to the pivot first (under the params' distance), and c is kept unless
+// an already-kept s "occludes" it, i.e. s is closer to c than the pivot is, so a search that reaches p
+// still reaches c through s:
+//  - Occlusion::kInnerProduct: c · s > c · p (distance -(a · b) on both sides);
+//  - Occlusion::kL2: |c - s|^2 < |c - p|^2 (Euclidean between keys).
+// With fill_pruned, occluded candidates then fill the remaining slots in order (HNSW's
+// keepPrunedConnections). Returns at most max_keep ids.
+std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, uint32_t p,
+                                      const std::vector<Scored>& cands, int max_keep, const GraphBuildParams& gp);
+
 // Steps 2-4. topk: [nq][width] int64 lists (best first; invalid entries ignored).
 // Returns the graph and its entry point (the key with the best score for the mean training query).
 struct BuiltGraph {

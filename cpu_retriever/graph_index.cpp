@@ -2,18 +2,21 @@
 
 #include "common/error.h"
 #include "cpu_retriever/graph_build.h"
+#include "cpu_retriever/graph_merge.h"
 
 #include <algorithm>
 #include <limits>
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <utility>
 
 namespace ra::retriever {
 
 GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* train_queries, int64_t nq,
                        const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width)
     : keys_(keys), n_(n), dim_(dim), params_(params), scratch_(n) {
+  RA_REQUIRE(params.merge_threshold >= 0, "graph index: merge_threshold must be >= 0 (got {})", params.merge_threshold);
   RA_REQUIRE(keys != nullptr && n > 0, "graph index: needs at least one key (got n = {})", n);
   RA_REQUIRE(n <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
              "graph index: {} keys exceed the 32-bit node id range", n);
@@ -54,36 +57,126 @@ GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* t
     topk = computed.data();
   }
   BuiltGraph g = build_graph(keys, n, dim, queries, nq, topk, topk_width, params);
-  csr_ = std::move(g.csr);
-  entry_ = g.entry;
+  auto state = std::make_shared<State>();
+  state->csr = std::move(g.csr);
+  state_ = std::move(state);
   // Evenly spaced extra entries cover every part of the sequence: keys cluster by position and topic,
   // and a single entry can leave a beam stuck in the wrong cluster.
-  entries_.push_back(entry_);
+  entries_.push_back(g.entry);
   const int64_t samples = std::min<int64_t>(params.entry_samples, n);
   for (int64_t i = 0; i < samples; ++i) entries_.push_back(static_cast<uint32_t>(i * n / samples));
 }
 
+GraphIndex::~GraphIndex() {
+  std::lock_guard lock(launch_mutex_);
+  if (merger_.joinable()) merger_.join();
+}
+
 int64_t GraphIndex::size() const {
-  std::shared_lock lock(tail_mutex_);
-  return n_ + static_cast<int64_t>(tail_.size()) / dim_;
+  std::shared_lock lock(mutex_);
+  return n_ + state_->merged + static_cast<int64_t>(tail_.size()) / dim_;
+}
+
+int64_t GraphIndex::graph_size() const {
+  std::shared_lock lock(mutex_);
+  return n_ + state_->merged;
 }
 
 int64_t GraphIndex::tail_size() const {
-  std::shared_lock lock(tail_mutex_);
+  std::shared_lock lock(mutex_);
   return static_cast<int64_t>(tail_.size()) / dim_;
 }
 
+const GraphCsr& GraphIndex::adjacency() const {
+  std::shared_lock lock(mutex_);
+  return state_->csr;
+}
+
 size_t GraphIndex::memory_bytes() const {
-  std::shared_lock lock(tail_mutex_);
-  return csr_.bytes() + tail_.capacity() * sizeof(float) + scratch_.bytes();
+  std::shared_lock lock(mutex_);
+  return state_->csr.bytes() + state_->merged_keys.capacity() * sizeof(float) + tail_.capacity() * sizeof(float) +
+         scratch_.bytes();
 }
 
 int64_t GraphIndex::append(const float* key) {
-  std::unique_lock lock(tail_mutex_);
-  RA_REQUIRE(n_ + static_cast<int64_t>(tail_.size()) / dim_ < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
-             "graph index: the tail is full (32-bit ids)");
-  tail_.insert(tail_.end(), key, key + dim_);
-  return n_ + static_cast<int64_t>(tail_.size()) / dim_ - 1;
+  int64_t id = 0;
+  bool start_merge = false;
+  {
+    std::unique_lock lock(mutex_);
+    const int64_t tail_rows = static_cast<int64_t>(tail_.size()) / dim_;
+    RA_REQUIRE(n_ + state_->merged + tail_rows < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
+               "graph index: the tail is full (32-bit ids)");
+    tail_.insert(tail_.end(), key, key + dim_);
+    id = n_ + state_->merged + tail_rows;
+    start_merge = params_.merge_threshold > 0 && tail_rows + 1 >= params_.merge_threshold;
+  }
+  if (!start_merge) return id;
+  std::lock_guard lock(launch_mutex_);
+  rethrow_merge_error();
+  bool idle = false;
+  if (merging_.compare_exchange_strong(idle, true)) {
+    if (merger_.joinable()) merger_.join();  // the previous merger is done or about to return
+    merger_ = std::thread([this] {
+      for (;;) {
+        try {
+          merge_now();
+        } catch (...) {
+          std::lock_guard error_lock(error_mutex_);
+          merge_error_ = std::current_exception();
+          merging_.store(false);
+          return;
+        }
+        merging_.store(false);
+        // Keys appended while this merge ran found merging_ set and started nothing: merge them too.
+        if (tail_size() < params_.merge_threshold) return;
+        bool again = false;
+        if (!merging_.compare_exchange_strong(again, true)) return;  // an append started the next one
+      }
+    });
+  }
+  return id;
+}
+
+void GraphIndex::rethrow_merge_error() {
+  std::lock_guard lock(error_mutex_);
+  if (merge_error_) std::rethrow_exception(std::exchange(merge_error_, nullptr));
+}
+
+void GraphIndex::wait_for_merge() {
+  std::lock_guard lock(launch_mutex_);
+  if (merger_.joinable()) merger_.join();
+  rethrow_merge_error();
+}
+
+void GraphIndex::merge_tail() {
+  wait_for_merge();
+  merge_now();
+}
+
+void GraphIndex::merge_now() {
+  std::lock_guard merge_lock(merge_mutex_);
+  // Snapshot: the state (immutable, kept alive by the shared_ptr) and a copy of the tail's rows.
+  std::shared_ptr<const State> old;
+  std::vector<float> fresh;  // [m][dim_]
+  {
+    std::shared_lock lock(mutex_);
+    old = state_;
+    fresh = tail_;
+  }
+  const int64_t m = static_cast<int64_t>(fresh.size()) / dim_;
+  if (m == 0) return;
+  auto next = std::make_shared<State>();
+  next->merged = old->merged + m;
+  next->merged_keys.reserve(static_cast<size_t>(next->merged * dim_));
+  next->merged_keys = old->merged_keys;
+  next->merged_keys.insert(next->merged_keys.end(), fresh.begin(), fresh.end());
+  next->csr = insert_keys(rows(*next), old->csr, m, entries_, params_);  // the slow part, lock-free
+  {
+    std::unique_lock lock(mutex_);  // the swap: searches wait at most for this
+    tail_.erase(tail_.begin(), tail_.begin() + static_cast<std::ptrdiff_t>(m * dim_));
+    state_ = std::move(next);
+  }
+  // `old` is freed here, outside the lock (searches only read state_ under the shared lock).
 }
 
 int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
@@ -96,16 +189,20 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   ef = std::max(ef, k);
 
   auto scratch = scratch_.acquire();
-  beam_search(keys_, dim_, csr_, entries_, q, ef, *scratch, stats);
   auto& merged = scratch->merged;
+  // The shared lock spans graph and tail, so a concurrent merge's swap cannot move a key between them
+  // in the middle of this search (it would be counted twice or missed).
+  std::shared_lock lock(mutex_);
+  const State& st = *state_;
+  beam_search(rows(st), st.csr, entries_, q, ef, *scratch, stats);
   merged.assign(scratch->pool.begin(), scratch->pool.begin() + std::min<size_t>(scratch->pool.size(), k));
 
   // Flat tail: scanned exactly, merged with the graph's best.
-  std::shared_lock lock(tail_mutex_);
   const int64_t tail_rows = static_cast<int64_t>(tail_.size()) / dim_;
+  const int64_t first_tail_id = n_ + st.merged;
   for (int64_t r = 0; r < tail_rows; ++r) {
     if (r + 1 < tail_rows) __builtin_prefetch(tail_.data() + (r + 1) * dim_, 0, 3);
-    merged.push_back({dot_f32(q, tail_.data() + r * dim_, dim_), static_cast<uint32_t>(n_ + r)});
+    merged.push_back({dot_f32(q, tail_.data() + r * dim_, dim_), static_cast<uint32_t>(first_tail_id + r)});
   }
   lock.unlock();
   if (stats) stats->distance_computations += tail_rows;

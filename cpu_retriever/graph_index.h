@@ -1,18 +1,26 @@
 #pragma once
 // The attention-aware graph index of one head (DESIGN §6, the RoarGraph projection), plus a flat tail
-// for keys appended after the build (new tokens during decoding).
+// for keys appended after the build (new tokens during decoding) and its merge into the graph.
 //
 // Keys: [n][dim] float32, component j of key i at keys[i * dim + j]. The index references the caller's
 // key matrix (it must outlive the index and stay unchanged); keys appended later are copied into the
-// index's own tail and get ids n, n + 1, ... The tail is scanned exactly and merged with the graph's
-// results. It is NOT merged into the graph in the background yet (TODO, issue #3): rebuild to fold it in.
+// index and get ids n, n + 1, ... An appended key first sits in the flat tail, which every search scans
+// exactly and merges with the graph's results. Once the tail holds merge_threshold keys, a background
+// thread inserts them into the graph (graph_merge.h) and swaps the new adjacency in under a short
+// exclusive lock: at every moment a key is either in the graph or in the tail, never both, never
+// neither, and its id never changes.
 
 #include "cpu_retriever/graph_search.h"
 #include "cpu_retriever/key_index.h"
 
+#include <atomic>
 #include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <span>
+#include <thread>
 #include <vector>
 
 namespace ra::retriever {
@@ -32,6 +40,12 @@ struct GraphBuildParams {
   bool fill_pruned = false;    // fill a pruned list back up to its limit with occluded candidates
   int default_ef = 0;          // beam size when SearchParams::ef == 0; 0 = 2 * k
   int entry_samples = 32;      // extra search entries: keys spread evenly over [0, n), scored per search
+  // Projection pivots per training list: its best key links to the whole list (RoarGraph, pivots = 1),
+  // and each of its next best pivots - 1 keys links to the list's first pivot_span keys (0 = the whole
+  // list). 8 / 32 measured better than 1 on the needle model (docs/retrieval.md).
+  int pivots = 8;
+  int pivot_span = 32;
+  int merge_threshold = 0;     // tail keys that start a background merge into the graph; 0 = never
 };
 
 class GraphIndex final : public KeyIndex {
@@ -51,26 +65,56 @@ class GraphIndex final : public KeyIndex {
              SearchStats* stats) const override;
 
   // Appends one key: [dim] float32 (copied) to the flat tail and returns its id. Safe against
-  // concurrent searches (they take a shared lock, append an exclusive one).
+  // concurrent searches (they take a shared lock, append an exclusive one). Starts a background merge
+  // when the tail reaches params.merge_threshold and no merge is running. Rethrows the error of a
+  // failed background merge.
   int64_t append(const float* key);
 
+  // Merges the whole current tail into the graph now, on the calling thread (after any running
+  // background merge). Searches may run concurrently.
+  void merge_tail();
+  // Waits for a running background merge; rethrows its error, if any.
+  void wait_for_merge();
+  bool merge_running() const { return merging_.load(); }
+
+  ~GraphIndex() override;
+  GraphIndex(const GraphIndex&) = delete;
+  GraphIndex& operator=(const GraphIndex&) = delete;
+
   // Introspection, for tests and benchmarks.
-  int64_t graph_size() const { return n_; }
-  int64_t tail_size() const;
-  uint32_t entry_point() const { return entry_; }
-  const GraphCsr& adjacency() const { return csr_; }
+  int64_t graph_size() const;  // keys in the graph: n + merged
+  int64_t tail_size() const;   // keys in the flat tail
+  uint32_t entry_point() const { return entries_.front(); }
+  // The current adjacency; a merge publishes a new one, so do not hold this across merges.
+  const GraphCsr& adjacency() const;
 
  private:
+  // What a merge replaces as a whole: the graph over ids [0, n_ + merged) and the merged keys' rows.
+  struct State {
+    GraphCsr csr;
+    std::vector<float> merged_keys;  // [merged][dim_] float32, ids n_ .. n_ + merged - 1
+    int64_t merged = 0;
+  };
+  KeyRows rows(const State& st) const { return KeyRows{keys_, n_, st.merged_keys.data(), dim_}; }
+  void merge_now();  // one merge of the current tail; holds merge_mutex_
+  void rethrow_merge_error();
+
   const float* keys_;  // [n_][dim_] float32, the caller's
   int64_t n_;
   int64_t dim_;
   GraphBuildParams params_;
-  GraphCsr csr_;
-  uint32_t entry_ = 0;
-  std::vector<uint32_t> entries_;  // entry_ first, then entry_samples keys evenly spaced over [0, n_)
+  std::vector<uint32_t> entries_;  // the build's entry point first, then entry_samples keys evenly spaced
 
-  mutable std::shared_mutex tail_mutex_;
-  std::vector<float> tail_;  // [tail_size][dim_] float32, appended keys (ids n_ + row)
+  mutable std::shared_mutex mutex_;      // guards state_ and tail_: searches shared, append and swap exclusive
+  std::shared_ptr<const State> state_;
+  std::vector<float> tail_;  // [tail_size][dim_] float32, ids n_ + merged + row
+
+  std::mutex merge_mutex_;   // one merge at a time
+  std::mutex launch_mutex_;  // guards merger_
+  std::thread merger_;       // runs merges while the tail stays at or above merge_threshold
+  std::atomic<bool> merging_{false};
+  std::mutex error_mutex_;   // guards merge_error_
+  std::exception_ptr merge_error_;
 
   mutable ScratchPool scratch_;
 };

@@ -59,9 +59,11 @@ auto by_score_min = [](const Scored& a, const Scored& b) { return better(a, b); 
 
 }  // namespace
 
-int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,
-                const float* q, int ef, SearchScratch& s, SearchStats* stats) {
+int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
+                int ef, SearchScratch& s, SearchStats* stats) {
+  if (s.stamp.size() < static_cast<size_t>(csr.nodes())) s.stamp.resize(static_cast<size_t>(csr.nodes()), 0u);
   s.next_epoch();
+  const int64_t dim = keys.dim;
   s.candidates.clear();
   s.pool.clear();
   int64_t dc = 0, hops = 0;
@@ -70,7 +72,7 @@ int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<c
   // Scores node v and offers it to the pool; a node that enters the pool also becomes a candidate.
   auto visit = [&](uint32_t v) {
     s.stamp[v] = s.epoch;
-    const Scored c{dot_f32(q, keys + static_cast<int64_t>(v) * dim, dim), v};
+    const Scored c{dot_f32(q, keys.row(v), dim), v};
     ++dc;
     if (static_cast<int>(s.pool.size()) < ef) {
       s.pool.push_back(c);
@@ -97,9 +99,9 @@ int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<c
     ++hops;
     const auto nbrs = csr.out(cur.id);
     const size_t deg = nbrs.size();
-    if (deg > 0) prefetch_row(keys + static_cast<int64_t>(nbrs[0]) * dim, dim);
+    if (deg > 0) prefetch_row(keys.row(nbrs[0]), dim);
     for (size_t j = 0; j < deg; ++j) {
-      if (j + 1 < deg) prefetch_row(keys + static_cast<int64_t>(nbrs[j + 1]) * dim, dim);
+      if (j + 1 < deg) prefetch_row(keys.row(nbrs[j + 1]), dim);
       const uint32_t v = nbrs[j];
       if (s.stamp[v] != s.epoch) visit(v);
     }

@@ -51,6 +51,20 @@ struct SearchScratch {
   std::vector<Scored> merged;      // result assembly (graph + flat tail)
 };
 
+// Key vectors of graph nodes, in up to two row blocks: node v < n_base is base[v], node v >= n_base is
+// extra[v - n_base] (keys merged into the graph after its build). base: [n_base][dim], extra:
+// [nodes - n_base][dim] float32.
+struct KeyRows {
+  const float* base = nullptr;
+  int64_t n_base = 0;
+  const float* extra = nullptr;
+  int64_t dim = 0;
+  const float* row(uint32_t v) const {
+    return static_cast<int64_t>(v) < n_base ? base + static_cast<int64_t>(v) * dim
+                                            : extra + (static_cast<int64_t>(v) - n_base) * dim;
+  }
+};
+
 // Thread-safe pool of SearchScratch for graphs of n nodes. acquire() reuses a free scratch or makes one.
 class ScratchPool {
  public:
@@ -79,8 +93,15 @@ class ScratchPool {
 // The pool keeps the best ef nodes; the search stops when the best unexpanded candidate cannot enter a
 // full pool. Leaves the pool in scratch.pool sorted best first (score desc, id asc) and returns its size.
 // Adds distance computations and hops to *stats when non-null.
-int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,
-                const float* q, int ef, SearchScratch& scratch, SearchStats* stats);
+// The scratch's visited set grows to csr.nodes() when the graph has grown since it was made.
+int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
+                int ef, SearchScratch& scratch, SearchStats* stats);
+
+// The same over one key block: keys: [csr.nodes()][dim].
+inline int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,
+                       const float* q, int ef, SearchScratch& scratch, SearchStats* stats) {
+  return beam_search(KeyRows{keys, csr.nodes(), nullptr, dim}, csr, entries, q, ef, scratch, stats);
+}
 
 // Orders best first: higher score, then lower id (a total order, for deterministic output).
 inline bool better(const Scored& a, const Scored& b) {

@@ -32,6 +32,7 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
       break;
     case IndexKind::kGraph:
       RA_REQUIRE(n_train > 0 && train_queries != nullptr, "graph index: needs training queries");
+      graph_tail_ = true;
       for (int m = 0; m < group_size; ++m) {
         indexes_.push_back(std::make_unique<GraphIndex>(keys_.data(), n, head_dim,
                                                         train_queries + m * n_train * head_dim, n_train,
@@ -56,8 +57,14 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
 }
 
 void HeadShard::append(const float* key, const float* value) {
-  tail_keys_.insert(tail_keys_.end(), key, key + head_dim_);
   store_.append(key, value, 1);
+  if (graph_tail_) {
+    // Each graph keeps its own tail and merges it into its adjacency in the background (graph_index.h);
+    // its ids continue n, n + 1, ... like the store's rows.
+    for (auto& index : indexes_) static_cast<GraphIndex*>(index.get())->append(key);
+    return;
+  }
+  tail_keys_.insert(tail_keys_.end(), key, key + head_dim_);
 }
 
 const KeyIndex* HeadShard::index_for(int member) const {
@@ -80,7 +87,7 @@ float HeadShard::search_attend(int member, const float* q, const SearchParams& p
   if (const KeyIndex* index = index_for(member)) {
     found = index->search(q, params, s.ids.data(), s.scores.data(), stats);
   }
-  const int64_t tail_rows = store_.size() - n_;
+  const int64_t tail_rows = static_cast<int64_t>(tail_keys_.size()) / head_dim_;
   int tail_found = 0;
   if (tail_rows > 0 && k > 0) {
     tail_found = exact_top_k(q, tail_keys_.data(), tail_rows, head_dim_, static_cast<int>(k), s.tail_ids.data(),

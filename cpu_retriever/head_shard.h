@@ -3,9 +3,10 @@
 // indexes over them, and a flat tail of tokens evicted from the GPU window after the build (DESIGN §3).
 //
 // Rows: the build's n keys are rows [0, n) (sequence positions first_position + i); evicted tokens are
-// appended as rows n, n + 1, ... in eviction order. The index covers rows [0, n); the tail rows
-// [n, size()) are scanned exactly and their results merged with the index's, so every row is
-// searched exactly once, whichever side holds it.
+// appended as rows n, n + 1, ... in eviction order. Key-only indexes cover rows [0, n) and the shard
+// scans the rows [n, size()) exactly as a flat tail, merging both results; the graph takes appended
+// rows itself (its own flat tail, merged into the graph in the background past
+// graph.merge_threshold). Either way every row is searched exactly once.
 //
 // Indexes: the graph is built per query head from that head's training queries (the paper's layout);
 // the key-only indexes (flat, IVF, HNSW) are built once per kv head and shared by its group.
@@ -68,6 +69,7 @@ class HeadShard {
   std::vector<float> tail_keys_;    // [size() - n][head_dim] float32, scanned exactly
   KvStore store_;                   // every row, in the model's dtype, for the attention itself
   std::vector<std::unique_ptr<KeyIndex>> indexes_;  // one per member (kGraph) or one shared; empty if n == 0
+  bool graph_tail_ = false;                          // appended rows go to the graphs, not tail_keys_
 };
 
 }  // namespace ra::retriever

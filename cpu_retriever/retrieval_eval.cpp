@@ -44,7 +44,8 @@ std::vector<int> nprobe_sweep(int nlist) {
 // The test queries and exact answers of one query head.
 struct HeadTruth {
   int64_t head = 0;
-  const float* test_q = nullptr;   // [n_test][dim]
+  const float* test_q = nullptr;   // [n_test][dim]: the layer's rows, or test_rows when subsampled
+  std::vector<float> test_rows;    // [n_test][dim] evenly spaced test queries (when n_test < T - N)
   int64_t n_test = 0;
   std::vector<int64_t> truth;      // [n_test][k] exact top-min(k, N) ids ascending, then -1 padding
   std::vector<float> full_o;       // [n_test][dim] attention over all N keys (from the KV store)
@@ -98,6 +99,10 @@ void evaluate(const KeyIndex& index, const SearchParams& params, const HeadTruth
   row.scanned_sum += scanned_sum;
   row.us_sum += us_sum;
   row.attn_err_sum += err_sum;
+  auto& per_layer = row.per_layer[layer.layer];
+  per_layer.queries += head.n_test;
+  per_layer.recall_sum += recall_sum;
+  per_layer.scanned_sum += scanned_sum;
   auto& per_head = row.head_recall[{layer.layer, head.head}];
   per_head.first += recall_sum;
   per_head.second += head.n_test;
@@ -158,6 +163,14 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
       t.head = h;
       t.test_q = layer.q + (h * T + N) * D;
       t.n_test = n_test;
+      if (n_test < T - N) {  // evenly spaced over [N, T): late positions differ from early ones
+        t.test_rows.resize(static_cast<size_t>(n_test * D));
+        for (int64_t i = 0; i < n_test; ++i) {
+          const int64_t pos = N + i * (T - N) / n_test;
+          std::copy_n(layer.q + (h * T + pos) * D, D, t.test_rows.begin() + i * D);
+        }
+        t.test_q = t.test_rows.data();
+      }
       t.truth.resize(static_cast<size_t>(n_test * k));
       std::vector<float> scores(t.truth.size());
       exact_top_k_batch(t.test_q, n_test, keys, N, D, k, t.truth.data(), scores.data(), threads);
@@ -222,6 +235,8 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     gp.degree_cap = config.graph_degree_cap;
     gp.ef_construction = config.graph_ef_construction;
     gp.entry_samples = config.graph_entry_samples;
+    gp.pivots = config.graph_pivots;
+    gp.pivot_span = config.graph_pivot_span;
     if (wanted(config, "graph")) {  // one index per query head, trained on that head's queries (the paper)
       for (const auto& t : truths) {
         const auto start = Clock::now();
@@ -243,17 +258,90 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
   }
 }
 
+double scanned_at_recall(const std::map<std::string, RowAccumulator>& rows, const std::vector<std::string>& order,
+                         const std::string& index, int64_t layer, double target) {
+  double prev_recall = 0, prev_scanned = 0;
+  bool have_prev = false;
+  for (const auto& key : order) {
+    const RowAccumulator& r = rows.at(key);
+    if (r.index != index) continue;
+    double recall = 0, scanned = 0;
+    if (layer < 0) {
+      if (r.queries == 0) continue;
+      recall = r.recall_sum / double(r.queries);
+      scanned = r.scanned_sum / double(r.queries);
+    } else {
+      const auto it = r.per_layer.find(layer);
+      if (it == r.per_layer.end() || it->second.queries == 0) continue;
+      recall = it->second.recall_sum / double(it->second.queries);
+      scanned = it->second.scanned_sum / double(it->second.queries);
+    }
+    if (recall >= target) {
+      if (!have_prev || recall <= prev_recall) return scanned;
+      const double t = (target - prev_recall) / (recall - prev_recall);
+      return prev_scanned + std::max(0.0, t) * (scanned - prev_scanned);
+    }
+    prev_recall = recall;
+    prev_scanned = scanned;
+    have_prev = true;
+  }
+  return std::nan("");
+}
+
+std::string layer_comparison_table(const std::map<std::string, RowAccumulator>& rows,
+                                   const std::vector<std::string>& order, const std::vector<double>& targets) {
+  std::vector<std::string> indexes;  // in sweep order, without flat (always 100%)
+  std::vector<int64_t> layers;
+  for (const auto& key : order) {
+    const RowAccumulator& r = rows.at(key);
+    if (r.index != "flat" && std::find(indexes.begin(), indexes.end(), r.index) == indexes.end()) {
+      indexes.push_back(r.index);
+    }
+    for (const auto& [l, sums] : r.per_layer) {
+      if (std::find(layers.begin(), layers.end(), l) == layers.end()) layers.push_back(l);
+    }
+  }
+  std::sort(layers.begin(), layers.end());
+  layers.push_back(-1);  // all layers together
+  auto pct = [](double x) { return std::isnan(x) ? std::string("-") : fmt::format("{:.2f}%", 100 * x); };
+  std::string out;
+  for (double target : targets) {
+    out += fmt::format("keys scanned for mean recall >= {:.2f}, per layer ('-': not reached):\n{:<6}", target, "layer");
+    for (const auto& name : indexes) out += fmt::format(" {:>9}", name);
+    out += fmt::format(" {:>11}\n", "faiss/graph");
+    for (int64_t l : layers) {
+      out += fmt::format("{:<6}", l < 0 ? std::string("all") : std::to_string(l));
+      double graph = std::nan(""), best_faiss = std::nan("");
+      for (const auto& name : indexes) {
+        const double s = scanned_at_recall(rows, order, name, l, target);
+        out += fmt::format(" {:>9}", pct(s));
+        if (name == "graph") graph = s;
+        if ((name == "ivf" || name == "hnsw") && !std::isnan(s)) best_faiss = std::isnan(best_faiss) ? s : std::min(best_faiss, s);
+      }
+      const bool ratio = !std::isnan(graph) && !std::isnan(best_faiss) && graph > 0;
+      out += fmt::format(" {:>11}\n", ratio ? fmt::format("{:.2f}x", best_faiss / graph) : std::string("-"));
+    }
+  }
+  return out;
+}
+
 std::string row_json(const RowAccumulator& r) {
   const double q = r.queries > 0 ? static_cast<double>(r.queries) : 1.0;
   double worst = 1.0;
   for (const auto& [head, sum_n] : r.head_recall) worst = std::min(worst, sum_n.first / double(sum_n.second));
   const double inst = r.instances > 0 ? static_cast<double>(r.instances) : 1.0;
+  std::string layers;
+  for (const auto& [l, sums] : r.per_layer) {
+    const double lq = sums.queries > 0 ? static_cast<double>(sums.queries) : 1.0;
+    layers += fmt::format(R"({}"{}": {{"recall": {:.5f}, "scanned": {:.6f}}})", layers.empty() ? "" : ", ", l,
+                          sums.recall_sum / lq, sums.scanned_sum / lq);
+  }
   return fmt::format(
       R"({{"index": "{}", "knob": "{}", "recall": {:.5f}, "worst_head_recall": {:.5f}, "scanned": {:.6f}, )"
       R"("us_per_query": {:.2f}, "build_s": {:.4f}, "index_bytes": {:.0f}, "attn_rel_err": {:.6f}, )"
-      R"("queries": {}, "heads": {}}})",
+      R"("queries": {}, "heads": {}, "layers": {{{}}}}})",
       r.index, r.knob, r.recall_sum / q, worst, r.scanned_sum / q, r.us_sum / q, r.build_s_sum / inst,
-      r.index_bytes_sum / inst, r.attn_err_sum / q, r.queries, r.head_recall.size());
+      r.index_bytes_sum / inst, r.attn_err_sum / q, r.queries, r.head_recall.size(), layers);
 }
 
 }  // namespace ra::retriever

@@ -30,7 +30,7 @@ struct RetrievalBenchConfig {
   int k = 100;                   // recall@k
   int threads = 0;               // search parallelism over test queries and build threads; 0 = all
   int64_t train_queries = 0;     // 0 = all N prefill queries; else a seeded subsample
-  int64_t max_test_queries = 0;  // 0 = all T − N
+  int64_t max_test_queries = 0;  // 0 = all T − N; else this many, evenly spaced over [N, T)
   std::vector<int64_t> heads;    // query heads to run; empty = all
   std::vector<std::string> indexes = {"flat", "ivf", "hnsw", "graph", "graph_kv"};
   uint64_t seed = 1;
@@ -40,6 +40,8 @@ struct RetrievalBenchConfig {
   int graph_degree_cap = 0;         // 0 = 2 * M
   int graph_ef_construction = 64;
   int graph_entry_samples = 32;
+  int graph_pivots = 8;             // GraphBuildParams::pivots
+  int graph_pivot_span = 32;        // GraphBuildParams::pivot_span
   int hnsw_M = 32;
   int hnsw_ef_construction = 200;
 };
@@ -51,6 +53,11 @@ struct RowAccumulator {
   int64_t queries = 0;
   double recall_sum = 0, scanned_sum = 0, us_sum = 0, attn_err_sum = 0;
   std::map<std::pair<int64_t, int64_t>, std::pair<double, int64_t>> head_recall;  // (layer, head) -> sum, n
+  struct LayerSums {
+    int64_t queries = 0;
+    double recall_sum = 0, scanned_sum = 0;
+  };
+  std::map<int64_t, LayerSums> per_layer;  // layer -> sums over its heads and test queries
   double build_s_sum = 0;    // over index instances
   double index_bytes_sum = 0;
   int64_t instances = 0;     // indexes built (per head or per kv head)
@@ -61,8 +68,22 @@ struct RowAccumulator {
 void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& config,
                          std::map<std::string, RowAccumulator>& rows, std::vector<std::string>& order);
 
+// Keys scanned (fraction of N) that `index` needs for mean recall >= target, over one layer (or over
+// all layers when layer < 0), interpolated linearly between consecutive knob values of its sweep (in
+// sweep order). NaN when no knob reaches the target; the first knob's figure when it already does.
+double scanned_at_recall(const std::map<std::string, RowAccumulator>& rows, const std::vector<std::string>& order,
+                         const std::string& index, int64_t layer, double target);
+
+// The per-layer comparison the issue's target is stated on ("at least 2x fewer keys scanned than the
+// best FAISS baseline at the same recall, on every layer"): for each target recall, one line per layer
+// (then "all") with every index's scanned fraction at that recall and the ratio best-FAISS / graph.
+// Text, for the benchmark's stdout.
+std::string layer_comparison_table(const std::map<std::string, RowAccumulator>& rows,
+                                   const std::vector<std::string>& order, const std::vector<double>& targets);
+
 // The JSON line of one row (fields of the issue: index, knob, recall, worst_head_recall, scanned,
-// us_per_query, build_s, index_bytes, attn_rel_err, plus queries and heads).
+// us_per_query, build_s, index_bytes, attn_rel_err, plus queries, heads and "layers": per layer
+// {"recall", "scanned"}).
 std::string row_json(const RowAccumulator& row);
 
 }  // namespace ra::retriever

@@ -36,6 +36,8 @@ struct BenchRetrievalArgs {
   int graph_degree_cap = 0;
   int graph_ef_construction = 64;
   int graph_entry_samples = 32;
+  int graph_pivots = 8;
+  int graph_pivot_span = 32;
 };
 
 int64_t meta_int(const nlohmann::json& meta, const char* key, const fs::path& path) {
@@ -91,6 +93,8 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
   config.graph_degree_cap = args.graph_degree_cap;
   config.graph_ef_construction = args.graph_ef_construction;
   config.graph_entry_samples = args.graph_entry_samples;
+  config.graph_pivots = args.graph_pivots;
+  config.graph_pivot_span = args.graph_pivot_span;
 
   std::map<std::string, retriever::RowAccumulator> rows;
   std::vector<std::string> order;
@@ -123,6 +127,7 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
                 j["us_per_query"].get<double>(), j["build_s"].get<double>(), j["index_bytes"].get<double>(),
                 j["attn_rel_err"].get<double>());
   }
+  std::printf("\n%s", retriever::layer_comparison_table(rows, order, {0.90, 0.95}).c_str());
   if (json.is_open()) {
     json.close();
     RA_REQUIRE(json.good() || !json.bad(), "--json {}: write failed", args.json_out);
@@ -147,7 +152,6 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
 void add_bench_command(CLI::App& app) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
-  add_bench_transport_command(*bench);
   auto args = std::make_shared<BenchRetrievalArgs>();
   CLI::App* cmd = bench->add_subcommand("retrieval", "Recall vs keys scanned of every key index on dumped q/k/v");
   cmd->add_option("--qkv", args->qkv, "Directory written by `ra dump-qkv`")->required();
@@ -163,7 +167,7 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"flat", "ivf", "hnsw", "graph", "graph_kv"}));
   cmd->add_option("--train-queries", args->train_queries, "Graph training queries per head (0: all N)")->capture_default_str();
-  cmd->add_option("--test-queries", args->test_queries, "At most this many test queries per head (0: all T-N)")
+  cmd->add_option("--test-queries", args->test_queries, "At most this many test queries per head, evenly spaced over [N, T) (0: all T-N)")
       ->capture_default_str();
   cmd->add_option("--graph-M", args->graph_M, "Graph max degree")->capture_default_str();
   cmd->add_option("--graph-occlusion", args->graph_occlusion, "Graph pruning geometry between keys: ip or l2")
@@ -175,6 +179,12 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--graph-entries", args->graph_entry_samples,
                   "Extra search entries, evenly spaced over the keys (each costs one distance per search)")
       ->capture_default_str();
+  cmd->add_option("--graph-pivots", args->graph_pivots,
+                  "Projection pivots per training list: its best key links to the whole list, the next P-1 to its head (1: RoarGraph)")
+      ->capture_default_str();
+  cmd->add_option("--graph-pivot-span", args->graph_pivot_span,
+                  "Length of that head for pivots after the first (0: the whole list)")
+      ->capture_default_str();
   cmd->add_option("--graph-ef-construction", args->graph_ef_construction, "Beam of the connectivity self-searches")
       ->capture_default_str();
   cmd->callback([args] {
@@ -182,6 +192,7 @@ void add_bench_command(CLI::App& app) {
     const int rc = run_bench_retrieval(*args);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
+  add_bench_transport_command(*bench);
 }
 
 }  // namespace ra

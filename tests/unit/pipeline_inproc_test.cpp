@@ -89,6 +89,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.dtype = retriever::KvDtype::kF32;
       cfg.owned_kv_heads = owned(c, r, split.retrievers);
       cfg.index.kind = split.kind;
+      cfg.index.graph.merge_threshold = 4;  // evicted tokens are merged into the graphs during the run
       cfg.threads = 1;
       cfg.plan_digest = 42;
       copts.owned_kv_heads.push_back(cfg.owned_kv_heads);
@@ -199,6 +200,22 @@ TEST(PipelineInproc, GraphRetrievalRunsAndScansFewerKeysThanFlat) {
   ASSERT_EQ(g.logits.size(), f.logits.size());
   EXPECT_LT(g.stats.distance_computations, f.stats.distance_computations);
   EXPECT_EQ(g.stats.steps, f.stats.steps);
+}
+
+// The graph with a beam over every key returns every key: exact again, while evicted tokens go through
+// the graphs' tails and background merges.
+TEST(PipelineInproc, GraphWithEveryKeyEqualsFull) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 200);
+  const Trace full = run(model, prompt, 30, {});
+  Split graph;
+  graph.enabled = true;
+  graph.retrievers = 2;
+  graph.kind = IndexKind::kGraph;
+  const Trace g = run(model, prompt, 30, graph);
+  ASSERT_EQ(full.logits.size(), g.logits.size());
+  EXPECT_EQ(full.tokens, g.tokens);
+  for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(g.logits[i], full.logits[i]), 1e-4) << i;
 }
 
 TEST(PipelineInproc, HandshakeNamesTheDifferingField) {

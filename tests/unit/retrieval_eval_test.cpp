@@ -100,6 +100,43 @@ TEST(RetrievalEval, IvfAtEveryListIsExact) {
 }
 #endif
 
+// Per-layer figures: interpolation along a sweep, "not reached", and the comparison table.
+TEST(RetrievalEval, ScannedAtRecallInterpolatesPerLayer) {
+  std::map<std::string, RowAccumulator> rows;
+  std::vector<std::string> order;
+  auto add = [&](const std::string& index, const std::string& knob, int64_t layer, double recall, double scanned) {
+    const std::string key = index + "|" + knob;
+    if (!rows.count(key)) order.push_back(key);
+    RowAccumulator& r = rows[key];
+    r.index = index;
+    r.knob = knob;
+    r.queries += 10;
+    r.recall_sum += 10 * recall;
+    r.scanned_sum += 10 * scanned;
+    auto& l = r.per_layer[layer];
+    l.queries += 10;
+    l.recall_sum += 10 * recall;
+    l.scanned_sum += 10 * scanned;
+  };
+  // graph: layer 0 reaches 0.95 between its two knobs, layer 1 at the first; ivf: layer 1 never.
+  add("graph", "ef=100", 0, 0.90, 0.02);
+  add("graph", "ef=100", 1, 0.96, 0.03);
+  add("graph", "ef=200", 0, 1.00, 0.04);
+  add("graph", "ef=200", 1, 0.99, 0.05);
+  add("ivf", "nprobe=1", 0, 0.95, 0.10);
+  add("ivf", "nprobe=1", 1, 0.50, 0.10);
+  EXPECT_NEAR(scanned_at_recall(rows, order, "graph", 0, 0.95), 0.03, 1e-12);
+  EXPECT_NEAR(scanned_at_recall(rows, order, "graph", 1, 0.95), 0.03, 1e-12);
+  EXPECT_NEAR(scanned_at_recall(rows, order, "ivf", 0, 0.95), 0.10, 1e-12);
+  EXPECT_TRUE(std::isnan(scanned_at_recall(rows, order, "ivf", 1, 0.95)));
+  EXPECT_TRUE(std::isnan(scanned_at_recall(rows, order, "hnsw", 0, 0.95)));
+  // All layers: graph 0.93 then 0.995 (means over both layers) -> 0.025 + (0.02 / 0.065) * 0.02.
+  EXPECT_NEAR(scanned_at_recall(rows, order, "graph", -1, 0.95), 0.025 + 0.02 / 0.065 * 0.02, 1e-9);
+  const std::string table = layer_comparison_table(rows, order, {0.95});
+  EXPECT_NE(table.find("3.33x"), std::string::npos) << table;  // layer 0: ivf 10% / graph 3%
+  EXPECT_NE(table.find("-"), std::string::npos) << table;
+}
+
 TEST(RetrievalEval, PrefillOutsideTheDumpIsAnError) {
   RetrievalBenchConfig config;
   config.prefill = 600;

@@ -1,0 +1,126 @@
+#include "cpu_retriever/graph_merge.h"
+
+#include "common/error.h"
+#include "cpu_retriever/graph_build.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace ra::retriever {
+
+GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, std::span<const uint32_t> entries,
+                     const GraphBuildParams& params) {
+  const int64_t n_old = graph.nodes();
+  const int64_t total = n_old + n_new;
+  RA_REQUIRE(n_new >= 0, "graph merge: negative key count {}", n_new);
+  RA_REQUIRE(n_old > 0 && !entries.empty(), "graph merge: needs a built graph with an entry point");
+  const int threads = params.threads > 0 ? params.threads : omp_get_max_threads();
+  const int M = params.M;
+  const size_t cap = static_cast<size_t>(params.degree_cap > 0 ? params.degree_cap : 2 * M);
+  const int ef = std::max(params.ef_construction, M);
+
+  std::vector<float> norms(static_cast<size_t>(total));  // [total] squared norms, for L2 occlusion
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < total; ++i) {
+    const float* r = keys.row(static_cast<uint32_t>(i));
+    norms[i] = dot_f32(r, r, keys.dim);
+  }
+
+  // 1-2. Out-edges of each new key, from searches of the old graph (read-only, in parallel).
+  std::vector<std::vector<uint32_t>> found(static_cast<size_t>(n_new));
+  std::vector<uint32_t> best_old(static_cast<size_t>(n_new), entries[0]);
+#pragma omp parallel num_threads(threads)
+  {
+    SearchScratch scratch(n_old);
+    std::vector<Scored> cands;
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t j = 0; j < n_new; ++j) {
+      const uint32_t x = static_cast<uint32_t>(n_old + j);
+      const float* kx = keys.row(x);
+      const int got = beam_search(keys, graph, entries, kx, ef, scratch, nullptr);
+      cands.assign(scratch.pool.begin(), scratch.pool.begin() + got);
+      if (got > 0) best_old[j] = scratch.pool[0].id;
+      // The other new keys: the best ef of them by x · y.
+      const size_t old_count = cands.size();
+      for (int64_t i = 0; i < n_new; ++i) {
+        if (i != j) cands.push_back({dot_f32(kx, keys.row(static_cast<uint32_t>(n_old + i)), keys.dim),
+                                     static_cast<uint32_t>(n_old + i)});
+      }
+      const size_t keep_new = std::min<size_t>(cands.size() - old_count, static_cast<size_t>(ef));
+      std::partial_sort(cands.begin() + static_cast<std::ptrdiff_t>(old_count),
+                        cands.begin() + static_cast<std::ptrdiff_t>(old_count + keep_new), cands.end(), better);
+      cands.resize(old_count + keep_new);
+      std::sort(cands.begin(), cands.end(), better);
+      found[j] = occlusion_prune(keys, norms.data(), x, cands, M, params);
+    }
+  }
+
+  // 3. Apply in key order: out-edges, then reverse edges with re-pruning of full lists.
+  std::vector<std::vector<uint32_t>> adj(static_cast<size_t>(total));
+  for (int64_t i = 0; i < n_old; ++i) {
+    const auto out = graph.out(i);
+    adj[i].assign(out.begin(), out.end());
+  }
+  for (int64_t j = 0; j < n_new; ++j) {
+    const uint32_t x = static_cast<uint32_t>(n_old + j);
+    adj[x] = found[j];
+    for (uint32_t r : found[j]) {
+      auto& l = adj[r];
+      if (std::find(l.begin(), l.end(), x) != l.end()) continue;
+      if (l.size() < cap) {
+        l.push_back(x);
+        continue;
+      }
+      std::vector<Scored> scored;
+      scored.reserve(l.size() + 1);
+      const float* kr = keys.row(r);
+      for (uint32_t c : l) scored.push_back({dot_f32(kr, keys.row(c), keys.dim), c});
+      scored.push_back({dot_f32(kr, keys.row(x), keys.dim), x});
+      std::sort(scored.begin(), scored.end(), better);
+      l = occlusion_prune(keys, norms.data(), r, scored, static_cast<int>(cap), params);
+    }
+  }
+
+  // 4. Reachability from entries[0]: old nodes stay reachable only through old edges that re-pruning
+  // may have dropped, so flood the whole graph and link every unreached node from its best reachable
+  // match (for a new key: its best old candidate; for an old node: its first old in-neighbour).
+  std::vector<uint8_t> reached(static_cast<size_t>(total), 0);
+  std::vector<uint32_t> stack;
+  auto flood = [&](uint32_t from) {
+    reached[from] = 1;
+    stack.push_back(from);
+    while (!stack.empty()) {
+      const uint32_t u = stack.back();
+      stack.pop_back();
+      for (uint32_t v : adj[u]) {
+        if (!reached[v]) {
+          reached[v] = 1;
+          stack.push_back(v);
+        }
+      }
+    }
+  };
+  flood(entries[0]);
+  for (int64_t v = 0; v < total; ++v) {
+    if (reached[v]) continue;
+    uint32_t from = entries[0];
+    if (v >= n_old && reached[best_old[v - n_old]]) {
+      from = best_old[v - n_old];
+    } else {
+      for (int64_t u = 0; u < n_old; ++u) {  // rare: an old node cut off by re-pruning
+        const auto out = graph.out(u);
+        if (reached[u] && std::find(out.begin(), out.end(), static_cast<uint32_t>(v)) != out.end()) {
+          from = static_cast<uint32_t>(u);
+          break;
+        }
+      }
+    }
+    adj[from].push_back(static_cast<uint32_t>(v));  // may exceed the cap, by design
+    flood(static_cast<uint32_t>(v));
+  }
+  return to_csr(adj);
+}
+
+}  // namespace ra::retriever
