@@ -51,7 +51,7 @@ check "q_l0.npy header says '<f4' and the shape" \
   grep -aq "'descr': '<f4', 'fortran_order': False, 'shape': (8, $tokens, 32)" "$tmp/dump/q_l0.npy"
 
 # Same input, same bytes.
-"$RA" dump-qkv --out "$tmp/dump2" --prompt-file "$tmp/prompt.txt" 2> /dev/null
+"$RA" dump-qkv --out "$tmp/dump2" --prompt-file "$tmp/prompt.txt" --threads 2 2> /dev/null
 check "dump is deterministic" cmp -s "$tmp/dump/k_l2.npy" "$tmp/dump2/k_l2.npy"
 
 # --max-tokens keeps a prefix; without --prompt-file the demo uses its synthetic prompt.
