@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "transport/bootstrap/mpi_session.h"
 #include "transport/channel.h"
 
 namespace ra::bench {
@@ -25,30 +26,9 @@ inline constexpr const char* kShmPrefix = "ra-bench-";
 
 // MPI_Init_thread(SERIALIZED) (the MPI channel needs it) with errors returned as codes; finalises in
 // the destructor unless abandon() was called (an exit after a failure, where a peer may be dead).
-class BenchMpi {
- public:
-  BenchMpi(int* argc, char*** argv);
-  ~BenchMpi();
-  BenchMpi(const BenchMpi&) = delete;
-  BenchMpi& operator=(const BenchMpi&) = delete;
-
-  int rank() const { return rank_; }
-  int size() const { return size_; }
-  const std::string& host() const { return host_; }
-
-  std::string broadcast(const std::string& text, const char* what, transport::Deadline deadline);
-  std::vector<std::string> allgather(const std::string& mine, const char* what, transport::Deadline deadline);
-  void barrier(const char* what, transport::Deadline deadline);
-  void abandon() { abandoned_ = true; }
-
- private:
-  void wait(MPI_Request& request, const char* what, transport::Deadline deadline);
-
-  int rank_ = 0;
-  int size_ = 1;
-  std::string host_;
-  bool abandoned_ = false;
-};
+// The start-up session of the pipeline, at the thread level the MPI channel needs.
+using BenchMpi = transport::MpiSession;
+inline constexpr int kBenchMpiThreadLevel = MPI_THREAD_SERIALIZED;
 
 struct LinkOptions {
   std::string transport;  // "shm", "ucx" or "mpi"

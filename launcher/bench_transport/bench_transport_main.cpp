@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
   // dead); the non-zero exit makes mpirun end the job.
   std::optional<ra::bench::BenchMpi> mpi;
   try {
-    mpi.emplace(&argc, &argv);
+    mpi.emplace(&argc, &argv, ra::bench::kBenchMpiThreadLevel);
     return run(*mpi, argc, argv);
   } catch (const std::exception& e) {
     const int rank = mpi ? mpi->rank() : -1;

@@ -20,9 +20,9 @@ void check(int rc, const char* call) {
 
 }  // namespace
 
-MpiSession::MpiSession(int* argc, char*** argv) {
+MpiSession::MpiSession(int* argc, char*** argv, int required) {
   int provided = 0;
-  check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  check(MPI_Init_thread(argc, argv, required, &provided), "MPI_Init_thread");
   // Errors come back as codes, turned into exceptions with a message, never an abort mid-job.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
@@ -30,6 +30,10 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   char name[256] = {};
   gethostname(name, sizeof(name) - 1);
   host_ = name;
+  if (provided < required) {
+    MPI_Finalize();
+    throw Error(fmt::format("this MPI provides thread level {}, below the {} required", provided, required));
+  }
 }
 
 MpiSession::~MpiSession() {

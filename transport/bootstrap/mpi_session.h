@@ -16,8 +16,9 @@ namespace ra::transport {
 
 class MpiSession {
  public:
-  // MPI_Init_thread(FUNNELED): only the main thread calls MPI.
-  MpiSession(int* argc, char*** argv);
+  // MPI_Init_thread at `required` (FUNNELED: only the main thread calls MPI; the MPI channel of the
+  // transport benchmark needs SERIALIZED). Throws ra::Error when MPI provides less.
+  MpiSession(int* argc, char*** argv, int required = MPI_THREAD_FUNNELED);
   // MPI_Finalize, unless abandon() was called.
   ~MpiSession();
   MpiSession(const MpiSession&) = delete;
