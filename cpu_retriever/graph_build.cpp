@@ -37,8 +37,6 @@ Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, con
   const int M = gp.M;
   const KeyRows rows{keys, n, nullptr, dim};
   Lists pool(static_cast<size_t>(n));  // candidates gathered per pivot, in query order
-  const int64_t pivots = std::max(1, gp.pivots);
-  const int64_t span = gp.pivot_span > 0 ? gp.pivot_span : width;
   std::vector<uint32_t> valid;
   for (int64_t q = 0; q < nq; ++q) {
     const int64_t* list = topk + q * width;
@@ -46,19 +44,7 @@ Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, con
     for (int64_t j = 0; j < width; ++j) {
       if (list[j] >= 0 && list[j] < n) valid.push_back(static_cast<uint32_t>(list[j]));
     }
-    if (valid.empty()) continue;
-    // The nearest key is the pivot of the whole list (RoarGraph's projection).
-    for (size_t j = 1; j < valid.size(); ++j) {
-      if (valid[j] != valid[0]) pool[valid[0]].push_back(valid[j]);
-    }
-    // Further pivots: each of the next best keys gets the rest of the list's head, so keys that many
-    // queries retrieve together are linked even when they never rank first (docs/retrieval.md).
-    const size_t head = std::min<size_t>(valid.size(), static_cast<size_t>(span));
-    for (size_t i = 1; i < std::min<size_t>(head, static_cast<size_t>(pivots)); ++i) {
-      for (size_t j = 0; j < head; ++j) {
-        if (j != i && valid[j] != valid[i]) pool[valid[i]].push_back(valid[j]);
-      }
-    }
+    add_projection_candidates(valid, gp, pool);
   }
   Lists adj(static_cast<size_t>(n));
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
@@ -174,6 +160,25 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
 }
 
 }  // namespace
+
+void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildParams& gp,
+                               std::vector<std::vector<uint32_t>>& pool) {
+  if (list.empty()) return;
+  // The nearest key is the pivot of the whole list (RoarGraph's projection).
+  for (size_t j = 1; j < list.size(); ++j) {
+    if (list[j] != list[0]) pool[list[0]].push_back(list[j]);
+  }
+  // Further pivots: each of the next best keys gets the rest of the list's head, so keys that many
+  // queries retrieve together are linked even when they never rank first (docs/retrieval.md).
+  const size_t span = gp.pivot_span > 0 ? static_cast<size_t>(gp.pivot_span) : list.size();
+  const size_t head = std::min(list.size(), span);
+  const size_t pivots = static_cast<size_t>(std::max(1, gp.pivots));
+  for (size_t i = 1; i < std::min(head, pivots); ++i) {
+    for (size_t j = 0; j < head; ++j) {
+      if (j != i && list[j] != list[i]) pool[list[i]].push_back(list[j]);
+    }
+  }
+}
 
 // The occlusion rule; see graph_build.h.
 std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, uint32_t p,

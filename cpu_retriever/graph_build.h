@@ -6,6 +6,7 @@
 #include "cpu_retriever/graph_index.h"
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace ra::retriever {
@@ -26,6 +27,12 @@ std::vector<int64_t> exact_topk_ip(const float* keys, int64_t n, int64_t dim, co
 // keepPrunedConnections). Returns at most max_keep ids.
 std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, uint32_t p,
                                       const std::vector<Scored>& cands, int max_keep, const GraphBuildParams& gp);
+
+// Step 2's candidates from one training query's top list (best first, valid ids): its best key (the
+// pivot) gets the rest of the list, and each of its next pivots - 1 keys the list's first pivot_span
+// keys (see GraphBuildParams). Appends to pool[pivot], which the caller prunes per pivot.
+void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildParams& gp,
+                               std::vector<std::vector<uint32_t>>& pool);
 
 // Steps 2-4. topk: [nq][width] int64 lists (best first; invalid entries ignored).
 // Returns the graph and its entry point (the key with the best score for the mean training query).

@@ -59,12 +59,19 @@ GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* t
   BuiltGraph g = build_graph(keys, n, dim, queries, nq, topk, topk_width, params);
   auto state = std::make_shared<State>();
   state->csr = std::move(g.csr);
+  build_entry_ = g.entry;
+  state->entries = spread_entries(n);
   state_ = std::move(state);
+}
+
+std::vector<uint32_t> GraphIndex::spread_entries(int64_t nodes) const {
   // Evenly spaced extra entries cover every part of the sequence: keys cluster by position and topic,
-  // and a single entry can leave a beam stuck in the wrong cluster.
-  entries_.push_back(g.entry);
-  const int64_t samples = std::min<int64_t>(params.entry_samples, n);
-  for (int64_t i = 0; i < samples; ++i) entries_.push_back(static_cast<uint32_t>(i * n / samples));
+  // and a single entry can leave a beam stuck in the wrong cluster. Merged keys are covered too: they
+  // are the newest tokens, which decode queries attend most (docs/retrieval.md).
+  std::vector<uint32_t> out{build_entry_};
+  const int64_t samples = std::min<int64_t>(params_.entry_samples, nodes);
+  for (int64_t i = 0; i < samples; ++i) out.push_back(static_cast<uint32_t>(i * nodes / samples));
+  return out;
 }
 
 GraphIndex::~GraphIndex() {
@@ -94,11 +101,11 @@ const GraphCsr& GraphIndex::adjacency() const {
 
 size_t GraphIndex::memory_bytes() const {
   std::shared_lock lock(mutex_);
-  return state_->csr.bytes() + state_->merged_keys.capacity() * sizeof(float) + tail_.capacity() * sizeof(float) +
-         scratch_.bytes();
+  return state_->csr.bytes() + state_->merged_keys.capacity() * sizeof(float) +
+         (tail_.capacity() + tail_queries_.capacity()) * sizeof(float) + scratch_.bytes();
 }
 
-int64_t GraphIndex::append(const float* key) {
+int64_t GraphIndex::append(const float* key, const float* query) {
   int64_t id = 0;
   bool start_merge = false;
   {
@@ -107,6 +114,7 @@ int64_t GraphIndex::append(const float* key) {
     RA_REQUIRE(n_ + state_->merged + tail_rows < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
                "graph index: the tail is full (32-bit ids)");
     tail_.insert(tail_.end(), key, key + dim_);
+    if (query != nullptr) tail_queries_.insert(tail_queries_.end(), query, query + dim_);
     id = n_ + state_->merged + tail_rows;
     start_merge = params_.merge_threshold > 0 && tail_rows + 1 >= params_.merge_threshold;
   }
@@ -157,23 +165,29 @@ void GraphIndex::merge_now() {
   std::lock_guard merge_lock(merge_mutex_);
   // Snapshot: the state (immutable, kept alive by the shared_ptr) and a copy of the tail's rows.
   std::shared_ptr<const State> old;
-  std::vector<float> fresh;  // [m][dim_]
+  std::vector<float> fresh;          // [m][dim_]
+  std::vector<float> fresh_queries;  // [queries given with those m keys][dim_]
   {
     std::shared_lock lock(mutex_);
     old = state_;
     fresh = tail_;
+    fresh_queries = tail_queries_;
   }
   const int64_t m = static_cast<int64_t>(fresh.size()) / dim_;
   if (m == 0) return;
+  const int64_t m_queries = static_cast<int64_t>(fresh_queries.size()) / dim_;
   auto next = std::make_shared<State>();
   next->merged = old->merged + m;
   next->merged_keys.reserve(static_cast<size_t>(next->merged * dim_));
   next->merged_keys = old->merged_keys;
   next->merged_keys.insert(next->merged_keys.end(), fresh.begin(), fresh.end());
-  next->csr = insert_keys(rows(*next), old->csr, m, entries_, params_);  // the slow part, lock-free
+  // The slow part, lock-free.
+  next->csr = insert_keys(rows(*next), old->csr, m, old->entries, params_, fresh_queries);
+  next->entries = spread_entries(n_ + next->merged);
   {
     std::unique_lock lock(mutex_);  // the swap: searches wait at most for this
     tail_.erase(tail_.begin(), tail_.begin() + static_cast<std::ptrdiff_t>(m * dim_));
+    tail_queries_.erase(tail_queries_.begin(), tail_queries_.begin() + static_cast<std::ptrdiff_t>(m_queries * dim_));
     state_ = std::move(next);
   }
   // `old` is freed here, outside the lock (searches only read state_ under the shared lock).
@@ -186,7 +200,6 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   const int k = params.k;
   int ef = params.ef;
   if (ef <= 0) ef = params_.default_ef > 0 ? params_.default_ef : 2 * k;
-  ef = std::max(ef, k);
 
   auto scratch = scratch_.acquire();
   auto& merged = scratch->merged;
@@ -194,7 +207,7 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   // in the middle of this search (it would be counted twice or missed).
   std::shared_lock lock(mutex_);
   const State& st = *state_;
-  beam_search(rows(st), st.csr, entries_, q, ef, *scratch, stats);
+  beam_search(rows(st), st.csr, st.entries, q, ef, k, *scratch, stats);
   merged.assign(scratch->pool.begin(), scratch->pool.begin() + std::min<size_t>(scratch->pool.size(), k));
 
   // Flat tail: scanned exactly, merged with the graph's best.

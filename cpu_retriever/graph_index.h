@@ -68,7 +68,11 @@ class GraphIndex final : public KeyIndex {
   // concurrent searches (they take a shared lock, append an exclusive one). Starts a background merge
   // when the tail reaches params.merge_threshold and no merge is running. Rethrows the error of a
   // failed background merge.
-  int64_t append(const float* key);
+  // query: optional [dim] float32 (copied), the token's own query for this head. The merge then treats
+  // it as a training query: its exact top-Kq list over the whole index is projected onto the graph as
+  // in the build, so keys that arrive during decoding get attention-aware edges and not only the
+  // key-geometry ones of a self-search (measured in docs/retrieval.md).
+  int64_t append(const float* key, const float* query = nullptr);
 
   // Merges the whole current tail into the graph now, on the calling thread (after any running
   // background merge). Searches may run concurrently.
@@ -84,7 +88,7 @@ class GraphIndex final : public KeyIndex {
   // Introspection, for tests and benchmarks.
   int64_t graph_size() const;  // keys in the graph: n + merged
   int64_t tail_size() const;   // keys in the flat tail
-  uint32_t entry_point() const { return entries_.front(); }
+  uint32_t entry_point() const { return build_entry_; }
   // The current adjacency; a merge publishes a new one, so do not hold this across merges.
   const GraphCsr& adjacency() const;
 
@@ -92,6 +96,9 @@ class GraphIndex final : public KeyIndex {
   // What a merge replaces as a whole: the graph over ids [0, n_ + merged) and the merged keys' rows.
   struct State {
     GraphCsr csr;
+    // Search entries: the build's entry point, then entry_samples nodes evenly spaced over the graph
+    // (merged keys included, so a beam can start in the newest part of the sequence).
+    std::vector<uint32_t> entries;
     std::vector<float> merged_keys;  // [merged][dim_] float32, ids n_ .. n_ + merged - 1
     int64_t merged = 0;
   };
@@ -103,11 +110,15 @@ class GraphIndex final : public KeyIndex {
   int64_t n_;
   int64_t dim_;
   GraphBuildParams params_;
-  std::vector<uint32_t> entries_;  // the build's entry point first, then entry_samples keys evenly spaced
+  uint32_t build_entry_ = 0;  // the build's entry point (best key for the mean training query)
+  std::vector<uint32_t> spread_entries(int64_t nodes) const;  // build_entry_, then evenly spaced nodes
 
   mutable std::shared_mutex mutex_;      // guards state_ and tail_: searches shared, append and swap exclusive
   std::shared_ptr<const State> state_;
   std::vector<float> tail_;  // [tail_size][dim_] float32, ids n_ + merged + row
+  // The queries given with tail keys: [rows][dim_] float32, in append order. A merge takes the whole
+  // tail and these rows together, under one lock, so they always belong to the keys it merges.
+  std::vector<float> tail_queries_;
 
   std::mutex merge_mutex_;   // one merge at a time
   std::mutex launch_mutex_;  // guards merger_

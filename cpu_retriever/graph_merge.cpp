@@ -9,13 +9,32 @@
 #include <vector>
 
 namespace ra::retriever {
+namespace {
+
+// ids scored against node p (score = p · c), without p and duplicates, best first.
+std::vector<Scored> score_against(const KeyRows& keys, uint32_t p, std::vector<uint32_t> ids) {
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<Scored> out;
+  out.reserve(ids.size());
+  const float* kp = keys.row(p);
+  for (uint32_t c : ids) {
+    if (c != p) out.push_back({dot_f32(kp, keys.row(c), keys.dim), c});
+  }
+  std::sort(out.begin(), out.end(), better);
+  return out;
+}
+
+}  // namespace
 
 GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, std::span<const uint32_t> entries,
-                     const GraphBuildParams& params) {
+                     const GraphBuildParams& params, std::span<const float> queries) {
   const int64_t n_old = graph.nodes();
   const int64_t total = n_old + n_new;
   RA_REQUIRE(n_new >= 0, "graph merge: negative key count {}", n_new);
   RA_REQUIRE(n_old > 0 && !entries.empty(), "graph merge: needs a built graph with an entry point");
+  RA_REQUIRE(queries.size() % static_cast<size_t>(keys.dim) == 0, "graph merge: {} query floats are not rows of {}",
+             queries.size(), keys.dim);
   const int threads = params.threads > 0 ? params.threads : omp_get_max_threads();
   const int M = params.M;
   const size_t cap = static_cast<size_t>(params.degree_cap > 0 ? params.degree_cap : 2 * M);
@@ -39,7 +58,7 @@ GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, 
     for (int64_t j = 0; j < n_new; ++j) {
       const uint32_t x = static_cast<uint32_t>(n_old + j);
       const float* kx = keys.row(x);
-      const int got = beam_search(keys, graph, entries, kx, ef, scratch, nullptr);
+      const int got = beam_search(keys, graph, entries, kx, ef, 0, scratch, nullptr);
       cands.assign(scratch.pool.begin(), scratch.pool.begin() + got);
       if (got > 0) best_old[j] = scratch.pool[0].id;
       // The other new keys: the best ef of them by x · y.
@@ -63,27 +82,63 @@ GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, 
     const auto out = graph.out(i);
     adj[i].assign(out.begin(), out.end());
   }
+  // Edge r -> x, re-pruning r's list by the occlusion rule when it is at the cap.
+  auto link = [&](uint32_t r, uint32_t x) {
+    auto& l = adj[r];
+    if (r == x || std::find(l.begin(), l.end(), x) != l.end()) return;
+    if (l.size() < cap) {
+      l.push_back(x);
+      return;
+    }
+    l.push_back(x);
+    l = occlusion_prune(keys, norms.data(), r, score_against(keys, r, l), static_cast<int>(cap), params);
+  };
   for (int64_t j = 0; j < n_new; ++j) {
     const uint32_t x = static_cast<uint32_t>(n_old + j);
     adj[x] = found[j];
-    for (uint32_t r : found[j]) {
-      auto& l = adj[r];
-      if (std::find(l.begin(), l.end(), x) != l.end()) continue;
-      if (l.size() < cap) {
-        l.push_back(x);
-        continue;
+    for (uint32_t r : found[j]) link(r, x);
+  }
+
+  // 4. Projection of the queries' exact top lists over all keys.
+  const int64_t n_queries = static_cast<int64_t>(queries.size()) / keys.dim;
+  if (n_queries > 0) {
+    const int64_t width = std::min<int64_t>(params.Kq, total);
+    std::vector<std::vector<uint32_t>> lists(static_cast<size_t>(n_queries));
+#pragma omp parallel num_threads(threads)
+    {
+      std::vector<Scored> all(static_cast<size_t>(total));
+#pragma omp for schedule(dynamic, 4)
+      for (int64_t q = 0; q < n_queries; ++q) {
+        const float* qv = queries.data() + q * keys.dim;
+        for (int64_t i = 0; i < total; ++i) {
+          all[i] = {dot_f32(qv, keys.row(static_cast<uint32_t>(i)), keys.dim), static_cast<uint32_t>(i)};
+        }
+        std::partial_sort(all.begin(), all.begin() + width, all.end(), better);
+        for (int64_t i = 0; i < width; ++i) lists[q].push_back(all[i].id);
       }
-      std::vector<Scored> scored;
-      scored.reserve(l.size() + 1);
-      const float* kr = keys.row(r);
-      for (uint32_t c : l) scored.push_back({dot_f32(kr, keys.row(c), keys.dim), c});
-      scored.push_back({dot_f32(kr, keys.row(x), keys.dim), x});
-      std::sort(scored.begin(), scored.end(), better);
-      l = occlusion_prune(keys, norms.data(), r, scored, static_cast<int>(cap), params);
+    }
+    std::vector<std::vector<uint32_t>> pool(static_cast<size_t>(total));
+    for (const auto& l : lists) add_projection_candidates(l, params, pool);
+    std::vector<std::vector<uint32_t>> pruned(static_cast<size_t>(total));
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
+    for (int64_t p = 0; p < total; ++p) {
+      if (pool[p].empty()) continue;
+      std::vector<uint32_t> ids = adj[p];
+      ids.insert(ids.end(), pool[p].begin(), pool[p].end());
+      pruned[p] = occlusion_prune(keys, norms.data(), static_cast<uint32_t>(p),
+                                  score_against(keys, static_cast<uint32_t>(p), ids), static_cast<int>(cap), params);
+    }
+    for (int64_t p = 0; p < total; ++p) {
+      if (pool[p].empty()) continue;
+      const std::vector<uint32_t> before = std::move(adj[p]);
+      adj[p] = std::move(pruned[p]);
+      for (uint32_t c : adj[p]) {
+        if (std::find(before.begin(), before.end(), c) == before.end()) link(c, static_cast<uint32_t>(p));
+      }
     }
   }
 
-  // 4. Reachability from entries[0]: old nodes stay reachable only through old edges that re-pruning
+  // 5. Reachability from entries[0]: old nodes stay reachable only through old edges that re-pruning
   // may have dropped, so flood the whole graph and link every unreached node from its best reachable
   // match (for a new key: its best old candidate; for an old node: its first old in-neighbour).
   std::vector<uint8_t> reached(static_cast<size_t>(total), 0);

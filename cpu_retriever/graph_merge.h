@@ -17,10 +17,14 @@ namespace ra::retriever {
 //     vector, plus the best new keys by x · y;
 //  2. x's out-edges: the candidates pruned by the occlusion rule to params.M;
 //  3. reverse edges into each kept neighbour, re-pruned to the degree cap (0: 2 M) when it is full;
-//  4. reachability: a new key no edge reaches from entries[0] is linked from its best old candidate.
-// Searches run in parallel on the unchanged old graph; edges are applied in key order, so the output
-// does not depend on params.threads. Returns the adjacency over graph.nodes() + n_new nodes.
+//  4. attention-aware edges from `queries` ([rows][keys.dim] float32, e.g. the new tokens' own queries;
+//     may be empty): each query's exact top-Kq list over all keys, old and new, is projected as in the
+//     build (add_projection_candidates); each pivot keeps the occlusion-pruned union of its edges and
+//     these candidates, up to the degree cap, and every new edge gets its reverse edge as in 3;
+//  5. reachability: a new key no edge reaches from entries[0] is linked from its best old candidate.
+// Searches run in parallel on the unchanged old graph; edges are applied in key and query order, so the
+// output does not depend on params.threads. Returns the adjacency over graph.nodes() + n_new nodes.
 GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, std::span<const uint32_t> entries,
-                     const GraphBuildParams& params);
+                     const GraphBuildParams& params, std::span<const float> queries = {});
 
 }  // namespace ra::retriever

@@ -60,12 +60,14 @@ auto by_score_min = [](const Scored& a, const Scored& b) { return better(a, b); 
 }  // namespace
 
 int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
-                int ef, SearchScratch& s, SearchStats* stats) {
+                int ef, int keep, SearchScratch& s, SearchStats* stats) {
   if (s.stamp.size() < static_cast<size_t>(csr.nodes())) s.stamp.resize(static_cast<size_t>(csr.nodes()), 0u);
   s.next_epoch();
   const int64_t dim = keys.dim;
   s.candidates.clear();
   s.pool.clear();
+  s.results.clear();
+  const bool separate = keep > ef;
   int64_t dc = 0, hops = 0;
   if (csr.nodes() == 0 || ef <= 0) return 0;
 
@@ -74,6 +76,16 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
     s.stamp[v] = s.epoch;
     const Scored c{dot_f32(q, keys.row(v), dim), v};
     ++dc;
+    if (separate) {
+      if (static_cast<int>(s.results.size()) < keep) {
+        s.results.push_back(c);
+        std::push_heap(s.results.begin(), s.results.end(), by_score_min);
+      } else if (better(c, s.results.front())) {
+        std::pop_heap(s.results.begin(), s.results.end(), by_score_min);
+        s.results.back() = c;
+        std::push_heap(s.results.begin(), s.results.end(), by_score_min);
+      }
+    }
     if (static_cast<int>(s.pool.size()) < ef) {
       s.pool.push_back(c);
       std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
@@ -106,6 +118,7 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
       if (s.stamp[v] != s.epoch) visit(v);
     }
   }
+  if (separate) s.pool.swap(s.results);
   std::sort(s.pool.begin(), s.pool.end(), better);
   if (stats) {
     stats->distance_computations += dc;

@@ -48,6 +48,7 @@ struct SearchScratch {
   uint32_t epoch = 0;
   std::vector<Scored> candidates;  // max-heap by score: nodes still to expand
   std::vector<Scored> pool;        // min-heap by score: the best ef nodes found so far
+  std::vector<Scored> results;     // min-heap by score: the best `keep` nodes scored (when keep > ef)
   std::vector<Scored> merged;      // result assembly (graph + flat tail)
 };
 
@@ -91,16 +92,19 @@ class ScratchPool {
 // Best-first beam search over csr from the entry nodes (all scored and seeded into the beam), scoring
 // nodes by q · keys[id] (keys: [n][dim] float32).
 // The pool keeps the best ef nodes; the search stops when the best unexpanded candidate cannot enter a
-// full pool. Leaves the pool in scratch.pool sorted best first (score desc, id asc) and returns its size.
+// full pool. The answer is the best max(ef, keep) of every node scored: with keep > ef a separate
+// result heap collects them, so a narrow beam (cheap navigation) still returns keep results; the keys
+// near the query it scores on the way are exactly the ones a top-k needs (docs/retrieval.md).
+// Leaves the answer in scratch.pool sorted best first (score desc, id asc) and returns its size.
 // Adds distance computations and hops to *stats when non-null.
 // The scratch's visited set grows to csr.nodes() when the graph has grown since it was made.
 int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
-                int ef, SearchScratch& scratch, SearchStats* stats);
+                int ef, int keep, SearchScratch& scratch, SearchStats* stats);
 
-// The same over one key block: keys: [csr.nodes()][dim].
+// The same over one key block (keys: [csr.nodes()][dim]), answering the best ef.
 inline int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,
                        const float* q, int ef, SearchScratch& scratch, SearchStats* stats) {
-  return beam_search(KeyRows{keys, csr.nodes(), nullptr, dim}, csr, entries, q, ef, scratch, stats);
+  return beam_search(KeyRows{keys, csr.nodes(), nullptr, dim}, csr, entries, q, ef, 0, scratch, stats);
 }
 
 // Orders best first: higher score, then lower id (a total order, for deterministic output).

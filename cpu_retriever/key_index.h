@@ -13,7 +13,8 @@ namespace ra::retriever {
 
 struct SearchParams {
   int k = 100;      // results wanted
-  int ef = 0;       // graph indexes: beam (candidate pool) size; 0 = the index's default (>= k)
+  int ef = 0;       // graph indexes: beam size; 0 = the index's default. The graph may take ef < k (it
+                    // answers the best k keys it scored); HNSW raises it to k
   int nprobe = 0;   // IVF: inverted lists visited; 0 = the index's default
 };
 

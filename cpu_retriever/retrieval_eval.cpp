@@ -27,10 +27,14 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Knob values for a sweep: `base` scaled by k for beam sizes, so the sweep starts at ef = k.
-std::vector<int> beam_sweep(int k) {
+// Knob values for a sweep of beam sizes, as multiples of k. HNSW's beam holds its results, so its sweep
+// starts at ef = k; the graph returns the best k of every key it scored, so its beam can be narrower.
+std::vector<int> beam_sweep(int k, double from = 1.0) {
   std::vector<int> out;
-  for (double f : {1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.4, 8.0, 10.0}) out.push_back(static_cast<int>(k * f));
+  for (double f : {0.16, 0.2, 0.25, 0.32, 0.4, 0.5, 0.64, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.4, 8.0, 10.0}) {
+    const int ef = std::max(1, static_cast<int>(k * f));
+    if (f >= from && (out.empty() || out.back() != ef)) out.push_back(ef);  // small k: no repeated rows
+  }
   return out;
 }
 
@@ -225,6 +229,8 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
       sweep("hnsw", *hnsw, seconds_since(start), {"ef", beam_sweep(k)}, all_heads);
     }
 #endif
+    RA_REQUIRE(config.graph_append >= 0 && config.graph_append < N,
+               "--graph-append {} must be in [0, N = {})", config.graph_append, N);
     GraphBuildParams gp;
     gp.M = config.graph_M;
     gp.threads = threads;
@@ -237,11 +243,27 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     gp.entry_samples = config.graph_entry_samples;
     gp.pivots = config.graph_pivots;
     gp.pivot_span = config.graph_pivot_span;
+    gp.Kq = config.graph_Kq;
     if (wanted(config, "graph")) {  // one index per query head, trained on that head's queries (the paper)
       for (const auto& t : truths) {
         const auto start = Clock::now();
         const GraphIndex graph(keys, N, D, layer.q + t.head * T * D, N, gp);
-        sweep("graph", graph, seconds_since(start), {"ef", beam_sweep(k)}, {&t});
+        sweep("graph", graph, seconds_since(start), {"ef", beam_sweep(k, 0.16)}, {&t});
+        if (config.graph_append > 0) {  // the last A keys arrive after the build, as decode tokens do
+          const int64_t A = config.graph_append, base_n = N - A;
+          const auto base_start = Clock::now();
+          GraphIndex grown(keys, base_n, D, layer.q + t.head * T * D, base_n, gp);
+          const double base_s = seconds_since(base_start);
+          for (int64_t i = base_n; i < N; ++i) grown.append(keys + i * D, layer.q + (t.head * T + i) * D);
+          sweep("graph_tail", grown, base_s, {"ef", beam_sweep(k, 0.16)}, {&t});
+          const auto merge_start = Clock::now();
+          grown.merge_tail();
+          const double merge_s = seconds_since(merge_start);
+          std::fprintf(stderr, "layer %lld head %lld: merged %lld appended keys into a %lld-key graph in %.2f s\n",
+                       static_cast<long long>(layer.layer), static_cast<long long>(t.head),
+                       static_cast<long long>(A), static_cast<long long>(base_n), merge_s);
+          sweep("graph_merged", grown, base_s + merge_s, {"ef", beam_sweep(k, 0.16)}, {&t});
+        }
       }
     }
     if (wanted(config, "graph_kv")) {  // one index per kv head, trained on every query head of its group
@@ -253,7 +275,7 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
       if (kv_params.max_train_queries > 0) kv_params.max_train_queries *= static_cast<int>(group);
       const auto start = Clock::now();
       const GraphIndex graph(keys, N, D, train.data(), group * N, kv_params);
-      sweep("graph_kv", graph, seconds_since(start), {"ef", beam_sweep(k)}, all_heads);
+      sweep("graph_kv", graph, seconds_since(start), {"ef", beam_sweep(k, 0.16)}, all_heads);
     }
   }
 }

@@ -42,6 +42,11 @@ struct RetrievalBenchConfig {
   int graph_entry_samples = 32;
   int graph_pivots = 8;             // GraphBuildParams::pivots
   int graph_pivot_span = 32;        // GraphBuildParams::pivot_span
+  int graph_Kq = 100;               // GraphBuildParams::Kq
+  // > 0: also build each graph on the first N - graph_append keys and queries, append the last
+  // graph_append keys (rows "graph_tail": in the exact tail), then merge them into the graph
+  // (rows "graph_merged"): how decode-time tokens fare against a graph built on all N.
+  int64_t graph_append = 0;
   int hnsw_M = 32;
   int hnsw_ef_construction = 200;
 };

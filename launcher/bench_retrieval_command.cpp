@@ -38,6 +38,8 @@ struct BenchRetrievalArgs {
   int graph_entry_samples = 32;
   int graph_pivots = 8;
   int graph_pivot_span = 32;
+  int graph_Kq = 100;
+  int64_t graph_append = 0;
 };
 
 int64_t meta_int(const nlohmann::json& meta, const char* key, const fs::path& path) {
@@ -95,6 +97,8 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
   config.graph_entry_samples = args.graph_entry_samples;
   config.graph_pivots = args.graph_pivots;
   config.graph_pivot_span = args.graph_pivot_span;
+  config.graph_Kq = args.graph_Kq;
+  config.graph_append = args.graph_append;
 
   std::map<std::string, retriever::RowAccumulator> rows;
   std::vector<std::string> order;
@@ -182,6 +186,12 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--graph-pivots", args->graph_pivots,
                   "Projection pivots per training list: its best key links to the whole list, the next P-1 to its head (1: RoarGraph)")
       ->capture_default_str();
+  cmd->add_option("--graph-Kq", args->graph_Kq, "Neighbours per training query projected into the graph")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--graph-append", args->graph_append,
+                  "Also build each graph on the first N-A keys, append the last A (rows graph_tail) and merge "
+                  "them into the graph (rows graph_merged)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--graph-pivot-span", args->graph_pivot_span,
                   "Length of that head for pivots after the first (0: the whole list)")
       ->capture_default_str();

@@ -67,7 +67,7 @@ void visit_fields(V&& v) {
   v("sinks", "First tokens kept on the GPU (static set)", [](auto& c) -> auto& { return c.sinks; });
   v("window", "Last tokens kept on the GPU (static set)", [](auto& c) -> auto& { return c.window; });
   v("index.top_k", "Keys retrieved per query head and step", [](auto& c) -> auto& { return c.index.top_k; });
-  v("index.ef", "Search pool of the graph and HNSW indexes; 0 = the index default; else >= top_k",
+  v("index.ef", "Search beam of the graph and HNSW indexes; 0 = the index default; HNSW: >= top_k",
     [](auto& c) -> auto& { return c.index.ef; });
   v("index.nprobe", "IVF lists probed per query; 0 = the index default",
     [](auto& c) -> auto& { return c.index.nprobe; });
@@ -521,8 +521,11 @@ void validate(const RunConfig& c) {
   const IndexConfig& ix = c.index;
   require_at_least("index.top_k", ix.top_k, 1);
   require_at_least("index.ef", ix.ef, 0);
-  RA_REQUIRE(ix.ef == 0 || ix.ef >= ix.top_k, "index.ef must be 0 (the index default) or >= index.top_k ({}) (got {})",
-             ix.top_k, ix.ef);
+  // The graph answers the best top_k keys of all it scored, so its beam may be narrower; HNSW's beam
+  // holds its answer.
+  RA_REQUIRE(ix.ef == 0 || ix.ef >= ix.top_k || c.mode == AttentionMode::kRetrieval,
+             "index.ef must be 0 (the index default) or >= index.top_k ({}) in mode {} (got {})", ix.top_k,
+             name(c.mode), ix.ef);
   require_at_least("index.nprobe", ix.nprobe, 0);
   require_at_least("index.graph_M", ix.graph_M, 1);
   require_at_least("index.graph_Kq", ix.graph_Kq, 1);

@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
 # On the GPU machine (16 cores): build, dump the needle model's q/k/v for a 64K-token needle prompt with
-# the CPU reference decoder, and run the retrieval benchmark at N = 61440 keys. Results go to $OUT (default: out/).
-#   usage (device tool): source .device/bootstrap.sh && scripts/device_retrieval_64k.sh
+# the CPU reference decoder, and run the retrieval benchmark at N = 61440 keys; then, with the time left
+# under DEADLINE_S (default 570 s from the start), the tail-merge measurement (--graph-append) on the
+# layers in APPEND_LAYERS. Results go to $OUT (default: out/).
+#   usage (device tool, carry .device with needle-byte-13m in .device/models):
+#     source .device/bootstrap.sh && scripts/device_retrieval_64k.sh
 set -euo pipefail
+start=$(date +%s)
 out=${OUT:-out}
-models=${RA_SHARED_MODELS_DIR:-shared/models}
+models=${RA_SHARED_MODELS_DIR:-$PWD/.device/models}
 mkdir -p "$out"
 cmake -S . -B build-dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DRA_ENABLE_CUDA=OFF -DRA_BUILD_TESTS=OFF > "$out/configure.txt"
-cmake --build build-dev -j"$(nproc)" > "$out/build.txt"
+{ time cmake --build build-dev -j"$(nproc)"; } > "$out/build.txt" 2>&1
 ra=build-dev/launcher/ra
 $ra needle-prompt --tokens 65536 --facts 4 --seed 11 --out /tmp/needle64k.txt > "$out/answer.txt" 2> /tmp/needle64k.log
 { time $ra dump-qkv --model "$models/needle-byte-13m" --prompt-file /tmp/needle64k.txt --out /tmp/qkv64k ; } \
   > "$out/dump.txt" 2>&1
 { time $ra bench retrieval --qkv /tmp/qkv64k --prefill 61440 --k 100 --indexes "${INDEXES:-ivf,hnsw,graph}" \
     --test-queries "${TEST_QUERIES:-256}" --json "$out/rows_64k.json" ; } > "$out/bench_64k.txt" 2>&1
+left=$(( ${DEADLINE_S:-570} - ($(date +%s) - start) ))
+echo "append run: ${left} s left" > "$out/append_64k.txt"
+if (( left > 30 )); then
+  layers=()
+  for l in ${APPEND_LAYERS:-1 3}; do layers+=(--layer "$l"); done
+  { time timeout "$left" $ra bench retrieval --qkv /tmp/qkv64k --prefill 61440 --k 100 --indexes graph \
+      --test-queries "${TEST_QUERIES:-256}" --graph-append "${APPEND:-4096}" "${layers[@]}" \
+      --json "$out/rows_64k_append.json" ; } >> "$out/append_64k.txt" 2>&1 || true
+fi

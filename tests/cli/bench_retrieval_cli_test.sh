@@ -17,7 +17,8 @@ check "dump of the embedded model" test -f "$tmp/qkv/meta.json"
   --json "$tmp/rows.json" > "$tmp/table.txt" 2> "$tmp/bench.err"
 check "bench exits 0" test $? -eq 0
 check "bench prints a table" grep -q "^flat" "$tmp/table.txt"
-check "one JSON row per (index, knob)" test "$(wc -l < "$tmp/rows.json")" -eq 12
+# flat: 1 row; graph at k = 10: ef = 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 32, 40, 50, 64, 80, 100.
+check "one JSON row per (index, knob)" test "$(wc -l < "$tmp/rows.json")" -eq 19
 check "rows carry every field" python3 -c "
 import json, sys
 rows = [json.loads(l) for l in open('$tmp/rows.json')]

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdio>
 #include <numeric>
@@ -212,6 +213,64 @@ TEST(GraphIndex, ExhaustiveEfIsExact) {
   EXPECT_NEAR(m.scanned, 1.0, 1e-9);  // every key reached
 }
 
+// The answer is the best `keep` of every node scored, not only of the beam: on a complete graph one
+// expansion of the entry scores every node, so even a beam of 1 returns the exact top 5.
+TEST(BeamSearch, ResultsComeFromEveryScoredNodeWhenKeepExceedsEf) {
+  constexpr int64_t n = 10, dim = 4;
+  std::vector<float> keys(n * dim);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < dim; ++j) keys[i * dim + j] = static_cast<float>((i * 7 + j * 3) % 11) - 5.f;
+  }
+  std::vector<std::vector<uint32_t>> lists(n);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      if (j != i) lists[i].push_back(static_cast<uint32_t>(j));
+    }
+  }
+  const GraphCsr csr = to_csr(lists);
+  const float q[dim] = {1.f, -2.f, 0.5f, 3.f};
+  const uint32_t entry = 0;
+  SearchScratch scratch(n);
+  SearchStats stats;
+  const int got = beam_search(KeyRows{keys.data(), n, nullptr, dim}, csr, {&entry, 1}, q, 1, 5, scratch, &stats);
+  ASSERT_EQ(got, 5);
+  EXPECT_EQ(stats.distance_computations, n);
+  const std::vector<int64_t> truth = brute_topk(keys, dim, q, 5);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(scratch.pool[i].id, truth[i]) << "rank " << i;
+  // keep <= ef: the beam itself is the answer, as before.
+  EXPECT_EQ(beam_search(KeyRows{keys.data(), n, nullptr, dim}, csr, {&entry, 1}, q, 3, 2, scratch, nullptr), 3);
+}
+
+// A beam narrower than k still answers k results, exact in score and order, for fewer keys scanned.
+TEST(GraphIndex, BeamNarrowerThanKStillAnswersK) {
+  const OodData d = make_ood(4000, 32, 1000, 40, 21);
+  GraphBuildParams p;
+  p.M = 16;
+  p.Kq = 50;
+  GraphIndex index(d.keys.data(), d.n, d.dim, d.train.data(), 1000, p);
+  const int k = 100;
+  std::vector<int64_t> ids(k);
+  std::vector<float> scores(k);
+  for (int64_t t = 0; t < 40; ++t) {
+    const float* q = d.test.data() + t * d.dim;
+    ASSERT_EQ(index.search(q, SearchParams{.k = k, .ef = 16}, ids.data(), scores.data(), nullptr), k);
+    EXPECT_EQ(std::set<int64_t>(ids.begin(), ids.end()).size(), static_cast<size_t>(k));
+    for (int i = 0; i < k; ++i) {
+      double exact = 0;
+      for (int64_t j = 0; j < d.dim; ++j) exact += double(q[j]) * d.keys[ids[i] * d.dim + j];
+      EXPECT_NEAR(scores[i], exact, 1e-3 * (1 + std::abs(exact)));
+      if (i > 0) {
+        EXPECT_GE(scores[i - 1], scores[i]);
+      }
+    }
+  }
+  const Measured narrow = measure(index, d, k, 16), full = measure(index, d, k, k);
+  std::printf("recall@100 ef=16: %.4f scanned %.4f | ef=100: %.4f scanned %.4f\n", narrow.recall, narrow.scanned,
+              full.recall, full.scanned);
+  EXPECT_LT(narrow.scanned, full.scanned);
+  EXPECT_GE(narrow.recall, 0.5);
+}
+
 TEST(GraphIndex, TailMergedWithGraphResults) {
   OodData d = make_ood(3000, 32, 600, 10, 5);
   GraphBuildParams p;
@@ -321,6 +380,37 @@ TEST(GraphIndex, MergeIsDeterministicForAnyThreadCount) {
   }
   EXPECT_EQ(graphs[0].nodes(), 2300);
   EXPECT_TRUE(graphs[0] == graphs[1]);
+}
+
+// Keys appended with their own queries: the merge projects each query's exact top list onto the graph
+// as the build does. Ids are kept, every key stays reachable, recall holds, the result does not depend
+// on the thread count.
+TEST(GraphIndex, MergeWithQueriesProjectsTheirListsDeterministically) {
+  const OodData d = make_ood(2400, 32, 800, 60, 23);
+  const int64_t n0 = 2000;
+  GraphCsr graphs[2];
+  double recalls[2] = {0, 0};
+  for (int threads : {1, 3}) {
+    GraphBuildParams p;
+    p.M = 16;
+    p.Kq = 40;
+    p.threads = threads;
+    GraphIndex index(d.keys.data(), n0, d.dim, d.train.data(), 600, p);
+    // Keys n0.. arrive with queries 600.. of the training distribution (their "own" queries).
+    for (int64_t i = n0; i < d.n; ++i) {
+      EXPECT_EQ(index.append(d.keys.data() + i * d.dim, d.train.data() + (600 + (i - n0) % 200) * d.dim), i);
+    }
+    index.merge_tail();
+    EXPECT_EQ(index.tail_size(), 0);
+    EXPECT_EQ(index.graph_size(), d.n);
+    EXPECT_EQ(reachable_from_entry(index), d.n);
+    recalls[threads == 1 ? 0 : 1] = measure(index, d, 20, 64).recall;
+    graphs[threads == 1 ? 0 : 1] = index.adjacency();
+  }
+  EXPECT_TRUE(graphs[0] == graphs[1]);
+  EXPECT_EQ(recalls[0], recalls[1]);
+  std::printf("merged with queries: recall@20 ef=64 %.4f\n", recalls[0]);
+  EXPECT_GE(recalls[0], 0.9);
 }
 
 // Searches running while keys are appended and merged in the background see every key exactly once:
