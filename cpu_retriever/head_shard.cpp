@@ -56,12 +56,15 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
   }
 }
 
-void HeadShard::append(const float* key, const float* value) {
+void HeadShard::append(const float* key, const float* value, const float* member_queries) {
   store_.append(key, value, 1);
   if (graph_tail_) {
     // Each graph keeps its own tail and merges it into its adjacency in the background (graph_index.h);
     // its ids continue n, n + 1, ... like the store's rows.
-    for (auto& index : indexes_) static_cast<GraphIndex*>(index.get())->append(key);
+    for (size_t m = 0; m < indexes_.size(); ++m) {
+      const float* q = member_queries ? member_queries + static_cast<int64_t>(m) * head_dim_ : nullptr;
+      static_cast<GraphIndex*>(indexes_[m].get())->append(key, q);
+    }
     return;
   }
   tail_keys_.insert(tail_keys_.end(), key, key + head_dim_);

@@ -49,7 +49,9 @@ class HeadShard {
             const float* train_queries, int64_t n_train, const ShardIndexParams& params);
 
   // Appends one evicted token: key, value: [head_dim] float32. The owner serialises it with searches.
-  void append(const float* key, const float* value);
+  // member_queries: optional [group_size][head_dim] float32, the token's own queries of the group's
+  // query heads; the graphs merge the token by them (GraphIndex::append). Other indexes ignore them.
+  void append(const float* key, const float* value, const float* member_queries = nullptr);
 
   // Partial attention (DESIGN §4) of query q: [head_dim] float32 of group member `member` over its
   // top-k rows (index ∪ tail): o: [head_dim] float32, returns lse (−inf and o = 0 when empty).

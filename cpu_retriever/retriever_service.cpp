@@ -82,6 +82,7 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
              "{}: the shard plan lists {} layers, the model has {}", config_.name, config_.owned_kv_heads.size(),
              g.n_layers);
   shards_.resize(static_cast<size_t>(g.n_layers));
+  recent_q_.resize(static_cast<size_t>(g.n_layers));
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
   thread_scratch_.resize(static_cast<size_t>(std::max(1, threads)));
 }
@@ -153,7 +154,24 @@ void RetrieverService::on_build(Channel& channel, uint64_t seq, std::span<const 
   }
   const auto group = static_cast<size_t>(g.group_size());
   const float* train = r.floats(owned.size() * group * b.n_train * hd);
+  RA_REQUIRE(b.n_window >= 0, "{}: kBuild with {} window queries", config_.name, b.n_window);
+  const auto n_window = static_cast<size_t>(b.n_window);
+  const float* window_q = r.floats(owned.size() * group * n_window * hd);  // [owned q head][n_window][hd]
   r.expect_end();
+
+  // The window tokens' queries, kept until their keys arrive as evictions (graph only).
+  const int64_t owned_q = static_cast<int64_t>(owned.size() * group);
+  auto& ring = recent_q_[b.layer];
+  ring = QueryRing();
+  if (config_.index.kind == IndexKind::kGraph && config_.window > 0) {
+    ring = QueryRing(config_.window + 1, owned_q * g.head_dim);
+    for (size_t i = 0; i < n_window; ++i) {
+      float* row = ring.put(b.first_position + b.n_keys + static_cast<int64_t>(i));
+      for (int64_t h = 0; h < owned_q; ++h) {
+        std::copy_n(window_q + (static_cast<size_t>(h) * n_window + i) * hd, hd, row + h * g.head_dim);
+      }
+    }
+  }
 
   auto& layer = shards_[b.layer];
   layer.clear();
@@ -189,7 +207,22 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   if (step.evict_position >= 0) {
     const float* k = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);
     const float* v = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);
-    for (size_t i = 0; i < owned.size(); ++i) layer[i]->append(k + owned[i] * hd, v + owned[i] * hd);
+    const float* own_q = recent_q_[step.layer].find(step.evict_position);  // [owned q heads][hd] or null
+    const int64_t group_floats = g.group_size() * g.head_dim;
+    for (size_t i = 0; i < owned.size(); ++i) {
+      layer[i]->append(k + owned[i] * hd, v + owned[i] * hd, own_q ? own_q + static_cast<int64_t>(i) * group_floats : nullptr);
+    }
+    stats_.evicted += 1;
+    stats_.evicted_with_query += own_q ? 1 : 0;
+  }
+  if (!recent_q_[step.layer].empty()) {  // this token's queries, for its own eviction W steps from now
+    float* row = recent_q_[step.layer].put(step.position);
+    for (size_t i = 0; i < owned.size(); ++i) {
+      for (int64_t m = 0; m < g.group_size(); ++m) {
+        const int64_t head = owned[i] * g.group_size() + m;
+        std::copy_n(q + head * hd, hd, row + (static_cast<int64_t>(i) * g.group_size() + m) * g.head_dim);
+      }
+    }
   }
   r.expect_end();
 

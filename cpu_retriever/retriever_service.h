@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cpu_retriever/head_shard.h"
+#include "cpu_retriever/query_ring.h"
 #include "transport/channel.h"
 #include "transport/messages.h"
 
@@ -39,6 +40,8 @@ struct RetrieverServiceConfig {
   std::vector<std::vector<int64_t>> owned_kv_heads;  // [layer] -> this retriever's kv heads, ascending
   ShardIndexParams index;
   int threads = 0;                                   // search threads per step; 0 = OpenMP default
+  int64_t window = 0;                                // the GPU window W: evicted tokens' queries are kept
+                                                     // W + 1 steps for the graph (0: none kept)
   uint64_t plan_digest = 0;                          // compared with the worker's at kHello
   std::string name = "retriever";                    // for logs and errors, e.g. "retriever rank 1 on host a"
 };
@@ -49,6 +52,8 @@ struct RetrieverServiceStats {
   double build_seconds = 0;
   double search_seconds = 0;
   size_t memory_bytes = 0;  // shards' KV and indexes
+  int64_t evicted = 0;             // tokens appended to this retriever's shards (per layer, summed)
+  int64_t evicted_with_query = 0;  // of those, appended with their own queries (graph index)
 };
 
 class RetrieverService {
@@ -69,6 +74,7 @@ class RetrieverService {
 
   RetrieverServiceConfig config_;
   std::vector<std::vector<std::unique_ptr<HeadShard>>> shards_;  // [layer][i] for owned_kv_heads[layer][i]
+  std::vector<QueryRing> recent_q_;  // [layer]: owned query heads' queries of the last W + 1 positions
   std::vector<ShardScratch> thread_scratch_;                     // one per search thread
   std::vector<std::byte> in_, out_;                              // message buffers, reused
   std::vector<float> lse_, o_;                                   // [entries], [entries][head_dim]

@@ -12,6 +12,10 @@
 //                                       values [n_keys][head_dim] float32
 //                                     then for each owned query head h:
 //                                       train_q [n_train][head_dim] float32 (post-RoPE prefill queries)
+//                                     then for each owned query head h:
+//                                       window_q [n_window][head_dim] float32 (the queries of positions
+//                                         first_position + n_keys + i: prefill tokens still in the GPU
+//                                         window, whose keys come later as evictions)
 //   kBuildDone  retriever → worker   BuildDonePayload
 //   kStep       worker → retriever   StepPayload, then
 //                                       q [n_heads][head_dim] float32        (post-RoPE, every head)
@@ -29,7 +33,7 @@
 namespace ra::transport {
 
 inline constexpr uint32_t kProtocolMagic = 0x31484152;  // "RAH1"
-inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kProtocolVersion = 2;
 
 enum class MessageKind : uint32_t {
   kHello = 1,
@@ -64,6 +68,7 @@ struct BuildPayload {
   uint32_t n_train = 0;        // training queries per owned query head
   int64_t first_position = 0;  // sequence position of key row 0 (the sink count)
   int64_t n_keys = 0;          // offloaded prefill tokens of this layer
+  int64_t n_window = 0;        // window_q rows per owned query head (0 when the index takes no queries)
 };
 
 struct BuildDonePayload {

@@ -14,15 +14,18 @@ PrefillCapture::PrefillCapture(const ModelConfig& c, int64_t prompt_tokens, int6
     const int64_t n = prompt_tokens;
     const int64_t count = max_train_queries > 0 ? std::min(max_train_queries, n) : n;
     for (int64_t i = 0; i < count; ++i) train_positions_.push_back(i * n / count);
+    window_rows_ = prompt_tokens - end_;
   }
   const auto layers = static_cast<size_t>(c.n_layers);
   k_.resize(layers);
   v_.resize(layers);
   q_.resize(layers);
+  wq_.resize(layers);
   for (size_t l = 0; l < layers; ++l) {
     k_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
     v_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
     q_[l].resize(train_positions_.size() * static_cast<size_t>(q_dim_));
+    wq_[l].resize(static_cast<size_t>(window_rows_ * q_dim_));
   }
 }
 
@@ -39,6 +42,11 @@ void PrefillCapture::on_chunk(const QkvChunk& chunk) {
     std::memcpy(k_[l].data() + (p - begin_) * kv_dim_, chunk.k + i * kv_dim_, kv_dim_ * sizeof(float));
     std::memcpy(v_[l].data() + (p - begin_) * kv_dim_, chunk.v + i * kv_dim_, kv_dim_ * sizeof(float));
   }
+  const int64_t wlo = std::max(end_, chunk.position);
+  const int64_t whi = std::min(end_ + window_rows_, chunk.position + chunk.n);
+  for (int64_t p = wlo; p < whi; ++p) {
+    std::memcpy(wq_[l].data() + (p - end_) * q_dim_, chunk.q + (p - chunk.position) * q_dim_, q_dim_ * sizeof(float));
+  }
   const auto first = std::lower_bound(train_positions_.begin(), train_positions_.end(), chunk.position);
   for (auto it = first; it != train_positions_.end() && *it < chunk.position + chunk.n; ++it) {
     const int64_t row = it - train_positions_.begin();
@@ -51,6 +59,7 @@ void PrefillCapture::release(int64_t layer) {
   std::vector<float>().swap(k_[l]);
   std::vector<float>().swap(v_[l]);
   std::vector<float>().swap(q_[l]);
+  std::vector<float>().swap(wq_[l]);
 }
 
 }  // namespace ra

@@ -1,7 +1,9 @@
 #pragma once
 // Collects, during the prefill, what the retrievers need to build their indexes (DESIGN §3, prefill
-// steps 2–3): for every layer, K and V of the positions that will live on the CPU, [S, N − W), and the
-// post-RoPE queries of the training positions. Feed observer() to BackendOptions::qkv_observer.
+// steps 2–3): for every layer, K and V of the positions that will live on the CPU, [S, N − W), the
+// post-RoPE queries of the training positions and, with them, the queries of the window positions
+// [N − W, N) (from S at least): the graph links those tokens by their own queries once they are evicted.
+// Feed observer() to BackendOptions::qkv_observer.
 
 #include <cstdint>
 #include <vector>
@@ -26,6 +28,9 @@ class PrefillCapture {
   const float* keys(int64_t layer) const { return k_[static_cast<size_t>(layer)].data(); }      // [rows][kv_dim]
   const float* values(int64_t layer) const { return v_[static_cast<size_t>(layer)].data(); }    // [rows][kv_dim]
   const float* train_queries(int64_t layer) const { return q_[static_cast<size_t>(layer)].data(); }  // [train][q_dim]
+  // Queries of positions [first_offloaded() + offloaded(), N): [window_rows()][q_dim] (0 rows without queries).
+  int64_t window_rows() const { return window_rows_; }
+  const float* window_queries(int64_t layer) const { return wq_[static_cast<size_t>(layer)].data(); }
   // Frees a layer's buffers once shipped.
   void release(int64_t layer);
 
@@ -35,7 +40,8 @@ class PrefillCapture {
   int64_t kv_dim_, q_dim_;
   int64_t begin_, end_;                   // offloaded positions [begin_, end_)
   std::vector<int64_t> train_positions_;  // ascending
-  std::vector<std::vector<float>> k_, v_, q_;
+  int64_t window_rows_ = 0;               // positions [end_, end_ + window_rows_) when queries are captured
+  std::vector<std::vector<float>> k_, v_, q_, wq_;
 };
 
 }  // namespace ra

@@ -79,7 +79,8 @@ void RetrievalClient::handshake(uint64_t plan_digest, const std::string& plan_te
 }
 
 void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t n_keys, const float* keys,
-                                 const float* values, int64_t n_train, const float* train_q) {
+                                 const float* values, int64_t n_train, const float* train_q, int64_t n_window,
+                                 const float* window_q) {
   const RetrievalGeometry& g = options_.geometry;
   const int64_t hd = g.head_dim;
   const int64_t kv_dim = g.n_kv_heads * hd;
@@ -93,6 +94,7 @@ void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t 
     b.n_train = static_cast<uint32_t>(n_train);
     b.first_position = first_position;
     b.n_keys = n_keys;
+    b.n_window = n_window;
     WireWriter w(out_);
     w.put(b);
     for (int64_t kv : kv_heads) {  // gather head kv's rows out of the [n][kv_dim] matrices
@@ -101,6 +103,9 @@ void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t 
     }
     for (int64_t h : owned_q_heads_[r][static_cast<size_t>(layer)]) {
       for (int64_t i = 0; i < n_train; ++i) w.put_floats(train_q + i * q_dim + h * hd, static_cast<size_t>(hd));
+    }
+    for (int64_t h : owned_q_heads_[r][static_cast<size_t>(layer)]) {
+      for (int64_t i = 0; i < n_window; ++i) w.put_floats(window_q + i * q_dim + h * hd, static_cast<size_t>(hd));
     }
     channels_[r]->send(to_wire(MessageKind::kBuild), ++seq_, out_, deadline);
   }
@@ -194,7 +199,8 @@ void RetrievalClient::shutdown(std::chrono::milliseconds timeout) noexcept {
 void ship_prefill(RetrievalClient& client, PrefillCapture& capture, int64_t n_layers) {
   for (int64_t l = 0; l < n_layers; ++l) {
     client.send_build(l, capture.first_offloaded(), capture.offloaded(), capture.keys(l), capture.values(l),
-                      capture.train_rows(), capture.train_queries(l));
+                      capture.train_rows(), capture.train_queries(l), capture.window_rows(),
+                      capture.window_queries(l));
     capture.release(l);
   }
   client.wait_builds();

@@ -61,8 +61,10 @@ class RetrievalClient final : public RemoteAttention {
   // Ships layer `layer`'s offloaded prefill rows and its training queries to the owners:
   //   keys, values: [n_keys][n_kv_heads * head_dim] float32, positions first_position + i
   //   train_q:      [n_train][n_heads * head_dim] float32 (may be null when n_train == 0)
+  //   window_q:     [n_window][n_heads * head_dim] float32, positions first_position + n_keys + i: the
+  //                 queries of the tokens still in the window (may be null when n_window == 0)
   void send_build(int64_t layer, int64_t first_position, int64_t n_keys, const float* keys, const float* values,
-                  int64_t n_train, const float* train_q);
+                  int64_t n_train, const float* train_q, int64_t n_window = 0, const float* window_q = nullptr);
   // Waits for every layer's kBuildDone.
   void wait_builds();
 

@@ -42,6 +42,7 @@ struct Trace {
   std::vector<int32_t> tokens;
   std::vector<std::vector<float>> logits;  // per generated token
   RetrievalStats stats;
+  int64_t evicted = 0, evicted_with_query = 0;  // summed over the retrievers' services
 };
 
 struct Split {
@@ -74,6 +75,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
 
   std::vector<std::unique_ptr<transport::Channel>> worker_ends;
   std::vector<std::thread> services;
+  std::vector<retriever::RetrieverServiceStats> service_stats(static_cast<size_t>(split.retrievers));
   std::unique_ptr<RetrievalClient> client;
   std::unique_ptr<PrefillCapture> capture;
   const retriever::ServiceGeometry geometry{c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale()};
@@ -91,11 +93,14 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.index.kind = split.kind;
       cfg.index.graph.merge_threshold = 4;  // evicted tokens are merged into the graphs during the run
       cfg.threads = 1;
+      cfg.window = split.window;
       cfg.plan_digest = 42;
       copts.owned_kv_heads.push_back(cfg.owned_kv_heads);
-      services.emplace_back([cfg, ch = std::shared_ptr<transport::Channel>(std::move(s))] {
+      services.emplace_back([cfg, out = &service_stats[static_cast<size_t>(r)],
+                             ch = std::shared_ptr<transport::Channel>(std::move(s))] {
         retriever::RetrieverService service(cfg);
         service.serve(*ch);
+        *out = service.stats();
       });
       channels.push_back(w.get());
       worker_ends.push_back(std::move(w));
@@ -121,6 +126,10 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
     client->shutdown(std::chrono::seconds(5));
   }
   for (auto& t : services) t.join();
+  for (const auto& s : service_stats) {
+    trace.evicted += s.evicted;
+    trace.evicted_with_query += s.evicted_with_query;
+  }
   return trace;
 }
 
@@ -216,6 +225,10 @@ TEST(PipelineInproc, GraphWithEveryKeyEqualsFull) {
   ASSERT_EQ(full.logits.size(), g.logits.size());
   EXPECT_EQ(full.tokens, g.tokens);
   for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(g.logits[i], full.logits[i]), 1e-4) << i;
+  // Every evicted token reached the graphs with its own queries: the first W from the build's window
+  // queries, the rest from the steps' queries kept W + 1 steps (30 new tokens > W = 16).
+  EXPECT_EQ(g.evicted, 2 * model.config.n_layers * 29);  // 2 retrievers x layers x 29 evicting decode steps
+  EXPECT_EQ(g.evicted_with_query, g.evicted);
 }
 
 TEST(PipelineInproc, HandshakeNamesTheDifferingField) {
