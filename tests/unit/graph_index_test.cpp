@@ -415,7 +415,8 @@ TEST(GraphIndex, MergeWithQueriesProjectsTheirListsDeterministically) {
 
 // Searches running while keys are appended and merged in the background see every key exactly once:
 // at an exhaustive ef the answer equals brute force over the keys appended so far (ids are distinct,
-// scores match, nothing is lost or counted twice), whatever the moment of the swap.
+// scores match, nothing is lost or counted twice), whatever the moment of the swap. Half the keys come
+// with queries, so the merges' query projection runs under the same concurrency.
 TEST(GraphIndex, ConcurrentSearchesDuringBackgroundMergesStayExact) {
   const OodData d = make_ood(1500, 16, 300, 8, 17);
   const int64_t extra = 400;
@@ -464,7 +465,9 @@ TEST(GraphIndex, ConcurrentSearchesDuringBackgroundMergesStayExact) {
   std::vector<std::thread> workers;
   for (int w = 0; w < 2; ++w) workers.emplace_back(searcher, w);
   for (int64_t i = 0; i < extra; ++i) {
-    EXPECT_EQ(index.append(more.data() + i * d.dim), d.n + i);
+    // Every other key comes with a query, so the merges also project query lists.
+    const float* own_query = i % 2 == 0 ? d.train.data() + (i % 300) * d.dim : nullptr;
+    EXPECT_EQ(index.append(more.data() + i * d.dim, own_query), d.n + i);
     appended.store(i + 1);
     if (i % 50 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
