@@ -159,7 +159,57 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
   }
 }
 
+// Step 3b: query-guided repair (GraphBuildParams::repair_*). Searches run in parallel on a frozen
+// snapshot; the proposed edges are applied in query order, so the output does not depend on threads.
+void repair(const float* keys, int64_t n, int64_t dim, Lists& adj, const std::vector<uint32_t>& entries,
+            const float* queries, int64_t nq, const int64_t* topk, int64_t width, const GraphBuildParams& p,
+            int threads) {
+  const size_t cap = static_cast<size_t>((p.degree_cap > 0 ? p.degree_cap : 2 * p.M) + p.repair_extra);
+  const int64_t stride = std::max(1, p.repair_stride);
+  const int64_t count = (nq + stride - 1) / stride;
+  const int64_t take = std::min<int64_t>(width, p.repair_k);
+  const GraphCsr snapshot = to_csr(adj);
+  std::vector<std::vector<std::pair<uint32_t, uint32_t>>> proposals(static_cast<size_t>(count));
+#pragma omp parallel num_threads(threads)
+  {
+    SearchScratch scratch(n);
+    std::vector<uint32_t> found, sorted;
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t s = 0; s < count; ++s) {
+      const int64_t qi = s * stride;
+      const int got = beam_search(KeyRows{keys, n, nullptr, dim}, snapshot, entries, row(queries, dim, qi),
+                                  p.repair_ef, static_cast<int>(take), scratch, nullptr);
+      found.clear();
+      for (int i = 0; i < got; ++i) found.push_back(scratch.pool[i].id);
+      sorted = found;
+      std::sort(sorted.begin(), sorted.end());
+      const int64_t* list = topk + qi * width;
+      for (int64_t j = 0; j < take && !found.empty(); ++j) {
+        if (list[j] < 0 || list[j] >= n) continue;
+        const auto c = static_cast<uint32_t>(list[j]);
+        if (std::binary_search(sorted.begin(), sorted.end(), c)) continue;
+        Scored best{dot_f32(row(keys, dim, c), row(keys, dim, found[0]), dim), found[0]};
+        for (size_t i = 1; i < found.size(); ++i) {
+          const Scored cand{dot_f32(row(keys, dim, c), row(keys, dim, found[i]), dim), found[i]};
+          if (better(cand, best)) best = cand;
+        }
+        proposals[s].push_back({best.id, c});
+      }
+    }
+  }
+  for (const auto& list : proposals) {
+    for (const auto& [from, to] : list) add_edge_capped(adj, from, to, cap);
+  }
+}
+
 }  // namespace
+
+std::vector<uint32_t> spread_entries(uint32_t entry, int64_t samples, int64_t nodes) {
+  std::vector<uint32_t> out{entry};
+  samples = std::min(samples, nodes);
+  for (int64_t i = 0; i < samples; ++i) out.push_back(static_cast<uint32_t>(i * nodes / samples));
+  return out;
+}
 
 void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildParams& gp,
                                std::vector<std::vector<uint32_t>>& pool) {
@@ -234,6 +284,10 @@ BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* q
   BuiltGraph g;
   g.entry = choose_entry(keys, n, dim, queries, nq);
   connect(keys, norms.data(), n, dim, adj, g.entry, params, threads);
+  if (params.repair_ef > 0 && nq > 0) {
+    repair(keys, n, dim, adj, spread_entries(g.entry, params.entry_samples, n), queries, nq, topk, width, params,
+           threads);
+  }
   g.csr = to_csr(adj);
   return g;
 }

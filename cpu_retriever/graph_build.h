@@ -34,6 +34,9 @@ std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, u
 void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildParams& gp,
                                std::vector<std::vector<uint32_t>>& pool);
 
+// Search entries: `entry`, then `samples` nodes evenly spaced over [0, nodes).
+std::vector<uint32_t> spread_entries(uint32_t entry, int64_t samples, int64_t nodes);
+
 // Steps 2-4. topk: [nq][width] int64 lists (best first; invalid entries ignored).
 // Returns the graph and its entry point (the key with the best score for the mean training query).
 struct BuiltGraph {

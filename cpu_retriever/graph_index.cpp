@@ -68,10 +68,7 @@ std::vector<uint32_t> GraphIndex::spread_entries(int64_t nodes) const {
   // Evenly spaced extra entries cover every part of the sequence: keys cluster by position and topic,
   // and a single entry can leave a beam stuck in the wrong cluster. Merged keys are covered too: they
   // are the newest tokens, which decode queries attend most (docs/retrieval.md).
-  std::vector<uint32_t> out{build_entry_};
-  const int64_t samples = std::min<int64_t>(params_.entry_samples, nodes);
-  for (int64_t i = 0; i < samples; ++i) out.push_back(static_cast<uint32_t>(i * nodes / samples));
-  return out;
+  return retriever::spread_entries(build_entry_, params_.entry_samples, nodes);
 }
 
 GraphIndex::~GraphIndex() {

@@ -45,6 +45,13 @@ struct GraphBuildParams {
   // list). 8 / 32 measured better than 1 on the needle model (docs/retrieval.md).
   int pivots = 8;
   int pivot_span = 32;
+  // Query-guided repair after the build: every repair_stride-th training query searches the graph with
+  // beam repair_ef; each of its exact top-repair_k keys the search missed gets an edge from the found key
+  // nearest to it (up to degree_cap + repair_extra). 0 = off.
+  int repair_ef = 0;
+  int repair_k = 100;
+  int repair_stride = 1;
+  int repair_extra = 16;
   int merge_threshold = 0;     // tail keys that start a background merge into the graph; 0 = never
 };
 

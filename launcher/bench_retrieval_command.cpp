@@ -39,6 +39,8 @@ struct BenchRetrievalArgs {
   int graph_pivots = 8;
   int graph_pivot_span = 32;
   int graph_Kq = 100;
+  int graph_repair_ef = 0;
+  int graph_repair_stride = 1;
   int64_t graph_append = 0;
 };
 
@@ -98,6 +100,8 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
   config.graph_pivots = args.graph_pivots;
   config.graph_pivot_span = args.graph_pivot_span;
   config.graph_Kq = args.graph_Kq;
+  config.graph_repair_ef = args.graph_repair_ef;
+  config.graph_repair_stride = args.graph_repair_stride;
   config.graph_append = args.graph_append;
 
   std::map<std::string, retriever::RowAccumulator> rows;
@@ -192,6 +196,11 @@ void add_bench_command(CLI::App& app) {
                   "Also build each graph on the first N-A keys, append the last A (rows graph_tail) and merge "
                   "them into the graph (rows graph_merged)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--graph-repair-ef", args->graph_repair_ef,
+                  "Query-guided repair: training queries search with this beam and link the keys they miss (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--graph-repair-stride", args->graph_repair_stride, "Repair with every S-th training query")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--graph-pivot-span", args->graph_pivot_span,
                   "Length of that head for pivots after the first (0: the whole list)")
       ->capture_default_str();

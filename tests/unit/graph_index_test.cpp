@@ -186,6 +186,35 @@ TEST(GraphIndex, SameSeedSameGraphForAnyThreadCount) {
   EXPECT_EQ(reachable_from_entry(a), d.n);
 }
 
+// The query-guided repair (off by default) adds edges to the keys the training queries' searches miss:
+// the graph keeps every edge it had, gains some, and is the same for any thread count.
+TEST(GraphIndex, RepairAddsEdgesDeterministically) {
+  const OodData d = make_ood(3000, 32, 900, 60, 25);
+  GraphBuildParams p;
+  p.M = 16;
+  p.Kq = 50;
+  p.threads = 1;
+  const GraphIndex plain(d.keys.data(), d.n, d.dim, d.train.data(), 900, p);
+  p.repair_ef = 16;
+  p.repair_k = 50;
+  const GraphIndex one(d.keys.data(), d.n, d.dim, d.train.data(), 900, p);
+  p.threads = 3;
+  const GraphIndex three(d.keys.data(), d.n, d.dim, d.train.data(), 900, p);
+  EXPECT_TRUE(one.adjacency() == three.adjacency());
+  const GraphCsr& a = plain.adjacency();
+  const GraphCsr& r = one.adjacency();
+  ASSERT_EQ(a.nodes(), r.nodes());
+  EXPECT_GT(r.neighbours.size(), a.neighbours.size());
+  for (int64_t i = 0; i < a.nodes(); ++i) {  // repair only appends
+    const auto before = a.out(i), after = r.out(i);
+    ASSERT_GE(after.size(), before.size()) << i;
+    EXPECT_TRUE(std::equal(before.begin(), before.end(), after.begin())) << i;
+  }
+  const Measured m = measure(one, d, 20, 16);
+  std::printf("repaired: recall@20 ef=16 %.4f (plain %.4f)\n", m.recall, measure(plain, d, 20, 16).recall);
+  EXPECT_GE(m.recall, 0.85);
+}
+
 TEST(GraphIndex, PrecomputedTopKListsGiveTheSameGraph) {
   const OodData d = make_ood(2000, 32, 500, 0, 3);
   GraphBuildParams p;
