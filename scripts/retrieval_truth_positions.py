@@ -1,0 +1,40 @@
+#!/usr/bin/python3
+"""Where the exact top-k of the test queries lies in the sequence, per (layer, query head).
+
+Reads an `ra dump-qkv` directory; keys are positions [0, N), test queries every `stride`-th position of
+[N, T), as in `ra bench retrieval`. Prints, per head, the fraction of the exact top-k (inner product)
+within the last 256/512/1024/2048 key positions and within the first 128. Needs python3-numpy.
+
+  usage: scripts/retrieval_truth_positions.py DIR --prefill N [--k 100] [--stride 4]
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("qkv")
+    ap.add_argument("--prefill", type=int, required=True)
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--stride", type=int, default=4)
+    a = ap.parse_args()
+    meta = json.load(open(os.path.join(a.qkv, "meta.json")))
+    n, k = a.prefill, a.k
+    group = meta["n_heads"] // meta["n_kv_heads"]
+    print("layer head  last256 last512 last1024 last2048 first128")
+    for layer in range(meta["n_layers"]):
+        q = np.load(os.path.join(a.qkv, f"q_l{layer}.npy"), mmap_mode="r")
+        keys_all = np.load(os.path.join(a.qkv, f"k_l{layer}.npy"), mmap_mode="r")
+        for h in range(meta["n_heads"]):
+            keys = np.asarray(keys_all[h // group, :n])
+            test = np.asarray(q[h, n::a.stride])
+            top = np.argpartition(-(test @ keys.T), k, axis=1)[:, :k]
+            recent = [np.mean(top >= n - w) for w in (256, 512, 1024, 2048)]
+            print(f"{layer:5d} {h:4d}  " + " ".join(f"{f:7.3f}" for f in recent) + f"  {np.mean(top < 128):7.3f}")
+
+
+if __name__ == "__main__":
+    main()
