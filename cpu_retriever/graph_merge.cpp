@@ -128,10 +128,14 @@ GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, 
       pruned[p] = occlusion_prune(keys, norms.data(), static_cast<uint32_t>(p),
                                   score_against(keys, static_cast<uint32_t>(p), ids), static_cast<int>(cap), params);
     }
+    // All pivots' lists first, then the reverse edges of their new edges, so no reverse edge is
+    // overwritten by a pivot list pruned before it was added.
+    for (int64_t p = 0; p < total; ++p) {
+      if (!pool[p].empty()) std::swap(adj[p], pruned[p]);  // pruned[p] now holds p's old list
+    }
     for (int64_t p = 0; p < total; ++p) {
       if (pool[p].empty()) continue;
-      const std::vector<uint32_t> before = std::move(adj[p]);
-      adj[p] = std::move(pruned[p]);
+      const std::vector<uint32_t>& before = pruned[p];
       for (uint32_t c : adj[p]) {
         if (std::find(before.begin(), before.end(), c) == before.end()) link(c, static_cast<uint32_t>(p));
       }
