@@ -9,6 +9,7 @@
 
 namespace ra::retriever {
 namespace {
+std::vector<Scored> score_rows(const KeyRows& keys, uint32_t p, std::vector<uint32_t> ids);
 
 int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
 
@@ -128,6 +129,16 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
       }
     }
   }
+  // The edges above were appended without pruning against the projected ones: one occlusion pass over
+  // every list drops the redundant ones, so each hop scores fewer keys (docs/retrieval.md, third round).
+  if (p.final_prune) {
+    const KeyRows rows{keys, n, nullptr, dim};
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
+    for (int64_t x = 0; x < n; ++x) {
+      adj[x] = occlusion_prune(rows, norms, static_cast<uint32_t>(x), score_rows(rows, static_cast<uint32_t>(x), adj[x]),
+                               static_cast<int>(cap), p);
+    }
+  }
 
   // Reachability repair. Searching the snapshot only returns nodes reachable from the entry in the
   // snapshot, which stay reachable in adj because edges are only ever added.
@@ -209,6 +220,63 @@ std::vector<uint32_t> spread_entries(uint32_t entry, int64_t samples, int64_t no
   samples = std::min(samples, nodes);
   for (int64_t i = 0; i < samples; ++i) out.push_back(static_cast<uint32_t>(i * nodes / samples));
   return out;
+}
+
+namespace {
+
+// ids scored against node p (score = p · c), without p and duplicates, best first.
+std::vector<Scored> score_rows(const KeyRows& keys, uint32_t p, std::vector<uint32_t> ids) {
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<Scored> out;
+  out.reserve(ids.size());
+  const float* kp = keys.row(p);
+  for (uint32_t c : ids) {
+    if (c != p) out.push_back({dot_f32(kp, keys.row(c), keys.dim), c});
+  }
+  std::sort(out.begin(), out.end(), better);
+  return out;
+}
+
+}  // namespace
+
+void link_pruned(const KeyRows& keys, const float* norms, std::vector<std::vector<uint32_t>>& adj, uint32_t r,
+                 uint32_t x, size_t cap, const GraphBuildParams& gp) {
+  auto& l = adj[r];
+  if (r == x || std::find(l.begin(), l.end(), x) != l.end()) return;
+  l.push_back(x);
+  if (l.size() > cap) l = occlusion_prune(keys, norms, r, score_rows(keys, r, l), static_cast<int>(cap), gp);
+}
+
+void project_onto(const KeyRows& keys, const float* norms, std::vector<std::vector<uint32_t>>& adj,
+                  const std::vector<std::vector<uint32_t>>& lists, size_t cap, const GraphBuildParams& gp,
+                  int threads) {
+  const auto total = static_cast<int64_t>(adj.size());
+  std::vector<std::vector<uint32_t>> pool(adj.size());
+  for (const auto& l : lists) add_projection_candidates(l, gp, pool);
+  std::vector<std::vector<uint32_t>> pruned(adj.size());
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
+  for (int64_t p = 0; p < total; ++p) {
+    if (pool[p].empty()) continue;
+    std::vector<uint32_t> ids = adj[p];
+    ids.insert(ids.end(), pool[p].begin(), pool[p].end());
+    pruned[p] = occlusion_prune(keys, norms, static_cast<uint32_t>(p), score_rows(keys, static_cast<uint32_t>(p), ids),
+                                static_cast<int>(cap), gp);
+  }
+  // All pivots' lists first, then the reverse edges of their new edges, so no reverse edge is
+  // overwritten by a pivot list pruned after it was added.
+  for (int64_t p = 0; p < total; ++p) {
+    if (!pool[p].empty()) std::swap(adj[p], pruned[p]);  // pruned[p] now holds p's old list
+  }
+  for (int64_t p = 0; p < total; ++p) {
+    if (pool[p].empty()) continue;
+    const std::vector<uint32_t>& before = pruned[p];
+    for (uint32_t c : adj[p]) {
+      if (std::find(before.begin(), before.end(), c) == before.end()) {
+        link_pruned(keys, norms, adj, c, static_cast<uint32_t>(p), cap, gp);
+      }
+    }
+  }
 }
 
 void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildParams& gp,

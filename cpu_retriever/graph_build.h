@@ -34,6 +34,19 @@ std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, u
 void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildParams& gp,
                                std::vector<std::vector<uint32_t>>& pool);
 
+// Edge r -> x in adj, unless present; a list already at `cap` is re-pruned by the occlusion rule with x
+// among the candidates. norms: [nodes] squared key norms.
+void link_pruned(const KeyRows& keys, const float* norms, std::vector<std::vector<uint32_t>>& adj, uint32_t r,
+                 uint32_t x, size_t cap, const GraphBuildParams& gp);
+
+// Projection of top lists (valid ids, best first) onto an existing graph: each pivot (add_projection_
+// candidates) keeps the occlusion-pruned union of its edges and its candidates, up to `cap`; once every
+// pivot's list is in place, each new edge gets its reverse edge (link_pruned). Deterministic for any
+// thread count.
+void project_onto(const KeyRows& keys, const float* norms, std::vector<std::vector<uint32_t>>& adj,
+                  const std::vector<std::vector<uint32_t>>& lists, size_t cap, const GraphBuildParams& gp,
+                  int threads);
+
 // Search entries: `entry`, then `samples` nodes evenly spaced over [0, nodes).
 std::vector<uint32_t> spread_entries(uint32_t entry, int64_t samples, int64_t nodes);
 

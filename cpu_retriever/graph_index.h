@@ -45,6 +45,8 @@ struct GraphBuildParams {
   // list). 8 / 32 measured better than 1 on the needle model (docs/retrieval.md).
   int pivots = 8;
   int pivot_span = 32;
+  // After the connectivity edges, re-prune every list by the occlusion rule (up to the degree cap).
+  bool final_prune = true;
   // Query-guided repair after the build: every repair_stride-th training query searches the graph with
   // beam repair_ef; each of its exact top-repair_k keys the search missed gets an edge from the found key
   // nearest to it (up to degree_cap + repair_extra). 0 = off.

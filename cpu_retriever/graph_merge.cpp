@@ -9,23 +9,6 @@
 #include <vector>
 
 namespace ra::retriever {
-namespace {
-
-// ids scored against node p (score = p · c), without p and duplicates, best first.
-std::vector<Scored> score_against(const KeyRows& keys, uint32_t p, std::vector<uint32_t> ids) {
-  std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  std::vector<Scored> out;
-  out.reserve(ids.size());
-  const float* kp = keys.row(p);
-  for (uint32_t c : ids) {
-    if (c != p) out.push_back({dot_f32(kp, keys.row(c), keys.dim), c});
-  }
-  std::sort(out.begin(), out.end(), better);
-  return out;
-}
-
-}  // namespace
 
 GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, std::span<const uint32_t> entries,
                      const GraphBuildParams& params, std::span<const float> queries) {
@@ -82,21 +65,10 @@ GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, 
     const auto out = graph.out(i);
     adj[i].assign(out.begin(), out.end());
   }
-  // Edge r -> x, re-pruning r's list by the occlusion rule when it is at the cap.
-  auto link = [&](uint32_t r, uint32_t x) {
-    auto& l = adj[r];
-    if (r == x || std::find(l.begin(), l.end(), x) != l.end()) return;
-    if (l.size() < cap) {
-      l.push_back(x);
-      return;
-    }
-    l.push_back(x);
-    l = occlusion_prune(keys, norms.data(), r, score_against(keys, r, l), static_cast<int>(cap), params);
-  };
   for (int64_t j = 0; j < n_new; ++j) {
     const uint32_t x = static_cast<uint32_t>(n_old + j);
     adj[x] = found[j];
-    for (uint32_t r : found[j]) link(r, x);
+    for (uint32_t r : found[j]) link_pruned(keys, norms.data(), adj, r, x, cap, params);
   }
 
   // 4. Projection of the queries' exact top lists over all keys.
@@ -117,29 +89,7 @@ GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, 
         for (int64_t i = 0; i < width; ++i) lists[q].push_back(all[i].id);
       }
     }
-    std::vector<std::vector<uint32_t>> pool(static_cast<size_t>(total));
-    for (const auto& l : lists) add_projection_candidates(l, params, pool);
-    std::vector<std::vector<uint32_t>> pruned(static_cast<size_t>(total));
-#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
-    for (int64_t p = 0; p < total; ++p) {
-      if (pool[p].empty()) continue;
-      std::vector<uint32_t> ids = adj[p];
-      ids.insert(ids.end(), pool[p].begin(), pool[p].end());
-      pruned[p] = occlusion_prune(keys, norms.data(), static_cast<uint32_t>(p),
-                                  score_against(keys, static_cast<uint32_t>(p), ids), static_cast<int>(cap), params);
-    }
-    // All pivots' lists first, then the reverse edges of their new edges, so no reverse edge is
-    // overwritten by a pivot list pruned before it was added.
-    for (int64_t p = 0; p < total; ++p) {
-      if (!pool[p].empty()) std::swap(adj[p], pruned[p]);  // pruned[p] now holds p's old list
-    }
-    for (int64_t p = 0; p < total; ++p) {
-      if (pool[p].empty()) continue;
-      const std::vector<uint32_t>& before = pruned[p];
-      for (uint32_t c : adj[p]) {
-        if (std::find(before.begin(), before.end(), c) == before.end()) link(c, static_cast<uint32_t>(p));
-      }
-    }
+    project_onto(keys, norms.data(), adj, lists, cap, params, threads);
   }
 
   // 5. Reachability from entries[0]: old nodes stay reachable only through old edges that re-pruning

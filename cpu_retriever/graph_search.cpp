@@ -76,8 +76,10 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
     s.stamp[v] = s.epoch;
     const Scored c{dot_f32(q, keys.row(v), dim), v};
     ++dc;
+    bool filling = false;  // the answer is still short of `keep` nodes: this one must be expanded too
     if (separate) {
       if (static_cast<int>(s.results.size()) < keep) {
+        filling = true;
         s.results.push_back(c);
         std::push_heap(s.results.begin(), s.results.end(), by_score_min);
       } else if (better(c, s.results.front())) {
@@ -93,7 +95,7 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
       std::pop_heap(s.pool.begin(), s.pool.end(), by_score_min);
       s.pool.back() = c;
       std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
-    } else {
+    } else if (!filling) {
       return;
     }
     s.candidates.push_back(c);
@@ -107,7 +109,12 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
     std::pop_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
     const Scored cur = s.candidates.back();
     s.candidates.pop_back();
-    if (static_cast<int>(s.pool.size()) >= ef && better(s.pool.front(), cur)) break;
+    // Stop once no candidate can enter the full beam, unless the answer still lacks `keep` nodes
+    // (a narrow beam on a sparse graph can converge before scoring k keys).
+    if (static_cast<int>(s.pool.size()) >= ef && better(s.pool.front(), cur) &&
+        (!separate || static_cast<int>(s.results.size()) >= keep)) {
+      break;
+    }
     ++hops;
     const auto nbrs = csr.out(cur.id);
     const size_t deg = nbrs.size();

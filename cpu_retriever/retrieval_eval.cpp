@@ -244,6 +244,7 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     gp.pivots = config.graph_pivots;
     gp.pivot_span = config.graph_pivot_span;
     gp.Kq = config.graph_Kq;
+    gp.final_prune = config.graph_final_prune;
     gp.repair_ef = config.graph_repair_ef;
     gp.repair_stride = config.graph_repair_stride;
     if (wanted(config, "graph")) {  // one index per query head, trained on that head's queries (the paper)

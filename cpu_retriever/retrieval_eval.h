@@ -43,6 +43,7 @@ struct RetrievalBenchConfig {
   int graph_pivots = 8;             // GraphBuildParams::pivots
   int graph_pivot_span = 32;        // GraphBuildParams::pivot_span
   int graph_Kq = 100;               // GraphBuildParams::Kq
+  bool graph_final_prune = true;    // GraphBuildParams::final_prune
   int graph_repair_ef = 0;          // GraphBuildParams::repair_ef
   int graph_repair_stride = 1;      // GraphBuildParams::repair_stride
   // > 0: also build each graph on the first N - graph_append keys and queries, append the last

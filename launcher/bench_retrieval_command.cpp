@@ -39,6 +39,7 @@ struct BenchRetrievalArgs {
   int graph_pivots = 8;
   int graph_pivot_span = 32;
   int graph_Kq = 100;
+  bool graph_final_prune = true;
   int graph_repair_ef = 0;
   int graph_repair_stride = 1;
   int64_t graph_append = 0;
@@ -100,6 +101,7 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
   config.graph_pivots = args.graph_pivots;
   config.graph_pivot_span = args.graph_pivot_span;
   config.graph_Kq = args.graph_Kq;
+  config.graph_final_prune = args.graph_final_prune;
   config.graph_repair_ef = args.graph_repair_ef;
   config.graph_repair_stride = args.graph_repair_stride;
   config.graph_append = args.graph_append;
@@ -201,6 +203,9 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--graph-repair-stride", args->graph_repair_stride, "Repair with every S-th training query")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--graph-final-prune", args->graph_final_prune,
+                  "Re-prune every neighbour list by the occlusion rule after the connectivity edges (0: off)")
+      ->capture_default_str();
   cmd->add_option("--graph-pivot-span", args->graph_pivot_span,
                   "Length of that head for pivots after the first (0: the whole list)")
       ->capture_default_str();
