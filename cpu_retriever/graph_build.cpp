@@ -9,25 +9,24 @@
 
 namespace ra::retriever {
 namespace {
-std::vector<Scored> score_rows(const KeyRows& keys, uint32_t p, std::vector<uint32_t> ids);
 
-int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
-
-const float* row(const float* m, int64_t dim, int64_t i) { return m + i * dim; }
-
-// Scores ids against pivot p, drops p and duplicates, sorts best first.
-std::vector<Scored> score_against(const float* keys, int64_t dim, uint32_t p, std::vector<uint32_t> ids) {
+// ids scored against node p (score = p · c), without p and duplicates, best first.
+std::vector<Scored> score_rows(const KeyRows& keys, uint32_t p, std::vector<uint32_t> ids) {
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   std::vector<Scored> out;
   out.reserve(ids.size());
-  const float* kp = row(keys, dim, p);
+  const float* kp = keys.row(p);
   for (uint32_t c : ids) {
-    if (c != p) out.push_back({dot_f32(kp, row(keys, dim, c), dim), c});
+    if (c != p) out.push_back({dot_f32(kp, keys.row(c), keys.dim), c});
   }
   std::sort(out.begin(), out.end(), better);
   return out;
 }
+
+int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+
+const float* row(const float* m, int64_t dim, int64_t i) { return m + i * dim; }
 
 using Lists = std::vector<std::vector<uint32_t>>;
 
@@ -52,7 +51,7 @@ Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, con
   for (int64_t p = 0; p < n; ++p) {
     if (pool[p].empty()) continue;
     adj[p] = occlusion_prune(rows, norms, static_cast<uint32_t>(p),
-                             score_against(keys, dim, static_cast<uint32_t>(p), std::move(pool[p])), M, gp);
+                             score_rows(rows, static_cast<uint32_t>(p), std::move(pool[p])), M, gp);
   }
   Lists rev(static_cast<size_t>(n));
   for (int64_t p = 0; p < n; ++p) {
@@ -63,7 +62,7 @@ Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, con
     if (rev[c].empty()) continue;
     std::vector<uint32_t> ids = adj[c];
     ids.insert(ids.end(), rev[c].begin(), rev[c].end());
-    auto scored = score_against(keys, dim, static_cast<uint32_t>(c), std::move(ids));
+    auto scored = score_rows(rows, static_cast<uint32_t>(c), std::move(ids));
     if (static_cast<int>(scored.size()) > M) {
       adj[c] = occlusion_prune(rows, norms, static_cast<uint32_t>(c), scored, M, gp);
     } else {
@@ -222,23 +221,6 @@ std::vector<uint32_t> spread_entries(uint32_t entry, int64_t samples, int64_t no
   return out;
 }
 
-namespace {
-
-// ids scored against node p (score = p · c), without p and duplicates, best first.
-std::vector<Scored> score_rows(const KeyRows& keys, uint32_t p, std::vector<uint32_t> ids) {
-  std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  std::vector<Scored> out;
-  out.reserve(ids.size());
-  const float* kp = keys.row(p);
-  for (uint32_t c : ids) {
-    if (c != p) out.push_back({dot_f32(kp, keys.row(c), keys.dim), c});
-  }
-  std::sort(out.begin(), out.end(), better);
-  return out;
-}
-
-}  // namespace
 
 void link_pruned(const KeyRows& keys, const float* norms, std::vector<std::vector<uint32_t>>& adj, uint32_t r,
                  uint32_t x, size_t cap, const GraphBuildParams& gp) {
