@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <functional>
 #include <numeric>
 
 namespace ra::retriever {
@@ -142,31 +143,11 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
   // Reachability repair. Searching the snapshot only returns nodes reachable from the entry in the
   // snapshot, which stay reachable in adj because edges are only ever added.
   const GraphCsr snapshot = to_csr(adj);
-  std::vector<uint8_t> reached(static_cast<size_t>(n), 0);
-  std::vector<uint32_t> stack;
-  auto flood = [&](uint32_t from) {
-    reached[from] = 1;
-    stack.push_back(from);
-    while (!stack.empty()) {
-      const uint32_t u = stack.back();
-      stack.pop_back();
-      for (uint32_t v : adj[u]) {
-        if (!reached[v]) {
-          reached[v] = 1;
-          stack.push_back(v);
-        }
-      }
-    }
-  };
-  flood(entry);
   SearchScratch scratch(n);
-  for (int64_t u = 0; u < n; ++u) {
-    if (reached[u]) continue;
+  link_unreached(adj, entry, [&](uint32_t u, const std::vector<uint8_t>&) {
     const int got = beam_search(keys, dim, snapshot, {&entry, 1}, row(keys, dim, u), ef, scratch, nullptr);
-    const uint32_t from = got > 0 ? scratch.pool[0].id : entry;  // best reachable match
-    adj[from].push_back(static_cast<uint32_t>(u));                // may exceed the cap, by design
-    flood(static_cast<uint32_t>(u));
-  }
+    return got > 0 ? scratch.pool[0].id : entry;  // best reachable match
+  });
 }
 
 // Step 3b: query-guided repair (GraphBuildParams::repair_*). Searches run in parallel on a frozen
@@ -221,6 +202,32 @@ std::vector<uint32_t> spread_entries(uint32_t entry, int64_t samples, int64_t no
   return out;
 }
 
+
+void link_unreached(std::vector<std::vector<uint32_t>>& adj, uint32_t root,
+                    const std::function<uint32_t(uint32_t, const std::vector<uint8_t>&)>& source) {
+  std::vector<uint8_t> reached(adj.size(), 0);
+  std::vector<uint32_t> stack;
+  auto flood = [&](uint32_t from) {
+    reached[from] = 1;
+    stack.push_back(from);
+    while (!stack.empty()) {
+      const uint32_t u = stack.back();
+      stack.pop_back();
+      for (uint32_t v : adj[u]) {
+        if (!reached[v]) {
+          reached[v] = 1;
+          stack.push_back(v);
+        }
+      }
+    }
+  };
+  flood(root);
+  for (size_t v = 0; v < adj.size(); ++v) {
+    if (reached[v]) continue;
+    adj[source(static_cast<uint32_t>(v), reached)].push_back(static_cast<uint32_t>(v));  // may exceed the cap
+    flood(static_cast<uint32_t>(v));
+  }
+}
 
 void link_pruned(const KeyRows& keys, const float* norms, std::vector<std::vector<uint32_t>>& adj, uint32_t r,
                  uint32_t x, size_t cap, const GraphBuildParams& gp) {

@@ -6,6 +6,7 @@
 #include "cpu_retriever/graph_index.h"
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -33,6 +34,11 @@ std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, u
 // keys (see GraphBuildParams). Appends to pool[pivot], which the caller prunes per pivot.
 void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildParams& gp,
                                std::vector<std::vector<uint32_t>>& pool);
+
+// Reachability: floods adj from root and links every node it did not reach from source(node, reached),
+// a node already reached, then floods on from it. The new edges may exceed any degree cap, by design.
+void link_unreached(std::vector<std::vector<uint32_t>>& adj, uint32_t root,
+                    const std::function<uint32_t(uint32_t, const std::vector<uint8_t>&)>& source);
 
 // Edge r -> x in adj, unless present; a list already at `cap` is re-pruned by the occlusion rule with x
 // among the candidates. norms: [nodes] squared key norms.

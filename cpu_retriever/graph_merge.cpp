@@ -95,40 +95,14 @@ GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, 
   // 5. Reachability from entries[0]: old nodes stay reachable only through old edges that re-pruning
   // may have dropped, so flood the whole graph and link every unreached node from its best reachable
   // match (for a new key: its best old candidate; for an old node: its first old in-neighbour).
-  std::vector<uint8_t> reached(static_cast<size_t>(total), 0);
-  std::vector<uint32_t> stack;
-  auto flood = [&](uint32_t from) {
-    reached[from] = 1;
-    stack.push_back(from);
-    while (!stack.empty()) {
-      const uint32_t u = stack.back();
-      stack.pop_back();
-      for (uint32_t v : adj[u]) {
-        if (!reached[v]) {
-          reached[v] = 1;
-          stack.push_back(v);
-        }
-      }
+  link_unreached(adj, entries[0], [&](uint32_t v, const std::vector<uint8_t>& reached) {
+    if (v >= n_old && reached[best_old[v - n_old]]) return best_old[v - n_old];
+    for (int64_t u = 0; u < n_old; ++u) {  // rare: an old node cut off by re-pruning
+      const auto out = graph.out(u);
+      if (reached[u] && std::find(out.begin(), out.end(), v) != out.end()) return static_cast<uint32_t>(u);
     }
-  };
-  flood(entries[0]);
-  for (int64_t v = 0; v < total; ++v) {
-    if (reached[v]) continue;
-    uint32_t from = entries[0];
-    if (v >= n_old && reached[best_old[v - n_old]]) {
-      from = best_old[v - n_old];
-    } else {
-      for (int64_t u = 0; u < n_old; ++u) {  // rare: an old node cut off by re-pruning
-        const auto out = graph.out(u);
-        if (reached[u] && std::find(out.begin(), out.end(), static_cast<uint32_t>(v)) != out.end()) {
-          from = static_cast<uint32_t>(u);
-          break;
-        }
-      }
-    }
-    adj[from].push_back(static_cast<uint32_t>(v));  // may exceed the cap, by design
-    flood(static_cast<uint32_t>(v));
-  }
+    return entries[0];
+  });
   return to_csr(adj);
 }
 
