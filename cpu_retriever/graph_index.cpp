@@ -204,7 +204,18 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   // in the middle of this search (it would be counted twice or missed).
   std::shared_lock lock(mutex_);
   const State& st = *state_;
-  beam_search(rows(st), st.csr, st.entries, q, ef, k, *scratch, stats);
+  std::span<const uint32_t> entries = st.entries;
+  if (params.n_seeds > 0) {
+    RA_REQUIRE(params.seeds != nullptr, "graph index: n_seeds {} with no seeds", params.n_seeds);
+    auto& with_seeds = scratch->entries;
+    with_seeds.assign(st.entries.begin(), st.entries.end());
+    const int64_t nodes = st.csr.nodes();
+    for (int i = 0; i < params.n_seeds; ++i) {
+      if (params.seeds[i] >= 0 && params.seeds[i] < nodes) with_seeds.push_back(static_cast<uint32_t>(params.seeds[i]));
+    }
+    entries = with_seeds;
+  }
+  beam_search(rows(st), st.csr, entries, q, ef, k, *scratch, stats);
   merged.assign(scratch->pool.begin(), scratch->pool.begin() + std::min<size_t>(scratch->pool.size(), k));
 
   // Flat tail: scanned exactly, merged with the graph's best.

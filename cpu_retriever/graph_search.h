@@ -50,6 +50,7 @@ struct SearchScratch {
   std::vector<Scored> pool;        // min-heap by score: the best ef nodes found so far
   std::vector<Scored> results;     // min-heap by score: the best `keep` nodes scored (when keep > ef)
   std::vector<Scored> merged;      // result assembly (graph + flat tail)
+  std::vector<uint32_t> entries;   // the index's entries plus a search's seeds
 };
 
 // Key vectors of graph nodes, in up to two row blocks: node v < n_base is base[v], node v >= n_base is

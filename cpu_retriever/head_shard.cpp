@@ -37,6 +37,7 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
         indexes_.push_back(std::make_unique<GraphIndex>(keys_.data(), n, head_dim,
                                                         train_queries + m * n_train * head_dim, n_train,
                                                         params.graph));
+        answers_.emplace_back(params.warm_history);
       }
       break;
     case IndexKind::kIvf:
@@ -76,7 +77,7 @@ const KeyIndex* HeadShard::index_for(int member) const {
 }
 
 float HeadShard::search_attend(int member, const float* q, const SearchParams& params, float scale,
-                               ShardScratch& s, float* o, SearchStats* stats) const {
+                               ShardScratch& s, float* o, SearchStats* stats) {
   const auto k = static_cast<size_t>(std::max(0, params.k));
   if (s.ids.size() < k) {
     s.ids.resize(k);
@@ -88,7 +89,15 @@ float HeadShard::search_attend(int member, const float* q, const SearchParams& p
   }
   int found = 0;
   if (const KeyIndex* index = index_for(member)) {
-    found = index->search(q, params, s.ids.data(), s.scores.data(), stats);
+    if (answers_.empty()) {
+      found = index->search(q, params, s.ids.data(), s.scores.data(), stats);
+    } else {
+      AnswerHistory& answers = answers_[static_cast<size_t>(member)];
+      SearchParams seeded = params;
+      answers.seed(seeded);
+      found = index->search(q, seeded, s.ids.data(), s.scores.data(), stats);
+      answers.record(std::span<const int64_t>(s.ids.data(), static_cast<size_t>(found)), params.k);
+    }
   }
   const int64_t tail_rows = static_cast<int64_t>(tail_keys_.size()) / head_dim_;
   int tail_found = 0;

@@ -16,6 +16,7 @@
 #include <span>
 #include <vector>
 
+#include "cpu_retriever/answer_history.h"
 #include "cpu_retriever/graph_index.h"
 #include "cpu_retriever/key_index.h"
 #include "cpu_retriever/kv_store.h"
@@ -31,6 +32,8 @@ struct ShardIndexParams {
   int hnsw_M = 32;             // kHnsw
   int hnsw_ef_construction = 64;
   uint64_t seed = 0;
+  // kGraph: each search is seeded with the member's last warm_history answers (AnswerHistory); 0 = off.
+  int warm_history = 0;
 };
 
 // Per-thread buffers of search_attend; they grow to the largest k seen and are then reused.
@@ -55,8 +58,11 @@ class HeadShard {
 
   // Partial attention (DESIGN §4) of query q: [head_dim] float32 of group member `member` over its
   // top-k rows (index ∪ tail): o: [head_dim] float32, returns lse (−inf and o = 0 when empty).
+  // With warm_history > 0 the search is seeded with the member's previous answers and records this
+  // one, so searches of one member must be serialised and come in decode order (the service's step
+  // loop); different members may search concurrently.
   float search_attend(int member, const float* q, const SearchParams& params, float scale, ShardScratch& scratch,
-                      float* o, SearchStats* stats) const;
+                      float* o, SearchStats* stats);
 
   int64_t size() const { return store_.size(); }
   int64_t indexed() const { return n_; }
@@ -72,6 +78,7 @@ class HeadShard {
   KvStore store_;                   // every row, in the model's dtype, for the attention itself
   std::vector<std::unique_ptr<KeyIndex>> indexes_;  // one per member (kGraph) or one shared; empty if n == 0
   bool graph_tail_ = false;                          // appended rows go to the graphs, not tail_keys_
+  std::vector<AnswerHistory> answers_;               // per member: seeds of its next graph search
 };
 
 }  // namespace ra::retriever

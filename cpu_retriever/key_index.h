@@ -16,6 +16,12 @@ struct SearchParams {
   int ef = 0;       // graph indexes: beam size; 0 = the index's default. The graph may take ef < k (it
                     // answers the best k keys it scored); HNSW raises it to k
   int nprobe = 0;   // IVF: inverted lists visited; 0 = the index's default
+  // Graph indexes: optional hint ids [n_seeds] likely near the query, e.g. this head's answer at the
+  // previous decode step (consecutive queries share much of their top-k). The graph scores them
+  // (counted as distance computations) and starts its beam from them beside its own entries. Ids outside
+  // the graph are ignored; other indexes ignore the hint. Not owned; must stay valid during the search.
+  const int64_t* seeds = nullptr;
+  int n_seeds = 0;
 };
 
 // Work counters of one search, for benchmarks (DESIGN §5: keys scanned per query).

@@ -50,6 +50,9 @@ struct RetrievalBenchConfig {
   // graph_append keys (rows "graph_tail": in the exact tail), then merge them into the graph
   // (rows "graph_merged"): how decode-time tokens fare against a graph built on all N.
   int64_t graph_append = 0;
+  // > 0: also sweep each graph in decode order (rows "graph_warm"): every position of [N, T) in turn,
+  // seeded with the answers of the previous graph_warm positions (AnswerHistory).
+  int graph_warm = 0;
   int hnsw_M = 32;
   int hnsw_ef_construction = 200;
 };

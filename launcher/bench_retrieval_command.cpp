@@ -43,6 +43,7 @@ struct BenchRetrievalArgs {
   int graph_repair_ef = 0;
   int graph_repair_stride = 1;
   int64_t graph_append = 0;
+  int graph_warm = 0;
 };
 
 int64_t meta_int(const nlohmann::json& meta, const char* key, const fs::path& path) {
@@ -105,6 +106,7 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
   config.graph_repair_ef = args.graph_repair_ef;
   config.graph_repair_stride = args.graph_repair_stride;
   config.graph_append = args.graph_append;
+  config.graph_warm = args.graph_warm;
 
   std::map<std::string, retriever::RowAccumulator> rows;
   std::vector<std::string> order;
@@ -197,6 +199,10 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--graph-append", args->graph_append,
                   "Also build each graph on the first N-A keys, append the last A (rows graph_tail) and merge "
                   "them into the graph (rows graph_merged)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--graph-warm", args->graph_warm,
+                  "H > 0: also search every test position in decode order, each seeded with the answers of the "
+                  "previous H positions (rows graph_warm)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--graph-repair-ef", args->graph_repair_ef,
                   "Query-guided repair: training queries search with this beam and link the keys they miss (0: off)")

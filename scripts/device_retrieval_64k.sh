@@ -2,7 +2,8 @@
 # On the GPU machine (16 cores): build, dump the needle model's q/k/v for a 64K-token needle prompt with
 # the CPU reference decoder, and run the retrieval benchmark at N = 61440 keys; then, with the time left
 # under DEADLINE_S (default 570 s from the start), the tail-merge measurement (--graph-append) on the
-# layers in APPEND_LAYERS. Results go to $OUT (default: out/).
+# layers in APPEND_LAYERS (APPEND=0 skips it). GRAPH_WARM=H (default 2) adds the decode-order rows
+# (--graph-warm H; 0 = none). Results go to $OUT (default: out/).
 #   usage (device tool, carry .device with needle-byte-13m in .device/models):
 #     source .device/bootstrap.sh && scripts/device_retrieval_64k.sh
 set -euo pipefail
@@ -17,10 +18,11 @@ $ra needle-prompt --tokens 65536 --facts 4 --seed 11 --out /tmp/needle64k.txt > 
 { time $ra dump-qkv --model "$models/needle-byte-13m" --prompt-file /tmp/needle64k.txt --out /tmp/qkv64k ; } \
   > "$out/dump.txt" 2>&1
 { time $ra bench retrieval --qkv /tmp/qkv64k --prefill 61440 --k 100 --indexes "${INDEXES:-ivf,hnsw,graph}" \
-    --test-queries "${TEST_QUERIES:-256}" --json "$out/rows_64k.json" ; } > "$out/bench_64k.txt" 2>&1
+    --test-queries "${TEST_QUERIES:-256}" --graph-warm "${GRAPH_WARM:-2}" --json "$out/rows_64k.json" ; } \
+  > "$out/bench_64k.txt" 2>&1
 left=$(( ${DEADLINE_S:-570} - ($(date +%s) - start) ))
 echo "append run: ${left} s left" > "$out/append_64k.txt"
-if (( left > 30 )); then
+if (( left > 30 && ${APPEND:-4096} > 0 )); then
   layers=()
   for l in ${APPEND_LAYERS:-1 3}; do layers+=(--layer "$l"); done
   { time timeout "$left" $ra bench retrieval --qkv /tmp/qkv64k --prefill 61440 --k 100 --indexes graph \

@@ -37,6 +37,7 @@ retriever::RetrieverServiceConfig service_config(const RunPlan& plan, int rank) 
   s.index.graph.threads = plan.retrievers[static_cast<size_t>(rank - 1)].threads;
   // Evicted tokens join each graph's flat tail; past this many a background merge links them in.
   s.index.graph.merge_threshold = 256;
+  s.index.warm_history = c.index.graph_warm_history;
   s.window = c.window;  // the evicted tokens' queries are kept this long for the graph merge
   s.index.ivf_nlist = c.index.ivf_nlist;
   s.index.hnsw_M = c.index.hnsw_M;

@@ -29,6 +29,19 @@ assert flat['recall'] == 1.0 and flat['scanned'] == 1.0 and flat['heads'] == 2, 
 assert {r['index'] for r in rows} == {'flat', 'graph'}
 "
 
+# Decode-order rows: every test position (701 - 600 = 101), seeded with the previous answers.
+"$RA" bench retrieval --qkv "$tmp/qkv" --prefill 600 --k 10 --indexes graph --layer 1 --head 0 --test-queries 20 \
+  --graph-warm 2 --json "$tmp/warm.json" > /dev/null 2> "$tmp/warm.err"
+check "bench with --graph-warm exits 0" test $? -eq 0
+check "graph_warm rows cover every test position" python3 -c "
+import json
+rows = [json.loads(l) for l in open('$tmp/warm.json')]
+warm = [r for r in rows if r['index'] == 'graph_warm']
+cold = [r for r in rows if r['index'] == 'graph']
+assert len(warm) == len(cold) == 18, (len(warm), len(cold))
+assert all(r['queries'] == 101 for r in warm) and all(r['queries'] == 20 for r in cold), rows
+"
+
 cp -r "$tmp/qkv" "$tmp/bad_shape"
 cp "$tmp/bad_shape/q_l0.npy" "$tmp/bad_shape/k_l0.npy"   # (8, T, 32) where (2, T, 32) belongs
 "$RA" bench retrieval --qkv "$tmp/bad_shape" --prefill 600 --indexes flat > /dev/null 2> "$tmp/shape.err"

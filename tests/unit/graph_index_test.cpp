@@ -2,6 +2,7 @@
 // and queries come from clearly different distributions, as post-RoPE attention queries and keys do.
 
 #include "common/error.h"
+#include "cpu_retriever/answer_history.h"
 #include "cpu_retriever/graph_build.h"
 #include "cpu_retriever/graph_index.h"
 #include "cpu_retriever/graph_merge.h"
@@ -512,6 +513,80 @@ TEST(GraphIndex, ConcurrentSearchesDuringBackgroundMergesStayExact) {
   EXPECT_EQ(reachable_from_entry(index), index.graph_size());
   std::printf("%d searches during merges; graph %lld keys, tail %lld\n", searches.load(),
               static_cast<long long>(index.graph_size()), static_cast<long long>(index.tail_size()));
+}
+
+TEST(GraphIndex, SeedsAreScoredSoTheExactAnswerAsSeedsIsFound) {
+  const OodData d = make_ood(3000, 32, 800, 30, 23);
+  GraphBuildParams p;
+  p.M = 16;
+  p.Kq = 50;
+  GraphIndex index(d.keys.data(), d.n, d.dim, d.train.data(), 800, p);
+  const int k = 50;
+  std::vector<int64_t> ids(k);
+  std::vector<float> scores(k);
+  double cold = 0;
+  for (int64_t t = 0; t < 30; ++t) {
+    const float* q = d.test.data() + t * d.dim;
+    const std::vector<int64_t> truth = brute_topk(d.keys, d.dim, q, k);
+    // A beam of 4 alone misses most of the top 50; seeded with it, the search must return all of it
+    // (the answer is the best k of every node scored, seeds included).
+    int got = index.search(q, SearchParams{.k = k, .ef = 4}, ids.data(), scores.data(), nullptr);
+    cold += recall(truth, ids.data(), got);
+    got = index.search(q, SearchParams{.k = k, .ef = 4, .seeds = truth.data(), .n_seeds = k}, ids.data(),
+                       scores.data(), nullptr);
+    EXPECT_EQ(recall(truth, ids.data(), got), 1.0) << "test query " << t;
+  }
+  EXPECT_LT(cold / 30, 0.9);  // the seeds, not the beam, found the answer
+}
+
+TEST(GraphIndex, SeedsOutsideTheGraphAreIgnored) {
+  const OodData d = make_ood(2000, 32, 500, 10, 29);
+  GraphBuildParams p;
+  p.M = 16;
+  p.Kq = 40;
+  GraphIndex index(d.keys.data(), d.n, d.dim, d.train.data(), 500, p);
+  const std::vector<float> more = extra_keys(5, d.dim, 30);
+  for (int64_t r = 0; r < 5; ++r) index.append(more.data() + r * d.dim);  // ids 2000..2004: the flat tail
+  const std::vector<int64_t> outside = {-1, -7, 2000, 2004, 2005, 1 << 30};
+  const int k = 20;
+  std::vector<int64_t> a(k), b(k);
+  std::vector<float> sa(k), sb(k);
+  for (int64_t t = 0; t < 10; ++t) {
+    const float* q = d.test.data() + t * d.dim;
+    SearchStats plain, seeded;
+    const int na = index.search(q, SearchParams{.k = k, .ef = 32}, a.data(), sa.data(), &plain);
+    const int nb = index.search(
+        q, SearchParams{.k = k, .ef = 32, .seeds = outside.data(), .n_seeds = static_cast<int>(outside.size())},
+        b.data(), sb.data(), &seeded);
+    ASSERT_EQ(na, nb);
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(plain.distance_computations, seeded.distance_computations);
+  }
+}
+
+TEST(AnswerHistory, KeepsTheLastDepthAnswersPaddedWithMinusOne) {
+  AnswerHistory off(0);
+  const std::vector<int64_t> a = {1, 2, 3}, b = {4, 5}, c = {6, 7, 8};
+  off.record(a, 3);
+  SearchParams p;
+  off.seed(p);
+  EXPECT_EQ(p.n_seeds, 0);
+
+  AnswerHistory h(2);
+  h.seed(p);
+  EXPECT_EQ(p.n_seeds, 0);  // nothing recorded yet
+  h.record(a, 3);
+  h.record(b, 3);
+  h.seed(p);
+  ASSERT_EQ(p.n_seeds, 6);
+  EXPECT_EQ(std::vector<int64_t>(p.seeds, p.seeds + 6), (std::vector<int64_t>{1, 2, 3, 4, 5, -1}));
+  h.record(c, 3);  // overwrites the oldest answer, a
+  h.seed(p);
+  EXPECT_EQ(std::vector<int64_t>(p.seeds, p.seeds + 6), (std::vector<int64_t>{6, 7, 8, 4, 5, -1}));
+  h.record(a, 2);  // a new k starts over: one answer of 2, the other slot empty
+  h.seed(p);
+  ASSERT_EQ(p.n_seeds, 4);
+  EXPECT_EQ(std::vector<int64_t>(p.seeds, p.seeds + 4), (std::vector<int64_t>{1, 2, -1, -1}));
 }
 
 TEST(GraphIndex, KLargerThanSizeReturnsEverything) {

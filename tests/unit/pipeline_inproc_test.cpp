@@ -52,6 +52,7 @@ struct Split {
   int retrievers = 0;    // 0 with enabled: window mode
   IndexKind kind = IndexKind::kFlat;
   int top_k = 100000;    // every offloaded key
+  int warm_history = 2;  // graph searches seeded with the last answers, as configured by default
 };
 
 // kv head g of every layer goes to retriever g % R.
@@ -92,6 +93,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.owned_kv_heads = owned(c, r, split.retrievers);
       cfg.index.kind = split.kind;
       cfg.index.graph.merge_threshold = 4;  // evicted tokens are merged into the graphs during the run
+      cfg.index.warm_history = split.warm_history;
       cfg.threads = 1;
       cfg.window = split.window;
       cfg.plan_digest = 42;

@@ -135,6 +135,13 @@ TEST(RetrievalEval, ScannedAtRecallInterpolatesPerLayer) {
   const std::string table = layer_comparison_table(rows, order, {0.95});
   EXPECT_NE(table.find("3.33x"), std::string::npos) << table;  // layer 0: ivf 10% / graph 3%
   EXPECT_NE(table.find("-"), std::string::npos) << table;
+  EXPECT_EQ(table.find("faiss/warm"), std::string::npos) << table;  // no decode-order rows, no column
+
+  add("graph_warm", "ef=100", 0, 0.95, 0.025);
+  add("graph_warm", "ef=100", 1, 0.95, 0.02);
+  const std::string with_warm = layer_comparison_table(rows, order, {0.95});
+  EXPECT_NE(with_warm.find("faiss/warm"), std::string::npos) << with_warm;
+  EXPECT_NE(with_warm.find("4.00x"), std::string::npos) << with_warm;  // layer 0: ivf 10% / warm 2.5%
 }
 
 TEST(RetrievalEval, PrefillOutsideTheDumpIsAnError) {
