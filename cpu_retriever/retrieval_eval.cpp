@@ -30,14 +30,14 @@ double seconds_since(Clock::time_point start) {
 
 // Knob values for a sweep of beam sizes, as multiples of k. HNSW's beam holds its results, so its sweep
 // starts at ef = k; the graph returns the best k of every key it scored, so its beam can be narrower.
-// Beam sizes from from * k up: to 10 k, then on while the beam stays within an eighth of the keys (at
+// Beam sizes from from * k up: to 10 k, then on while the beam stays within a sixteenth of the keys (at
 // 64K keys, recall still climbs past ef = 10 k).
 std::vector<int> beam_sweep(int k, int64_t n_keys, double from = 1.0) {
   std::vector<int> out;
   for (double f : {0.16, 0.2, 0.25, 0.32, 0.4, 0.5, 0.64, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.4, 8.0, 10.0,
                    12.8, 16.0, 20.0, 25.6, 32.0, 40.0, 51.2, 64.0}) {
     const int ef = std::max(1, static_cast<int>(k * f));
-    if (f > 10.0 && ef > n_keys / 8) break;
+    if (f > 10.0 && ef > n_keys / 16) break;
     if (f >= from && (out.empty() || out.back() != ef)) out.push_back(ef);  // small k: no repeated rows
   }
   return out;
