@@ -31,21 +31,30 @@ const float* row(const float* m, int64_t dim, int64_t i) { return m + i * dim; }
 
 using Lists = std::vector<std::vector<uint32_t>>;
 
-// Step 2: projection of the training queries' top lists onto the keys, then reverse edges, then
-// re-pruning of nodes above M.
-Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, const int64_t* topk, int64_t nq,
-              int64_t width, const GraphBuildParams& gp, int threads) {
+// Top lists to project: rows lists of width ids each, [rows][width] int64, best first.
+struct TopKLists {
+  const int64_t* ids;
+  int64_t rows;
+  int64_t width;
+};
+
+// Step 2: projection of the training queries' top lists (and the keys' own, when given) onto the keys,
+// then reverse edges, then re-pruning of nodes above M.
+Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, std::span<const TopKLists> sources,
+              const GraphBuildParams& gp, int threads) {
   const int M = gp.M;
   const KeyRows rows{keys, n, nullptr, dim};
-  Lists pool(static_cast<size_t>(n));  // candidates gathered per pivot, in query order
+  Lists pool(static_cast<size_t>(n));  // candidates gathered per pivot, in list order
   std::vector<uint32_t> valid;
-  for (int64_t q = 0; q < nq; ++q) {
-    const int64_t* list = topk + q * width;
-    valid.clear();
-    for (int64_t j = 0; j < width; ++j) {
-      if (list[j] >= 0 && list[j] < n) valid.push_back(static_cast<uint32_t>(list[j]));
+  for (const TopKLists& src : sources) {
+    for (int64_t q = 0; q < src.rows; ++q) {
+      const int64_t* list = src.ids + q * src.width;
+      valid.clear();
+      for (int64_t j = 0; j < src.width; ++j) {
+        if (list[j] >= 0 && list[j] < n) valid.push_back(static_cast<uint32_t>(list[j]));
+      }
+      add_projection_candidates(valid, gp, pool);
     }
-    add_projection_candidates(valid, gp, pool);
   }
   Lists adj(static_cast<size_t>(n));
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
@@ -333,11 +342,13 @@ std::vector<int64_t> exact_topk_ip(const float* keys, int64_t n, int64_t dim, co
 }
 
 BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq,
-                       const int64_t* topk, int64_t width, const GraphBuildParams& params) {
+                       const int64_t* topk, int64_t width, const GraphBuildParams& params,
+                       const int64_t* key_topk, int64_t n_key_lists, int64_t key_width) {
   const int threads = resolve_threads(params.threads);
   std::vector<float> norms(static_cast<size_t>(n));  // [n] squared key norms, for L2 occlusion
   for (int64_t i = 0; i < n; ++i) norms[i] = dot_f32(row(keys, dim, i), row(keys, dim, i), dim);
-  Lists adj = project(keys, norms.data(), n, dim, topk, nq, width, params, threads);
+  const TopKLists sources[] = {{topk, nq, width}, {key_topk, key_topk ? n_key_lists : 0, key_width}};
+  Lists adj = project(keys, norms.data(), n, dim, sources, params, threads);
   BuiltGraph g;
   g.entry = choose_entry(keys, n, dim, queries, nq);
   connect(keys, norms.data(), n, dim, adj, g.entry, params, threads);

@@ -56,13 +56,16 @@ void project_onto(const KeyRows& keys, const float* norms, std::vector<std::vect
 // Search entries: `entry`, then `samples` nodes evenly spaced over [0, nodes).
 std::vector<uint32_t> spread_entries(uint32_t entry, int64_t samples, int64_t nodes);
 
-// Steps 2-4. topk: [nq][width] int64 lists (best first; invalid entries ignored).
+// Steps 2-4. topk: [nq][width] int64 lists (best first; invalid entries ignored). key_topk: optional
+// [n_key_lists][key_width] int64, the keys' own lists (GraphBuildParams::key_lists_stride), projected
+// after the queries' lists.
 // Returns the graph and its entry point (the key with the best score for the mean training query).
 struct BuiltGraph {
   GraphCsr csr;
   uint32_t entry = 0;
 };
 BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq,
-                       const int64_t* topk, int64_t width, const GraphBuildParams& params);
+                       const int64_t* topk, int64_t width, const GraphBuildParams& params,
+                       const int64_t* key_topk = nullptr, int64_t n_key_lists = 0, int64_t key_width = 0);
 
 }  // namespace ra::retriever

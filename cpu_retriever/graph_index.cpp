@@ -56,7 +56,25 @@ GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* t
     computed = exact_topk_ip(keys, n, dim, queries, nq, topk_width, params.threads);
     topk = computed.data();
   }
-  BuiltGraph g = build_graph(keys, n, dim, queries, nq, topk, topk_width, params);
+  RA_REQUIRE(params.key_lists_stride >= 0, "graph index: key_lists_stride must be >= 0 (got {})",
+             params.key_lists_stride);
+  std::vector<int64_t> key_lists;
+  int64_t n_key_lists = 0;
+  const int64_t key_width = std::min<int64_t>(params.Kq, n);
+  if (params.key_lists_stride > 0 && key_width > 1) {
+    const int64_t stride = params.key_lists_stride;
+    n_key_lists = (n + stride - 1) / stride;
+    std::vector<float> strided;
+    const float* as_queries = keys;
+    if (stride > 1) {
+      strided.resize(static_cast<size_t>(n_key_lists * dim));
+      for (int64_t i = 0; i < n_key_lists; ++i) std::copy_n(keys + i * stride * dim, dim, strided.begin() + i * dim);
+      as_queries = strided.data();
+    }
+    key_lists = exact_topk_ip(keys, n, dim, as_queries, n_key_lists, key_width, params.threads);
+  }
+  BuiltGraph g = build_graph(keys, n, dim, queries, nq, topk, topk_width, params,
+                             key_lists.empty() ? nullptr : key_lists.data(), n_key_lists, key_width);
   auto state = std::make_shared<State>();
   state->csr = std::move(g.csr);
   build_entry_ = g.entry;

@@ -45,6 +45,12 @@ struct GraphBuildParams {
   // list). 8 / 32 measured better than 1 on the needle model (docs/retrieval.md).
   int pivots = 8;
   int pivot_span = 32;
+  // Every key_lists_stride-th key also trains as a query: its exact top-Kq list by inner product is
+  // projected like a training query's (0 = off). Decode queries can drift from the prefill queries'
+  // distribution; keys that no prefill query ranked then still have edges to their own neighbourhood.
+  // On the 64K needle dump, 26% of one head's test answers lay in no prefill query's top-100, and this
+  // took its recall at 6% scanned from 0.48 to 0.95 (docs/retrieval.md). Costs a second brute force.
+  int key_lists_stride = 1;
   // After the connectivity edges, re-prune every list by the occlusion rule (up to the degree cap).
   bool final_prune = true;
   // Query-guided repair after the build: every repair_stride-th training query searches the graph with

@@ -334,6 +334,7 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     gp.final_prune = config.graph_final_prune;
     gp.repair_ef = config.graph_repair_ef;
     gp.repair_stride = config.graph_repair_stride;
+    gp.key_lists_stride = config.graph_key_lists_stride;
     if (wanted(config, "graph")) {  // one index per query head, trained on that head's queries (the paper)
       for (const auto& t : truths) {
         const auto start = Clock::now();

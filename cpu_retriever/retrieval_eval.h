@@ -46,6 +46,7 @@ struct RetrievalBenchConfig {
   bool graph_final_prune = true;    // GraphBuildParams::final_prune
   int graph_repair_ef = 0;          // GraphBuildParams::repair_ef
   int graph_repair_stride = 1;      // GraphBuildParams::repair_stride
+  int graph_key_lists_stride = 1;   // GraphBuildParams::key_lists_stride
   // > 0: also build each graph on the first N - graph_append keys and queries, append the last
   // graph_append keys (rows "graph_tail": in the exact tail), then merge them into the graph
   // (rows "graph_merged"): how decode-time tokens fare against a graph built on all N.

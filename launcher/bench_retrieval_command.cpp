@@ -44,6 +44,7 @@ struct BenchRetrievalArgs {
   int graph_repair_stride = 1;
   int64_t graph_append = 0;
   int graph_warm = 0;
+  int graph_key_lists_stride = 1;
 };
 
 int64_t meta_int(const nlohmann::json& meta, const char* key, const fs::path& path) {
@@ -107,6 +108,7 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
   config.graph_repair_stride = args.graph_repair_stride;
   config.graph_append = args.graph_append;
   config.graph_warm = args.graph_warm;
+  config.graph_key_lists_stride = args.graph_key_lists_stride;
 
   std::map<std::string, retriever::RowAccumulator> rows;
   std::vector<std::string> order;
@@ -203,6 +205,10 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--graph-warm", args->graph_warm,
                   "H > 0: also search every test position in decode order, each seeded with the answers of the "
                   "previous H positions (rows graph_warm)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--graph-key-lists", args->graph_key_lists_stride,
+                  "Every S-th key also trains the graph as a query (its own top-Kq list); 0: prefill queries only")
+      ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--graph-repair-ef", args->graph_repair_ef,
                   "Query-guided repair: training queries search with this beam and link the keys they miss (0: off)")

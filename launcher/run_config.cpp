@@ -82,6 +82,9 @@ void visit_fields(V&& v) {
   v("index.graph_warm_history",
     "Attention-aware graph: seed each search with the head's answers at the last N decode steps; 0 = off",
     [](auto& c) -> auto& { return c.index.graph_warm_history; });
+  v("index.graph_key_lists_stride",
+    "Attention-aware graph: every N-th key also trains the graph as a query (its own top-Kq list); 0 = off",
+    [](auto& c) -> auto& { return c.index.graph_key_lists_stride; });
   v("index.ivf_nlist", "IVF lists; 0 = about 4*sqrt(keys)", [](auto& c) -> auto& { return c.index.ivf_nlist; });
   v("index.hnsw_M", "HNSW out-degree", [](auto& c) -> auto& { return c.index.hnsw_M; });
   v("index.hnsw_ef_construction", "HNSW build pool", [](auto& c) -> auto& { return c.index.hnsw_ef_construction; });
@@ -535,6 +538,7 @@ void validate(const RunConfig& c) {
   require_at_least("index.graph_ef_construction", ix.graph_ef_construction, 1);
   require_at_least("index.graph_max_train_queries", ix.graph_max_train_queries, 0);
   require_at_least("index.graph_warm_history", ix.graph_warm_history, 0);
+  require_at_least("index.graph_key_lists_stride", ix.graph_key_lists_stride, 0);
   require_at_least("index.ivf_nlist", ix.ivf_nlist, 0);
   require_at_least("index.hnsw_M", ix.hnsw_M, 2);
   require_at_least("index.hnsw_ef_construction", ix.hnsw_ef_construction, 1);

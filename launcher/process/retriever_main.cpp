@@ -38,6 +38,7 @@ retriever::RetrieverServiceConfig service_config(const RunPlan& plan, int rank) 
   // Evicted tokens join each graph's flat tail; past this many a background merge links them in.
   s.index.graph.merge_threshold = 256;
   s.index.warm_history = c.index.graph_warm_history;
+  s.index.graph.key_lists_stride = c.index.graph_key_lists_stride;
   s.window = c.window;  // the evicted tokens' queries are kept this long for the graph merge
   s.index.ivf_nlist = c.index.ivf_nlist;
   s.index.hnsw_M = c.index.hnsw_M;
