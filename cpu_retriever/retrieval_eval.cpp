@@ -110,6 +110,13 @@ struct QueryBuffers {
 // Sums of one evaluation (a head at one knob value).
 struct QuerySums {
   double recall = 0, scanned = 0, us = 0, err = 0;
+  QuerySums& operator+=(const QuerySums& o) {
+    recall += o.recall;
+    scanned += o.scanned;
+    us += o.us;
+    err += o.err;
+    return *this;
+  }
 };
 
 // Searches test query i of `head` and adds its recall, keys scanned, latency and attention error to
@@ -169,12 +176,7 @@ void evaluate(const KeyIndex& index, const SearchParams& params, const HeadTruth
 #pragma omp for schedule(dynamic, 8) nowait
     for (int64_t i = 0; i < head.n_test; ++i) measure_query(index, params, head, i, store, layer, n_keys, b, mine);
 #pragma omp critical
-    {
-      total.recall += mine.recall;
-      total.scanned += mine.scanned;
-      total.us += mine.us;
-      total.err += mine.err;
-    }
+    total += mine;
   }
   add_sums(total, head, layer, row);
 }
@@ -198,12 +200,7 @@ void evaluate_warm(const KeyIndex& index, const SearchParams& params, int histor
       answers.record(std::span<const int64_t>(b.ids.data(), static_cast<size_t>(found)), params.k);
     }
 #pragma omp critical
-    {
-      total.recall += mine.recall;
-      total.scanned += mine.scanned;
-      total.us += mine.us;
-      total.err += mine.err;
-    }
+    total += mine;
   }
   add_sums(total, head, layer, row);
 }
@@ -262,9 +259,10 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
       truths.push_back(make_truth(layer, h, N, n_test, keys, store, k, threads));
     }
 
-    // Runs one index instance over the given heads for every knob value.
+    // Runs one index instance over the given heads for every knob value; with history > 0 in decode
+    // order, seeded with the previous `history` answers (evaluate_warm).
     auto sweep = [&](const std::string& name, const KeyIndex& index, double build_s, const Sweep& s,
-                     const std::vector<const HeadTruth*>& over) {
+                     const std::vector<const HeadTruth*>& over, int history = 0) {
       for (int value : s.values.empty() ? std::vector<int>{0} : s.values) {
         SearchParams p;
         p.k = k;
@@ -272,7 +270,13 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
         if (s.knob_name == "nprobe") p.nprobe = value;
         const std::string knob = s.knob_name.empty() ? "-" : fmt::format("{}={}", s.knob_name, value);
         RowAccumulator& row = row_for(rows, order, name, knob);
-        for (const HeadTruth* t : over) evaluate(index, p, *t, store, layer, N, threads, row);
+        for (const HeadTruth* t : over) {
+          if (history > 0) {
+            evaluate_warm(index, p, history, *t, store, layer, N, threads, row);
+          } else {
+            evaluate(index, p, *t, store, layer, N, threads, row);
+          }
+        }
         row.build_s_sum += build_s;
         row.index_bytes_sum += static_cast<double>(index.memory_bytes());
         row.instances += 1;
@@ -283,19 +287,6 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     if (config.graph_warm > 0) {
       for (int64_t h : heads) warm_truths.push_back(make_truth(layer, h, N, T - N, keys, store, k, threads));
     }
-    auto sweep_warm = [&](const std::string& name, const KeyIndex& index, double build_s, const Sweep& s,
-                          const HeadTruth& head) {
-      for (int value : s.values) {
-        SearchParams p;
-        p.k = k;
-        p.ef = value;
-        RowAccumulator& row = row_for(rows, order, name, fmt::format("{}={}", s.knob_name, value));
-        evaluate_warm(index, p, config.graph_warm, head, store, layer, N, threads, row);
-        row.build_s_sum += build_s;
-        row.index_bytes_sum += static_cast<double>(index.memory_bytes());
-        row.instances += 1;
-      }
-    };
     std::vector<const HeadTruth*> all_heads;
     for (const auto& t : truths) all_heads.push_back(&t);
 
@@ -343,7 +334,7 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
         sweep("graph", graph, build_s, {"ef", beam_sweep(k, N, 0.16)}, {&t});
         if (config.graph_warm > 0) {
           const HeadTruth& every = warm_truths.at(static_cast<size_t>(&t - truths.data()));
-          sweep_warm("graph_warm", graph, build_s, {"ef", beam_sweep(k, N, 0.16)}, every);
+          sweep("graph_warm", graph, build_s, {"ef", beam_sweep(k, N, 0.16)}, {&every}, config.graph_warm);
         }
         if (config.graph_append > 0) {  // the last A keys arrive after the build, as decode tokens do
           const int64_t A = config.graph_append, base_n = N - A;
