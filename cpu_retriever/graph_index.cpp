@@ -14,8 +14,9 @@
 namespace ra::retriever {
 
 GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* train_queries, int64_t nq,
-                       const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width)
-    : keys_(keys), n_(n), dim_(dim), params_(params), scratch_(n) {
+                       const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width,
+                       std::shared_ptr<RowArena> appended)
+    : keys_(keys), n_(n), dim_(dim), params_(params), arena_(std::move(appended)), scratch_(n) {
   RA_REQUIRE(params.merge_threshold >= 0, "graph index: merge_threshold must be >= 0 (got {})", params.merge_threshold);
   RA_REQUIRE(keys != nullptr && n > 0, "graph index: needs at least one key (got n = {})", n);
   RA_REQUIRE(n <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
@@ -25,6 +26,16 @@ GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* t
   RA_REQUIRE(params.M > 0, "graph index: M must be positive (got {})", params.M);
   RA_REQUIRE(params.Kq > 1 || train_topk != nullptr, "graph index: Kq must be > 1 (got {})", params.Kq);
   RA_REQUIRE(train_topk == nullptr || topk_width > 0, "graph index: top-k lists need a positive width");
+  if (arena_) {
+    own_arena_ = false;
+    RA_REQUIRE(arena_->dim() == dim && arena_->size() == 0,
+               "graph index: a shared arena must be empty and {} wide (got {} rows of {})", dim, arena_->size(),
+               arena_->dim());
+  } else {
+    RA_REQUIRE(params.append_capacity > 0, "graph index: append_capacity must be positive (got {})",
+               params.append_capacity);
+    arena_ = std::make_shared<RowArena>(dim, params.append_capacity);
+  }
 
   // Optional seeded subsample of the training queries (rows kept in their original order).
   const float* queries = train_queries;
@@ -96,7 +107,7 @@ GraphIndex::~GraphIndex() {
 
 int64_t GraphIndex::size() const {
   std::shared_lock lock(mutex_);
-  return n_ + state_->merged + static_cast<int64_t>(tail_.size()) / dim_;
+  return n_ + taken_;
 }
 
 int64_t GraphIndex::graph_size() const {
@@ -106,7 +117,7 @@ int64_t GraphIndex::graph_size() const {
 
 int64_t GraphIndex::tail_size() const {
   std::shared_lock lock(mutex_);
-  return static_cast<int64_t>(tail_.size()) / dim_;
+  return taken_ - state_->merged;
 }
 
 const GraphCsr& GraphIndex::adjacency() const {
@@ -116,22 +127,37 @@ const GraphCsr& GraphIndex::adjacency() const {
 
 size_t GraphIndex::memory_bytes() const {
   std::shared_lock lock(mutex_);
-  return state_->csr.bytes() + state_->merged_keys.capacity() * sizeof(float) +
-         (tail_.capacity() + tail_queries_.capacity()) * sizeof(float) + scratch_.bytes();
+  return state_->csr.bytes() + (own_arena_ ? arena_->bytes() : 0) + tail_queries_.capacity() * sizeof(float) +
+         scratch_.bytes();
 }
 
 int64_t GraphIndex::append(const float* key, const float* query) {
+  RA_REQUIRE(own_arena_, "graph index: append on a shared arena (its owner appends; use adopt_next_row)");
+  RA_REQUIRE(n_ + arena_->size() < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
+             "graph index: the tail is full (32-bit ids)");
+  RA_REQUIRE(arena_->size() < arena_->max_rows(), "graph index: {} keys appended already, its append_capacity",
+             arena_->max_rows());
+  arena_->append(key);  // only this thread appends; searches and merges read rows [0, taken_) only
+  return take_row(query);
+}
+
+int64_t GraphIndex::adopt_next_row(const float* query) {
+  RA_REQUIRE(!own_arena_, "graph index: adopt_next_row needs a shared arena (use append)");
+  return take_row(query);
+}
+
+int64_t GraphIndex::take_row(const float* query) {
   int64_t id = 0;
   bool start_merge = false;
   {
     std::unique_lock lock(mutex_);
-    const int64_t tail_rows = static_cast<int64_t>(tail_.size()) / dim_;
-    RA_REQUIRE(n_ + state_->merged + tail_rows < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
+    RA_REQUIRE(taken_ < arena_->size(), "graph index: the shared arena has no new row ({} taken)", taken_);
+    RA_REQUIRE(n_ + taken_ < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
                "graph index: the tail is full (32-bit ids)");
-    tail_.insert(tail_.end(), key, key + dim_);
     if (query != nullptr) tail_queries_.insert(tail_queries_.end(), query, query + dim_);
-    id = n_ + state_->merged + tail_rows;
-    start_merge = params_.merge_threshold > 0 && tail_rows + 1 >= params_.merge_threshold;
+    id = n_ + taken_;
+    ++taken_;
+    start_merge = params_.merge_threshold > 0 && taken_ - state_->merged >= params_.merge_threshold;
   }
   if (!start_merge) return id;
   std::lock_guard lock(launch_mutex_);
@@ -178,30 +204,27 @@ void GraphIndex::merge_tail() {
 
 void GraphIndex::merge_now() {
   std::lock_guard merge_lock(merge_mutex_);
-  // Snapshot: the state (immutable, kept alive by the shared_ptr) and a copy of the tail's rows.
+  // Snapshot: the state (immutable, kept alive by the shared_ptr), the tail's extent and a copy of its
+  // queries. The tail's keys are read in place: arena rows never move, and appends only add rows.
   std::shared_ptr<const State> old;
-  std::vector<float> fresh;          // [m][dim_]
-  std::vector<float> fresh_queries;  // [queries given with those m keys][dim_]
+  int64_t taken = 0;
+  std::vector<float> fresh_queries;  // [queries given with the tail's keys][dim_]
   {
     std::shared_lock lock(mutex_);
     old = state_;
-    fresh = tail_;
+    taken = taken_;
     fresh_queries = tail_queries_;
   }
-  const int64_t m = static_cast<int64_t>(fresh.size()) / dim_;
+  const int64_t m = taken - old->merged;
   if (m == 0) return;
   const int64_t m_queries = static_cast<int64_t>(fresh_queries.size()) / dim_;
   auto next = std::make_shared<State>();
-  next->merged = old->merged + m;
-  next->merged_keys.reserve(static_cast<size_t>(next->merged * dim_));
-  next->merged_keys = old->merged_keys;
-  next->merged_keys.insert(next->merged_keys.end(), fresh.begin(), fresh.end());
+  next->merged = taken;
   // The slow part, lock-free.
-  next->csr = insert_keys(rows(*next), old->csr, m, old->entries, params_, fresh_queries);
+  next->csr = insert_keys(rows(), old->csr, m, old->entries, params_, fresh_queries);
   next->entries = spread_entries(n_ + next->merged);
   {
     std::unique_lock lock(mutex_);  // the swap: searches wait at most for this
-    tail_.erase(tail_.begin(), tail_.begin() + static_cast<std::ptrdiff_t>(m * dim_));
     tail_queries_.erase(tail_queries_.begin(), tail_queries_.begin() + static_cast<std::ptrdiff_t>(m_queries * dim_));
     state_ = std::move(next);
   }
@@ -233,15 +256,16 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
     }
     entries = with_seeds;
   }
-  beam_search(rows(st), st.csr, entries, q, ef, k, *scratch, stats);
+  const KeyRows keys = rows();
+  beam_search(keys, st.csr, entries, q, ef, k, *scratch, stats);
   merged.assign(scratch->pool.begin(), scratch->pool.begin() + std::min<size_t>(scratch->pool.size(), k));
 
   // Flat tail: scanned exactly, merged with the graph's best.
-  const int64_t tail_rows = static_cast<int64_t>(tail_.size()) / dim_;
-  const int64_t first_tail_id = n_ + st.merged;
-  for (int64_t r = 0; r < tail_rows; ++r) {
-    if (r + 1 < tail_rows) __builtin_prefetch(tail_.data() + (r + 1) * dim_, 0, 3);
-    merged.push_back({dot_f32(q, tail_.data() + r * dim_, dim_), static_cast<uint32_t>(first_tail_id + r)});
+  const int64_t tail_rows = taken_ - st.merged;
+  for (int64_t id = n_ + st.merged; id < n_ + taken_; ++id) {
+    const float* key = keys.row(static_cast<uint32_t>(id));
+    if (id + 1 < n_ + taken_) __builtin_prefetch(key + dim_, 0, 3);
+    merged.push_back({dot_f32(q, key, dim_), static_cast<uint32_t>(id)});
   }
   lock.unlock();
   if (stats) stats->distance_computations += tail_rows;

@@ -3,15 +3,17 @@
 // for keys appended after the build (new tokens during decoding) and its merge into the graph.
 //
 // Keys: [n][dim] float32, component j of key i at keys[i * dim + j]. The index references the caller's
-// key matrix (it must outlive the index and stay unchanged); keys appended later are copied into the
-// index and get ids n, n + 1, ... An appended key first sits in the flat tail, which every search scans
-// exactly and merges with the graph's results. Once the tail holds merge_threshold keys, a background
-// thread inserts them into the graph (graph_merge.h) and swaps the new adjacency in under a short
-// exclusive lock: at every moment a key is either in the graph or in the tail, never both, never
-// neither, and its id never changes.
+// key matrix (it must outlive the index and stay unchanged); keys appended later live in a RowArena
+// (row i is id n + i), the index's own or one shared with the other query heads of a kv group, and are
+// never copied again. An appended key first sits in the flat tail, which every search scans exactly and
+// merges with the graph's results. Once the tail holds merge_threshold keys, a background thread
+// inserts them into the graph (graph_merge.h) and swaps the new adjacency in under a short exclusive
+// lock: at every moment a key is either in the graph or in the tail, never both, never neither, and its
+// id never changes.
 
 #include "cpu_retriever/graph_search.h"
 #include "cpu_retriever/key_index.h"
+#include "cpu_retriever/row_arena.h"
 
 #include <atomic>
 #include <cstdint>
@@ -61,6 +63,8 @@ struct GraphBuildParams {
   int repair_stride = 1;
   int repair_extra = 16;
   int merge_threshold = 0;     // tail keys that start a background merge into the graph; 0 = never
+  // Keys the index's own arena can take after the build (address space only, 512 MiB at dim 128).
+  int64_t append_capacity = int64_t{1} << 20;
 };
 
 class GraphIndex final : public KeyIndex {
@@ -69,13 +73,17 @@ class GraphIndex final : public KeyIndex {
   // train_topk: optional [nq][topk_width] int64, each training query's exact top keys, best first
   // (e.g. from the GPU); entries < 0 or >= n are ignored. When null, the top-Kq lists are computed
   // here by a multi-threaded brute force. Throws ra::Error on bad arguments.
+  // appended: optional arena of dim-wide rows shared with other indexes over the same n keys (the query
+  // heads of one kv group): its owner appends each new key once and every sharing index takes it with
+  // adopt_next_row. Null: the index makes its own, of params.append_capacity rows, filled by append.
   GraphIndex(const float* keys, int64_t n, int64_t dim, const float* train_queries, int64_t nq,
-             const GraphBuildParams& params, const int64_t* train_topk = nullptr, int64_t topk_width = 0);
+             const GraphBuildParams& params, const int64_t* train_topk = nullptr, int64_t topk_width = 0,
+             std::shared_ptr<RowArena> appended = nullptr);
 
   std::string name() const override { return "graph"; }
   int64_t size() const override;
   int64_t dim() const override { return dim_; }
-  size_t memory_bytes() const override;  // adjacency + tail copy + pooled visited sets
+  size_t memory_bytes() const override;  // adjacency + own arena + tail queries + pooled visited sets
   int search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
              SearchStats* stats) const override;
 
@@ -87,7 +95,11 @@ class GraphIndex final : public KeyIndex {
   // it as a training query: its exact top-Kq list over the whole index is projected onto the graph as
   // in the build, so keys that arrive during decoding get attention-aware edges and not only the
   // key-geometry ones of a self-search (measured in docs/retrieval.md).
+  // Only for an index with its own arena.
   int64_t append(const float* key, const float* query = nullptr);
+  // For an index on a shared arena: takes the arena's next row (already appended by its owner) into
+  // the tail, as append does, and returns its id. Throws ra::Error when the arena has no new row.
+  int64_t adopt_next_row(const float* query = nullptr);
 
   // Merges the whole current tail into the graph now, on the calling thread (after any running
   // background merge). Searches may run concurrently.
@@ -108,16 +120,16 @@ class GraphIndex final : public KeyIndex {
   const GraphCsr& adjacency() const;
 
  private:
-  // What a merge replaces as a whole: the graph over ids [0, n_ + merged) and the merged keys' rows.
+  // What a merge replaces as a whole: the graph over ids [0, n_ + merged).
   struct State {
     GraphCsr csr;
     // Search entries: the build's entry point, then entry_samples nodes evenly spaced over the graph
     // (merged keys included, so a beam can start in the newest part of the sequence).
     std::vector<uint32_t> entries;
-    std::vector<float> merged_keys;  // [merged][dim_] float32, ids n_ .. n_ + merged - 1
-    int64_t merged = 0;
+    int64_t merged = 0;  // arena rows [0, merged) are graph nodes n_ .. n_ + merged - 1
   };
-  KeyRows rows(const State& st) const { return KeyRows{keys_, n_, st.merged_keys.data(), dim_}; }
+  KeyRows rows() const { return KeyRows{keys_, n_, arena_->data(), dim_}; }
+  int64_t take_row(const float* query);  // the arena's next row joins the tail
   void merge_now();  // one merge of the current tail; holds merge_mutex_
   void rethrow_merge_error();
 
@@ -128,9 +140,12 @@ class GraphIndex final : public KeyIndex {
   uint32_t build_entry_ = 0;  // the build's entry point (best key for the mean training query)
   std::vector<uint32_t> spread_entries(int64_t nodes) const;  // build_entry_, then evenly spaced nodes
 
-  mutable std::shared_mutex mutex_;      // guards state_ and tail_: searches shared, append and swap exclusive
+  mutable std::shared_mutex mutex_;      // guards state_, taken_ and tail_queries_: searches shared,
+                                         // append and swap exclusive
   std::shared_ptr<const State> state_;
-  std::vector<float> tail_;  // [tail_size][dim_] float32, ids n_ + merged + row
+  std::shared_ptr<RowArena> arena_;  // keys appended after the build
+  bool own_arena_ = true;
+  int64_t taken_ = 0;  // arena rows this index holds: [0, merged) in the graph, [merged, taken_) the tail
   // The queries given with tail keys: [rows][dim_] float32, in append order. A merge takes the whole
   // tail and these rows together, under one lock, so they always belong to the keys it merges.
   std::vector<float> tail_queries_;

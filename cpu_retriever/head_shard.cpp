@@ -33,10 +33,12 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
     case IndexKind::kGraph:
       RA_REQUIRE(n_train > 0 && train_queries != nullptr, "graph index: needs training queries");
       graph_tail_ = true;
+      // One copy of the evicted keys for the whole group: each member's graph reads them in place.
+      appended_ = std::make_shared<RowArena>(head_dim, params.graph.append_capacity);
       for (int m = 0; m < group_size; ++m) {
         indexes_.push_back(std::make_unique<GraphIndex>(keys_.data(), n, head_dim,
                                                         train_queries + m * n_train * head_dim, n_train,
-                                                        params.graph));
+                                                        params.graph, nullptr, 0, appended_));
         answers_.emplace_back(params.warm_history);
       }
       break;
@@ -60,11 +62,15 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
 void HeadShard::append(const float* key, const float* value, const float* member_queries) {
   store_.append(key, value, 1);
   if (graph_tail_) {
-    // Each graph keeps its own tail and merges it into its adjacency in the background (graph_index.h);
-    // its ids continue n, n + 1, ... like the store's rows.
+    // The key goes into the group's arena once; each graph takes it into its own tail and merges it
+    // into its adjacency in the background (graph_index.h). Ids continue n, n + 1, ... like the store's.
+    RA_REQUIRE(appended_->size() < appended_->max_rows(),
+               "head shard: {} evicted tokens fill the graphs' arena (GraphBuildParams::append_capacity)",
+               appended_->max_rows());
+    appended_->append(key);
     for (size_t m = 0; m < indexes_.size(); ++m) {
       const float* q = member_queries ? member_queries + static_cast<int64_t>(m) * head_dim_ : nullptr;
-      static_cast<GraphIndex*>(indexes_[m].get())->append(key, q);
+      static_cast<GraphIndex*>(indexes_[m].get())->adopt_next_row(q);
     }
     return;
   }
@@ -117,7 +123,8 @@ float HeadShard::search_attend(int member, const float* q, const SearchParams& p
 }
 
 size_t HeadShard::memory_bytes() const {
-  size_t bytes = (keys_.capacity() + tail_keys_.capacity()) * sizeof(float) + store_.memory_bytes();
+  size_t bytes = (keys_.capacity() + tail_keys_.capacity()) * sizeof(float) + store_.memory_bytes() +
+                 (appended_ ? appended_->bytes() : 0);
   for (const auto& index : indexes_) bytes += index->memory_bytes();
   return bytes;
 }

@@ -4,9 +4,10 @@
 //
 // Rows: the build's n keys are rows [0, n) (sequence positions first_position + i); evicted tokens are
 // appended as rows n, n + 1, ... in eviction order. Key-only indexes cover rows [0, n) and the shard
-// scans the rows [n, size()) exactly as a flat tail, merging both results; the graph takes appended
-// rows itself (its own flat tail, merged into the graph in the background past
-// graph.merge_threshold). Either way every row is searched exactly once.
+// scans the rows [n, size()) exactly as a flat tail, merging both results; the graphs take appended
+// rows themselves (each its own flat tail, merged into the graph in the background past
+// graph.merge_threshold), reading the keys from one RowArena the group's graphs share. Either way every
+// row is searched exactly once.
 //
 // Indexes: the graph is built per query head from that head's training queries (the paper's layout);
 // the key-only indexes (flat, IVF, HNSW) are built once per kv head and shared by its group.
@@ -78,6 +79,7 @@ class HeadShard {
   KvStore store_;                   // every row, in the model's dtype, for the attention itself
   std::vector<std::unique_ptr<KeyIndex>> indexes_;  // one per member (kGraph) or one shared; empty if n == 0
   bool graph_tail_ = false;                          // appended rows go to the graphs, not tail_keys_
+  std::shared_ptr<RowArena> appended_;               // kGraph: the appended keys, shared by the graphs
   std::vector<AnswerHistory> answers_;               // per member: seeds of its next graph search
 };
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <atomic>
+#include <memory>
 #include <cstdio>
 #include <numeric>
 #include <random>
@@ -513,6 +514,62 @@ TEST(GraphIndex, ConcurrentSearchesDuringBackgroundMergesStayExact) {
   EXPECT_EQ(reachable_from_entry(index), index.graph_size());
   std::printf("%d searches during merges; graph %lld keys, tail %lld\n", searches.load(),
               static_cast<long long>(index.graph_size()), static_cast<long long>(index.tail_size()));
+}
+
+// The query heads of a kv group share one arena of appended keys (HeadShard): the owner appends each
+// key once and every graph adopts it. Ids, merged graphs and answers are those of graphs that copy the
+// keys into arenas of their own, and the arena holds each key once.
+TEST(GraphIndex, SharedArenaGivesWhatOwnArenasGive) {
+  const OodData d = make_ood(2300, 32, 1200, 20, 29);
+  const int64_t n0 = 2000;
+  GraphBuildParams p;
+  p.M = 16;
+  p.Kq = 40;
+  p.threads = 1;
+  const float* train[2] = {d.train.data(), d.train.data() + 600 * d.dim};  // two heads, 600 queries each
+  auto arena = std::make_shared<RowArena>(d.dim, 1000);
+  std::vector<std::unique_ptr<GraphIndex>> shared, own;
+  for (int h = 0; h < 2; ++h) {
+    shared.push_back(std::make_unique<GraphIndex>(d.keys.data(), n0, d.dim, train[h], 400, p, nullptr, 0, arena));
+    own.push_back(std::make_unique<GraphIndex>(d.keys.data(), n0, d.dim, train[h], 400, p));
+  }
+  EXPECT_THROW(shared[0]->append(d.keys.data() + n0 * d.dim), ra::Error);  // the owner appends
+  EXPECT_THROW(shared[0]->adopt_next_row(), ra::Error);                    // nothing to adopt yet
+  EXPECT_THROW(own[0]->adopt_next_row(), ra::Error);
+  for (int64_t i = n0; i < d.n; ++i) {
+    arena->append(d.keys.data() + i * d.dim);
+    for (int h = 0; h < 2; ++h) {
+      const float* q = train[h] + (400 + (i - n0) % 200) * d.dim;  // the token's own query for head h
+      EXPECT_EQ(shared[h]->adopt_next_row(q), i);
+      EXPECT_EQ(own[h]->append(d.keys.data() + i * d.dim, q), i);
+    }
+    if (i == n0 + 150) {  // half the keys merged, half left in the tail
+      for (int h = 0; h < 2; ++h) {
+        shared[h]->merge_tail();
+        own[h]->merge_tail();
+      }
+    }
+  }
+  EXPECT_EQ(arena->size(), d.n - n0);
+  const int k = 20;
+  std::vector<int64_t> a(k), b(k);
+  std::vector<float> sa(k), sb(k);
+  for (int h = 0; h < 2; ++h) {
+    EXPECT_EQ(shared[h]->tail_size(), 149);
+    EXPECT_TRUE(shared[h]->adjacency() == own[h]->adjacency()) << "head " << h;
+    for (int64_t t = 0; t < 20; ++t) {
+      const float* q = d.test.data() + t * d.dim;
+      const int ga = shared[h]->search(q, SearchParams{.k = k, .ef = 64}, a.data(), sa.data(), nullptr);
+      const int gb = own[h]->search(q, SearchParams{.k = k, .ef = 64}, b.data(), sb.data(), nullptr);
+      ASSERT_EQ(ga, gb);
+      EXPECT_TRUE(std::equal(a.begin(), a.begin() + ga, b.begin())) << "head " << h << " query " << t;
+    }
+    shared[h]->merge_tail();
+    EXPECT_EQ(shared[h]->graph_size(), d.n);
+    EXPECT_EQ(reachable_from_entry(*shared[h]), d.n);
+  }
+  // A shared arena must start empty: its rows are ids n, n + 1, ... of every index on it.
+  EXPECT_THROW(GraphIndex(d.keys.data(), n0, d.dim, train[0], 400, p, nullptr, 0, arena), ra::Error);
 }
 
 TEST(GraphIndex, SeedsAreScoredSoTheExactAnswerAsSeedsIsFound) {

@@ -1,10 +1,12 @@
 // HeadShard: one (layer, kv head) of a retriever. Here: the answer history that seeds each graph search
-// with the member's previous answers (ShardIndexParams::warm_history).
+// with the member's previous answers (ShardIndexParams::warm_history), and evicted keys held once for
+// the whole group.
 
 #include "cpu_retriever/head_shard.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -70,6 +72,46 @@ TEST(HeadShard, WarmHistorySeedsTheNextSearchWithTheLastAnswer) {
     EXPECT_GE(warm_narrow, warm_wide - 1e-5f) << "test query " << t;
   }
   EXPECT_GT(cold_lost, 0);  // so the warm shard's narrow searches kept the keys only through their seeds
+}
+
+// Evicted tokens go to the group's one arena: each query head's graph reads the keys in place, so a
+// shard of 4 members grows by exactly what a shard of 1 grows by, and every member still finds them.
+TEST(HeadShard, EvictedKeysAreHeldOnceForTheGroup) {
+  const Data d = make_data(600, 32, 4 * 200, 4, 11);
+  const int64_t n = 400, evicted = 200;
+  ShardIndexParams p;
+  p.kind = IndexKind::kGraph;
+  p.graph.M = 12;
+  p.graph.Kq = 32;
+  p.graph.threads = 1;
+  size_t grown[2] = {0, 0};
+  for (int group : {1, 4}) {
+    HeadShard shard(d.dim, KvDtype::kF32, d.keys.data(), d.values.data(), n, group, d.train.data(), 200, p);
+    const size_t before = shard.memory_bytes();
+    for (int64_t i = n; i < n + evicted; ++i) shard.append(d.keys.data() + i * d.dim, d.values.data() + i * d.dim);
+    EXPECT_EQ(shard.size(), n + evicted);
+    grown[group == 1 ? 0 : 1] = shard.memory_bytes() - before;
+
+    // At an exhaustive beam every member's top-k is brute force over all 600 rows, tail included.
+    const float* q = d.keys.data() + 599 * d.dim;
+    std::vector<std::pair<float, int64_t>> all;
+    for (int64_t i = 0; i < n + evicted; ++i) {
+      float s = 0;
+      for (int64_t j = 0; j < d.dim; ++j) s += q[j] * d.keys[i * d.dim + j];
+      all.push_back({-s, i});
+    }
+    std::partial_sort(all.begin(), all.begin() + 8, all.end());
+    ASSERT_TRUE(std::any_of(all.begin(), all.begin() + 8, [&](const auto& e) { return e.second >= n; }));
+    std::vector<float> o(d.dim);
+    ShardScratch scratch;
+    for (int m = 0; m < group; ++m) {
+      shard.search_attend(m, q, SearchParams{.k = 8, .ef = 1000}, 1.0f, scratch, o.data(), nullptr);
+      for (int r = 0; r < 8; ++r) EXPECT_EQ(scratch.merged_ids[r], all[r].second) << "member " << m << " rank " << r;
+    }
+  }
+  const size_t key_rows = static_cast<size_t>(evicted * d.dim) * sizeof(float);
+  EXPECT_GE(grown[0], key_rows * 3);  // the f32 store's key and value, and the arena's key
+  EXPECT_EQ(grown[1], grown[0]) << "evicted keys copied per member";
 }
 
 }  // namespace

@@ -1,0 +1,89 @@
+// RowArena: appended rows never move, are all there, and are readable while more arrive.
+
+#include "common/error.h"
+#include "cpu_retriever/row_arena.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace ra::retriever {
+namespace {
+
+float value(int64_t row, int64_t j) { return static_cast<float>(row * 1000 + j); }
+
+std::vector<float> make_row(int64_t row, int64_t dim) {
+  std::vector<float> r(dim);
+  for (int64_t j = 0; j < dim; ++j) r[j] = value(row, j);
+  return r;
+}
+
+TEST(RowArena, RowsStayWhereTheyWereAppended) {
+  const int64_t dim = 128, rows = 5000;  // about 2.4 MiB: many commit steps
+  RowArena arena(dim, rows);
+  EXPECT_EQ(arena.size(), 0);
+  EXPECT_EQ(arena.bytes(), 0u);
+  const float* base = arena.data();
+  const float* first = nullptr;
+  for (int64_t i = 0; i < rows; ++i) {
+    EXPECT_EQ(arena.append(make_row(i, dim).data()), i);
+    if (i == 0) first = arena.row(0);
+  }
+  EXPECT_EQ(arena.data(), base);
+  EXPECT_EQ(arena.row(0), first);
+  EXPECT_EQ(arena.size(), rows);
+  for (int64_t i = 0; i < rows; ++i) {
+    ASSERT_EQ(std::memcmp(arena.row(i), make_row(i, dim).data(), dim * sizeof(float)), 0) << "row " << i;
+  }
+  const size_t used = static_cast<size_t>(rows * dim) * sizeof(float);
+  EXPECT_GE(arena.bytes(), used);
+  EXPECT_LT(arena.bytes(), used + (size_t{256} << 10));  // committed as it grows, not up front
+}
+
+TEST(RowArena, FullArenaAndBadSizesThrowByName) {
+  RowArena arena(4, 3);
+  const float row[4] = {1, 2, 3, 4};
+  for (int i = 0; i < 3; ++i) arena.append(row);
+  try {
+    arena.append(row);
+    FAIL() << "a fourth row fit in an arena of 3";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("full at 3 rows"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(arena.size(), 3);
+  EXPECT_THROW(RowArena(0, 10), Error);
+  EXPECT_THROW(RowArena(4, 0), Error);
+}
+
+// One writer, one reader: every row the reader sees counted in size() holds its full contents.
+TEST(RowArena, ReadersSeeEveryPublishedRowWhole) {
+  const int64_t dim = 64, rows = 20000;
+  RowArena arena(dim, rows);
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> bad{0}, checks{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      const int64_t n = arena.size();
+      if (n == 0) continue;
+      const int64_t i = n - 1;  // the newest row: the one most likely to be torn
+      for (int64_t j = 0; j < dim; ++j) {
+        if (arena.row(i)[j] != value(i, j)) {
+          bad.fetch_add(1);
+          break;
+        }
+      }
+      checks.fetch_add(1);
+    }
+  });
+  for (int64_t i = 0; i < rows; ++i) arena.append(make_row(i, dim).data());
+  done.store(true);
+  reader.join();
+  EXPECT_EQ(bad.load(), 0) << "of " << checks.load();
+  EXPECT_GT(checks.load(), 0);
+}
+
+}  // namespace
+}  // namespace ra::retriever
