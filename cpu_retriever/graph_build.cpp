@@ -1,6 +1,6 @@
 #include "cpu_retriever/graph_build.h"
 
-#include "cpu_retriever/flat_index.h"
+#include "cpu_retriever/blas_top_k.h"
 
 #include <omp.h>
 
@@ -336,8 +336,8 @@ std::vector<int64_t> exact_topk_ip(const float* keys, int64_t n, int64_t dim, co
                                    int64_t nq, int64_t k, int threads) {
   std::vector<int64_t> ids(static_cast<size_t>(nq * k));
   std::vector<float> scores(ids.size());
-  exact_top_k_batch(queries, nq, keys, n, dim, static_cast<int>(k), ids.data(), scores.data(),
-                    resolve_threads(threads));
+  blas_top_k_batch(queries, nq, keys, n, dim, static_cast<int>(k), ids.data(), scores.data(),
+                   resolve_threads(threads));
   return ids;  // padded with -1 when k > n
 }
 

@@ -12,8 +12,9 @@
 
 namespace ra::retriever {
 
-// Step 1. Exact top-k keys of each query by inner product, best first (ties: lower id).
-// keys: [n][dim], queries: [nq][dim] float32. Returns [nq][k] int64, padded with -1 when k > n.
+// Step 1. Exact top-k keys of each query by inner product, best first (ties: lower id), scored by
+// blocked BLAS (blas_top_k.h). keys: [n][dim], queries: [nq][dim] float32. Returns [nq][k] int64,
+// padded with -1 when k > n.
 std::vector<int64_t> exact_topk_ip(const float* keys, int64_t n, int64_t dim, const float* queries,
                                    int64_t nq, int64_t k, int threads);
 

@@ -1,0 +1,79 @@
+// blas_top_k_batch (the graph build's training lists) against exact_top_k_batch (the ground truth):
+// the same keys up to rounding near ties, and results that do not depend on the thread count.
+
+#include "common/error.h"
+#include "cpu_retriever/blas_top_k.h"
+#include "cpu_retriever/flat_index.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+namespace ra::retriever {
+namespace {
+
+std::vector<float> random_matrix(int64_t rows, int64_t dim, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> m(static_cast<size_t>(rows * dim));
+  for (auto& x : m) x = g(rng);
+  return m;
+}
+
+// Key blocks of 2048 and query blocks of 64 with remainders on both sides.
+TEST(BlasTopK, MatchesTheExactScanUpToRoundingAtTies) {
+  const int64_t n = 5000, dim = 40, nq = 150;
+  const int k = 50;
+  const auto keys = random_matrix(n, dim, 1);
+  const auto queries = random_matrix(nq, dim, 2);
+  std::vector<int64_t> ids(nq * k), ref_ids(nq * k);
+  std::vector<float> scores(nq * k), ref_scores(nq * k);
+  blas_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, ids.data(), scores.data(), 2);
+  exact_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, ref_ids.data(), ref_scores.data(), 2);
+  int64_t swapped = 0;
+  for (int64_t i = 0; i < nq * k; ++i) {
+    EXPECT_NEAR(scores[i], ref_scores[i], 1e-4f * (1.f + std::fabs(ref_scores[i]))) << "slot " << i;
+    if (ids[i] != ref_ids[i]) {
+      ++swapped;  // only where two keys score alike to rounding
+      const float other = [&] {
+        const float* q = queries.data() + (i / k) * dim;
+        const float* key = keys.data() + ids[i] * dim;
+        double s = 0;
+        for (int64_t j = 0; j < dim; ++j) s += double(q[j]) * key[j];
+        return static_cast<float>(s);
+      }();
+      EXPECT_NEAR(other, ref_scores[i], 1e-4f * (1.f + std::fabs(ref_scores[i]))) << "slot " << i;
+    }
+  }
+  EXPECT_LE(swapped, nq * k / 100);
+}
+
+TEST(BlasTopK, SameResultForAnyThreadCountAndPadsPastN) {
+  const int64_t n = 3000, dim = 32, nq = 200;
+  const int k = 20;
+  const auto keys = random_matrix(n, dim, 3);
+  const auto queries = random_matrix(nq, dim, 4);
+  std::vector<int64_t> a(nq * k), b(nq * k);
+  std::vector<float> sa(nq * k), sb(nq * k);
+  blas_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, a.data(), sa.data(), 1);
+  blas_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, b.data(), sb.data(), 3);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(sa, sb);
+
+  std::vector<int64_t> few(2 * 5);
+  std::vector<float> few_scores(2 * 5);
+  blas_top_k_batch(queries.data(), 2, keys.data(), 3, dim, 5, few.data(), few_scores.data(), 2);
+  for (int64_t i = 0; i < 2; ++i) {
+    for (int r = 0; r < 3; ++r) EXPECT_GE(few[i * 5 + r], 0);
+    for (int r = 3; r < 5; ++r) {
+      EXPECT_EQ(few[i * 5 + r], -1);
+      EXPECT_TRUE(std::isinf(few_scores[i * 5 + r]));
+    }
+  }
+  EXPECT_THROW(blas_top_k_batch(queries.data(), 2, keys.data(), n, 0, k, a.data(), sa.data(), 1), Error);
+}
+
+}  // namespace
+}  // namespace ra::retriever
