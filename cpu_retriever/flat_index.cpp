@@ -34,8 +34,10 @@ int exact_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k
   const int64_t kk = std::min<int64_t>(k, n);
   if (kk == 0) return 0;
 
-  // Bounded heap whose front is the worst hit kept (std heap with `better` as less-than).
-  std::vector<Hit> heap;
+  // Bounded heap whose front is the worst hit kept (std heap with `better` as less-than). One per
+  // thread, reused: a flat search runs per query head on every decode step.
+  thread_local std::vector<Hit> heap;
+  heap.clear();
   heap.reserve(static_cast<size_t>(kk));
   for (int64_t i = 0; i < n; ++i) {
     const Hit h{dot_f32(q, keys + i * dim, dim), i};
