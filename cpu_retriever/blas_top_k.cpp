@@ -2,6 +2,9 @@
 
 #include <cblas.h>
 #include <omp.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <limits>
@@ -12,16 +15,33 @@
 namespace ra::retriever {
 namespace {
 
-// 64 queries × 2048 keys of scores: 512 KiB per thread, and a key block of 1 MiB at dim 128.
-constexpr int64_t kQueryBlock = 64;
+// 256 queries × 2048 keys of scores: 2 MiB per thread (large query blocks amortise sgemm packing the
+// key block), and a key block of 1 MiB at dim 128.
+constexpr int64_t kQueryBlock = 256;
 constexpr int64_t kKeyBlock = 2048;
+
+constexpr int64_t kLanes = 16;
+
+// Whether any of s[0, 16) is at least bar (NaN is not).
+inline bool any_at_least(const float* s, float bar) {
+#if defined(__SSE2__)
+  const __m128 b = _mm_set1_ps(bar);
+  const __m128 m = _mm_or_ps(_mm_or_ps(_mm_cmpge_ps(_mm_loadu_ps(s), b), _mm_cmpge_ps(_mm_loadu_ps(s + 4), b)),
+                             _mm_or_ps(_mm_cmpge_ps(_mm_loadu_ps(s + 8), b), _mm_cmpge_ps(_mm_loadu_ps(s + 12), b)));
+  return _mm_movemask_ps(m) != 0;
+#else
+  bool any = false;
+  for (int64_t u = 0; u < kLanes; ++u) any = any || s[u] >= bar;
+  return any;
+#endif
+}
 
 struct Hit {
   float score;
   int64_t id;
 };
 
-// a ranks before b: higher score, then lower id. As a heap's less-than, the front is the worst kept.
+// a ranks before b: higher score, then lower id.
 bool better(const Hit& a, const Hit& b) { return a.score > b.score || (a.score == b.score && a.id < b.id); }
 
 }  // namespace
@@ -37,41 +57,64 @@ void blas_top_k_batch(const float* queries, int64_t nq, const float* keys, int64
 #pragma omp parallel num_threads(threads > 0 ? threads : omp_get_max_threads())
   {
     std::vector<float> scores(static_cast<size_t>(kQueryBlock * kKeyBlock));
-    std::vector<std::vector<Hit>> heaps(static_cast<size_t>(kQueryBlock));
-    for (auto& h : heaps) h.reserve(static_cast<size_t>(kk));
+    // Per query of the block: candidates that may still make its top kk, at most 2 kk of them, and the
+    // score a new key must beat once the candidates have been cut to kk (the worst kept).
+    std::vector<std::vector<Hit>> cands(static_cast<size_t>(kQueryBlock));
+    for (auto& c : cands) c.reserve(static_cast<size_t>(2 * kk));
+    std::vector<Hit> bar(static_cast<size_t>(kQueryBlock));
+    // Keeps the best kk of c, in no particular order, and returns the worst kept.
+    auto cut = [kk](std::vector<Hit>& c) {
+      std::nth_element(c.begin(), c.begin() + (kk - 1), c.end(), better);
+      c.resize(static_cast<size_t>(kk));
+      return c[static_cast<size_t>(kk - 1)];
+    };
+    const int64_t key_blocks = (n + kKeyBlock - 1) / kKeyBlock;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t q0 = b * kQueryBlock, rows = std::min(kQueryBlock, nq - q0);
-      for (int64_t r = 0; r < rows; ++r) heaps[r].clear();
-      for (int64_t k0 = 0; k0 < n; k0 += kKeyBlock) {
+      for (int64_t r = 0; r < rows; ++r) {
+        cands[r].clear();
+        bar[r] = {-std::numeric_limits<float>::infinity(), std::numeric_limits<int64_t>::max()};
+      }
+      // Training rows come in sequence order (prefill queries, then keys), and their best keys are
+      // mostly near their own position: starting there raises each bar early, so fewer keys enter.
+      const int64_t first = std::min(key_blocks - 1, q0 * n / nq / kKeyBlock);
+      for (int64_t t = 0; t < key_blocks; ++t) {
+        const int64_t k0 = (first + t) % key_blocks * kKeyBlock;
         const int64_t cols = std::min(kKeyBlock, n - k0);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(cols),
                     static_cast<int>(dim), 1.0f, queries + q0 * dim, static_cast<int>(dim), keys + k0 * dim,
                     static_cast<int>(dim), 0.0f, scores.data(), static_cast<int>(cols));
         for (int64_t r = 0; r < rows; ++r) {
-          auto& heap = heaps[r];
+          auto& c = cands[r];
           const float* s = scores.data() + r * cols;
-          for (int64_t c = 0; c < cols; ++c) {
-            const Hit h{s[c], k0 + c};
-            if (static_cast<int64_t>(heap.size()) < kk) {
-              heap.push_back(h);
-              std::push_heap(heap.begin(), heap.end(), better);
-            } else if (better(h, heap.front())) {
-              std::pop_heap(heap.begin(), heap.end(), better);
-              heap.back() = h;
-              std::push_heap(heap.begin(), heap.end(), better);
-            }
+          Hit worst = bar[r];
+          auto offer = [&](int64_t j) {
+            const Hit h{s[j], k0 + j};
+            if (!better(h, worst)) return;
+            c.push_back(h);
+            if (static_cast<int64_t>(c.size()) == 2 * kk) worst = cut(c);
+          };
+          // Only a key that ranks before the worst kept can enter, and most do not: test 16 scores at a
+          // time against its score, then one by one.
+          int64_t j = 0;
+          for (; j + kLanes <= cols; j += kLanes) {
+            if (!any_at_least(s + j, worst.score)) continue;
+            for (int64_t u = 0; u < kLanes; ++u) offer(j + u);
           }
+          for (; j < cols; ++j) offer(j);
+          bar[r] = worst;
         }
       }
       for (int64_t r = 0; r < rows; ++r) {
-        auto& heap = heaps[r];
-        std::sort_heap(heap.begin(), heap.end(), better);
+        auto& c = cands[r];
+        if (static_cast<int64_t>(c.size()) > kk) cut(c);
+        std::sort(c.begin(), c.end(), better);
         int64_t* ids = ids_out + (q0 + r) * k;
         float* out = scores_out + (q0 + r) * k;
         for (int64_t j = 0; j < k; ++j) {
-          ids[j] = j < kk ? heap[static_cast<size_t>(j)].id : -1;
-          out[j] = j < kk ? heap[static_cast<size_t>(j)].score : -std::numeric_limits<float>::infinity();
+          ids[j] = j < kk ? c[static_cast<size_t>(j)].id : -1;
+          out[j] = j < kk ? c[static_cast<size_t>(j)].score : -std::numeric_limits<float>::infinity();
         }
       }
     }

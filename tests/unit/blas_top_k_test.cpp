@@ -50,6 +50,25 @@ TEST(BlasTopK, MatchesTheExactScanUpToRoundingAtTies) {
   EXPECT_LE(swapped, nq * k / 100);
 }
 
+// Small integer components make every score exact, whatever the summation order, and full of ties:
+// the order must then be exactly exact_top_k_batch's (higher score, then lower id), although the scan
+// starts in the middle of the keys for most query blocks.
+TEST(BlasTopK, ExactTiesBreakByLowerIdAsTheExactScanDoes) {
+  const int64_t n = 5000, dim = 8, nq = 600;
+  const int k = 30;
+  std::mt19937_64 rng(5);
+  std::uniform_int_distribution<int> small(-2, 2);
+  std::vector<float> keys(n * dim), queries(nq * dim);
+  for (auto& x : keys) x = static_cast<float>(small(rng));
+  for (auto& x : queries) x = static_cast<float>(small(rng));
+  std::vector<int64_t> ids(nq * k), ref_ids(nq * k);
+  std::vector<float> scores(nq * k), ref_scores(nq * k);
+  blas_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, ids.data(), scores.data(), 2);
+  exact_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, ref_ids.data(), ref_scores.data(), 2);
+  EXPECT_EQ(ids, ref_ids);
+  EXPECT_EQ(scores, ref_scores);
+}
+
 TEST(BlasTopK, SameResultForAnyThreadCountAndPadsPastN) {
   const int64_t n = 3000, dim = 32, nq = 200;
   const int k = 20;
