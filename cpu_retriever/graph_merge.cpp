@@ -1,6 +1,7 @@
 #include "cpu_retriever/graph_merge.h"
 
 #include "common/error.h"
+#include "cpu_retriever/blas_top_k.h"
 #include "cpu_retriever/graph_build.h"
 
 #include <omp.h>
@@ -75,18 +76,31 @@ GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, 
   const int64_t n_queries = static_cast<int64_t>(queries.size()) / keys.dim;
   if (n_queries > 0) {
     const int64_t width = std::min<int64_t>(params.Kq, total);
+    // Each block of rows (the build's keys, then the merged ones) by blocked BLAS, then the two lists
+    // merged per query: the block ids of the second are offset by n_base.
+    const int64_t n_base = std::min<int64_t>(keys.n_base, total), n_extra = total - n_base;
+    const auto w = static_cast<size_t>(width);
+    std::vector<int64_t> base_ids(n_queries * w), extra_ids(n_queries * w);
+    std::vector<float> base_scores(n_queries * w), extra_scores(n_queries * w);
+    blas_top_k_batch(queries.data(), n_queries, keys.base, n_base, keys.dim, static_cast<int>(width), base_ids.data(),
+                     base_scores.data(), threads);
+    if (n_extra > 0) {
+      blas_top_k_batch(queries.data(), n_queries, keys.extra, n_extra, keys.dim, static_cast<int>(width),
+                       extra_ids.data(), extra_scores.data(), threads);
+    }
     std::vector<std::vector<uint32_t>> lists(static_cast<size_t>(n_queries));
-#pragma omp parallel num_threads(threads)
-    {
-      std::vector<Scored> all(static_cast<size_t>(total));
-#pragma omp for schedule(dynamic, 4)
-      for (int64_t q = 0; q < n_queries; ++q) {
-        const float* qv = queries.data() + q * keys.dim;
-        for (int64_t i = 0; i < total; ++i) {
-          all[i] = {dot_f32(qv, keys.row(static_cast<uint32_t>(i)), keys.dim), static_cast<uint32_t>(i)};
-        }
-        std::partial_sort(all.begin(), all.begin() + width, all.end(), better);
-        for (int64_t i = 0; i < width; ++i) lists[q].push_back(all[i].id);
+    for (int64_t q = 0; q < n_queries; ++q) {
+      size_t a = 0, b = 0;
+      const size_t row = static_cast<size_t>(q) * w;
+      auto valid = [&](const std::vector<int64_t>& ids, size_t i) { return i < w && ids[row + i] >= 0; };
+      while (lists[q].size() < w && (valid(base_ids, a) || (n_extra > 0 && valid(extra_ids, b)))) {
+        const bool take_extra =
+            n_extra > 0 && valid(extra_ids, b) &&
+            (!valid(base_ids, a) ||
+             better(Scored{extra_scores[row + b], static_cast<uint32_t>(n_base + extra_ids[row + b])},
+                    Scored{base_scores[row + a], static_cast<uint32_t>(base_ids[row + a])}));
+        lists[q].push_back(take_extra ? static_cast<uint32_t>(n_base + extra_ids[row + b++])
+                                      : static_cast<uint32_t>(base_ids[row + a++]));
       }
     }
     project_onto(keys, norms.data(), adj, lists, cap, params, threads);
