@@ -22,16 +22,34 @@ std::vector<float> random_matrix(int64_t rows, int64_t dim, uint64_t seed) {
   return m;
 }
 
-// Key blocks of 2048 and query blocks of 64 with remainders on both sides.
+// One function's [nq][k] answer.
+struct Lists {
+  std::vector<int64_t> ids;
+  std::vector<float> scores;
+};
+
+Lists blas_lists(const std::vector<float>& queries, const std::vector<float>& keys, int64_t dim, int k, int threads) {
+  const int64_t nq = static_cast<int64_t>(queries.size()) / dim, n = static_cast<int64_t>(keys.size()) / dim;
+  Lists out{std::vector<int64_t>(nq * k), std::vector<float>(nq * k)};
+  blas_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, out.ids.data(), out.scores.data(), threads);
+  return out;
+}
+
+Lists exact_lists(const std::vector<float>& queries, const std::vector<float>& keys, int64_t dim, int k) {
+  const int64_t nq = static_cast<int64_t>(queries.size()) / dim, n = static_cast<int64_t>(keys.size()) / dim;
+  Lists out{std::vector<int64_t>(nq * k), std::vector<float>(nq * k)};
+  exact_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, out.ids.data(), out.scores.data(), 2);
+  return out;
+}
+
+// Key blocks of 2048 and query blocks of 256 with remainders on both sides.
 TEST(BlasTopK, MatchesTheExactScanUpToRoundingAtTies) {
-  const int64_t n = 5000, dim = 40, nq = 150;
+  const int64_t n = 5000, dim = 40, nq = 300;
   const int k = 50;
   const auto keys = random_matrix(n, dim, 1);
   const auto queries = random_matrix(nq, dim, 2);
-  std::vector<int64_t> ids(nq * k), ref_ids(nq * k);
-  std::vector<float> scores(nq * k), ref_scores(nq * k);
-  blas_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, ids.data(), scores.data(), 2);
-  exact_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, ref_ids.data(), ref_scores.data(), 2);
+  const auto [ids, scores] = blas_lists(queries, keys, dim, k, 2);
+  const auto [ref_ids, ref_scores] = exact_lists(queries, keys, dim, k);
   int64_t swapped = 0;
   for (int64_t i = 0; i < nq * k; ++i) {
     EXPECT_NEAR(scores[i], ref_scores[i], 1e-4f * (1.f + std::fabs(ref_scores[i]))) << "slot " << i;
@@ -61,25 +79,19 @@ TEST(BlasTopK, ExactTiesBreakByLowerIdAsTheExactScanDoes) {
   std::vector<float> keys(n * dim), queries(nq * dim);
   for (auto& x : keys) x = static_cast<float>(small(rng));
   for (auto& x : queries) x = static_cast<float>(small(rng));
-  std::vector<int64_t> ids(nq * k), ref_ids(nq * k);
-  std::vector<float> scores(nq * k), ref_scores(nq * k);
-  blas_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, ids.data(), scores.data(), 2);
-  exact_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, ref_ids.data(), ref_scores.data(), 2);
-  EXPECT_EQ(ids, ref_ids);
-  EXPECT_EQ(scores, ref_scores);
+  const Lists got = blas_lists(queries, keys, dim, k, 2), ref = exact_lists(queries, keys, dim, k);
+  EXPECT_EQ(got.ids, ref.ids);
+  EXPECT_EQ(got.scores, ref.scores);
 }
 
 TEST(BlasTopK, SameResultForAnyThreadCountAndPadsPastN) {
-  const int64_t n = 3000, dim = 32, nq = 200;
+  const int64_t n = 3000, dim = 32, nq = 600;  // three query blocks, so 3 threads split them
   const int k = 20;
   const auto keys = random_matrix(n, dim, 3);
   const auto queries = random_matrix(nq, dim, 4);
-  std::vector<int64_t> a(nq * k), b(nq * k);
-  std::vector<float> sa(nq * k), sb(nq * k);
-  blas_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, a.data(), sa.data(), 1);
-  blas_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, b.data(), sb.data(), 3);
-  EXPECT_EQ(a, b);
-  EXPECT_EQ(sa, sb);
+  const Lists one = blas_lists(queries, keys, dim, k, 1), three = blas_lists(queries, keys, dim, k, 3);
+  EXPECT_EQ(one.ids, three.ids);
+  EXPECT_EQ(one.scores, three.scores);
 
   std::vector<int64_t> few(2 * 5);
   std::vector<float> few_scores(2 * 5);
@@ -91,7 +103,7 @@ TEST(BlasTopK, SameResultForAnyThreadCountAndPadsPastN) {
       EXPECT_TRUE(std::isinf(few_scores[i * 5 + r]));
     }
   }
-  EXPECT_THROW(blas_top_k_batch(queries.data(), 2, keys.data(), n, 0, k, a.data(), sa.data(), 1), Error);
+  EXPECT_THROW(blas_top_k_batch(queries.data(), 2, keys.data(), 3, 0, 5, few.data(), few_scores.data(), 1), Error);
 }
 
 }  // namespace
