@@ -7,6 +7,7 @@
 #endif
 
 #include <algorithm>
+#include <cstddef>
 #include <limits>
 #include <vector>
 
@@ -48,6 +49,11 @@ bool better(const Hit& a, const Hit& b) { return a.score > b.score || (a.score =
 
 void blas_top_k_batch(const float* queries, int64_t nq, const float* keys, int64_t n, int64_t dim, int k,
                       int64_t* ids_out, float* scores_out, int threads) {
+  blas_top_k_batch(queries, nq, keys, KvDtype::kF32, n, dim, k, ids_out, scores_out, threads);
+}
+
+void blas_top_k_batch(const float* queries, int64_t nq, const void* keys, KvDtype dtype, int64_t n, int64_t dim,
+                      int k, int64_t* ids_out, float* scores_out, int threads) {
   RA_REQUIRE(nq >= 0 && n >= 0 && dim > 0 && k >= 0, "blas_top_k_batch: bad shape nq={} n={} dim={} k={}", nq, n,
              dim, k);
   if (nq == 0 || k == 0) return;
@@ -57,6 +63,9 @@ void blas_top_k_batch(const float* queries, int64_t nq, const float* keys, int64
 #pragma omp parallel num_threads(threads > 0 ? threads : omp_get_max_threads())
   {
     std::vector<float> scores(static_cast<size_t>(kQueryBlock * kKeyBlock));
+    // 16-bit keys: each key block widened to float32 for sgemm (exact; 1/256 of the block's work).
+    std::vector<float> widened(dtype == KvDtype::kF32 ? 0 : static_cast<size_t>(kKeyBlock * dim));
+    const size_t row_bytes = static_cast<size_t>(dim) * kv_dtype_bytes(dtype);
     // Per query of the block: candidates that may still make its top kk, at most 2 kk of them, and the
     // score a new key must beat once the candidates have been cut to kk (the worst kept).
     std::vector<std::vector<Hit>> cands(static_cast<size_t>(kQueryBlock));
@@ -82,8 +91,14 @@ void blas_top_k_batch(const float* queries, int64_t nq, const float* keys, int64
       for (int64_t t = 0; t < key_blocks; ++t) {
         const int64_t k0 = (first + t) % key_blocks * kKeyBlock;
         const int64_t cols = std::min(kKeyBlock, n - k0);
+        const void* block = static_cast<const std::byte*>(keys) + static_cast<size_t>(k0) * row_bytes;
+        const float* key_block = static_cast<const float*>(block);
+        if (dtype != KvDtype::kF32) {
+          widen_row(dtype, block, cols * dim, widened.data());
+          key_block = widened.data();
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(cols),
-                    static_cast<int>(dim), 1.0f, queries + q0 * dim, static_cast<int>(dim), keys + k0 * dim,
+                    static_cast<int>(dim), 1.0f, queries + q0 * dim, static_cast<int>(dim), key_block,
                     static_cast<int>(dim), 0.0f, scores.data(), static_cast<int>(cols));
         for (int64_t r = 0; r < rows; ++r) {
           auto& c = cands[r];

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "cpu_retriever/kv_dtype.h"
+
 namespace ra::retriever {
 
 // queries: [nq][dim], keys: [n][dim] float32. ids_out, scores_out: [nq][k], row i best first (higher
@@ -17,5 +19,10 @@ namespace ra::retriever {
 // (it runs inside the OpenMP threads). Throws ra::Error on bad shapes.
 void blas_top_k_batch(const float* queries, int64_t nq, const float* keys, int64_t n, int64_t dim, int k,
                       int64_t* ids_out, float* scores_out, int threads);
+
+// The same over keys stored as dtype (kv_dtype.h): [n][dim] elements at keys. 16-bit rows are widened
+// exactly, a key block at a time, so the lists equal those over the widened float32 copy.
+void blas_top_k_batch(const float* queries, int64_t nq, const void* keys, KvDtype dtype, int64_t n, int64_t dim,
+                      int k, int64_t* ids_out, float* scores_out, int threads);
 
 }  // namespace ra::retriever

@@ -24,10 +24,9 @@ inline bool better(const Hit& a, const Hit& b) {
   return a.score > b.score || (a.score == b.score && a.id < b.id);
 }
 
-}  // namespace
-
-int exact_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k, int64_t* ids,
-                float* scores) {
+template <typename E>
+int exact_top_k_rows(const float* q, const typename E::T* keys, int64_t n, int64_t dim, int k, int64_t* ids,
+                     float* scores) {
   RA_REQUIRE(k >= 0, "exact_top_k: k must be >= 0, got {}", k);
   RA_REQUIRE(n >= 0, "exact_top_k: n must be >= 0, got {}", n);
   RA_REQUIRE(dim > 0, "exact_top_k: dim must be > 0, got {}", dim);
@@ -40,7 +39,7 @@ int exact_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k
   heap.clear();
   heap.reserve(static_cast<size_t>(kk));
   for (int64_t i = 0; i < n; ++i) {
-    const Hit h{dot_f32(q, keys + i * dim, dim), i};
+    const Hit h{dot_row<E>(q, keys + i * dim, dim), i};
     if (static_cast<int64_t>(heap.size()) < kk) {
       heap.push_back(h);
       std::push_heap(heap.begin(), heap.end(), better);
@@ -56,6 +55,21 @@ int exact_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k
     scores[r] = heap[static_cast<size_t>(r)].score;
   }
   return static_cast<int>(kk);
+}
+
+}  // namespace
+
+int exact_top_k(const float* q, const void* keys, KvDtype dtype, int64_t n, int64_t dim, int k, int64_t* ids,
+                float* scores) {
+  return with_kv_elem(dtype, [&](auto e) {
+    using E = decltype(e);
+    return exact_top_k_rows<E>(q, static_cast<const typename E::T*>(keys), n, dim, k, ids, scores);
+  });
+}
+
+int exact_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k, int64_t* ids,
+                float* scores) {
+  return exact_top_k(q, keys, KvDtype::kF32, n, dim, k, ids, scores);
 }
 
 void exact_top_k_batch(const float* queries, int64_t nq, const float* keys, int64_t n, int64_t dim,
@@ -75,7 +89,10 @@ void exact_top_k_batch(const float* queries, int64_t nq, const float* keys, int6
   }
 }
 
-FlatIndex::FlatIndex(const float* keys, int64_t n, int64_t dim) : keys_(keys), n_(n), dim_(dim) {
+FlatIndex::FlatIndex(const float* keys, int64_t n, int64_t dim) : FlatIndex(keys, KvDtype::kF32, n, dim) {}
+
+FlatIndex::FlatIndex(const void* keys, KvDtype dtype, int64_t n, int64_t dim)
+    : keys_(keys), dtype_(dtype), n_(n), dim_(dim) {
   RA_REQUIRE(n >= 0, "FlatIndex: n must be >= 0, got {}", n);
   RA_REQUIRE(dim > 0, "FlatIndex: dim must be > 0, got {}", dim);
   RA_REQUIRE(keys != nullptr || n == 0, "FlatIndex: null key matrix with n = {}", n);
@@ -83,7 +100,7 @@ FlatIndex::FlatIndex(const float* keys, int64_t n, int64_t dim) : keys_(keys), n
 
 int FlatIndex::search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
                       SearchStats* stats) const {
-  const int got = exact_top_k(q, keys_, n_, dim_, params.k, ids, scores);
+  const int got = exact_top_k(q, keys_, dtype_, n_, dim_, params.k, ids, scores);
   if (stats != nullptr) stats->distance_computations += n_;
   return got;
 }

@@ -2,7 +2,8 @@
 // Exact inner-product top-k: the Flat baseline (DESIGN §5, mode `flat`) and the brute force used for
 // ground truth and for the graph build's training lists (DESIGN §6 step 1).
 //
-// Layout (as in key_index.h): keys are n rows of dim float32, component j of key i is keys[i * dim + j].
+// Layout (as in key_index.h): keys are n rows of dim float32, component j of key i is keys[i * dim + j];
+// or n rows of a 16-bit dtype (kv_dtype.h), widened exactly as they are scored.
 // Ranking: higher score q · k first; equal scores are ordered by lower id, so results are
 // deterministic. Scores are accumulated in float32 with 8 independent partial sums (no -ffast-math).
 
@@ -19,6 +20,9 @@ namespace ra::retriever {
 // n < 0 or dim <= 0.
 int exact_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k, int64_t* ids,
                 float* scores);
+// The same over keys: [n][dim] of dtype; scores equal those over the keys' widened float32 copy.
+int exact_top_k(const float* q, const void* keys, KvDtype dtype, int64_t n, int64_t dim, int k, int64_t* ids,
+                float* scores);
 
 // exact_top_k for nq queries: queries: [nq, dim]; ids_out: [nq, k], scores_out: [nq, k] (row i holds
 // query i's results; when k > n the slots past n are set to id -1 and score -inf). Parallel over
@@ -30,6 +34,7 @@ void exact_top_k_batch(const float* queries, int64_t nq, const float* keys, int6
 class FlatIndex final : public KeyIndex {
  public:
   FlatIndex(const float* keys, int64_t n, int64_t dim);
+  FlatIndex(const void* keys, KvDtype dtype, int64_t n, int64_t dim);  // keys: [n][dim] of dtype
 
   std::string name() const override { return "flat"; }
   int64_t size() const override { return n_; }
@@ -41,7 +46,8 @@ class FlatIndex final : public KeyIndex {
              SearchStats* stats) const override;
 
  private:
-  const float* keys_;  // [n_, dim_], borrowed
+  const void* keys_;  // [n_, dim_] of dtype_, borrowed
+  KvDtype dtype_;
   int64_t n_;
   int64_t dim_;
 };

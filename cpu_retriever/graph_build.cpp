@@ -17,9 +17,8 @@ std::vector<Scored> score_rows(const KeyRows& keys, uint32_t p, std::vector<uint
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   std::vector<Scored> out;
   out.reserve(ids.size());
-  const float* kp = keys.row(p);
   for (uint32_t c : ids) {
-    if (c != p) out.push_back({dot_f32(kp, keys.row(c), keys.dim), c});
+    if (c != p) out.push_back({keys.dot(p, c), c});
   }
   std::sort(out.begin(), out.end(), better);
   return out;
@@ -309,11 +308,10 @@ std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, u
   kept.reserve(static_cast<size_t>(max_keep));
   for (const Scored& c : order) {
     if (static_cast<int>(kept.size()) >= max_keep) break;
-    const float* kc = keys.row(c.id);
     const float d_cp = -c.score;
     bool occluded = false;
     for (uint32_t s : kept) {
-      const float cs = dot_f32(kc, keys.row(s), keys.dim);
+      const float cs = keys.dot(c.id, s);
       const float d_cs = l2 ? norms[c.id] + norms[s] - 2.f * cs : -cs;
       if (d_cs < d_cp) {
         occluded = true;

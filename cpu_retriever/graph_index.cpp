@@ -14,29 +14,60 @@
 namespace ra::retriever {
 
 GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* train_queries, int64_t nq,
-                       const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width,
-                       std::shared_ptr<RowArena> appended)
-    : keys_(keys), n_(n), dim_(dim), params_(params), arena_(std::move(appended)), scratch_(n) {
-  RA_REQUIRE(params.merge_threshold >= 0, "graph index: merge_threshold must be >= 0 (got {})", params.merge_threshold);
+                       const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width)
+    : keys_(keys), n_(n), dim_(dim), params_(params), scratch_(n) {
   RA_REQUIRE(keys != nullptr && n > 0, "graph index: needs at least one key (got n = {})", n);
-  RA_REQUIRE(n <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
-             "graph index: {} keys exceed the 32-bit node id range", n);
   RA_REQUIRE(dim > 0, "graph index: dim must be positive (got {})", dim);
+  check_params(train_queries, nq, train_topk, topk_width);
+  RA_REQUIRE(params.append_capacity > 0, "graph index: append_capacity must be positive (got {})",
+             params.append_capacity);
+  own_arena_ = std::make_shared<RowArena>(dim, params.append_capacity);
+  arena_ = own_arena_;
+  build(keys, train_queries, nq, train_topk, topk_width);
+}
+
+GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const float* train_queries, int64_t nq,
+                       const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width)
+    : keys_(rows ? rows->data() : nullptr),
+      n_(n),
+      dim_(rows ? rows->dim() : 0),
+      params_(params),
+      arena_(std::move(rows)),
+      arena_first_(n),
+      scratch_(n) {
+  RA_REQUIRE(arena_ != nullptr, "graph index: null key arena");
+  RA_REQUIRE(n > 0 && n <= arena_->size(), "graph index: needs 1 to {} keys of its arena (got n = {})",
+             arena_->size(), n);
+  check_params(train_queries, nq, train_topk, topk_width);
+  if (arena_->dtype() == KvDtype::kF32) {
+    build(arena_->row(0), train_queries, nq, train_topk, topk_width);
+    return;
+  }
+  // 16-bit rows: the build runs on their exact float32 widening (BLAS and pruning want float32),
+  // freed once the graph stands; searches and merges score the rows themselves.
+  std::vector<float> widened(static_cast<size_t>(n * dim_));
+  widen_row(arena_->dtype(), arena_->data(), n * dim_, widened.data());
+  build(widened.data(), train_queries, nq, train_topk, topk_width);
+}
+
+void GraphIndex::check_params(const float* train_queries, int64_t nq, const int64_t* train_topk,
+                              int64_t topk_width) const {
+  const GraphBuildParams& params = params_;
+  RA_REQUIRE(params.merge_threshold >= 0, "graph index: merge_threshold must be >= 0 (got {})", params.merge_threshold);
+  RA_REQUIRE(n_ <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
+             "graph index: {} keys exceed the 32-bit node id range", n_);
   RA_REQUIRE(nq >= 0 && (nq == 0 || train_queries != nullptr), "graph index: bad training queries (nq = {})", nq);
   RA_REQUIRE(params.M > 0, "graph index: M must be positive (got {})", params.M);
   RA_REQUIRE(params.Kq > 1 || train_topk != nullptr, "graph index: Kq must be > 1 (got {})", params.Kq);
   RA_REQUIRE(train_topk == nullptr || topk_width > 0, "graph index: top-k lists need a positive width");
-  if (arena_) {
-    own_arena_ = false;
-    RA_REQUIRE(arena_->dim() == dim && arena_->size() == 0,
-               "graph index: a shared arena must be empty and {} wide (got {} rows of {})", dim, arena_->size(),
-               arena_->dim());
-  } else {
-    RA_REQUIRE(params.append_capacity > 0, "graph index: append_capacity must be positive (got {})",
-               params.append_capacity);
-    arena_ = std::make_shared<RowArena>(dim, params.append_capacity);
-  }
+  RA_REQUIRE(params.key_lists_stride >= 0, "graph index: key_lists_stride must be >= 0 (got {})",
+             params.key_lists_stride);
+}
 
+void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
+                       int64_t topk_width) {
+  const GraphBuildParams& params = params_;
+  const int64_t n = n_, dim = dim_;
   // Optional seeded subsample of the training queries (rows kept in their original order).
   const float* queries = train_queries;
   const int64_t* topk = train_topk;
@@ -67,8 +98,6 @@ GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* t
     computed = exact_topk_ip(keys, n, dim, queries, nq, topk_width, params.threads);
     topk = computed.data();
   }
-  RA_REQUIRE(params.key_lists_stride >= 0, "graph index: key_lists_stride must be >= 0 (got {})",
-             params.key_lists_stride);
   std::vector<int64_t> key_lists;
   int64_t n_key_lists = 0;
   const int64_t key_width = std::min<int64_t>(params.Kq, n);
@@ -127,17 +156,17 @@ const GraphCsr& GraphIndex::adjacency() const {
 
 size_t GraphIndex::memory_bytes() const {
   std::shared_lock lock(mutex_);
-  return state_->csr.bytes() + (own_arena_ ? arena_->bytes() : 0) + tail_queries_.capacity() * sizeof(float) +
+  return state_->csr.bytes() + (own_arena_ ? own_arena_->bytes() : 0) + tail_queries_.capacity() * sizeof(float) +
          scratch_.bytes();
 }
 
 int64_t GraphIndex::append(const float* key, const float* query) {
   RA_REQUIRE(own_arena_, "graph index: append on a shared arena (its owner appends; use adopt_next_row)");
-  RA_REQUIRE(n_ + arena_->size() < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
+  RA_REQUIRE(n_ + own_arena_->size() < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
              "graph index: the tail is full (32-bit ids)");
-  RA_REQUIRE(arena_->size() < arena_->max_rows(), "graph index: {} keys appended already, its append_capacity",
-             arena_->max_rows());
-  arena_->append(key);  // only this thread appends; searches and merges read rows [0, taken_) only
+  RA_REQUIRE(own_arena_->size() < own_arena_->max_rows(),
+             "graph index: {} keys appended already, its append_capacity", own_arena_->max_rows());
+  own_arena_->append(key);  // only this thread appends; searches and merges read the taken rows only
   return take_row(query);
 }
 
@@ -151,7 +180,7 @@ int64_t GraphIndex::take_row(const float* query) {
   bool start_merge = false;
   {
     std::unique_lock lock(mutex_);
-    RA_REQUIRE(taken_ < arena_->size(), "graph index: the shared arena has no new row ({} taken)", taken_);
+    RA_REQUIRE(taken_ < arena_->size() - arena_first_, "graph index: the arena has no new row ({} taken)", taken_);
     RA_REQUIRE(n_ + taken_ < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
                "graph index: the tail is full (32-bit ids)");
     if (query != nullptr) tail_queries_.insert(tail_queries_.end(), query, query + dim_);
@@ -263,9 +292,8 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   // Flat tail: scanned exactly, merged with the graph's best.
   const int64_t tail_rows = taken_ - st.merged;
   for (int64_t id = n_ + st.merged; id < n_ + taken_; ++id) {
-    const float* key = keys.row(static_cast<uint32_t>(id));
-    if (id + 1 < n_ + taken_) __builtin_prefetch(key + dim_, 0, 3);
-    merged.push_back({dot_f32(q, key, dim_), static_cast<uint32_t>(id)});
+    if (id + 1 < n_ + taken_) __builtin_prefetch(keys.row_data(static_cast<uint32_t>(id + 1)), 0, 3);
+    merged.push_back({keys.score(q, static_cast<uint32_t>(id)), static_cast<uint32_t>(id)});
   }
   lock.unlock();
   if (stats) stats->distance_computations += tail_rows;

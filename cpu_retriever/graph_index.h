@@ -2,14 +2,15 @@
 // The attention-aware graph index of one head (DESIGN §6, the RoarGraph projection), plus a flat tail
 // for keys appended after the build (new tokens during decoding) and its merge into the graph.
 //
-// Keys: [n][dim] float32, component j of key i at keys[i * dim + j]. The index references the caller's
-// key matrix (it must outlive the index and stay unchanged); keys appended later live in a RowArena
-// (row i is id n + i), the index's own or one shared with the other query heads of a kv group, and are
-// never copied again. An appended key first sits in the flat tail, which every search scans exactly and
-// merges with the graph's results. Once the tail holds merge_threshold keys, a background thread
-// inserts them into the graph (graph_merge.h) and swaps the new adjacency in under a short exclusive
-// lock: at every moment a key is either in the graph or in the tail, never both, never neither, and its
-// id never changes.
+// Keys: [n][dim], component j of key i at row i, element j. The index never copies them. Either it
+// references the caller's float32 key matrix (which must outlive the index and stay unchanged) and
+// keeps the keys appended later in a RowArena of its own (row i is id n + i); or it scores the rows of
+// an arena it shares with their owner, in that arena's dtype (HeadShard: the KV store's bf16 keys,
+// which attention reads too; row i is id i). An appended key first sits in the flat tail, which every
+// search scans exactly and merges with the graph's results. Once the tail holds merge_threshold keys,
+// a background thread inserts them into the graph (graph_merge.h) and swaps the new adjacency in under
+// a short exclusive lock: at every moment a key is either in the graph or in the tail, never both,
+// never neither, and its id never changes.
 
 #include "cpu_retriever/graph_search.h"
 #include "cpu_retriever/key_index.h"
@@ -72,13 +73,17 @@ class GraphIndex final : public KeyIndex {
   // keys: [n][dim] float32, referenced. train_queries: [nq][dim] float32, read during the build only.
   // train_topk: optional [nq][topk_width] int64, each training query's exact top keys, best first
   // (e.g. from the GPU); entries < 0 or >= n are ignored. When null, the top-Kq lists are computed
-  // here by a multi-threaded brute force. Throws ra::Error on bad arguments.
-  // appended: optional arena of dim-wide rows shared with other indexes over the same n keys (the query
-  // heads of one kv group): its owner appends each new key once and every sharing index takes it with
-  // adopt_next_row. Null: the index makes its own, of params.append_capacity rows, filled by append.
+  // here by a multi-threaded brute force. Keys appended later go to an arena of the index's own, of
+  // params.append_capacity rows (append). Throws ra::Error on bad arguments.
   GraphIndex(const float* keys, int64_t n, int64_t dim, const float* train_queries, int64_t nq,
-             const GraphBuildParams& params, const int64_t* train_topk = nullptr, int64_t topk_width = 0,
-             std::shared_ptr<RowArena> appended = nullptr);
+             const GraphBuildParams& params, const int64_t* train_topk = nullptr, int64_t topk_width = 0);
+
+  // The same over rows [0, n) of an arena shared with its owner (n <= rows->size()), scored in the
+  // arena's dtype; a 16-bit arena gives the graph and the answers of the float32 constructor over its
+  // widened rows. The owner appends further rows, and the index takes each in order with
+  // adopt_next_row. The query heads of a kv group build one index each over the same arena.
+  GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const float* train_queries, int64_t nq,
+             const GraphBuildParams& params, const int64_t* train_topk = nullptr, int64_t topk_width = 0);
 
   std::string name() const override { return "graph"; }
   int64_t size() const override;
@@ -126,14 +131,18 @@ class GraphIndex final : public KeyIndex {
     // Search entries: the build's entry point, then entry_samples nodes evenly spaced over the graph
     // (merged keys included, so a beam can start in the newest part of the sequence).
     std::vector<uint32_t> entries;
-    int64_t merged = 0;  // arena rows [0, merged) are graph nodes n_ .. n_ + merged - 1
+    int64_t merged = 0;  // keys past the build in the graph: nodes n_ .. n_ + merged - 1
   };
-  KeyRows rows() const { return KeyRows{keys_, n_, arena_->data(), dim_}; }
+  KeyRows rows() const { return KeyRows{keys_, n_, arena_->row_data(arena_first_), dim_, arena_->dtype()}; }
+  void check_params(const float* train_queries, int64_t nq, const int64_t* train_topk, int64_t topk_width) const;
+  // The build, over the n_ keys as float32 (keys: [n_][dim_]).
+  void build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
+             int64_t topk_width);
   int64_t take_row(const float* query);  // the arena's next row joins the tail
   void merge_now();  // one merge of the current tail; holds merge_mutex_
   void rethrow_merge_error();
 
-  const float* keys_;  // [n_][dim_] float32, the caller's
+  const void* keys_;  // [n_][dim_] of the arena's dtype: the caller's float32 keys or the shared arena's rows
   int64_t n_;
   int64_t dim_;
   GraphBuildParams params_;
@@ -143,9 +152,12 @@ class GraphIndex final : public KeyIndex {
   mutable std::shared_mutex mutex_;      // guards state_, taken_ and tail_queries_: searches shared,
                                          // append and swap exclusive
   std::shared_ptr<const State> state_;
-  std::shared_ptr<RowArena> arena_;  // keys appended after the build
-  bool own_arena_ = true;
-  int64_t taken_ = 0;  // arena rows this index holds: [0, merged) in the graph, [merged, taken_) the tail
+  std::shared_ptr<const RowArena> arena_;  // keys appended after the build, from row arena_first_ on
+  std::shared_ptr<RowArena> own_arena_;    // the same arena when the index appends to it itself
+  int64_t arena_first_ = 0;                // arena row of id n_: 0 (own arena) or n_ (shared)
+  // Keys past the build this index holds: ids [n_, n_ + merged) in the graph, [n_ + merged, n_ + taken_)
+  // the tail.
+  int64_t taken_ = 0;
   // The queries given with tail keys: [rows][dim_] float32, in append order. A merge takes the whole
   // tail and these rows together, under one lock, so they always belong to the keys it merges.
   std::vector<float> tail_queries_;

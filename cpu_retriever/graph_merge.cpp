@@ -26,10 +26,7 @@ GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, 
 
   std::vector<float> norms(static_cast<size_t>(total));  // [total] squared norms, for L2 occlusion
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t i = 0; i < total; ++i) {
-    const float* r = keys.row(static_cast<uint32_t>(i));
-    norms[i] = dot_f32(r, r, keys.dim);
-  }
+  for (int64_t i = 0; i < total; ++i) norms[i] = keys.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i));
 
   // 1-2. Out-edges of each new key, from searches of the old graph (read-only, in parallel).
   std::vector<std::vector<uint32_t>> found(static_cast<size_t>(n_new));
@@ -38,17 +35,18 @@ GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, 
   {
     SearchScratch scratch(n_old);
     std::vector<Scored> cands;
+    std::vector<float> kx(static_cast<size_t>(keys.dim));  // the new key, widened: it searches as a query
 #pragma omp for schedule(dynamic, 16)
     for (int64_t j = 0; j < n_new; ++j) {
       const uint32_t x = static_cast<uint32_t>(n_old + j);
-      const float* kx = keys.row(x);
-      const int got = beam_search(keys, graph, entries, kx, ef, 0, scratch, nullptr);
+      keys.widen(x, kx.data());
+      const int got = beam_search(keys, graph, entries, kx.data(), ef, 0, scratch, nullptr);
       cands.assign(scratch.pool.begin(), scratch.pool.begin() + got);
       if (got > 0) best_old[j] = scratch.pool[0].id;
       // The other new keys: the best ef of them by x · y.
       const size_t old_count = cands.size();
       for (int64_t i = 0; i < n_new; ++i) {
-        if (i != j) cands.push_back({dot_f32(kx, keys.row(static_cast<uint32_t>(n_old + i)), keys.dim),
+        if (i != j) cands.push_back({keys.score(kx.data(), static_cast<uint32_t>(n_old + i)),
                                      static_cast<uint32_t>(n_old + i)});
       }
       const size_t keep_new = std::min<size_t>(cands.size() - old_count, static_cast<size_t>(ef));
@@ -82,10 +80,10 @@ GraphCsr insert_keys(const KeyRows& keys, const GraphCsr& graph, int64_t n_new, 
     const auto w = static_cast<size_t>(width);
     std::vector<int64_t> base_ids(n_queries * w), extra_ids(n_queries * w);
     std::vector<float> base_scores(n_queries * w), extra_scores(n_queries * w);
-    blas_top_k_batch(queries.data(), n_queries, keys.base, n_base, keys.dim, static_cast<int>(width), base_ids.data(),
-                     base_scores.data(), threads);
+    blas_top_k_batch(queries.data(), n_queries, keys.base, keys.dtype, n_base, keys.dim, static_cast<int>(width),
+                     base_ids.data(), base_scores.data(), threads);
     if (n_extra > 0) {
-      blas_top_k_batch(queries.data(), n_queries, keys.extra, n_extra, keys.dim, static_cast<int>(width),
+      blas_top_k_batch(queries.data(), n_queries, keys.extra, keys.dtype, n_extra, keys.dim, static_cast<int>(width),
                        extra_ids.data(), extra_scores.data(), threads);
     }
     std::vector<std::vector<uint32_t>> lists(static_cast<size_t>(n_queries));

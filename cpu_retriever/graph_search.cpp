@@ -47,23 +47,23 @@ size_t ScratchPool::bytes() const {
 
 namespace {
 
-// Prefetches the rows of a key vector (dim float32) into cache.
-inline void prefetch_row(const float* row, int64_t dim) {
-  const char* p = reinterpret_cast<const char*>(row);
-  const int64_t bytes = dim * static_cast<int64_t>(sizeof(float));
+// Prefetches a key vector of `bytes` bytes into cache.
+inline void prefetch_row(const void* row, int64_t bytes) {
+  const char* p = static_cast<const char*>(row);
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
 }
 
 auto by_score_max = [](const Scored& a, const Scored& b) { return better(b, a); };  // max-heap top = best
 auto by_score_min = [](const Scored& a, const Scored& b) { return better(a, b); };  // min-heap top = worst
 
-}  // namespace
-
-int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
-                int ef, int keep, SearchScratch& s, SearchStats* stats) {
+// beam_search for keys of element type E (one instantiation per type keeps the switch off the loop).
+template <typename E>
+int beam_search_rows(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
+                     int ef, int keep, SearchScratch& s, SearchStats* stats) {
   if (s.stamp.size() < static_cast<size_t>(csr.nodes())) s.stamp.resize(static_cast<size_t>(csr.nodes()), 0u);
   s.next_epoch();
   const int64_t dim = keys.dim;
+  const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(typename E::T));
   s.candidates.clear();
   s.pool.clear();
   s.results.clear();
@@ -74,7 +74,7 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
   // Scores node v and offers it to the pool; a node that enters the pool also becomes a candidate.
   auto visit = [&](uint32_t v) {
     s.stamp[v] = s.epoch;
-    const Scored c{dot_f32(q, keys.row(v), dim), v};
+    const Scored c{dot_row<E>(q, keys.row_as<E>(v), dim), v};
     ++dc;
     bool filling = false;  // the answer is still short of `keep` nodes: this one must be expanded too
     if (separate) {
@@ -118,9 +118,9 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
     ++hops;
     const auto nbrs = csr.out(cur.id);
     const size_t deg = nbrs.size();
-    if (deg > 0) prefetch_row(keys.row(nbrs[0]), dim);
+    if (deg > 0) prefetch_row(keys.row_as<E>(nbrs[0]), row_bytes);
     for (size_t j = 0; j < deg; ++j) {
-      if (j + 1 < deg) prefetch_row(keys.row(nbrs[j + 1]), dim);
+      if (j + 1 < deg) prefetch_row(keys.row_as<E>(nbrs[j + 1]), row_bytes);
       const uint32_t v = nbrs[j];
       if (s.stamp[v] != s.epoch) visit(v);
     }
@@ -132,6 +132,15 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
     stats->hops += hops;
   }
   return static_cast<int>(s.pool.size());
+}
+
+}  // namespace
+
+int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
+                int ef, int keep, SearchScratch& scratch, SearchStats* stats) {
+  return with_kv_elem(keys.dtype, [&](auto e) {
+    return beam_search_rows<decltype(e)>(keys, csr, entries, q, ef, keep, scratch, stats);
+  });
 }
 
 }  // namespace ra::retriever

@@ -53,18 +53,42 @@ struct SearchScratch {
   std::vector<uint32_t> entries;   // the index's entries plus a search's seeds
 };
 
-// Key vectors of graph nodes, in up to two row blocks: node v < n_base is base[v], node v >= n_base is
-// extra[v - n_base] (keys merged into the graph after its build). base: [n_base][dim], extra:
-// [nodes - n_base][dim] float32.
+// Key vectors of graph nodes, in up to two row blocks of one element type: node v < n_base is row v of
+// base, node v >= n_base is row v - n_base of extra (keys merged into the graph after its build).
+// base: [n_base][dim], extra: [nodes - n_base][dim] of dtype (kv_dtype.h). Scores widen 16-bit rows
+// exactly (dot.h), so a graph over bf16 rows scores what one over their widened float32 copy does.
 struct KeyRows {
-  const float* base = nullptr;
+  const void* base = nullptr;
   int64_t n_base = 0;
-  const float* extra = nullptr;
+  const void* extra = nullptr;
   int64_t dim = 0;
-  const float* row(uint32_t v) const {
-    return static_cast<int64_t>(v) < n_base ? base + static_cast<int64_t>(v) * dim
-                                            : extra + (static_cast<int64_t>(v) - n_base) * dim;
+  KvDtype dtype = KvDtype::kF32;
+
+  template <typename E>
+  const typename E::T* row_as(uint32_t v) const {
+    return static_cast<int64_t>(v) < n_base
+               ? static_cast<const typename E::T*>(base) + static_cast<int64_t>(v) * dim
+               : static_cast<const typename E::T*>(extra) + (static_cast<int64_t>(v) - n_base) * dim;
   }
+  const void* row_data(uint32_t v) const {
+    return with_kv_elem(dtype, [&](auto e) -> const void* { return row_as<decltype(e)>(v); });
+  }
+  // q: [dim] float32 · key v.
+  float score(const float* q, uint32_t v) const {
+    return with_kv_elem(dtype, [&](auto e) {
+      using E = decltype(e);
+      return dot_row<E>(q, row_as<E>(v), dim);
+    });
+  }
+  // Key a · key b.
+  float dot(uint32_t a, uint32_t b) const {
+    return with_kv_elem(dtype, [&](auto e) {
+      using E = decltype(e);
+      return dot_rows<E>(row_as<E>(a), row_as<E>(b), dim);
+    });
+  }
+  // Key v widened to float32: out [dim].
+  void widen(uint32_t v, float* out) const { widen_row(dtype, row_data(v), dim, out); }
 };
 
 // Thread-safe pool of SearchScratch for graphs of n nodes. acquire() reuses a free scratch or makes one.
@@ -91,7 +115,7 @@ class ScratchPool {
 };
 
 // Best-first beam search over csr from the entry nodes (all scored and seeded into the beam), scoring
-// nodes by q · keys[id] (keys: [n][dim] float32).
+// nodes by q · keys[id] (q: [dim] float32).
 // The pool keeps the best ef nodes; the search stops when the best unexpanded candidate cannot enter a
 // full pool. The answer is the best max(ef, keep) of every node scored: with keep > ef a separate
 // result heap collects them, so a narrow beam (cheap navigation) still returns keep results; the keys
@@ -102,7 +126,7 @@ class ScratchPool {
 int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
                 int ef, int keep, SearchScratch& scratch, SearchStats* stats);
 
-// The same over one key block (keys: [csr.nodes()][dim]), answering the best ef.
+// The same over one float32 key block (keys: [csr.nodes()][dim]), answering the best ef.
 inline int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,
                        const float* q, int ef, SearchScratch& scratch, SearchStats* stats) {
   return beam_search(KeyRows{keys, csr.nodes(), nullptr, dim}, csr, entries, q, ef, 0, scratch, stats);

@@ -22,59 +22,60 @@ int ivf_lists_for(int64_t n, int requested) {
 
 HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const float* values, int64_t n,
                      int group_size, const float* train_queries, int64_t n_train, const ShardIndexParams& params)
-    : head_dim_(head_dim), n_(n), keys_(keys, keys + n * head_dim), store_(head_dim, dtype) {
+    : head_dim_(head_dim), n_(n), store_(head_dim, dtype, n + params.append_capacity) {
   RA_REQUIRE(n >= 0 && group_size >= 1, "head shard: bad sizes (n = {}, group = {})", n, group_size);
+  RA_REQUIRE(params.append_capacity >= 0, "head shard: append_capacity must be >= 0 (got {})",
+             params.append_capacity);
   store_.append(keys, values, n);
   if (n == 0) return;
+  const RowArena& rows = *store_.keys();
   switch (params.kind) {
     case IndexKind::kFlat:
-      indexes_.push_back(std::make_unique<FlatIndex>(keys_.data(), n, head_dim));
+      indexes_.push_back(std::make_unique<FlatIndex>(rows.data(), rows.dtype(), n, head_dim));
       break;
     case IndexKind::kGraph:
       RA_REQUIRE(n_train > 0 && train_queries != nullptr, "graph index: needs training queries");
       graph_tail_ = true;
-      // One copy of the evicted keys for the whole group: each member's graph reads them in place.
-      appended_ = std::make_shared<RowArena>(head_dim, params.graph.append_capacity);
+      // Each member's graph scores the store's rows in place: the keys are held once for the group.
       for (int m = 0; m < group_size; ++m) {
-        indexes_.push_back(std::make_unique<GraphIndex>(keys_.data(), n, head_dim,
-                                                        train_queries + m * n_train * head_dim, n_train,
-                                                        params.graph, nullptr, 0, appended_));
+        indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries + m * n_train * head_dim,
+                                                        n_train, params.graph));
         answers_.emplace_back(params.warm_history);
       }
       break;
     case IndexKind::kIvf:
-    case IndexKind::kHnsw:
+    case IndexKind::kHnsw: {
 #ifdef RA_HAVE_FAISS
+      // FAISS takes float32 and keeps a copy of its own: hand it the stored keys, widened.
+      std::vector<float> widened(static_cast<size_t>(n * head_dim));
+      widen_row(rows.dtype(), rows.data(), n * head_dim, widened.data());
       if (params.kind == IndexKind::kIvf) {
-        indexes_.push_back(make_ivf_flat_index(keys_.data(), n, head_dim, ivf_lists_for(n, params.ivf_nlist),
+        indexes_.push_back(make_ivf_flat_index(widened.data(), n, head_dim, ivf_lists_for(n, params.ivf_nlist),
                                                params.seed));
       } else {
-        indexes_.push_back(make_hnsw_flat_index(keys_.data(), n, head_dim, params.hnsw_M,
+        indexes_.push_back(make_hnsw_flat_index(widened.data(), n, head_dim, params.hnsw_M,
                                                 params.hnsw_ef_construction));
       }
       break;
 #else
       raise("this build has no FAISS: the ivf and hnsw modes are unavailable (install libfaiss-dev and rebuild)");
 #endif
+    }
   }
 }
 
 void HeadShard::append(const float* key, const float* value, const float* member_queries) {
+  RA_REQUIRE(store_.size() < store_.keys()->max_rows(),
+             "head shard: {} evicted tokens fill it (ShardIndexParams::append_capacity)",
+             store_.keys()->max_rows() - n_);
   store_.append(key, value, 1);
-  if (graph_tail_) {
-    // The key goes into the group's arena once; each graph takes it into its own tail and merges it
-    // into its adjacency in the background (graph_index.h). Ids continue n, n + 1, ... like the store's.
-    RA_REQUIRE(appended_->size() < appended_->max_rows(),
-               "head shard: {} evicted tokens fill the graphs' arena (GraphBuildParams::append_capacity)",
-               appended_->max_rows());
-    appended_->append(key);
-    for (size_t m = 0; m < indexes_.size(); ++m) {
-      const float* q = member_queries ? member_queries + static_cast<int64_t>(m) * head_dim_ : nullptr;
-      static_cast<GraphIndex*>(indexes_[m].get())->adopt_next_row(q);
-    }
-    return;
+  if (!graph_tail_) return;  // rows [n, size()) are the flat tail search_attend scans
+  // Each graph takes the row into its own tail and merges it into its adjacency in the background
+  // (graph_index.h). Ids continue n, n + 1, ... like the store's rows.
+  for (size_t m = 0; m < indexes_.size(); ++m) {
+    const float* q = member_queries ? member_queries + static_cast<int64_t>(m) * head_dim_ : nullptr;
+    static_cast<GraphIndex*>(indexes_[m].get())->adopt_next_row(q);
   }
-  tail_keys_.insert(tail_keys_.end(), key, key + head_dim_);
 }
 
 const KeyIndex* HeadShard::index_for(int member) const {
@@ -105,11 +106,12 @@ float HeadShard::search_attend(int member, const float* q, const SearchParams& p
       answers.record(std::span<const int64_t>(s.ids.data(), static_cast<size_t>(found)), params.k);
     }
   }
-  const int64_t tail_rows = static_cast<int64_t>(tail_keys_.size()) / head_dim_;
+  const int64_t tail_rows = graph_tail_ ? 0 : store_.size() - n_;
   int tail_found = 0;
   if (tail_rows > 0 && k > 0) {
-    tail_found = exact_top_k(q, tail_keys_.data(), tail_rows, head_dim_, static_cast<int>(k), s.tail_ids.data(),
-                             s.tail_scores.data());
+    const RowArena& rows = *store_.keys();
+    tail_found = exact_top_k(q, rows.row_data(n_), rows.dtype(), tail_rows, head_dim_, static_cast<int>(k),
+                             s.tail_ids.data(), s.tail_scores.data());
     if (stats) stats->distance_computations += tail_rows;
   }
   // Merge the two best-first lists into the overall top k (tail ids are offset to their rows).
@@ -123,8 +125,7 @@ float HeadShard::search_attend(int member, const float* q, const SearchParams& p
 }
 
 size_t HeadShard::memory_bytes() const {
-  size_t bytes = (keys_.capacity() + tail_keys_.capacity()) * sizeof(float) + store_.memory_bytes() +
-                 (appended_ ? appended_->bytes() : 0);
+  size_t bytes = store_.memory_bytes();
   for (const auto& index : indexes_) bytes += index->memory_bytes();
   return bytes;
 }

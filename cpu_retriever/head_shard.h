@@ -6,8 +6,11 @@
 // appended as rows n, n + 1, ... in eviction order. Key-only indexes cover rows [0, n) and the shard
 // scans the rows [n, size()) exactly as a flat tail, merging both results; the graphs take appended
 // rows themselves (each its own flat tail, merged into the graph in the background past
-// graph.merge_threshold), reading the keys from one RowArena the group's graphs share. Either way every
-// row is searched exactly once.
+// graph.merge_threshold). Either way every row is searched exactly once.
+//
+// Memory: the keys are held once, in the KV store's dtype (bf16 for Llama checkpoints). The flat index
+// and the group's graphs score those rows in place, and attention reads the same rows, so a key's
+// score in the index is exactly its score in attention. Only FAISS keeps a float32 copy of its own.
 //
 // Indexes: the graph is built per query head from that head's training queries (the paper's layout);
 // the key-only indexes (flat, IVF, HNSW) are built once per kv head and shared by its group.
@@ -35,6 +38,8 @@ struct ShardIndexParams {
   uint64_t seed = 0;
   // kGraph: each search is seeded with the member's last warm_history answers (AnswerHistory); 0 = off.
   int warm_history = 0;
+  // Evicted tokens the shard can take after the build (address space only: see RowArena).
+  int64_t append_capacity = int64_t{1} << 20;
 };
 
 // Per-thread buffers of search_attend; they grow to the largest k seen and are then reused.
@@ -46,7 +51,7 @@ struct ShardScratch {
 
 class HeadShard {
  public:
-  // keys, values: [n][head_dim] float32 (copied). train_queries: [group_size][n_train][head_dim] float32,
+  // keys, values: [n][head_dim] float32 (copied into the store, rounded to dtype). train_queries: [group_size][n_train][head_dim] float32,
   // the post-RoPE prefill queries of the group's query heads (read during the build; kGraph only).
   // n may be 0 (a prompt that fits in the GPU's static set): then only the tail is searched.
   HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const float* values, int64_t n, int group_size,
@@ -73,14 +78,11 @@ class HeadShard {
   const KeyIndex* index_for(int member) const;
 
   int64_t head_dim_;
-  int64_t n_;                       // rows covered by the indexes
-  std::vector<float> keys_;         // [n][head_dim] float32: the indexes reference it
-  std::vector<float> tail_keys_;    // [size() - n][head_dim] float32, scanned exactly
-  KvStore store_;                   // every row, in the model's dtype, for the attention itself
+  int64_t n_;      // rows covered by the indexes
+  KvStore store_;  // every row, in the model's dtype: scored by the indexes, read by attention
   std::vector<std::unique_ptr<KeyIndex>> indexes_;  // one per member (kGraph) or one shared; empty if n == 0
-  bool graph_tail_ = false;                          // appended rows go to the graphs, not tail_keys_
-  std::shared_ptr<RowArena> appended_;               // kGraph: the appended keys, shared by the graphs
-  std::vector<AnswerHistory> answers_;               // per member: seeds of its next graph search
+  bool graph_tail_ = false;  // appended rows go to the graphs; otherwise rows [n, size()) are scanned here
+  std::vector<AnswerHistory> answers_;  // per member: seeds of its next graph search
 };
 
 }  // namespace ra::retriever

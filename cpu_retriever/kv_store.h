@@ -5,37 +5,39 @@
 // offloaded span first, then tokens evicted from the GPU window.
 //
 // Layout: keys and values are [size][head_dim] rows of the store's dtype; row i is token i of this
-// store (the caller maps store rows to sequence positions).
+// store (the caller maps store rows to sequence positions). The keys live in a RowArena, at addresses
+// that never move: the key indexes score this one copy in place (HeadShard), also from a background
+// merge while rows are appended.
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
-#include "common/half.h"
+#include "cpu_retriever/kv_dtype.h"
+#include "cpu_retriever/row_arena.h"
 
 namespace ra::retriever {
 
-enum class KvDtype { kBF16, kF16, kF32 };
-
-// A checkpoint's dtype string -> KvDtype: "F16" -> f16, "F32" -> f32, anything else ("BF16", and
-// unknown strings) -> bf16, the dtype Llama checkpoints are trained in.
-KvDtype kv_dtype_for(const char* checkpoint_dtype);
-
 class KvStore {
  public:
-  KvStore(int64_t head_dim, KvDtype dtype);
+  // max_rows: the most rows the store will hold (address space for the keys only; see RowArena).
+  static constexpr int64_t kDefaultMaxRows = int64_t{1} << 20;
+  KvStore(int64_t head_dim, KvDtype dtype, int64_t max_rows = kDefaultMaxRows);
 
-  // Appends n rows: keys, values: [n][head_dim] float32, rounded to the store's dtype. Not safe
-  // against concurrent reads: the owner serialises appends with searches.
+  // Appends n rows: keys, values: [n][head_dim] float32, rounded to the store's dtype. Reads of the
+  // values are not safe against it (the owner serialises appends with attend); key rows already in
+  // the store may be read concurrently (RowArena). Throws ra::Error past max_rows.
   void append(const float* keys, const float* values, int64_t n);
-  void reserve(int64_t rows);
 
   int64_t size() const { return rows_; }
   int64_t head_dim() const { return head_dim_; }
   KvDtype dtype() const { return dtype_; }
   size_t memory_bytes() const {
-    return (k_.capacity() + v_.capacity()) * sizeof(uint16_t) + (kf_.capacity() + vf_.capacity()) * sizeof(float);
+    return keys_->bytes() + v_.capacity() * sizeof(uint16_t) + vf_.capacity() * sizeof(float);
   }
+  // The key rows, shared with the indexes that score them.
+  const std::shared_ptr<const RowArena>& keys() const { return keys_view_; }
 
   // Row i's key as float32: out [head_dim].
   void key(int64_t i, float* out) const;
@@ -56,10 +58,10 @@ class KvStore {
   int64_t head_dim_;
   KvDtype dtype_;
   int64_t rows_ = 0;
-  std::vector<uint16_t> k_;  // [rows][head_dim] bf16 or f16 bits (16-bit dtypes)
-  std::vector<uint16_t> v_;  // [rows][head_dim]
-  std::vector<float> kf_;    // [rows][head_dim] float32 (kF32 only)
-  std::vector<float> vf_;    // [rows][head_dim]
+  std::shared_ptr<RowArena> keys_;             // [rows][head_dim] of dtype_
+  std::shared_ptr<const RowArena> keys_view_;  // the same arena, read-only
+  std::vector<uint16_t> v_;  // [rows][head_dim] bf16 or f16 bits (16-bit dtypes)
+  std::vector<float> vf_;    // [rows][head_dim] float32 (kF32 only)
 };
 
 }  // namespace ra::retriever

@@ -19,35 +19,51 @@ size_t round_up(size_t bytes, size_t step) { return (bytes + step - 1) / step * 
 
 }  // namespace
 
-RowArena::RowArena(int64_t dim, int64_t max_rows) : dim_(dim), max_rows_(max_rows) {
+RowArena::RowArena(KvDtype dtype, int64_t dim, int64_t max_rows)
+    : dtype_(dtype), dim_(dim), max_rows_(max_rows), row_bytes_(static_cast<size_t>(dim) * kv_dtype_bytes(dtype)) {
   RA_REQUIRE(dim > 0 && max_rows > 0, "row arena: dim ({}) and max_rows ({}) must be positive", dim, max_rows);
   RA_REQUIRE(max_rows <= std::numeric_limits<int64_t>::max() / 4 / dim,
-             "row arena: {} rows of {} floats overflow the address space", max_rows, dim);
-  reserved_ = round_up(static_cast<size_t>(max_rows * dim) * sizeof(float), kCommitStep);
+             "row arena: {} rows of {} elements overflow the address space", max_rows, dim);
+  reserved_ = round_up(static_cast<size_t>(max_rows) * row_bytes_, kCommitStep);
   void* p = mmap(nullptr, reserved_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   RA_REQUIRE(p != MAP_FAILED, "row arena: cannot reserve {} bytes of address space for {} rows: {}", reserved_,
              max_rows, std::strerror(errno));
-  base_ = static_cast<float*>(p);
+  base_ = static_cast<std::byte*>(p);
 }
 
 RowArena::~RowArena() {
   if (base_ != nullptr) munmap(base_, reserved_);
 }
 
-int64_t RowArena::append(const float* row) {
-  const int64_t i = size_.load(std::memory_order_relaxed);
-  RA_REQUIRE(i < max_rows_, "row arena: full at {} rows (its max_rows)", max_rows_);
-  const size_t end = static_cast<size_t>((i + 1) * dim_) * sizeof(float);
+const float* RowArena::row(int64_t i) const {
+  RA_ASSERT_MSG(dtype_ == KvDtype::kF32, "row arena: float32 row {} of a 16-bit arena", i);
+  return reinterpret_cast<const float*>(row_data(i));
+}
+
+void RowArena::commit(size_t end, int64_t first_row) {
   const size_t committed = committed_.load(std::memory_order_relaxed);
-  if (end > committed) {
-    const size_t grow = std::min(reserved_, round_up(end, kCommitStep)) - committed;
-    RA_REQUIRE(mprotect(reinterpret_cast<char*>(base_) + committed, grow, PROT_READ | PROT_WRITE) == 0,
-               "row arena: cannot commit {} more bytes at row {}: {}", grow, i, std::strerror(errno));
-    committed_.store(committed + grow, std::memory_order_relaxed);
-  }
-  std::memcpy(base_ + i * dim_, row, static_cast<size_t>(dim_) * sizeof(float));
-  size_.store(i + 1, std::memory_order_release);
-  return i;
+  if (end <= committed) return;
+  const size_t grow = std::min(reserved_, round_up(end, kCommitStep)) - committed;
+  RA_REQUIRE(mprotect(base_ + committed, grow, PROT_READ | PROT_WRITE) == 0,
+             "row arena: cannot commit {} more bytes at row {}: {}", grow, first_row, std::strerror(errno));
+  committed_.store(committed + grow, std::memory_order_relaxed);
+}
+
+int64_t RowArena::append(const float* row) { return append(row, 1); }
+
+int64_t RowArena::append(const float* rows, int64_t n) {
+  const int64_t first = size_.load(std::memory_order_relaxed);
+  RA_REQUIRE(n >= 0, "row arena: negative row count {}", n);
+  RA_REQUIRE(n <= max_rows_ - first, "row arena: full at {} rows (its max_rows); {} more asked", max_rows_, n);
+  commit(static_cast<size_t>(first + n) * row_bytes_, first);
+  with_kv_elem(dtype_, [&](auto e) {
+    using E = decltype(e);
+    auto* out = reinterpret_cast<typename E::T*>(base_ + static_cast<size_t>(first) * row_bytes_);
+    const int64_t count = n * dim_;
+    for (int64_t j = 0; j < count; ++j) out[j] = E::narrow(rows[j]);
+  });
+  size_.store(first + n, std::memory_order_release);
+  return first;
 }
 
 }  // namespace ra::retriever

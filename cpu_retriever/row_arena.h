@@ -1,44 +1,60 @@
 #pragma once
-// Append-only float32 rows at addresses that never move: keys that arrive after an index's build.
+// Append-only rows of one element type (kv_dtype.h) at addresses that never move: the keys of a KV
+// store, and the keys an index takes after its build.
 //
 // The arena reserves address space for max_rows rows up front (PROT_NONE: no memory and no commit
 // charge) and makes pages readable and writable as rows arrive, so data() stays valid for the arena's
 // life and a row, once appended, is never copied again. That is what lets the query heads of a kv
-// group share one copy of their evicted keys (HeadShard), and a graph merge read them in place while
-// new rows are appended.
+// group score the one 16-bit copy of their keys that attention reads (HeadShard), and a graph merge
+// read rows in place while new rows are appended.
 //
 // One writer appends; readers may read rows [0, size()) concurrently with an append (size() is
-// published with release order after the row is written). Rows: [size()][dim] float32 at data().
+// published with release order after the row is written). Rows: [size()][dim] of dtype() at data().
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+
+#include "cpu_retriever/kv_dtype.h"
 
 namespace ra::retriever {
 
 class RowArena {
  public:
   // dim > 0; max_rows > 0: the most rows this arena will ever hold (address space only).
-  RowArena(int64_t dim, int64_t max_rows);
+  RowArena(KvDtype dtype, int64_t dim, int64_t max_rows);
+  RowArena(int64_t dim, int64_t max_rows) : RowArena(KvDtype::kF32, dim, max_rows) {}  // float32 rows
   ~RowArena();
   RowArena(const RowArena&) = delete;
   RowArena& operator=(const RowArena&) = delete;
 
-  // Copies row: [dim] float32 in as row size() and returns its index. Throws ra::Error when the arena
-  // is full (naming max_rows) or the system refuses the memory.
+  // Appends row: [dim] float32 as row size(), rounded to dtype() (nearest even), and returns its index.
+  // Throws ra::Error when the arena is full (naming max_rows) or the system refuses the memory.
   int64_t append(const float* row);
+  // Appends n rows: [n][dim] float32; all or none (the capacity is checked first). Returns the first.
+  int64_t append(const float* rows, int64_t n);
 
   int64_t size() const { return size_.load(std::memory_order_acquire); }
   int64_t dim() const { return dim_; }
   int64_t max_rows() const { return max_rows_; }
-  const float* data() const { return base_; }
-  const float* row(int64_t i) const { return base_ + i * dim_; }
+  KvDtype dtype() const { return dtype_; }
+  size_t row_bytes() const { return row_bytes_; }
+  const void* data() const { return base_; }
+  const void* row_data(int64_t i) const { return base_ + static_cast<size_t>(i) * row_bytes_; }
+  // Row i of a float32 arena.
+  const float* row(int64_t i) const;
+  // Row i widened to float32: out [dim].
+  void widen(int64_t i, float* out) const { widen_row(dtype_, row_data(i), dim_, out); }
   size_t bytes() const { return committed_.load(std::memory_order_relaxed); }  // memory made usable so far
 
  private:
+  void commit(size_t end, int64_t first_row);  // makes bytes [0, end) usable
+
+  KvDtype dtype_;
   int64_t dim_;
   int64_t max_rows_;
-  float* base_ = nullptr;
+  size_t row_bytes_;
+  std::byte* base_ = nullptr;
   size_t reserved_ = 0;   // bytes of address space
   std::atomic<size_t> committed_{0};  // bytes made readable and writable, in whole commit steps
   std::atomic<int64_t> size_{0};

@@ -516,32 +516,31 @@ TEST(GraphIndex, ConcurrentSearchesDuringBackgroundMergesStayExact) {
               static_cast<long long>(index.graph_size()), static_cast<long long>(index.tail_size()));
 }
 
-// The query heads of a kv group share one arena of appended keys (HeadShard): the owner appends each
-// key once and every graph adopts it. Ids, merged graphs and answers are those of graphs that copy the
-// keys into arenas of their own, and the arena holds each key once.
-TEST(GraphIndex, SharedArenaGivesWhatOwnArenasGive) {
-  const OodData d = make_ood(2300, 32, 1200, 20, 29);
-  const int64_t n0 = 2000;
+// Builds, per head, a graph over rows [0, n0) of `arena` and one over `keys` (float32, its own arena),
+// feeds both the rows [n0, n) (appending each row to `arena` once, as HeadShard does, and adopting it
+// in every shared index), merges half of them on the way, and checks that both give the same
+// adjacency, ids and scores. `keys` must equal the arena's rows widened to float32.
+void expect_shared_arena_matches_own(RowArena& arena, const std::vector<float>& keys, const OodData& d, int64_t n0) {
   GraphBuildParams p;
   p.M = 16;
   p.Kq = 40;
   p.threads = 1;
   const float* train[2] = {d.train.data(), d.train.data() + 600 * d.dim};  // two heads, 600 queries each
-  auto arena = std::make_shared<RowArena>(d.dim, 1000);
+  auto rows = std::shared_ptr<const RowArena>(std::shared_ptr<RowArena>(), &arena);  // not owned
   std::vector<std::unique_ptr<GraphIndex>> shared, own;
   for (int h = 0; h < 2; ++h) {
-    shared.push_back(std::make_unique<GraphIndex>(d.keys.data(), n0, d.dim, train[h], 400, p, nullptr, 0, arena));
-    own.push_back(std::make_unique<GraphIndex>(d.keys.data(), n0, d.dim, train[h], 400, p));
+    shared.push_back(std::make_unique<GraphIndex>(rows, n0, train[h], 400, p));
+    own.push_back(std::make_unique<GraphIndex>(keys.data(), n0, d.dim, train[h], 400, p));
   }
-  EXPECT_THROW(shared[0]->append(d.keys.data() + n0 * d.dim), ra::Error);  // the owner appends
-  EXPECT_THROW(shared[0]->adopt_next_row(), ra::Error);                    // nothing to adopt yet
+  EXPECT_THROW(shared[0]->append(keys.data() + n0 * d.dim), ra::Error);  // the owner appends
+  EXPECT_THROW(shared[0]->adopt_next_row(), ra::Error);                   // nothing to adopt yet
   EXPECT_THROW(own[0]->adopt_next_row(), ra::Error);
   for (int64_t i = n0; i < d.n; ++i) {
-    arena->append(d.keys.data() + i * d.dim);
+    arena.append(d.keys.data() + i * d.dim);
     for (int h = 0; h < 2; ++h) {
       const float* q = train[h] + (400 + (i - n0) % 200) * d.dim;  // the token's own query for head h
       EXPECT_EQ(shared[h]->adopt_next_row(q), i);
-      EXPECT_EQ(own[h]->append(d.keys.data() + i * d.dim, q), i);
+      EXPECT_EQ(own[h]->append(keys.data() + i * d.dim, q), i);
     }
     if (i == n0 + 150) {  // half the keys merged, half left in the tail
       for (int h = 0; h < 2; ++h) {
@@ -550,7 +549,7 @@ TEST(GraphIndex, SharedArenaGivesWhatOwnArenasGive) {
       }
     }
   }
-  EXPECT_EQ(arena->size(), d.n - n0);
+  EXPECT_EQ(arena.size(), d.n);
   const int k = 20;
   std::vector<int64_t> a(k), b(k);
   std::vector<float> sa(k), sb(k);
@@ -563,13 +562,41 @@ TEST(GraphIndex, SharedArenaGivesWhatOwnArenasGive) {
       const int gb = own[h]->search(q, SearchParams{.k = k, .ef = 64}, b.data(), sb.data(), nullptr);
       ASSERT_EQ(ga, gb);
       EXPECT_TRUE(std::equal(a.begin(), a.begin() + ga, b.begin())) << "head " << h << " query " << t;
+      EXPECT_TRUE(std::equal(sa.begin(), sa.begin() + ga, sb.begin())) << "head " << h << " query " << t;
     }
     shared[h]->merge_tail();
+    own[h]->merge_tail();
     EXPECT_EQ(shared[h]->graph_size(), d.n);
+    EXPECT_TRUE(shared[h]->adjacency() == own[h]->adjacency()) << "head " << h << ", all merged";
     EXPECT_EQ(reachable_from_entry(*shared[h]), d.n);
   }
-  // A shared arena must start empty: its rows are ids n, n + 1, ... of every index on it.
-  EXPECT_THROW(GraphIndex(d.keys.data(), n0, d.dim, train[0], 400, p, nullptr, 0, arena), ra::Error);
+  // The build's keys must be in the arena.
+  EXPECT_THROW(GraphIndex(rows, d.n + 1, train[0], 400, p), ra::Error);
+}
+
+// The query heads of a kv group score one arena of keys (HeadShard's KV store): the owner appends each
+// key once and every graph adopts it. Ids, merged graphs and answers are those of graphs that copy the
+// keys into arenas of their own.
+TEST(GraphIndex, SharedArenaGivesWhatOwnArenasGive) {
+  const OodData d = make_ood(2300, 32, 1200, 20, 29);
+  const int64_t n0 = 2000;
+  RowArena arena(d.dim, 3000);
+  arena.append(d.keys.data(), n0);
+  expect_shared_arena_matches_own(arena, d.keys, d, n0);
+}
+
+// The KV store keeps keys in bf16 and the graphs score them there: build, merges and searches must give
+// exactly what a graph over the widened float32 keys gives (the widening is exact, the summation order
+// the same), so the 16-bit store costs no recall beyond the rounding itself.
+TEST(GraphIndex, Bf16ArenaGivesWhatItsWidenedFloat32Gives) {
+  const OodData d = make_ood(2300, 32, 1200, 20, 31);
+  const int64_t n0 = 2000;
+  RowArena arena(KvDtype::kBF16, d.dim, 3000);
+  arena.append(d.keys.data(), n0);
+  std::vector<float> widened(d.keys.size());
+  for (size_t i = 0; i < d.keys.size(); ++i) widened[i] = to_float(to_bf16(d.keys[i]));
+  ASSERT_NE(widened, d.keys);  // the rounding is real
+  expect_shared_arena_matches_own(arena, widened, d, n0);
 }
 
 TEST(GraphIndex, SeedsAreScoredSoTheExactAnswerAsSeedsIsFound) {

@@ -1,6 +1,7 @@
 // RowArena: appended rows never move, are all there, and are readable while more arrive.
 
 #include "common/error.h"
+#include "common/half.h"
 #include "cpu_retriever/row_arena.h"
 
 #include <gtest/gtest.h>
@@ -26,7 +27,7 @@ TEST(RowArena, RowsStayWhereTheyWereAppended) {
   RowArena arena(dim, rows);
   EXPECT_EQ(arena.size(), 0);
   EXPECT_EQ(arena.bytes(), 0u);
-  const float* base = arena.data();
+  const void* base = arena.data();
   const float* first = nullptr;
   for (int64_t i = 0; i < rows; ++i) {
     EXPECT_EQ(arena.append(make_row(i, dim).data()), i);
@@ -56,6 +57,32 @@ TEST(RowArena, FullArenaAndBadSizesThrowByName) {
   EXPECT_EQ(arena.size(), 3);
   EXPECT_THROW(RowArena(0, 10), Error);
   EXPECT_THROW(RowArena(4, 0), Error);
+}
+
+// 16-bit arenas round each element to nearest even (the KV store's keys) and widen it back exactly;
+// a block append is all or none.
+TEST(RowArena, SixteenBitRowsAreRoundedOnceAndWidenedExactly) {
+  const int64_t dim = 8;
+  const std::vector<float> rows = {1.0f,      1.00390625f, 1.01171875f, -3.14159f, 65504.f, 1e-8f, 0.0f, -0.0f,
+                                   100000.0f, 0.333333f,   -2.5f,       7.0f,      1e30f,   -1e-30f, 2.0f, 3.0f};
+  for (KvDtype dtype : {KvDtype::kBF16, KvDtype::kF16}) {
+    RowArena arena(dtype, dim, 3);
+    EXPECT_EQ(arena.row_bytes(), dim * sizeof(uint16_t));
+    EXPECT_EQ(arena.append(rows.data(), 2), 0);
+    std::vector<float> out(dim);
+    for (int64_t i = 0; i < 2; ++i) {
+      arena.widen(i, out.data());
+      for (int64_t j = 0; j < dim; ++j) {
+        const float x = rows[i * dim + j];
+        const float want = dtype == KvDtype::kBF16 ? to_float(to_bf16(x)) : to_float(to_f16(x));
+        EXPECT_EQ(std::memcmp(&out[j], &want, sizeof(float)), 0) << "row " << i << " element " << j << ": " << out[j]
+                                                                  << " for " << x;
+      }
+    }
+    EXPECT_THROW(arena.append(rows.data(), 2), Error);  // 2 more do not fit in 3: none is added
+    EXPECT_EQ(arena.size(), 2);
+  }
+  EXPECT_EQ(to_float(to_bf16(1.00390625f)), 1.0f);  // the tie rounds to even: the test data has one
 }
 
 // One writer, one reader: every row the reader sees counted in size() holds its full contents.
