@@ -253,6 +253,24 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     KvStore store(D, KvDtype::kBF16);
     store.append(keys, values, N);
 
+    // The keys the indexes see (RetrievalBenchConfig::key_dtype): the float32 dump, or its rounding in
+    // an arena the graphs and flat search score in place (index_keys: the rounding widened, for FAISS).
+    std::shared_ptr<RowArena> rounded;
+    std::vector<float> widened;
+    const float* index_keys = keys;
+    if (config.key_dtype != KvDtype::kF32) {
+      rounded = std::make_shared<RowArena>(config.key_dtype, D, N);
+      rounded->append(keys, N);
+      widened.resize(static_cast<size_t>(N * D));
+      widen_row(config.key_dtype, rounded->data(), N * D, widened.data());
+      index_keys = widened.data();
+    }
+    // A graph over the first n keys; the rest join with take (own arena: append; shared: adopt).
+    auto make_graph = [&](int64_t n, const float* train, int64_t nq, const GraphBuildParams& params) {
+      return rounded ? std::make_unique<GraphIndex>(rounded, n, train, nq, params)
+                     : std::make_unique<GraphIndex>(keys, n, D, train, nq, params);
+    };
+
     // Exact answers and full attention over all N keys, per query head.
     std::vector<HeadTruth> truths;
     for (int64_t h : heads) {
@@ -291,19 +309,19 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     for (const auto& t : truths) all_heads.push_back(&t);
 
     if (wanted(config, "flat")) {
-      const FlatIndex flat(keys, N, D);
+      const FlatIndex flat = rounded ? FlatIndex(rounded->data(), config.key_dtype, N, D) : FlatIndex(keys, N, D);
       sweep("flat", flat, 0.0, {}, all_heads);
     }
 #ifdef RA_HAVE_FAISS
     if (wanted(config, "ivf")) {
       const int nlist = static_cast<int>(std::clamp<int64_t>(std::llround(4.0 * std::sqrt(double(N))), 1, N));
       const auto start = Clock::now();
-      const auto ivf = make_ivf_flat_index(keys, N, D, nlist, config.seed);
+      const auto ivf = make_ivf_flat_index(index_keys, N, D, nlist, config.seed);
       sweep("ivf", *ivf, seconds_since(start), {"nprobe", nprobe_sweep(nlist)}, all_heads);
     }
     if (wanted(config, "hnsw")) {
       const auto start = Clock::now();
-      const auto hnsw = make_hnsw_flat_index(keys, N, D, config.hnsw_M, config.hnsw_ef_construction);
+      const auto hnsw = make_hnsw_flat_index(index_keys, N, D, config.hnsw_M, config.hnsw_ef_construction);
       sweep("hnsw", *hnsw, seconds_since(start), {"ef", beam_sweep(k, N)}, all_heads);
     }
 #endif
@@ -329,7 +347,8 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     if (wanted(config, "graph")) {  // one index per query head, trained on that head's queries (the paper)
       for (const auto& t : truths) {
         const auto start = Clock::now();
-        const GraphIndex graph(keys, N, D, layer.q + t.head * T * D, N, gp);
+        const auto graph_ptr = make_graph(N, layer.q + t.head * T * D, N, gp);
+        const GraphIndex& graph = *graph_ptr;
         const double build_s = seconds_since(start);
         sweep("graph", graph, build_s, {"ef", beam_sweep(k, N, 0.16)}, {&t});
         if (config.graph_warm > 0) {
@@ -339,9 +358,13 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
         if (config.graph_append > 0) {  // the last A keys arrive after the build, as decode tokens do
           const int64_t A = config.graph_append, base_n = N - A;
           const auto base_start = Clock::now();
-          GraphIndex grown(keys, base_n, D, layer.q + t.head * T * D, base_n, gp);
+          const auto grown_ptr = make_graph(base_n, layer.q + t.head * T * D, base_n, gp);
+          GraphIndex& grown = *grown_ptr;
           const double base_s = seconds_since(base_start);
-          for (int64_t i = base_n; i < N; ++i) grown.append(keys + i * D, layer.q + (t.head * T + i) * D);
+          for (int64_t i = base_n; i < N; ++i) {
+            const float* q = layer.q + (t.head * T + i) * D;
+            rounded ? grown.adopt_next_row(q) : grown.append(keys + i * D, q);
+          }
           sweep("graph_tail", grown, base_s, {"ef", beam_sweep(k, N, 0.16)}, {&t});
           const auto merge_start = Clock::now();
           grown.merge_tail();
@@ -361,8 +384,8 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
       GraphBuildParams kv_params = gp;
       if (kv_params.max_train_queries > 0) kv_params.max_train_queries *= static_cast<int>(group);
       const auto start = Clock::now();
-      const GraphIndex graph(keys, N, D, train.data(), group * N, kv_params);
-      sweep("graph_kv", graph, seconds_since(start), {"ef", beam_sweep(k, N, 0.16)}, all_heads);
+      const auto graph = make_graph(N, train.data(), group * N, kv_params);
+      sweep("graph_kv", *graph, seconds_since(start), {"ef", beam_sweep(k, N, 0.16)}, all_heads);
     }
   }
 }

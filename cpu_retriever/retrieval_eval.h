@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu_retriever/kv_dtype.h"
+
 namespace ra::retriever {
 
 // One layer of a dump, float32, C order:
@@ -56,6 +58,10 @@ struct RetrievalBenchConfig {
   int graph_warm = 0;
   int hnsw_M = 32;
   int hnsw_ef_construction = 200;
+  // The dtype the indexes score the keys in: bf16 / f16 round them once, as the retriever's KV store
+  // holds them; the graphs and flat search then read the 16-bit rows in place, FAISS gets them widened.
+  // The truth stays the exact top-k over the float32 keys, so recall includes the rounding's cost.
+  KvDtype key_dtype = KvDtype::kF32;
 };
 
 // Sums over (layer, head, test query) for one (index, knob).

@@ -45,6 +45,7 @@ struct BenchRetrievalArgs {
   int64_t graph_append = 0;
   int graph_warm = 0;
   int graph_key_lists_stride = 1;
+  std::string key_dtype = "f32";
 };
 
 int64_t meta_int(const nlohmann::json& meta, const char* key, const fs::path& path) {
@@ -109,6 +110,9 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
   config.graph_append = args.graph_append;
   config.graph_warm = args.graph_warm;
   config.graph_key_lists_stride = args.graph_key_lists_stride;
+  config.key_dtype = args.key_dtype == "bf16"  ? retriever::KvDtype::kBF16
+                     : args.key_dtype == "f16" ? retriever::KvDtype::kF16
+                                               : retriever::KvDtype::kF32;
 
   std::map<std::string, retriever::RowAccumulator> rows;
   std::vector<std::string> order;
@@ -210,6 +214,11 @@ void add_bench_command(CLI::App& app) {
                   "Every S-th key also trains the graph as a query (its own top-Kq list); 0: prefill queries only")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--key-dtype", args->key_dtype,
+                  "Dtype the indexes score the keys in: f32 (the dump), or bf16 / f16 as the retriever's KV store "
+                  "holds them (recall stays against the float32 top-k)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
   cmd->add_option("--graph-repair-ef", args->graph_repair_ef,
                   "Query-guided repair: training queries search with this beam and link the keys they miss (0: off)")
       ->check(CLI::NonNegativeNumber);

@@ -4,7 +4,8 @@
 # under DEADLINE_S (default 570 s from the start), the tail-merge measurement (--graph-append) on the
 # layers in APPEND_LAYERS (APPEND=0 skips it). GRAPH_WARM=H (default 2) adds the decode-order rows
 # (--graph-warm H; 0 = none). LAYERS="0 1" limits the main benchmark to those layers (default: all).
-# EXTRA="--graph-key-lists 4 ..." is passed on to the main benchmark.
+# EXTRA="--graph-key-lists 4 ..." is passed on to the main benchmark. TAG=x names its files
+# rows_64k_x.json / bench_64k_x.txt (so that several runs in one call keep theirs).
 # Results go to $OUT (default: out/).
 #   usage (device tool, carry .device with needle-byte-13m in .device/models):
 #     source .device/bootstrap.sh && scripts/device_retrieval_64k.sh
@@ -24,8 +25,8 @@ fi
 main_layers=()
 for l in ${LAYERS:-}; do main_layers+=(--layer "$l"); done
 { time $ra bench retrieval --qkv /tmp/qkv64k --prefill 61440 --k 100 --indexes "${INDEXES:-ivf,hnsw,graph}" \
-    --test-queries "${TEST_QUERIES:-256}" --graph-warm "${GRAPH_WARM:-2}" "${main_layers[@]}" ${EXTRA:-} --json "$out/rows_64k.json" ; } \
-  > "$out/bench_64k.txt" 2>&1
+    --test-queries "${TEST_QUERIES:-256}" --graph-warm "${GRAPH_WARM:-2}" "${main_layers[@]}" ${EXTRA:-} \
+    --json "$out/rows_64k${TAG:+_$TAG}.json" ; } > "$out/bench_64k${TAG:+_$TAG}.txt" 2>&1
 left=$(( ${DEADLINE_S:-570} - ($(date +%s) - start) ))
 echo "append run: ${left} s left" > "$out/append_64k.txt"
 if (( left > 30 && ${APPEND:-4096} > 0 )); then

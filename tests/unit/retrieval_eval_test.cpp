@@ -4,10 +4,14 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <utility>
 #include <vector>
 
+#include "common/half.h"
+#include "cpu_retriever/dot.h"
 #include "cpu_retriever/retrieval_eval.h"
 
 namespace ra::retriever {
@@ -84,6 +88,53 @@ TEST(RetrievalEval, RetrievingEveryKeyGivesFullAttention) {
   EXPECT_DOUBLE_EQ(flat["recall"].get<double>(), 1.0);
   EXPECT_LT(flat["attn_rel_err"].get<double>(), 1e-6);
   EXPECT_EQ(flat["heads"].get<int64_t>(), 1);
+}
+
+// Exact top-k ids of q over rows [0, n) of keys: [n][dim], best first (ties: lower id), by dot_f32.
+std::vector<int64_t> top_ids(const float* q, const float* keys, int64_t n, int64_t dim, int k) {
+  std::vector<std::pair<float, int64_t>> s;
+  for (int64_t i = 0; i < n; ++i) s.push_back({-dot_f32(q, keys + i * dim, dim), i});
+  std::partial_sort(s.begin(), s.begin() + k, s.end());
+  std::vector<int64_t> ids;
+  for (int r = 0; r < k; ++r) ids.push_back(s[r].second);
+  return ids;
+}
+
+// --key-dtype bf16: the indexes score the rounded keys, while recall stays against the float32 truth,
+// so flat search's recall is exactly the overlap of the two exact top-k lists; the graphs, appended
+// keys included (adopted from the shared arena), still find what flat finds.
+TEST(RetrievalEval, SixteenBitKeysAreScoredRoundedAgainstTheFloat32Truth) {
+  RetrievalBenchConfig config;
+  config.prefill = 500;
+  config.k = 10;
+  config.threads = 2;
+  config.indexes = {"flat", "graph"};
+  config.graph_append = 100;
+  config.key_dtype = KvDtype::kBF16;
+  const auto rows = run(config);
+
+  const SyntheticLayer l = make_layer();
+  const int64_t N = config.prefill, D = l.dim, T = l.tokens, group = l.heads / l.kv_heads;
+  double overlap = 0;
+  int64_t queries = 0;
+  for (int64_t h = 0; h < l.heads; ++h) {
+    const float* keys = l.k.data() + (h / group) * T * D;
+    std::vector<float> rounded(keys, keys + N * D);
+    for (float& x : rounded) x = to_float(to_bf16(x));
+    for (int64_t pos = N; pos < T; ++pos, ++queries) {
+      const float* q = l.q.data() + (h * T + pos) * D;
+      const auto truth = top_ids(q, keys, N, D, config.k), got = top_ids(q, rounded.data(), N, D, config.k);
+      for (int64_t id : got) overlap += std::count(truth.begin(), truth.end(), id);
+    }
+  }
+  const double want = overlap / (static_cast<double>(queries) * config.k);
+  ASSERT_LT(want, 1.0);  // the rounding moves some keys across the top-10 boundary: the test can tell
+  EXPECT_NEAR(rows.at("flat|-")["recall"].get<double>(), want, 1e-12);
+  EXPECT_DOUBLE_EQ(rows.at("flat|-")["scanned"].get<double>(), 1.0);
+  for (const char* name : {"graph|ef=100", "graph_tail|ef=100", "graph_merged|ef=100"}) {
+    ASSERT_TRUE(rows.count(name)) << name;
+    EXPECT_GT(rows.at(name)["recall"].get<double>(), want - 0.03) << name;
+  }
 }
 
 #ifdef RA_HAVE_FAISS
