@@ -51,5 +51,28 @@ TEST(KvDtype, ScoresOverSixteenBitRowsEqualScoresOverTheirWidening) {
   }
 }
 
+// Where the CPU has F16C, f16 rows are widened by hardware: the results must be bitwise the portable
+// loop's, for every length (tails included) and for rows with infinities.
+TEST(KvDtype, HardwareF16WideningScoresBitwiseAsThePortableLoop) {
+  if (!cpu_has_f16c()) GTEST_SKIP() << "this CPU has no F16C: only the portable loop runs";
+  std::mt19937 rng(7);
+  std::normal_distribution<float> g(0.f, 3.f);
+  for (int64_t dim = 1; dim <= 136; ++dim) {
+    std::vector<float> q(dim);
+    std::vector<uint16_t> a(dim), b(dim);
+    for (int trial = 0; trial < 5; ++trial) {
+      for (int64_t j = 0; j < dim; ++j) {
+        q[j] = g(rng);
+        a[j] = F16Elem::narrow(g(rng));
+        b[j] = F16Elem::narrow(trial == 4 && j == dim / 2 ? 1e6f : g(rng));  // one row with an infinity
+      }
+      const float hw = dot_row_f16c(q.data(), b.data(), dim), sw = dot_row_portable<F16Elem>(q.data(), b.data(), dim);
+      ASSERT_EQ(std::bit_cast<uint32_t>(hw), std::bit_cast<uint32_t>(sw)) << "dim " << dim << " trial " << trial;
+      const float hw2 = dot_rows_f16c(a.data(), b.data(), dim), sw2 = dot_rows_portable<F16Elem>(a.data(), b.data(), dim);
+      ASSERT_EQ(std::bit_cast<uint32_t>(hw2), std::bit_cast<uint32_t>(sw2)) << "dim " << dim << " trial " << trial;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ra::retriever
