@@ -339,6 +339,25 @@ std::vector<int64_t> exact_topk_ip(const float* keys, int64_t n, int64_t dim, co
   return ids;  // padded with -1 when k > n
 }
 
+int64_t key_list_count(int64_t n, const GraphBuildParams& params) {
+  if (params.key_lists_stride <= 0 || std::min<int64_t>(params.Kq, n) < 2) return 0;
+  return (n + params.key_lists_stride - 1) / params.key_lists_stride;
+}
+
+std::vector<int64_t> key_top_lists(const float* keys, int64_t n, int64_t dim, const GraphBuildParams& params) {
+  const int64_t count = key_list_count(n, params);
+  if (count == 0) return {};
+  const int64_t stride = params.key_lists_stride;
+  std::vector<float> strided;
+  const float* as_queries = keys;
+  if (stride > 1) {
+    strided.resize(static_cast<size_t>(count * dim));
+    for (int64_t i = 0; i < count; ++i) std::copy_n(keys + i * stride * dim, dim, strided.begin() + i * dim);
+    as_queries = strided.data();
+  }
+  return exact_topk_ip(keys, n, dim, as_queries, count, std::min<int64_t>(params.Kq, n), params.threads);
+}
+
 BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq,
                        const int64_t* topk, int64_t width, const GraphBuildParams& params,
                        const int64_t* key_topk, int64_t n_key_lists, int64_t key_width) {

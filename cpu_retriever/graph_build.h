@@ -18,6 +18,13 @@ namespace ra::retriever {
 std::vector<int64_t> exact_topk_ip(const float* keys, int64_t n, int64_t dim, const float* queries,
                                    int64_t nq, int64_t k, int threads);
 
+// The keys' own top lists that GraphBuildParams::key_lists_stride asks for: every stride-th key's exact
+// top-min(Kq, n) keys by inner product, best first. keys: [n][dim] float32. Returns
+// [key_list_count(n, params)][min(Kq, n)] int64, or nothing when the stride is 0 or n < 2. They depend on
+// the keys and those two parameters only, so the query heads of a kv group can share them.
+std::vector<int64_t> key_top_lists(const float* keys, int64_t n, int64_t dim, const GraphBuildParams& params);
+int64_t key_list_count(int64_t n, const GraphBuildParams& params);
+
 // The occlusion rule (RNG / HNSW heuristic) of every pruning step. cands: candidates c of pivot p with
 // score = p · c, free of p itself; norms: [nodes] float32 squared key norms (read for Occlusion::kL2).
 // Candidates are visited nearest to the pivot first (under the params' distance), and c is kept unless

@@ -23,11 +23,12 @@ GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* t
              params.append_capacity);
   own_arena_ = std::make_shared<RowArena>(dim, params.append_capacity);
   arena_ = own_arena_;
-  build(keys, train_queries, nq, train_topk, topk_width);
+  build(keys, train_queries, nq, train_topk, topk_width, {});
 }
 
 GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const float* train_queries, int64_t nq,
-                       const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width)
+                       const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width,
+                       std::span<const int64_t> key_lists)
     : keys_(rows ? rows->data() : nullptr),
       n_(n),
       dim_(rows ? rows->dim() : 0),
@@ -39,15 +40,19 @@ GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const fl
   RA_REQUIRE(n > 0 && n <= arena_->size(), "graph index: needs 1 to {} keys of its arena (got n = {})",
              arena_->size(), n);
   check_params(train_queries, nq, train_topk, topk_width);
+  const auto want = static_cast<size_t>(key_list_count(n, params) * std::min<int64_t>(params.Kq, n));
+  RA_REQUIRE(key_lists.empty() || key_lists.size() == want,
+             "graph index: {} precomputed key-list entries, {} expected (key_top_lists of the same keys and params)",
+             key_lists.size(), want);
   if (arena_->dtype() == KvDtype::kF32) {
-    build(arena_->row(0), train_queries, nq, train_topk, topk_width);
+    build(arena_->row(0), train_queries, nq, train_topk, topk_width, key_lists);
     return;
   }
   // 16-bit rows: the build runs on their exact float32 widening (BLAS and pruning want float32),
   // freed once the graph stands; searches and merges score the rows themselves.
   std::vector<float> widened(static_cast<size_t>(n * dim_));
   widen_row(arena_->dtype(), arena_->data(), n * dim_, widened.data());
-  build(widened.data(), train_queries, nq, train_topk, topk_width);
+  build(widened.data(), train_queries, nq, train_topk, topk_width, key_lists);
 }
 
 void GraphIndex::check_params(const float* train_queries, int64_t nq, const int64_t* train_topk,
@@ -65,7 +70,7 @@ void GraphIndex::check_params(const float* train_queries, int64_t nq, const int6
 }
 
 void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
-                       int64_t topk_width) {
+                       int64_t topk_width, std::span<const int64_t> key_lists) {
   const GraphBuildParams& params = params_;
   const int64_t n = n_, dim = dim_;
   // Optional seeded subsample of the training queries (rows kept in their original order).
@@ -98,23 +103,15 @@ void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq
     computed = exact_topk_ip(keys, n, dim, queries, nq, topk_width, params.threads);
     topk = computed.data();
   }
-  std::vector<int64_t> key_lists;
-  int64_t n_key_lists = 0;
-  const int64_t key_width = std::min<int64_t>(params.Kq, n);
-  if (params.key_lists_stride > 0 && key_width > 1) {
-    const int64_t stride = params.key_lists_stride;
-    n_key_lists = (n + stride - 1) / stride;
-    std::vector<float> strided;
-    const float* as_queries = keys;
-    if (stride > 1) {
-      strided.resize(static_cast<size_t>(n_key_lists * dim));
-      for (int64_t i = 0; i < n_key_lists; ++i) std::copy_n(keys + i * stride * dim, dim, strided.begin() + i * dim);
-      as_queries = strided.data();
-    }
-    key_lists = exact_topk_ip(keys, n, dim, as_queries, n_key_lists, key_width, params.threads);
+  // The keys' own lists: given (shared by a kv group's graphs) or computed here.
+  const int64_t n_key_lists = key_list_count(n, params), key_width = std::min<int64_t>(params.Kq, n);
+  std::vector<int64_t> computed_key_lists;
+  if (n_key_lists > 0 && key_lists.empty()) {
+    computed_key_lists = key_top_lists(keys, n, dim, params);
+    key_lists = computed_key_lists;
   }
   BuiltGraph g = build_graph(keys, n, dim, queries, nq, topk, topk_width, params,
-                             key_lists.empty() ? nullptr : key_lists.data(), n_key_lists, key_width);
+                             n_key_lists > 0 ? key_lists.data() : nullptr, n_key_lists, key_width);
   auto state = std::make_shared<State>();
   state->csr = std::move(g.csr);
   build_entry_ = g.entry;

@@ -82,8 +82,11 @@ class GraphIndex final : public KeyIndex {
   // arena's dtype; a 16-bit arena gives the graph and the answers of the float32 constructor over its
   // widened rows. The owner appends further rows, and the index takes each in order with
   // adopt_next_row. The query heads of a kv group build one index each over the same arena.
+  // key_lists: optional key_top_lists(rows [0, n) widened, n, dim, params) (graph_build.h), which
+  // depend on the keys only: the group's heads compute them once and share them. Empty: computed here.
   GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const float* train_queries, int64_t nq,
-             const GraphBuildParams& params, const int64_t* train_topk = nullptr, int64_t topk_width = 0);
+             const GraphBuildParams& params, const int64_t* train_topk = nullptr, int64_t topk_width = 0,
+             std::span<const int64_t> key_lists = {});
 
   std::string name() const override { return "graph"; }
   int64_t size() const override;
@@ -137,7 +140,7 @@ class GraphIndex final : public KeyIndex {
   void check_params(const float* train_queries, int64_t nq, const int64_t* train_topk, int64_t topk_width) const;
   // The build, over the n_ keys as float32 (keys: [n_][dim_]).
   void build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
-             int64_t topk_width);
+             int64_t topk_width, std::span<const int64_t> key_lists);
   int64_t take_row(const float* query);  // the arena's next row joins the tail
   void merge_now();  // one merge of the current tail; holds merge_mutex_
   void rethrow_merge_error();

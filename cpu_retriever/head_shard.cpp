@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "cpu_retriever/flat_index.h"
+#include "cpu_retriever/graph_build.h"
 #ifdef RA_HAVE_FAISS
 #include "cpu_retriever/faiss_indexes.h"
 #endif
@@ -33,16 +34,24 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
     case IndexKind::kFlat:
       indexes_.push_back(std::make_unique<FlatIndex>(rows.data(), rows.dtype(), n, head_dim));
       break;
-    case IndexKind::kGraph:
+    case IndexKind::kGraph: {
       RA_REQUIRE(n_train > 0 && train_queries != nullptr, "graph index: needs training queries");
       graph_tail_ = true;
+      // The keys' own top lists depend on the keys only: one brute force for the whole group.
+      std::vector<int64_t> key_lists;
+      if (group_size > 1) {
+        std::vector<float> widened(static_cast<size_t>(n * head_dim));
+        widen_row(rows.dtype(), rows.data(), n * head_dim, widened.data());
+        key_lists = key_top_lists(widened.data(), n, head_dim, params.graph);
+      }
       // Each member's graph scores the store's rows in place: the keys are held once for the group.
       for (int m = 0; m < group_size; ++m) {
         indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries + m * n_train * head_dim,
-                                                        n_train, params.graph));
+                                                        n_train, params.graph, nullptr, 0, key_lists));
         answers_.emplace_back(params.warm_history);
       }
       break;
+    }
     case IndexKind::kIvf:
     case IndexKind::kHnsw: {
 #ifdef RA_HAVE_FAISS

@@ -599,6 +599,42 @@ TEST(GraphIndex, Bf16ArenaGivesWhatItsWidenedFloat32Gives) {
   expect_shared_arena_matches_own(arena, widened, d, n0);
 }
 
+// The keys' own lists depend on the keys only: a kv group's graphs built on lists computed once
+// (HeadShard) are the graphs each would build alone; lists of the wrong shape are refused by name.
+TEST(GraphIndex, SharedKeyListsGiveTheGraphEachHeadBuildsAlone) {
+  const OodData d = make_ood(1500, 32, 1000, 1, 37);
+  RowArena arena(KvDtype::kBF16, d.dim, d.n);
+  arena.append(d.keys.data(), d.n);
+  auto rows = std::shared_ptr<const RowArena>(std::shared_ptr<RowArena>(), &arena);  // not owned
+  std::vector<float> widened(d.keys.size());
+  widen_row(KvDtype::kBF16, arena.data(), d.n * d.dim, widened.data());
+  for (int stride : {1, 3}) {
+    GraphBuildParams p;
+    p.M = 16;
+    p.Kq = 40;
+    p.key_lists_stride = stride;
+    const std::vector<int64_t> lists = key_top_lists(widened.data(), d.n, d.dim, p);
+    ASSERT_EQ(lists.size(), static_cast<size_t>((d.n + stride - 1) / stride * 40));
+    for (int h = 0; h < 2; ++h) {
+      const float* train = d.train.data() + h * 500 * d.dim;
+      const GraphIndex alone(rows, d.n, train, 500, p);
+      const GraphIndex shared(rows, d.n, train, 500, p, nullptr, 0, lists);
+      EXPECT_TRUE(alone.adjacency() == shared.adjacency()) << "stride " << stride << " head " << h;
+    }
+    // And they are used, not recomputed: other lists of the same shape give another graph.
+    std::vector<int64_t> other = lists;
+    for (size_t r = 0; r < other.size(); r += 40) std::reverse(other.begin() + r, other.begin() + r + 40);
+    EXPECT_FALSE(GraphIndex(rows, d.n, d.train.data(), 500, p).adjacency() ==
+                 GraphIndex(rows, d.n, d.train.data(), 500, p, nullptr, 0, other).adjacency());
+    try {
+      GraphIndex(rows, d.n, d.train.data(), 500, p, nullptr, 0, std::span(lists).first(lists.size() - 1));
+      ADD_FAILURE() << "a short key-list array was accepted";
+    } catch (const ra::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("key-list entries"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(GraphIndex, SeedsAreScoredSoTheExactAnswerAsSeedsIsFound) {
   const OodData d = make_ood(3000, 32, 800, 30, 23);
   GraphBuildParams p;
