@@ -22,7 +22,7 @@ inline float dot_row_portable(const float* a, const typename E::T* b, int64_t di
   for (; j + 8 <= dim; j += 8) {
     for (int l = 0; l < 8; ++l) s[l] += a[j + l] * E::widen(b[j + l]);
   }
-  for (int64_t r = j; r < dim; ++r) s[r - j] += a[r] * E::widen(b[r]);  // r - j == r & 7
+  for (int64_t r = 0; r < dim - j && r < 8; ++r) s[r] += a[j + r] * E::widen(b[j + r]);  // dim - j < 8
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
@@ -34,7 +34,7 @@ inline float dot_rows_portable(const typename E::T* a, const typename E::T* b, i
   for (; j + 8 <= dim; j += 8) {
     for (int l = 0; l < 8; ++l) s[l] += E::widen(a[j + l]) * E::widen(b[j + l]);
   }
-  for (int64_t r = j; r < dim; ++r) s[r - j] += E::widen(a[r]) * E::widen(b[r]);
+  for (int64_t r = 0; r < dim - j && r < 8; ++r) s[r] += E::widen(a[j + r]) * E::widen(b[j + r]);
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
