@@ -50,9 +50,7 @@ GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const fl
   }
   // 16-bit rows: the build runs on their exact float32 widening (BLAS and pruning want float32),
   // freed once the graph stands; searches and merges score the rows themselves.
-  std::vector<float> widened(static_cast<size_t>(n * dim_));
-  widen_row(arena_->dtype(), arena_->data(), n * dim_, widened.data());
-  build(widened.data(), train_queries, nq, train_topk, topk_width, key_lists);
+  build(arena_->widened(n).data(), train_queries, nq, train_topk, topk_width, key_lists);
 }
 
 void GraphIndex::check_params(const float* train_queries, int64_t nq, const int64_t* train_topk,

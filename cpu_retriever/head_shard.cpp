@@ -40,9 +40,7 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
       // The keys' own top lists depend on the keys only: one brute force for the whole group.
       std::vector<int64_t> key_lists;
       if (group_size > 1) {
-        std::vector<float> widened(static_cast<size_t>(n * head_dim));
-        widen_row(rows.dtype(), rows.data(), n * head_dim, widened.data());
-        key_lists = key_top_lists(widened.data(), n, head_dim, params.graph);
+        key_lists = key_top_lists(rows.widened(n).data(), n, head_dim, params.graph);
       }
       // Each member's graph scores the store's rows in place: the keys are held once for the group.
       for (int m = 0; m < group_size; ++m) {
@@ -56,8 +54,7 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
     case IndexKind::kHnsw: {
 #ifdef RA_HAVE_FAISS
       // FAISS takes float32 and keeps a copy of its own: hand it the stored keys, widened.
-      std::vector<float> widened(static_cast<size_t>(n * head_dim));
-      widen_row(rows.dtype(), rows.data(), n * head_dim, widened.data());
+      const std::vector<float> widened = rows.widened(n);
       if (params.kind == IndexKind::kIvf) {
         indexes_.push_back(make_ivf_flat_index(widened.data(), n, head_dim, ivf_lists_for(n, params.ivf_nlist),
                                                params.seed));

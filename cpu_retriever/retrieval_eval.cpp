@@ -261,8 +261,7 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     if (config.key_dtype != KvDtype::kF32) {
       rounded = std::make_shared<RowArena>(config.key_dtype, D, N);
       rounded->append(keys, N);
-      widened.resize(static_cast<size_t>(N * D));
-      widen_row(config.key_dtype, rounded->data(), N * D, widened.data());
+      widened = rounded->widened(N);
       index_keys = widened.data();
     }
     // A graph over the first n keys; the rest join with take (own arena: append; shared: adopt).

@@ -49,6 +49,13 @@ void RowArena::commit(size_t end, int64_t first_row) {
   committed_.store(committed + grow, std::memory_order_relaxed);
 }
 
+std::vector<float> RowArena::widened(int64_t n) const {
+  RA_REQUIRE(n >= 0 && n <= size(), "row arena: {} rows to widen of {}", n, size());
+  std::vector<float> out(static_cast<size_t>(n * dim_));
+  widen_row(dtype_, base_, n * dim_, out.data());
+  return out;
+}
+
 int64_t RowArena::append(const float* row) { return append(row, 1); }
 
 int64_t RowArena::append(const float* rows, int64_t n) {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "cpu_retriever/kv_dtype.h"
 
@@ -45,6 +46,8 @@ class RowArena {
   const float* row(int64_t i) const;
   // Row i widened to float32: out [dim].
   void widen(int64_t i, float* out) const { widen_row(dtype_, row_data(i), dim_, out); }
+  // Rows [0, n) widened to float32, a temporary [n][dim] copy for code that needs float32 (BLAS, FAISS).
+  std::vector<float> widened(int64_t n) const;
   size_t bytes() const { return committed_.load(std::memory_order_relaxed); }  // memory made usable so far
 
  private:

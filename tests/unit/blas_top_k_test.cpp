@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "cpu_retriever/blas_top_k.h"
 #include "cpu_retriever/flat_index.h"
+#include "tests/support/random_matrix.h"
 
 #include <gtest/gtest.h>
 
@@ -14,13 +15,7 @@
 namespace ra::retriever {
 namespace {
 
-std::vector<float> random_matrix(int64_t rows, int64_t dim, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> g(0.f, 1.f);
-  std::vector<float> m(static_cast<size_t>(rows * dim));
-  for (auto& x : m) x = g(rng);
-  return m;
-}
+using test::random_matrix;
 
 // One function's [nq][k] answer.
 struct Lists {

@@ -10,17 +10,12 @@
 
 #include "common/error.h"
 #include "cpu_retriever/flat_index.h"
+#include "tests/support/random_matrix.h"
 
 namespace ra::retriever {
 namespace {
 
-std::vector<float> random_matrix(int64_t rows, int64_t dim, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> m(static_cast<size_t>(rows * dim));
-  for (float& x : m) x = dist(rng);
-  return m;
-}
+using test::random_matrix;
 
 // Naive reference: double-precision scores, sorted by (score desc, id asc).
 std::vector<int64_t> naive_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k) {

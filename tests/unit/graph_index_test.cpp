@@ -606,8 +606,7 @@ TEST(GraphIndex, SharedKeyListsGiveTheGraphEachHeadBuildsAlone) {
   RowArena arena(KvDtype::kBF16, d.dim, d.n);
   arena.append(d.keys.data(), d.n);
   auto rows = std::shared_ptr<const RowArena>(std::shared_ptr<RowArena>(), &arena);  // not owned
-  std::vector<float> widened(d.keys.size());
-  widen_row(KvDtype::kBF16, arena.data(), d.n * d.dim, widened.data());
+  const std::vector<float> widened = arena.widened(d.n);
   for (int stride : {1, 3}) {
     GraphBuildParams p;
     p.M = 16;
