@@ -2,14 +2,15 @@
 // The inner product every key index scores with, so flat, graph and FAISS-walk scores agree bit for bit.
 // Eight independent accumulators let the compiler vectorise the loop with plain SSE2 and without
 // -ffast-math (DESIGN §4 forbids it); the summation order is fixed, so results are identical across
-// runs and threads.
+// runs and threads. Where the CPU has AVX2 and F16C, the same eight lanes run as one 256-bit register
+// instead (dot_x86.h), with bitwise the same results.
 //
 // Keys may be stored as bf16 or f16 (kv_dtype.h): they are widened exactly, element by element, in the
 // same order, so a score over a 16-bit row equals dot_f32 over its widened copy, bit for bit.
 
 #include <cstdint>
 
-#include "cpu_retriever/dot_f16c.h"
+#include "cpu_retriever/dot_x86.h"
 #include "cpu_retriever/kv_dtype.h"
 
 namespace ra::retriever {
@@ -38,23 +39,39 @@ inline float dot_rows_portable(const typename E::T* a, const typename E::T* b, i
   return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-// The scorers' entry points: the portable loops, except that f16 rows are widened by F16C where the CPU
-// has it (dot_f16c.h: bitwise the same results).
+// The scorers' entry points: the 256-bit loops of dot_x86.h where the CPU has AVX2 and F16C (bitwise
+// the same results), else the portable loops.
 template <typename E>
 inline float dot_row(const float* a, const typename E::T* b, int64_t dim) {
-  if constexpr (E::kDtype == KvDtype::kF16) {
-    static const bool hw = cpu_has_f16c();
-    if (hw) return dot_row_f16c(a, b, dim);
+  static const bool simd = cpu_has_simd_dot();
+  if (simd) {
+    if constexpr (E::kDtype == KvDtype::kF32) return dot_row_f32_avx2(a, b, dim);
+    if constexpr (E::kDtype == KvDtype::kBF16) return dot_row_bf16_avx2(a, b, dim);
+    if constexpr (E::kDtype == KvDtype::kF16) return dot_row_f16_avx2(a, b, dim);
   }
   return dot_row_portable<E>(a, b, dim);
 }
 template <typename E>
 inline float dot_rows(const typename E::T* a, const typename E::T* b, int64_t dim) {
-  if constexpr (E::kDtype == KvDtype::kF16) {
-    static const bool hw = cpu_has_f16c();
-    if (hw) return dot_rows_f16c(a, b, dim);
+  static const bool simd = cpu_has_simd_dot();
+  if (simd) {
+    if constexpr (E::kDtype == KvDtype::kF32) return dot_row_f32_avx2(a, b, dim);
+    if constexpr (E::kDtype == KvDtype::kBF16) return dot_rows_bf16_avx2(a, b, dim);
+    if constexpr (E::kDtype == KvDtype::kF16) return dot_rows_f16_avx2(a, b, dim);
   }
   return dot_rows_portable<E>(a, b, dim);
+}
+
+// Four rows at once: out[r] = dot_row<E>(a, b[r], dim), bitwise (b: 4 rows of [dim]; out: [4]).
+template <typename E>
+inline void dot_row_x4(const float* a, const typename E::T* const* b, int64_t dim, float* out) {
+  static const bool simd = cpu_has_simd_dot();
+  if (simd) {
+    if constexpr (E::kDtype == KvDtype::kF32) return dot_row_x4_f32_avx2(a, b, dim, out);
+    if constexpr (E::kDtype == KvDtype::kBF16) return dot_row_x4_bf16_avx2(a, b, dim, out);
+    if constexpr (E::kDtype == KvDtype::kF16) return dot_row_x4_f16_avx2(a, b, dim, out);
+  }
+  for (int r = 0; r < 4; ++r) out[r] = dot_row_portable<E>(a, b[r], dim);
 }
 
 inline float dot_f32(const float* a, const float* b, int64_t dim) { return dot_row<F32Elem>(a, b, dim); }

@@ -71,10 +71,8 @@ int beam_search_rows(const KeyRows& keys, const GraphCsr& csr, std::span<const u
   int64_t dc = 0, hops = 0;
   if (csr.nodes() == 0 || ef <= 0) return 0;
 
-  // Scores node v and offers it to the pool; a node that enters the pool also becomes a candidate.
-  auto visit = [&](uint32_t v) {
-    s.stamp[v] = s.epoch;
-    const Scored c{dot_row<E>(q, keys.row_as<E>(v), dim), v};
+  // Offers a scored node to the pool; a node that enters the pool also becomes a candidate.
+  auto offer = [&](const Scored c) {
     ++dc;
     bool filling = false;  // the answer is still short of `keep` nodes: this one must be expanded too
     if (separate) {
@@ -101,6 +99,10 @@ int beam_search_rows(const KeyRows& keys, const GraphCsr& csr, std::span<const u
     s.candidates.push_back(c);
     std::push_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
   };
+  auto visit = [&](uint32_t v) {
+    s.stamp[v] = s.epoch;
+    offer({dot_row<E>(q, keys.row_as<E>(v), dim), v});
+  };
   for (const uint32_t entry : entries) {
     if (s.stamp[entry] != s.epoch) visit(entry);
   }
@@ -119,11 +121,26 @@ int beam_search_rows(const KeyRows& keys, const GraphCsr& csr, std::span<const u
     const auto nbrs = csr.out(cur.id);
     const size_t deg = nbrs.size();
     if (deg > 0) prefetch_row(keys.row_as<E>(nbrs[0]), row_bytes);
+    // The unvisited neighbours are scored four at a time (independent add chains, dot.h) and offered
+    // in their list order, so the search does exactly what scoring them one by one does.
+    uint32_t batch[4];
+    int batched = 0;
     for (size_t j = 0; j < deg; ++j) {
       if (j + 1 < deg) prefetch_row(keys.row_as<E>(nbrs[j + 1]), row_bytes);
       const uint32_t v = nbrs[j];
-      if (s.stamp[v] != s.epoch) visit(v);
+      if (s.stamp[v] == s.epoch) continue;
+      s.stamp[v] = s.epoch;
+      batch[batched++] = v;
+      if (batched == 4) {
+        const typename E::T* rows[4] = {keys.row_as<E>(batch[0]), keys.row_as<E>(batch[1]),
+                                        keys.row_as<E>(batch[2]), keys.row_as<E>(batch[3])};
+        float scores[4];
+        dot_row_x4<E>(q, rows, dim, scores);
+        for (int r = 0; r < 4; ++r) offer({scores[r], batch[r]});
+        batched = 0;
+      }
     }
+    for (int r = 0; r < batched; ++r) offer({dot_row<E>(q, keys.row_as<E>(batch[r]), dim), batch[r]});
   }
   if (separate) s.pool.swap(s.results);
   std::sort(s.pool.begin(), s.pool.end(), better);

@@ -8,6 +8,8 @@
 
 #include <bit>
 #include <cstdint>
+#include <limits>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -51,26 +53,73 @@ TEST(KvDtype, ScoresOverSixteenBitRowsEqualScoresOverTheirWidening) {
   }
 }
 
-// Where the CPU has F16C, f16 rows are widened by hardware: the results must be bitwise the portable
-// loop's, for every length (tails included) and for rows with infinities.
-TEST(KvDtype, HardwareF16WideningScoresBitwiseAsThePortableLoop) {
-  if (!cpu_has_f16c()) GTEST_SKIP() << "this CPU has no F16C: only the portable loop runs";
+// Bit patterns of a float, for comparisons that also hold for NaN results.
+uint32_t bits(float x) { return std::bit_cast<uint32_t>(x); }
+
+// Where the CPU has AVX2 and F16C, every dtype is scored by the 256-bit loops of dot_x86.h: the results
+// must be bitwise the portable loop's, for every length (tails included) and for rows with infinities
+// and NaN.
+TEST(KvDtype, SimdScorersGiveThePortableLoopsBitsForEveryDtype) {
+  if (!cpu_has_simd_dot()) GTEST_SKIP() << "this CPU has no AVX2 and F16C: only the portable loops run";
   std::mt19937 rng(7);
   std::normal_distribution<float> g(0.f, 3.f);
   for (int64_t dim = 1; dim <= 136; ++dim) {
-    std::vector<float> q(dim);
-    std::vector<uint16_t> a(dim), b(dim);
-    for (int trial = 0; trial < 5; ++trial) {
+    std::vector<float> q(dim), a32(dim), b32(dim);
+    std::vector<uint16_t> a16(dim), b16(dim), abf(dim), bbf(dim);
+    for (int trial = 0; trial < 6; ++trial) {
       for (int64_t j = 0; j < dim; ++j) {
         q[j] = g(rng);
-        a[j] = F16Elem::narrow(g(rng));
-        b[j] = F16Elem::narrow(trial == 4 && j == dim / 2 ? 1e6f : g(rng));  // one row with an infinity
+        a32[j] = g(rng);
+        b32[j] = g(rng);
+        if (j == dim / 2 && trial == 4) b32[j] = 1e6f;  // f16 overflows to infinity here
+        if (j == dim - 1 && trial == 5) b32[j] = std::numeric_limits<float>::infinity();  // and everything: inf, NaN
+        a16[j] = F16Elem::narrow(a32[j]);
+        b16[j] = F16Elem::narrow(b32[j]);
+        abf[j] = Bf16Elem::narrow(a32[j]);
+        bbf[j] = Bf16Elem::narrow(b32[j]);
       }
-      const float hw = dot_row_f16c(q.data(), b.data(), dim), sw = dot_row_portable<F16Elem>(q.data(), b.data(), dim);
-      ASSERT_EQ(std::bit_cast<uint32_t>(hw), std::bit_cast<uint32_t>(sw)) << "dim " << dim << " trial " << trial;
-      const float hw2 = dot_rows_f16c(a.data(), b.data(), dim), sw2 = dot_rows_portable<F16Elem>(a.data(), b.data(), dim);
-      ASSERT_EQ(std::bit_cast<uint32_t>(hw2), std::bit_cast<uint32_t>(sw2)) << "dim " << dim << " trial " << trial;
+      const std::string where = "dim " + std::to_string(dim) + " trial " + std::to_string(trial);
+      ASSERT_EQ(bits(dot_row_f32_avx2(q.data(), b32.data(), dim)),
+                bits(dot_row_portable<F32Elem>(q.data(), b32.data(), dim))) << "f32 " << where;
+      ASSERT_EQ(bits(dot_row_f32_avx2(a32.data(), b32.data(), dim)),
+                bits(dot_rows_portable<F32Elem>(a32.data(), b32.data(), dim))) << "f32 rows " << where;
+      ASSERT_EQ(bits(dot_row_bf16_avx2(q.data(), bbf.data(), dim)),
+                bits(dot_row_portable<Bf16Elem>(q.data(), bbf.data(), dim))) << "bf16 " << where;
+      ASSERT_EQ(bits(dot_rows_bf16_avx2(abf.data(), bbf.data(), dim)),
+                bits(dot_rows_portable<Bf16Elem>(abf.data(), bbf.data(), dim))) << "bf16 rows " << where;
+      ASSERT_EQ(bits(dot_row_f16_avx2(q.data(), b16.data(), dim)),
+                bits(dot_row_portable<F16Elem>(q.data(), b16.data(), dim))) << "f16 " << where;
+      ASSERT_EQ(bits(dot_rows_f16_avx2(a16.data(), b16.data(), dim)),
+                bits(dot_rows_portable<F16Elem>(a16.data(), b16.data(), dim))) << "f16 rows " << where;
     }
+  }
+}
+
+// Flat scans and graph hops score four rows per call: each result must be bitwise the portable
+// single-row loop's, for every dtype and length.
+TEST(KvDtype, FourRowsAtOnceScoreBitwiseAsOneByOne) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> g(0.f, 3.f);
+  auto check = [&](auto elem, int64_t dim) {
+    using E = decltype(elem);
+    std::vector<float> q(dim);
+    std::vector<std::vector<typename E::T>> rows(4, std::vector<typename E::T>(dim));
+    for (int64_t j = 0; j < dim; ++j) q[j] = g(rng);
+    for (auto& row : rows) {
+      for (int64_t j = 0; j < dim; ++j) row[j] = E::narrow(g(rng));
+    }
+    const typename E::T* ptrs[4] = {rows[0].data(), rows[1].data(), rows[2].data(), rows[3].data()};
+    float out[4];
+    dot_row_x4<E>(q.data(), ptrs, dim, out);
+    for (int r = 0; r < 4; ++r) {
+      ASSERT_EQ(bits(out[r]), bits(dot_row_portable<E>(q.data(), ptrs[r], dim)))
+          << "dtype " << static_cast<int>(E::kDtype) << " dim " << dim << " row " << r;
+    }
+  };
+  for (int64_t dim = 1; dim <= 136; ++dim) {
+    check(F32Elem{}, dim);
+    check(Bf16Elem{}, dim);
+    check(F16Elem{}, dim);
   }
 }
 
