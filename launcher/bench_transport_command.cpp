@@ -2,19 +2,16 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 
 #include "common/error.h"
+#include "launcher/child_process.h"
 #include "launcher/mpirun_command.h"
 #ifdef RA_HAVE_SHM
 #include "transport/shm/shm_channel.h"
@@ -38,45 +35,6 @@ struct BenchTransportArgs {
   std::string mpirun = "mpirun";
   std::vector<std::string> mpirun_args;
 };
-
-volatile sig_atomic_t g_child = 0;
-
-extern "C" void forward_to_mpirun(int sig) {
-  if (g_child > 0) kill(g_child, sig);
-}
-
-// Runs argv (mpirun) to completion, forwarding SIGINT/SIGTERM/SIGHUP to it; returns its exit code (128 + N
-// when it died of signal N).
-int run_to_completion(const std::vector<std::string>& argv) {
-  std::vector<char*> cargv;
-  for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  struct sigaction sa {}, old_int {}, old_term {}, old_hup {};
-  sa.sa_handler = forward_to_mpirun;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGTERM, &sa, &old_term);
-  sigaction(SIGHUP, &sa, &old_hup);
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t child = fork();
-  RA_REQUIRE(child >= 0, "fork failed: {}", std::strerror(errno));
-  if (child == 0) {
-    setpgid(0, 0);  // a terminal's Ctrl-C reaches mpirun once, through us
-    execvp(cargv[0], cargv.data());
-    std::fprintf(stderr, "ra: cannot run %s: %s\n", cargv[0], std::strerror(errno));
-    _exit(127);
-  }
-  g_child = child;
-  int status = 0;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  g_child = 0;
-  sigaction(SIGINT, &old_int, nullptr);
-  sigaction(SIGTERM, &old_term, nullptr);
-  sigaction(SIGHUP, &old_hup, nullptr);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 std::string find_bench_executable() {
   const fs::path exe = fs::read_symlink("/proc/self/exe").parent_path() / "ra-bench-transport";
@@ -131,7 +89,7 @@ int run_bench_transport(const BenchTransportArgs& args) {
                                std::to_string(args.heads), "--kv-heads", std::to_string(args.kv_heads), "--head-dim",
                                std::to_string(args.head_dim), args.evict ? "--evict" : "--no-evict", "--job", job,
                                "--out", row_path.string()});
-      const int rc = run_to_completion(argv);
+      const int rc = run_forwarding_signals(argv);
 #ifdef RA_HAVE_SHM
       for (const std::string& name : transport::list_shm_segments(fmt::format("ra-bench-{}-", job))) {
         std::fprintf(stderr, "ra: removing leftover shared-memory segment /dev/shm/%s\n", name.c_str());

@@ -1,16 +1,14 @@
 #include "launcher/job_launcher.h"
 
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "common/error.h"
+#include "launcher/child_process.h"
 #include "launcher/mpirun_command.h"
 #ifdef RA_HAVE_SHM
 #include "transport/shm/shm_channel.h"
@@ -18,12 +16,6 @@
 
 namespace ra {
 namespace {
-
-volatile sig_atomic_t g_child = 0;
-
-extern "C" void forward_signal(int sig) {
-  if (g_child > 0) kill(g_child, sig);
-}
 
 std::filesystem::path job_directory(const RunPlan& plan) {
   namespace fs = std::filesystem;
@@ -67,36 +59,7 @@ int launch_job(const RunPlan& plan) {
   // the peer a rank is waiting for (measured: decode 10x slower on 2 cores). Unless the user chose.
   if (std::getenv("OMP_WAIT_POLICY") == nullptr) argv.insert(argv.begin() + 1, {"-x", "OMP_WAIT_POLICY=PASSIVE"});
   if (std::getenv("RA_LOGITS_TRACE") != nullptr) argv.insert(argv.begin() + 1, {"-x", "RA_LOGITS_TRACE"});
-  std::vector<char*> cargv;
-  for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-
-  struct sigaction sa {}, old_int {}, old_term {}, old_hup {};
-  sa.sa_handler = forward_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGTERM, &sa, &old_term);
-  sigaction(SIGHUP, &sa, &old_hup);
-
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t child = fork();
-  RA_REQUIRE(child >= 0, "fork failed: {}", std::strerror(errno));
-  if (child == 0) {
-    // mpirun gets its own process group so a terminal's Ctrl-C reaches it once, through us.
-    setpgid(0, 0);
-    execvp(cargv[0], cargv.data());
-    std::fprintf(stderr, "ra: cannot run %s: %s\n", cargv[0], std::strerror(errno));
-    _exit(127);
-  }
-  g_child = child;
-  int status = 0;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  g_child = 0;
-  sigaction(SIGINT, &old_int, nullptr);
-  sigaction(SIGTERM, &old_term, nullptr);
-  sigaction(SIGHUP, &old_hup, nullptr);
+  const int code = run_forwarding_signals(argv);
 
 #ifdef RA_HAVE_SHM
   for (const std::string& name : transport::list_shm_segments("ra-" + plan.job_id + "-")) {
@@ -106,8 +69,7 @@ int launch_job(const RunPlan& plan) {
 #endif
   std::error_code ignored;
   fs::remove_all(dir, ignored);
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + WTERMSIG(status);
+  return code;
 }
 
 }  // namespace ra
