@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <exception>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -56,6 +58,18 @@ void install_exit_signal_handlers(const std::string& shm_segment) {
 
 void remove_registered_segment() noexcept {
   if (g_segment[0] != '\0') shm_unlink(g_segment);
+}
+
+int run_pipeline_process(const char* program, int argc, char** argv,
+                         int (*run)(transport::MpiSession& mpi, int argc, char** argv)) {
+  transport::MpiSession mpi(&argc, &argv);
+  try {
+    return run(mpi, argc, argv);
+  } catch (const std::exception& e) {
+    report_error(program, mpi.rank(), mpi.host(), e.what());
+    remove_registered_segment();
+    std::_Exit(1);
+  }
 }
 
 void report_error(const char* program, int rank, const std::string& host, const char* what) {

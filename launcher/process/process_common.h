@@ -5,8 +5,15 @@
 #include <string>
 
 #include "launcher/run_plan.h"
+#include "transport/bootstrap/mpi_session.h"
 
 namespace ra {
+
+// The main() of a pipeline process: starts MPI and returns run(mpi, argc, argv). On any exception it
+// reports it with rank and host, removes the registered segment and quits at once with 1: MPI_Finalize
+// or a channel's teardown could wait on a dead peer, and mpirun ends the other ranks.
+int run_pipeline_process(const char* program, int argc, char** argv,
+                         int (*run)(transport::MpiSession& mpi, int argc, char** argv));
 
 // Reads and checks the plan file; errors name the file.
 RunPlan read_plan_file(const std::string& path);

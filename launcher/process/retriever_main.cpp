@@ -4,7 +4,6 @@
 // shutdown, 1 after any error (reported with rank and host), 128 + N on signal N.
 
 #include <cstdio>
-#include <exception>
 
 #include "cpu_retriever/retriever_service.h"
 #include "launcher/numa_topology.h"
@@ -78,14 +77,4 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
 }  // namespace
 }  // namespace ra
 
-int main(int argc, char** argv) {
-  ra::transport::MpiSession mpi(&argc, &argv);
-  try {
-    return ra::run(mpi, argc, argv);
-  } catch (const std::exception& e) {
-    ra::report_error(ra::kProgram, mpi.rank(), mpi.host(), e.what());
-    ra::remove_registered_segment();
-    // Quick exit: MPI_Finalize or channel teardown could wait on a dead peer; mpirun ends the rest.
-    std::_Exit(1);
-  }
-}
+int main(int argc, char** argv) { return ra::run_pipeline_process(ra::kProgram, argc, argv, ra::run); }

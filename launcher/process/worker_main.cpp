@@ -7,7 +7,6 @@
 #include <omp.h>
 
 #include <cstdio>
-#include <exception>
 
 #include "gpu_worker/decode/generator.h"
 #include "gpu_worker/offload/retrieval_client.h"
@@ -101,12 +100,4 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
 }  // namespace
 }  // namespace ra
 
-int main(int argc, char** argv) {
-  ra::transport::MpiSession mpi(&argc, &argv);
-  try {
-    return ra::run(mpi, argc, argv);
-  } catch (const std::exception& e) {
-    ra::report_error(ra::kProgram, mpi.rank(), mpi.host(), e.what());
-    std::_Exit(1);  // see ra-cpu-retriever: mpirun ends the other ranks
-  }
-}
+int main(int argc, char** argv) { return ra::run_pipeline_process(ra::kProgram, argc, argv, ra::run); }
