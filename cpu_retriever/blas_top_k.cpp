@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "cpu_retriever/ranking.h"
 
 namespace ra::retriever {
 namespace {
@@ -41,9 +42,6 @@ struct Hit {
   float score;
   int64_t id;
 };
-
-// a ranks before b: higher score, then lower id.
-bool better(const Hit& a, const Hit& b) { return a.score > b.score || (a.score == b.score && a.id < b.id); }
 
 }  // namespace
 

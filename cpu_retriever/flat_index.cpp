@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "cpu_retriever/ranking.h"
 #include "cpu_retriever/dot.h"
 
 namespace ra::retriever {
@@ -18,11 +19,6 @@ struct Hit {
   float score;
   int64_t id;
 };
-
-// True when a ranks before b: higher score, then lower id.
-inline bool better(const Hit& a, const Hit& b) {
-  return a.score > b.score || (a.score == b.score && a.id < b.id);
-}
 
 template <typename E>
 int exact_top_k_rows(const float* q, const typename E::T* keys, int64_t n, int64_t dim, int k, int64_t* ids,

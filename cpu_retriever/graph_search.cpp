@@ -99,35 +99,16 @@ int beam_search_rows(const KeyRows& keys, const GraphCsr& csr, std::span<const u
     s.candidates.push_back(c);
     std::push_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
   };
-  auto visit = [&](uint32_t v) {
-    s.stamp[v] = s.epoch;
-    offer({dot_row<E>(q, keys.row_as<E>(v), dim), v});
-  };
-  for (const uint32_t entry : entries) {
-    if (s.stamp[entry] != s.epoch) visit(entry);
-  }
-
-  while (!s.candidates.empty()) {
-    std::pop_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
-    const Scored cur = s.candidates.back();
-    s.candidates.pop_back();
-    // Stop once no candidate can enter the full beam, unless the answer still lacks `keep` nodes
-    // (a narrow beam on a sparse graph can converge before scoring k keys).
-    if (static_cast<int>(s.pool.size()) >= ef && better(s.pool.front(), cur) &&
-        (!separate || static_cast<int>(s.results.size()) >= keep)) {
-      break;
-    }
-    ++hops;
-    const auto nbrs = csr.out(cur.id);
-    const size_t deg = nbrs.size();
-    if (deg > 0) prefetch_row(keys.row_as<E>(nbrs[0]), row_bytes);
-    // The unvisited neighbours are scored four at a time (independent add chains, dot.h) and offered
-    // in their list order, so the search does exactly what scoring them one by one does.
+  // Scores the unvisited nodes of ids and offers them in list order. They are scored four at a time
+  // (independent add chains, dot.h), which gives exactly what scoring them one by one does.
+  auto visit_all = [&](std::span<const uint32_t> ids) {
+    const size_t count = ids.size();
+    if (count > 0) prefetch_row(keys.row_as<E>(ids[0]), row_bytes);
     uint32_t batch[4];
     int batched = 0;
-    for (size_t j = 0; j < deg; ++j) {
-      if (j + 1 < deg) prefetch_row(keys.row_as<E>(nbrs[j + 1]), row_bytes);
-      const uint32_t v = nbrs[j];
+    for (size_t j = 0; j < count; ++j) {
+      if (j + 1 < count) prefetch_row(keys.row_as<E>(ids[j + 1]), row_bytes);
+      const uint32_t v = ids[j];
       if (s.stamp[v] == s.epoch) continue;
       s.stamp[v] = s.epoch;
       batch[batched++] = v;
@@ -141,6 +122,21 @@ int beam_search_rows(const KeyRows& keys, const GraphCsr& csr, std::span<const u
       }
     }
     for (int r = 0; r < batched; ++r) offer({dot_row<E>(q, keys.row_as<E>(batch[r]), dim), batch[r]});
+  };
+  visit_all(entries);
+
+  while (!s.candidates.empty()) {
+    std::pop_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
+    const Scored cur = s.candidates.back();
+    s.candidates.pop_back();
+    // Stop once no candidate can enter the full beam, unless the answer still lacks `keep` nodes
+    // (a narrow beam on a sparse graph can converge before scoring k keys).
+    if (static_cast<int>(s.pool.size()) >= ef && better(s.pool.front(), cur) &&
+        (!separate || static_cast<int>(s.results.size()) >= keep)) {
+      break;
+    }
+    ++hops;
+    visit_all(csr.out(cur.id));
   }
   if (separate) s.pool.swap(s.results);
   std::sort(s.pool.begin(), s.pool.end(), better);

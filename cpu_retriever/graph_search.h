@@ -5,6 +5,7 @@
 
 #include "cpu_retriever/dot.h"
 #include "cpu_retriever/key_index.h"
+#include "cpu_retriever/ranking.h"
 
 #include <cstdint>
 #include <memory>
@@ -130,11 +131,6 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
 inline int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,
                        const float* q, int ef, SearchScratch& scratch, SearchStats* stats) {
   return beam_search(KeyRows{keys, csr.nodes(), nullptr, dim}, csr, entries, q, ef, 0, scratch, stats);
-}
-
-// Orders best first: higher score, then lower id (a total order, for deterministic output).
-inline bool better(const Scored& a, const Scored& b) {
-  return a.score > b.score || (a.score == b.score && a.id < b.id);
 }
 
 }  // namespace ra::retriever
