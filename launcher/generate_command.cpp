@@ -89,11 +89,10 @@ int run_generate(const RunConfig& c, bool print_config, bool dry_run, const std:
       return 0;
     }
     const PipelineExecutables exes = find_pipeline_executables();
-    std::fprintf(stdout, "%s\n",
-                 shell_quote_join(mpirun_argv(plan, "<plan.json>", exes.worker, exes.retriever)).c_str());
+    std::fprintf(stdout, "%s\n", shell_quote_join(job_mpirun_argv(plan, topology, "<plan.json>", exes)).c_str());
     return 0;
   }
-  return launch_job(plan);
+  return launch_job(plan, topology);
 }
 
 }  // namespace ra

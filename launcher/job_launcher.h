@@ -8,7 +8,9 @@
 //  - afterwards removes any shm segment of this job left in /dev/shm, and the plan file.
 
 #include <string>
+#include <vector>
 
+#include "launcher/numa_topology.h"
 #include "launcher/run_plan.h"
 
 namespace ra {
@@ -21,7 +23,12 @@ struct PipelineExecutables {
 };
 PipelineExecutables find_pipeline_executables();
 
-// Returns mpirun's exit code (128 + N when it died of signal N).
-int launch_job(const RunPlan& plan);
+// mpirun's command line for the plan: mpirun_command.h's, plus the environment the ranks get unless the
+// user set it: OMP_WAIT_POLICY from omp_wait_policy_for(plan, local), and RA_LOGITS_TRACE when set.
+std::vector<std::string> job_mpirun_argv(const RunPlan& plan, const NumaTopology& local, const std::string& plan_path,
+                                         const PipelineExecutables& exes);
+
+// Returns mpirun's exit code (128 + N when it died of signal N). local: this machine, as planned.
+int launch_job(const RunPlan& plan, const NumaTopology& local);
 
 }  // namespace ra

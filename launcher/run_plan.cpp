@@ -278,6 +278,19 @@ uint64_t plan_digest(const RunPlan& plan) {
   return h;
 }
 
+std::string omp_wait_policy_for(const RunPlan& plan, const NumaTopology& local) {
+  int cpus = 0;
+  for (const NumaTopology::Node& node : local.nodes) cpus += static_cast<int>(node.cpus.size());
+  if (cpus <= 0) cpus = std::max(1, local.total_cores);
+  std::map<std::string, int> threads_on;  // host -> threads of the ranks placed there
+  threads_on[plan.worker_host] += plan.config.worker_threads > 0 ? plan.config.worker_threads : cpus;
+  for (const RetrieverPlacement& r : plan.retrievers) threads_on[r.host] += r.threads;
+  for (const auto& [host, threads] : threads_on) {
+    if (threads > cpus) return "PASSIVE";
+  }
+  return "ACTIVE";
+}
+
 std::string describe_plan(const RunPlan& p) {
   const Geometry& g = p.geometry;
   const RunConfig& c = p.config;

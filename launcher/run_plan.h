@@ -97,4 +97,12 @@ uint64_t plan_digest(const RunPlan& plan);
 // (layer, kv_head) units each retriever owns, compactly. Ends with a newline.
 std::string describe_plan(const RunPlan& plan);
 
+// How the ranks' OpenMP threads should wait between parallel regions: "ACTIVE" (spin) when on every host
+// the ranks' threads fit its CPUs, else "PASSIVE" (sleep). A spinning thread that shares a CPU with the
+// peer it waits for starves it: decode on 16 CPUs with 16 worker and 16 retriever threads ran at 6 tokens/s
+// spinning against 420 sleeping, while with 8 + 8 spinning gave 1.2-1.4x the sleeping speed
+// (docs/pipeline.md). Threads counted: the worker's (config.worker_threads, 0 = every CPU) and each
+// retriever's; `local` stands for every host, as in make_run_plan.
+std::string omp_wait_policy_for(const RunPlan& plan, const NumaTopology& local);
+
 }  // namespace ra

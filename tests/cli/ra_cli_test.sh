@@ -35,6 +35,15 @@ check "stdout holds no statistics" bash -c "! grep -q tokens/s '$tmp/out1'"
 "$RA" generate --max-new-tokens 16 --synthetic-prompt-bytes 512 --temperature 0.8 --seed 5 > "$tmp/s2" 2>/dev/null
 check "temperature sampling is reproducible for a seed" cmp -s "$tmp/s1" "$tmp/s2"
 
+# The ranks' OpenMP wait policy: sleeping by default (the worker takes every CPU, so the retriever shares
+# them), never overriding the user's. (Only where the pipeline's processes are built: they need MPI.)
+if [[ -x "$(dirname "$RA")/ra-gpu-worker" ]]; then
+  env -u OMP_WAIT_POLICY "$RA" generate --mode retrieval --dry-run > "$tmp/dry" 2>&1
+  check "dry run: ranks sleep when they share CPUs" grep -q -- "-x OMP_WAIT_POLICY=PASSIVE" "$tmp/dry"
+  OMP_WAIT_POLICY=ACTIVE "$RA" generate --mode retrieval --dry-run > "$tmp/dry_user" 2>&1
+  check "dry run: the user's OMP_WAIT_POLICY is left alone" bash -c "! grep -q OMP_WAIT_POLICY= '$tmp/dry_user'"
+fi
+
 # Errors: non-zero exit, a message that names the problem, nothing on stdout.
 "$RA" generate --model "$tmp/nope" > "$tmp/eout" 2> "$tmp/eerr"
 check "missing model exits non-zero" test $? -ne 0

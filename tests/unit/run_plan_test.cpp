@@ -354,6 +354,34 @@ TEST(Mpirun, FullModeIsOneContext) {
   EXPECT_THAT(argv, Not(::testing::Contains("r")));
 }
 
+// The ranks' OpenMP threads spin only where they fit the CPUs of every host: a spinning thread on a
+// shared CPU starves the peer it waits for.
+TEST(OmpWaitPolicy, SpinsOnlyWhereEveryHostsRanksFitItsCpus) {
+  RunConfig c = retrieval(1);
+  EXPECT_EQ(omp_wait_policy_for(make_run_plan(c, llama3_8b(), topology(1, 16), {}), topology(1, 16)), "PASSIVE")
+      << "the worker takes every CPU by default, so a retriever on the same host shares them";
+  c.worker_threads = 8;
+  c.retriever_threads = 8;
+  EXPECT_EQ(omp_wait_policy_for(make_run_plan(c, llama3_8b(), topology(1, 16), {}), topology(1, 16)), "ACTIVE");
+  c.retriever_threads = 9;
+  EXPECT_EQ(omp_wait_policy_for(make_run_plan(c, llama3_8b(), topology(1, 16), {}), topology(1, 16)), "PASSIVE");
+
+  // Two retrievers of 4 threads on a second host, the worker's 4 alone on the first: each host fits 4 CPUs
+  // only where it holds at most 4 threads.
+  RunConfig h = retrieval(2);
+  h.transport = TransportKind::kUcx;
+  h.hostfile = "/etc/hosts.mpi";
+  h.worker_threads = 4;
+  h.retriever_threads = 2;
+  const RunPlan split = make_run_plan(h, llama3_8b(), topology(1, 4), {{"g", 1}, {"c", 2}});
+  ASSERT_EQ(split.retrievers[0].host, "c");
+  EXPECT_EQ(omp_wait_policy_for(split, topology(1, 4)), "ACTIVE");
+  h.retriever_threads = 3;
+  EXPECT_EQ(omp_wait_policy_for(make_run_plan(h, llama3_8b(), topology(1, 4), {{"g", 1}, {"c", 2}}), topology(1, 4)),
+            "PASSIVE")
+      << "host c holds 6 threads on 4 CPUs";
+}
+
 TEST(Mpirun, ShellQuoting) {
   EXPECT_EQ(shell_quote_join({"mpirun", "-x", "A=b,c", "/p/x.json"}), "mpirun -x A=b,c /p/x.json");
   EXPECT_EQ(shell_quote_join({"a b", "", "it's", "$HOME", "x;y"}), "'a b' '' 'it'\\''s' '$HOME' 'x;y'");
