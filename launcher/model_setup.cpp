@@ -22,7 +22,7 @@ LoadedModel load_model_for(const RunConfig& c) {
   if (c.model.empty() && c.geometry) {
     LoadedModel out;
     out.synthetic = true;
-    out.model = make_synthetic_model(synthetic_spec(*c.geometry));
+    out.model = make_synthetic_model(*c.geometry);
     out.tokenizer = make_byte_tokenizer(out.model.config.vocab_size);
     return out;
   }
@@ -38,7 +38,7 @@ std::string prompt_text_for(const RunConfig& c, const LoadedModel& loaded) {
 
 Geometry geometry_for(const RunConfig& c) {
   if (c.model.empty()) {
-    const SyntheticModelSpec spec = c.geometry ? synthetic_spec(*c.geometry) : SyntheticModelSpec{};
+    const SyntheticModelSpec spec = c.geometry.value_or(SyntheticModelSpec{});
     ModelConfig mc;
     mc.n_layers = spec.n_layers;
     mc.n_heads = spec.n_heads;

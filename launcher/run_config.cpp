@@ -553,7 +553,7 @@ void validate(const RunConfig& c) {
   RA_REQUIRE(!c.mpirun.empty(), "mpirun must name the mpirun executable (got an empty string)");
 
   if (c.geometry) {
-    const ModelGeometryOverride& g = *c.geometry;
+    const SyntheticModelSpec& g = *c.geometry;
     RA_REQUIRE(c.model.empty(), "geometry is for the embedded synthetic model only; remove it or set model to "
                "an empty string (got model '{}')", c.model);
     require_at_least("geometry.hidden_size", g.hidden_size, 1);
@@ -589,19 +589,6 @@ std::string to_yaml(const RunConfig& config) {
     out += fmt::format("{}{}: {}  # {}\n", sec.empty() ? "" : "  ", leaf, yaml_text(acc(config)), doc);
   });
   return out;
-}
-
-SyntheticModelSpec synthetic_spec(const ModelGeometryOverride& g) {
-  SyntheticModelSpec spec;
-  spec.hidden_size = g.hidden_size;
-  spec.n_layers = g.n_layers;
-  spec.n_heads = g.n_heads;
-  spec.n_kv_heads = g.n_kv_heads;
-  spec.head_dim = g.head_dim;
-  spec.intermediate_size = g.intermediate_size;
-  spec.max_position_embeddings = g.max_position_embeddings;
-  spec.seed = g.seed;
-  return spec;
 }
 
 void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags) {

@@ -17,9 +17,9 @@
 #include <string_view>
 #include <vector>
 
-namespace ra {
+#include "gpu_worker/model/synthetic_model.h"
 
-struct SyntheticModelSpec;
+namespace ra {
 
 enum class AttentionMode { kFull, kWindow, kFlat, kIvf, kHnsw, kRetrieval };  // DESIGN §5
 enum class TransportKind { kShm, kUcx };
@@ -41,22 +41,6 @@ struct IndexConfig {
   int hnsw_ef_construction = 64;
 
   bool operator==(const IndexConfig&) const = default;
-};
-
-// The geometry of the embedded synthetic model, for runs with random weights at a real model's shape
-// (e.g. Llama-3-8B). The fields and defaults of SyntheticModelSpec; the vocabulary is fixed by the
-// byte tokenizer (258). Only valid when `model` is empty.
-struct ModelGeometryOverride {
-  int64_t hidden_size = 256;
-  int64_t n_layers = 4;
-  int64_t n_heads = 8;
-  int64_t n_kv_heads = 2;
-  int64_t head_dim = 32;
-  int64_t intermediate_size = 768;
-  int64_t max_position_embeddings = 32768;
-  uint64_t seed = 1234;  // weight seed
-
-  bool operator==(const ModelGeometryOverride&) const = default;
 };
 
 struct RunConfig {
@@ -81,7 +65,10 @@ struct RunConfig {
   int64_t build_timeout_ms = 600000;   // the longest wait for an index build
   std::string mpirun = "mpirun";
   std::vector<std::string> mpirun_extra_args;  // global mpirun options, before the app contexts
-  std::optional<ModelGeometryOverride> geometry;
+  // The embedded synthetic model's geometry, for runs with random weights at a real model's shape
+  // (e.g. Llama-3-8B); the vocabulary is fixed by the byte tokenizer (258). Only valid when `model` is
+  // empty; absent = the demo model's defaults.
+  std::optional<SyntheticModelSpec> geometry;
 
   bool operator==(const RunConfig&) const = default;
 };
@@ -120,9 +107,6 @@ void validate(const RunConfig& config);
 
 // Every field with its effective value and its doc as a comment; loads back with load_run_config.
 std::string to_yaml(const RunConfig& config);
-
-// The demo model's spec with this geometry (vocabulary: bytes).
-SyntheticModelSpec synthetic_spec(const ModelGeometryOverride& geometry);
 
 // What add_run_config_options registers. `values` holds what the flags parsed into; `given` records
 // which were on the command line so resolve_run_config applies only those.

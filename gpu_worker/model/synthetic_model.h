@@ -18,7 +18,9 @@ struct SyntheticModelSpec {
   int64_t head_dim = 32;
   int64_t intermediate_size = 768;
   int64_t max_position_embeddings = 32768;
-  uint64_t seed = 1234;
+  uint64_t seed = 1234;  // weight seed
+
+  bool operator==(const SyntheticModelSpec&) const = default;
 };
 
 // Weights are N(0, 1/sqrt(fan_in)) from a fixed generator; norms are 1. The output rows of

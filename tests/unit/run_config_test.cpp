@@ -77,7 +77,7 @@ RunConfig everything_changed() {
   c.build_timeout_ms = 90000;
   c.mpirun = "/opt/ompi/bin/mpirun";
   c.mpirun_extra_args = {"-x", "UCX_TLS=rc,sm", "--mca", "btl ^openib"};
-  c.geometry = ModelGeometryOverride{.hidden_size = 64, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2,
+  c.geometry = SyntheticModelSpec{.hidden_size = 64, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2,
                                      .head_dim = 16, .intermediate_size = 96, .max_position_embeddings = 5000,
                                      .seed = 9};
   return c;
@@ -105,17 +105,6 @@ TEST(RunConfigDefaults, AreValidAndMatchTheBrief) {
   EXPECT_EQ(c.index.top_k, 100);
   EXPECT_EQ(c.transport, TransportKind::kShm);
   EXPECT_FALSE(c.geometry.has_value());
-  // The geometry override defaults to the demo model's spec.
-  const SyntheticModelSpec spec = synthetic_spec(ModelGeometryOverride{});
-  const SyntheticModelSpec demo;
-  EXPECT_EQ(spec.hidden_size, demo.hidden_size);
-  EXPECT_EQ(spec.n_layers, demo.n_layers);
-  EXPECT_EQ(spec.n_heads, demo.n_heads);
-  EXPECT_EQ(spec.n_kv_heads, demo.n_kv_heads);
-  EXPECT_EQ(spec.head_dim, demo.head_dim);
-  EXPECT_EQ(spec.intermediate_size, demo.intermediate_size);
-  EXPECT_EQ(spec.max_position_embeddings, demo.max_position_embeddings);
-  EXPECT_EQ(spec.seed, demo.seed);
 }
 
 TEST_F(RunConfigFiles, LoadsYaml) {
