@@ -11,6 +11,7 @@
 #include "common/splitmix64.h"
 #include "transport/messages.h"
 #include "transport/mpi/mpi_channel.h"
+#include "tests/support/byte_pattern.h"
 
 namespace ra::transport {
 namespace {
@@ -26,18 +27,6 @@ int rank() {
   int r = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &r);
   return r;
-}
-
-std::vector<std::byte> pattern(size_t n, uint64_t seed) {
-  std::vector<std::byte> v(n);
-  SplitMix64 rng(seed);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const uint64_t r = rng.next();
-    std::memcpy(v.data() + i, &r, 8);
-  }
-  for (; i < n; ++i) v[i] = static_cast<std::byte>(rng.next());
-  return v;
 }
 
 // Each test's two halves meet at a barrier in TearDown, which runs even after a failed ASSERT.
@@ -72,13 +61,13 @@ TEST_F(MpiChannelTest, OrderedMessagesRoundTrip) {
   std::vector<std::byte> reply;
   for (uint64_t first = 0; first < kMessages; first += kBurst) {
     for (uint64_t seq = first; seq < first + kBurst; ++seq) {
-      channel_->send(kPing, seq, pattern(seq % 300, seq), deadline_after(5s));
+      channel_->send(kPing, seq, test::byte_pattern(seq % 300, seq), deadline_after(5s));
     }
     for (uint64_t seq = first; seq < first + kBurst; ++seq) {
       const MessageHeader h = channel_->recv(reply, deadline_after(5s));
       ASSERT_EQ(h.kind, kPong);
       ASSERT_EQ(h.seq, seq);
-      ASSERT_EQ(reply, pattern(seq % 300, seq)) << "seq " << seq;
+      ASSERT_EQ(reply, test::byte_pattern(seq % 300, seq)) << "seq " << seq;
     }
   }
   channel_->send(kShutdown, 0, {}, deadline_after(5s));
@@ -86,7 +75,7 @@ TEST_F(MpiChannelTest, OrderedMessagesRoundTrip) {
 
 TEST_F(MpiChannelTest, LargeMessageIsByteExact) {
   if (rank() == 1) return echo_until_shutdown();
-  const std::vector<std::byte> big = pattern((32u << 20) + 13, 42);
+  const std::vector<std::byte> big = test::byte_pattern((32u << 20) + 13, 42);
   std::vector<std::byte> reply;
   channel_->send(kPing, 1, big, deadline_after(30s));
   ASSERT_EQ(channel_->recv(reply, deadline_after(30s)).seq, 1u);
@@ -103,7 +92,7 @@ TEST_F(MpiChannelTest, LargeMessageIsByteExact) {
 TEST_F(MpiChannelTest, DeadlineFiresAndChannelStaysUsable) {
   if (rank() == 1) {
     std::this_thread::sleep_for(1s);
-    channel_->send(kPong, 9, pattern(5000, 9), deadline_after(5s));
+    channel_->send(kPong, 9, test::byte_pattern(5000, 9), deadline_after(5s));
     return;
   }
   std::vector<std::byte> payload;
@@ -122,7 +111,7 @@ TEST_F(MpiChannelTest, DeadlineFiresAndChannelStaysUsable) {
   EXPECT_FALSE(channel_->try_recv(h, payload));
   h = channel_->recv(payload, deadline_after(10s));
   EXPECT_EQ(h.seq, 9u);
-  EXPECT_EQ(payload, pattern(5000, 9));
+  EXPECT_EQ(payload, test::byte_pattern(5000, 9));
   channel_->heartbeat();  // a no-op, but callable
 }
 
@@ -131,14 +120,14 @@ TEST_F(MpiChannelTest, TagsSeparateChannels) {
   auto other = make_mpi_channel(MPI_COMM_WORLD, 1 - rank(), {"other", 8});
   std::vector<std::byte> payload;
   if (rank() == 1) {
-    other->send(kPing, 8, pattern(10, 8), deadline_after(5s));
-    channel_->send(kPing, 7, pattern(10, 7), deadline_after(5s));
+    other->send(kPing, 8, test::byte_pattern(10, 8), deadline_after(5s));
+    channel_->send(kPing, 7, test::byte_pattern(10, 7), deadline_after(5s));
     return;
   }
   EXPECT_EQ(channel_->recv(payload, deadline_after(5s)).seq, 7u);
-  EXPECT_EQ(payload, pattern(10, 7));
+  EXPECT_EQ(payload, test::byte_pattern(10, 7));
   EXPECT_EQ(other->recv(payload, deadline_after(5s)).seq, 8u);
-  EXPECT_EQ(payload, pattern(10, 8));
+  EXPECT_EQ(payload, test::byte_pattern(10, 8));
 }
 
 TEST_F(MpiChannelTest, RejectsBadArguments) {

@@ -26,6 +26,7 @@
 #include "transport/heartbeat.h"
 #include "transport/messages.h"
 #include "transport/shm/shm_channel.h"
+#include "tests/support/byte_pattern.h"
 
 namespace ra::transport {
 namespace {
@@ -59,18 +60,7 @@ ShmChannelOptions shm_options(const std::string& name, const std::string& peer, 
   return options;
 }
 
-// n bytes of splitmix64 words from `seed` (the last word truncated).
-std::vector<std::byte> pattern(std::size_t n, uint64_t seed) {
-  std::vector<std::byte> bytes(n);
-  SplitMix64 rng(seed);
-  for (std::size_t i = 0; i < n; i += 8) {
-    const uint64_t word = rng.next();
-    std::memcpy(bytes.data() + i, &word, std::min<std::size_t>(8, n - i));
-  }
-  return bytes;
-}
-
-// Bytes of `bytes` that differ from pattern(bytes.size(), seed), computed without a second buffer.
+// Bytes of `bytes` that differ from test::byte_pattern(bytes.size(), seed), computed without a second buffer.
 std::size_t count_mismatches(std::span<const std::byte> bytes, uint64_t seed) {
   SplitMix64 rng(seed);
   std::size_t bad = 0;
@@ -250,7 +240,7 @@ TEST(ShmChannel, SmallMessagesRoundTripInOrder) {
   int mismatched = 0;
   for (int first = 0; first < kMessages; first += kWindow) {
     for (int i = first; i < first + kWindow; ++i) {
-      channel->send(to_wire(MessageKind::kStep), i, pattern(size_of(i), i), deadline_after(10s));
+      channel->send(to_wire(MessageKind::kStep), i, test::byte_pattern(size_of(i), i), deadline_after(10s));
     }
     for (int i = first; i < first + kWindow; ++i) {
       const MessageHeader header = channel->recv(payload, deadline_after(10s));
@@ -265,7 +255,7 @@ TEST(ShmChannel, SmallMessagesRoundTripInOrder) {
 
   MessageHeader header{};
   EXPECT_FALSE(channel->try_recv(header, payload));  // nothing pending, and the child is alive
-  channel->send(to_wire(MessageKind::kStep), 5000, pattern(100, 5000), deadline_after(10s));
+  channel->send(to_wire(MessageKind::kStep), 5000, test::byte_pattern(100, 5000), deadline_after(10s));
   const auto start = SteadyClock::now();
   bool got = false;
   while (!got && elapsed_ms(start) < 10000) got = channel->try_recv(header, payload);
@@ -280,7 +270,7 @@ TEST(ShmChannel, SmallMessagesRoundTripInOrder) {
 TEST(ShmChannel, LargeMessageThroughSmallRingIsByteExact) {
   const std::string name = unique_prefix() + "r0";
   constexpr std::size_t kBytes = 20'000'003;  // 20 MB, not a multiple of the word, chunk or ring size
-  const std::vector<std::byte> sent = pattern(kBytes, 42);
+  const std::vector<std::byte> sent = test::byte_pattern(kBytes, 42);
   Child child([&] { return echo_server(shm_options(name, "test parent"), /*create=*/true); });
   auto channel = open_shm_channel(shm_options(name, "test child"));
   HeartbeatThread heartbeat({channel.get()});  // the comparisons below take seconds under TSan
@@ -321,7 +311,7 @@ TEST(ShmChannel, HundredMegabytesThroughDefaultRing) {
   ShmChannelOptions options = shm_options(name, "test child");
   options.ring_bytes = ShmChannelOptions{}.ring_bytes;
   ASSERT_EQ(options.ring_bytes, 4u << 20);
-  const std::vector<std::byte> sent = pattern(kBytes, 7);
+  const std::vector<std::byte> sent = test::byte_pattern(kBytes, 7);
   auto channel = create_shm_channel(options);
   HeartbeatThread heartbeat({channel.get()});
   channel->send(to_wire(MessageKind::kBuild), 7, sent, deadline_after(60s));
@@ -369,7 +359,7 @@ TEST(ShmChannel, SendTimesOutWhenPeerDoesNotReadAndChannelIsThenUnusable) {
   auto channel = create_shm_channel(shm_options(name, "retriever rank 1"));
   std::vector<std::byte> payload;
   ASSERT_EQ(channel->recv(payload, deadline_after(10s)).kind, kReady);
-  const std::vector<std::byte> big = pattern(1 << 20, 1);  // 16 rings' worth
+  const std::vector<std::byte> big = test::byte_pattern(1 << 20, 1);  // 16 rings' worth
   std::string error = error_of([&] { channel->send(to_wire(MessageKind::kBuild), 1, big, deadline_after(300ms)); });
   EXPECT_THAT(error, HasSubstr("retriever rank 1: timed out after"));
   EXPECT_THAT(error, HasSubstr("ring space"));
@@ -401,7 +391,8 @@ TEST_P(ShmKilledPeer, IsDetectedQuicklyAndNamed) {
   EXPECT_THAT(error, HasSubstr("retriever rank 2 (pid " + std::to_string(child.pid()) + ") exited"));
   EXPECT_LT(waited, 500);
   // A send that cannot fit the ring waits for a reader that is gone: also named.
-  error = error_of([&] { channel->send(to_wire(MessageKind::kBuild), 1, pattern(1 << 20, 1), deadline_after(10s)); });
+  error = error_of(
+      [&] { channel->send(to_wire(MessageKind::kBuild), 1, test::byte_pattern(1 << 20, 1), deadline_after(10s)); });
   EXPECT_THAT(error, HasSubstr("retriever rank 2 (pid"));
   EXPECT_THAT(error, HasSubstr("exited"));
   EXPECT_EQ(child.wait(), 128 + SIGKILL);
@@ -440,7 +431,7 @@ TEST(ShmChannel, ClosedPeerIsReportedAfterItsLastMessagesAreDelivered) {
     {
       auto channel = open_shm_channel(shm_options(name, "test parent"));
       for (uint64_t i = 0; i < 3; ++i) {
-        channel->send(to_wire(MessageKind::kError), i, pattern(5000, i), deadline_after(kChildWait));
+        channel->send(to_wire(MessageKind::kError), i, test::byte_pattern(5000, i), deadline_after(kChildWait));
       }
     }  // destroyed: the parent must still get all three, then "closed"
     closed.signal();
@@ -468,7 +459,7 @@ TEST(ShmChannel, ClosedPeerIsReportedAfterItsLastMessagesAreDelivered) {
 TEST(ShmChannel, MessageTruncatedByKilledSenderFailsTheChannel) {
   const std::string name = unique_prefix() + "r0";
   Child child([&] {
-    const std::vector<std::byte> big = pattern(20 << 20, 1);  // made first: slow under TSan
+    const std::vector<std::byte> big = test::byte_pattern(20 << 20, 1);  // made first: slow under TSan
     auto channel = create_shm_channel(shm_options(name, "test parent"));
     HeartbeatThread heartbeat({channel.get()});
     channel->send(kReady, 0, {}, deadline_after(kChildWait));
@@ -575,7 +566,7 @@ TEST(ShmChannel, HeartbeatFromSecondThreadWhileOwnerSendsAndReceives) {
   int mismatched = 0;
   for (int i = 0; i < 1000; ++i) {
     const std::size_t bytes = i % 50 == 0 ? 100'000 : static_cast<std::size_t>(i * 131 % 20'000);  // some > ring
-    channel->send(to_wire(MessageKind::kStep), i, pattern(bytes, i), deadline_after(10s));
+    channel->send(to_wire(MessageKind::kStep), i, test::byte_pattern(bytes, i), deadline_after(10s));
     const MessageHeader header = channel->recv(payload, deadline_after(10s));
     ASSERT_EQ(header.seq, static_cast<uint64_t>(i));
     ASSERT_EQ(payload.size(), bytes);
@@ -600,7 +591,7 @@ TEST(ShmChannel, PingPongLatency) {
   auto channel = create_shm_channel(options);
   std::vector<std::byte> pong;
   for (const std::size_t bytes : {std::size_t{64}, std::size_t{16} << 10}) {
-    const std::vector<std::byte> ping = pattern(bytes, bytes);
+    const std::vector<std::byte> ping = test::byte_pattern(bytes, bytes);
     std::vector<double> micros;
     for (int i = 0; i < 3000; ++i) {
       const auto start = SteadyClock::now();

@@ -19,6 +19,7 @@
 #include "common/splitmix64.h"
 #include "transport/messages.h"
 #include "transport/ucx/ucx_channel.h"
+#include "tests/support/byte_pattern.h"
 
 namespace ra::transport {
 namespace {
@@ -165,18 +166,6 @@ void expect(bool ok, std::string_view what) {
   if (!ok) throw Error(fmt::format("check failed: {}", what));
 }
 
-std::vector<std::byte> pattern(size_t n, uint64_t seed) {
-  std::vector<std::byte> v(n);
-  SplitMix64 rng(seed);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const uint64_t r = rng.next();
-    std::memcpy(v.data() + i, &r, 8);
-  }
-  for (; i < n; ++i) v[i] = static_cast<std::byte>(rng.next());
-  return v;
-}
-
 // Child body: echoes every kPing back as kPong (same seq and payload) until kShutdown, which it answers.
 void echo_until_shutdown(UcxWorker& worker, std::span<const std::byte> parent,
                          Ms liveness = kDefaultLivenessTimeout) {
@@ -229,14 +218,14 @@ TEST(UcxChannel, OrderedSmallMessagesRoundTrip) {
   std::vector<std::byte> reply;
   for (uint64_t first = 0; first < kMessages; first += kBurst) {
     for (uint64_t seq = first; seq < first + kBurst; ++seq) {
-      channel->send(kPing, seq, pattern(seq % 300, seq), deadline_after(5s));
+      channel->send(kPing, seq, test::byte_pattern(seq % 300, seq), deadline_after(5s));
     }
     for (uint64_t seq = first; seq < first + kBurst; ++seq) {
       const MessageHeader h = channel->recv(reply, deadline_after(5s));
       ASSERT_EQ(h.kind, kPong);
       ASSERT_EQ(h.seq, seq);
       ASSERT_EQ(h.bytes, seq % 300);
-      ASSERT_EQ(reply, pattern(seq % 300, seq)) << "seq " << seq;
+      ASSERT_EQ(reply, test::byte_pattern(seq % 300, seq)) << "seq " << seq;
     }
   }
   const UcxChannelStats stats = ucx_channel_stats(*channel);
@@ -252,7 +241,7 @@ TEST(UcxChannel, LargeMessagesAreByteExactAndReuseCapacity) {
   HeartbeatThread heartbeat(*channel);
 
   const size_t kBig = (32u << 20) + 13;  // 32 MB and an odd tail: rendezvous, not a multiple of anything
-  const std::vector<std::byte> big = pattern(kBig, 42), small = pattern(100, 7);
+  const std::vector<std::byte> big = test::byte_pattern(kBig, 42), small = test::byte_pattern(100, 7);
   std::vector<std::byte> reply;
   // big, small, big: an eager message between two rendezvous ones keeps its place.
   channel->send(kPing, 1, big, deadline_after(30s));
@@ -292,7 +281,7 @@ TEST(UcxChannel, LongTransferIsNotSilence) {
   UcxWorker worker;
   auto channel = worker.connect(child.connect_worker(worker), {kChildName, kLiveness, 1});
   HeartbeatThread heartbeat(*channel, kPeriod);
-  const std::vector<std::byte> big = pattern(96u << 20, 96);
+  const std::vector<std::byte> big = test::byte_pattern(96u << 20, 96);
   std::vector<std::byte> reply;
   const auto start = SteadyClock::now();
   channel->send(kPing, 1, big, deadline_after(30s));
@@ -327,13 +316,13 @@ TEST(UcxChannel, DeadlineFiresAndSlowPeerIsNotDead) {
   EXPECT_GE(took.count(), 300);
   EXPECT_LT(took.count(), 1000);
 
-  channel->send(kPing, 5, pattern(64, 5), deadline_after(5s));
+  channel->send(kPing, 5, test::byte_pattern(64, 5), deadline_after(5s));
   const auto start = SteadyClock::now();
   const MessageHeader h = channel->recv(payload, deadline_after(10s));
   EXPECT_GE(SteadyClock::now() - start, 2400ms);
   EXPECT_EQ(h.kind, kPong);
   EXPECT_EQ(h.seq, 5u);
-  EXPECT_EQ(payload, pattern(64, 5));
+  EXPECT_EQ(payload, test::byte_pattern(64, 5));
   channel->send(kShutdown, 6, {}, deadline_after(5s));
   EXPECT_EQ(child.wait(), 0);
 }
@@ -345,7 +334,7 @@ TEST(UcxChannel, KilledPeerIsReportedQuickly) {
   auto channel = worker.connect(child.connect_worker(worker), {kChildName, 10s, 1});
   HeartbeatThread heartbeat(*channel);
   std::vector<std::byte> payload;
-  channel->send(kPing, 1, pattern(16, 1), deadline_after(5s));
+  channel->send(kPing, 1, test::byte_pattern(16, 1), deadline_after(5s));
   ASSERT_EQ(channel->recv(payload, deadline_after(5s)).kind, kPong);
 
   child.signal(SIGKILL);
@@ -368,7 +357,7 @@ TEST(UcxChannel, KilledPeerFailsPendingLargeSend) {
   UcxWorker worker;
   auto channel = worker.connect(child.connect_worker(worker), {kChildName, 10s, 1});
   HeartbeatThread heartbeat(*channel);
-  const std::vector<std::byte> big = pattern(64u << 20, 3);
+  const std::vector<std::byte> big = test::byte_pattern(64u << 20, 3);
   std::jthread killer([&] {
     std::this_thread::sleep_for(500ms);
     child.signal(SIGKILL);
@@ -388,7 +377,7 @@ TEST(UcxChannel, StoppedPeerFailsPendingLargeSend) {
   UcxWorker worker;
   auto channel = worker.connect(child.connect_worker(worker), {kChildName, kDefaultLivenessTimeout, 1});
   HeartbeatThread heartbeat(*channel);
-  const std::vector<std::byte> big = pattern(64u << 20, 3);
+  const std::vector<std::byte> big = test::byte_pattern(64u << 20, 3);
   std::jthread stopper([&] {
     std::this_thread::sleep_for(500ms);
     child.signal(SIGSTOP);
@@ -407,7 +396,7 @@ TEST(UcxChannel, StoppedPeerIsReportedByHeartbeatSilence) {
   auto channel = worker.connect(child.connect_worker(worker), {kChildName, kDefaultLivenessTimeout, 1});
   HeartbeatThread heartbeat(*channel);
   std::vector<std::byte> payload;
-  channel->send(kPing, 1, pattern(16, 1), deadline_after(5s));
+  channel->send(kPing, 1, test::byte_pattern(16, 1), deadline_after(5s));
   ASSERT_EQ(channel->recv(payload, deadline_after(5s)).kind, kPong);
   // The child is alive and heartbeating: a 1.5 s wait for nothing ends by the deadline, not silence.
   auto [idle_what, idle_took] = expect_peer_error([&] { channel->recv(payload, deadline_after(1500ms)); });
@@ -429,7 +418,7 @@ TEST(UcxChannel, StoppedPeerIsReportedByHeartbeatSilence) {
 TEST(UcxChannel, ClosedPeerDeliversThenFails) {
   Child child([](UcxWorker& w, std::span<const std::byte> parent) {
     auto channel = w.connect(parent, {kParentName, 10s, 1});
-    channel->send(kShutdown, 77, pattern(1000, 77), deadline_after(5s));
+    channel->send(kShutdown, 77, test::byte_pattern(1000, 77), deadline_after(5s));
   });  // channel and worker destroyed, process exits
   UcxWorker worker;
   auto channel = worker.connect(child.connect_worker(worker), {kChildName, 10s, 1});
@@ -437,7 +426,7 @@ TEST(UcxChannel, ClosedPeerDeliversThenFails) {
   const MessageHeader h = channel->recv(payload, deadline_after(5s));
   EXPECT_EQ(h.kind, kShutdown);
   EXPECT_EQ(h.seq, 77u);
-  EXPECT_EQ(payload, pattern(1000, 77));
+  EXPECT_EQ(payload, test::byte_pattern(1000, 77));
   auto [what, took] = expect_peer_error([&] { channel->recv(payload, kNoDeadline); });
   EXPECT_NE(what.find("closed its end"), std::string::npos) << what;
   EXPECT_LT(took.count(), 1000) << what;
@@ -526,7 +515,7 @@ TEST(UcxChannel, HeartbeatsFromAnotherThreadDuringTraffic) {
       std::vector<std::byte> payload;
       for (uint64_t i = 0; i < kRounds; ++i) {
         const MessageHeader h = channel->recv(payload, deadline_after(10s));
-        expect(h.seq == i && payload == pattern(size_of(i), i), "ping in order and intact");
+        expect(h.seq == i && payload == test::byte_pattern(size_of(i), i), "ping in order and intact");
         channel->send(kPong, i, payload, deadline_after(10s));
       }
       std::this_thread::sleep_for(200ms);  // heartbeats only, while the parent polls
@@ -543,10 +532,10 @@ TEST(UcxChannel, HeartbeatsFromAnotherThreadDuringTraffic) {
     HeartbeatThread heartbeat(*channel, 1ms);
     std::vector<std::byte> reply;
     for (uint64_t i = 0; i < kRounds; ++i) {
-      channel->send(kPing, i, pattern(size_of(i), i), deadline_after(10s));
+      channel->send(kPing, i, test::byte_pattern(size_of(i), i), deadline_after(10s));
       const MessageHeader h = channel->recv(reply, deadline_after(10s));
       ASSERT_EQ(h.seq, i);
-      ASSERT_EQ(reply, pattern(size_of(i), i));
+      ASSERT_EQ(reply, test::byte_pattern(size_of(i), i));
     }
     last = channel->recv(reply, deadline_after(10s));
   }
@@ -564,9 +553,9 @@ TEST(UcxChannel, ChannelsSharingAWorkerAreIsolated) {
   Child child([](UcxWorker& w, std::span<const std::byte> parent) {
     auto one = w.connect(parent, {kParentName + " #1", 10s, 1});
     auto two = w.connect(parent, {kParentName + " #2", 10s, 2});
-    two->send(kPing, 2, pattern(10, 2), deadline_after(5s));
-    two->send(kPing, 22, pattern(20000, 22), deadline_after(5s));
-    one->send(kPing, 1, pattern(10, 1), deadline_after(5s));
+    two->send(kPing, 2, test::byte_pattern(10, 2), deadline_after(5s));
+    two->send(kPing, 22, test::byte_pattern(20000, 22), deadline_after(5s));
+    one->send(kPing, 1, test::byte_pattern(10, 1), deadline_after(5s));
     std::vector<std::byte> payload;
     one->recv(payload, deadline_after(10s));  // the parent's goodbye
   });
@@ -580,12 +569,12 @@ TEST(UcxChannel, ChannelsSharingAWorkerAreIsolated) {
   std::vector<std::byte> payload;
   MessageHeader h = one->recv(payload, deadline_after(5s));
   EXPECT_EQ(h.seq, 1u);
-  EXPECT_EQ(payload, pattern(10, 1));
+  EXPECT_EQ(payload, test::byte_pattern(10, 1));
   h = two->recv(payload, deadline_after(5s));
   EXPECT_EQ(h.seq, 2u);
   h = two->recv(payload, deadline_after(5s));
   EXPECT_EQ(h.seq, 22u);
-  EXPECT_EQ(payload, pattern(20000, 22));
+  EXPECT_EQ(payload, test::byte_pattern(20000, 22));
   MessageHeader none;
   EXPECT_FALSE(one->try_recv(none, payload));
   one->send(kShutdown, 0, {}, deadline_after(5s));
