@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -15,14 +16,18 @@
 namespace ra {
 namespace {
 
-volatile sig_atomic_t g_child = 0;
-volatile sig_atomic_t g_early = 0;  // a signal that came before the child's pid was known
+// Lock-free atomics, not volatile sig_atomic_t: the handler may run on any thread of the process.
+std::atomic<pid_t> g_child{0};
+std::atomic<int> g_early{0};  // a signal that came before the child's pid was known
+static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
+              "signal handlers may only use lock-free atomics");
 
 extern "C" void forward_to_child(int sig) {
-  if (g_child > 0) {
-    kill(g_child, sig);
+  const pid_t child = g_child.load();
+  if (child > 0) {
+    kill(child, sig);
   } else {
-    g_early = sig;
+    g_early.store(sig);
   }
 }
 
@@ -45,7 +50,7 @@ int run_forwarding_signals(const std::vector<std::string>& argv) {
   sa.sa_handler = forward_to_child;
   sigemptyset(&sa.sa_mask);
   struct sigaction old_actions[std::size(kForwarded)];
-  g_early = 0;
+  g_early.store(0);
   pthread_sigmask(SIG_BLOCK, &forwarded, &old_mask);
   for (size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &sa, &old_actions[i]);
 
@@ -67,8 +72,8 @@ int run_forwarding_signals(const std::vector<std::string>& argv) {
   }
   const int fork_errno = errno;
   if (child > 0) {
-    g_child = child;
-    if (g_early != 0) kill(child, g_early);
+    g_child.store(child);
+    if (const int early = g_early.load(); early != 0) kill(child, early);
   }
   pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   int status = 0;
@@ -76,7 +81,7 @@ int run_forwarding_signals(const std::vector<std::string>& argv) {
     while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
     }
   }
-  g_child = 0;
+  g_child.store(0);
   for (size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &old_actions[i], nullptr);
   RA_REQUIRE(child > 0, "cannot start {}: fork failed: {}", argv[0], std::strerror(fork_errno));
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
