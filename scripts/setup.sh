@@ -13,7 +13,13 @@ packages=(
   libfaiss-dev libopenblas-dev
   libhwloc-dev hwloc libnuma-dev
   python3 python3-numpy python3-matplotlib
+  libonig-dev
 )
+# The tokenizer oracle test (tests/tokenizer) runs the reference tokenizer under node and installs it
+# with npm; Debian's nodejs / npm are added only when neither is on PATH (a NodeSource nodejs brings
+# its own npm, and Debian's npm package would conflict with it).
+command -v node > /dev/null 2>&1 || packages+=(nodejs)
+command -v npm > /dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -9,6 +9,7 @@ std::unique_ptr<Tokenizer> resolve_tokenizer(const std::string& spec, const std:
   if (spec == "bytes") return make_byte_tokenizer(config.vocab_size);
   if (!spec.empty()) {
     RA_REQUIRE(std::filesystem::is_regular_file(spec), "--tokenizer {}: no such file (or use 'bytes')", spec);
+    if (std::filesystem::path(spec).extension() == ".json") return load_hf_tokenizer(spec, config.vocab_size);
     return load_llama2c_tokenizer(spec, config.vocab_size, config.bos_token_id);
   }
   const auto dir = std::filesystem::is_directory(model_path) ? model_path : model_path.parent_path();
@@ -19,19 +20,17 @@ std::unique_ptr<Tokenizer> resolve_tokenizer(const std::string& spec, const std:
   }
   const auto hf_json = dir / "tokenizer.json";
   const bool has_hf_json = std::filesystem::exists(hf_json);
+  if (std::filesystem::is_regular_file(hf_json)) return load_hf_tokenizer(hf_json, config.vocab_size);
   // The byte-level vocabulary: 256 bytes, BOS and EOS, and no tokenizer file that says otherwise.
   if (config.vocab_size == 258 && !has_hf_json && !std::filesystem::exists(dir / "tokenizer.model")) {
     return make_byte_tokenizer(config.vocab_size);
   }
   std::string looked;
   for (const auto& c : candidates) looked += " " + c.string();
-  raise("no usable tokenizer for {}: looked for{}{}; a byte-level vocabulary needs vocab_size 258 (this "
-        "model has {}). Pass --tokenizer FILE (llama2.c format) or --tokenizer bytes",
-        model_path.string(), looked,
-        has_hf_json ? fmt::format(" (found {}, but Hugging Face tokenizer.json is not supported yet)",
-                                  hf_json.string())
-                    : "",
-        config.vocab_size);
+  raise("no usable tokenizer for {}: looked for{} {}{}; a byte-level vocabulary needs vocab_size 258 (this "
+        "model has {}). Pass --tokenizer FILE (tokenizer.json or llama2.c format) or --tokenizer bytes",
+        model_path.string(), looked, hf_json.string(),
+        has_hf_json ? " (it exists but is not a regular file)" : "", config.vocab_size);
 }
 
 }  // namespace ra
