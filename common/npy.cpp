@@ -338,8 +338,10 @@ NpyArray read_npy_f32(const std::filesystem::path& path) {
 
 // Byte-identical to numpy >= 1.23's np.save: the sorted-key dict, then spare spaces so that the first
 // dimension can grow to 21 digits in place, then padding of 1-64 spaces and '\n' to a multiple of 64.
-std::string make_npy_header(std::span<const int64_t> shape) {
-  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape_string(shape) + ", }";
+std::string make_npy_header(std::span<const int64_t> shape, std::string_view descr) {
+  RA_ASSERT(descr.size() == 3);
+  std::string dict =
+      "{'descr': '" + std::string(descr) + "', 'fortran_order': False, 'shape': " + shape_string(shape) + ", }";
   if (!shape.empty()) dict.append(21 - std::to_string(shape[0]).size(), ' ');
   // Version 1.0 has a 2-byte length; numpy switches to 2.0 (4 bytes) when the header does not fit.
   for (int version : {1, 2}) {
@@ -368,6 +370,32 @@ void write_npy_f32(const std::filesystem::path& path, std::span<const int64_t> s
              writer.numel(), data.size());
   writer.write(0, data);
   writer.close();
+}
+
+namespace {
+
+template <typename T>
+void write_npy_ints(const std::filesystem::path& path, std::span<const int64_t> shape, std::span<const T> data,
+                    std::string_view descr) {
+  const std::optional<int64_t> numel = checked_numel(shape);
+  RA_REQUIRE(numel.has_value() && *numel == static_cast<int64_t>(data.size()),
+             "{}: cannot write shape {} from {} values", path.string(), shape_string(shape), data.size());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  const std::string header = make_npy_header(shape, descr);
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size_bytes()));
+  out.close();
+  RA_REQUIRE(out.good(), "{}: write failed", path.string());
+}
+
+}  // namespace
+
+void write_npy_i32(const std::filesystem::path& path, std::span<const int64_t> shape, std::span<const int32_t> data) {
+  write_npy_ints(path, shape, data, "<i4");
+}
+
+void write_npy_i64(const std::filesystem::path& path, std::span<const int64_t> shape, std::span<const int64_t> data) {
+  write_npy_ints(path, shape, data, "<i8");
 }
 
 NpyF32Writer::NpyF32Writer(const std::filesystem::path& path, std::span<const int64_t> shape) : path_(path) {

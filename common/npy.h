@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ra {
@@ -52,9 +53,13 @@ NpyArray read_npy_f32(const std::filesystem::path& path);
 void write_npy_f32(const std::filesystem::path& path, std::span<const int64_t> shape,
                    std::span<const float> data);
 
+// Integer arrays ('<i4', '<i8'), written whole (ra dump-logits' token ids and positions).
+void write_npy_i32(const std::filesystem::path& path, std::span<const int64_t> shape, std::span<const int32_t> data);
+void write_npy_i64(const std::filesystem::path& path, std::span<const int64_t> shape, std::span<const int64_t> data);
+
 // The header bytes write_npy_f32 puts before the data: magic, version, length and padded dict, exactly
-// as np.save writes them. Its size is a multiple of 64.
-std::string make_npy_header(std::span<const int64_t> shape);
+// as np.save writes them. Its size is a multiple of 64. descr: '<f4' (the default), '<i4' or '<i8'.
+std::string make_npy_header(std::span<const int64_t> shape, std::string_view descr = "<f4");
 
 // Streams a large array to disk without holding it in memory: the file is created with its header and
 // full size up front, then filled by write() calls at element offsets in any order (regions never

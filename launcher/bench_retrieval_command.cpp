@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/npy.h"
 #include "cpu_retriever/retrieval_eval.h"
+#include "launcher/bench_decode_command.h"
 #include "launcher/bench_transport_command.h"
 
 namespace ra {
@@ -238,6 +239,7 @@ void add_bench_command(CLI::App& app) {
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
   add_bench_transport_command(*bench);
+  add_bench_decode_command(*bench);
 }
 
 }  // namespace ra

@@ -50,18 +50,21 @@ void add_dump_qkv_command(CLI::App& app) {
   auto args = std::make_shared<DumpQkvArgs>();
   CLI::App* cmd = app.add_subcommand(
       "dump-qkv",
-      "Run the CPU reference decoder over a prompt and write each layer's post-RoPE q/k and v as .npy "
+      "Run the decoder (--backend) over a prompt and write each layer's post-RoPE q/k and v as .npy "
       "(q_l{L}.npy (n_heads,T,head_dim), k_l{L}.npy and v_l{L}.npy (n_kv_heads,T,head_dim), meta.json)");
   cmd->add_option("--model", args->model,
                   "Hugging Face checkpoint directory or llama2.c .bin file (default: the embedded demo model "
                   "and its synthetic prompt)");
   cmd->add_option("--tokenizer", args->tokenizer,
-                  "'bytes', or a llama2.c tokenizer .bin (default: found beside the model)");
+                  "'bytes', a llama2.c tokenizer .bin or a Hugging Face tokenizer.json (default: found beside the model)");
   cmd->add_option("--prompt-file", args->prompt_file,
                   "Read the prompt from a file (raw bytes); BOS is prepended. Required with --model");
   cmd->add_option("--out", args->out, "Output directory (created if missing; existing dump files are replaced)")
       ->required();
   cmd->add_option("--threads", args->threads, "Compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--backend", args->backend, "Compute backend: cuda, cpu or auto (cuda when a GPU is visible)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->add_option("--max-tokens", args->max_tokens,
                   "Dump only the first N tokens of the prompt, BOS included (default: all)")
       ->check(CLI::NonNegativeNumber);
@@ -90,8 +93,7 @@ int run_dump_qkv(const DumpQkvArgs& args) {
   const std::string text = !args.prompt_file.empty()
                                ? read_prompt_file(args.prompt_file)
                                : make_synthetic_prompt(args.synthetic_prompt_bytes, kSyntheticPromptSeed);
-  std::vector<int32_t> tokens = loaded.tokenizer->encode(text);
-  if (c.bos_token_id >= 0) tokens.insert(tokens.begin(), c.bos_token_id);
+  std::vector<int32_t> tokens = encode_prompt(loaded, text);
   if (args.max_tokens > 0 && static_cast<int64_t>(tokens.size()) > args.max_tokens) {
     tokens.resize(static_cast<size_t>(args.max_tokens));
   }
@@ -99,6 +101,7 @@ int run_dump_qkv(const DumpQkvArgs& args) {
   DumpQkvOptions options;
   options.prefill_chunk = args.prefill_chunk;
   options.threads = args.threads;
+  options.backend = parse_backend_kind(args.backend);
   const DumpQkvStats stats = dump_qkv(model, tokens, args.out, options);
   std::fprintf(stderr,
                "dump-qkv: %lld tokens, %lld layers (%lld q heads, %lld kv heads, head_dim %lld) -> %s in %.2f s\n",
@@ -142,16 +145,16 @@ DumpQkvStats dump_qkv(const Model& model, std::span<const int32_t> tokens, const
   backend_options.max_positions = T;
   backend_options.prefill_chunk = std::max<int64_t>(1, options.prefill_chunk);
   backend_options.threads = options.threads;
-  std::vector<float> scratch(static_cast<size_t>(std::min(backend_options.prefill_chunk, T) * hd));
+  std::vector<float> scratch;  // one head's rows of a chunk; chunk sizes depend on the backend
   backend_options.qkv_observer = [&](const QkvChunk& chunk) {
     RA_ASSERT(chunk.layer >= 0 && chunk.layer < c.n_layers && chunk.position + chunk.n <= T);
-    RA_ASSERT(chunk.n * hd <= static_cast<int64_t>(scratch.size()));
+    if (static_cast<int64_t>(scratch.size()) < chunk.n * hd) scratch.resize(static_cast<size_t>(chunk.n * hd));
     LayerFiles& f = files[static_cast<size_t>(chunk.layer)];
     write_heads(f.q, chunk.q, chunk.n, c.n_heads, hd, T, chunk.position, scratch);
     write_heads(f.k, chunk.k, chunk.n, c.n_kv_heads, hd, T, chunk.position, scratch);
     write_heads(f.v, chunk.v, chunk.n, c.n_kv_heads, hd, T, chunk.position, scratch);
   };
-  const std::unique_ptr<Backend> backend = make_cpu_backend(model, backend_options);
+  const std::unique_ptr<Backend> backend = make_backend(options.backend, model, backend_options);
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
   backend->forward(tokens, logits);
   RA_ASSERT(backend->position() == T);
@@ -171,6 +174,7 @@ DumpQkvStats dump_qkv(const Model& model, std::span<const int32_t> tokens, const
   meta["model"] = model.source;
   meta["rope_theta"] = c.rope_theta;
   meta["prefill_chunk"] = backend_options.prefill_chunk;
+  meta["backend"] = backend->name();
   meta["format"] = "q_l{L}.npy (n_heads,T,head_dim), k_l{L}.npy and v_l{L}.npy (n_kv_heads,T,head_dim); "
                    "float32, post-RoPE q and k";
   {

@@ -1,6 +1,7 @@
 #pragma once
-// `ra dump-qkv`: run the CPU reference decoder over a prompt and write every layer's post-RoPE queries,
-// keys and values as .npy files, the input of the retrieval benchmark (issue 3).
+// `ra dump-qkv`: run the decoder (the CPU reference, or the CUDA backend with --backend cuda) over a
+// prompt and write every layer's post-RoPE queries, keys and values as .npy files, the input of the
+// retrieval benchmark (issue 3). The CUDA backend's q/k/v are its bf16 values, widened.
 //
 // Output directory layout (keep exactly this: other tools produce it too). T counts BOS.
 //   q_l{L}.npy  float32 (n_heads,    T, head_dim)  post-RoPE queries of layer L
@@ -19,6 +20,7 @@
 #include <span>
 #include <string>
 
+#include "gpu_worker/backend/backend.h"
 #include "gpu_worker/model/model.h"
 
 namespace ra {
@@ -29,6 +31,7 @@ struct DumpQkvArgs {
   std::string prompt_file;   // required with --model; the demo model falls back to its synthetic prompt
   std::string out;           // output directory, created if missing
   int threads = 0;           // 0 = all cores
+  std::string backend = "auto";
   int64_t max_tokens = 0;    // > 0: keep only the first max_tokens tokens (BOS included)
   int64_t prefill_chunk = 256;
   int64_t synthetic_prompt_bytes = 8192;
@@ -37,6 +40,7 @@ struct DumpQkvArgs {
 struct DumpQkvOptions {
   int64_t prefill_chunk = 256;  // tokens per prefill step; the dump does not depend on it (up to rounding)
   int threads = 0;              // 0 = all cores
+  BackendKind backend = BackendKind::kCpu;
 };
 
 struct DumpQkvStats {
@@ -52,7 +56,7 @@ void add_dump_qkv_command(CLI::App& app);
 // one-line summary to stderr. Returns the exit code; throws ra::Error on bad input.
 int run_dump_qkv(const DumpQkvArgs& args);
 
-// The library entry point: runs `tokens` (BOS included) through the CPU backend with
+// The library entry point: runs `tokens` (BOS included) through options.backend with
 // max_positions = tokens.size() and streams every layer's q/k/v into `out_dir` in the layout above.
 // Memory is O(T) for the KV cache plus O(prefill_chunk · T) for one chunk's scores; the dumped arrays
 // are written to disk as they are produced, never held whole. Throws ra::Error when the tokens are empty,

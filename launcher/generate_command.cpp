@@ -31,13 +31,14 @@ int run_in_process(const RunConfig& c) {
       std::min<int64_t>(mc.max_position_embeddings, static_cast<int64_t>(prompt.size()) + c.max_new_tokens);
   options.threads = c.worker_threads;
   options.static_set = {c.mode == AttentionMode::kWindow, c.sinks, c.window, nullptr};
-  const std::unique_ptr<Backend> backend = make_cpu_backend(model, options);
+  const std::unique_ptr<Backend> backend = make_backend(c.backend, model, options);
 
   std::fprintf(stderr, "model: %s (%s)\ntokenizer: %s\n", model.source.c_str(), describe(mc).c_str(),
                loaded.tokenizer->name().c_str());
   GenerateOptions gen;
   gen.max_new_tokens = c.max_new_tokens;
   gen.temperature = c.temperature;
+  gen.top_p = c.top_p;
   gen.seed = c.seed;
   gen.on_logits = logits_trace_from_env();
   const GenerateStats stats = generate(*backend, *loaded.tokenizer, prompt, gen, [](std::string_view piece) {

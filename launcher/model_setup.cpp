@@ -56,12 +56,20 @@ std::string read_prompt_file(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-std::vector<int32_t> prompt_tokens(const LoadedModel& loaded, std::string_view text) {
+std::vector<int32_t> encode_prompt(const LoadedModel& loaded, std::string_view text) {
   const ModelConfig& c = loaded.model.config;
   std::vector<int32_t> tokens;
-  if (c.bos_token_id >= 0) tokens.push_back(c.bos_token_id);
+  const TokenizerSpecials sp = loaded.tokenizer->specials();  // a tokenizer.json names its own BOS rule
+  const int32_t bos = sp.bos_id >= 0 ? sp.bos_id : c.bos_token_id;
+  if (sp.add_bos.value_or(true) && bos >= 0) tokens.push_back(bos);
   const std::vector<int32_t> encoded = loaded.tokenizer->encode(text);
   tokens.insert(tokens.end(), encoded.begin(), encoded.end());
+  return tokens;
+}
+
+std::vector<int32_t> prompt_tokens(const LoadedModel& loaded, std::string_view text) {
+  const ModelConfig& c = loaded.model.config;
+  std::vector<int32_t> tokens = encode_prompt(loaded, text);
   RA_REQUIRE(static_cast<int64_t>(tokens.size()) <= c.max_position_embeddings,
              "the prompt has {} tokens but {} allows at most {} (max_position_embeddings)", tokens.size(),
              loaded.model.source, c.max_position_embeddings);

@@ -41,8 +41,11 @@ Geometry geometry_for(const RunConfig& config);
 // The raw bytes of a prompt file; throws ra::Error naming it when it cannot be read.
 std::string read_prompt_file(const std::string& path);
 
-// BOS (when the model has one) followed by tokenizer.encode(text). Throws ra::Error when the result
-// exceeds max_position_embeddings, naming both numbers.
+// BOS (when the tokenizer's files, or else the model config, name one and do not turn it off)
+// followed by tokenizer.encode(text).
+std::vector<int32_t> encode_prompt(const LoadedModel& loaded, std::string_view text);
+
+// encode_prompt, and throws ra::Error when the result exceeds max_position_embeddings, naming both numbers.
 std::vector<int32_t> prompt_tokens(const LoadedModel& loaded, std::string_view text);
 
 }  // namespace ra

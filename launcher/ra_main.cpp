@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "launcher/bench_retrieval_command.h"
+#include "launcher/dump_logits_command.h"
 #include "launcher/dump_qkv_command.h"
 #include "launcher/generate_command.h"
 #include "launcher/needle_command.h"
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   ra::add_generate_command(app);
   ra::add_needle_prompt_command(app);
   ra::add_dump_qkv_command(app);
+  ra::add_dump_logits_command(app);
   ra::add_bench_command(app);
   try {
     app.parse(argc, argv);

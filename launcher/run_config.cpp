@@ -35,6 +35,23 @@ constexpr std::array<std::pair<std::string_view, TransportKind>, 2> kTransports{
     {"ucx", TransportKind::kUcx},
 }};
 
+constexpr std::array<std::pair<std::string_view, BackendKind>, 3> kBackends{{
+    {"auto", BackendKind::kAuto},
+    {"cpu", BackendKind::kCpu},
+    {"cuda", BackendKind::kCuda},
+}};
+
+// The name table of an enum-valued field.
+template <typename T>
+constexpr const auto& enum_names() {
+  if constexpr (std::is_same_v<T, AttentionMode>) return kModes;
+  else if constexpr (std::is_same_v<T, TransportKind>) return kTransports;
+  else return kBackends;
+}
+template <typename T>
+constexpr bool kIsEnumField =
+    std::is_same_v<T, AttentionMode> || std::is_same_v<T, TransportKind> || std::is_same_v<T, BackendKind>;
+
 template <typename Table>
 std::string joined_names(const Table& table) {
   std::string out;
@@ -51,7 +68,7 @@ template <typename V>
 void visit_fields(V&& v) {
   v("model", "Hugging Face checkpoint directory or llama2.c .bin; empty = the embedded demo model",
     [](auto& c) -> auto& { return c.model; });
-  v("tokenizer", "'bytes', a llama2.c tokenizer .bin, or empty = found beside the model",
+  v("tokenizer", "'bytes', a llama2.c tokenizer .bin, a tokenizer.json, or empty = found beside the model",
     [](auto& c) -> auto& { return c.tokenizer; });
   v("prompt", "Prompt text; with prompt_file empty too: the synthetic prompt (demo model) or BOS only",
     [](auto& c) -> auto& { return c.prompt; });
@@ -61,6 +78,8 @@ void visit_fields(V&& v) {
     [](auto& c) -> auto& { return c.synthetic_prompt_bytes; });
   v("max_new_tokens", "Tokens to generate", [](auto& c) -> auto& { return c.max_new_tokens; });
   v("temperature", "Sampling temperature; 0 is greedy", [](auto& c) -> auto& { return c.temperature; });
+  v("top_p", "Nucleus sampling: draw among the most probable tokens whose mass reaches top_p; 1 = off",
+    [](auto& c) -> auto& { return c.top_p; });
   v("seed", "Sampling seed", [](auto& c) -> auto& { return c.seed; });
   v("mode", "Attention mode: full, window, flat, ivf, hnsw or retrieval (DESIGN §5)",
     [](auto& c) -> auto& { return c.mode; });
@@ -94,6 +113,8 @@ void visit_fields(V&& v) {
     [](auto& c) -> auto& { return c.retrievers; });
   v("hostfile", "Open MPI hostfile ('host slots=N' lines); empty = this machine only",
     [](auto& c) -> auto& { return c.hostfile; });
+  v("backend", "Compute backend of the worker: cuda, cpu, or auto (cuda when a GPU is visible)",
+    [](auto& c) -> auto& { return c.backend; });
   v("worker_threads", "GPU worker compute threads; 0 = all cores", [](auto& c) -> auto& { return c.worker_threads; });
   v("retriever_threads", "Threads per retriever; 0 = cores of its NUMA node / retrievers on that node",
     [](auto& c) -> auto& { return c.retriever_threads; });
@@ -128,8 +149,7 @@ std::string expected_type() {
   if constexpr (std::is_same_v<T, std::string>) return "a string";
   else if constexpr (std::is_same_v<T, std::vector<std::string>>) return "a list of strings";
   else if constexpr (std::is_same_v<T, float>) return "a number";
-  else if constexpr (std::is_same_v<T, AttentionMode>) return "one of " + joined_names(kModes);
-  else if constexpr (std::is_same_v<T, TransportKind>) return "one of " + joined_names(kTransports);
+  else if constexpr (kIsEnumField<T>) return "one of " + joined_names(enum_names<T>());
   else if constexpr (std::is_unsigned_v<T>) return "a non-negative integer";
   else if constexpr (sizeof(T) == 4) return "a 32-bit integer";
   else return "an integer";
@@ -163,15 +183,11 @@ void read_value(T& out, const json& v, const std::string& key, const std::string
   } else if constexpr (std::is_same_v<T, float>) {
     if (!v.is_number()) type_error(where, key, expected_type<T>(), v);
     out = v.get<float>();
-  } else if constexpr (std::is_same_v<T, AttentionMode> || std::is_same_v<T, TransportKind>) {
+  } else if constexpr (kIsEnumField<T>) {
     if (!v.is_string()) type_error(where, key, expected_type<T>(), v);
     const std::string s = v.get<std::string>();
     bool found = false;
-    if constexpr (std::is_same_v<T, AttentionMode>) {
-      for (const auto& [n, m] : kModes) if (n == s) { out = m; found = true; }
-    } else {
-      for (const auto& [n, m] : kTransports) if (n == s) { out = m; found = true; }
-    }
+    for (const auto& [n, m] : enum_names<T>()) if (n == s) { out = m; found = true; }
     if (!found) type_error(where, key, expected_type<T>(), v);
   } else {
     static_assert(std::is_integral_v<T>);
@@ -193,7 +209,7 @@ void read_value(T& out, const json& v, const std::string& key, const std::string
 
 template <typename T>
 json write_value(const T& v) {
-  if constexpr (std::is_same_v<T, AttentionMode> || std::is_same_v<T, TransportKind>) return std::string(name(v));
+  if constexpr (kIsEnumField<T>) return std::string(name(v));
   else return json(v);
 }
 
@@ -209,7 +225,7 @@ std::string yaml_text(const T& v) {
       out += yaml_text(v[i]);
     }
     return out + "]";
-  } else if constexpr (std::is_same_v<T, AttentionMode> || std::is_same_v<T, TransportKind>) {
+  } else if constexpr (kIsEnumField<T>) {
     return std::string(name(v));
   } else {
     return fmt::format("{}", v);
@@ -236,7 +252,9 @@ size_t edit_distance(std::string_view a, std::string_view b) {
   size_t best_d = std::numeric_limits<size_t>::max();
   visit_fields([&](std::string_view k, std::string_view, auto) {
     const std::string_view tail = k.substr(k.find('.') == std::string_view::npos ? 0 : k.find('.') + 1);
-    const size_t d = std::min(edit_distance(key, k), edit_distance(key, tail) + (tail == k ? 0 : 1));
+    // A key given without its section ("top_k" for "index.top_k") is the best guess there is.
+    const size_t d = tail != k && tail == key ? 0
+                                              : std::min(edit_distance(key, k), edit_distance(key, tail) + (tail == k ? 0 : 1));
     if (d < best_d) { best_d = d; best = std::string(k); }
   });
   const bool close = best_d <= std::max<size_t>(2, key.size() / 4);
@@ -521,6 +539,7 @@ void validate(const RunConfig& c) {
   require_at_least("max_new_tokens", c.max_new_tokens, 0);
   RA_REQUIRE(std::isfinite(c.temperature) && c.temperature >= 0.0f, "temperature must be >= 0 (got {})",
              c.temperature);
+  RA_REQUIRE(c.top_p > 0.0f && c.top_p <= 1.0f, "top_p must be in (0, 1] (got {})", c.top_p);
   require_at_least("sinks", c.sinks, 0);
   require_at_least("window", c.window, 1);
 
@@ -635,7 +654,7 @@ void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags) {
                        "Hugging Face checkpoint directory or llama2.c .bin file (default: an embedded "
                        "deterministic demo model)"),
         [](RunConfig& c, const RunConfigFlags& f) { c.model = f.values.model; });
-  given(cmd.add_option("--tokenizer", v.tokenizer, "'bytes', or a llama2.c tokenizer .bin (default: found beside the model)"),
+  given(cmd.add_option("--tokenizer", v.tokenizer, "'bytes', a llama2.c tokenizer .bin or a Hugging Face tokenizer.json (default: found beside the model)"),
         [](RunConfig& c, const RunConfigFlags& f) { c.tokenizer = f.values.tokenizer; });
   CLI::Option* prompt = given(cmd.add_option("--prompt", v.prompt, "Prompt text"),
                               [](RunConfig& c, const RunConfigFlags& f) {
@@ -652,8 +671,16 @@ void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags) {
         [](RunConfig& c, const RunConfigFlags& f) { c.max_new_tokens = f.values.max_new_tokens; });
   given(cmd.add_option("--temperature", v.temperature, "Sampling temperature; 0 is greedy")->capture_default_str(),
         [](RunConfig& c, const RunConfigFlags& f) { c.temperature = f.values.temperature; });
+  given(cmd.add_option("--top-p", v.top_p, "Nucleus sampling mass in (0, 1]; 1 = off")->capture_default_str(),
+        [](RunConfig& c, const RunConfigFlags& f) { c.top_p = f.values.top_p; });
   given(cmd.add_option("--seed", v.seed, "Sampling seed")->capture_default_str(),
         [](RunConfig& c, const RunConfigFlags& f) { c.seed = f.values.seed; });
+  std::vector<std::string> backend_names;
+  for (const auto& [n, b] : kBackends) backend_names.emplace_back(n);
+  given(cmd.add_option("--backend", flags.backend, "Compute backend: cuda, cpu or auto (default: auto = cuda when a "
+                                                   "GPU is visible)")
+            ->check(CLI::IsMember(backend_names)),
+        [](RunConfig& c, const RunConfigFlags& f) { c.backend = parse_backend_kind(f.backend); });
   given(cmd.add_option("--threads", v.worker_threads, "Worker compute threads (default: all cores)"),
         [](RunConfig& c, const RunConfigFlags& f) { c.worker_threads = f.values.worker_threads; });
   given(cmd.add_option("--synthetic-prompt-bytes", v.synthetic_prompt_bytes,

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gpu_worker/backend/backend.h"
 #include "gpu_worker/model/synthetic_model.h"
 
 namespace ra {
@@ -51,6 +52,7 @@ struct RunConfig {
   int64_t synthetic_prompt_bytes = 8192;
   int64_t max_new_tokens = 64;
   float temperature = 0;        // 0 = greedy
+  float top_p = 1;              // nucleus sampling mass; 1 = off
   uint64_t seed = 0;            // sampling seed
   AttentionMode mode = AttentionMode::kFull;
   int64_t sinks = 128;          // first tokens kept on the GPU
@@ -59,6 +61,7 @@ struct RunConfig {
   TransportKind transport = TransportKind::kShm;
   int retrievers = 1;           // CPU retriever ranks (modes flat, ivf, hnsw, retrieval)
   std::string hostfile;         // Open MPI hostfile; empty = this machine only
+  BackendKind backend = BackendKind::kAuto;  // the worker's compute backend
   int worker_threads = 0;       // 0 = all cores of the machine
   int retriever_threads = 0;    // 0 = the cores of the bound NUMA node / retrievers sharing it
   int64_t liveness_timeout_ms = 1000;  // a silent peer is declared dead after this
@@ -117,6 +120,7 @@ struct RunConfigFlags {
   RunConfig values;
   std::string mode;             // --mode, parsed by resolve_run_config
   std::string transport;        // --transport
+  std::string backend;          // --backend
   struct Given {
     const CLI::Option* option;
     void (*apply)(RunConfig& out, const RunConfigFlags& flags);
@@ -126,8 +130,8 @@ struct RunConfigFlags {
 
 // Registers --config, --print-config, --dry-run and one flag per common field (--mode --transport
 // --retrievers --hostfile --sinks --window --top-k --ef --nprobe --retriever-threads
-// --liveness-timeout-ms --model --tokenizer --prompt --prompt-file --max-new-tokens --temperature
-// --seed --threads --synthetic-prompt-bytes) on `cmd`. `flags` must outlive the parse.
+// --liveness-timeout-ms --model --tokenizer --prompt --prompt-file --max-new-tokens --temperature --top-p
+// --top-p --seed --backend --threads --synthetic-prompt-bytes) on `cmd`. `flags` must outlive the parse.
 void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags);
 
 // defaults < the --config file < the flags given on the command line; then validate(). A prompt given

@@ -8,7 +8,10 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
+#include "common/sample_uniform.h"
 #include "gpu_worker/model/model.h"
 
 namespace ra {
@@ -27,7 +30,8 @@ using QkvObserver = std::function<void(const QkvChunk&)>;
 
 // The remote half of a decode step's attention (DESIGN §3): the CPU retrievers' partial states over
 // the offloaded positions. Per layer the backend calls begin() as soon as q is ready, computes its own
-// partial over the static set while the retrievers work, and then calls finish() to merge.
+// partial over the static set while the retrievers work, then calls finish() for the remote partials
+// and merges them into its own (common/partial_state.h on the CPU, merge_partials on the GPU).
 class RemoteAttention {
  public:
   virtual ~RemoteAttention() = default;
@@ -36,8 +40,9 @@ class RemoteAttention {
   // key (post-RoPE) and value: the remote side must hold it before it answers this step.
   virtual void begin(int64_t layer, int64_t position, const float* q, int64_t evict_position, const float* k,
                      const float* v) = 0;
-  // Merges the remote partials into the static ones, in place: o: [n_heads][head_dim] float32 and
-  // lse: [n_heads] float32 (DESIGN §4). Throws (e.g. transport::PeerError) when a retriever fails.
+  // Writes the remote partial state of every query head (DESIGN §4): o: [n_heads][head_dim] float32 and
+  // lse: [n_heads] float32; a head with nothing offloaded gets the empty state (lse = −inf, o = 0).
+  // Throws (e.g. transport::PeerError) when a retriever fails.
   virtual void finish(int64_t layer, float* o, float* lse) = 0;
 };
 
@@ -55,7 +60,8 @@ struct StaticSetOptions {
 
 struct BackendOptions {
   int64_t max_positions = 0;   // KV cache capacity in tokens; 0 = the model's max_position_embeddings
-  int64_t prefill_chunk = 256; // tokens per prefill step: bounds activation and score memory
+  int64_t prefill_chunk = 256; // CPU: tokens per prefill step: bounds activation and score memory
+  int64_t cuda_prefill_chunk = 4096;  // CUDA: tokens per prefill GEMM (large enough to fill the GPU)
   int threads = 0;             // 0 = all cores
   QkvObserver qkv_observer;    // optional: sees every layer's q/k/v (ra dump-qkv, index build data)
   StaticSetOptions static_set; // attention modes other than full
@@ -79,9 +85,37 @@ class Backend {
   virtual int64_t max_positions() const = 0;
   // Empties the KV cache.
   virtual void reset() = 0;
+
+  // One decode step that also picks the next token: runs `token` at position() like forward(), then
+  // returns the token sampled from its logits with `params` as the `step`-th draw (the Sampler of
+  // gpu_worker/decode/sampler.h, same function on every backend). When `logits` is not empty it also
+  // receives the logits. The CUDA backend samples on the GPU and copies back four bytes; the default
+  // runs forward() and samples on the host.
+  virtual int32_t decode_sample(int32_t token, const SamplingParams& params, uint64_t step, std::span<float> logits);
+
+  // Benchmarks only (decode timing does not depend on the values): makes the cache hold random keys
+  // and values for positions [0, position) and sets position(), as if a prompt that long had been
+  // prefilled. Throws ra::Error when position exceeds max_positions().
+  virtual void fill_cache_for_timing(int64_t position, uint64_t seed) = 0;
+  // Benchmarks only: runs `steps` greedy decode steps back to back on the device, each feeding the
+  // token it sampled into the next, and returns each step's milliseconds as the device measured them.
+  // Empty when the backend cannot (the caller then times decode_sample() on the host).
+  virtual std::vector<double> time_decode_steps(int steps);
 };
 
 // The float32 reference backend: threaded with OpenMP and OpenBLAS. `model` must outlive it.
 std::unique_ptr<Backend> make_cpu_backend(const Model& model, const BackendOptions& options);
+
+// Which backend runs the model: `cpu` (the reference), `cuda` (the GPU), or `auto` (CUDA when this
+// build has it and a GPU is visible, else CPU).
+enum class BackendKind { kAuto, kCpu, kCuda };
+BackendKind parse_backend_kind(std::string_view name);  // throws ra::Error listing the names
+std::string_view name(BackendKind kind);
+// True when this build has the CUDA backend and a CUDA device is visible.
+bool cuda_backend_available();
+// auto resolved to cpu or cuda; cuda without a GPU (or in a CPU-only build) throws ra::Error saying why.
+BackendKind resolve_backend_kind(BackendKind kind);
+// The backend `kind` names (after resolve_backend_kind). `model` must outlive it.
+std::unique_ptr<Backend> make_backend(BackendKind kind, const Model& model, const BackendOptions& options);
 
 }  // namespace ra

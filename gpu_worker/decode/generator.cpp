@@ -1,6 +1,8 @@
 #include "gpu_worker/decode/generator.h"
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <vector>
 
 #include "common/error.h"
@@ -20,7 +22,8 @@ GenerateStats generate(Backend& backend, const Tokenizer& tokenizer, std::span<c
 
   GenerateStats stats;
   stats.prompt_tokens = static_cast<int64_t>(prompt.size());
-  Sampler sampler(options.temperature, options.seed);
+  const SamplingParams params{options.temperature, options.top_p, options.seed};
+  Sampler sampler(params);  // validates the knobs before any work
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
 
   backend.reset();
@@ -29,26 +32,33 @@ GenerateStats generate(Backend& backend, const Tokenizer& tokenizer, std::span<c
   if (options.after_prefill) options.after_prefill();
   stats.prefill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
-  int32_t prev = prompt.back();
+  // Token i is the i-th draw (sample_uniform(seed, i)): the first from the prefill's logits on the host,
+  // the rest chosen by the backend itself (on the GPU for the CUDA backend, so only the token crosses).
+  const std::unique_ptr<StreamDecoder> text = tokenizer.stream_decoder(prompt);
+  const std::vector<int32_t> eos_ids = tokenizer.specials().eos_ids;  // e.g. Llama-3.1's <|eot_id|> too
+  auto ends = [&](int32_t t) {
+    return t == c.eos_token_id || t == c.bos_token_id || std::find(eos_ids.begin(), eos_ids.end(), t) != eos_ids.end();
+  };
   start = Clock::now();
+  if (options.on_logits) options.on_logits(logits);
+  int32_t token = sampler.next_at(logits, 0);
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
-    if (options.on_logits) options.on_logits(logits);
-    const int32_t token = sampler.next(logits);
-    if (token == c.eos_token_id || token == c.bos_token_id) {
+    if (ends(token)) {
       stats.stopped_at_eos = true;
       break;
     }
     ++stats.generated_tokens;
-    on_text(tokenizer.decode(prev, token));
-    prev = token;
+    on_text(text->put(token));  // one call per generated token (may be "" while a character is incomplete)
     if (i + 1 == options.max_new_tokens) break;
     if (backend.position() >= limit) {
       stats.hit_context_limit = true;
       break;
     }
-    const int32_t one[1] = {token};
-    backend.forward(one, logits);
+    const std::span<float> wanted = options.on_logits ? std::span<float>(logits) : std::span<float>();
+    token = backend.decode_sample(token, params, static_cast<uint64_t>(i + 1), wanted);
+    if (options.on_logits) options.on_logits(logits);
   }
+  if (const std::string rest = text->finish(); !rest.empty()) on_text(rest);
   stats.decode_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return stats;
 }

@@ -14,6 +14,7 @@ namespace ra {
 struct GenerateOptions {
   int64_t max_new_tokens = 256;
   float temperature = 0.0f;  // 0 = greedy
+  float top_p = 1.0f;        // nucleus sampling: the most probable tokens whose mass reaches top_p
   uint64_t seed = 0;
   // Called once the prompt is prefilled, before the first token is sampled: the worker ships the
   // offloaded KV and waits for the retrievers' indexes here. Its time counts as prefill time.
@@ -32,7 +33,9 @@ struct GenerateStats {
 };
 
 // Runs `prompt` (token ids, BOS included if wanted) through `backend` from an empty cache and streams
-// each generated token's text to `on_text`. The first token comes from the prefill logits; stops at
+// each generated token's text to `on_text` (whole UTF-8 characters: one call per token, possibly empty,
+// plus one final call for bytes held back at the end). EOS is the model's eos_token_id and every id the
+// tokenizer's files name as one. The first token comes from the prefill logits; stops at
 // EOS/BOS, after max_new_tokens, or when the KV cache is full. Throws ra::Error when the prompt is
 // longer than the backend's context.
 GenerateStats generate(Backend& backend, const Tokenizer& tokenizer, std::span<const int32_t> prompt,

@@ -107,7 +107,16 @@ ModelConfig parse_hf_config(const std::filesystem::path& path) {
   c.intermediate_size = get_field<int64_t>(j, "intermediate_size", path, true);
   c.vocab_size = get_field<int64_t>(j, "vocab_size", path, true);
   c.max_position_embeddings = get_field<int64_t>(j, "max_position_embeddings", path, false, 2048);
-  c.rope_theta = get_field<float>(j, "rope_theta", path, false, 10000.0f);
+  // transformers >= 5 writes the RoPE settings as one 'rope_parameters' object (rope_theta and the
+  // scaling fields inside); older files have a top-level 'rope_theta' and 'rope_scaling'.
+  const auto rope_parameters = j.find("rope_parameters");
+  const bool has_rope_parameters = rope_parameters != j.end() && !rope_parameters->is_null();
+  RA_REQUIRE(!has_rope_parameters || rope_parameters->is_object(), "{}: 'rope_parameters' must be an object or null",
+             path.string());
+  c.rope_theta = get_field<float>(j, "rope_theta", path, false,
+                                  has_rope_parameters
+                                      ? get_field<float>(*rope_parameters, "rope_theta", path, false, 10000.0f)
+                                      : 10000.0f);
   c.rms_norm_eps = get_field<float>(j, "rms_norm_eps", path, false, 1e-6f);
   c.tie_word_embeddings = get_field<bool>(j, "tie_word_embeddings", path, false, false);
   c.bos_token_id = token_id_field(j, "bos_token_id", path);
@@ -121,7 +130,8 @@ ModelConfig parse_hf_config(const std::filesystem::path& path) {
                "{}: '{}' is true; Llama checkpoints with biases are not supported", path.string(), bias);
   }
 
-  if (const auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+  auto it = has_rope_parameters ? rope_parameters : j.find("rope_scaling");
+  if (it != j.end() && !it->is_null()) {
     RA_REQUIRE(it->is_object(), "{}: 'rope_scaling' must be an object or null", path.string());
     std::string type = get_field<std::string>(*it, "rope_type", path, false, "");
     if (type.empty()) type = get_field<std::string>(*it, "type", path, false, "");

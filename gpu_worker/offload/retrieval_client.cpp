@@ -154,6 +154,8 @@ void RetrievalClient::finish(int64_t layer, float* o, float* lse) {
   const auto hd = static_cast<size_t>(g.head_dim);
   const auto deadline = transport::deadline_after(options_.step_timeout);
   const auto wait_started = SteadyClock::now();
+  std::fill(lse, lse + g.n_heads, kEmptyLse);  // heads whose retriever was not asked this step: empty
+  std::fill(o, o + g.n_heads * g.head_dim, 0.0f);
   double slowest = 0;
   for (size_t r : active_) {
     const transport::MessageHeader h = expect(r, MessageKind::kPartial, deadline);
@@ -172,7 +174,8 @@ void RetrievalClient::finish(int64_t layer, float* o, float* lse) {
     reader.expect_end();
     for (size_t e = 0; e < heads.size(); ++e) {
       const auto head = static_cast<size_t>(heads[e]);
-      merge_into(lse[head], o + head * hd, part_lse[e], part_o + e * hd, hd);
+      lse[head] = part_lse[e];
+      std::copy(part_o + e * hd, part_o + (e + 1) * hd, o + head * hd);
     }
     slowest = std::max(slowest, p.search_seconds);
     stats_.distance_computations += p.distance_computations;

@@ -1,8 +1,8 @@
 #pragma once
 // The GPU worker's side of the retrievers (DESIGN §3): the handshake, shipping each layer's offloaded
-// prefill KV and training queries, and per decode step and layer the query out and the partials back,
-// merged into the static partials with log-sum-exp weights. It implements RemoteAttention, so the
-// backend drives it from inside its layer loop.
+// prefill KV and training queries, and per decode step and layer the query out and the partials back
+// (the backend merges them into its static partials with log-sum-exp weights). It implements
+// RemoteAttention, so the backend drives it from inside its layer loop.
 //
 // Every wait has a deadline and watches the retrievers' liveness (transport/channel.h); a failure
 // surfaces as transport::PeerError naming the retriever.

@@ -76,7 +76,7 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   options.threads = c.worker_threads;
   options.qkv_observer = capture.observer();
   options.static_set = {true, c.sinks, c.window, &client};
-  const auto backend = make_cpu_backend(model, options);
+  const auto backend = make_backend(c.backend, model, options);
 
   std::fprintf(stderr, "%s: model %s (%s), mode %s, %d retrievers over %s\n", kProgram, model.source.c_str(),
                describe(mc).c_str(), std::string(name(c.mode)).c_str(), plan.num_retrievers(),
@@ -84,6 +84,7 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   GenerateOptions gen;
   gen.max_new_tokens = c.max_new_tokens;
   gen.temperature = c.temperature;
+  gen.top_p = c.top_p;
   gen.seed = c.seed;
   gen.on_logits = logits_trace_from_env();
   gen.after_prefill = [&] { ship_prefill(client, capture, mc.n_layers); };

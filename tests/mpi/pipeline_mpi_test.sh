@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Multi-process pipeline checks (issue #4 "Must show"), each a real `ra generate` under mpirun:
 #   exact TRANSPORT R     flat mode with every offloaded key retrieved == full mode: same greedy text,
-#                         logits within fp32 tolerance, decoding far past the window (evictions)
+#                         logits within fp32 tolerance, decoding far past the window (evictions).
+#                         Environment: BACKEND (auto; cuda exits 77 = skipped without a GPU), STEPS (80),
+#                         MODEL (a checkpoint instead of the demo model), TOL (1e-4, relative logits),
+#                         MIN_STEPS (STEPS: fewer are accepted when the model stops at EOS)
 #   killed SIGNAL         SIGKILL / SIGSTOP a retriever mid-decode: ra exits non-zero within 5 s,
 #                         names the rank, leaves no process and no /dev/shm segment behind
 #   interrupted SIGNAL    SIGINT / SIGTERM to `ra` mid-decode: every rank ends within 5 s, no segment left
@@ -27,28 +30,46 @@ shm_segments() { ls /dev/shm 2>/dev/null | grep '^ra-' | sort || true; }
 case "${1:?usage: $0 exact|killed|mismatch ...}" in
 exact)
   transport=${2:?transport}; retrievers=${3:?retrievers}
-  RA_LOGITS_TRACE=$WORK/full.f32 "$RA" generate --mode full "${COMMON[@]}" --max-new-tokens 80 \
+  steps=${STEPS:-80}
+  run=("${COMMON[@]}" --backend "${BACKEND:-auto}")
+  if [[ -n "${MODEL:-}" ]]; then  # a real checkpoint: a prompt of source code, longer than sinks + window
+    [[ -f "$MODEL/config.json" ]] || { echo "SKIP: no model at $MODEL"; exit 77; }
+    head -c 400 /usr/include/stdlib.h > "$WORK/prompt.txt" 2>/dev/null || { echo "SKIP: no /usr/include/stdlib.h"; exit 77; }
+    run+=(--model "$MODEL" --prompt-file "$WORK/prompt.txt")
+  fi
+  if [[ "${BACKEND:-auto}" == cuda ]] && ! "$RA" generate "${run[@]}" --mode full --max-new-tokens 1 \
+       >/dev/null 2>"$WORK/probe.err"; then
+    if grep -Eq "no CUDA device is visible|has no CUDA backend" "$WORK/probe.err"; then
+      echo "SKIP: $(cat "$WORK/probe.err")"; exit 77
+    fi
+    cat "$WORK/probe.err"; fail "--backend cuda failed"
+  fi
+  run+=(--max-new-tokens "$steps")
+  RA_LOGITS_TRACE=$WORK/full.f32 "$RA" generate --mode full "${run[@]}" \
     >"$WORK/full.txt" 2>"$WORK/full.err" || { cat "$WORK/full.err"; fail "full mode failed"; }
   RA_LOGITS_TRACE=$WORK/flat.f32 "$RA" generate --mode flat --transport "$transport" --retrievers "$retrievers" \
-    --top-k 1000000 "${COMMON[@]}" --max-new-tokens 80 >"$WORK/flat.txt" 2>"$WORK/flat.err" \
+    --top-k 1000000 "${run[@]}" >"$WORK/flat.txt" 2>"$WORK/flat.err" \
     || { cat "$WORK/flat.err"; fail "flat mode over $transport with $retrievers retrievers failed"; }
+  if [[ "${BACKEND:-auto}" != auto ]]; then
+    grep -q "backend: $BACKEND" "$WORK/flat.err" || fail "the flat run did not use backend $BACKEND"
+  fi
   cmp "$WORK/full.txt" "$WORK/flat.txt" || fail "generated text differs: full '$(cat "$WORK/full.txt")' flat '$(cat "$WORK/flat.txt")'"
   grep -q "keys scanned" "$WORK/flat.err" || fail "the flat run reported no retrieval statistics"
-  python3 - "$WORK/full.f32" "$WORK/flat.f32" <<'PY'
+  python3 - "$WORK/full.f32" "$WORK/flat.f32" "${MIN_STEPS:-$steps}" "${TOL:-1e-4}" <<'PY'
 import array, sys
 a, b = array.array("f"), array.array("f")
 a.frombytes(open(sys.argv[1], "rb").read()); b.frombytes(open(sys.argv[2], "rb").read())
-vocab = 258
-assert len(a) == len(b) and len(a) >= 80 * vocab, (len(a), len(b))
+vocab, steps, tol = 258, int(sys.argv[3]), float(sys.argv[4])  # steps: at least this many (EOS may end a run)
+assert len(a) == len(b) and len(a) >= steps * vocab, (len(a), len(b))
 worst = 0.0
 for s in range(len(a) // vocab):
     ra, rb = a[s*vocab:(s+1)*vocab], b[s*vocab:(s+1)*vocab]
     scale = max(abs(x) for x in ra)
     worst = max(worst, max(abs(x - y) for x, y in zip(ra, rb)) / scale)
 print(f"steps {len(a)//vocab}, worst relative logit difference {worst:.3g}")
-assert worst < 1e-4, worst
+assert worst < tol, worst
 PY
-  echo "PASS: flat == full over $transport with $retrievers retrievers"
+  echo "PASS: flat == full over $transport with $retrievers retrievers (backend ${BACKEND:-auto}, $steps steps)"
   ;;
 killed)
   signal=${2:?signal}

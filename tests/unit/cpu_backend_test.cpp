@@ -578,8 +578,12 @@ TEST(Generate, StopsWhenTheCacheIsFull) {
 // Sampler.
 // ------------------------------------------------------------------------------------------------
 
+Sampler make_sampler(float temperature, uint64_t seed, float top_p = 1.0f) {
+  return Sampler(SamplingParams{temperature, top_p, seed});
+}
+
 TEST(Sampler, TemperatureZeroIsArgmaxWithLowestIndexOnTies) {
-  Sampler greedy(0.0f, 42);
+  Sampler greedy = make_sampler(0.0f, 42);
   std::vector<float> logits = {0.5f, -1.0f, 3.0f, 2.9f, 3.0f};
   EXPECT_EQ(greedy.next(logits), 2);
   EXPECT_EQ(argmax(logits), 2);
@@ -587,24 +591,58 @@ TEST(Sampler, TemperatureZeroIsArgmaxWithLowestIndexOnTies) {
   EXPECT_EQ(greedy.next(negative), 1);
   std::vector<float> last = {0.0f, 0.0f, 1e-6f};
   EXPECT_EQ(greedy.next(last), 2);
-  EXPECT_THROW(Sampler(-0.5f, 1), Error);
+  // NaN is never chosen, even first; all NaN gives 0.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> with_nan = {nan, 1.0f, nan, 4.0f, 4.0f, nan};
+  EXPECT_EQ(greedy.next(with_nan), 3);
+  EXPECT_EQ(argmax(std::vector<float>{nan, nan}), 0);
+}
+
+TEST(Sampler, RejectsBadParameters) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(make_sampler(-0.5f, 1), Error);
+  EXPECT_THROW(make_sampler(nan, 1), Error);
+  for (float top_p : {0.0f, -0.1f, 1.5f, nan}) EXPECT_THROW(make_sampler(1.0f, 1, top_p), Error) << top_p;
+  EXPECT_NO_THROW(make_sampler(0.0f, 1, 1.0f));
+  EXPECT_NO_THROW(make_sampler(0.7f, 1, 1e-6f));
 }
 
 std::vector<int32_t> draw(Sampler& sampler, const std::vector<float>& logits, int n) {
   std::vector<int32_t> out;
-  for (int i = 0; i < n; ++i) {
-    std::vector<float> copy = logits;  // next() overwrites the logits with probabilities
-    out.push_back(sampler.next(copy));
-  }
+  for (int i = 0; i < n; ++i) out.push_back(sampler.next(logits));
   return out;
+}
+
+std::vector<double> frequencies(const std::vector<int32_t>& tokens, size_t vocab) {
+  std::vector<double> f(vocab, 0.0);
+  for (int32_t t : tokens) f.at(static_cast<size_t>(t)) += 1.0 / static_cast<double>(tokens.size());
+  return f;
 }
 
 TEST(Sampler, SeededSamplingIsDeterministic) {
   const std::vector<float> logits = {0.1f, 0.7f, -0.3f, 1.2f, 0.0f, 0.9f};
-  Sampler a(0.8f, 1234), b(0.8f, 1234), c(0.8f, 99);
-  const auto da = draw(a, logits, 300), db = draw(b, logits, 300), dc = draw(c, logits, 300);
-  EXPECT_EQ(da, db);
-  EXPECT_NE(da, dc);
+  for (float top_p : {1.0f, 0.8f}) {
+    Sampler a = make_sampler(0.8f, 1234, top_p), b = make_sampler(0.8f, 1234, top_p), c = make_sampler(0.8f, 99, top_p);
+    const auto da = draw(a, logits, 300), db = draw(b, logits, 300), dc = draw(c, logits, 300);
+    EXPECT_EQ(da, db);
+    EXPECT_NE(da, dc);
+  }
+}
+
+// The k-th call draws u = sample_uniform(seed, k): with two equal logits the token is 0 iff u < 1/2
+// (kept mass K = 2 · 2^40, r = floor(K u), and token 0's running mass 2^40 exceeds r iff u < 1/2).
+TEST(Sampler, CallCountIsTheCounterOfTheDraw) {
+  constexpr uint64_t kSeed = 77;
+  Sampler sampler = make_sampler(1.0f, kSeed);
+  const std::vector<float> logits = {0.25f, 0.25f};
+  Sampler at = make_sampler(1.0f, kSeed);
+  for (uint64_t k = 0; k < 200; ++k) {
+    const int32_t expected = sample_uniform(kSeed, k) < 0.5f ? 0 : 1;
+    ASSERT_EQ(at.next_at(logits, k), expected) << "step " << k;  // explicit step, counter untouched
+    ASSERT_EQ(sampler.next(logits), expected) << "call " << k;
+  }
+  // next_at left its sampler's counter at 0.
+  EXPECT_EQ(at.next(logits), sample_uniform(kSeed, 0) < 0.5f ? 0 : 1);
 }
 
 TEST(Sampler, FrequenciesFollowSoftmaxOfLogitsOverTemperature) {
@@ -614,18 +652,90 @@ TEST(Sampler, FrequenciesFollowSoftmaxOfLogitsOverTemperature) {
     std::vector<float> logits;
     for (double v : p) logits.push_back(static_cast<float>(std::log(v) * temperature));  // softmax(l/T) = p
     logits.push_back(-std::numeric_limits<float>::infinity());                           // never drawn
-    Sampler sampler(temperature, 2024);
-    std::vector<int> counts(logits.size(), 0);
-    for (int32_t t : draw(sampler, logits, kDraws)) ++counts.at(static_cast<size_t>(t));
+    Sampler sampler = make_sampler(temperature, 2024);
+    const std::vector<double> f = frequencies(draw(sampler, logits, kDraws), logits.size());
     for (size_t i = 0; i < p.size(); ++i) {
       // Standard deviation is at most sqrt(0.25 / 40000) = 0.0025; allow 4 of them.
-      EXPECT_NEAR(counts[i] / static_cast<double>(kDraws), p[i], 0.01) << "T=" << temperature << " i=" << i;
+      EXPECT_NEAR(f[i], p[i], 0.01) << "T=" << temperature << " i=" << i;
     }
-    EXPECT_EQ(counts.back(), 0) << "a -inf logit was sampled";
+    EXPECT_EQ(f.back(), 0.0) << "a -inf logit was sampled";
   }
   // A low temperature concentrates the mass on the largest logit.
-  Sampler cold(0.01f, 5);
+  Sampler cold = make_sampler(0.01f, 5);
   for (int32_t t : draw(cold, {1.0f, 2.0f, 1.5f}, 200)) ASSERT_EQ(t, 1);
+}
+
+// Top-p keeps the most probable tokens until their mass reaches top_p, renormalised.
+TEST(Sampler, TopPCutsTheTailAndRenormalises) {
+  const std::vector<double> p = {0.1, 0.4, 0.2, 0.3};  // sorted: 0.4, 0.3 | 0.2, 0.1
+  std::vector<float> logits;
+  for (double v : p) logits.push_back(static_cast<float>(std::log(v)));
+  constexpr int kDraws = 40000;
+  // 0.4 < 0.65 <= 0.7: the nucleus is {1, 3}, drawn 4/7 and 3/7 of the time.
+  Sampler sampler = make_sampler(1.0f, 11, 0.65f);
+  const std::vector<double> f = frequencies(draw(sampler, logits, kDraws), logits.size());
+  EXPECT_EQ(f[0], 0.0);
+  EXPECT_EQ(f[2], 0.0);
+  EXPECT_NEAR(f[1], 4.0 / 7.0, 0.01);
+  EXPECT_NEAR(f[3], 3.0 / 7.0, 0.01);
+  // A tiny top_p keeps only the most probable token.
+  Sampler narrow = make_sampler(1.0f, 12, 1e-4f);
+  for (int32_t t : draw(narrow, logits, 500)) ASSERT_EQ(t, 1);
+  // 0.7 < 0.85 <= 0.9 needs three tokens: {1, 3, 2} with 4/9, 3/9, 2/9.
+  Sampler wide = make_sampler(1.0f, 13, 0.85f);
+  const std::vector<double> g = frequencies(draw(wide, logits, kDraws), logits.size());
+  EXPECT_EQ(g[0], 0.0);
+  EXPECT_NEAR(g[1], 4.0 / 9.0, 0.01);
+  EXPECT_NEAR(g[2], 2.0 / 9.0, 0.01);
+  EXPECT_NEAR(g[3], 3.0 / 9.0, 0.01);
+}
+
+// Tokens tied with the threshold logit are all kept, even where fewer would reach top_p.
+TEST(Sampler, TopPKeepsEveryTokenTiedAtTheThreshold) {
+  // Weights 1, 1, 1, e^-1, e^-1: 0.3 of the mass is reached inside the tied top group.
+  const std::vector<float> logits = {0.0f, 1.0f, 1.0f, 1.0f, 0.0f};
+  constexpr int kDraws = 30000;
+  Sampler sampler = make_sampler(1.0f, 21, 0.3f);
+  const std::vector<double> f = frequencies(draw(sampler, logits, kDraws), logits.size());
+  EXPECT_EQ(f[0], 0.0);
+  EXPECT_EQ(f[4], 0.0);
+  for (size_t i : {1u, 2u, 3u}) EXPECT_NEAR(f[i], 1.0 / 3.0, 0.012) << "i=" << i;
+}
+
+// Plain inverse-CDF sampling written independently (float weights, double sums, no fixed point): what
+// top_p = 1 must equal.
+int32_t plain_sample(const std::vector<float>& logits, float temperature, float u) {
+  const float m = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> w;
+  double total = 0.0;
+  for (float l : logits) {
+    w.push_back(static_cast<float>(std::exp(static_cast<double>((l - m) / temperature))));
+    total += w.back();
+  }
+  double running = 0.0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    running += w[i];
+    if (running > static_cast<double>(u) * total) return static_cast<int32_t>(i);
+  }
+  return static_cast<int32_t>(logits.size() - 1);
+}
+
+TEST(Sampler, TopPOneEqualsPlainSampling) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 1.5f);
+  std::vector<float> logits(300);
+  for (float& l : logits) l = dist(rng);
+  constexpr uint64_t kSeed = 314;
+  constexpr float kT = 0.9f;
+  // Every token carries more than 1e-7 of the mass, so the largest top_p below 1 keeps them all and
+  // runs the threshold search to the same kept set.
+  Sampler one = make_sampler(kT, kSeed, 1.0f), almost = make_sampler(kT, kSeed, std::nextafter(1.0f, 0.0f));
+  for (uint64_t k = 0; k < 2000; ++k) {
+    const int32_t token = one.next(logits);
+    // Fixed point against double sums can only differ when u lands within ~1e-12 of a CDF step.
+    ASSERT_EQ(token, plain_sample(logits, kT, sample_uniform(kSeed, k))) << "call " << k;
+    ASSERT_EQ(almost.next(logits), token) << "call " << k;
+  }
 }
 
 }  // namespace

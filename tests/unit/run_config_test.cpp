@@ -228,6 +228,7 @@ TEST_F(RunConfigFiles, TypeErrorsNameKeyFileAndExpectedType) {
       {"k.json", R"({"transport": 1})", "'transport'", "one of shm, ucx"},
       {"l.json", R"({"prompt": 5})", "'prompt'", "a string"},
       {"m.json", R"({"index": {"ef": true}})", "'index.ef'", "a 32-bit integer"},
+      {"n.yaml", "backend: gpu\n", "'backend'", "one of auto, cpu, cuda"},
   };
   for (const Case& c : cases) {
     const std::string path = write(c.name, c.text);
@@ -262,6 +263,8 @@ TEST(RunConfigValidate, NamesTheFieldAndTheValue) {
       {[](RunConfig& c) { c.index.hnsw_M = 1; }, "index.hnsw_M must be >= 2"},
       {[](RunConfig& c) { c.index.graph_M = 0; }, "index.graph_M must be >= 1"},
       {[](RunConfig& c) { c.temperature = -0.5f; }, "temperature must be >= 0"},
+      {[](RunConfig& c) { c.top_p = 0.0f; }, "top_p must be in (0, 1]"},
+      {[](RunConfig& c) { c.top_p = 1.5f; }, "top_p must be in (0, 1]"},
       {[](RunConfig& c) { c.max_new_tokens = -1; }, "max_new_tokens must be >= 0"},
       {[](RunConfig& c) { c.synthetic_prompt_bytes = 0; }, "synthetic_prompt_bytes must be >= 1"},
       {[](RunConfig& c) { c.liveness_timeout_ms = 0; }, "liveness_timeout_ms must be >= 1"},
@@ -356,7 +359,8 @@ TEST(RunConfigFlagsHelp, ListsEveryFlag) {
   for (const char* opt : {"--config", "--print-config", "--dry-run", "--mode", "--transport", "--retrievers",
                           "--hostfile", "--sinks", "--window", "--top-k", "--ef", "--nprobe", "--retriever-threads",
                           "--liveness-timeout-ms", "--model", "--tokenizer", "--prompt", "--prompt-file",
-                          "--max-new-tokens", "--temperature", "--seed", "--threads", "--synthetic-prompt-bytes"}) {
+                          "--max-new-tokens", "--temperature", "--top-p", "--seed", "--backend", "--threads",
+                          "--synthetic-prompt-bytes"}) {
     EXPECT_THAT(help, HasSubstr(opt));
   }
 }

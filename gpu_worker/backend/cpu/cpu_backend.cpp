@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/partial_state.h"
+#include "common/splitmix64.h"
 #include "gpu_worker/backend/backend.h"
 #include "gpu_worker/backend/cpu/cpu_ops.h"
 #include "gpu_worker/model/rope.h"
@@ -54,6 +55,8 @@ class CpuBackend final : public Backend {
     // Chunks use one head's [n][keys] scores at a time; decode steps use row h for head h.
     scores_.resize(std::max(n, static_cast<size_t>(c.n_heads)) * static_cast<size_t>(capacity_));
     lse_.resize(static_cast<size_t>(c.n_heads));
+    remote_o_.resize(static_cast<size_t>(c.q_dim()));
+    remote_lse_.resize(static_cast<size_t>(c.n_heads));
     evict_k_.resize(static_cast<size_t>(c.kv_dim()));
     evict_v_.resize(static_cast<size_t>(c.kv_dim()));
   }
@@ -65,6 +68,19 @@ class CpuBackend final : public Backend {
   void reset() override {
     position_ = 0;
     decoding_ = false;
+  }
+
+  void fill_cache_for_timing(int64_t position, uint64_t seed) override {
+    RA_REQUIRE(position >= 0 && position <= capacity_, "fill_cache_for_timing: position {} outside [0, {}]", position,
+               capacity_);
+    SplitMix64 rng(seed);
+    for (float* cache : {k_cache_.data(), v_cache_.data()}) {
+      for (int64_t l = 0; l < config_.n_layers * config_.n_kv_heads; ++l) {
+        float* rows = cache + l * capacity_ * config_.head_dim;
+        for (int64_t i = 0; i < position * config_.head_dim; ++i) rows[i] = static_cast<float>(rng.unit() - 0.5);
+      }
+    }
+    position_ = position;
   }
 
   void forward(std::span<const int32_t> tokens, std::span<float> logits) override {
@@ -245,7 +261,11 @@ class CpuBackend final : public Backend {
                     v + window_begin * hd, static_cast<int>(hd), s + sink_end, 1, 1.0f, o, 1);
       }
     }
-    if (remote) remote->finish(layer, attn_.data(), lse_.data());
+    if (remote) {
+      remote->finish(layer, remote_o_.data(), remote_lse_.data());
+      merge_partials(attn_.data(), lse_.data(), remote_o_.data(), remote_lse_.data(), static_cast<size_t>(c.n_heads),
+                     static_cast<size_t>(hd));
+    }
   }
 
   void final_logits(int64_t row, std::span<float> logits) {
@@ -282,6 +302,8 @@ class CpuBackend final : public Backend {
   std::vector<float> gate_, up_;  // [n][intermediate]
   std::vector<float> scores_;     // [n][capacity] one head's scores, then weights
   std::vector<float> lse_;        // [n_heads] static-set lse of a decode step
+  std::vector<float> remote_o_;   // [n_heads][head_dim] the retrievers' partials of a decode step
+  std::vector<float> remote_lse_; // [n_heads]
   std::vector<float> evict_k_, evict_v_;  // [n_kv_heads][head_dim] the token leaving the window
 };
 

@@ -5,28 +5,27 @@
 namespace ra::cuda {
 namespace {
 
-// One block per head; threads stride over head_dim.
+// One block per head; threads stride over head_dim. The empty cases never combine arithmetically:
+// an empty side's o is not read at all, so a NaN or inf left in it cannot leak (0 · NaN = NaN).
 __global__ void merge_partials_kernel(float* __restrict__ o_a, float* __restrict__ lse_a,
                                       const float* __restrict__ o_b, const float* __restrict__ lse_b,
                                       int head_dim) {
   const int h = blockIdx.x;
   const float la = lse_a[h];
   const float lb = lse_b[h];
-  if (lb == -CUDART_INF_F) return;  // nothing to add; also empty ∪ empty
-  float wa, wb, lse;
-  if (la == -CUDART_INF_F) {
-    wa = 0.0f;
-    wb = 1.0f;
-    lse = lb;
+  if (lb == -CUDART_INF_F) return;  // b is empty: a stays bit for bit (also empty ∪ empty)
+  float* oa = o_a + static_cast<int64_t>(h) * head_dim;
+  const float* ob = o_b + static_cast<int64_t>(h) * head_dim;
+  float lse = lb;
+  if (la == -CUDART_INF_F) {  // a is empty: the result is b, copied
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) oa[d] = ob[d];
   } else {
     const float m = fmaxf(la, lb);
     lse = m + log1pf(expf(-fabsf(la - lb)));
-    wa = expf(la - lse);
-    wb = expf(lb - lse);
+    const float wa = expf(la - lse);
+    const float wb = expf(lb - lse);
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) oa[d] = wa * oa[d] + wb * ob[d];
   }
-  float* oa = o_a + static_cast<int64_t>(h) * head_dim;
-  const float* ob = o_b + static_cast<int64_t>(h) * head_dim;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) oa[d] = wa * oa[d] + wb * ob[d];
   __syncthreads();  // every thread read lse_a[h] before it is overwritten
   if (threadIdx.x == 0) lse_a[h] = lse;
 }

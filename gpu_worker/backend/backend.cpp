@@ -1,0 +1,24 @@
+#include "gpu_worker/backend/backend.h"
+
+#include <vector>
+
+#include "common/error.h"
+#include "gpu_worker/decode/sampler.h"
+
+namespace ra {
+
+int32_t Backend::decode_sample(int32_t token, const SamplingParams& params, uint64_t step, std::span<float> logits) {
+  std::vector<float> own;
+  if (logits.empty()) {
+    own.resize(static_cast<size_t>(config().vocab_size));
+    logits = own;
+  }
+  const int32_t one[1] = {token};
+  forward(one, logits);
+  std::vector<float> scratch(logits.begin(), logits.end());  // sampling overwrites its input
+  return Sampler(params).next_at(scratch, step);
+}
+
+std::vector<double> Backend::time_decode_steps(int) { return {}; }
+
+}  // namespace ra

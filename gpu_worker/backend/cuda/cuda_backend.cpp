@@ -1,0 +1,621 @@
+// The CUDA backend. See cuda_backend.h for the contract; the shapes of every buffer are next to it below.
+//
+// The per-token path (decode_step) does no allocation: every buffer is made in the constructor. A decode
+// step without a remote part is captured once as a CUDA graph (after one eager step has warmed every
+// kernel up) and replayed for each later token; its inputs (position, token, sampling knobs, draw index)
+// live in one device struct that a single host-to-device copy refreshes per step.
+
+#include "gpu_worker/backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "common/error.h"
+#include "gpu_worker/backend/cuda/cuda_check.h"
+#include "gpu_worker/backend/cuda/cuda_weights.h"
+#include "gpu_worker/backend/cuda/decode_attention.h"
+#include "gpu_worker/backend/cuda/device_memory.h"
+#include "gpu_worker/backend/cuda/gemm.h"
+#include "gpu_worker/backend/cuda/gemv.h"
+#include "gpu_worker/backend/cuda/merge_partials.h"
+#include "gpu_worker/backend/cuda/ops.h"
+#include "gpu_worker/backend/cuda/prefill_attention.h"
+#include "gpu_worker/backend/cuda/qkv_gather.h"
+#include "gpu_worker/backend/cuda/sampling.h"
+#include "gpu_worker/backend/cuda/static_set.h"
+#include "gpu_worker/model/rope.h"
+
+namespace ra {
+
+bool cuda_device_visible() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+std::string cuda_device_problem() {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) return std::string("cudaGetDeviceCount: ") + cudaGetErrorString(err);
+  return n == 0 ? "no device" : "";
+}
+
+namespace cuda {
+namespace {
+
+// The device-side inputs of one decode step, refreshed by one host-to-device copy per step.
+struct DecodeIo {
+  int64_t position = 0;   // of the token being decoded
+  uint64_t step = 0;      // sampling draw index (sample_uniform)
+  SamplingParams params;  // temperature, top_p, seed
+  int32_t token = 0;      // in: the token to run; out (after the step): the sampled next token
+  int32_t pad = 0;
+};
+
+class Stream {
+ public:
+  Stream() { RA_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  ~Stream() { cudaStreamDestroy(s_); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+class Event {
+ public:
+  Event() { RA_CUDA_CHECK(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
+  ~Event() { cudaEventDestroy(e_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// A captured decode step, replayed per token.
+class Graph {
+ public:
+  Graph() = default;
+  ~Graph() {
+    if (exec_) cudaGraphExecDestroy(exec_);
+    if (graph_) cudaGraphDestroy(graph_);
+  }
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  template <typename F>
+  void capture(cudaStream_t s, F&& enqueue) {
+    RA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    try {
+      enqueue();
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(s, &broken);
+      if (broken) cudaGraphDestroy(broken);
+      throw;
+    }
+    RA_CUDA_CHECK(cudaStreamEndCapture(s, &graph_));
+    RA_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+  }
+  bool ready() const { return exec_ != nullptr; }
+  void launch(cudaStream_t s) const { RA_CUDA_CHECK(cudaGraphLaunch(exec_, s)); }
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+int sm_count() {
+  int device = 0, count = 0;
+  RA_CUDA_CHECK(cudaGetDevice(&device));
+  RA_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
+
+// Buffers of one prefill call, sized by its token count and freed when it returns: the decode path
+// keeps only what it needs.
+template <typename T>
+struct PrefillBuffers {
+  DeviceBuffer<int32_t> tokens;  // [n]
+  DeviceBuffer<float> x;         // [n][hidden] residual stream of every prompt token
+  DeviceBuffer<T> xn;            // [chunk][hidden] normalised rows
+  DeviceBuffer<float> qkv;       // [chunk][(n_heads + 2 n_kv_heads) head_dim]
+  DeviceBuffer<T> q;             // [chunk][n_heads][head_dim] post-RoPE
+  DeviceBuffer<T> attn;          // [chunk][n_heads * head_dim]
+  DeviceBuffer<float> gate_up;   // [chunk][2 intermediate], interleaved
+  DeviceBuffer<T> act;           // [chunk][intermediate]
+  DeviceBuffer<T> k_scratch;     // static set only: [n_kv_heads][n][head_dim] one layer's prompt keys
+  DeviceBuffer<T> v_scratch;     // static set only: values
+  // QkvObserver staging: device float32 rows, then pinned host copies.
+  DeviceBuffer<float> obs_q, obs_k, obs_v;  // [chunk][q_dim], [chunk][kv_dim] x 2
+  PinnedBuffer<float> obs_q_h, obs_k_h, obs_v_h;
+};
+
+template <typename T>
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const ModelConfig& config, std::string source, std::unique_ptr<Stream> stream,
+              DeviceWeights<T> weights, const BackendOptions& options)
+      : config_(config),
+        source_(std::move(source)),
+        stream_(std::move(stream)),
+        w_(std::move(weights)),
+        chunk_(std::max<int64_t>(1, options.cuda_prefill_chunk)),
+        qkv_observer_(options.qkv_observer),
+        static_set_(options.static_set) {
+    const ModelConfig& c = config_;
+    capacity_ = options.max_positions > 0 ? options.max_positions : c.max_position_embeddings;
+    RA_REQUIRE(capacity_ <= c.max_position_embeddings,
+               "{}: a KV cache of {} positions exceeds max_position_embeddings ({})", source_, capacity_,
+               c.max_position_embeddings);
+    RA_REQUIRE(!static_set_.enabled || (static_set_.sinks >= 0 && static_set_.window >= 1),
+               "static set needs sinks >= 0 and window >= 1 (got {} and {})", static_set_.sinks, static_set_.window);
+    RA_REQUIRE(c.head_dim % 2 == 0, "{}: head_dim {} is odd (RoPE rotates pairs)", source_, c.head_dim);
+    sinks_ = static_set_.enabled ? static_set_.sinks : 0;
+    window_ = static_set_.enabled ? static_set_.window : 0;
+    slots_ = static_set_.enabled ? std::min(capacity_, sinks_ + window_) : capacity_;
+
+    const auto kv_elems = static_cast<size_t>(c.n_kv_heads * slots_ * c.head_dim);
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      k_cache_.emplace_back(kv_elems, "KV cache (keys)");
+      v_cache_.emplace_back(kv_elems, "KV cache (values)");
+    }
+    const std::vector<float> inv = rope_inverse_frequencies(c);
+    inv_freq_ = DeviceBuffer<float>(inv.size(), "RoPE frequencies");
+    RA_CUDA_CHECK(cudaMemcpy(inv_freq_.get(), inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
+
+    const auto D = static_cast<size_t>(c.hidden_size);
+    x_ = DeviceBuffer<float>(D, "decode residual");
+    qkv_ = DeviceBuffer<float>(static_cast<size_t>(c.q_dim() + 2 * c.kv_dim()), "decode qkv");
+    q_ = DeviceBuffer<float>(static_cast<size_t>(c.q_dim()), "decode q");
+    o_ = DeviceBuffer<float>(static_cast<size_t>(c.q_dim()), "decode attention output");
+    lse_ = DeviceBuffer<float>(static_cast<size_t>(c.n_heads), "decode lse");
+    act_ = DeviceBuffer<float>(static_cast<size_t>(c.intermediate_size), "decode SwiGLU");
+    logits_ = DeviceBuffer<float>(static_cast<size_t>(c.vocab_size), "logits");
+    evicted_k_ = DeviceBuffer<float>(static_cast<size_t>(c.kv_dim()), "evicted key");
+    evicted_v_ = DeviceBuffer<float>(static_cast<size_t>(c.kv_dim()), "evicted value");
+    io_ = DeviceBuffer<DecodeIo>(1, "decode inputs");
+    io_h_ = PinnedBuffer<DecodeIo>(1, "decode inputs");
+    next_token_h_ = PinnedBuffer<int32_t>(1, "sampled token");
+    logits_h_ = PinnedBuffer<float>(static_cast<size_t>(c.vocab_size), "logits");
+
+    attention_plan_ = plan_decode_attention(static_cast<int>(c.n_heads), static_cast<int>(c.n_kv_heads),
+                                            static_cast<int>(c.head_dim), slots_, dtype_of<T>(), sm_count());
+    attention_workspace_ = DeviceBuffer<std::byte>(std::max<size_t>(1, attention_plan_.workspace_bytes),
+                                                   "decode attention workspace");
+    if (static_set_.remote != nullptr) {
+      remote_o_ = DeviceBuffer<float>(static_cast<size_t>(c.q_dim()), "remote partial o");
+      remote_lse_ = DeviceBuffer<float>(static_cast<size_t>(c.n_heads), "remote partial lse");
+      q_h_ = PinnedBuffer<float>(static_cast<size_t>(c.q_dim()), "q for the retrievers");
+      evicted_k_h_ = PinnedBuffer<float>(static_cast<size_t>(c.kv_dim()), "evicted key");
+      evicted_v_h_ = PinnedBuffer<float>(static_cast<size_t>(c.kv_dim()), "evicted value");
+      remote_o_h_ = PinnedBuffer<float>(static_cast<size_t>(c.q_dim()), "remote partial o");
+      remote_lse_h_ = PinnedBuffer<float>(static_cast<size_t>(c.n_heads), "remote partial lse");
+    }
+    RA_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  ~CudaBackend() override { cudaStreamSynchronize(stream_->get()); }
+
+  std::string name() const override { return "cuda"; }
+  const ModelConfig& config() const override { return config_; }
+  int64_t position() const override { return position_; }
+  int64_t max_positions() const override { return capacity_; }
+  void reset() override { position_ = 0; }
+
+  void forward(std::span<const int32_t> tokens, std::span<float> logits) override {
+    check_tokens(tokens);
+    RA_REQUIRE(static_cast<int64_t>(logits.size()) == config_.vocab_size, "logits span has {} entries, vocab is {}",
+               logits.size(), config_.vocab_size);
+    if (tokens.size() > 1 || position_ == 0) {
+      prefill(tokens);
+      copy_logits_to(logits);
+    } else {
+      decode(tokens[0], SamplingParams{}, 0, logits);
+    }
+  }
+
+  int32_t decode_sample(int32_t token, const SamplingParams& params, uint64_t step, std::span<float> logits) override {
+    const int32_t one[1] = {token};
+    check_tokens(one);
+    RA_REQUIRE(position_ > 0, "decode_sample() needs a prefilled prompt (position 0)");
+    RA_REQUIRE(logits.empty() || static_cast<int64_t>(logits.size()) == config_.vocab_size,
+               "logits span has {} entries, vocab is {}", logits.size(), config_.vocab_size);
+    return decode(token, params, step, logits);
+  }
+
+  void fill_cache_for_timing(int64_t position, uint64_t seed) override {
+    RA_REQUIRE(position >= 0 && position <= capacity_, "fill_cache_for_timing: position {} outside [0, {}]", position,
+               capacity_);
+    for (size_t l = 0; l < k_cache_.size(); ++l) {
+      RA_CUDA_CHECK(fill_random<T>(k_cache_[l].get(), static_cast<int64_t>(k_cache_[l].size()), 1.0f, seed + 2 * l,
+                                   stream_->get()));
+      RA_CUDA_CHECK(fill_random<T>(v_cache_[l].get(), static_cast<int64_t>(v_cache_[l].size()), 1.0f,
+                                   seed + 2 * l + 1, stream_->get()));
+    }
+    RA_CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
+    position_ = position;
+  }
+
+  std::vector<double> time_decode_steps(int steps) override {
+    RA_REQUIRE(static_set_.remote == nullptr, "device-timed decode needs a step without a remote part");
+    RA_REQUIRE(position_ + steps + 1 <= capacity_, "{} timed steps from position {} exceed the capacity {}", steps,
+               position_, capacity_);
+    cudaStream_t s = stream_->get();
+    stage_io(0, SamplingParams{}, 0);
+    if (!graph_.ready()) {  // warm up eagerly, then capture (same as decode())
+      enqueue_decode_step();
+      RA_CUDA_CHECK(cudaMemcpyAsync(io_.get(), io_h_.get(), sizeof(DecodeIo), cudaMemcpyHostToDevice, s));
+      graph_.capture(s, [&] { enqueue_decode_step(); });
+    }
+    std::vector<cudaEvent_t> events(static_cast<size_t>(steps) + 1);
+    for (auto& e : events) RA_CUDA_CHECK(cudaEventCreate(&e));
+    RA_CUDA_CHECK(cudaEventRecord(events[0], s));
+    for (int i = 0; i < steps; ++i) {
+      graph_.launch(s);  // the graph advances the position and feeds its sampled token to the next step
+      RA_CUDA_CHECK(cudaEventRecord(events[static_cast<size_t>(i) + 1], s));
+    }
+    RA_CUDA_CHECK(cudaStreamSynchronize(s));
+    std::vector<double> ms(static_cast<size_t>(steps));
+    for (int i = 0; i < steps; ++i) {
+      float t = 0;
+      RA_CUDA_CHECK(cudaEventElapsedTime(&t, events[static_cast<size_t>(i)], events[static_cast<size_t>(i) + 1]));
+      ms[static_cast<size_t>(i)] = t;
+    }
+    for (auto& e : events) cudaEventDestroy(e);
+    position_ += steps;
+    return ms;
+  }
+
+ private:
+  const ModelConfig& c() const { return config_; }
+
+  void check_tokens(std::span<const int32_t> tokens) const {
+    RA_REQUIRE(!tokens.empty(), "forward() needs at least one token");
+    RA_REQUIRE(position_ + static_cast<int64_t>(tokens.size()) <= capacity_,
+               "{} tokens at position {} exceed the KV cache capacity of {} positions", tokens.size(), position_,
+               capacity_);
+    for (int32_t t : tokens) {
+      RA_REQUIRE(t >= 0 && t < config_.vocab_size, "token id {} is outside the vocabulary [0, {})", t,
+                 config_.vocab_size);
+    }
+    RA_REQUIRE(!static_set_.enabled || position_ == 0 || tokens.size() == 1,
+               "with a static set the backend decodes one token per step after the prefill (got {} tokens at "
+               "position {})",
+               tokens.size(), position_);
+  }
+
+  void copy_logits_to(std::span<float> logits) {
+    cudaStream_t s = stream_->get();
+    RA_CUDA_CHECK(cudaMemcpyAsync(logits_h_.get(), logits_.get(), logits_.bytes(), cudaMemcpyDeviceToHost, s));
+    RA_CUDA_CHECK(cudaStreamSynchronize(s));
+    std::memcpy(logits.data(), logits_h_.get(), logits_.bytes());
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Prefill: layer by layer over the whole call, chunk_ tokens per GEMM.
+  // ---------------------------------------------------------------------------------------------
+
+  void prefill(std::span<const int32_t> tokens) {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    const int64_t p0 = position_;
+    const int64_t chunk = std::min(chunk_, n);
+    const auto D = static_cast<size_t>(m.hidden_size);
+    const int64_t qkv_rows = m.q_dim() + 2 * m.kv_dim();
+    const auto I = static_cast<size_t>(m.intermediate_size);
+    const bool scratch = static_set_.enabled;  // the prompt's K/V go to a one-layer scratch first
+    RA_ASSERT(!scratch || p0 == 0);
+
+    PrefillBuffers<T> b;
+    const auto cn = static_cast<size_t>(chunk);
+    b.tokens = DeviceBuffer<int32_t>(static_cast<size_t>(n), "prefill tokens");
+    b.x = DeviceBuffer<float>(static_cast<size_t>(n) * D, "prefill residual stream");
+    b.xn = DeviceBuffer<T>(cn * D, "prefill normalised rows");
+    b.qkv = DeviceBuffer<float>(cn * static_cast<size_t>(qkv_rows), "prefill qkv");
+    b.q = DeviceBuffer<T>(cn * static_cast<size_t>(m.q_dim()), "prefill q");
+    b.attn = DeviceBuffer<T>(cn * static_cast<size_t>(m.q_dim()), "prefill attention output");
+    b.gate_up = DeviceBuffer<float>(cn * 2 * I, "prefill gate/up");
+    b.act = DeviceBuffer<T>(cn * I, "prefill SwiGLU");
+    if (scratch) {
+      const auto kv = static_cast<size_t>(m.n_kv_heads * n * m.head_dim);
+      b.k_scratch = DeviceBuffer<T>(kv, "prefill keys of one layer");
+      b.v_scratch = DeviceBuffer<T>(kv, "prefill values of one layer");
+    }
+    if (qkv_observer_) {
+      b.obs_q = DeviceBuffer<float>(cn * static_cast<size_t>(m.q_dim()), "observed q");
+      b.obs_k = DeviceBuffer<float>(cn * static_cast<size_t>(m.kv_dim()), "observed k");
+      b.obs_v = DeviceBuffer<float>(cn * static_cast<size_t>(m.kv_dim()), "observed v");
+      b.obs_q_h = PinnedBuffer<float>(b.obs_q.size(), "observed q");
+      b.obs_k_h = PinnedBuffer<float>(b.obs_k.size(), "observed k");
+      b.obs_v_h = PinnedBuffer<float>(b.obs_v.size(), "observed v");
+    }
+
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.tokens.get(), tokens.data(), tokens.size_bytes(), cudaMemcpyHostToDevice, s));
+    RA_CUDA_CHECK(embed_rows<T>(b.tokens.get(), w_.embed.get(), b.x.get(), static_cast<int>(n),
+                                static_cast<int>(m.hidden_size), s));
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+      const DeviceLayerWeights<T>& lw = w_.layers[static_cast<size_t>(l)];
+      T* k = scratch ? b.k_scratch.get() : k_cache_[static_cast<size_t>(l)].get();
+      T* v = scratch ? b.v_scratch.get() : v_cache_[static_cast<size_t>(l)].get();
+      const int64_t cap = scratch ? n : slots_;
+      for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+        const int64_t rows = std::min(chunk, n - r0);
+        const int ir = static_cast<int>(rows);
+        float* x = b.x.get() + static_cast<size_t>(r0) * D;
+        RA_CUDA_CHECK(rms_norm_rows<T>(x, lw.attn_norm.get(), b.xn.get(), ir, static_cast<int>(D), m.rms_norm_eps, s));
+        gemm_.run<T>(b.xn.get(), lw.wqkv.get(), b.qkv.get(), rows, qkv_rows, m.hidden_size, false, s);
+        RA_CUDA_CHECK(rope_append_prefill<T>(b.qkv.get(), b.q.get(), k, v, ir, p0 + r0, static_cast<int>(m.n_heads),
+                                             static_cast<int>(m.n_kv_heads), static_cast<int>(m.head_dim), cap,
+                                             inv_freq_.get(), s));
+        if (qkv_observer_) observe(b, l, p0 + r0, rows, k, v, cap);
+        RA_CUDA_CHECK(prefill_attention<T>(b.q.get(), k, v, b.attn.get(), ir, p0 + r0, static_cast<int>(m.n_heads),
+                                           static_cast<int>(m.n_kv_heads), static_cast<int>(m.head_dim), cap,
+                                           m.attn_scale(), s));
+        gemm_.run<T>(b.attn.get(), lw.wo.get(), x, rows, m.hidden_size, m.q_dim(), true, s);
+        RA_CUDA_CHECK(rms_norm_rows<T>(x, lw.ffn_norm.get(), b.xn.get(), ir, static_cast<int>(D), m.rms_norm_eps, s));
+        gemm_.run<T>(b.xn.get(), lw.wgu.get(), b.gate_up.get(), rows, 2 * m.intermediate_size, m.hidden_size, false,
+                     s);
+        RA_CUDA_CHECK(swiglu_rows<T>(b.gate_up.get(), b.act.get(), ir, static_cast<int>(I), s));
+        gemm_.run<T>(b.act.get(), lw.wdown.get(), x, rows, m.hidden_size, m.intermediate_size, true, s);
+      }
+      if (scratch) keep_static_set(l, b.k_scratch.get(), b.v_scratch.get(), n);
+    }
+    RA_CUDA_CHECK(gemv<T>(w_.output_matrix(), b.x.get() + static_cast<size_t>(n - 1) * D, w_.final_norm.get(),
+                          m.rms_norm_eps, logits_.get(), static_cast<int>(m.vocab_size), static_cast<int>(D),
+                          GemvEpilogue::kStore, s));
+    RA_CUDA_CHECK(cudaStreamSynchronize(s));  // b's buffers are freed on return
+    position_ += n;
+  }
+
+  // The QkvObserver's view of a chunk: post-RoPE q, k and v as token-major float32 rows.
+  void observe(PrefillBuffers<T>& b, int64_t layer, int64_t first, int64_t rows, const T* k, const T* v, int64_t cap) {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    const int ir = static_cast<int>(rows);
+    const int hkv = static_cast<int>(m.n_kv_heads), hd = static_cast<int>(m.head_dim);
+    RA_CUDA_CHECK(to_float_array<T>(b.q.get(), b.obs_q.get(), rows * m.q_dim(), s));
+    RA_CUDA_CHECK(gather_kv_rows<T>(k, cap, first, ir, hkv, hd, b.obs_k.get(), s));
+    RA_CUDA_CHECK(gather_kv_rows<T>(v, cap, first, ir, hkv, hd, b.obs_v.get(), s));
+    const auto q_bytes = static_cast<size_t>(rows * m.q_dim()) * sizeof(float);
+    const auto kv_bytes = static_cast<size_t>(rows * m.kv_dim()) * sizeof(float);
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.obs_q_h.get(), b.obs_q.get(), q_bytes, cudaMemcpyDeviceToHost, s));
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.obs_k_h.get(), b.obs_k.get(), kv_bytes, cudaMemcpyDeviceToHost, s));
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.obs_v_h.get(), b.obs_v.get(), kv_bytes, cudaMemcpyDeviceToHost, s));
+    RA_CUDA_CHECK(cudaStreamSynchronize(s));
+    qkv_observer_({layer, first, rows, b.obs_q_h.get(), b.obs_k_h.get(), b.obs_v_h.get()});
+  }
+
+  // Moves the sinks and the window of a prefilled prompt of n tokens from the layer's scratch
+  // ([n_kv_heads][n][head_dim]) into its static cache, at the slots cuda::cache_slot gives them.
+  void keep_static_set(int64_t layer, const T* k, const T* v, int64_t n) {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    T* kc = k_cache_[static_cast<size_t>(layer)].get();
+    T* vc = v_cache_[static_cast<size_t>(layer)].get();
+    auto copy = [&](int64_t first_position, int64_t count) {  // a run of consecutive slots
+      const int64_t slot = cache_slot(first_position, sinks_, window_);
+      for (auto [src, dst] : {std::pair{k, kc}, std::pair{v, vc}}) {
+        RA_CUDA_CHECK(copy_kv_slots<T>(src, n, first_position, dst, slots_, slot, count,
+                                       static_cast<int>(m.n_kv_heads), static_cast<int>(m.head_dim), s));
+      }
+    };
+    const int64_t sink_end = std::min(sinks_, n);
+    if (sink_end > 0) copy(0, sink_end);
+    int64_t p = std::max(sinks_, n - window_);  // the window: positions [p, n), at most one wrap of the ring
+    while (p < n) {
+      const int64_t slot = cache_slot(p, sinks_, window_);
+      const int64_t count = std::min(n - p, sinks_ + window_ - slot);
+      copy(p, count);
+      p += count;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Decode: one token at position_.
+  // ---------------------------------------------------------------------------------------------
+
+  void stage_io(int32_t token, const SamplingParams& params, uint64_t step) {
+    DecodeIo& io = *io_h_.get();
+    io.position = position_;
+    io.step = step;
+    io.params = params;
+    io.token = token;
+    RA_CUDA_CHECK(cudaMemcpyAsync(io_.get(), io_h_.get(), sizeof(DecodeIo), cudaMemcpyHostToDevice, stream_->get()));
+  }
+
+  int32_t decode(int32_t token, const SamplingParams& params, uint64_t step, std::span<float> logits) {
+    cudaStream_t s = stream_->get();
+    stage_io(token, params, step);
+    if (static_set_.remote != nullptr) {
+      decode_with_remote();
+    } else if (graph_.ready()) {
+      graph_.launch(s);
+    } else {
+      enqueue_decode_step();  // the first step runs eagerly (module loads, kernel attributes), then:
+      graph_.capture(s, [&] { enqueue_decode_step(); });
+    }
+    RA_CUDA_CHECK(cudaMemcpyAsync(next_token_h_.get(), &io_.get()->token, sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+    if (!logits.empty()) {
+      RA_CUDA_CHECK(cudaMemcpyAsync(logits_h_.get(), logits_.get(), logits_.bytes(), cudaMemcpyDeviceToHost, s));
+    }
+    RA_CUDA_CHECK(cudaStreamSynchronize(s));
+    if (!logits.empty()) std::memcpy(logits.data(), logits_h_.get(), logits_.bytes());
+    ++position_;
+    return *next_token_h_.get();
+  }
+
+  // The layer's work before attention: fused norm + qkv GEMV, then RoPE and the KV append (which saves
+  // the evicted token's K/V first).
+  void enqueue_attention_input(int64_t l) {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    const DeviceLayerWeights<T>& lw = w_.layers[static_cast<size_t>(l)];
+    RA_CUDA_CHECK(gemv<T>(lw.wqkv.get(), x_.get(), lw.attn_norm.get(), m.rms_norm_eps, qkv_.get(),
+                          static_cast<int>(m.q_dim() + 2 * m.kv_dim()), static_cast<int>(m.hidden_size),
+                          GemvEpilogue::kStore, s));
+    RA_CUDA_CHECK(rope_append_decode<T>(qkv_.get(), q_.get(), k_cache_[static_cast<size_t>(l)].get(),
+                                        v_cache_[static_cast<size_t>(l)].get(), &io_.get()->position, sinks_, window_,
+                                        static_cast<int>(m.n_heads), static_cast<int>(m.n_kv_heads),
+                                        static_cast<int>(m.head_dim), slots_, inv_freq_.get(), evicted_k_.get(),
+                                        evicted_v_.get(), s));
+  }
+
+  void enqueue_static_attention(int64_t l) {
+    RA_CUDA_CHECK(decode_attention<T>(attention_plan_, q_.get(), k_cache_[static_cast<size_t>(l)].get(),
+                                      v_cache_[static_cast<size_t>(l)].get(), &io_.get()->position, sinks_, window_,
+                                      c().attn_scale(), o_.get(), lse_.get(), attention_workspace_.get(),
+                                      stream_->get()));
+  }
+
+  // The layer's work after attention: output projection into the residual, then the fused
+  // norm + gate/up GEMV with SwiGLU and the down projection into the residual.
+  void enqueue_attention_output_and_mlp(int64_t l) {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    const DeviceLayerWeights<T>& lw = w_.layers[static_cast<size_t>(l)];
+    const int D = static_cast<int>(m.hidden_size), I = static_cast<int>(m.intermediate_size);
+    RA_CUDA_CHECK(gemv<T>(lw.wo.get(), o_.get(), nullptr, 0.0f, x_.get(), D, static_cast<int>(m.q_dim()),
+                          GemvEpilogue::kAddInto, s));
+    RA_CUDA_CHECK(gemv<T>(lw.wgu.get(), x_.get(), lw.ffn_norm.get(), m.rms_norm_eps, act_.get(), 2 * I, D,
+                          GemvEpilogue::kSwiGlu, s));
+    RA_CUDA_CHECK(gemv<T>(lw.wdown.get(), act_.get(), nullptr, 0.0f, x_.get(), D, I, GemvEpilogue::kAddInto, s));
+  }
+
+  void enqueue_embedding() {
+    RA_CUDA_CHECK(embed_rows<T>(&io_.get()->token, w_.embed.get(), x_.get(), 1, static_cast<int>(c().hidden_size),
+                                stream_->get()));
+  }
+
+  // Final norm + lm_head, then the next token into io.token (read by the next step's embedding).
+  void enqueue_logits_and_sample() {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    RA_CUDA_CHECK(gemv<T>(w_.output_matrix(), x_.get(), w_.final_norm.get(), m.rms_norm_eps, logits_.get(),
+                          static_cast<int>(m.vocab_size), static_cast<int>(m.hidden_size), GemvEpilogue::kStore, s));
+    DecodeIo* io = io_.get();
+    RA_CUDA_CHECK(
+        sample_token(logits_.get(), static_cast<int>(m.vocab_size), &io->params, &io->step, &io->token, s));
+  }
+
+  // The whole step without a remote part: what the graph holds.
+  void enqueue_decode_step() {
+    enqueue_embedding();
+    for (int64_t l = 0; l < c().n_layers; ++l) {
+      enqueue_attention_input(l);
+      enqueue_static_attention(l);
+      enqueue_attention_output_and_mlp(l);
+    }
+    enqueue_logits_and_sample();
+    RA_CUDA_CHECK(increment_position(&io_.get()->position, stream_->get()));
+  }
+
+  // With retrievers: per layer, q (and the evicted token) go to the host and out to the retrievers,
+  // the GPU computes the static partial while they search, and their partials are merged on the GPU.
+  void decode_with_remote() {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    RemoteAttention& remote = *static_set_.remote;
+    const int64_t p = position_;
+    const int64_t evict = evicted_position(p, sinks_, window_);
+    const auto q_bytes = static_cast<size_t>(m.q_dim()) * sizeof(float);
+    const auto kv_bytes = static_cast<size_t>(m.kv_dim()) * sizeof(float);
+    enqueue_embedding();
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+      enqueue_attention_input(l);
+      RA_CUDA_CHECK(cudaMemcpyAsync(q_h_.get(), q_.get(), q_bytes, cudaMemcpyDeviceToHost, s));
+      if (evict >= 0) {
+        RA_CUDA_CHECK(cudaMemcpyAsync(evicted_k_h_.get(), evicted_k_.get(), kv_bytes, cudaMemcpyDeviceToHost, s));
+        RA_CUDA_CHECK(cudaMemcpyAsync(evicted_v_h_.get(), evicted_v_.get(), kv_bytes, cudaMemcpyDeviceToHost, s));
+      }
+      RA_CUDA_CHECK(cudaEventRecord(q_ready_.get(), s));
+      enqueue_static_attention(l);  // queued behind the copies: runs while the host talks to the retrievers
+      RA_CUDA_CHECK(cudaEventSynchronize(q_ready_.get()));
+      remote.begin(l, p, q_h_.get(), evict, evicted_k_h_.get(), evicted_v_h_.get());
+      remote.finish(l, remote_o_h_.get(), remote_lse_h_.get());
+      RA_CUDA_CHECK(cudaMemcpyAsync(remote_o_.get(), remote_o_h_.get(), q_bytes, cudaMemcpyHostToDevice, s));
+      RA_CUDA_CHECK(cudaMemcpyAsync(remote_lse_.get(), remote_lse_h_.get(), static_cast<size_t>(m.n_heads) * sizeof(float),
+                                    cudaMemcpyHostToDevice, s));
+      RA_CUDA_CHECK(merge_partials(o_.get(), lse_.get(), remote_o_.get(), remote_lse_.get(), static_cast<int>(m.n_heads),
+                                   static_cast<int>(m.head_dim), s));
+      enqueue_attention_output_and_mlp(l);
+      // The pinned partials are rewritten by the next layer's finish() only after its q event, which
+      // follows these copies on the stream.
+    }
+    enqueue_logits_and_sample();
+  }
+
+  const ModelConfig config_;
+  const std::string source_;
+  std::unique_ptr<Stream> stream_;
+  DeviceWeights<T> w_;
+  Gemm gemm_;
+  const int64_t chunk_;
+  const QkvObserver qkv_observer_;
+  const StaticSetOptions static_set_;
+  int64_t capacity_ = 0;
+  int64_t sinks_ = 0, window_ = 0;  // window 0: full attention (slot = position)
+  int64_t slots_ = 0;               // cache slots per layer and kv head: capacity, or sinks + window
+  int64_t position_ = 0;
+
+  std::vector<DeviceBuffer<T>> k_cache_, v_cache_;  // per layer: [n_kv_heads][slots][head_dim]
+  DeviceBuffer<float> inv_freq_;                     // [head_dim / 2]
+  // Decode step buffers (float32).
+  DeviceBuffer<float> x_;          // [hidden] residual
+  DeviceBuffer<float> qkv_;        // [(n_heads + 2 n_kv_heads) head_dim]
+  DeviceBuffer<float> q_, o_;      // [n_heads][head_dim] post-RoPE query, attention output
+  DeviceBuffer<float> lse_;        // [n_heads]
+  DeviceBuffer<float> act_;        // [intermediate]
+  DeviceBuffer<float> logits_;     // [vocab]
+  DeviceBuffer<float> evicted_k_, evicted_v_;  // [n_kv_heads][head_dim]
+  DeviceBuffer<DecodeIo> io_;
+  PinnedBuffer<DecodeIo> io_h_;
+  PinnedBuffer<int32_t> next_token_h_;
+  PinnedBuffer<float> logits_h_;   // [vocab]
+  DecodeAttentionPlan attention_plan_;
+  DeviceBuffer<std::byte> attention_workspace_;
+  Graph graph_;
+  // Remote part (offloaded modes).
+  Event q_ready_;
+  DeviceBuffer<float> remote_o_, remote_lse_;  // [n_heads][head_dim], [n_heads]
+  PinnedBuffer<float> q_h_, evicted_k_h_, evicted_v_h_, remote_o_h_, remote_lse_h_;
+};
+
+template <typename T>
+std::unique_ptr<Backend> make(const ModelConfig& config, const std::string& source,
+                              const std::function<DeviceWeights<T>(cudaStream_t)>& weights,
+                              const BackendOptions& options) {
+  auto stream = std::make_unique<Stream>();
+  DeviceWeights<T> w = weights(stream->get());
+  return std::make_unique<CudaBackend<T>>(config, source, std::move(stream), std::move(w), options);
+}
+
+}  // namespace
+}  // namespace cuda
+
+std::unique_ptr<Backend> make_cuda_backend(const Model& model, const BackendOptions& options) {
+  RA_REQUIRE(cuda_device_visible(), "the CUDA backend needs a GPU: {}", cuda_device_problem());
+  model.config.validate(model.source);
+  if (model.weight_dtype == "F32") {
+    return cuda::make<float>(model.config, model.source,
+                             [&](cudaStream_t s) { return cuda::upload_weights<float>(model, s); }, options);
+  }
+  return cuda::make<cuda::bfloat16>(model.config, model.source,
+                                    [&](cudaStream_t s) { return cuda::upload_weights<cuda::bfloat16>(model, s); },
+                                    options);
+}
+
+std::unique_ptr<Backend> make_cuda_backend_random(const ModelConfig& config, uint64_t seed,
+                                                  const BackendOptions& options) {
+  RA_REQUIRE(cuda_device_visible(), "the CUDA backend needs a GPU: {}", cuda_device_problem());
+  return cuda::make<cuda::bfloat16>(
+      config, "random weights",
+      [&](cudaStream_t s) { return cuda::random_weights<cuda::bfloat16>(config, seed, s); }, options);
+}
+
+}  // namespace ra

@@ -1,0 +1,39 @@
+#pragma once
+// Where a position's K/V lives on the GPU, and which cache slots a decode step attends over
+// (DESIGN §3, StaticSetOptions in backend.h). Host and device code share these two functions.
+//
+// Full attention (window == 0): slot = position; a step at position p attends over slots [0, p].
+// Static set (window W >= 1, sinks S): the layer's cache has S + W slots. Sinks keep their position;
+// window positions rotate through the ring [S, S + W): slot(p) = S + (p − S) mod W. Because the sinks
+// fill before the window starts, the valid slots at step p are always the prefix [0, min(p + 1, S + W)).
+// The token evicted at step p (position p − W, when >= S) occupies the slot that p overwrites.
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define RA_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define RA_HOST_DEVICE inline
+#endif
+
+namespace ra::cuda {
+
+RA_HOST_DEVICE int64_t cache_slot(int64_t position, int64_t sinks, int64_t window) {
+  if (window == 0 || position < sinks) return position;
+  return sinks + (position - sinks) % window;
+}
+
+RA_HOST_DEVICE int64_t valid_slots(int64_t position, int64_t sinks, int64_t window) {
+  const int64_t n = position + 1;
+  if (window == 0) return n;
+  return n < sinks + window ? n : sinks + window;
+}
+
+// The position leaving the window at step `position`, or −1 when none does.
+RA_HOST_DEVICE int64_t evicted_position(int64_t position, int64_t sinks, int64_t window) {
+  if (window == 0) return -1;
+  const int64_t e = position - window;
+  return e >= sinks ? e : -1;
+}
+
+}  // namespace ra::cuda

@@ -1,0 +1,367 @@
+// The CUDA backend against the CPU reference backend, whole model: prefill and decode logits, the
+// static set (window mode), chunked prefill, the QkvObserver, GPU sampling, a remote part that makes
+// the offloaded mode exact ("flat == full" in one process), and the benchmark hooks. Float32 models
+// must agree to float rounding; bf16 models to bf16 rounding of activations and KV.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/partial_state.h"
+#include "gpu_worker/backend/backend.h"
+#include "gpu_worker/backend/cuda/cuda_backend.h"
+#include "gpu_worker/decode/sampler.h"
+#include "gpu_worker/model/model_loader.h"
+#include "gpu_worker/model/synthetic_model.h"
+#include "tests/gpu/gpu_test_support.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tiny_hf_model.h"
+
+namespace ra {
+namespace {
+
+using gpu_test::have_gpu;
+
+// NMSE tolerances (test-backend-ops' metric, Σ(a − r)² / Σ r²). Float32 models differ only by summation
+// order (cuBLAS, split-K attention): ~1e-12 seen class. bf16 models round every GEMM input and the KV
+// cache to bf16 (2^-9 relative): ~1e-5 expected; a wrong RoPE, mask or GQA mapping gives > 1e-2.
+constexpr double kF32Tolerance = 1e-8;
+constexpr double kBf16Tolerance = 1e-3;
+
+enum class TestModel { kSyntheticF32, kTinyHfBf16, kLlama3RopeF32 };
+
+std::string model_name(const testing::TestParamInfo<TestModel>& info) {
+  switch (info.param) {
+    case TestModel::kSyntheticF32: return "SyntheticF32";
+    case TestModel::kTinyHfBf16: return "TinyHfBf16";
+    case TestModel::kLlama3RopeF32: return "Llama3RopeF32";
+  }
+  return "unknown";
+}
+
+Model make_test_model(TestModel which) {
+  switch (which) {
+    case TestModel::kSyntheticF32: {
+      SyntheticModelSpec spec;
+      spec.hidden_size = 64;
+      spec.n_layers = 2;
+      spec.n_heads = 4;
+      spec.n_kv_heads = 2;
+      spec.head_dim = 16;
+      spec.intermediate_size = 96;
+      spec.max_position_embeddings = 512;
+      return make_synthetic_model(spec);
+    }
+    case TestModel::kTinyHfBf16: {
+      test::TempDir dir;
+      test::TinyHfSpec spec;  // hidden 64, 2 layers, 4 q / 2 kv heads of 16, bf16, byte vocab
+      spec.head_dim = 32;
+      spec.intermediate = 160;
+      spec.max_position_embeddings = 512;
+      test::write_tiny_hf_model(dir.path(), spec);
+      return load_model(dir.path());
+    }
+    case TestModel::kLlama3RopeF32: {
+      // Llama-3.1 RoPE scaling with a short original context, 3:1 GQA, head_dim 64 (the tensor-core
+      // prefill path needs bf16, so this one exercises the generic attention kernels).
+      SyntheticModelSpec spec;
+      spec.hidden_size = 96;
+      spec.n_layers = 2;
+      spec.n_heads = 6;
+      spec.n_kv_heads = 2;
+      spec.head_dim = 64;
+      spec.intermediate_size = 128;
+      spec.max_position_embeddings = 512;
+      Model m = make_synthetic_model(spec);
+      m.config.rope_scaling = {true, 8.0f, 1.0f, 4.0f, 32};
+      return m;
+    }
+  }
+  return {};
+}
+
+bool is_bf16(const Model& m) { return m.weight_dtype != "F32"; }
+
+std::vector<int32_t> test_tokens(int64_t n, int64_t vocab, uint64_t seed = 5) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(std::min<int64_t>(vocab, 256)));
+  return t;
+}
+
+std::vector<float> run(Backend& b, std::span<const int32_t> tokens) {
+  std::vector<float> logits(static_cast<size_t>(b.config().vocab_size));
+  b.forward(tokens, logits);
+  return logits;
+}
+
+class CudaBackendVsCpu : public testing::TestWithParam<TestModel> {
+ protected:
+  void SetUp() override {
+    if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+    model_ = make_test_model(GetParam());
+    tolerance_ = is_bf16(model_) ? kBf16Tolerance : kF32Tolerance;
+    dtype_ = is_bf16(model_) ? "bf16" : "f32";
+  }
+
+  std::unique_ptr<Backend> make(BackendKind kind, BackendOptions o = {}) {
+    if (o.max_positions == 0) o.max_positions = 256;
+    return make_backend(kind, model_, o);
+  }
+
+  std::string shape(const std::string& what) const {
+    const ModelConfig& c = model_.config;
+    return what + " L" + std::to_string(c.n_layers) + " H" + std::to_string(c.n_heads) + "/" +
+           std::to_string(c.n_kv_heads) + " d" + std::to_string(c.head_dim);
+  }
+
+  Model model_;
+  double tolerance_ = 0;
+  std::string dtype_;
+};
+
+TEST_P(CudaBackendVsCpu, PrefillAndDecodeLogitsMatchCpu) {
+  auto cpu = make(BackendKind::kCpu);
+  auto gpu = make(BackendKind::kCuda);
+  EXPECT_EQ(gpu->name(), "cuda");
+  const std::vector<int32_t> tokens = test_tokens(90, model_.config.vocab_size);
+  const auto prompt = std::span(tokens).first(61);
+  EXPECT_OP("model_prefill", shape("n=61"), dtype_, run(*gpu, prompt), run(*cpu, prompt), tolerance_);
+  EXPECT_EQ(gpu->position(), 61);
+  for (size_t t = 61; t < tokens.size(); ++t) {  // decode steps, teacher-forced
+    const auto one = std::span(tokens).subspan(t, 1);
+    const std::vector<float> g = run(*gpu, one), c = run(*cpu, one);
+    EXPECT_OP("model_decode", shape("pos=" + std::to_string(t)), dtype_, g, c, tolerance_);
+  }
+  EXPECT_EQ(gpu->position(), 90);
+}
+
+TEST_P(CudaBackendVsCpu, ChunkedPrefillAndSecondPrefillAgree) {
+  BackendOptions one_chunk, small_chunks;
+  small_chunks.cuda_prefill_chunk = 7;
+  auto a = make(BackendKind::kCuda, one_chunk);
+  auto b = make(BackendKind::kCuda, small_chunks);
+  const std::vector<int32_t> tokens = test_tokens(50, model_.config.vocab_size, 9);
+  const std::vector<float> whole = run(*a, tokens);
+  EXPECT_OP("model_prefill_chunked", shape("n=50 chunk=7"), dtype_, run(*b, tokens), whole, tolerance_);
+  // Full attention also takes a multi-token forward on a non-empty cache (chunk at pos0 > 0).
+  auto c = make(BackendKind::kCuda, one_chunk);
+  run(*c, std::span(tokens).first(20));
+  EXPECT_OP("model_prefill_continued", shape("20+30"), dtype_, run(*c, std::span(tokens).subspan(20)), whole,
+            tolerance_);
+  // reset() forgets the cache.
+  a->reset();
+  EXPECT_OP("model_prefill_after_reset", shape("n=50"), dtype_, run(*a, tokens), whole, 0.0);
+}
+
+TEST_P(CudaBackendVsCpu, WindowModeMatchesCpuWindowMode) {
+  BackendOptions o;
+  o.static_set = {true, 4, 16, nullptr};
+  auto cpu = make(BackendKind::kCpu, o);
+  auto gpu = make(BackendKind::kCuda, o);
+  const std::vector<int32_t> tokens = test_tokens(100, model_.config.vocab_size, 13);
+  const auto prompt = std::span(tokens).first(30);  // longer than sinks + window: the ring is full at once
+  EXPECT_OP("model_window_prefill", shape("S4 W16 n=30"), dtype_, run(*gpu, prompt), run(*cpu, prompt), tolerance_);
+  for (size_t t = 30; t < tokens.size(); ++t) {  // 70 steps: the ring wraps several times
+    const auto one = std::span(tokens).subspan(t, 1);
+    const std::vector<float> g = run(*gpu, one), c = run(*cpu, one);
+    EXPECT_OP("model_window_decode", shape("S4 W16 pos=" + std::to_string(t)), dtype_, g, c, tolerance_);
+  }
+  // A prompt shorter than sinks + window, then decoding into the wrap.
+  auto cpu2 = make(BackendKind::kCpu, o);
+  auto gpu2 = make(BackendKind::kCuda, o);
+  EXPECT_OP("model_window_prefill", shape("S4 W16 n=9"), dtype_, run(*gpu2, std::span(tokens).first(9)),
+            run(*cpu2, std::span(tokens).first(9)), tolerance_);
+  for (size_t t = 9; t < 40; ++t) {
+    const auto one = std::span(tokens).subspan(t, 1);
+    const std::vector<float> g = run(*gpu2, one), c = run(*cpu2, one);
+    EXPECT_OP("model_window_decode", shape("S4 W16 short pos=" + std::to_string(t)), dtype_, g, c, tolerance_);
+  }
+}
+
+TEST_P(CudaBackendVsCpu, ObserverSeesTheSameQkv) {
+  const ModelConfig& c = model_.config;
+  std::map<std::pair<int64_t, int64_t>, std::vector<float>> seen[2];  // (layer, position) -> q|k|v
+  auto observer = [&](int which) {
+    return [&, which](const QkvChunk& chunk) {
+      for (int64_t i = 0; i < chunk.n; ++i) {
+        std::vector<float>& row = seen[which][{chunk.layer, chunk.position + i}];
+        row.insert(row.end(), chunk.q + i * c.q_dim(), chunk.q + (i + 1) * c.q_dim());
+        row.insert(row.end(), chunk.k + i * c.kv_dim(), chunk.k + (i + 1) * c.kv_dim());
+        row.insert(row.end(), chunk.v + i * c.kv_dim(), chunk.v + (i + 1) * c.kv_dim());
+      }
+    };
+  };
+  BackendOptions o;
+  o.cuda_prefill_chunk = 16;
+  o.qkv_observer = observer(0);
+  auto gpu = make(BackendKind::kCuda, o);
+  o.qkv_observer = observer(1);
+  auto cpu = make(BackendKind::kCpu, o);
+  const std::vector<int32_t> tokens = test_tokens(40, c.vocab_size, 21);
+  run(*gpu, tokens);
+  run(*cpu, tokens);
+  ASSERT_EQ(seen[0].size(), static_cast<size_t>(c.n_layers * 40));
+  std::vector<float> all_gpu, all_cpu;
+  for (const auto& [key, row] : seen[1]) {
+    ASSERT_TRUE(seen[0].count(key)) << "layer " << key.first << " position " << key.second << " not observed";
+    all_cpu.insert(all_cpu.end(), row.begin(), row.end());
+    all_gpu.insert(all_gpu.end(), seen[0][key].begin(), seen[0][key].end());
+  }
+  EXPECT_OP("model_observed_qkv", shape("n=40"), dtype_, all_gpu, all_cpu, tolerance_);
+}
+
+TEST_P(CudaBackendVsCpu, DeviceSamplingEqualsTheHostSampler) {
+  auto gpu = make(BackendKind::kCuda);
+  const std::vector<int32_t> tokens = test_tokens(20, model_.config.vocab_size, 3);
+  std::vector<float> logits = run(*gpu, tokens);
+  int32_t token = argmax(logits);
+  const std::vector<SamplingParams> params = {{0.0f, 1.0f, 0}, {0.8f, 1.0f, 7}, {1.2f, 0.9f, 11}};
+  for (uint64_t step = 1; step < 40; ++step) {
+    const SamplingParams& p = params[step % params.size()];
+    const int32_t next = gpu->decode_sample(token, p, step, logits);
+    std::vector<float> copy = logits;
+    EXPECT_EQ(next, Sampler(p).next_at(copy, step)) << "step " << step << " T " << p.temperature;
+    token = next;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaBackendVsCpu,
+                         testing::Values(TestModel::kSyntheticF32, TestModel::kTinyHfBf16, TestModel::kLlama3RopeF32),
+                         model_name);
+
+// An in-process remote part that holds every offloaded key and value and answers with exact attention
+// over them: with it the offloaded mode must equal full attention (the "flat == full" check without
+// processes; tests/mpi runs the real retrievers).
+class ExactRemote final : public RemoteAttention {
+ public:
+  ExactRemote(const ModelConfig& c, int64_t sinks, int64_t window) : c_(c), sinks_(sinks), window_(window) {}
+
+  QkvObserver observer() {
+    return [this](const QkvChunk& chunk) {
+      for (int64_t i = 0; i < chunk.n; ++i) {
+        store(chunk.layer, chunk.position + i, chunk.k + i * c_.kv_dim(), chunk.v + i * c_.kv_dim());
+      }
+    };
+  }
+
+  void begin(int64_t layer, int64_t position, const float* q, int64_t evict_position, const float* k,
+             const float* v) override {
+    layer_ = layer;
+    position_ = position;
+    q_.assign(q, q + c_.q_dim());
+    if (evict_position >= 0) {
+      ++evictions_;
+      EXPECT_EQ(evict_position, position - window_);
+      store(layer, evict_position, k, v);
+    }
+  }
+
+  void finish(int64_t layer, float* o, float* lse) override {
+    EXPECT_EQ(layer, layer_);
+    const int64_t end = std::max(sinks_, position_ + 1 - window_);  // offloaded: [sinks, end)
+    const int64_t hd = c_.head_dim;
+    std::vector<float> keys, values, scratch;
+    for (int64_t h = 0; h < c_.n_heads; ++h) {
+      const int64_t g = h / c_.group_size();
+      keys.clear();
+      values.clear();
+      for (int64_t p = sinks_; p < end; ++p) {
+        const auto it = kv_.find({layer, p});
+        ASSERT_NE(it, kv_.end()) << "position " << p << " of layer " << layer << " never reached the remote side";
+        keys.insert(keys.end(), it->second.begin() + g * hd, it->second.begin() + (g + 1) * hd);
+        values.insert(values.end(), it->second.begin() + c_.kv_dim() + g * hd,
+                      it->second.begin() + c_.kv_dim() + (g + 1) * hd);
+      }
+      scratch.resize(static_cast<size_t>(std::max<int64_t>(1, end - sinks_)));
+      lse[h] = attend(q_.data() + h * hd, keys.data(), values.data(), static_cast<size_t>(end - sinks_),
+                      static_cast<size_t>(hd), static_cast<size_t>(hd), c_.attn_scale(), scratch, o + h * hd);
+    }
+  }
+
+  int64_t evictions() const { return evictions_; }
+
+ private:
+  void store(int64_t layer, int64_t position, const float* k, const float* v) {
+    std::vector<float>& row = kv_[{layer, position}];
+    row.assign(k, k + c_.kv_dim());
+    row.insert(row.end(), v, v + c_.kv_dim());
+  }
+
+  const ModelConfig c_;
+  const int64_t sinks_, window_;
+  std::map<std::pair<int64_t, int64_t>, std::vector<float>> kv_;  // (layer, position) -> k | v
+  std::vector<float> q_;
+  int64_t layer_ = 0, position_ = 0, evictions_ = 0;
+};
+
+TEST(CudaBackend, OffloadedModeWithAnExactRemoteEqualsFullAttention) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (TestModel which : {TestModel::kSyntheticF32, TestModel::kTinyHfBf16}) {
+    const Model model = make_test_model(which);
+    const ModelConfig& c = model.config;
+    BackendOptions full;
+    full.max_positions = 200;
+    auto reference = make_backend(BackendKind::kCuda, model, full);
+    ExactRemote remote(c, 4, 8);
+    BackendOptions offloaded = full;
+    offloaded.static_set = {true, 4, 8, &remote};
+    offloaded.qkv_observer = remote.observer();
+    auto gpu = make_backend(BackendKind::kCuda, model, offloaded);
+    const std::vector<int32_t> tokens = test_tokens(120, c.vocab_size, 17);
+    const auto prompt = std::span(tokens).first(40);
+    const std::string dtype = is_bf16(model) ? "bf16" : "f32";
+    // The remote side computes in float32 from the same (bf16-rounded) K/V: only summation order differs.
+    EXPECT_OP("model_offloaded_prefill", "S4 W8 n=40", dtype, run(*gpu, prompt), run(*reference, prompt), 1e-8);
+    for (size_t t = 40; t < tokens.size(); ++t) {
+      const auto one = std::span(tokens).subspan(t, 1);
+      const std::vector<float> a = run(*gpu, one), b = run(*reference, one);
+      EXPECT_OP("model_offloaded_decode", "S4 W8 pos=" + std::to_string(t), dtype, a, b, 1e-8);
+    }
+    EXPECT_EQ(remote.evictions(), c.n_layers * 80) << "every decode step evicts one token per layer";
+  }
+}
+
+TEST(CudaBackend, TimingHooksRunFromAFilledCache) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Model model = make_test_model(TestModel::kTinyHfBf16);
+  BackendOptions o;
+  o.max_positions = 300;
+  auto gpu = make_backend(BackendKind::kCuda, model, o);
+  gpu->fill_cache_for_timing(200, 1);
+  EXPECT_EQ(gpu->position(), 200);
+  const std::vector<double> ms = gpu->time_decode_steps(50);
+  ASSERT_EQ(ms.size(), 50u);
+  for (double m : ms) EXPECT_GT(m, 0.0);
+  EXPECT_EQ(gpu->position(), 250);
+  EXPECT_THROW(gpu->time_decode_steps(60), Error) << "past the capacity";
+  // After timing, a normal step still works and yields finite logits.
+  const int32_t t[1] = {5};
+  for (float x : run(*gpu, t)) ASSERT_TRUE(std::isfinite(x));
+}
+
+TEST(CudaBackend, BadInputIsAnError) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Model model = make_test_model(TestModel::kSyntheticF32);
+  BackendOptions o;
+  o.max_positions = 16;
+  auto gpu = make_backend(BackendKind::kCuda, model, o);
+  std::vector<float> logits(static_cast<size_t>(model.config.vocab_size));
+  const std::vector<int32_t> too_long(17, 1);
+  EXPECT_THROW(gpu->forward(too_long, logits), Error);
+  const std::vector<int32_t> bad_id = {1, static_cast<int32_t>(model.config.vocab_size)};
+  EXPECT_THROW(gpu->forward(bad_id, logits), Error);
+  EXPECT_EQ(gpu->position(), 0);
+  o.max_positions = model.config.max_position_embeddings + 1;
+  EXPECT_THROW(make_backend(BackendKind::kCuda, model, o), Error);
+}
+
+}  // namespace
+}  // namespace ra
