@@ -157,7 +157,7 @@ class CudaBackend final : public Backend {
     RA_REQUIRE(c.head_dim % 2 == 0, "{}: head_dim {} is odd (RoPE rotates pairs)", source_, c.head_dim);
     sinks_ = static_set_.enabled ? static_set_.sinks : 0;
     window_ = static_set_.enabled ? static_set_.window : 0;
-    slots_ = static_set_.enabled ? std::min(capacity_, sinks_ + window_) : capacity_;
+    slots_ = static_set_.enabled ? sinks_ + window_ : capacity_;  // the ring is whole even when capacity is less
 
     const auto kv_elems = static_cast<size_t>(c.n_kv_heads * slots_ * c.head_dim);
     for (int64_t l = 0; l < c.n_layers; ++l) {
