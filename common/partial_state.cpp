@@ -62,8 +62,4 @@ void merge_into(float& lse_a, float* o_a, float lse_b, const float* o_b, size_t 
   lse_a = lse;
 }
 
-void merge_partials(float* o_a, float* lse_a, const float* o_b, const float* lse_b, size_t n_heads, size_t head_dim) {
-  for (size_t h = 0; h < n_heads; ++h) merge_into(lse_a[h], o_a + h * head_dim, lse_b[h], o_b + h * head_dim, head_dim);
-}
-
 }  // namespace ra

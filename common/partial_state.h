@@ -37,9 +37,6 @@ float attend(const float* q, const float* keys, const float* values, size_t n, s
 // Merges the partial state (lse_b, o_b) into (lse_a, o_a) in place; both [head_dim] float32.
 void merge_into(float& lse_a, float* o_a, float lse_b, const float* o_b, size_t head_dim);
 
-// merge_into for every head: o_a, o_b: [n_heads][head_dim] float32, lse_a, lse_b: [n_heads] float32.
-void merge_partials(float* o_a, float* lse_a, const float* o_b, const float* lse_b, size_t n_heads, size_t head_dim);
-
 // logaddexp that is exact for infinities: logaddexp(−inf, −inf) = −inf.
 inline float logaddexp(float a, float b) {
   if (a == kEmptyLse) return b;

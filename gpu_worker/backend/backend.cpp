@@ -21,4 +21,9 @@ int32_t Backend::decode_sample(int32_t token, const SamplingParams& params, uint
 
 std::vector<double> Backend::time_decode_steps(int) { return {}; }
 
+void Backend::truncate(int64_t position) {
+  raise("returning to position {} of the KV cache (reusing a prebuilt context) is not supported by the {} backend",
+        position, name());
+}
+
 }  // namespace ra

@@ -31,7 +31,7 @@ using QkvObserver = std::function<void(const QkvChunk&)>;
 // The remote half of a decode step's attention (DESIGN §3): the CPU retrievers' partial states over
 // the offloaded positions. Per layer the backend calls begin() as soon as q is ready, computes its own
 // partial over the static set while the retrievers work, then calls finish() for the remote partials
-// and merges them into its own (common/partial_state.h on the CPU, merge_partials on the GPU).
+// and merges them into its own (gpu_worker/attention/merge_partials.h: a CPU and a CUDA implementation).
 class RemoteAttention {
  public:
   virtual ~RemoteAttention() = default;
@@ -85,6 +85,13 @@ class Backend {
   virtual int64_t max_positions() const = 0;
   // Empties the KV cache.
   virtual void reset() = 0;
+  // Keeps the KV of positions [0, position) and forgets the rest, so that the next forward() runs at
+  // `position` (0 <= position <= position()): how a prebuilt context is reused (gpu_worker/serve). With
+  // full attention that is only the position; with a static set it would also need the positions
+  // evicted since then back in the window and out of the retrievers, and a prefill that continues at
+  // `position`, so backends refuse it there. The default throws ra::Error ("not supported by this
+  // backend"); so does a backend that cannot in its current mode.
+  virtual void truncate(int64_t position);
 
   // One decode step that also picks the next token: runs `token` at position() like forward(), then
   // returns the token sampled from its logits with `params` as the `step`-th draw (the Sampler of

@@ -13,7 +13,7 @@
 
 #include "common/partial_state.h"
 #include "gpu_worker/backend/cuda/cuda_check.h"
-#include "gpu_worker/backend/cuda/merge_partials.h"
+#include "gpu_worker/attention/merge_partials_cuda.h"
 #include "tests/gpu/gpu_test_support.h"
 
 namespace ra {

@@ -10,12 +10,15 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "common/error.h"
 #include "common/partial_state.h"
+#include "gpu_worker/attention/merge_partials.h"
 #include "common/splitmix64.h"
 #include "gpu_worker/backend/backend.h"
 #include "gpu_worker/backend/cpu/cpu_ops.h"
+#include "gpu_worker/decode/sampler.h"
 #include "gpu_worker/model/rope.h"
 
 namespace ra {
@@ -59,6 +62,7 @@ class CpuBackend final : public Backend {
     remote_lse_.resize(static_cast<size_t>(c.n_heads));
     evict_k_.resize(static_cast<size_t>(c.kv_dim()));
     evict_v_.resize(static_cast<size_t>(c.kv_dim()));
+    step_logits_.resize(static_cast<size_t>(c.vocab_size));
   }
 
   std::string name() const override { return "cpu"; }
@@ -68,6 +72,34 @@ class CpuBackend final : public Backend {
   void reset() override {
     position_ = 0;
     decoding_ = false;
+  }
+
+  // The cache keeps every position, so with full attention returning to `position` is only the count:
+  // what lies beyond is overwritten by the next forward(). A static set refuses (see Backend::truncate).
+  void truncate(int64_t position) override {
+    RA_REQUIRE(!static_set_.enabled,
+               "returning to position {} of the KV cache (reusing a prebuilt context) needs full attention: with a "
+               "static set (sinks {} + window {}) the prompt's continuation would have to be prefilled past the "
+               "window and the tokens evicted since then restored to it, which the cpu backend does not do",
+               position, static_set_.sinks, static_set_.window);
+    RA_REQUIRE(position >= 0 && position <= position_, "truncate({}): the KV cache holds {} positions", position,
+               position_);
+    position_ = position;
+    decoding_ = false;
+  }
+
+  // Backend::decode_sample without its per-step buffers: the logits land in step_logits_ when the
+  // caller wants none, and one Sampler (whose scratch grows once) serves while the knobs stay the same.
+  int32_t decode_sample(int32_t token, const SamplingParams& params, uint64_t step, std::span<float> logits) override {
+    const std::span<float> out = logits.empty() ? std::span<float>(step_logits_) : logits;
+    const int32_t one[1] = {token};
+    forward(one, out);
+    if (!sampler_ || sampler_params_.temperature != params.temperature || sampler_params_.top_p != params.top_p ||
+        sampler_params_.seed != params.seed) {
+      sampler_.emplace(params);
+      sampler_params_ = params;
+    }
+    return sampler_->next_at(out, step);
   }
 
   void fill_cache_for_timing(int64_t position, uint64_t seed) override {
@@ -305,6 +337,9 @@ class CpuBackend final : public Backend {
   std::vector<float> remote_o_;   // [n_heads][head_dim] the retrievers' partials of a decode step
   std::vector<float> remote_lse_; // [n_heads]
   std::vector<float> evict_k_, evict_v_;  // [n_kv_heads][head_dim] the token leaving the window
+  std::vector<float> step_logits_;        // [vocab] decode_sample's logits when the caller wants none
+  std::optional<Sampler> sampler_;        // decode_sample's, for sampler_params_
+  SamplingParams sampler_params_;
 };
 
 }  // namespace

@@ -13,13 +13,13 @@
 #include <vector>
 
 #include "common/error.h"
+#include "gpu_worker/attention/merge_partials_cuda.h"
 #include "gpu_worker/backend/cuda/cuda_check.h"
 #include "gpu_worker/backend/cuda/cuda_weights.h"
 #include "gpu_worker/backend/cuda/decode_attention.h"
 #include "gpu_worker/backend/cuda/device_memory.h"
 #include "gpu_worker/backend/cuda/gemm.h"
 #include "gpu_worker/backend/cuda/gemv.h"
-#include "gpu_worker/backend/cuda/merge_partials.h"
 #include "gpu_worker/backend/cuda/ops.h"
 #include "gpu_worker/backend/cuda/prefill_attention.h"
 #include "gpu_worker/backend/cuda/qkv_gather.h"

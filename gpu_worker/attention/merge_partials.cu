@@ -1,6 +1,6 @@
 #include <math_constants.h>
 
-#include "gpu_worker/backend/cuda/merge_partials.h"
+#include "gpu_worker/attention/merge_partials_cuda.h"
 
 namespace ra::cuda {
 namespace {

@@ -1,7 +1,7 @@
 #pragma once
-// GPU merge of partial attention states (DESIGN §4), the device twin of ra::merge_into in
-// common/partial_state.h. Used by the CUDA backend to fold the retrievers' (o, lse) into the static
-// (sinks + window) partial of each query head.
+// The merge of partial attention states on the GPU: the contract of merge_partials.h (this folder),
+// as a kernel. Used by the CUDA backend to fold the retrievers' (o, lse) into the static (sinks +
+// window) partial of each query head.
 
 #include <cuda_runtime.h>
 
