@@ -207,6 +207,19 @@ class CudaBackend final : public Backend {
   int64_t max_positions() const override { return capacity_; }
   void reset() override { position_ = 0; }
 
+  // Full attention: the cache keeps every position, so returning to `position` is only the count (the
+  // slots beyond are overwritten by the next forward). A static set refuses (see Backend::truncate).
+  void truncate(int64_t position) override {
+    RA_REQUIRE(!static_set_.enabled,
+               "returning to position {} of the KV cache (reusing a prebuilt context) needs full attention: with a "
+               "static set (sinks {} + window {}) the tokens evicted since then would have to come back to the "
+               "window, which the cuda backend does not do",
+               position, static_set_.sinks, static_set_.window);
+    RA_REQUIRE(position >= 0 && position <= position_, "truncate({}): the KV cache holds {} positions", position,
+               position_);
+    position_ = position;
+  }
+
   void forward(std::span<const int32_t> tokens, std::span<float> logits) override {
     check_tokens(tokens);
     RA_REQUIRE(static_cast<int64_t>(logits.size()) == config_.vocab_size, "logits span has {} entries, vocab is {}",
