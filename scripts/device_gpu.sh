@@ -5,7 +5,10 @@
 #   usage (device tool; carry .device with the debs and the shared models under .device/models):
 #     source .device/bootstrap.sh && scripts/device_gpu.sh
 # Knobs (environment):
-#   STAGES     comma list of build,tests,kernels,decode,torch,oracle (default: all)
+#   STAGES     comma list of build,tests,kernels,decode,torch,oracle (default: all). With
+#              .device/prebuilt.tgz (binaries built on the development machine by
+#              scripts/device_prebuild.sh) "build" unpacks them instead of compiling, and compiles only if
+#              they do not run here.
 #   CONTEXTS   ra bench decode / torch contexts (default 0,32768,131072,524288)
 #   PREFILL_MAX  contexts up to this are prefilled (and timed) by ra bench decode (default 131072)
 #   DEADLINE_S  stop starting new stages after this many seconds (default 560)
@@ -29,7 +32,17 @@ note() { echo "$*" | tee -a "$summary"; }
 } > "$out/logs/machine.txt" 2>&1
 note "machine: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null)"
 
-if has build; then
+use_prebuilt() {  # the development machine's binaries; their compiled-in models path is /work/shared/models
+  [[ -f .device/prebuilt.tgz ]] || return 1
+  mkdir -p "$build" && tar -xzf .device/prebuilt.tgz -C "$build" || return 1
+  export LD_LIBRARY_PATH="$PWD/.device/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  mkdir -p /work/shared && { [[ -e /work/shared/models ]] || ln -s "$models" /work/shared/models; }
+  "$ra" --version > "$out/logs/prebuilt.txt" 2>&1 && "$build/tests/backend_ops_gpu_test" --gtest_list_tests \
+    >> "$out/logs/prebuilt.txt" 2>&1
+}
+if has build && use_prebuilt; then
+  note "build: prebuilt binaries ($(cat .device/prebuilt.commit 2>/dev/null)) run here"
+elif has build; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DRA_SHARED_MODELS_DIR="$models" > "$out/logs/configure.txt" 2>&1 || { tail -30 "$out/logs/configure.txt"; exit 1; }
   targets=(ra ra-gpu-worker ra-cpu-retriever ra-bench-kernels backend_ops_gpu_test cuda_backend_gpu_test
@@ -52,9 +65,13 @@ if has tests && (( $(left) > 60 )); then
     grep -E "FAIL|Failure|error" "$out/logs/$t.txt" | head -15 >> "$summary"
   done
   cat "$out"/logs/*_gpu_test.txt | grep -E "^[a-z_]+ +.* (OK|FAIL)$|op checks" > "$out/op_table.txt" || true
-  timeout 600 ctest --test-dir "$build" -R "pipeline_gpu" --output-on-failure > "$out/logs/ctest_pipeline_gpu.txt" 2>&1
-  note "pipeline gpu tests: $(grep -E 'tests passed|tests failed' "$out/logs/ctest_pipeline_gpu.txt")"
-  grep -E "PASS:|FAIL:|SKIP" "$out/logs/ctest_pipeline_gpu.txt" | head -10 >> "$summary"
+  # flat == full through real retriever processes on the GPU (what ctest's pipeline_gpu_* run).
+  for t in "shm::" "ucx::" "shm:$models/needle-byte-13m:1e-2"; do
+    IFS=: read -r transport model tol <<< "$t"
+    env RA="$ra" BACKEND=cuda STEPS=240 ${model:+MODEL=$model MIN_STEPS=64} TOL="${tol:-1e-4}" timeout 200 \
+      bash tests/mpi/pipeline_mpi_test.sh exact "$transport" 2 > "$out/logs/pipeline_${transport}_${model:+needle}.txt" 2>&1
+    note "pipeline flat==full $transport ${model:+needle}: exit $? $(grep -E 'PASS|FAIL|SKIP|worst' "$out/logs/pipeline_${transport}_${model:+needle}.txt" | tr '\n' ' ')"
+  done
 fi
 
 if has kernels && (( $(left) > 60 )); then
