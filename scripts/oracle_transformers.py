@@ -28,14 +28,18 @@ How:
        RA dump-logits --model DIR --tokens-file WORKDIR/tokens.txt --out WORKDIR/ours_P --backend cuda
                       --prefill-tokens P --stride S
      and reads positions.npy, argmax.npy, logits_positions.npy, logits.npy, meta.json from the out dir.
-  6. Reports, per run: argmax agreement with each reference — strict (ours == reference argmax) and
+  6. Reports, per run: argmax agreement with each reference — strict (ours == reference argmax),
      tie-aware (the reference's logit at our argmax equals its maximum: bf16 logits often tie exactly, and
-     then any of the tied tokens is right) — and the max and median over the strided positions of the
+     then any of the tied tokens is right) and within one bf16 ulp (the reference's logit at our argmax is
+     within one bf16 ulp of its maximum: closer than a bf16 model can resolve) — and the max and median
+     over the strided positions of the
      relative error max|ours - ref| / max|ref|; beside them the same figures for transformers-bf16
      against fp32, and the top1 - top2 gap distribution of the fp32 logits (how flat the logits are).
 
-Exit status: 0 when the tie-aware argmax agreement with transformers bf16 is >= --min-agreement (default
-0.99) on both cuda runs; 1 when it is not; 2 on a setup error (ra missing or failing, a malformed dump).
+Exit status: 0 when the argmax agreement within one bf16 ulp with transformers bf16 and with the fp32
+truth is >= --min-agreement (default 0.99) on both cuda runs; 1 when it is not; 2 on a setup error (ra
+missing or failing, a malformed dump). Strict agreement with a bf16 reference is capped by its own
+rounding (transformers-bf16 agrees with its fp32 self on ~95% of this random model's positions).
 
   usage: scripts/oracle_transformers.py [--ra build-gpu/launcher/ra] [--workdir /tmp/oracle_model]
                                         [--layers 2] [--tokens 4096] [--stride 64] [--json F] [--with-cpu]
@@ -206,13 +210,19 @@ def load_dump(out_dir):
 
 
 def agreement(ours_argmax, ref_argmax, ref_at_ours, ref_max):
-    """strict: ours == the reference's argmax; tie_aware: the reference's logit at our token equals its max."""
+    """strict: ours == the reference's argmax; tie_aware: the reference's logit at our token equals its max;
+    within_ulp: the reference's logit at our token is within one bf16 ulp of its max (the resolution of a
+    bf16 model's logits: a gap below it is a tie that bf16 rounding alone decides)."""
     n = int(len(ours_argmax))
     if n == 0:
-        return {"n": 0, "strict": None, "tie_aware": None}
+        return {"n": 0, "strict": None, "tie_aware": None, "within_ulp": None}
     strict = int(np.sum(np.asarray(ours_argmax) == np.asarray(ref_argmax)))
-    tie = int(np.sum(np.asarray(ref_at_ours) >= np.asarray(ref_max)))
-    return {"n": n, "strict": strict / n, "tie_aware": tie / n, "strict_count": strict, "tie_aware_count": tie}
+    ref_at_ours = np.asarray(ref_at_ours, dtype=np.float64)
+    ref_max = np.asarray(ref_max, dtype=np.float64)
+    tie = int(np.sum(ref_at_ours >= ref_max))
+    near = int(np.sum(ref_at_ours >= ref_max - bf16_ulp(ref_max)))
+    return {"n": n, "strict": strict / n, "tie_aware": tie / n, "within_ulp": near / n, "strict_count": strict,
+            "tie_aware_count": tie, "within_ulp_count": near}
 
 
 def rel_err_rows(ours_rows, ref_rows):
@@ -284,16 +294,20 @@ def compare_run(dump, refs, name):
 
 
 def gate(results, min_agreement):
-    """Failures of the pass criterion: tie-aware agreement with transformers bf16 on every cuda run."""
+    """Failures of the pass criterion: argmax agreement up to one bf16 ulp of the top logit, with
+    transformers bf16 and with the fp32 truth, on every cuda run. (Strict agreement with a bf16 reference
+    is capped by the reference's own rounding: transformers-bf16 agrees with its fp32 self on ~95% of the
+    positions of this random model, whose top-2 gap is below one bf16 ulp at ~10% of them.)"""
     failures = []
     for res in results:
         if res.get("backend") != "cuda":
             continue
-        a = res["agreement"]["hf_bf16"]
-        if a["tie_aware"] is None or a["tie_aware"] < min_agreement:
-            got = "none" if a["tie_aware"] is None else f"{100 * a['tie_aware']:.2f}%"
-            failures.append(f"{res['name']}: tie-aware argmax agreement with transformers bf16 {got} "
-                            f"< {100 * min_agreement:g}% ({a['n']} positions)")
+        for ref in ("hf_bf16", "hf_fp32"):
+            a = res["agreement"][ref]
+            if a["within_ulp"] is None or a["within_ulp"] < min_agreement:
+                got = "none" if a["within_ulp"] is None else f"{100 * a['within_ulp']:.2f}%"
+                failures.append(f"{res['name']}: argmax agreement within one bf16 ulp with {ref} {got} "
+                                f"< {100 * min_agreement:g}% ({a['n']} positions)")
     return failures
 
 
@@ -307,17 +321,19 @@ def sci(x):
 
 def report_lines(results, gaps, cross):
     lines = []
-    lines.append("argmax agreement, % of recorded positions (strict / tie-aware):")
-    lines.append(f"  {'run':<28} {'n':>5}  {'vs hf-bf16':>15}  {'vs hf-bf16+fp32head':>19}  {'vs fp32':>15}")
+    lines.append("argmax agreement, % of recorded positions (strict / tie-aware / within one bf16 ulp):")
+    lines.append(f"  {'run':<28} {'n':>5}  {'vs hf-bf16':>24}  {'vs hf-bf16+fp32head':>24}  {'vs fp32':>24}")
+
+    def cell(a):
+        return f"{pct(a['strict'])} / {pct(a['tie_aware'])} / {pct(a.get('within_ulp'))}"
+
     for res in results:
-        cells = [f"{pct(res['agreement'][r]['strict'])} / {pct(res['agreement'][r]['tie_aware'])}"
-                 for r in REF_NAMES]
-        lines.append(f"  {res['name']:<28} {res['n_positions']:>5}  {cells[0]:>15}  {cells[1]:>19}  {cells[2]:>15}")
+        cells = [cell(res['agreement'][r]) for r in REF_NAMES]
+        lines.append(f"  {res['name']:<28} {res['n_positions']:>5}  {cells[0]:>24}  {cells[1]:>24}  {cells[2]:>24}")
         for r in ("hf_bf16", "hf_bf16_fp32head"):
             b = res["baseline"][r]["agreement_vs_fp32"]
             label = "  hf-bf16 vs fp32" if r == "hf_bf16" else "  hf-bf16+fp32head vs fp32"
-            lines.append(f"  {label:<28} {b['n']:>5}  {'':>15}  {'':>19}  "
-                         f"{pct(b['strict']) + ' / ' + pct(b['tie_aware']):>15}   (same positions)")
+            lines.append(f"  {label:<28} {b['n']:>5}  {'':>24}  {'':>24}  {cell(b):>24}   (same positions)")
     lines.append("")
     lines.append("relative logit error max|ours - ref| / max|ref| over the strided positions (max / median):")
     lines.append(f"  {'run':<28} {'n':>5}  {'vs hf-bf16':>19}  {'vs hf-bf16+fp32head':>19}  {'vs fp32':>19}")
@@ -865,8 +881,8 @@ def run(args):
                 print(f"note: {res['name']}: our agreement with the fp32 truth ({100 * ours:.2f}%) is at least "
                       f"transformers-bf16's ({100 * theirs:.2f}%); the shortfall is bf16 noise in the reference")
     else:
-        print(f"PASS: tie-aware argmax agreement with transformers bf16 >= {100 * args.min_agreement:g}% "
-              f"on every cuda run")
+        print(f"PASS: argmax agreement within one bf16 ulp with transformers bf16 and with the fp32 truth >= "
+              f"{100 * args.min_agreement:g}% on every cuda run")
     print("commands run:" if commands else "commands: none (--skip-ra)")
     for c in commands:
         print(f"  {c}")
@@ -881,7 +897,8 @@ def run(args):
             "fp32_top2_gap": gaps,
             "runs": results,
             "prefill_vs_decode": cross,
-            "gate": {"min_agreement": args.min_agreement, "criterion": "tie-aware agreement vs hf_bf16, cuda runs",
+            "gate": {"min_agreement": args.min_agreement,
+                     "criterion": "agreement within one bf16 ulp of the top logit vs hf_bf16 and hf_fp32, cuda runs",
                      "failures": failures, "pass": not failures},
         }
         tmp = args.json + ".tmp"

@@ -82,11 +82,13 @@ bool record_op(const std::string& op, const std::string& shape, const std::strin
                double max_rel, double tolerance);
 
 // Usage: EXPECT_OP(op, shape, dtype, actual, reference, tolerance) records a row and fails the test
-// (with the figures) when the row fails.
+// (with the figures) when the row fails. Each argument is evaluated once (actual may run a model).
 #define EXPECT_OP(op, shape, dtype, actual, reference, tolerance)                                       \
   do {                                                                                                 \
-    const double ra_nmse_ = ::ra::gpu_test::nmse(actual, reference);                                   \
-    const double ra_rel_ = ::ra::gpu_test::max_relative_error(actual, reference);                      \
+    const auto& ra_actual_ = (actual);                                                                 \
+    const auto& ra_reference_ = (reference);                                                           \
+    const double ra_nmse_ = ::ra::gpu_test::nmse(ra_actual_, ra_reference_);                           \
+    const double ra_rel_ = ::ra::gpu_test::max_relative_error(ra_actual_, ra_reference_);              \
     EXPECT_TRUE(::ra::gpu_test::record_op(op, shape, dtype, ra_nmse_, ra_rel_, tolerance))             \
         << op << " " << shape << " " << dtype << ": nmse " << ra_nmse_ << " (tolerance " << tolerance \
         << "), max relative error " << ra_rel_;                                                        \
