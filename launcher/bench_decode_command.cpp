@@ -94,10 +94,11 @@ double prefill_flops(const ModelConfig& c, int64_t n) {
   return matmul_flops_per_token(c) * N + attention + 2.0 * static_cast<double>(c.vocab_size * c.hidden_size);
 }
 
-// Bytes one decode step must read at least: every weight but the embedding table (one row of it), and
-// the K/V of the positions it attends over.
+// Bytes one decode step must read at least: every weight but the embedding table (one row of it), the
+// lm_head included, and the K/V of the positions it attends over.
 double decode_bytes(const ModelConfig& c, double weight_element_bytes, int64_t attended) {
-  const double weights = matmul_flops_per_token(c) / 2.0 * weight_element_bytes;
+  const double lm_head = static_cast<double>(c.vocab_size * c.hidden_size);
+  const double weights = (matmul_flops_per_token(c) / 2.0 + lm_head) * weight_element_bytes;
   const double kv = 2.0 * static_cast<double>(c.n_layers * c.n_kv_heads * c.head_dim) * weight_element_bytes *
                     static_cast<double>(attended);
   return weights + kv;
