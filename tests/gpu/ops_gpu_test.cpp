@@ -378,6 +378,18 @@ void check_rope_decode_far(int64_t position) {
             download_range(d_k, static_cast<size_t>(position * d), static_cast<size_t>(d)), want_k,
             tolerance_for<T>());
   EXPECT_TRUE(all_nan(download_range(d_k, static_cast<size_t>((position - 1) * d), static_cast<size_t>(d))));
+
+  // The same step with its rotation computed once by rope_cos_sin_decode (as the backend does for all
+  // layers): bit-identical q and k.
+  const std::vector<float> q1 = d_q.download();
+  const auto k1 = download_range(d_k, static_cast<size_t>(position * d), static_cast<size_t>(d));
+  DeviceArray<float> d_cs(static_cast<size_t>(d));
+  RA_CUDA_CHECK(cuda::rope_cos_sin_decode(d_pos.get(), d_inv.get(), d, d_cs.get(), nullptr));
+  RA_CUDA_CHECK(cuda::rope_append_decode<T>(d_qkv.get(), d_q.get(), d_k.get(), d_v.get(), d_pos.get(), 0, 0,
+                                            g.n_heads, g.n_kv_heads, d, capacity, d_inv.get(), nullptr, nullptr,
+                                            nullptr, d_cs.get()));
+  EXPECT_EQ(d_q.download(), q1);
+  EXPECT_EQ(download_range(d_k, static_cast<size_t>(position * d), static_cast<size_t>(d)), k1);
 }
 
 TEST(OpsGpu, RopeAppendDecodeAtAMillionPositions) {

@@ -166,6 +166,7 @@ class CudaBackend final : public Backend {
     }
     const std::vector<float> inv = rope_inverse_frequencies(c);
     inv_freq_ = DeviceBuffer<float>(inv.size(), "RoPE frequencies");
+    cos_sin_ = DeviceBuffer<float>(2 * inv.size(), "RoPE rotation of the decode position");
     RA_CUDA_CHECK(cudaMemcpy(inv_freq_.get(), inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
 
     const auto D = static_cast<size_t>(c.hidden_size);
@@ -476,7 +477,7 @@ class CudaBackend final : public Backend {
                                         v_cache_[static_cast<size_t>(l)].get(), &io_.get()->position, sinks_, window_,
                                         static_cast<int>(m.n_heads), static_cast<int>(m.n_kv_heads),
                                         static_cast<int>(m.head_dim), slots_, inv_freq_.get(), evicted_k_.get(),
-                                        evicted_v_.get(), s));
+                                        evicted_v_.get(), s, cos_sin_.get()));
   }
 
   void enqueue_static_attention(int64_t l) {
@@ -500,9 +501,12 @@ class CudaBackend final : public Backend {
     RA_CUDA_CHECK(gemv<T>(lw.wdown.get(), act_.get(), nullptr, 0.0f, x_.get(), D, I, GemvEpilogue::kAddInto, s));
   }
 
+  // The step's token embedding, and its RoPE rotation, evaluated once for every layer.
   void enqueue_embedding() {
     RA_CUDA_CHECK(embed_rows<T>(&io_.get()->token, w_.embed.get(), x_.get(), 1, static_cast<int>(c().hidden_size),
                                 stream_->get()));
+    RA_CUDA_CHECK(rope_cos_sin_decode(&io_.get()->position, inv_freq_.get(), static_cast<int>(c().head_dim),
+                                      cos_sin_.get(), stream_->get()));
   }
 
   // Final norm + lm_head, then the next token into io.token (read by the next step's embedding).
@@ -578,6 +582,7 @@ class CudaBackend final : public Backend {
 
   std::vector<DeviceBuffer<T>> k_cache_, v_cache_;  // per layer: [n_kv_heads][slots][head_dim]
   DeviceBuffer<float> inv_freq_;                     // [head_dim / 2]
+  DeviceBuffer<float> cos_sin_;                      // [head_dim / 2][2] the decode step's (cos, sin)
   // Decode step buffers (float32).
   DeviceBuffer<float> x_;          // [hidden] residual
   DeviceBuffer<float> qkv_;        // [(n_heads + 2 n_kv_heads) head_dim]

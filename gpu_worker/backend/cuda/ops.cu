@@ -146,14 +146,19 @@ template <typename T>
 __global__ void rope_append_decode_kernel(const float* qkv, float* q, T* k_cache, T* v_cache, const int64_t* position,
                                           int64_t sinks, int64_t window, int n_heads, int n_kv_heads, int head_dim,
                                           int64_t kv_capacity, const float* inv_freq, float* evicted_k,
-                                          float* evicted_v) {
+                                          float* evicted_v, const float2* cos_sin) {
   extern __shared__ float2 cs[];
   const int64_t pos = *position;
   const int64_t slot = cache_slot(pos, sinks, window);
   const bool evict = evicted_position(pos, sinks, window) >= 0 && evicted_k != nullptr && evicted_v != nullptr;
   const bool in_cache = slot >= 0 && slot < kv_capacity;  // the host checks capacity; never write outside
   const int half = head_dim / 2;
-  rope_cos_sin(pos, inv_freq, half, cs);
+  if (cos_sin != nullptr) {  // computed once for the step by rope_cos_sin_decode_kernel
+    for (int j = threadIdx.x; j < half; j += blockDim.x) cs[j] = cos_sin[j];
+    __syncthreads();
+  } else {
+    rope_cos_sin(pos, inv_freq, half, cs);
+  }
   rotate_heads<float>(qkv, n_heads, head_dim, cs, q, head_dim);
   if (!in_cache) return;
 
@@ -229,6 +234,13 @@ __global__ void fill_constant_kernel(float* dst, int64_t n, float value) {
 
 __global__ void increment_position_kernel(int64_t* position) { *position += 1; }
 
+// One block: the step's (cos, sin) table, the same evaluation as rope_cos_sin.
+__global__ void rope_cos_sin_decode_kernel(const int64_t* position, const float* inv_freq, int half, float2* out) {
+  extern __shared__ float2 cs[];
+  rope_cos_sin(*position, inv_freq, half, cs);
+  for (int j = threadIdx.x; j < half; j += blockDim.x) out[j] = cs[j];
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 bool valid_rope_shape(int n_heads, int n_kv_heads, int head_dim) {
@@ -270,7 +282,7 @@ template <typename T>
 cudaError_t rope_append_decode(const float* qkv, float* q, T* k_cache, T* v_cache, const int64_t* position,
                                int64_t sinks, int64_t window, int n_heads, int n_kv_heads, int head_dim,
                                int64_t kv_capacity, const float* inv_freq, float* evicted_k, float* evicted_v,
-                               cudaStream_t stream) {
+                               cudaStream_t stream, const float* cos_sin) {
   if (!valid_rope_shape(n_heads, n_kv_heads, head_dim) || sinks < 0 || window < 0) return cudaErrorInvalidValue;
   if (window > 0 && (kv_capacity < sinks + window || evicted_k == nullptr || evicted_v == nullptr)) {
     return cudaErrorInvalidValue;
@@ -278,7 +290,19 @@ cudaError_t rope_append_decode(const float* qkv, float* q, T* k_cache, T* v_cach
   const size_t smem = static_cast<size_t>(head_dim / 2) * sizeof(float2);
   rope_append_decode_kernel<T><<<1, kThreads, smem, stream>>>(qkv, q, k_cache, v_cache, position, sinks, window,
                                                               n_heads, n_kv_heads, head_dim, kv_capacity, inv_freq,
-                                                              evicted_k, evicted_v);
+                                                              evicted_k, evicted_v,
+                                                              reinterpret_cast<const float2*>(cos_sin));
+  return cudaGetLastError();
+}
+
+cudaError_t rope_cos_sin_decode(const int64_t* position, const float* inv_freq, int head_dim, float* cos_sin,
+                                cudaStream_t stream) {
+  if (head_dim <= 0 || head_dim % 2 != 0 || position == nullptr || inv_freq == nullptr || cos_sin == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  const int half = head_dim / 2;
+  rope_cos_sin_decode_kernel<<<1, half < 256 ? half : 256, static_cast<size_t>(half) * sizeof(float2), stream>>>(
+      position, inv_freq, half, reinterpret_cast<float2*>(cos_sin));
   return cudaGetLastError();
 }
 
@@ -356,7 +380,8 @@ cudaError_t increment_position(int64_t* position, cudaStream_t stream) {
   template cudaError_t rope_append_prefill<T>(const float*, T*, T*, T*, int, int64_t, int, int, int, int64_t,     \
                                               const float*, cudaStream_t);                                        \
   template cudaError_t rope_append_decode<T>(const float*, float*, T*, T*, const int64_t*, int64_t, int64_t, int, \
-                                             int, int, int64_t, const float*, float*, float*, cudaStream_t);      \
+                                             int, int, int64_t, const float*, float*, float*, cudaStream_t,       \
+                                             const float*);                                                       \
   template cudaError_t swiglu_rows<T>(const float*, T*, int, int, cudaStream_t);                                  \
   template cudaError_t copy_kv_slots<T>(const T*, int64_t, int64_t, T*, int64_t, int64_t, int64_t, int, int,      \
                                         cudaStream_t);                                                            \

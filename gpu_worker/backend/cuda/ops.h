@@ -52,7 +52,15 @@ template <typename T>
 cudaError_t rope_append_decode(const float* qkv, float* q, T* k_cache, T* v_cache, const int64_t* position,
                                int64_t sinks, int64_t window, int n_heads, int n_kv_heads, int head_dim,
                                int64_t kv_capacity, const float* inv_freq, float* evicted_k, float* evicted_v,
-                               cudaStream_t stream);
+                               cudaStream_t stream, const float* cos_sin = nullptr);
+
+// The rotation of the decode position *position, once per step for every layer: cos_sin: [head_dim/2][2]
+// float32, (cos, sin) of float32(position) * inv_freq[j] evaluated as rope_append_decode does. Passed to
+// rope_append_decode as cos_sin, it replaces that kernel's own evaluation (double-precision sin/cos of
+// angles up to ~1e6 rad, a few microseconds of latency per layer) with a table read; results are
+// identical.
+cudaError_t rope_cos_sin_decode(const int64_t* position, const float* inv_freq, int head_dim, float* cos_sin,
+                                cudaStream_t stream);
 
 // SwiGLU of the fused gate/up projection: gate_up: [n][2 * inter] float32 with gate_j at column 2j
 // and up_j at 2j + 1; out[i][j] = T(silu(gate_j) * up_j), out: [n][inter] T.
