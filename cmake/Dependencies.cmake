@@ -9,7 +9,7 @@ find_package(OpenMP REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(fmt REQUIRED)
-find_package(yaml-cpp REQUIRED)  # run configs (launcher/run_config.cpp); target yaml-cpp
+find_package(yaml-cpp REQUIRED)  # run configs (launcher/config/config_yaml.cpp); target yaml-cpp
 
 set(BLA_VENDOR OpenBLAS)
 find_package(BLAS REQUIRED)

@@ -41,18 +41,6 @@ const char* kind_name(uint32_t kind) {
 
 }  // namespace
 
-transport::HelloPayload make_hello(const ServiceGeometry& g, uint64_t plan_digest) {
-  HelloPayload h;
-  h.header_bytes = sizeof(transport::MessageHeader);
-  h.n_layers = static_cast<uint32_t>(g.n_layers);
-  h.n_heads = static_cast<uint32_t>(g.n_heads);
-  h.n_kv_heads = static_cast<uint32_t>(g.n_kv_heads);
-  h.head_dim = static_cast<uint32_t>(g.head_dim);
-  h.scale = g.scale;
-  h.plan_digest = plan_digest;
-  return h;
-}
-
 std::string describe_hello_mismatch(const HelloPayload& w, const HelloPayload& r) {
   std::string out;
   auto field = [&](const char* name, auto a, auto b) {
@@ -129,7 +117,7 @@ void RetrieverService::on_hello(Channel& channel, uint64_t seq, std::span<const 
   WireReader r(payload, "kHello from " + channel.peer_name());
   const auto worker = r.get<HelloPayload>();
   r.text(static_cast<size_t>(std::min<uint64_t>(worker.plan_bytes, r.remaining())));
-  const HelloPayload mine = make_hello(config_.geometry, config_.plan_digest);
+  const HelloPayload mine = transport::make_hello(config_.geometry, config_.plan_digest);
   const std::string diff = describe_hello_mismatch(worker, mine);
   if (!diff.empty()) raise("{}: handshake with {} failed: {}", config_.name, channel.peer_name(), diff);
   greeted_ = true;

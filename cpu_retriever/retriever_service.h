@@ -21,18 +21,13 @@
 #include "cpu_retriever/head_shard.h"
 #include "cpu_retriever/query_ring.h"
 #include "transport/channel.h"
+#include "transport/hello.h"
 #include "transport/messages.h"
 
 namespace ra::retriever {
 
-struct ServiceGeometry {
-  int64_t n_layers = 0;
-  int64_t n_heads = 0;
-  int64_t n_kv_heads = 0;
-  int64_t head_dim = 0;
-  float scale = 0;
-  int64_t group_size() const { return n_heads / n_kv_heads; }
-};
+// The geometry the worker's kHello must match (transport/hello.h).
+using ServiceGeometry = transport::HeadGeometry;
 
 struct RetrieverServiceConfig {
   ServiceGeometry geometry;
@@ -83,10 +78,6 @@ class RetrieverService {
   bool greeted_ = false;
   RetrieverServiceStats stats_;
 };
-
-// The worker's side of the handshake, also used by tests: the HelloPayload describing `geometry` and
-// `plan_digest` on this build.
-transport::HelloPayload make_hello(const ServiceGeometry& geometry, uint64_t plan_digest);
 
 // Empty when the two agree; else one line per differing field: "n_layers: worker 4, retriever 6".
 std::string describe_hello_mismatch(const transport::HelloPayload& worker, const transport::HelloPayload& retriever);

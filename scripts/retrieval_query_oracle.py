@@ -14,11 +14,9 @@ python3-numpy; about 10 s per head at 16K on 2 cores.
 
   usage: scripts/retrieval_query_oracle.py DIR --prefill N [--k 100] [--stride 4] [--layer L]
 """
-import argparse
-import json
-import os
-
 import numpy as np
+
+from qkv_dump import heads, parse_args
 
 NEIGHBOURS = (1, 4, 16, 64)
 
@@ -28,43 +26,31 @@ def top_k(scores, k):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("qkv")
-    ap.add_argument("--prefill", type=int, required=True)
-    ap.add_argument("--k", type=int, default=100)
-    ap.add_argument("--stride", type=int, default=4)
-    ap.add_argument("--layer", type=int, action="append")
-    a = ap.parse_args()
-    meta = json.load(open(os.path.join(a.qkv, "meta.json")))
+    a, meta = parse_args(__doc__, with_layers=True)
     n, k = a.prefill, a.k
-    group = meta["n_heads"] // meta["n_kv_heads"]
     print("layer head " + " ".join(f"   j={j:<3d} recall@scanned" for j in NEIGHBOURS) + "  spread   hot5")
-    for layer in a.layer or range(meta["n_layers"]):
-        q = np.load(os.path.join(a.qkv, f"q_l{layer}.npy"), mmap_mode="r")
-        keys_all = np.load(os.path.join(a.qkv, f"k_l{layer}.npy"), mmap_mode="r")
-        for h in range(meta["n_heads"]):
-            keys = np.asarray(keys_all[h // group, :n])
-            train = np.asarray(q[h, :n])
-            test = np.asarray(q[h, n::a.stride])
-            truth = top_k(test @ keys.T, k)
-            lists = np.concatenate([top_k(train[s:s + 2048] @ keys.T, k) for s in range(0, n, 2048)])
-            near = top_k((test / np.linalg.norm(test, axis=1, keepdims=True)) @
-                         (train / np.linalg.norm(train, axis=1, keepdims=True)).T, max(NEIGHBOURS))
-            cells = []
-            for j in NEIGHBOURS:
-                recall = size = 0.0
-                for t in range(len(test)):
-                    sims = test[t] @ train[near[t]].T / np.linalg.norm(train[near[t]], axis=1)
-                    union = np.unique(lists[near[t][np.argsort(-sims)[:j]]])
-                    recall += len(np.intersect1d(union, truth[t])) / k
-                    size += len(union) / n
-                cells.append(f"{recall / len(test):11.3f} @{100 * size / len(test):5.1f}%")
-            counts = np.bincount(lists.ravel(), minlength=n)
-            hot = np.zeros(n, bool)
-            hot[np.argsort(-counts)[: n // 20]] = True
-            spread = len(np.unique(truth)) / n
-            print(f"{layer:5d} {h:4d} " + " ".join(cells) + f"  {100 * spread:5.1f}%  {hot[truth].mean():5.3f}",
-                  flush=True)
+    for layer, h, q, keys in heads(a, meta, a.layer):
+        train = np.asarray(q[h, :n])
+        test = np.asarray(q[h, n::a.stride])
+        truth = top_k(test @ keys.T, k)
+        lists = np.concatenate([top_k(train[s:s + 2048] @ keys.T, k) for s in range(0, n, 2048)])
+        near = top_k((test / np.linalg.norm(test, axis=1, keepdims=True)) @
+                     (train / np.linalg.norm(train, axis=1, keepdims=True)).T, max(NEIGHBOURS))
+        cells = []
+        for j in NEIGHBOURS:
+            recall = size = 0.0
+            for t in range(len(test)):
+                sims = test[t] @ train[near[t]].T / np.linalg.norm(train[near[t]], axis=1)
+                union = np.unique(lists[near[t][np.argsort(-sims)[:j]]])
+                recall += len(np.intersect1d(union, truth[t])) / k
+                size += len(union) / n
+            cells.append(f"{recall / len(test):11.3f} @{100 * size / len(test):5.1f}%")
+        counts = np.bincount(lists.ravel(), minlength=n)
+        hot = np.zeros(n, bool)
+        hot[np.argsort(-counts)[: n // 20]] = True
+        spread = len(np.unique(truth)) / n
+        print(f"{layer:5d} {h:4d} " + " ".join(cells) + f"  {100 * spread:5.1f}%  {hot[truth].mean():5.3f}",
+              flush=True)
 
 
 if __name__ == "__main__":

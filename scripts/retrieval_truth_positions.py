@@ -11,37 +11,24 @@ Needs python3-numpy.
 
   usage: scripts/retrieval_truth_positions.py DIR --prefill N [--k 100] [--stride 4]
 """
-import argparse
-import json
-import os
-
 import numpy as np
+
+from qkv_dump import heads, parse_args
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("qkv")
-    ap.add_argument("--prefill", type=int, required=True)
-    ap.add_argument("--k", type=int, default=100)
-    ap.add_argument("--stride", type=int, default=4)
-    a = ap.parse_args()
-    meta = json.load(open(os.path.join(a.qkv, "meta.json")))
+    a, meta = parse_args(__doc__)
     n, k = a.prefill, a.k
-    group = meta["n_heads"] // meta["n_kv_heads"]
     print("layer head  last256 last512 last1024 last2048 first128 first8192    prev")
-    for layer in range(meta["n_layers"]):
-        q = np.load(os.path.join(a.qkv, f"q_l{layer}.npy"), mmap_mode="r")
-        keys_all = np.load(os.path.join(a.qkv, f"k_l{layer}.npy"), mmap_mode="r")
-        for h in range(meta["n_heads"]):
-            keys = np.asarray(keys_all[h // group, :n])
-            test = np.asarray(q[h, n::a.stride])
-            top = np.argpartition(-(test @ keys.T), k, axis=1)[:, :k]
-            before = np.asarray(q[h, n - 1::a.stride][: len(test)])  # positions t - 1
-            top_before = np.argpartition(-(before @ keys.T), k, axis=1)[:, :k]
-            prev = np.mean([len(np.intersect1d(x, y)) / k for x, y in zip(top, top_before)])
-            recent = [np.mean(top >= n - w) for w in (256, 512, 1024, 2048)]
-            print(f"{layer:5d} {h:4d}  " + " ".join(f"{f:7.3f}" for f in recent) +
-                  f"  {np.mean(top < 128):7.3f}   {np.mean(top < 8192):7.3f} {prev:7.3f}")
+    for layer, h, q, keys in heads(a, meta):
+        test = np.asarray(q[h, n::a.stride])
+        top = np.argpartition(-(test @ keys.T), k, axis=1)[:, :k]
+        before = np.asarray(q[h, n - 1::a.stride][: len(test)])  # positions t - 1
+        top_before = np.argpartition(-(before @ keys.T), k, axis=1)[:, :k]
+        prev = np.mean([len(np.intersect1d(x, y)) / k for x, y in zip(top, top_before)])
+        recent = [np.mean(top >= n - w) for w in (256, 512, 1024, 2048)]
+        print(f"{layer:5d} {h:4d}  " + " ".join(f"{f:7.3f}" for f in recent) +
+              f"  {np.mean(top < 128):7.3f}   {np.mean(top < 8192):7.3f} {prev:7.3f}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 // Message kinds and payload layouts between the GPU worker and a CPU retriever (DESIGN §3, §4).
 // Every payload is a fixed little header struct followed by float32 arrays, packed back to back in the
 // order listed; shapes are stated next to each kind. "owned" heads are this retriever's shard of the
-// layer (ShardPlan in launcher/run_config.h): its kv heads in ascending order, and for each of them the
-// query heads of its GQA group, ascending.
+// layer (RunPlan::owned_kv_heads, launcher/plan/run_plan.h): its kv heads in ascending order, and for
+// each of them the query heads of its GQA group, ascending.
 //
 //   kHello      worker → retriever   HelloPayload, then `plan_bytes` bytes of the plan's JSON text
 //   kHelloAck   retriever → worker   HelloPayload (the retriever's own view; identical on success)

@@ -60,15 +60,7 @@ transport::MessageHeader RetrievalClient::expect(size_t r, MessageKind kind, tra
 }
 
 void RetrievalClient::handshake(uint64_t plan_digest, const std::string& plan_text) {
-  const RetrievalGeometry& g = options_.geometry;
-  transport::HelloPayload hello;
-  hello.header_bytes = sizeof(transport::MessageHeader);
-  hello.n_layers = static_cast<uint32_t>(g.n_layers);
-  hello.n_heads = static_cast<uint32_t>(g.n_heads);
-  hello.n_kv_heads = static_cast<uint32_t>(g.n_kv_heads);
-  hello.head_dim = static_cast<uint32_t>(g.head_dim);
-  hello.scale = g.scale;
-  hello.plan_digest = plan_digest;
+  transport::HelloPayload hello = transport::make_hello(options_.geometry, plan_digest);
   hello.plan_bytes = plan_text.size();
   WireWriter w(out_);
   w.put(hello);

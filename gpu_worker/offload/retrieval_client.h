@@ -15,17 +15,13 @@
 #include "gpu_worker/backend/backend.h"
 #include "gpu_worker/offload/prefill_capture.h"
 #include "transport/channel.h"
+#include "transport/hello.h"
 #include "transport/messages.h"
 
 namespace ra {
 
-struct RetrievalGeometry {
-  int64_t n_layers = 0;
-  int64_t n_heads = 0;
-  int64_t n_kv_heads = 0;
-  int64_t head_dim = 0;
-  float scale = 0;
-};
+// The geometry the retrievers must match at the handshake (transport/hello.h).
+using RetrievalGeometry = transport::HeadGeometry;
 
 struct RetrievalClientOptions {
   RetrievalGeometry geometry;

@@ -1,14 +1,7 @@
 #!/usr/bin/env bash
 # `ra bench retrieval` end to end on a dump of the embedded model: JSON rows with every field, and
 # clear errors for malformed .npy files and shapes that disagree with meta.json.
-set -uo pipefail
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-check() {
-  local name=$1; shift
-  if "$@"; then echo "ok: $name"; else echo "FAIL: $name"; fail=1; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 
 "$RA" dump-qkv --out "$tmp/qkv" --synthetic-prompt-bytes 700 2> "$tmp/dump.err"
 check "dump of the embedded model" test -f "$tmp/qkv/meta.json"

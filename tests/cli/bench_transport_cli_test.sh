@@ -2,14 +2,7 @@
 # `ra bench transport` end to end under mpirun (label mpi): for every transport in $TRANSPORTS and R = 1, 2
 # retrievers, one row with positive p50 <= p99, the exact bytes of the Llama-3-8B geometry, the asked
 # iteration count; no shm segment left behind; clear errors for bad arguments.
-set -uo pipefail
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-check() {
-  local name=$1; shift
-  if "$@"; then echo "ok: $name"; else echo "FAIL: $name"; fail=1; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 transports=${TRANSPORTS:-shm,ucx,mpi}
 
 "$RA" bench transport --transports "$transports" --max-retrievers 2 --iterations 200 --warmup 20 \

@@ -1,15 +1,7 @@
 #!/usr/bin/env bash
 # `ra dump-qkv` as a user meets it: the embedded demo model writes q/k/v .npy files for every layer and a
 # meta.json with the six agreed fields; bad input exits non-zero with a message that names the problem.
-set -uo pipefail
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok: $name"; else echo "FAIL: $name"; fail=1; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 
 "$RA" --help > "$tmp/help" 2>&1
 check "--help lists dump-qkv" grep -q dump-qkv "$tmp/help"

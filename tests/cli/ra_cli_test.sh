@@ -1,14 +1,6 @@
 #!/usr/bin/env bash
 # The `ra` command as a user meets it: help, version, the embedded default, and clear errors.
-set -uo pipefail
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok: $name"; else echo "FAIL: $name"; fail=1; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 
 "$RA" --help > "$tmp/help" 2>&1
 check "--help lists generate" grep -q generate "$tmp/help"

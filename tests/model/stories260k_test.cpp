@@ -3,12 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "gpu_worker/decode/generator.h"
 #include "gpu_worker/decode/sampler.h"
 #include "gpu_worker/model/model_loader.h"
+#include "tests/support/read_file.h"
 
 namespace ra {
 namespace {
@@ -47,9 +46,7 @@ TEST_F(Stories260K, TwoHundredGreedyTokensPrintExpectedStdout) {
   const std::vector<int32_t> prompt = {model.config.bos_token_id};
   generate(*backend, *tokenizer, prompt, {.max_new_tokens = 200, .temperature = 0.0f},
            [&](std::string_view piece) { text += piece; });
-  std::ifstream in(kDir / "expected_stdout.txt", std::ios::binary);
-  const std::string expected{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  EXPECT_EQ(text, expected);
+  EXPECT_EQ(text, test::read_file(kDir / "expected_stdout.txt"));
 }
 
 }  // namespace

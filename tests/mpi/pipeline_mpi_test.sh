@@ -27,6 +27,28 @@ COMMON=(--synthetic-prompt-bytes 300 --sinks 16 --window 32 --threads 1 --retrie
 
 shm_segments() { ls /dev/shm 2>/dev/null | grep '^ra-' | sort || true; }
 
+# A long flat-mode run with 2 retrievers in the background ($ra_pid); returns once it has printed text.
+start_decoding() {
+  "$RA" generate --mode flat --retrievers 2 "${COMMON[@]}" --max-new-tokens 20000 \
+    >"$WORK/out.txt" 2>"$WORK/err.txt" &
+  ra_pid=$!
+  for _ in $(seq 1 600); do  # until decoding has produced text
+    [[ -s "$WORK/out.txt" ]] && break
+    kill -0 $ra_pid 2>/dev/null || { cat "$WORK/err.txt"; fail "ra exited before decoding"; }
+    sleep 0.1
+  done
+  [[ -s "$WORK/out.txt" ]] || fail "no decoding within 60 s"
+}
+
+# No process of the job is alive, and /dev/shm holds the segments it held before ($1), no more.
+check_nothing_left() {
+  sleep 0.5
+  if pgrep -f "$WORK" >/dev/null; then pgrep -af "$WORK" >&2; fail "processes of the job are still alive"; fi
+  local after
+  after=$(shm_segments)
+  [[ "$1" == "$after" ]] || fail "shared-memory segments left: $(comm -13 <(echo "$1") <(echo "$after"))"
+}
+
 case "${1:?usage: $0 exact|killed|mismatch ...}" in
 exact)
   transport=${2:?transport}; retrievers=${3:?retrievers}
@@ -74,15 +96,7 @@ PY
 killed)
   signal=${2:?signal}
   before=$(shm_segments)
-  "$RA" generate --mode flat --retrievers 2 "${COMMON[@]}" --max-new-tokens 20000 \
-    >"$WORK/out.txt" 2>"$WORK/err.txt" &
-  ra_pid=$!
-  for _ in $(seq 1 600); do  # until decoding has produced text
-    [[ -s "$WORK/out.txt" ]] && break
-    kill -0 $ra_pid 2>/dev/null || { cat "$WORK/err.txt"; fail "ra exited before decoding"; }
-    sleep 0.1
-  done
-  [[ -s "$WORK/out.txt" ]] || fail "no decoding within 60 s"
+  start_decoding
   victim=$(pgrep -f "^$BIN_DIR/ra-cpu-retriever --plan $WORK" | head -1)
   [[ -n "$victim" ]] || fail "no retriever process found"
   t0=$(date +%s.%N)
@@ -100,34 +114,20 @@ killed)
   [[ $rc -ne 0 ]] || fail "ra exited 0 after a retriever got SIG$signal"
   python3 -c "import sys; sys.exit(0 if $elapsed <= 5.0 else 1)" || fail "ra took ${elapsed} s (> 5 s) to exit"
   grep -Eq "retriever rank [0-9]+ on host" "$WORK/err.txt" || fail "the error does not name the retriever rank"
-  sleep 0.5
-  if pgrep -f "$WORK" >/dev/null; then pgrep -af "$WORK" >&2; fail "processes of the job are still alive"; fi
-  after=$(shm_segments)
-  [[ "$before" == "$after" ]] || fail "shared-memory segments left: $(comm -13 <(echo "$before") <(echo "$after"))"
+  check_nothing_left "$before"
   echo "PASS: SIG$signal of retriever pid $victim -> ra exit $rc after ${elapsed} s, nothing left behind"
   ;;
 interrupted)
   signal=${2:?signal}
   before=$(shm_segments)
-  "$RA" generate --mode flat --retrievers 2 "${COMMON[@]}" --max-new-tokens 20000 \
-    >"$WORK/out.txt" 2>"$WORK/err.txt" &
-  ra_pid=$!
-  for _ in $(seq 1 600); do
-    [[ -s "$WORK/out.txt" ]] && break
-    kill -0 $ra_pid 2>/dev/null || { cat "$WORK/err.txt"; fail "ra exited before decoding"; }
-    sleep 0.1
-  done
-  [[ -s "$WORK/out.txt" ]] || fail "no decoding within 60 s"
+  start_decoding
   pgrep -f "^$BIN_DIR/ra-cpu-retriever --plan $WORK" >/dev/null || fail "no retriever process found"
   kill -"$signal" $ra_pid
   for _ in $(seq 1 50); do kill -0 $ra_pid 2>/dev/null || break; sleep 0.1; done
   kill -0 $ra_pid 2>/dev/null && fail "ra still running 5 s after SIG$signal"
   rc=0; wait $ra_pid || rc=$?
   [[ $rc -ne 0 ]] || fail "ra exited 0 after SIG$signal"
-  sleep 0.5
-  if pgrep -f "$WORK" >/dev/null; then pgrep -af "$WORK" >&2; fail "processes of the job are still alive"; fi
-  after=$(shm_segments)
-  [[ "$before" == "$after" ]] || fail "shared-memory segments left: $(comm -13 <(echo "$before") <(echo "$after"))"
+  check_nothing_left "$before"
   echo "PASS: SIG$signal to ra -> exit $rc, every rank ended, nothing left behind"
   ;;
 mismatch)

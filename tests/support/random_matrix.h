@@ -15,4 +15,14 @@ inline std::vector<float> random_matrix(int64_t rows, int64_t dim, uint32_t seed
   return m;
 }
 
+// An index test's data: keys [n][dim] from `seed`, queries [nq][dim] from seed + 1.
+struct KeysAndQueries {
+  std::vector<float> keys;
+  std::vector<float> queries;
+};
+
+inline KeysAndQueries random_keys_and_queries(int64_t n, int64_t nq, int64_t dim, uint32_t seed) {
+  return {random_matrix(n, dim, seed), random_matrix(nq, dim, seed + 1)};
+}
+
 }  // namespace ra::test

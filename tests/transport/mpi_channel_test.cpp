@@ -12,6 +12,7 @@
 #include "transport/messages.h"
 #include "transport/mpi/mpi_channel.h"
 #include "tests/support/byte_pattern.h"
+#include "tests/support/ping_pong.h"
 
 namespace ra::transport {
 namespace {
@@ -19,9 +20,7 @@ namespace {
 using namespace std::chrono_literals;
 using Ms = std::chrono::milliseconds;
 
-constexpr uint32_t kPing = to_wire(MessageKind::kBenchPing);
-constexpr uint32_t kPong = to_wire(MessageKind::kBenchPong);
-constexpr uint32_t kShutdown = to_wire(MessageKind::kShutdown);
+using test::kPing, test::kPong, test::kShutdown;
 
 int rank() {
   int r = 0;
@@ -57,19 +56,8 @@ class MpiChannelTest : public ::testing::Test {
 
 TEST_F(MpiChannelTest, OrderedMessagesRoundTrip) {
   if (rank() == 1) return echo_until_shutdown();
-  constexpr uint64_t kMessages = 1000, kBurst = 8;
-  std::vector<std::byte> reply;
-  for (uint64_t first = 0; first < kMessages; first += kBurst) {
-    for (uint64_t seq = first; seq < first + kBurst; ++seq) {
-      channel_->send(kPing, seq, test::byte_pattern(seq % 300, seq), deadline_after(5s));
-    }
-    for (uint64_t seq = first; seq < first + kBurst; ++seq) {
-      const MessageHeader h = channel_->recv(reply, deadline_after(5s));
-      ASSERT_EQ(h.kind, kPong);
-      ASSERT_EQ(h.seq, seq);
-      ASSERT_EQ(reply, test::byte_pattern(seq % 300, seq)) << "seq " << seq;
-    }
-  }
+  test::ordered_round_trips(*channel_, 1000, 8);
+  if (HasFatalFailure()) return;
   channel_->send(kShutdown, 0, {}, deadline_after(5s));
 }
 

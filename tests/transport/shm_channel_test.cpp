@@ -27,6 +27,8 @@
 #include "transport/messages.h"
 #include "transport/shm/shm_channel.h"
 #include "tests/support/byte_pattern.h"
+#include "tests/support/child_exit.h"
+#include "tests/support/error_message.h"
 
 namespace ra::transport {
 namespace {
@@ -72,15 +74,10 @@ std::size_t count_mismatches(std::span<const std::byte> bytes, uint64_t seed) {
   return bad;
 }
 
-// The message of the PeerError that f() throws, or a marker that fails every HasSubstr check.
+// The message of the PeerError that f() throws (a test failure when nothing is).
 template <typename E = PeerError, typename F>
 std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<nothing was thrown>";
+  return test::error_of<E>(f);
 }
 
 // A fork()ed child running body(); it exits with body's return value, 3 on an exception (printed).
@@ -118,19 +115,9 @@ class Child {
   // The child's exit code, 128 + signal if a signal ended it, or -1 if it was still running at the
   // timeout (it is killed then).
   int wait(std::chrono::milliseconds timeout = 40s) {
-    const auto deadline = SteadyClock::now() + timeout;
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (SteadyClock::now() > deadline) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return -1;
-      }
-      std::this_thread::sleep_for(1ms);
-    }
+    const int code = test::wait_for_exit(pid_, timeout, 1ms);
     pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return code;
   }
 
  private:

@@ -20,6 +20,9 @@
 #include "transport/messages.h"
 #include "transport/ucx/ucx_channel.h"
 #include "tests/support/byte_pattern.h"
+#include "tests/support/child_exit.h"
+#include "tests/support/error_message.h"
+#include "tests/support/ping_pong.h"
 
 namespace ra::transport {
 namespace {
@@ -27,9 +30,7 @@ namespace {
 using namespace std::chrono_literals;
 using Ms = std::chrono::milliseconds;
 
-constexpr uint32_t kPing = to_wire(MessageKind::kBenchPing);
-constexpr uint32_t kPong = to_wire(MessageKind::kBenchPong);
-constexpr uint32_t kShutdown = to_wire(MessageKind::kShutdown);
+using test::kPing, test::kPong, test::kShutdown;
 const std::string kChildName = "retriever 7 (test child)";
 const std::string kParentName = "gpu worker (test parent)";
 
@@ -124,19 +125,8 @@ class Child {
 
   // The child's exit code, or 128 + signal; -1 if it is still running after `timeout` (then killed).
   int wait(Ms timeout = 20s) {
-    const auto give_up = SteadyClock::now() + timeout;
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (SteadyClock::now() > give_up) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        reaped_ = true;
-        return -1;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
     reaped_ = true;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return test::wait_for_exit(pid_, timeout, 5ms);
   }
 
  private:
@@ -195,13 +185,8 @@ void shut_down(Channel& channel, Child& child) {
 template <typename F>
 std::pair<std::string, Ms> expect_peer_error(F call) {
   const auto start = SteadyClock::now();
-  try {
-    call();
-  } catch (const PeerError& e) {
-    return {e.what(), std::chrono::duration_cast<Ms>(SteadyClock::now() - start)};
-  }
-  ADD_FAILURE() << "no PeerError";
-  return {"", Ms(0)};
+  const std::string what = test::error_of<PeerError>(call);
+  return {what, std::chrono::duration_cast<Ms>(SteadyClock::now() - start)};
 }
 
 // ---- tests -------------------------------------------------------------------------------------------
@@ -214,20 +199,9 @@ TEST(UcxChannel, OrderedSmallMessagesRoundTrip) {
   std::fprintf(stderr, "UCX lanes:\n%s", ucx_channel_transports(*channel).c_str());
 
   // Bursts of 16 in flight, sizes 0..299 bytes: replies must come back in order, byte for byte.
-  constexpr uint64_t kMessages = 2000, kBurst = 16;
-  std::vector<std::byte> reply;
-  for (uint64_t first = 0; first < kMessages; first += kBurst) {
-    for (uint64_t seq = first; seq < first + kBurst; ++seq) {
-      channel->send(kPing, seq, test::byte_pattern(seq % 300, seq), deadline_after(5s));
-    }
-    for (uint64_t seq = first; seq < first + kBurst; ++seq) {
-      const MessageHeader h = channel->recv(reply, deadline_after(5s));
-      ASSERT_EQ(h.kind, kPong);
-      ASSERT_EQ(h.seq, seq);
-      ASSERT_EQ(h.bytes, seq % 300);
-      ASSERT_EQ(reply, test::byte_pattern(seq % 300, seq)) << "seq " << seq;
-    }
-  }
+  constexpr uint64_t kMessages = 2000;
+  test::ordered_round_trips(*channel, kMessages, 16);
+  if (HasFatalFailure()) return;
   const UcxChannelStats stats = ucx_channel_stats(*channel);
   EXPECT_EQ(stats.messages_sent, kMessages);
   EXPECT_EQ(stats.messages_received, kMessages);
@@ -347,46 +321,43 @@ TEST(UcxChannel, KilledPeerIsReportedQuickly) {
   EXPECT_THROW(channel->send(kPing, 2, payload, deadline_after(1s)), PeerError);
 }
 
-// A rendezvous send waits for the peer to take the data; killing the peer must end that wait too.
-TEST(UcxChannel, KilledPeerFailsPendingLargeSend) {
+// A 64 MiB rendezvous send to a child that never receives, which gets `sig` 500 ms into it; the send's
+// PeerError and how long it took go to check(), with the channel (this side's liveness: `liveness`).
+void send_to_signalled_child(int sig, Ms liveness,
+                             const std::function<void(Channel&, const std::string& what, Ms took)>& check) {
   Child child([](UcxWorker& w, std::span<const std::byte> parent) {
     auto channel = w.connect(parent, {kParentName, 10s, 1});
     HeartbeatThread heartbeat(*channel);
     std::this_thread::sleep_for(60s);  // never receives
   });
   UcxWorker worker;
-  auto channel = worker.connect(child.connect_worker(worker), {kChildName, 10s, 1});
+  auto channel = worker.connect(child.connect_worker(worker), {kChildName, liveness, 1});
   HeartbeatThread heartbeat(*channel);
   const std::vector<std::byte> big = test::byte_pattern(64u << 20, 3);
-  std::jthread killer([&] {
+  std::jthread signaller([&] {
     std::this_thread::sleep_for(500ms);
-    child.signal(SIGKILL);
+    child.signal(sig);
   });
   auto [what, took] = expect_peer_error([&] { channel->send(kPing, 1, big, kNoDeadline); });
-  EXPECT_NE(what.find(kChildName), std::string::npos) << what;
-  EXPECT_LT(took.count(), 1500) << what;  // 500 ms until the kill, then the endpoint error
+  check(*channel, what, took);
+}
+
+// A rendezvous send waits for the peer to take the data; killing the peer must end that wait too.
+TEST(UcxChannel, KilledPeerFailsPendingLargeSend) {
+  send_to_signalled_child(SIGKILL, 10s, [](Channel&, const std::string& what, Ms took) {
+    EXPECT_NE(what.find(kChildName), std::string::npos) << what;
+    EXPECT_LT(took.count(), 1500) << what;  // 500 ms until the kill, then the endpoint error
+  });
 }
 
 // A stopped peer never takes a rendezvous send: the silence check must end the send and release it.
 TEST(UcxChannel, StoppedPeerFailsPendingLargeSend) {
-  Child child([](UcxWorker& w, std::span<const std::byte> parent) {
-    auto channel = w.connect(parent, {kParentName, 10s, 1});
-    HeartbeatThread heartbeat(*channel);
-    std::this_thread::sleep_for(60s);  // never receives
+  send_to_signalled_child(SIGSTOP, kDefaultLivenessTimeout, [](Channel& channel, const std::string& what, Ms took) {
+    EXPECT_NE(what.find(kChildName), std::string::npos) << what;
+    EXPECT_NE(what.find("silent"), std::string::npos) << what;
+    EXPECT_LT(took.count(), 2500) << what;
+    EXPECT_THROW(channel.send(kPing, 2, {}, deadline_after(1s)), PeerError);  // broken from now on
   });
-  UcxWorker worker;
-  auto channel = worker.connect(child.connect_worker(worker), {kChildName, kDefaultLivenessTimeout, 1});
-  HeartbeatThread heartbeat(*channel);
-  const std::vector<std::byte> big = test::byte_pattern(64u << 20, 3);
-  std::jthread stopper([&] {
-    std::this_thread::sleep_for(500ms);
-    child.signal(SIGSTOP);
-  });
-  auto [what, took] = expect_peer_error([&] { channel->send(kPing, 1, big, kNoDeadline); });
-  EXPECT_NE(what.find(kChildName), std::string::npos) << what;
-  EXPECT_NE(what.find("silent"), std::string::npos) << what;
-  EXPECT_LT(took.count(), 2500) << what;
-  EXPECT_THROW(channel->send(kPing, 2, {}, deadline_after(1s)), PeerError);  // broken from now on
 }
 
 // SIGSTOP: the process is alive but silent; its heartbeats stop, and the liveness timeout names it.

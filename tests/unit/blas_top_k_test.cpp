@@ -15,7 +15,7 @@
 namespace ra::retriever {
 namespace {
 
-using test::random_matrix;
+using test::random_keys_and_queries;
 
 // One function's [nq][k] answer.
 struct Lists {
@@ -41,8 +41,7 @@ Lists exact_lists(const std::vector<float>& queries, const std::vector<float>& k
 TEST(BlasTopK, MatchesTheExactScanUpToRoundingAtTies) {
   const int64_t n = 5000, dim = 40, nq = 300;
   const int k = 50;
-  const auto keys = random_matrix(n, dim, 1);
-  const auto queries = random_matrix(nq, dim, 2);
+  const auto [keys, queries] = random_keys_and_queries(n, nq, dim, 1);
   const auto [ids, scores] = blas_lists(queries, keys, dim, k, 2);
   const auto [ref_ids, ref_scores] = exact_lists(queries, keys, dim, k);
   int64_t swapped = 0;
@@ -82,8 +81,7 @@ TEST(BlasTopK, ExactTiesBreakByLowerIdAsTheExactScanDoes) {
 TEST(BlasTopK, SameResultForAnyThreadCountAndPadsPastN) {
   const int64_t n = 3000, dim = 32, nq = 600;  // three query blocks, so 3 threads split them
   const int k = 20;
-  const auto keys = random_matrix(n, dim, 3);
-  const auto queries = random_matrix(nq, dim, 4);
+  const auto [keys, queries] = random_keys_and_queries(n, nq, dim, 3);
   const Lists one = blas_lists(queries, keys, dim, k, 1), three = blas_lists(queries, keys, dim, k, 3);
   EXPECT_EQ(one.ids, three.ids);
   EXPECT_EQ(one.scores, three.scores);

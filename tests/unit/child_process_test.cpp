@@ -1,7 +1,7 @@
 // run_forwarding_signals: the foreground child of `ra generate` and `ra bench transport` (mpirun). Its exit
 // code comes back as the shell would report it, and a signal sent to `ra` reaches the child.
 
-#include "launcher/child_process.h"
+#include "launcher/control/child_process.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

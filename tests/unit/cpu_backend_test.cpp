@@ -28,6 +28,7 @@
 #include "gpu_worker/model/rope.h"
 #include "gpu_worker/model/synthetic_model.h"
 #include "gpu_worker/model/tokenizer.h"
+#include "tests/support/small_model.h"
 
 namespace ra {
 namespace {
@@ -171,18 +172,7 @@ std::vector<Vec> reference_forward(const Model& model, std::span<const int32_t> 
 // Models and helpers.
 // ------------------------------------------------------------------------------------------------
 
-Model small_synthetic_model() {
-  SyntheticModelSpec spec;
-  spec.hidden_size = 64;
-  spec.n_layers = 2;
-  spec.n_heads = 4;
-  spec.n_kv_heads = 2;
-  spec.head_dim = 16;
-  spec.intermediate_size = 160;
-  spec.max_position_embeddings = 512;
-  spec.seed = 7;
-  return make_synthetic_model(spec);
-}
+Model small_synthetic_model() { return make_synthetic_model(test::small_synthetic_spec(160, 512, 7)); }
 
 // Random weights N(0, 1/fan_in), embeddings N(0, 1), norm weights 1 + N(0, 0.2^2).
 Model random_model(const ModelConfig& config, uint64_t seed) {
@@ -228,41 +218,20 @@ Model random_model(const ModelConfig& config, uint64_t seed) {
 // Tied embeddings, GQA 6:2 (group of 3), q_dim 72 != hidden 48, an odd vocabulary and an eps large
 // enough to matter.
 Model tied_gqa_model() {
-  ModelConfig c;
-  c.hidden_size = 48;
-  c.n_layers = 3;
-  c.n_heads = 6;
-  c.n_kv_heads = 2;
-  c.head_dim = 12;
-  c.intermediate_size = 80;
-  c.vocab_size = 97;
-  c.max_position_embeddings = 128;
-  c.rope_theta = 10000.0f;
-  c.rms_norm_eps = 1e-2f;
-  c.tie_word_embeddings = true;
-  return random_model(c, 11);
+  return random_model({.hidden_size = 48, .n_layers = 3, .n_heads = 6, .n_kv_heads = 2, .head_dim = 12,
+                       .intermediate_size = 80, .vocab_size = 97, .max_position_embeddings = 128,
+                       .rope_theta = 10000.0f, .rms_norm_eps = 1e-2f, .tie_word_embeddings = true},
+                      11);
 }
 
 // Llama-3.1 RoPE scaling with factor 8, low 1, high 4 and an original context of 64. With theta 10000
 // and head_dim 16 the wavelengths 2*pi*theta^(2j/16) are 6.3, 19.9, 62.8, 199, ... so j = 0 is kept,
 // j = 1, 2 are interpolated (16 <= wavelength <= 64) and j >= 3 are divided by 8.
 ModelConfig llama3_config() {
-  ModelConfig c;
-  c.hidden_size = 32;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 1;
-  c.head_dim = 16;
-  c.intermediate_size = 64;
-  c.vocab_size = 50;
-  c.max_position_embeddings = 256;
-  c.rope_theta = 10000.0f;
-  c.rope_scaling.llama3 = true;
-  c.rope_scaling.factor = 8.0f;
-  c.rope_scaling.low_freq_factor = 1.0f;
-  c.rope_scaling.high_freq_factor = 4.0f;
-  c.rope_scaling.original_max_position_embeddings = 64;
-  return c;
+  return {.hidden_size = 32, .n_layers = 2, .n_heads = 4, .n_kv_heads = 1, .head_dim = 16, .intermediate_size = 64,
+          .vocab_size = 50, .max_position_embeddings = 256, .rope_theta = 10000.0f,
+          .rope_scaling = {.llama3 = true, .factor = 8.0f, .low_freq_factor = 1.0f, .high_freq_factor = 4.0f,
+                           .original_max_position_embeddings = 64}};
 }
 
 Model llama3_model() { return random_model(llama3_config(), 23); }
@@ -377,12 +346,8 @@ TEST(RopeFrequencies, TableHoldsCosSinOfPositionTimesFrequency) {
 enum class TestModel { kSynthetic, kTiedGqa, kLlama3 };
 
 std::string model_name(const testing::TestParamInfo<TestModel>& info) {
-  switch (info.param) {
-    case TestModel::kSynthetic: return "Synthetic";
-    case TestModel::kTiedGqa: return "TiedGqa";
-    case TestModel::kLlama3: return "Llama3Rope";
-  }
-  return "unknown";
+  constexpr const char* kNames[] = {"Synthetic", "TiedGqa", "Llama3Rope"};  // in TestModel's order
+  return kNames[static_cast<int>(info.param)];
 }
 
 class CpuBackendVsReference : public testing::TestWithParam<TestModel> {

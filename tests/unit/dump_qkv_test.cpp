@@ -1,4 +1,4 @@
-// `ra dump-qkv` (launcher/dump_qkv_command.h), called as a library: the files and meta.json it writes,
+// `ra dump-qkv` (launcher/cli/dump_qkv_command.h), called as a library: the files and meta.json it writes,
 // that they hold exactly what the CPU backend's q/k/v observer delivers, that they do not depend on the
 // prefill chunk size, that keys are causal, and that attention recomputed from the dump with the shared
 // partial-state math (DESIGN §4) is well defined with meta.json's scale and the GQA head mapping.
@@ -19,13 +19,16 @@
 #include "common/partial_state.h"
 #include "gpu_worker/backend/backend.h"
 #include "gpu_worker/model/synthetic_model.h"
-#include "launcher/dump_qkv_command.h"
+#include "launcher/cli/dump_qkv_command.h"
+#include "tests/support/error_message.h"
+#include "tests/support/small_model.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_hf_model.h"
 
 namespace ra {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 // One layer of a dump, as read back: q (n_heads, T, head_dim), k and v (n_kv_heads, T, head_dim).
@@ -49,18 +52,7 @@ Dump read_dump(const std::filesystem::path& dir) {
   return d;
 }
 
-SyntheticModelSpec small_spec() {
-  SyntheticModelSpec s;
-  s.hidden_size = 64;
-  s.n_layers = 2;
-  s.n_heads = 4;
-  s.n_kv_heads = 2;
-  s.head_dim = 16;
-  s.intermediate_size = 128;
-  s.max_position_embeddings = 512;
-  s.seed = 99;
-  return s;
-}
+SyntheticModelSpec small_spec() { return test::small_synthetic_spec(128, 512, 99); }
 
 // BOS + the bytes of a synthetic prompt.
 std::vector<int32_t> prompt_tokens(const Model& model, int64_t bytes) {
@@ -242,13 +234,8 @@ TEST_F(DumpQkvTest, AttentionFromTheDumpUsesMetaScaleAndGqaMapping) {
 
 TEST_F(DumpQkvTest, RejectsTooLongAndEmptyPrompts) {
   const std::vector<int32_t> long_prompt(static_cast<size_t>(model_.config.max_position_embeddings) + 1, 'a');
-  try {
-    dump("long", long_prompt, 256);
-    ADD_FAILURE() << "expected an ra::Error";
-  } catch (const Error& e) {
-    EXPECT_THAT(std::string(e.what()), HasSubstr("513 tokens"));
-    EXPECT_THAT(std::string(e.what()), HasSubstr("allows at most 512"));
-  }
+  EXPECT_THAT(test::error_of([&] { dump("long", long_prompt, 256); }),
+              AllOf(HasSubstr("513 tokens"), HasSubstr("allows at most 512")));
   EXPECT_THROW(dump("empty", std::vector<int32_t>{}, 256), Error);
 }
 
@@ -314,34 +301,18 @@ TEST_F(DumpQkvCommandTest, ClearErrors) {
   test::write_text(dir_.path() / "long.txt", std::string(300, 'z'));
   DumpQkvArgs a = args("long");
   a.prompt_file = (dir_.path() / "long.txt").string();
-  try {
-    run_dump_qkv(a);
-    ADD_FAILURE() << "expected an ra::Error";
-  } catch (const Error& e) {
-    EXPECT_THAT(std::string(e.what()), HasSubstr("301 tokens"));
-    EXPECT_THAT(std::string(e.what()), HasSubstr("allows at most 256"));
-    EXPECT_THAT(std::string(e.what()), HasSubstr("--max-tokens"));
-  }
+  EXPECT_THAT(test::error_of([&] { run_dump_qkv(a); }),
+              AllOf(HasSubstr("301 tokens"), HasSubstr("allows at most 256"), HasSubstr("--max-tokens")));
   a.max_tokens = 256;  // a prefix that fits is fine
   EXPECT_EQ(run_dump_qkv(a), 0);
 
   DumpQkvArgs no_prompt = args("np");
   no_prompt.prompt_file.clear();
-  try {
-    run_dump_qkv(no_prompt);
-    ADD_FAILURE() << "expected an ra::Error";
-  } catch (const Error& e) {
-    EXPECT_THAT(std::string(e.what()), HasSubstr("--prompt-file is required"));
-  }
+  EXPECT_THAT(test::error_of([&] { run_dump_qkv(no_prompt); }), HasSubstr("--prompt-file is required"));
 
   DumpQkvArgs missing = args("missing");
   missing.prompt_file = (dir_.path() / "absent.txt").string();
-  try {
-    run_dump_qkv(missing);
-    ADD_FAILURE() << "expected an ra::Error";
-  } catch (const Error& e) {
-    EXPECT_THAT(std::string(e.what()), HasSubstr("absent.txt"));
-  }
+  EXPECT_THAT(test::error_of([&] { run_dump_qkv(missing); }), HasSubstr("absent.txt"));
 }
 
 // With no --model the embedded demo model and its synthetic prompt are used, so a fresh machine works.

@@ -9,36 +9,24 @@
 #include "common/error.h"
 #include "cpu_retriever/faiss_indexes.h"
 #include "cpu_retriever/flat_index.h"
+#include "tests/support/index_search.h"
 #include "tests/support/random_matrix.h"
 
 namespace ra::retriever {
 namespace {
 
+using test::random_keys_and_queries;
 using test::random_matrix;
 
-struct Result {
-  std::vector<int64_t> ids;
-  std::vector<float> scores;
-  SearchStats stats;
-  int count = 0;
-};
-
-Result run(const KeyIndex& index, const float* q, const SearchParams& p) {
-  Result r;
-  r.ids.assign(static_cast<size_t>(p.k), -1);
-  r.scores.assign(static_cast<size_t>(p.k), 0.0f);
-  r.count = index.search(q, p, r.ids.data(), r.scores.data(), &r.stats);
-  r.ids.resize(static_cast<size_t>(r.count));
-  r.scores.resize(static_cast<size_t>(r.count));
-  return r;
-}
+using Result = test::SearchResult;
+using test::search;
 
 void expect_same_as_flat(const KeyIndex& index, const FlatIndex& flat, const std::vector<float>& queries,
                          int64_t nq, int64_t dim, const SearchParams& p) {
   for (int64_t i = 0; i < nq; ++i) {
     const float* q = queries.data() + i * dim;
-    Result want = run(flat, q, p);
-    Result got = run(index, q, p);
+    Result want = search(flat, q, p);
+    Result got = search(index, q, p);
     ASSERT_EQ(got.count, want.count) << index.name() << " query " << i;
     EXPECT_EQ(got.ids, want.ids) << index.name() << " query " << i;
     for (int r = 0; r < got.count; ++r) EXPECT_NEAR(got.scores[r], want.scores[r], 1e-4);
@@ -48,8 +36,7 @@ void expect_same_as_flat(const KeyIndex& index, const FlatIndex& flat, const std
 TEST(FaissIndexes, IvfExhaustiveEqualsFlat) {
   const int64_t n = 2000, dim = 32, nq = 20;
   const int nlist = 16;
-  auto keys = random_matrix(n, dim, 1);
-  auto queries = random_matrix(nq, dim, 2);
+  auto [keys, queries] = random_keys_and_queries(n, nq, dim, 1);
   FlatIndex flat(keys.data(), n, dim);
   auto ivf = make_ivf_flat_index(keys.data(), n, dim, nlist, 42);
   EXPECT_EQ(ivf->size(), n);
@@ -60,7 +47,7 @@ TEST(FaissIndexes, IvfExhaustiveEqualsFlat) {
   p.nprobe = nlist;
   expect_same_as_flat(*ivf, flat, queries, nq, dim, p);
   // Work: every list scanned plus one quantizer distance per centroid.
-  Result r = run(*ivf, queries.data(), p);
+  Result r = search(*ivf, queries.data(), p);
   EXPECT_EQ(r.stats.distance_computations, n + nlist);
   EXPECT_EQ(r.stats.hops, 0);
 }
@@ -68,15 +55,14 @@ TEST(FaissIndexes, IvfExhaustiveEqualsFlat) {
 TEST(FaissIndexes, IvfCountsProbedListsOnly) {
   const int64_t n = 2000, dim = 32;
   const int nlist = 16;
-  auto keys = random_matrix(n, dim, 3);
-  auto q = random_matrix(1, dim, 4);
+  auto [keys, q] = random_keys_and_queries(n, 1, dim, 3);
   auto ivf = make_ivf_flat_index(keys.data(), n, dim, nlist, 42);
   SearchParams p;
   p.k = 10;
   int64_t prev = 0;
   for (int nprobe : {1, 2, 4, 8, 16}) {
     p.nprobe = nprobe;
-    Result r = run(*ivf, q.data(), p);
+    Result r = search(*ivf, q.data(), p);
     EXPECT_GT(r.stats.distance_computations, nlist);
     EXPECT_LE(r.stats.distance_computations, n + nlist);
     EXPECT_GE(r.stats.distance_computations, prev);  // more probes, at least as much work
@@ -87,16 +73,15 @@ TEST(FaissIndexes, IvfCountsProbedListsOnly) {
 
 TEST(FaissIndexes, IvfSameSeedSameResults) {
   const int64_t n = 1500, dim = 16;
-  auto keys = random_matrix(n, dim, 5);
-  auto queries = random_matrix(10, dim, 6);
+  auto [keys, queries] = random_keys_and_queries(n, 10, dim, 5);
   auto a = make_ivf_flat_index(keys.data(), n, dim, 12, 7);
   auto b = make_ivf_flat_index(keys.data(), n, dim, 12, 7);
   SearchParams p;
   p.k = 20;
   p.nprobe = 2;
   for (int64_t i = 0; i < 10; ++i) {
-    Result ra_ = run(*a, queries.data() + i * dim, p);
-    Result rb = run(*b, queries.data() + i * dim, p);
+    Result ra_ = search(*a, queries.data() + i * dim, p);
+    Result rb = search(*b, queries.data() + i * dim, p);
     EXPECT_EQ(ra_.ids, rb.ids);
     EXPECT_EQ(ra_.stats.distance_computations, rb.stats.distance_computations);
   }
@@ -104,8 +89,7 @@ TEST(FaissIndexes, IvfSameSeedSameResults) {
 
 TEST(FaissIndexes, HnswExhaustiveEqualsFlat) {
   const int64_t n = 500, dim = 32, nq = 20;
-  auto keys = random_matrix(n, dim, 7);
-  auto queries = random_matrix(nq, dim, 8);
+  auto [keys, queries] = random_keys_and_queries(n, nq, dim, 7);
   FlatIndex flat(keys.data(), n, dim);
   auto hnsw = make_hnsw_flat_index(keys.data(), n, dim, 16, 100);
   EXPECT_EQ(hnsw->size(), n);
@@ -116,20 +100,19 @@ TEST(FaissIndexes, HnswExhaustiveEqualsFlat) {
   expect_same_as_flat(*hnsw, flat, queries, nq, dim, p);
   // With ef >= n the beam keeps every key it meets, so it reaches the whole graph: at least n
   // evaluations (upper layers add a few more), and not wildly more.
-  Result r = run(*hnsw, queries.data(), p);
+  Result r = search(*hnsw, queries.data(), p);
   EXPECT_GE(r.stats.distance_computations, n);
   EXPECT_LE(r.stats.distance_computations, 4 * n);
 }
 
 TEST(FaissIndexes, HnswSmallEfScansLess) {
   const int64_t n = 5000, dim = 16;
-  auto keys = random_matrix(n, dim, 9);
-  auto q = random_matrix(1, dim, 10);
+  auto [keys, q] = random_keys_and_queries(n, 1, dim, 9);
   auto hnsw = make_hnsw_flat_index(keys.data(), n, dim, 16, 64);
   SearchParams p;
   p.k = 10;
   p.ef = 16;
-  Result r = run(*hnsw, q.data(), p);
+  Result r = search(*hnsw, q.data(), p);
   EXPECT_EQ(r.count, 10);
   EXPECT_GT(r.stats.distance_computations, 0);
   EXPECT_LT(r.stats.distance_computations, n / 2);
@@ -137,8 +120,7 @@ TEST(FaissIndexes, HnswSmallEfScansLess) {
 
 TEST(FaissIndexes, KLargerThanNReturnsN) {
   const int64_t n = 40, dim = 8;
-  auto keys = random_matrix(n, dim, 11);
-  auto q = random_matrix(1, dim, 12);
+  auto [keys, q] = random_keys_and_queries(n, 1, dim, 11);
   FlatIndex flat(keys.data(), n, dim);
   auto ivf = make_ivf_flat_index(keys.data(), n, dim, 4, 1);
   auto hnsw = make_hnsw_flat_index(keys.data(), n, dim, 8, 40);
@@ -148,14 +130,13 @@ TEST(FaissIndexes, KLargerThanNReturnsN) {
   p.ef = 100;
   expect_same_as_flat(*ivf, flat, q, 1, dim, p);
   expect_same_as_flat(*hnsw, flat, q, 1, dim, p);
-  EXPECT_EQ(run(*ivf, q.data(), p).count, n);
-  EXPECT_EQ(run(*hnsw, q.data(), p).count, n);
+  EXPECT_EQ(search(*ivf, q.data(), p).count, n);
+  EXPECT_EQ(search(*hnsw, q.data(), p).count, n);
 }
 
 TEST(FaissIndexes, ConcurrentSearchesWithDifferentKnobsMatchSequential) {
   const int64_t n = 3000, dim = 24, nq = 24;
-  auto keys = random_matrix(n, dim, 13);
-  auto queries = random_matrix(nq, dim, 14);
+  auto [keys, queries] = random_keys_and_queries(n, nq, dim, 13);
   auto ivf = make_ivf_flat_index(keys.data(), n, dim, 32, 3);
   auto hnsw = make_hnsw_flat_index(keys.data(), n, dim, 12, 64);
   // Each thread gets its own knobs; sequential answers first, then all threads at once.
@@ -164,7 +145,7 @@ TEST(FaissIndexes, ConcurrentSearchesWithDifferentKnobsMatchSequential) {
   const KeyIndex* indexes[2] = {ivf.get(), hnsw.get()};
   auto sweep = [&](int t, std::vector<Result>& out) {
     for (const KeyIndex* idx : indexes) {
-      for (int64_t i = 0; i < nq; ++i) out.push_back(run(*idx, queries.data() + i * dim, knobs[t]));
+      for (int64_t i = 0; i < nq; ++i) out.push_back(search(*idx, queries.data() + i * dim, knobs[t]));
     }
   };
   std::vector<std::vector<Result>> expected(nthreads), got(nthreads);

@@ -10,12 +10,15 @@
 
 #include "common/error.h"
 #include "cpu_retriever/flat_index.h"
+#include "tests/support/index_search.h"
 #include "tests/support/random_matrix.h"
 
 namespace ra::retriever {
 namespace {
 
+using test::random_keys_and_queries;
 using test::random_matrix;
+using test::search;
 
 // Naive reference: double-precision scores, sorted by (score desc, id asc).
 std::vector<int64_t> naive_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k) {
@@ -45,8 +48,7 @@ TEST(FlatIndex, DotProductMatchesDoubleForOddDims) {
 TEST(FlatIndex, MatchesNaiveBruteForce) {
   const int64_t n = 3000, dim = 64, nq = 40;
   const int k = 100;
-  auto keys = random_matrix(n, dim, 7);
-  auto queries = random_matrix(nq, dim, 8);
+  auto [keys, queries] = random_keys_and_queries(n, nq, dim, 7);
   FlatIndex index(keys.data(), n, dim);
   EXPECT_EQ(index.size(), n);
   EXPECT_EQ(index.dim(), dim);
@@ -93,8 +95,7 @@ TEST(FlatIndex, TiesBrokenByLowerId) {
 
 TEST(FlatIndex, KLargerThanNReturnsN) {
   const int64_t n = 10, dim = 12;
-  auto keys = random_matrix(n, dim, 5);
-  auto q = random_matrix(1, dim, 6);
+  auto [keys, q] = random_keys_and_queries(n, 1, dim, 5);
   FlatIndex index(keys.data(), n, dim);
   SearchParams p;
   p.k = 25;
@@ -110,8 +111,7 @@ TEST(FlatIndex, KLargerThanNReturnsN) {
 TEST(FlatIndex, BatchEqualsSingle) {
   const int64_t n = 2000, dim = 32, nq = 64;
   const int k = 30;
-  auto keys = random_matrix(n, dim, 9);
-  auto queries = random_matrix(nq, dim, 10);
+  auto [keys, queries] = random_keys_and_queries(n, nq, dim, 9);
   std::vector<int64_t> bids(static_cast<size_t>(nq * k));
   std::vector<float> bscores(static_cast<size_t>(nq * k));
   exact_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, bids.data(), bscores.data(), 2);
@@ -129,8 +129,7 @@ TEST(FlatIndex, BatchEqualsSingle) {
 TEST(FlatIndex, BatchPadsWhenKExceedsN) {
   const int64_t n = 3, dim = 4, nq = 2;
   const int k = 5;
-  auto keys = random_matrix(n, dim, 11);
-  auto queries = random_matrix(nq, dim, 12);
+  auto [keys, queries] = random_keys_and_queries(n, nq, dim, 11);
   std::vector<int64_t> ids(nq * k);
   std::vector<float> scores(nq * k);
   exact_top_k_batch(queries.data(), nq, keys.data(), n, dim, k, ids.data(), scores.data(), 0);
@@ -141,33 +140,18 @@ TEST(FlatIndex, BatchPadsWhenKExceedsN) {
 
 TEST(FlatIndex, ConcurrentSearchesMatchSequential) {
   const int64_t n = 1500, dim = 48, nq = 32;
-  auto keys = random_matrix(n, dim, 13);
-  auto queries = random_matrix(nq, dim, 14);
+  auto [keys, queries] = random_keys_and_queries(n, nq, dim, 13);
   FlatIndex index(keys.data(), n, dim);
   const int ks[4] = {1, 10, 50, 100};
   std::vector<std::vector<int64_t>> expected(4 * nq);
   for (int t = 0; t < 4; ++t) {
-    for (int64_t i = 0; i < nq; ++i) {
-      std::vector<int64_t> ids(ks[t]);
-      std::vector<float> scores(ks[t]);
-      SearchParams p;
-      p.k = ks[t];
-      index.search(queries.data() + i * dim, p, ids.data(), scores.data(), nullptr);
-      expected[t * nq + i] = ids;
-    }
+    for (int64_t i = 0; i < nq; ++i) expected[t * nq + i] = search(index, queries.data() + i * dim, {.k = ks[t]}).ids;
   }
   std::vector<std::vector<int64_t>> got(4 * nq);
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
-      for (int64_t i = 0; i < nq; ++i) {
-        std::vector<int64_t> ids(ks[t]);
-        std::vector<float> scores(ks[t]);
-        SearchParams p;
-        p.k = ks[t];
-        index.search(queries.data() + i * dim, p, ids.data(), scores.data(), nullptr);
-        got[t * nq + i] = ids;
-      }
+      for (int64_t i = 0; i < nq; ++i) got[t * nq + i] = search(index, queries.data() + i * dim, {.k = ks[t]}).ids;
     });
   }
   for (auto& th : threads) th.join();

@@ -20,6 +20,7 @@
 #include "gpu_worker/model/model_config.h"
 #include "gpu_worker/model/tokenizer.h"
 #include "gpu_worker/model/utf8.h"
+#include "tests/support/error_message.h"
 #include "tests/support/temp_dir.h"
 
 namespace ra {
@@ -38,15 +39,7 @@ const std::string kLlama3Pattern =
 const std::string kMeta = "\xE2\x96\x81";  // ▁
 const std::string kReplacement = "\xEF\xBF\xBD";
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected ra::Error";
-  return {};
-}
+using test::error_of;
 
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
@@ -143,10 +136,14 @@ class TokenizerFileTest : public testing::Test {
   std::unique_ptr<HfTokenizer> tok_;
 };
 
-class ByteLevelTest : public TokenizerFileTest {
+// A fixture with the tokenizer.json that `make` returns loaded.
+template <json (*make)()>
+class LoadedTokenizerTest : public TokenizerFileTest {
  protected:
-  void SetUp() override { load(byte_level_tokenizer()); }
+  void SetUp() override { load(make()); }
 };
+
+using ByteLevelTest = LoadedTokenizerTest<byte_level_tokenizer>;
 
 TEST_F(ByteLevelTest, EncodesWordsByRankedMerges) {
   EXPECT_TRUE(tok_->encode("").empty());
@@ -288,10 +285,7 @@ json sentencepiece_tokenizer() {
         {"merges", json::array({kMeta + " h", "l l", kMeta + "h e", "ll o", kMeta + "he llo"})}}}};
 }
 
-class SentencePieceTest : public TokenizerFileTest {
- protected:
-  void SetUp() override { load(sentencepiece_tokenizer()); }
-};
+using SentencePieceTest = LoadedTokenizerTest<sentencepiece_tokenizer>;
 
 TEST_F(SentencePieceTest, NormalizerPrependsAndReplacesSpaces) {
   EXPECT_TRUE(tok_->encode("").empty());

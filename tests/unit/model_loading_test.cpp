@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "gpu_worker/model/model_config.h"
 #include "gpu_worker/model/model_loader.h"
 #include "gpu_worker/model/tokenizer.h"
+#include "tests/support/error_message.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_hf_model.h"
 
@@ -33,20 +35,34 @@ using test::TinyHfSpec;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-// Runs `fn`, which must throw ra::Error, and returns the message ("" and a test failure otherwise).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an ra::Error";
-  return {};
-}
+using test::error_of;
 
 std::string load_error(const fs::path& path) {
   return error_of([&] { load_model(path); });
+}
+
+// A tiny checkpoint whose config.json `edit` changed, loaded: the error, which must name that
+// config.json (checked here).
+std::string edited_config_load_error(const std::function<void(nlohmann::json&)>& edit) {
+  TempDir dir;
+  test::write_tiny_hf_model(dir.path(), TinyHfSpec{});
+  const fs::path config = dir.path() / "config.json";
+  auto j = test::read_json(config);
+  edit(j);
+  test::write_json(config, j);
+  const std::string error = load_error(dir.path());
+  EXPECT_THAT(error, HasSubstr(config.string()));
+  return error;
+}
+
+// Writes the one-file checkpoint `ck` to a fresh folder and loads it: the error, which must name that
+// folder's model.safetensors (checked here).
+std::string single_file_load_error(const HfCheckpoint& ck) {
+  TempDir dir;
+  test::write_hf_checkpoint(dir.path(), ck);
+  const std::string error = load_error(dir.path());
+  EXPECT_THAT(error, HasSubstr((dir.path() / "model.safetensors").string()));
+  return error;
 }
 
 // The logits of the last prompt token: [vocab] float32.
@@ -227,12 +243,9 @@ TEST(HfCorruption, TensorMissingFromShardAndIndex) {
 }
 
 TEST(HfCorruption, TensorMissingFromSingleFile) {
-  TempDir dir;
   HfCheckpoint ck = test::make_tiny_hf(TinyHfSpec{});
   test::erase_tensor(ck, "model.norm.weight");
-  test::write_hf_checkpoint(dir.path(), ck);
-  EXPECT_THAT(load_error(dir.path()), AllOf(HasSubstr("missing tensor 'model.norm.weight'"),
-                                            HasSubstr((dir.path() / "model.safetensors").string())));
+  EXPECT_THAT(single_file_load_error(ck), HasSubstr("missing tensor 'model.norm.weight'"));
 }
 
 TEST(HfCorruption, TensorListedInIndexButAbsentFromShard) {
@@ -262,15 +275,11 @@ TEST(HfCorruption, ShardFileNamedInIndexDoesNotExist) {
 }
 
 TEST(HfCorruption, WrongShapeNamesTensorAndBothShapes) {
-  TempDir dir;
   HfCheckpoint ck = test::make_tiny_hf(TinyHfSpec{});
   // Same bytes, transposed-looking shape: only the shape check can catch it.
   test::find_tensor(ck, "model.layers.0.self_attn.q_proj.weight").shape = {32, 128};
-  test::write_hf_checkpoint(dir.path(), ck);
-  EXPECT_THAT(load_error(dir.path()),
-              AllOf(HasSubstr((dir.path() / "model.safetensors").string()),
-                    HasSubstr("'model.layers.0.self_attn.q_proj.weight'"), HasSubstr("[32, 128]"),
-                    HasSubstr("[64, 64]")));
+  EXPECT_THAT(single_file_load_error(ck), AllOf(HasSubstr("'model.layers.0.self_attn.q_proj.weight'"),
+                                                HasSubstr("[32, 128]"), HasSubstr("[64, 64]")));
 }
 
 TEST(HfCorruption, UnsupportedDtypeNamesTensorAndDtype) {
@@ -280,7 +289,6 @@ TEST(HfCorruption, UnsupportedDtypeNamesTensorAndDtype) {
   const auto& values = weight(weights, name);
   for (const std::string dtype : {"F64", "I8"}) {
     SCOPED_TRACE(dtype);
-    TempDir dir;
     HfCheckpoint ck = test::make_tiny_hf(spec);
     RawTensor& t = test::find_tensor(ck, name);
     if (dtype == "F64") {
@@ -289,10 +297,8 @@ TEST(HfCorruption, UnsupportedDtypeNamesTensorAndDtype) {
       t.dtype = "I8";
       t.bytes.assign(values.values.size(), std::byte{1});
     }
-    test::write_hf_checkpoint(dir.path(), ck);
-    EXPECT_THAT(load_error(dir.path()),
-                AllOf(HasSubstr((dir.path() / "model.safetensors").string()), HasSubstr("'" + name + "'"),
-                      HasSubstr("unsupported dtype " + dtype)));
+    EXPECT_THAT(single_file_load_error(ck),
+                AllOf(HasSubstr("'" + name + "'"), HasSubstr("unsupported dtype " + dtype)));
   }
 }
 
@@ -313,41 +319,31 @@ TEST(HfCorruption, TruncatedShardNamesFileAndLastTensor) {
 }
 
 TEST(HfCorruption, DataOffsetsPastTheEndOfTheFile) {
-  TempDir dir;
   HfCheckpoint ck = test::make_tiny_hf(TinyHfSpec{});
   auto& tensors = ck.shards[0].second;
   uint64_t total = 0;
   for (const RawTensor& t : tensors) total += t.bytes.size();
   RawTensor& norm = test::find_tensor(ck, "model.norm.weight");
   norm.offsets = std::pair{total, total + norm.bytes.size()};  // right size, wrong place
-  test::write_hf_checkpoint(dir.path(), ck);
-  EXPECT_THAT(load_error(dir.path()),
-              AllOf(HasSubstr((dir.path() / "model.safetensors").string()), HasSubstr("'model.norm.weight'"),
-                    HasSubstr("past the end")));
+  EXPECT_THAT(single_file_load_error(ck), AllOf(HasSubstr("'model.norm.weight'"), HasSubstr("past the end")));
 }
 
 TEST(HfCorruption, DataOffsetsWhoseSizeDoesNotMatchDtypeAndShape) {
-  TempDir dir;
   HfCheckpoint ck = test::make_tiny_hf(TinyHfSpec{});
   const auto [begin, end] = true_offsets(ck.shards[0].second, "model.norm.weight");
   test::find_tensor(ck, "model.norm.weight").offsets = std::pair{begin, end - 2};
-  test::write_hf_checkpoint(dir.path(), ck);
-  EXPECT_THAT(load_error(dir.path()),
-              AllOf(HasSubstr((dir.path() / "model.safetensors").string()), HasSubstr("'model.norm.weight'"),
-                    HasSubstr("hold 126 bytes but BF16 [64] needs 128")));
+  EXPECT_THAT(single_file_load_error(ck),
+              AllOf(HasSubstr("'model.norm.weight'"), HasSubstr("hold 126 bytes but BF16 [64] needs 128")));
 }
 
 TEST(HfCorruption, OverlappingDataOffsetsNameBothTensors) {
-  TempDir dir;
   HfCheckpoint ck = test::make_tiny_hf(TinyHfSpec{});
   const std::string a = "model.layers.0.input_layernorm.weight";
   const std::string b = "model.layers.0.post_attention_layernorm.weight";
   const auto [begin, end] = true_offsets(ck.shards[0].second, a);
   test::find_tensor(ck, b).offsets = std::pair{begin + 64, end + 64};  // same size, half on top of a
-  test::write_hf_checkpoint(dir.path(), ck);
-  EXPECT_THAT(load_error(dir.path()),
-              AllOf(HasSubstr((dir.path() / "model.safetensors").string()), HasSubstr("'" + a + "'"),
-                    HasSubstr("'" + b + "'"), HasSubstr("overlap")));
+  EXPECT_THAT(single_file_load_error(ck),
+              AllOf(HasSubstr("'" + a + "'"), HasSubstr("'" + b + "'"), HasSubstr("overlap")));
 }
 
 TEST(HfCorruption, InvalidJsonInConfigIndexAndHeader) {
@@ -405,26 +401,13 @@ TEST(TinyHfModel, RopeParametersOfTransformers5AreRead) {
 }
 
 TEST(HfCorruption, GqaHeadCountsThatDoNotDivide) {
-  TempDir dir;
-  test::write_tiny_hf_model(dir.path(), TinyHfSpec{});
-  const fs::path config = dir.path() / "config.json";
-  auto j = test::read_json(config);
-  j["num_key_value_heads"] = 3;
-  test::write_json(config, j);
-  EXPECT_THAT(load_error(dir.path()),
-              AllOf(HasSubstr(config.string()), HasSubstr("num_attention_heads (4)"),
-                    HasSubstr("num_key_value_heads (3)")));
+  EXPECT_THAT(edited_config_load_error([](nlohmann::json& j) { j["num_key_value_heads"] = 3; }),
+              AllOf(HasSubstr("num_attention_heads (4)"), HasSubstr("num_key_value_heads (3)")));
 }
 
 TEST(HfCorruption, MissingRequiredConfigField) {
-  TempDir dir;
-  test::write_tiny_hf_model(dir.path(), TinyHfSpec{});
-  const fs::path config = dir.path() / "config.json";
-  auto j = test::read_json(config);
-  j.erase("hidden_size");
-  test::write_json(config, j);
-  EXPECT_THAT(load_error(dir.path()),
-              AllOf(HasSubstr(config.string()), HasSubstr("missing required field 'hidden_size'")));
+  EXPECT_THAT(edited_config_load_error([](nlohmann::json& j) { j.erase("hidden_size"); }),
+              HasSubstr("missing required field 'hidden_size'"));
 }
 
 TEST(HfCorruption, MissingConfigOrWeights) {

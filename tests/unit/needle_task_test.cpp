@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "launcher/needle_task.h"
+#include "tests/support/error_message.h"
 #include "tests/support/temp_dir.h"
 
 namespace ra {
@@ -157,22 +158,14 @@ TEST_F(NeedleTask, GoldenPromptForSeedOne) {
 }
 
 TEST_F(NeedleTask, BadArgumentsAndMissingFolderAreErrors) {
-  auto message = [](auto&& fn) -> std::string {
-    try {
-      fn();
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  };
-  EXPECT_THAT(message([&] { make_needle_prompt(4096, 0, 1, root_); }), HasSubstr("use 1 to 16"));
-  EXPECT_THAT(message([&] { make_needle_prompt(4096, 17, 1, root_); }), HasSubstr("use 1 to 16"));
-  EXPECT_THAT(message([&] { make_needle_prompt(100, 4, 1, root_); }), HasSubstr("no room for a haystack"));
-  EXPECT_THAT(message([&] { make_needle_prompt(4096, 4, 1, dir_.path() / "missing"); }),
+  EXPECT_THAT(test::error_of([&] { make_needle_prompt(4096, 0, 1, root_); }), HasSubstr("use 1 to 16"));
+  EXPECT_THAT(test::error_of([&] { make_needle_prompt(4096, 17, 1, root_); }), HasSubstr("use 1 to 16"));
+  EXPECT_THAT(test::error_of([&] { make_needle_prompt(100, 4, 1, root_); }), HasSubstr("no room for a haystack"));
+  EXPECT_THAT(test::error_of([&] { make_needle_prompt(4096, 4, 1, dir_.path() / "missing"); }),
               AllOf(HasSubstr((dir_.path() / "missing").string()), HasSubstr("not a directory")));
   const fs::path empty = dir_.path() / "empty";
   fs::create_directories(empty);
-  EXPECT_THAT(message([&] { make_needle_prompt(4096, 4, 1, empty); }),
+  EXPECT_THAT(test::error_of([&] { make_needle_prompt(4096, 4, 1, empty); }),
               AllOf(HasSubstr(empty.string()), HasSubstr("holds only 0 bytes"), HasSubstr("0 *.h files")));
 }
 

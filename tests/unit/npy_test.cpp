@@ -15,6 +15,8 @@
 
 #include "common/error.h"
 #include "common/npy.h"
+#include "tests/support/error_message.h"
+#include "tests/support/read_file.h"
 #include "tests/support/temp_dir.h"
 
 namespace ra {
@@ -32,10 +34,7 @@ void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
   ASSERT_TRUE(out.good()) << path;
 }
 
-std::string read_bytes(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using test::read_file;
 
 // A version 1.0 file as numpy >= 1.14 writes it: the dict padded with spaces to a 64-byte boundary
 // and ended by '\n'. `dict` is the header dict text; `data` follows it.
@@ -62,22 +61,25 @@ class NpyTest : public ::testing::Test {
  protected:
   std::filesystem::path file(const std::string& name) const { return dir_.path() / name; }
 
+  // Writes `bytes` to the file `name`, then expect_error on it.
+  void expect_file_error(const std::string& name, const std::string& bytes, const std::vector<std::string>& parts) {
+    write_bytes(file(name), bytes);
+    expect_error(file(name), parts);
+  }
+
   // Expects read_npy_f32 and read_npy_header to fail on `path` with a message naming the file and
   // containing every one of `parts`.
   void expect_error(const std::filesystem::path& path, const std::vector<std::string>& parts) {
     for (int reader = 0; reader < 2; ++reader) {
-      try {
+      const std::string msg = test::error_of([&] {
         if (reader == 0) {
           read_npy_f32(path);
         } else {
           read_npy_header(path);
         }
-        ADD_FAILURE() << path << ": expected an ra::Error";
-      } catch (const Error& e) {
-        const std::string msg = e.what();
-        EXPECT_THAT(msg, HasSubstr(path.string()));
-        for (const std::string& part : parts) EXPECT_THAT(msg, HasSubstr(part));
-      }
+      });
+      EXPECT_THAT(msg, HasSubstr(path.string())) << "reader " << reader;
+      for (const std::string& part : parts) EXPECT_THAT(msg, HasSubstr(part));
     }
   }
 
@@ -126,7 +128,7 @@ TEST_F(NpyTest, KeepsSpecialValuesBitExact) {
   const std::vector<float> values = {0.0f, -0.0f, std::numeric_limits<float>::infinity(),
                                      -std::numeric_limits<float>::infinity(), 1e-42f, 3.4e38f};
   write_npy_f32(file("special.npy"), std::vector<int64_t>{6}, values);
-  EXPECT_EQ(read_bytes(file("special.npy")).substr(128), raw_floats(values));
+  EXPECT_EQ(read_file(file("special.npy")).substr(128), raw_floats(values));
 }
 
 // np.save("a.npy", np.arange(24, dtype="<f4").reshape(2, 3, 4) * 0.5) writes exactly these bytes:
@@ -140,7 +142,7 @@ TEST_F(NpyTest, WritesWhatNumpyWrites) {
   EXPECT_EQ(make_npy_header(std::vector<int64_t>{2, 3, 4}), header);
   const std::vector<float> values = iota(24);
   write_npy_f32(file("np.npy"), std::vector<int64_t>{2, 3, 4}, values);
-  EXPECT_EQ(read_bytes(file("np.npy")), header + raw_floats(values));
+  EXPECT_EQ(read_file(file("np.npy")), header + raw_floats(values));
 
   // One-element shapes keep Python's trailing comma; scalars are ().
   EXPECT_THAT(make_npy_header(std::vector<int64_t>{5}), HasSubstr("'shape': (5,), }"));
@@ -211,12 +213,8 @@ TEST_F(NpyTest, StreamingWriterFillsOutOfOrder) {
 TEST_F(NpyTest, WriterRejectsBadInput) {
   EXPECT_THROW(write_npy_f32(file("n.npy"), std::vector<int64_t>{2, 3}, iota(5)), Error);
   EXPECT_THROW(write_npy_f32(file("neg.npy"), std::vector<int64_t>{-2, 3}, iota(6)), Error);
-  try {
-    write_npy_f32(file("no-such-dir/x.npy"), std::vector<int64_t>{1}, iota(1));
-    ADD_FAILURE() << "expected an ra::Error";
-  } catch (const Error& e) {
-    EXPECT_THAT(std::string(e.what()), HasSubstr("no-such-dir/x.npy"));
-  }
+  EXPECT_THAT(test::error_of([&] { write_npy_f32(file("no-such-dir/x.npy"), std::vector<int64_t>{1}, iota(1)); }),
+              HasSubstr("no-such-dir/x.npy"));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -226,49 +224,41 @@ TEST_F(NpyTest, WriterRejectsBadInput) {
 TEST_F(NpyTest, MissingFile) { expect_error(file("absent.npy"), {"cannot"}); }
 
 TEST_F(NpyTest, BadMagic) {
-  write_bytes(file("magic.npy"), "PK\x03\x04 this is a zip file, not an npy file........................");
-  expect_error(file("magic.npy"), {"bad magic"});
-  write_bytes(file("empty.npy"), "");
-  expect_error(file("empty.npy"), {"bad magic"});
-  write_bytes(file("short.npy"), "\x93NUM");
-  expect_error(file("short.npy"), {"bad magic"});
+  expect_file_error("magic.npy", "PK\x03\x04 this is a zip file, not an npy file........................",
+                    {"bad magic"});
+  expect_file_error("empty.npy", "", {"bad magic"});
+  expect_file_error("short.npy", "\x93NUM", {"bad magic"});
 }
 
 TEST_F(NpyTest, UnsupportedVersion) {
   std::string bytes = v1_file(dict(), raw_floats(iota(6)));
   bytes[6] = '\x03';
-  write_bytes(file("v3.npy"), bytes);
-  expect_error(file("v3.npy"), {"unsupported .npy format version 3.0"});
+  expect_file_error("v3.npy", bytes, {"unsupported .npy format version 3.0"});
   bytes[6] = '\x01';
   bytes[7] = '\x01';
-  write_bytes(file("v11.npy"), bytes);
-  expect_error(file("v11.npy"), {"version 1.1"});
+  expect_file_error("v11.npy", bytes, {"version 1.1"});
 }
 
 TEST_F(NpyTest, TruncatedHeader) {
   const std::string bytes = v1_file(dict(), "");
-  write_bytes(file("cut-header.npy"), bytes.substr(0, 40));
-  expect_error(file("cut-header.npy"), {"truncated .npy header", "claims 118 bytes"});
-  write_bytes(file("cut-version.npy"), bytes.substr(0, 7));
-  expect_error(file("cut-version.npy"), {"truncated .npy header"});
+  expect_file_error("cut-header.npy", bytes.substr(0, 40), {"truncated .npy header", "claims 118 bytes"});
+  expect_file_error("cut-version.npy", bytes.substr(0, 7), {"truncated .npy header"});
 }
 
 TEST_F(NpyTest, HeaderNotADict) {
-  write_bytes(file("list.npy"), v1_file("['<f4', False, (2, 3)]", raw_floats(iota(6))));
-  expect_error(file("list.npy"), {"header is not a dict"});
-  write_bytes(file("unclosed.npy"), v1_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)",
-                                            raw_floats(iota(6))));
-  expect_error(file("unclosed.npy"), {"header is not a dict"});
-  write_bytes(file("after.npy"), v1_file(dict() + " junk", raw_floats(iota(6))));
-  expect_error(file("after.npy"), {"text after the dict"});
+  expect_file_error("list.npy", v1_file("['<f4', False, (2, 3)]", raw_floats(iota(6))), {"header is not a dict"});
+  expect_file_error("unclosed.npy",
+                    v1_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)", raw_floats(iota(6))),
+                    {"header is not a dict"});
+  expect_file_error("after.npy", v1_file(dict() + " junk", raw_floats(iota(6))), {"text after the dict"});
 }
 
 TEST_F(NpyTest, MissingOrExtraKeys) {
-  write_bytes(file("noshape.npy"), v1_file("{'descr': '<f4', 'fortran_order': False}", raw_floats(iota(6))));
-  expect_error(file("noshape.npy"), {"no 'shape' key"});
-  write_bytes(file("extra.npy"), v1_file("{'descr': '<f4', 'fortran_order': False, 'shape': (6,), 'x': 1}",
-                                         raw_floats(iota(6))));
-  expect_error(file("extra.npy"), {"unexpected key 'x'"});
+  expect_file_error("noshape.npy", v1_file("{'descr': '<f4', 'fortran_order': False}", raw_floats(iota(6))),
+                    {"no 'shape' key"});
+  expect_file_error("extra.npy",
+                    v1_file("{'descr': '<f4', 'fortran_order': False, 'shape': (6,), 'x': 1}", raw_floats(iota(6))),
+                    {"unexpected key 'x'"});
 }
 
 TEST_F(NpyTest, WrongDescrIsNamed) {
@@ -280,15 +270,14 @@ TEST_F(NpyTest, WrongDescrIsNamed) {
     expect_error(p, {"descr is '" + descr + "'", "only '<f4'"});
   }
   // A structured dtype's descr is a list, not a string.
-  write_bytes(file("struct.npy"), v1_file(dict("[('a', '<f4'), ('b', '<f4')]", "False", "(3,)"), data));
-  expect_error(file("struct.npy"), {"descr is [('a', '<f4'), ('b', '<f4')]"});
+  expect_file_error("struct.npy", v1_file(dict("[('a', '<f4'), ('b', '<f4')]", "False", "(3,)"), data),
+                    {"descr is [('a', '<f4'), ('b', '<f4')]"});
 }
 
 TEST_F(NpyTest, FortranOrderIsRejected) {
-  write_bytes(file("fortran.npy"), v1_file(dict("'<f4'", "True"), raw_floats(iota(6))));
-  expect_error(file("fortran.npy"), {"fortran_order is True"});
-  write_bytes(file("fortran-odd.npy"), v1_file(dict("'<f4'", "0"), raw_floats(iota(6))));
-  expect_error(file("fortran-odd.npy"), {"fortran_order must be True or False"});
+  expect_file_error("fortran.npy", v1_file(dict("'<f4'", "True"), raw_floats(iota(6))), {"fortran_order is True"});
+  expect_file_error("fortran-odd.npy", v1_file(dict("'<f4'", "0"), raw_floats(iota(6))),
+                    {"fortran_order must be True or False"});
 }
 
 TEST_F(NpyTest, MalformedShapes) {
@@ -299,19 +288,19 @@ TEST_F(NpyTest, MalformedShapes) {
     write_bytes(p, v1_file(dict("'<f4'", "False", shape), data));
     expect_error(p, {"malformed shape " + shape});
   }
-  write_bytes(file("overflow.npy"), v1_file(dict("'<f4'", "False", "(999999999999999999, 999999999999)"), data));
-  expect_error(file("overflow.npy"), {"malformed shape", "overflows"});
+  expect_file_error("overflow.npy", v1_file(dict("'<f4'", "False", "(999999999999999999, 999999999999)"), data),
+                    {"malformed shape", "overflows"});
 }
 
 TEST_F(NpyTest, TruncatedData) {
   const std::vector<float> values = iota(6);
-  write_bytes(file("short-data.npy"), v1_file(dict(), raw_floats(values).substr(0, 20)));
-  expect_error(file("short-data.npy"), {"truncated data", "(2, 3)", "needs 24 bytes", "has 20"});
+  expect_file_error("short-data.npy", v1_file(dict(), raw_floats(values).substr(0, 20)),
+                    {"truncated data", "(2, 3)", "needs 24 bytes", "has 20"});
 }
 
 TEST_F(NpyTest, TrailingBytes) {
-  write_bytes(file("long-data.npy"), v1_file(dict(), raw_floats(iota(7))));
-  expect_error(file("long-data.npy"), {"4 trailing bytes", "needs 24 bytes", "has 28"});
+  expect_file_error("long-data.npy", v1_file(dict(), raw_floats(iota(7))),
+                    {"4 trailing bytes", "needs 24 bytes", "has 28"});
 }
 
 }  // namespace

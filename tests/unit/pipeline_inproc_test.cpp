@@ -12,6 +12,7 @@
 #include "gpu_worker/model/tokenizer.h"
 #include "gpu_worker/model/synthetic_model.h"
 #include "gpu_worker/offload/retrieval_client.h"
+#include "tests/support/small_model.h"
 #include "transport/inproc_channel.h"
 
 namespace ra {
@@ -19,17 +20,7 @@ namespace {
 
 using retriever::IndexKind;
 
-Model small_model() {
-  SyntheticModelSpec spec;
-  spec.hidden_size = 64;
-  spec.n_layers = 2;
-  spec.n_heads = 4;
-  spec.n_kv_heads = 2;
-  spec.head_dim = 16;
-  spec.intermediate_size = 128;
-  spec.max_position_embeddings = 1024;
-  return make_synthetic_model(spec);
-}
+Model small_model() { return make_synthetic_model(test::small_synthetic_spec(128, 1024)); }
 
 std::vector<int32_t> prompt_ids(const Model& m, int64_t bytes) {
   const auto tok = make_byte_tokenizer(m.config.vocab_size);
@@ -153,9 +144,7 @@ TEST_P(FlatEqualsFull, GreedyTokensAndLogitsMatch) {
   const auto prompt = prompt_ids(model, 60);
   const int64_t new_tokens = 40;  // window 16 << 40: evictions on every step
   const Trace full = run(model, prompt, new_tokens, {});
-  Split flat;
-  flat.enabled = true;
-  flat.retrievers = GetParam();
+  const Split flat{.enabled = true, .retrievers = GetParam()};
   const Trace split = run(model, prompt, new_tokens, flat);
   ASSERT_EQ(full.logits.size(), split.logits.size());
   EXPECT_EQ(full.tokens, split.tokens);
@@ -175,9 +164,7 @@ TEST(PipelineInproc, WindowModeDiffersFromFull) {
   const Model model = small_model();
   const auto prompt = prompt_ids(model, 60);
   const Trace full = run(model, prompt, 10, {});
-  Split window;
-  window.enabled = true;
-  const Trace w = run(model, prompt, 10, window);
+  const Trace w = run(model, prompt, 10, {.enabled = true});
   ASSERT_EQ(full.logits.size(), w.logits.size());
   // The prefill logits are computed with full attention in both; every decode step differs.
   EXPECT_LT(max_rel_diff(w.logits[0], full.logits[0]), 1e-6);
@@ -187,11 +174,8 @@ TEST(PipelineInproc, WindowModeDiffersFromFull) {
 TEST(PipelineInproc, PromptInsideTheStaticSetNeedsNoOffload) {
   const Model model = small_model();
   const auto prompt = prompt_ids(model, 10);  // 11 tokens < S + W = 24
-  Split flat;
-  flat.enabled = true;
-  flat.retrievers = 1;
   const Trace full = run(model, prompt, 20, {});
-  const Trace split = run(model, prompt, 20, flat);
+  const Trace split = run(model, prompt, 20, {.enabled = true, .retrievers = 1});
   EXPECT_EQ(full.tokens, split.tokens);
   for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(split.logits[i], full.logits[i]), 1e-4);
 }
@@ -199,11 +183,7 @@ TEST(PipelineInproc, PromptInsideTheStaticSetNeedsNoOffload) {
 TEST(PipelineInproc, GraphRetrievalRunsAndScansFewerKeysThanFlat) {
   const Model model = small_model();
   const auto prompt = prompt_ids(model, 600);
-  Split graph;
-  graph.enabled = true;
-  graph.retrievers = 2;
-  graph.kind = IndexKind::kGraph;
-  graph.top_k = 16;
+  const Split graph{.enabled = true, .retrievers = 2, .kind = IndexKind::kGraph, .top_k = 16};
   const Trace g = run(model, prompt, 8, graph);
   Split flat = graph;
   flat.kind = IndexKind::kFlat;
@@ -219,11 +199,7 @@ TEST(PipelineInproc, GraphWithEveryKeyEqualsFull) {
   const Model model = small_model();
   const auto prompt = prompt_ids(model, 200);
   const Trace full = run(model, prompt, 30, {});
-  Split graph;
-  graph.enabled = true;
-  graph.retrievers = 2;
-  graph.kind = IndexKind::kGraph;
-  const Trace g = run(model, prompt, 30, graph);
+  const Trace g = run(model, prompt, 30, {.enabled = true, .retrievers = 2, .kind = IndexKind::kGraph});
   ASSERT_EQ(full.logits.size(), g.logits.size());
   EXPECT_EQ(full.tokens, g.tokens);
   for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(g.logits[i], full.logits[i]), 1e-4) << i;

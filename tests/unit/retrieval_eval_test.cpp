@@ -12,7 +12,7 @@
 
 #include "common/half.h"
 #include "cpu_retriever/dot.h"
-#include "cpu_retriever/retrieval_eval.h"
+#include "bench/retrieval/retrieval_eval.h"
 
 namespace ra::retriever {
 namespace {
@@ -47,12 +47,7 @@ std::map<std::string, nlohmann::json> run(const RetrievalBenchConfig& config) {
 }
 
 TEST(RetrievalEval, FlatIsExactAndRowsCarryEveryField) {
-  RetrievalBenchConfig config;
-  config.prefill = 500;
-  config.k = 10;
-  config.threads = 2;
-  config.indexes = {"flat", "graph", "graph_kv"};
-  const auto rows = run(config);
+  const auto rows = run({.prefill = 500, .k = 10, .threads = 2, .indexes = {"flat", "graph", "graph_kv"}});
   ASSERT_TRUE(rows.count("flat|-"));
   const auto& flat = rows.at("flat|-");
   for (const char* field : {"index", "knob", "recall", "worst_head_recall", "scanned", "us_per_query", "build_s",
@@ -78,12 +73,8 @@ TEST(RetrievalEval, FlatIsExactAndRowsCarryEveryField) {
 }
 
 TEST(RetrievalEval, RetrievingEveryKeyGivesFullAttention) {
-  RetrievalBenchConfig config;
-  config.prefill = 50;  // k = 64 > N: every key is retrieved
-  config.k = 64;
-  config.indexes = {"flat"};
-  config.heads = {1};
-  const auto rows = run(config);
+  // k = 64 > N = 50: every key is retrieved
+  const auto rows = run({.prefill = 50, .k = 64, .heads = {1}, .indexes = {"flat"}});
   const auto& flat = rows.at("flat|-");
   EXPECT_DOUBLE_EQ(flat["recall"].get<double>(), 1.0);
   EXPECT_LT(flat["attn_rel_err"].get<double>(), 1e-6);
@@ -104,13 +95,8 @@ std::vector<int64_t> top_ids(const float* q, const float* keys, int64_t n, int64
 // so flat search's recall is exactly the overlap of the two exact top-k lists; the graphs, appended
 // keys included (adopted from the shared arena), still find what flat finds.
 TEST(RetrievalEval, SixteenBitKeysAreScoredRoundedAgainstTheFloat32Truth) {
-  RetrievalBenchConfig config;
-  config.prefill = 500;
-  config.k = 10;
-  config.threads = 2;
-  config.indexes = {"flat", "graph"};
-  config.graph_append = 100;
-  config.key_dtype = KvDtype::kBF16;
+  const RetrievalBenchConfig config{.prefill = 500, .k = 10, .threads = 2, .indexes = {"flat", "graph"},
+                                    .graph_append = 100, .key_dtype = KvDtype::kBF16};
   const auto rows = run(config);
 
   const SyntheticLayer l = make_layer();

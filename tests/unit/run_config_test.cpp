@@ -11,7 +11,9 @@
 
 #include "common/error.h"
 #include "gpu_worker/model/synthetic_model.h"
-#include "launcher/run_config.h"
+#include "launcher/config/run_config.h"
+#include "tests/support/error_message.h"
+#include "tests/support/read_file.h"
 #include "tests/support/temp_dir.h"
 
 namespace ra {
@@ -33,24 +35,14 @@ class RunConfigFiles : public ::testing::Test {
 
   // The ra::Error message of load_run_config(path), or "" when it loads.
   static std::string load_error(const std::string& path) {
-    try {
-      load_run_config(path);
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
+    return test::error_message([&] { load_run_config(path); });
   }
 
   test::TempDir dir_;
 };
 
 std::string validate_error(const RunConfig& c) {
-  try {
-    validate(c);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_message([&] { validate(c); });
 }
 
 // A config with every field away from its default.
@@ -369,8 +361,7 @@ TEST(RunConfigFlagsHelp, ListsEveryFlag) {
 TEST(ReadyConfigs, AllLoadAndValidate) {
   const fs::path dir = fs::path(RA_SOURCE_DIR) / "configs";
   int count = 0;
-  std::ifstream readme_in(dir / "README.md");
-  const std::string readme((std::istreambuf_iterator<char>(readme_in)), std::istreambuf_iterator<char>());
+  const std::string readme = test::read_file(dir / "README.md");
   for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
     const std::string ext = e.path().extension().string();
     if (ext != ".yaml" && ext != ".yml" && ext != ".json") continue;

@@ -15,9 +15,10 @@
 
 #include "common/error.h"
 #include "gpu_worker/model/model_config.h"
-#include "launcher/mpirun_command.h"
-#include "launcher/numa_topology.h"
-#include "launcher/run_plan.h"
+#include "launcher/plan/mpirun_command.h"
+#include "launcher/plan/numa_topology.h"
+#include "launcher/plan/run_plan.h"
+#include "tests/support/error_message.h"
 #include "tests/support/temp_dir.h"
 
 namespace ra {
@@ -52,14 +53,7 @@ RunConfig retrieval(int retrievers) {
   return c;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_message;
 
 TEST(RunPlanSharding, EveryUnitOwnedOnceAndLayersSpread) {
   for (const Geometry& g : {llama3_8b(), Geometry{4, 4, 2, 128, 0.088f, "BF16"}, Geometry{5, 8, 1, 64, 0.125f, "F32"},
@@ -151,23 +145,18 @@ TEST(RunPlanPlacement, SingleHostSpreadsOverNumaNodes) {
 }
 
 TEST(RunPlanPlacement, ChecksConfigAndGeometry) {
-  EXPECT_THAT(error_of([] { make_run_plan(retrieval(0), llama3_8b(), topology(1, 2), {}); }),
+  EXPECT_THAT(error_message([] { make_run_plan(retrieval(0), llama3_8b(), topology(1, 2), {}); }),
               HasSubstr("retrievers must be >= 1 in mode retrieval"));
   Geometry bad = llama3_8b();
   bad.n_kv_heads = 5;
-  EXPECT_THAT(error_of([&] { make_run_plan(retrieval(1), bad, topology(1, 2), {}); }), HasSubstr("multiple"));
+  EXPECT_THAT(error_message([&] { make_run_plan(retrieval(1), bad, topology(1, 2), {}); }), HasSubstr("multiple"));
   bad = llama3_8b();
   bad.kv_dtype = "Q8";
-  EXPECT_THAT(error_of([&] { make_run_plan(retrieval(1), bad, topology(1, 2), {}); }), HasSubstr("kv_dtype"));
+  EXPECT_THAT(error_message([&] { make_run_plan(retrieval(1), bad, topology(1, 2), {}); }), HasSubstr("kv_dtype"));
 }
 
 TEST(RunPlanGeometry, FromModelConfig) {
-  ModelConfig c;
-  c.hidden_size = 512;
-  c.n_layers = 4;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 128;
+  const ModelConfig c{.hidden_size = 512, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .head_dim = 128};
   const Geometry g = make_geometry(c, "BF16");
   EXPECT_EQ(g, (Geometry{4, 4, 2, 128, c.attn_scale(), "BF16"}));
   EXPECT_EQ(make_geometry(c, "F16").kv_dtype, "F16");
@@ -198,14 +187,14 @@ TEST_F(Hostfiles, ParsesOpenMpiSyntax) {
 
 TEST_F(Hostfiles, ErrorsNameFileAndLine) {
   std::string p = write("a slots=2\nb slots=zero\n");
-  EXPECT_THAT(error_of([&] { read_hostfile(p); }), AllOf(HasSubstr(p + ":2"), HasSubstr("slots")));
+  EXPECT_THAT(error_message([&] { read_hostfile(p); }), AllOf(HasSubstr(p + ":2"), HasSubstr("slots")));
   p = write("a\nb cpus=4\n");
-  EXPECT_THAT(error_of([&] { read_hostfile(p); }), AllOf(HasSubstr(p + ":2"), HasSubstr("cpus=4")));
+  EXPECT_THAT(error_message([&] { read_hostfile(p); }), AllOf(HasSubstr(p + ":2"), HasSubstr("cpus=4")));
   p = write("a slots=0\n");
-  EXPECT_THAT(error_of([&] { read_hostfile(p); }), HasSubstr(p + ":1"));
+  EXPECT_THAT(error_message([&] { read_hostfile(p); }), HasSubstr(p + ":1"));
   p = write("# nothing\n\n");
-  EXPECT_THAT(error_of([&] { read_hostfile(p); }), AllOf(HasSubstr(p), HasSubstr("no hosts")));
-  EXPECT_THAT(error_of([&] { read_hostfile((dir_.path() / "none").string()); }), HasSubstr("cannot open"));
+  EXPECT_THAT(error_message([&] { read_hostfile(p); }), AllOf(HasSubstr(p), HasSubstr("no hosts")));
+  EXPECT_THAT(error_message([&] { read_hostfile((dir_.path() / "none").string()); }), HasSubstr("cannot open"));
 }
 
 TEST(RunPlanHosts, RetrieversFillSlotsInOrder) {
@@ -224,14 +213,14 @@ TEST(RunPlanHosts, RetrieversFillSlotsInOrder) {
   EXPECT_THAT(nodes, ElementsAre(0, 0, 1, 0, 1));  // NUMA nodes round robin within each host
   for (const RetrieverPlacement& r : plan.retrievers) EXPECT_EQ(r.threads, 8);
 
-  EXPECT_THAT(error_of([&] { make_run_plan(c, llama3_8b(), topology(1, 8), {{"gpu0", 2}, {"cpu1", 2}}); }),
+  EXPECT_THAT(error_message([&] { make_run_plan(c, llama3_8b(), topology(1, 8), {{"gpu0", 2}, {"cpu1", 2}}); }),
               AllOf(HasSubstr("4 slots"), HasSubstr("6 ranks")));
 }
 
 TEST(RunPlanHosts, ShmNeedsEveryRetrieverOnTheWorkersHost) {
   RunConfig c = retrieval(3);
   c.hostfile = "hosts";
-  EXPECT_THAT(error_of([&] { make_run_plan(c, llama3_8b(), topology(1, 8), {{"gpu0", 2}, {"cpu1", 4}}); }),
+  EXPECT_THAT(error_message([&] { make_run_plan(c, llama3_8b(), topology(1, 8), {{"gpu0", 2}, {"cpu1", 4}}); }),
               AllOf(HasSubstr("shm"), HasSubstr("cpu1"), HasSubstr("gpu0"), HasSubstr("--transport ucx")));
   const RunPlan ok = make_run_plan(c, llama3_8b(), topology(1, 8), {{"gpu0", 4}, {"cpu1", 4}});
   for (const RetrieverPlacement& r : ok.retrievers) EXPECT_EQ(r.host, "gpu0");
@@ -291,7 +280,7 @@ TEST(RunPlanFile, BadPlansNameTheSource) {
   auto broken = [&](void (*change)(nlohmann::json&)) {
     nlohmann::json j = plan_to_json(plan);
     change(j);
-    return error_of([&] { plan_from_json(j, "p.json"); });
+    return error_message([&] { plan_from_json(j, "p.json"); });
   };
   EXPECT_THAT(broken([](nlohmann::json& j) { j["version"] = 2; }), AllOf(HasSubstr("p.json"), HasSubstr("version 2")));
   EXPECT_THAT(broken([](nlohmann::json& j) { j["format"] = "x"; }), HasSubstr("not a plan file"));

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "gpu_worker/model/model_config.h"
 #include "gpu_worker/model/tokenizer.h"
+#include "tests/support/error_message.h"
 #include "tests/support/temp_dir.h"
 
 namespace ra {
@@ -27,19 +28,7 @@ namespace fs = std::filesystem;
 
 using test::TempDir;
 
-// The message of the ra::Error that `fn` throws; fails the test when it throws nothing or something else.
-std::string error_message(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected ra::Error, got another exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected ra::Error, nothing was thrown";
-  return {};
-}
+using test::error_of;
 
 void write_file(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
@@ -210,18 +199,18 @@ TEST_F(Llama2cTokenizerTest, TruncatedOrMismatchedFileNamesTheFile) {
   for (size_t keep : {size_t{0}, size_t{2}, size_t{4} + 8 + 3, full.size() / 2, full.size() - 1}) {
     const fs::path cut = dir_.path() / ("cut" + std::to_string(keep) + ".bin");
     write_file(cut, full.substr(0, keep));
-    const std::string msg = error_message([&] { load_llama2c_tokenizer(cut, vocab_size(), kBos); });
+    const std::string msg = error_of([&] { load_llama2c_tokenizer(cut, vocab_size(), kBos); });
     EXPECT_NE(msg.find(cut.string()), std::string::npos) << "keep " << keep << ": " << msg;
     EXPECT_NE(msg.find("truncated"), std::string::npos) << "keep " << keep << ": " << msg;
   }
   // A vocabulary larger than the file also runs off its end; a smaller one leaves bytes over.
-  std::string msg = error_message([&] { load_llama2c_tokenizer(file_, vocab_size() + 1, kBos); });
+  std::string msg = error_of([&] { load_llama2c_tokenizer(file_, vocab_size() + 1, kBos); });
   EXPECT_NE(msg.find(file_.string()), std::string::npos) << msg;
   EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
-  msg = error_message([&] { load_llama2c_tokenizer(file_, vocab_size() - 1, kBos); });
+  msg = error_of([&] { load_llama2c_tokenizer(file_, vocab_size() - 1, kBos); });
   EXPECT_NE(msg.find(file_.string()), std::string::npos) << msg;
   EXPECT_NE(msg.find("trailing"), std::string::npos) << msg;
-  msg = error_message([&] { load_llama2c_tokenizer(dir_.path() / "missing.bin", vocab_size(), kBos); });
+  msg = error_of([&] { load_llama2c_tokenizer(dir_.path() / "missing.bin", vocab_size(), kBos); });
   EXPECT_NE(msg.find((dir_.path() / "missing.bin").string()), std::string::npos) << msg;
 }
 
@@ -245,13 +234,13 @@ TEST(ResolveTokenizer, Vocab258WithNoTokenizerFileIsBytes) {
 
 TEST(ResolveTokenizer, NothingFitsListsTheFilesLookedFor) {
   TempDir dir;
-  const std::string msg = error_message([&] { resolve_tokenizer("", dir.path(), config_with_vocab(300)); });
+  const std::string msg = error_of([&] { resolve_tokenizer("", dir.path(), config_with_vocab(300)); });
   EXPECT_NE(msg.find((dir.path() / "tokenizer.bin").string()), std::string::npos) << msg;
   EXPECT_NE(msg.find((dir.path() / "tok300.bin").string()), std::string::npos) << msg;
   EXPECT_NE(msg.find("300"), std::string::npos) << msg;
   // A Hugging Face tokenizer.json rules out the byte fallback, and the message says so.
   write_file(dir.path() / "tokenizer.json", "{}");
-  const std::string json_msg = error_message([&] { resolve_tokenizer("", dir.path(), config_with_vocab(258)); });
+  const std::string json_msg = error_of([&] { resolve_tokenizer("", dir.path(), config_with_vocab(258)); });
   EXPECT_NE(json_msg.find((dir.path() / "tokenizer.json").string()), std::string::npos) << json_msg;
 }
 
@@ -271,7 +260,7 @@ TEST(ResolveTokenizer, FindsLlama2cFilesBesideTheModelOrByPath) {
   // An explicit path, and a missing one.
   EXPECT_EQ(resolve_tokenizer(by_vocab.string(), "/nonexistent", config)->name(), "llama2.c:" + by_vocab.string());
   const std::string missing = (dir.path() / "nope.bin").string();
-  const std::string msg = error_message([&] { resolve_tokenizer(missing, dir.path(), config); });
+  const std::string msg = error_of([&] { resolve_tokenizer(missing, dir.path(), config); });
   EXPECT_NE(msg.find(missing), std::string::npos) << msg;
 }
 

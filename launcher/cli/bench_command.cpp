@@ -1,0 +1,17 @@
+#include "launcher/cli/bench_command.h"
+
+#include "bench/retrieval/bench_retrieval_command.h"
+#include "bench/transport/bench_transport_command.h"
+#include "bench/decode/bench_decode_command.h"
+
+namespace ra {
+
+void add_bench_command(CLI::App& app) {
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  add_bench_retrieval_command(*bench);
+  add_bench_transport_command(*bench);
+  add_bench_decode_command(*bench);
+}
+
+}  // namespace ra

@@ -1,0 +1,93 @@
+// validate(): every field against its allowed range. Each error names the field and the value it got,
+// in the words of the key, e.g. "window must be >= 1 (got 0)".
+
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "common/error.h"
+#include "gpu_worker/model/synthetic_model.h"
+#include "gpu_worker/model/utf8.h"
+#include "launcher/config/config_schema.h"
+
+namespace ra {
+namespace {
+
+using config::FieldType;
+using config::in_geometry;
+using config::visit_fields;
+
+// The minimum of each integer key, checked in the order given: "<key> must be >= <min> (got <value>)".
+struct Minimum {
+  std::string_view key;
+  int64_t min;
+};
+
+void require_minimums(const RunConfig& c, std::initializer_list<Minimum> minimums) {
+  for (const Minimum& m : minimums) {
+    visit_fields([&](std::string_view key, std::string_view, auto acc) {
+      if constexpr (std::is_integral_v<FieldType<decltype(acc)>>) {
+        if (key != m.key) return;
+        const int64_t value = static_cast<int64_t>(acc(c));
+        RA_REQUIRE(value >= m.min, "{} must be >= {} (got {})", key, m.min, value);
+      }
+    });
+  }
+}
+
+}  // namespace
+
+void validate(const RunConfig& c) {
+  visit_fields([&](std::string_view key, std::string_view, auto acc) {
+    if (in_geometry(key) && !c.geometry) return;
+    using T = FieldType<decltype(acc)>;
+    if constexpr (std::is_same_v<T, std::string>) {
+      RA_REQUIRE(utf8_is_valid(acc(c)), "{} is not valid UTF-8 (put raw bytes in a prompt_file)", key);
+    } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      for (const std::string& s : acc(c)) RA_REQUIRE(utf8_is_valid(s), "{} holds an argument that is not valid UTF-8", key);
+    }
+  });
+  RA_REQUIRE(c.prompt.empty() || c.prompt_file.empty(),
+             "prompt and prompt_file are exclusive (got prompt of {} bytes and prompt_file '{}')", c.prompt.size(),
+             c.prompt_file);
+  require_minimums(c, {{"synthetic_prompt_bytes", 1}, {"max_new_tokens", 0}});
+  RA_REQUIRE(std::isfinite(c.temperature) && c.temperature >= 0.0f, "temperature must be >= 0 (got {})",
+             c.temperature);
+  RA_REQUIRE(c.top_p > 0.0f && c.top_p <= 1.0f, "top_p must be in (0, 1] (got {})", c.top_p);
+  require_minimums(c, {{"sinks", 0}, {"window", 1}, {"index.top_k", 1}, {"index.ef", 0}});
+
+  const IndexConfig& ix = c.index;
+  // The graph answers the best top_k keys of all it scored, so its beam may be narrower; HNSW's beam
+  // holds its answer.
+  RA_REQUIRE(ix.ef == 0 || ix.ef >= ix.top_k || c.mode == AttentionMode::kRetrieval,
+             "index.ef must be 0 (the index default) or >= index.top_k ({}) in mode {} (got {})", ix.top_k,
+             name(c.mode), ix.ef);
+  require_minimums(c, {{"index.nprobe", 0}, {"index.graph_M", 1}, {"index.graph_Kq", 1},
+                       {"index.graph_ef_construction", 1}, {"index.graph_max_train_queries", 0},
+                       {"index.graph_warm_history", 0}, {"index.graph_key_lists_stride", 0}, {"index.ivf_nlist", 0},
+                       {"index.hnsw_M", 2}, {"index.hnsw_ef_construction", 1}, {"retrievers", 0}});
+  RA_REQUIRE(!needs_retrievers(c.mode) || c.retrievers >= 1, "retrievers must be >= 1 in mode {} (got {})",
+             name(c.mode), c.retrievers);
+  require_minimums(c, {{"worker_threads", 0}, {"retriever_threads", 0}, {"liveness_timeout_ms", 1},
+                       {"build_timeout_ms", 1}});
+  RA_REQUIRE(!c.mpirun.empty(), "mpirun must name the mpirun executable (got an empty string)");
+
+  if (c.geometry) {
+    const SyntheticModelSpec& g = *c.geometry;
+    RA_REQUIRE(c.model.empty(), "geometry is for the embedded synthetic model only; remove it or set model to "
+               "an empty string (got model '{}')", c.model);
+    require_minimums(c, {{"geometry.hidden_size", 1}, {"geometry.n_layers", 1}, {"geometry.n_heads", 1},
+                         {"geometry.n_kv_heads", 1}, {"geometry.head_dim", 2}, {"geometry.intermediate_size", 1},
+                         {"geometry.max_position_embeddings", 1}});
+    RA_REQUIRE(g.n_heads % g.n_kv_heads == 0,
+               "geometry.n_heads ({}) must be a multiple of geometry.n_kv_heads ({}) (GQA groups)", g.n_heads,
+               g.n_kv_heads);
+    RA_REQUIRE(g.head_dim % 2 == 0, "geometry.head_dim must be even for RoPE (got {})", g.head_dim);
+  }
+}
+
+}  // namespace ra

@@ -1,0 +1,150 @@
+#pragma once
+// The typed run configuration: every knob of a run in one place, with its default and its doc
+// (STYLE §12). Sources, lowest precedence first: the defaults below < a --config file (YAML or JSON) <
+// command-line flags. `--print-config` prints the effective value of every field (to_yaml), and the
+// plan file carries the config as JSON (to_json / run_config_from_json).
+//
+// Keys are spelled exactly like the fields: top-level fields, then `index.<field>` and
+// `geometry.<field>` as nested maps. configs/README.md lists every key with its default and doc;
+// run_config_fields() is the same list in code.
+//
+// This is the one public header of launcher/config/. Behind it, one file a concern:
+//   defaults      the member initializers below; config_defaults.cpp renders them (run_config_fields)
+//   schema        config_schema.h: the key table (key, doc, field) every other part walks; enum names
+//   parsing       config_file.cpp (format, syntax errors), config_json.cpp, config_yaml.cpp,
+//                 config_keys.cpp (unknown keys, sections), config_value.h (typed values, type errors)
+//   validation    config_validate.cpp: errors naming the field and its value
+//   flags         config_flags.cpp: the command-line flags and the precedence
+// The plan made from a config is launcher/plan/run_plan.h.
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gpu_worker/backend/backend.h"
+#include "gpu_worker/model/synthetic_model.h"
+
+namespace ra {
+
+enum class AttentionMode { kFull, kWindow, kFlat, kIvf, kHnsw, kRetrieval };  // DESIGN §5
+enum class TransportKind { kShm, kUcx };
+
+// Per-request search knobs (they travel with each request, STYLE §7) and the retriever indexes' build
+// parameters. 0 means "the index's own default" where stated.
+struct IndexConfig {
+  int top_k = 100;                    // keys retrieved per query head and step
+  int ef = 0;                         // graph / HNSW search pool; 0 = index default (>= top_k)
+  int nprobe = 0;                     // IVF lists probed; 0 = index default
+  int graph_M = 32;                   // attention-aware graph: out-degree after pruning
+  int graph_Kq = 100;                 // exact top-Kq keys per training query
+  int graph_ef_construction = 64;     // pool of the connectivity beam search at build
+  int graph_max_train_queries = 0;    // training queries per head; 0 = all prefill queries
+  int graph_warm_history = 2;         // seed each search with the head's last N answers; 0 = off
+  int graph_key_lists_stride = 1;     // every N-th key also trains the graph as a query; 0 = off
+  int ivf_nlist = 0;                  // IVF lists; 0 = about 4*sqrt(n)
+  int hnsw_M = 32;
+  int hnsw_ef_construction = 64;
+
+  bool operator==(const IndexConfig&) const = default;
+};
+
+struct RunConfig {
+  std::string model;            // HF dir, llama2.c .bin, or "" = embedded demo model
+  std::string tokenizer;        // "bytes", a llama2.c tokenizer .bin, or "" = found beside the model
+  std::string prompt;           // "" and no prompt_file: the synthetic prompt (demo model) or BOS only
+  std::string prompt_file;      // raw bytes; excludes prompt
+  int64_t synthetic_prompt_bytes = 8192;
+  int64_t max_new_tokens = 64;
+  float temperature = 0;        // 0 = greedy
+  float top_p = 1;              // nucleus sampling mass; 1 = off
+  uint64_t seed = 0;            // sampling seed
+  AttentionMode mode = AttentionMode::kFull;
+  int64_t sinks = 128;          // first tokens kept on the GPU
+  int64_t window = 512;         // last tokens kept on the GPU
+  IndexConfig index;
+  TransportKind transport = TransportKind::kShm;
+  int retrievers = 1;           // CPU retriever ranks (modes flat, ivf, hnsw, retrieval)
+  std::string hostfile;         // Open MPI hostfile; empty = this machine only
+  BackendKind backend = BackendKind::kAuto;  // the worker's compute backend
+  int worker_threads = 0;       // 0 = all cores of the machine
+  int retriever_threads = 0;    // 0 = the cores of the bound NUMA node / retrievers sharing it
+  int64_t liveness_timeout_ms = 1000;  // a silent peer is declared dead after this
+  int64_t build_timeout_ms = 600000;   // the longest wait for an index build
+  std::string mpirun = "mpirun";
+  std::vector<std::string> mpirun_extra_args;  // global mpirun options, before the app contexts
+  // The embedded synthetic model's geometry, for runs with random weights at a real model's shape
+  // (e.g. Llama-3-8B); the vocabulary is fixed by the byte tokenizer (258). Only valid when `model` is
+  // empty; absent = the demo model's defaults.
+  std::optional<SyntheticModelSpec> geometry;
+
+  bool operator==(const RunConfig&) const = default;
+};
+
+// "full", "window", "flat", "ivf", "hnsw", "retrieval". parse_mode throws ra::Error listing the names.
+AttentionMode parse_mode(std::string_view name);
+std::string_view name(AttentionMode mode);
+// "shm", "ucx".
+TransportKind parse_transport(std::string_view name);
+std::string_view name(TransportKind transport);
+// Modes with a CPU part: flat, ivf, hnsw, retrieval.
+bool needs_retrievers(AttentionMode mode);
+
+// One row per key, in file order: the dotted key ("index.top_k"), its type ("integer", "string", ...),
+// its default as YAML text, and its doc. Used for the README table and tests.
+struct ConfigField {
+  std::string key;
+  std::string type;
+  std::string default_value;
+  std::string doc;
+};
+std::vector<ConfigField> run_config_fields();
+
+// Reads a config file: .yaml/.yml (yaml-cpp) or .json (nlohmann_json), chosen by extension. Keys are
+// optional; missing keys keep their defaults. Throws ra::Error naming the file and the key for an
+// unknown key, a wrong type (with the expected type) or a bad enum name. Does not call validate().
+RunConfig load_run_config(const std::string& path);
+
+// The same from parsed JSON; `source` names it in errors (a file, "the plan file", ...).
+RunConfig run_config_from_json(const nlohmann::json& j, const std::string& source);
+// Every field, enums by name; geometry is null when absent. run_config_from_json(to_json(c)) == c.
+nlohmann::json to_json(const RunConfig& config);
+
+// Throws ra::Error naming the first offending field and its value, e.g. "window must be >= 1 (got 0)".
+void validate(const RunConfig& config);
+
+// Every field with its effective value and its doc as a comment; loads back with load_run_config.
+std::string to_yaml(const RunConfig& config);
+
+// What add_run_config_options registers. `values` holds what the flags parsed into; `given` records
+// which were on the command line so resolve_run_config applies only those.
+struct RunConfigFlags {
+  std::string config_path;      // --config
+  bool print_config = false;    // --print-config: print the effective config and exit
+  bool dry_run = false;         // --dry-run: print the plan and the mpirun line, start nothing
+  RunConfig values;
+  std::string mode;             // --mode, parsed by resolve_run_config
+  std::string transport;        // --transport
+  std::string backend;          // --backend
+  struct Given {
+    const CLI::Option* option;
+    void (*apply)(RunConfig& out, const RunConfigFlags& flags);
+  };
+  std::vector<Given> given;
+};
+
+// Registers --config, --print-config, --dry-run and one flag per common field (--mode --transport
+// --retrievers --hostfile --sinks --window --top-k --ef --nprobe --retriever-threads
+// --liveness-timeout-ms --model --tokenizer --prompt --prompt-file --max-new-tokens --temperature --top-p
+// --top-p --seed --backend --threads --synthetic-prompt-bytes) on `cmd`. `flags` must outlive the parse.
+void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags);
+
+// defaults < the --config file < the flags given on the command line; then validate(). A prompt given
+// on the command line (--prompt or --prompt-file) replaces both prompt keys of the file.
+RunConfig resolve_run_config(const RunConfigFlags& flags);
+
+}  // namespace ra

@@ -1,0 +1,90 @@
+#include "launcher/control/child_process.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+
+#include "common/error.h"
+
+namespace ra {
+namespace {
+
+// Lock-free atomics, not volatile sig_atomic_t: the handler may run on any thread of the process.
+std::atomic<pid_t> g_child{0};
+std::atomic<int> g_early{0};  // a signal that came before the child's pid was known
+static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
+              "signal handlers may only use lock-free atomics");
+
+extern "C" void forward_to_child(int sig) {
+  const pid_t child = g_child.load();
+  if (child > 0) {
+    kill(child, sig);
+  } else {
+    g_early.store(sig);
+  }
+}
+
+constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP};
+
+}  // namespace
+
+int run_forwarding_signals(const std::vector<std::string>& argv) {
+  RA_REQUIRE(!argv.empty(), "run_forwarding_signals: no command");
+  std::vector<char*> cargv;
+  for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+
+  // This thread blocks the signals from before the fork until g_child is set, and one that another
+  // thread takes in between is kept in g_early and sent on: a Ctrl-C at start-up is not lost.
+  sigset_t forwarded, old_mask;
+  sigemptyset(&forwarded);
+  for (const int sig : kForwarded) sigaddset(&forwarded, sig);
+  struct sigaction sa {};
+  sa.sa_handler = forward_to_child;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction old_actions[std::size(kForwarded)];
+  g_early.store(0);
+  pthread_sigmask(SIG_BLOCK, &forwarded, &old_mask);
+  for (size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &sa, &old_actions[i]);
+
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t child = fork();
+  if (child == 0) {
+    setpgid(0, 0);
+    // Default dispositions before unblocking, so a signal already pending here ends the child as it
+    // would end the program, instead of reaching a handler that knows no child.
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (const int sig : kForwarded) sigaction(sig, &dfl, nullptr);
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    execvp(cargv[0], cargv.data());
+    std::fprintf(stderr, "ra: cannot run %s: %s\n", cargv[0], std::strerror(errno));
+    _exit(127);
+  }
+  const int fork_errno = errno;
+  if (child > 0) {
+    g_child.store(child);
+    if (const int early = g_early.load(); early != 0) kill(child, early);
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  int status = 0;
+  if (child > 0) {
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  g_child.store(0);
+  for (size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &old_actions[i], nullptr);
+  RA_REQUIRE(child > 0, "cannot start {}: fork failed: {}", argv[0], std::strerror(fork_errno));
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace ra

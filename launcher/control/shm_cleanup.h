@@ -1,0 +1,13 @@
+#pragma once
+// After a job: shared-memory segments its ranks left in /dev/shm (a rank killed before it could unlink
+// its own), removed by the `ra` process that started the job.
+
+#include <string>
+
+namespace ra {
+
+// Removes every /dev/shm segment whose name starts with `prefix`, saying so on stderr for each
+// ("ra: removing leftover shared-memory segment /dev/shm/NAME"). A no-op in builds without shm.
+void remove_leftover_shm_segments(const std::string& prefix);
+
+}  // namespace ra

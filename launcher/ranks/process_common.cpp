@@ -1,0 +1,81 @@
+#include "launcher/ranks/process_common.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace ra {
+namespace {
+
+char g_segment[256];
+
+extern "C" void on_exit_signal(int sig) {
+  if (g_segment[0] != '\0') shm_unlink(g_segment);
+  _exit(128 + sig);
+}
+
+}  // namespace
+
+RunPlan read_plan_file(const std::string& path) {
+  std::ifstream in(path);
+  RA_REQUIRE(in.good(), "cannot read the plan file {}: {}", path, std::strerror(errno));
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception& e) {
+    raise("the plan file {} is not valid JSON: {}", path, e.what());
+  }
+  return plan_from_json(j, path);
+}
+
+std::string plan_path_from_args(int argc, char** argv, const char* program) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--plan") == 0) return argv[i + 1];
+  }
+  raise("usage: {} --plan PLAN.json (started by `ra generate`, which writes the plan and runs mpirun)", program);
+}
+
+void install_exit_signal_handlers(const std::string& shm_segment) {
+  std::snprintf(g_segment, sizeof(g_segment), "/%s", shm_segment.c_str());
+  if (shm_segment.empty()) g_segment[0] = '\0';
+  struct sigaction sa {};
+  sa.sa_handler = on_exit_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+}
+
+void remove_registered_segment() noexcept {
+  if (g_segment[0] != '\0') shm_unlink(g_segment);
+}
+
+int run_pipeline_process(const char* program, int argc, char** argv,
+                         int (*run)(transport::MpiSession& mpi, int argc, char** argv)) {
+  transport::MpiSession mpi(&argc, &argv);
+  try {
+    return run(mpi, argc, argv);
+  } catch (const std::exception& e) {
+    report_error(program, mpi.rank(), mpi.host(), e.what());
+    remove_registered_segment();
+    std::_Exit(1);
+  }
+}
+
+void report_error(const char* program, int rank, const std::string& host, const char* what) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "%s rank %d on host %s: error: %s\n", program, rank, host.c_str(), what);
+  std::fflush(stderr);
+}
+
+}  // namespace ra

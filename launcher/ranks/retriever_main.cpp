@@ -1,0 +1,80 @@
+// ra-cpu-retriever: one CPU retriever rank of a pipeline job (DESIGN §2). mpirun starts it with
+// `--plan PLAN.json`; it binds itself to its NUMA node, connects to the worker over the plan's
+// transport, and serves requests until the worker says kShutdown. Exit codes: 0 after a clean
+// shutdown, 1 after any error (reported with rank and host), 128 + N on signal N.
+
+#include <cstdio>
+
+#include "cpu_retriever/retriever_service.h"
+#include "launcher/plan/numa_topology.h"
+#include "launcher/ranks/peer_links.h"
+#include "launcher/ranks/process_common.h"
+#include "transport/heartbeat.h"
+
+namespace ra {
+namespace {
+
+constexpr const char* kProgram = "ra-cpu-retriever";
+
+retriever::RetrieverServiceConfig service_config(const RunPlan& plan, int rank) {
+  const RunConfig& c = plan.config;
+  const Geometry& g = plan.geometry;
+  retriever::RetrieverServiceConfig s;
+  s.geometry = {g.n_layers, g.n_heads, g.n_kv_heads, g.head_dim, g.scale};
+  s.dtype = retriever::kv_dtype_for(g.kv_dtype.c_str());
+  for (int64_t l = 0; l < g.n_layers; ++l) s.owned_kv_heads.push_back(plan.owned_kv_heads(rank - 1, l));
+  switch (c.mode) {
+    case AttentionMode::kIvf: s.index.kind = retriever::IndexKind::kIvf; break;
+    case AttentionMode::kHnsw: s.index.kind = retriever::IndexKind::kHnsw; break;
+    case AttentionMode::kRetrieval: s.index.kind = retriever::IndexKind::kGraph; break;
+    default: s.index.kind = retriever::IndexKind::kFlat; break;
+  }
+  s.index.graph.M = c.index.graph_M;
+  s.index.graph.Kq = c.index.graph_Kq;
+  s.index.graph.ef_construction = c.index.graph_ef_construction;
+  s.index.graph.max_train_queries = 0;  // the worker already sent at most graph_max_train_queries
+  s.index.graph.threads = plan.retrievers[static_cast<size_t>(rank - 1)].threads;
+  // Evicted tokens join each graph's flat tail; past this many a background merge links them in.
+  s.index.graph.merge_threshold = 256;
+  s.index.warm_history = c.index.graph_warm_history;
+  s.index.graph.key_lists_stride = c.index.graph_key_lists_stride;
+  s.window = c.window;  // the evicted tokens' queries are kept this long for the graph merge
+  s.index.ivf_nlist = c.index.ivf_nlist;
+  s.index.hnsw_M = c.index.hnsw_M;
+  s.index.hnsw_ef_construction = c.index.hnsw_ef_construction;
+  s.index.seed = c.seed;
+  s.threads = plan.retrievers[static_cast<size_t>(rank - 1)].threads;
+  s.plan_digest = plan_digest(plan);
+  s.name = rank_name(plan, rank);
+  return s;
+}
+
+int run(transport::MpiSession& mpi, int argc, char** argv) {
+  const RunPlan plan = read_plan_file(plan_path_from_args(argc, argv, kProgram));
+  const int rank = mpi.rank();
+  install_exit_signal_handlers(plan.config.transport == TransportKind::kShm ? shm_segment_name(plan, rank) : "");
+  agree_on_plan(mpi, plan, kProgram);
+  RA_REQUIRE(rank >= 1 && rank < plan.world_size, "rank {} is not a retriever rank of this plan", rank);
+
+  const RetrieverPlacement& place = plan.retrievers[static_cast<size_t>(rank - 1)];
+  std::string binding;
+  if (place.numa_node >= 0) bind_this_process_to_numa_node(detect_numa_topology(), place.numa_node, &binding);
+  std::fprintf(stderr, "%s rank %d on %s: %s; %d threads\n", kProgram, rank, mpi.host().c_str(),
+               binding.empty() ? "not bound" : binding.c_str(), place.threads);
+
+  PeerLinks links = connect_peers(mpi, plan);
+  transport::HeartbeatThread heartbeat(links.raw());
+  retriever::RetrieverService service(service_config(plan, rank));
+  service.serve(*links.channels.front());
+  const auto& s = service.stats();
+  std::fprintf(stderr, "%s rank %d: %lld steps, build %.3f s, search %.3f s, %.1f MiB of KV and indexes\n", kProgram,
+               rank, static_cast<long long>(s.steps), s.build_seconds, s.search_seconds,
+               static_cast<double>(s.memory_bytes) / (1 << 20));
+  mpi.barrier("shutdown", transport::deadline_after(std::chrono::seconds(30)));
+  return 0;
+}
+
+}  // namespace
+}  // namespace ra
+
+int main(int argc, char** argv) { return ra::run_pipeline_process(ra::kProgram, argc, argv, ra::run); }

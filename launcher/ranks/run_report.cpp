@@ -1,0 +1,63 @@
+#include "launcher/ranks/run_report.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "common/error.h"
+
+namespace ra {
+
+void print_run_stats(std::FILE* out, const std::string& backend, const RunConfig& c, const GenerateStats& stats,
+                     const RetrievalStats* r) {
+  const double prefill_tps = stats.prefill_seconds > 0 ? stats.prompt_tokens / stats.prefill_seconds : 0.0;
+  const int64_t steps = std::max<int64_t>(0, stats.generated_tokens - 1);  // the first token comes from prefill
+  const double decode_tps = stats.decode_seconds > 0 ? steps / stats.decode_seconds : 0.0;
+  std::fprintf(out,
+               "\nbackend: %s, mode: %s\nprompt tokens: %lld\nprefill: %.1f tokens/s (%.3f s)\n"
+               "decode: %.1f tokens/s (%lld steps in %.3f s; %lld tokens generated)\n",
+               backend.c_str(), std::string(name(c.mode)).c_str(), static_cast<long long>(stats.prompt_tokens),
+               prefill_tps, stats.prefill_seconds, decode_tps, static_cast<long long>(steps), stats.decode_seconds,
+               static_cast<long long>(stats.generated_tokens));
+  if (c.mode != AttentionMode::kFull) {
+    std::fprintf(out, "static set: %lld sinks + %lld window\n", static_cast<long long>(c.sinks),
+                 static_cast<long long>(c.window));
+  }
+  if (r != nullptr && r->steps > 0) {
+    const double per_token = steps > 0 ? 1e3 / static_cast<double>(steps) : 0.0;
+    const double scanned = r->query_heads_searched > 0
+                               ? static_cast<double>(r->distance_computations) / static_cast<double>(r->query_heads_searched)
+                               : 0.0;
+    std::fprintf(out,
+                 "index build: %.3f s (after prefill)\n"
+                 "retrieval: %.3f ms/token on the retrievers, %.3f ms/token waited by the worker "
+                 "(transport + retrieval not overlapped)\n"
+                 "keys scanned: %.1f per query head (%.2f%% of %lld offloaded keys)\n",
+                 r->build_seconds, r->remote_seconds * per_token, r->wait_seconds * per_token, scanned,
+                 r->offloaded_keys > 0 ? 100.0 * scanned / static_cast<double>(r->offloaded_keys) : 0.0,
+                 static_cast<long long>(r->offloaded_keys));
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  std::fprintf(out, "peak host memory (this process): %.1f MiB\n", static_cast<double>(usage.ru_maxrss) / 1024.0);
+  if (stats.hit_context_limit) std::fprintf(out, "stopped: reached the KV cache capacity\n");
+}
+
+std::function<void(std::span<const float>)> logits_trace_from_env() {
+  const char* path = std::getenv("RA_LOGITS_TRACE");
+  if (path == nullptr || *path == '\0') return {};
+  std::shared_ptr<std::FILE> file(std::fopen(path, "wb"), [](std::FILE* f) {
+    if (f) std::fclose(f);
+  });
+  RA_REQUIRE(file != nullptr, "RA_LOGITS_TRACE={}: cannot create it: {}", path, std::strerror(errno));
+  return [file](std::span<const float> logits) {
+    std::fwrite(logits.data(), sizeof(float), logits.size(), file.get());
+    std::fflush(file.get());
+  };
+}
+
+}  // namespace ra

@@ -1,0 +1,26 @@
+#pragma once
+// The statistics block every generate run prints to stderr (DESIGN §5): speeds, and for runs with
+// retrievers the retrieval counters per token and in total.
+
+#include <cstdio>
+#include <functional>
+#include <span>
+#include <string>
+
+#include "gpu_worker/decode/generator.h"
+#include "gpu_worker/offload/retrieval_client.h"
+#include "launcher/config/run_config.h"
+
+namespace ra {
+
+// retrieval may be null (modes full and window).
+void print_run_stats(std::FILE* out, const std::string& backend, const RunConfig& config, const GenerateStats& stats,
+                     const RetrievalStats* retrieval);
+
+// When the environment names a file in RA_LOGITS_TRACE, a callback for GenerateOptions::on_logits that
+// appends each step's logits to it as raw float32 ([steps][vocab], host byte order): the pipeline tests
+// compare modes with it. Otherwise an empty function. Throws ra::Error naming the file if it cannot
+// be created.
+std::function<void(std::span<const float>)> logits_trace_from_env();
+
+}  // namespace ra

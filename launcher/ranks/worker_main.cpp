@@ -1,0 +1,90 @@
+// ra-gpu-worker: the decoding rank of a pipeline job (DESIGN §2–§3). mpirun starts it as rank 0 with
+// `--plan PLAN.json`. It loads the model, connects to the retrievers, prefills the prompt, ships the
+// offloaded KV and training queries, and decodes with the static set on its backend and the rest on
+// the retrievers. Generated text goes to stdout, statistics to stderr. Exit codes: 0 on success, 1 on
+// any error (a failed retriever is named by rank and host), 128 + N on signal N.
+
+#include <omp.h>
+
+#include <cstdio>
+
+#include "gpu_worker/decode/generator.h"
+#include "gpu_worker/offload/retrieval_client.h"
+#include "launcher/ranks/model_setup.h"
+#include "launcher/ranks/peer_links.h"
+#include "launcher/ranks/process_common.h"
+#include "launcher/ranks/run_report.h"
+#include "transport/heartbeat.h"
+
+namespace ra {
+namespace {
+
+constexpr const char* kProgram = "ra-gpu-worker";
+
+void check_geometry(const RunPlan& plan, const Model& model) {
+  const Geometry actual = make_geometry(model.config, model.weight_dtype);
+  const Geometry& p = plan.geometry;
+  for_each_geometry_field([&](const char* name, auto field) {
+    RA_REQUIRE(p.*field == actual.*field, "the model {} has {} = {}, but the plan says {}", model.source, name,
+               actual.*field, p.*field);
+  });
+}
+
+int run(transport::MpiSession& mpi, int argc, char** argv) {
+  const RunPlan plan = read_plan_file(plan_path_from_args(argc, argv, kProgram));
+  install_exit_signal_handlers("");
+  agree_on_plan(mpi, plan, kProgram);
+  RA_REQUIRE(mpi.rank() == 0, "{} must be rank 0 (it is rank {})", kProgram, mpi.rank());
+  const RunConfig& c = plan.config;
+  if (c.worker_threads > 0) omp_set_num_threads(c.worker_threads);
+
+  const LoadedModel loaded = load_model_for(c);
+  const Model& model = loaded.model;
+  const ModelConfig& mc = model.config;
+  check_geometry(plan, model);
+  const std::vector<int32_t> prompt = prompt_tokens(loaded, prompt_text_for(c, loaded));
+
+  PeerLinks links = connect_peers(mpi, plan);
+  transport::HeartbeatThread heartbeat(links.raw());
+
+  RetrievalClientOptions copts;
+  copts.geometry = {mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.head_dim, mc.attn_scale()};
+  for (int r = 0; r < plan.num_retrievers(); ++r) {
+    std::vector<std::vector<int64_t>> layers;
+    for (int64_t l = 0; l < mc.n_layers; ++l) layers.push_back(plan.owned_kv_heads(r, l));
+    copts.owned_kv_heads.push_back(std::move(layers));
+  }
+  copts.top_k = c.index.top_k;
+  copts.ef = c.index.ef;
+  copts.nprobe = c.index.nprobe;
+  copts.build_timeout = std::chrono::milliseconds(c.build_timeout_ms);
+  RetrievalClient client(links.raw(), copts);
+  client.handshake(plan_digest(plan), canonical_plan_text(plan));
+
+  const bool graph = c.mode == AttentionMode::kRetrieval;
+  PrefillCapture capture(mc, static_cast<int64_t>(prompt.size()), c.sinks, c.window, c.index.graph_max_train_queries,
+                         graph);
+  BackendOptions options;
+  options.max_positions = std::min<int64_t>(mc.max_position_embeddings,
+                                            static_cast<int64_t>(prompt.size()) + c.max_new_tokens);
+  options.threads = c.worker_threads;
+  options.qkv_observer = capture.observer();
+  options.static_set = {true, c.sinks, c.window, &client};
+  const auto backend = make_backend(c.backend, model, options);
+
+  std::fprintf(stderr, "%s: model %s (%s), mode %s, %d retrievers over %s\n", kProgram, model.source.c_str(),
+               describe(mc).c_str(), std::string(name(c.mode)).c_str(), plan.num_retrievers(),
+               std::string(name(c.transport)).c_str());
+  GenerateOptions gen = generate_options_for(c);
+  gen.after_prefill = [&] { ship_prefill(client, capture, mc.n_layers); };
+  const GenerateStats stats = generate(*backend, *loaded.tokenizer, prompt, gen, write_generated_text);
+  client.shutdown(std::chrono::seconds(10));
+  print_run_stats(stderr, backend->name(), c, stats, &client.stats());
+  mpi.barrier("shutdown", transport::deadline_after(std::chrono::seconds(30)));
+  return 0;
+}
+
+}  // namespace
+}  // namespace ra
+
+int main(int argc, char** argv) { return ra::run_pipeline_process(ra::kProgram, argc, argv, ra::run); }
