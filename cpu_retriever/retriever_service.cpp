@@ -27,6 +27,8 @@ using Seconds = std::chrono::duration<double>;
 // Replies go out with a generous deadline: the worker is waiting for them, so a full channel means
 // the worker is gone or stuck, which liveness reports sooner.
 constexpr std::chrono::seconds kReplyTimeout{30};
+// While a build runs, the loop polls the channel this often (prefill time only, never per token).
+constexpr std::chrono::microseconds kBuildPollPeriod{200};
 
 const char* kind_name(uint32_t kind) {
   switch (static_cast<MessageKind>(kind)) {
@@ -73,22 +75,52 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
   recent_q_.resize(static_cast<size_t>(g.n_layers));
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
   thread_scratch_.resize(static_cast<size_t>(std::max(1, threads)));
+  builds_ = std::make_unique<BuildQueue>([this](std::span<const std::byte> p) { return build_layer(p); });
 }
 
-RetrieverService::~RetrieverService() = default;
+RetrieverService::~RetrieverService() = default;  // builds_ first: its thread uses the shards
 
 void RetrieverService::serve(Channel& channel) {
+  build_source_ = "kBuild from " + channel.peer_name();
+  std::vector<FinishedBuild> finished;
   for (;;) {
-    const transport::MessageHeader h = channel.recv(in_, transport::kNoDeadline);
+    // Builds run on builds_' thread; this loop alone talks to the channel.
+    finished.clear();
+    try {
+      builds_->take_done(finished);
+    } catch (const transport::PeerError&) {
+      throw;
+    } catch (const std::exception& e) {
+      tell_worker_and_rethrow(channel, 0, e);
+    }
+    for (const FinishedBuild& f : finished) {
+      channel.send(to_wire(MessageKind::kBuildDone), f.seq, std::as_bytes(std::span(&f.done, 1)),
+                   transport::deadline_after(kReplyTimeout));
+    }
+    transport::MessageHeader h;
+    if (builds_->idle()) {
+      if (!finished.empty()) continue;  // a build may have ended between take_done and idle
+      h = channel.recv(in_, transport::kNoDeadline);
+    } else if (!channel.try_recv(h, in_)) {
+      builds_->wait_for_progress(kBuildPollPeriod);
+      continue;
+    }
     try {
       if (!greeted_ && h.kind != to_wire(MessageKind::kHello)) {
         raise("{}: expected kHello first, got {} from {}", config_.name, kind_name(h.kind), channel.peer_name());
       }
       switch (static_cast<MessageKind>(h.kind)) {
         case MessageKind::kHello: on_hello(channel, h.seq, in_); break;
-        case MessageKind::kBuild: on_build(channel, h.seq, in_); break;
-        case MessageKind::kStep: on_step(channel, h.seq, in_); break;
+        case MessageKind::kBuild:
+          builds_->submit(h.seq, std::move(in_));
+          in_ = {};
+          break;
+        case MessageKind::kStep:
+          drain_builds(channel);
+          on_step(channel, h.seq, in_);
+          break;
         case MessageKind::kShutdown:
+          drain_builds(channel);
           channel.send(to_wire(MessageKind::kShutdown), h.seq, {}, transport::deadline_after(kReplyTimeout));
           return;
         case MessageKind::kError:
@@ -100,15 +132,7 @@ void RetrieverService::serve(Channel& channel) {
     } catch (const transport::PeerError&) {
       throw;
     } catch (const std::exception& e) {
-      // Tell the worker why this retriever is leaving, then leave.
-      const std::string what = e.what();
-      try {
-        channel.send(to_wire(MessageKind::kError), h.seq,
-                     std::as_bytes(std::span<const char>(what.data(), what.size())),
-                     transport::deadline_after(std::chrono::seconds(2)));
-      } catch (...) {
-      }
-      throw;
+      tell_worker_and_rethrow(channel, h.seq, e);
     }
   }
 }
@@ -125,10 +149,36 @@ void RetrieverService::on_hello(Channel& channel, uint64_t seq, std::span<const 
                transport::deadline_after(kReplyTimeout));
 }
 
-void RetrieverService::on_build(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {
+// Tells the worker why this retriever is leaving (kError, best effort), then leaves.
+[[noreturn]] void RetrieverService::tell_worker_and_rethrow(Channel& channel, uint64_t seq, const std::exception& e) {
+  const std::string what = e.what();
+  try {
+    channel.send(to_wire(MessageKind::kError), seq, std::as_bytes(std::span<const char>(what.data(), what.size())),
+                 transport::deadline_after(std::chrono::seconds(2)));
+  } catch (...) {
+  }
+  throw;
+}
+
+void RetrieverService::drain_builds(Channel& channel) {
+  std::vector<FinishedBuild> finished;
+  for (;;) {
+    finished.clear();
+    const bool idle = builds_->idle();
+    builds_->take_done(finished);
+    for (const FinishedBuild& f : finished) {
+      channel.send(to_wire(MessageKind::kBuildDone), f.seq, std::as_bytes(std::span(&f.done, 1)),
+                   transport::deadline_after(kReplyTimeout));
+    }
+    if (idle) return;
+    builds_->wait_for_progress(kBuildPollPeriod);
+  }
+}
+
+transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::byte> payload) {
   const auto t0 = transport::SteadyClock::now();
   const ServiceGeometry& g = config_.geometry;
-  WireReader r(payload, "kBuild from " + channel.peer_name());
+  WireReader r(payload, build_source_);
   const auto b = r.get<transport::BuildPayload>();
   RA_REQUIRE(b.layer < g.n_layers, "{}: kBuild for layer {} of a {}-layer model", config_.name, b.layer, g.n_layers);
   RA_REQUIRE(b.n_keys >= 0, "{}: kBuild with {} keys", config_.name, b.n_keys);
@@ -174,9 +224,7 @@ void RetrieverService::on_build(Channel& channel, uint64_t seq, std::span<const 
   for (const auto& l : shards_) {
     for (const auto& s : l) stats_.memory_bytes += s->memory_bytes();
   }
-  const transport::BuildDonePayload done{b.layer, 0, seconds};
-  channel.send(to_wire(MessageKind::kBuildDone), seq, std::as_bytes(std::span(&done, 1)),
-               transport::deadline_after(kReplyTimeout));
+  return transport::BuildDonePayload{b.layer, 0, seconds};
 }
 
 void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {

@@ -4,7 +4,8 @@
 //
 // Per layer it owns the shards of its kv heads (head_shard.h). It answers:
 //   kHello  -> checks protocol, ABI, geometry and plan digest; kHelloAck, or kError naming what differs
-//   kBuild  -> builds that layer's shards from the prefill KV and training queries; kBuildDone
+//   kBuild  -> builds that layer's shards from the prefill KV and training queries, on a background
+//              thread (build_queue.h) while the loop takes the next layer; kBuildDone when built
 //   kStep   -> appends the evicted token, then per owned query head: top-k search + exact partial
 //              attention; kPartial with (lse, o) per head
 //   kShutdown -> kShutdown back, and serve() returns
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_retriever/build_queue.h"
 #include "cpu_retriever/head_shard.h"
 #include "cpu_retriever/query_ring.h"
 #include "transport/channel.h"
@@ -64,7 +66,11 @@ class RetrieverService {
 
  private:
   void on_hello(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
-  void on_build(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
+  // A kBuild payload into its layer's shards (builds_' thread); throws on a malformed payload.
+  transport::BuildDonePayload build_layer(std::span<const std::byte> payload);
+  // Waits for every submitted build and sends their kBuildDone (before a step or the shutdown).
+  void drain_builds(transport::Channel& channel);
+  [[noreturn]] static void tell_worker_and_rethrow(transport::Channel& channel, uint64_t seq, const std::exception& e);
   void on_step(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
 
   RetrieverServiceConfig config_;
@@ -75,8 +81,10 @@ class RetrieverService {
   std::vector<float> lse_, o_;                                   // [entries], [entries][head_dim]
   std::vector<SearchStats> entry_stats_;                         // [entries]
   std::string step_name_;                                        // "kStep from <worker>", for errors
+  std::string build_source_;                                     // "kBuild from <worker>", for errors
   bool greeted_ = false;
-  RetrieverServiceStats stats_;
+  RetrieverServiceStats stats_;  // build_seconds and memory_bytes are written by builds_' thread
+  std::unique_ptr<BuildQueue> builds_;  // last: destroyed first, its thread uses the members above
 };
 
 // Empty when the two agree; else one line per differing field: "n_layers: worker 4, retriever 6".

@@ -12,9 +12,14 @@
 #                pipeline  flat == full through real retriever processes (tests/mpi/pipeline_mpi_test.sh)
 #                kernels   ra-bench-kernels          decode  ra bench decode
 #                torch     scripts/bench_torch_decode.py     oracle  scripts/oracle_transformers.py
+#                offload   `ra generate` of Llama-3-8B geometry with the CUDA worker and RETRIEVERS retriever
+#                          ranks over shm, one run per OFFLOAD_RUNS entry, GPU memory, RSS and threads
+#                          sampled every 0.5 s (logs/offload_*.txt, offload_samples_*.txt)
 #   CONTEXTS     ra bench decode / torch contexts (default 0,32768,131072,524288)
 #   PREFILL_MAX  contexts up to this are prefilled (and timed) by ra bench decode (default 131072)
 #   DEADLINE_S   start no stage after this many seconds (default 560); each stage has its own timeout
+#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE]] (default 32768:flat,32768:retrieval:4096:0)
+#   RETRIEVERS   retriever ranks of the offload runs (default 4; each gets 16 / RETRIEVERS threads)
 set -uo pipefail
 start=$(date +%s)
 out=${OUT:-out}
@@ -110,6 +115,47 @@ stage_oracle() {
   bounded 200 env PYTHONUNBUFFERED=1 "${cmd[@]}" > "$out/logs/oracle.txt" 2>&1
   note "oracle_transformers.py: exit $?"
   tail -30 "$out/logs/oracle.txt" >> "$summary"
+}
+
+# Samples, every 0.5 s until $1 exits: GPU memory used, and RSS (KiB) and threads of every rank.
+sample_job() {
+  local pid=$1 file=$2
+  while kill -0 "$pid" 2> /dev/null; do
+    { echo "t $(date +%s.%N) gpu_mib $(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)"
+      ps -C ra-gpu-worker,ra-cpu-retriever -o pid=,comm=,rss=,nlwp= ; } >> "$file" 2> /dev/null
+    sleep 0.5
+  done
+}
+
+stage_offload() {
+  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride cfg log samples pid
+  local retrievers=${RETRIEVERS:-4}
+  IFS=, read -r -a list <<< "$runs"
+  for r in "${list[@]}"; do
+    IFS=: read -r ctx mode train stride <<< "$r"
+    cfg=$out/logs/offload_${ctx}_${mode}.yaml
+    log=$out/logs/offload_${ctx}_${mode}.txt
+    samples=$out/offload_samples_${ctx}_${mode}.txt
+    { grep -v "^  graph_\|^index:\|^  top_k" configs/llama3-8b-128k.yaml
+      echo "index:"; echo "  top_k: 100"
+      [[ -n $train ]] && echo "  graph_max_train_queries: $train"
+      [[ -n $stride ]] && echo "  graph_key_lists_stride: $stride"; } > "$cfg"
+    local cmd=("$ra" generate --config "$cfg" --backend cuda --mode "$mode" --synthetic-prompt-bytes $(( ctx - 128 ))
+               --retrievers "$retrievers" --retriever-threads $(( 16 / retrievers )) --max-new-tokens 64)
+    note "\$ ${cmd[*]}"
+    bounded 280 "${cmd[@]}" > "$log" 2>&1 &
+    pid=$!
+    sample_job "$pid" "$samples" &
+    wait "$pid"
+    note "offload $ctx $mode: exit $?"
+    grep -E "prompt tokens|^prefill|^decode|index build|retrieval:|keys scanned|peak host|ra-cpu-retriever rank|rror" "$log" \
+      | tail -16 >> "$summary"
+    awk '$1 == "t" { if ($4 > g) g = $4 } $2 == "ra-gpu-worker" { if ($3 > w) w = $3 }
+         $2 == "ra-cpu-retriever" { s[$1] = $3; if ($3 > r[$1]) r[$1] = $3; if (!($1 in t0)) t0[$1] = $4; t1[$1] = $4 }
+         END { printf "peak GPU memory used %d MiB; worker peak RSS %.2f GiB; retrievers peak RSS GiB:", g, w / 1048576;
+               for (p in r) printf " %.2f", r[p] / 1048576; printf "; retriever threads first/last sample:";
+               for (p in t0) printf " %d/%d", t0[p], t1[p]; printf "\n" }' "$samples" | tee -a "$summary"
+  done
 }
 
 IFS=, read -r -a order <<< "$stages"

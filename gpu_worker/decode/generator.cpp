@@ -29,7 +29,11 @@ GenerateStats generate(Backend& backend, const Tokenizer& tokenizer, std::span<c
   backend.reset();
   auto start = Clock::now();
   backend.forward(prompt, logits);
-  if (options.after_prefill) options.after_prefill();
+  if (options.after_prefill) {
+    const auto t0 = Clock::now();
+    options.after_prefill();
+    stats.after_prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
   stats.prefill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
   // Token i is the i-th draw (sample_uniform(seed, i)): the first from the prefill's logits on the host,
@@ -39,6 +43,7 @@ GenerateStats generate(Backend& backend, const Tokenizer& tokenizer, std::span<c
   auto ends = [&](int32_t t) {
     return t == c.eos_token_id || t == c.bos_token_id || std::find(eos_ids.begin(), eos_ids.end(), t) != eos_ids.end();
   };
+  stats.step_seconds.reserve(static_cast<size_t>(std::max<int64_t>(0, options.max_new_tokens)));
   start = Clock::now();
   if (options.on_logits) options.on_logits(logits);
   int32_t token = sampler.next_at(logits, 0);
@@ -55,7 +60,9 @@ GenerateStats generate(Backend& backend, const Tokenizer& tokenizer, std::span<c
       break;
     }
     const std::span<float> wanted = options.on_logits ? std::span<float>(logits) : std::span<float>();
+    const auto t0 = Clock::now();
     token = backend.decode_sample(token, params, static_cast<uint64_t>(i + 1), wanted);
+    stats.step_seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
     if (options.on_logits) options.on_logits(logits);
   }
   if (const std::string rest = text->finish(); !rest.empty()) on_text(rest);

@@ -5,6 +5,7 @@
 #include <functional>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "gpu_worker/backend/backend.h"
 #include "gpu_worker/model/tokenizer.h"
@@ -27,7 +28,9 @@ struct GenerateStats {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
   double prefill_seconds = 0.0;  // includes after_prefill
+  double after_prefill_seconds = 0.0;  // of which in after_prefill (the retrievers' build tail)
   double decode_seconds = 0.0;   // all decode steps after the first token
+  std::vector<double> step_seconds;  // each decode step's wall time (reserved up front: no allocation per step)
   bool hit_context_limit = false;
   bool stopped_at_eos = false;
 };

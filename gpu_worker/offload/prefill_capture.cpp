@@ -7,7 +7,7 @@ namespace ra {
 
 PrefillCapture::PrefillCapture(const ModelConfig& c, int64_t prompt_tokens, int64_t sinks, int64_t window,
                                int64_t max_train_queries, bool capture_queries)
-    : kv_dim_(c.kv_dim()), q_dim_(c.q_dim()) {
+    : kv_dim_(c.kv_dim()), q_dim_(c.q_dim()), prompt_tokens_(prompt_tokens) {
   begin_ = std::min(sinks, prompt_tokens);
   end_ = std::max(begin_, prompt_tokens - window);
   if (capture_queries) {
@@ -21,12 +21,21 @@ PrefillCapture::PrefillCapture(const ModelConfig& c, int64_t prompt_tokens, int6
   v_.resize(layers);
   q_.resize(layers);
   wq_.resize(layers);
-  for (size_t l = 0; l < layers; ++l) {
-    k_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
-    v_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
-    q_[l].resize(train_positions_.size() * static_cast<size_t>(q_dim_));
-    wq_[l].resize(static_cast<size_t>(window_rows_ * q_dim_));
-  }
+  started_.assign(layers, 0);
+}
+
+size_t PrefillCapture::layer_bytes() const {
+  const auto rows = static_cast<size_t>(2 * offloaded() * kv_dim_) +
+                    (train_positions_.size() + static_cast<size_t>(window_rows_)) * static_cast<size_t>(q_dim_);
+  return rows * sizeof(float);
+}
+
+void PrefillCapture::allocate(size_t l) {
+  k_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
+  v_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
+  q_[l].resize(train_positions_.size() * static_cast<size_t>(q_dim_));
+  wq_[l].resize(static_cast<size_t>(window_rows_ * q_dim_));
+  started_[l] = 1;
 }
 
 QkvObserver PrefillCapture::observer() {
@@ -35,6 +44,7 @@ QkvObserver PrefillCapture::observer() {
 
 void PrefillCapture::on_chunk(const QkvChunk& chunk) {
   const auto l = static_cast<size_t>(chunk.layer);
+  if (!started_[l]) allocate(l);
   const int64_t lo = std::max(begin_, chunk.position);
   const int64_t hi = std::min(end_, chunk.position + chunk.n);
   for (int64_t p = lo; p < hi; ++p) {
@@ -52,6 +62,7 @@ void PrefillCapture::on_chunk(const QkvChunk& chunk) {
     const int64_t row = it - train_positions_.begin();
     std::memcpy(q_[l].data() + row * q_dim_, chunk.q + (*it - chunk.position) * q_dim_, q_dim_ * sizeof(float));
   }
+  if (chunk.position + chunk.n == prompt_tokens_ && on_layer_complete) on_layer_complete(chunk.layer);
 }
 
 void PrefillCapture::release(int64_t layer) {

@@ -4,8 +4,14 @@
 // post-RoPE queries of the training positions and, with them, the queries of the window positions
 // [N − W, N) (from S at least): the graph links those tokens by their own queries once they are evicted.
 // Feed observer() to BackendOptions::qkv_observer.
+//
+// A layer's buffers are allocated at its first chunk and freed by release(), so a prefill that ships
+// each layer as soon as it is complete (PrefillShipper) holds a layer or two, not the whole prompt.
+// on_layer_complete(l) runs, on the observer's thread, once the chunk holding position N − 1 of layer l
+// has been copied in.
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "gpu_worker/backend/backend.h"
@@ -21,7 +27,10 @@ class PrefillCapture {
                  int64_t max_train_queries, bool capture_queries);
 
   QkvObserver observer();
+  // Called with each layer's index once all of its rows are in (set before the prefill starts).
+  std::function<void(int64_t layer)> on_layer_complete;
 
+  int64_t n_layers() const { return static_cast<int64_t>(k_.size()); }
   int64_t first_offloaded() const { return begin_; }   // S
   int64_t offloaded() const { return end_ - begin_; }  // rows per layer
   int64_t train_rows() const { return static_cast<int64_t>(train_positions_.size()); }
@@ -31,17 +40,22 @@ class PrefillCapture {
   // Queries of positions [first_offloaded() + offloaded(), N): [window_rows()][q_dim] (0 rows without queries).
   int64_t window_rows() const { return window_rows_; }
   const float* window_queries(int64_t layer) const { return wq_[static_cast<size_t>(layer)].data(); }
-  // Frees a layer's buffers once shipped.
+  // Frees a layer's buffers once shipped. Safe while another layer is being captured.
   void release(int64_t layer);
+  // Bytes a layer's buffers take while held.
+  size_t layer_bytes() const;
 
  private:
   void on_chunk(const QkvChunk& chunk);
+  void allocate(size_t layer);
 
   int64_t kv_dim_, q_dim_;
+  int64_t prompt_tokens_;
   int64_t begin_, end_;                   // offloaded positions [begin_, end_)
   std::vector<int64_t> train_positions_;  // ascending
   int64_t window_rows_ = 0;               // positions [end_, end_ + window_rows_) when queries are captured
   std::vector<std::vector<float>> k_, v_, q_, wq_;
+  std::vector<char> started_;             // [layer]: buffers allocated (a released layer stays started)
 };
 
 }  // namespace ra

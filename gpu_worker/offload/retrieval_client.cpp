@@ -191,14 +191,4 @@ void RetrievalClient::shutdown(std::chrono::milliseconds timeout) noexcept {
   }
 }
 
-void ship_prefill(RetrievalClient& client, PrefillCapture& capture, int64_t n_layers) {
-  for (int64_t l = 0; l < n_layers; ++l) {
-    client.send_build(l, capture.first_offloaded(), capture.offloaded(), capture.keys(l), capture.values(l),
-                      capture.train_rows(), capture.train_queries(l), capture.window_rows(),
-                      capture.window_queries(l));
-    capture.release(l);
-  }
-  client.wait_builds();
-}
-
 }  // namespace ra

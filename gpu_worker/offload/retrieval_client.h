@@ -90,7 +90,4 @@ class RetrievalClient final : public RemoteAttention {
   RetrievalStats stats_;
 };
 
-// Sends every layer's captured prefill rows (releasing each once sent) and waits for the builds.
-void ship_prefill(RetrievalClient& client, PrefillCapture& capture, int64_t n_layers);
-
 }  // namespace ra

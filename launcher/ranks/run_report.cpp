@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "common/error.h"
 
@@ -23,6 +24,12 @@ void print_run_stats(std::FILE* out, const std::string& backend, const RunConfig
                backend.c_str(), std::string(name(c.mode)).c_str(), static_cast<long long>(stats.prompt_tokens),
                prefill_tps, stats.prefill_seconds, decode_tps, static_cast<long long>(steps), stats.decode_seconds,
                static_cast<long long>(stats.generated_tokens));
+  if (!stats.step_seconds.empty()) {
+    std::vector<double> ms(stats.step_seconds);
+    std::sort(ms.begin(), ms.end());
+    auto at = [&](double f) { return 1e3 * ms[std::min(ms.size() - 1, static_cast<size_t>(f * static_cast<double>(ms.size())))]; };
+    std::fprintf(out, "decode step: p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", at(0.5), at(0.99), 1e3 * ms.back());
+  }
   if (c.mode != AttentionMode::kFull) {
     std::fprintf(out, "static set: %lld sinks + %lld window\n", static_cast<long long>(c.sinks),
                  static_cast<long long>(c.window));
@@ -33,11 +40,12 @@ void print_run_stats(std::FILE* out, const std::string& backend, const RunConfig
                                ? static_cast<double>(r->distance_computations) / static_cast<double>(r->query_heads_searched)
                                : 0.0;
     std::fprintf(out,
-                 "index build: %.3f s (after prefill)\n"
+                 "index build: %.3f s from the first layer shipped to the last built (overlapping the prefill); "
+                 "%.3f s of it after the prefill\n"
                  "retrieval: %.3f ms/token on the retrievers, %.3f ms/token waited by the worker "
                  "(transport + retrieval not overlapped)\n"
                  "keys scanned: %.1f per query head (%.2f%% of %lld offloaded keys)\n",
-                 r->build_seconds, r->remote_seconds * per_token, r->wait_seconds * per_token, scanned,
+                 r->build_seconds, stats.after_prefill_seconds, r->remote_seconds * per_token, r->wait_seconds * per_token, scanned,
                  r->offloaded_keys > 0 ? 100.0 * scanned / static_cast<double>(r->offloaded_keys) : 0.0,
                  static_cast<long long>(r->offloaded_keys));
   }

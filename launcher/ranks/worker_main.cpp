@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "gpu_worker/decode/generator.h"
+#include "gpu_worker/offload/prefill_shipper.h"
 #include "gpu_worker/offload/retrieval_client.h"
 #include "launcher/ranks/model_setup.h"
 #include "launcher/ranks/peer_links.h"
@@ -69,6 +70,7 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
                                             static_cast<int64_t>(prompt.size()) + c.max_new_tokens);
   options.threads = c.worker_threads;
   options.qkv_observer = capture.observer();
+  PrefillShipper shipper(client, capture);  // each layer leaves as soon as the backend has it
   options.static_set = {true, c.sinks, c.window, &client};
   const auto backend = make_backend(c.backend, model, options);
 
@@ -76,7 +78,7 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
                describe(mc).c_str(), std::string(name(c.mode)).c_str(), plan.num_retrievers(),
                std::string(name(c.transport)).c_str());
   GenerateOptions gen = generate_options_for(c);
-  gen.after_prefill = [&] { ship_prefill(client, capture, mc.n_layers); };
+  gen.after_prefill = [&] { shipper.finish(); };
   const GenerateStats stats = generate(*backend, *loaded.tokenizer, prompt, gen, write_generated_text);
   client.shutdown(std::chrono::seconds(10));
   print_run_stats(stderr, backend->name(), c, stats, &client.stats());

@@ -11,6 +11,7 @@
 #include "gpu_worker/decode/generator.h"
 #include "gpu_worker/model/tokenizer.h"
 #include "gpu_worker/model/synthetic_model.h"
+#include "gpu_worker/offload/prefill_shipper.h"
 #include "gpu_worker/offload/retrieval_client.h"
 #include "tests/support/small_model.h"
 #include "transport/inproc_channel.h"
@@ -109,7 +110,11 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
   const auto tok = make_byte_tokenizer(c.vocab_size);
   GenerateOptions gen;
   gen.max_new_tokens = new_tokens;
-  if (client) gen.after_prefill = [&] { ship_prefill(*client, *capture, c.n_layers); };
+  std::unique_ptr<PrefillShipper> shipper;
+  if (client) {
+    shipper = std::make_unique<PrefillShipper>(*client, *capture);
+    gen.after_prefill = [&] { shipper->finish(); };
+  }
   gen.on_logits = [&](std::span<const float> l) { trace.logits.emplace_back(l.begin(), l.end()); };
   generate(*backend, *tok, prompt, gen, [&](std::string_view piece) {
     for (char ch : piece) trace.tokens.push_back(static_cast<unsigned char>(ch));

@@ -1,0 +1,98 @@
+// BuildQueue (cpu_retriever/build_queue.h): the retriever's builds off its request loop.
+#include "cpu_retriever/build_queue.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <chrono>
+#include <stdexcept>
+#include <vector>
+
+namespace ra::retriever {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<std::byte> payload_of(uint32_t layer) {
+  std::vector<std::byte> p(sizeof(layer));
+  std::memcpy(p.data(), &layer, sizeof(layer));
+  return p;
+}
+
+uint32_t layer_of(std::span<const std::byte> p) {
+  uint32_t layer = 0;
+  std::memcpy(&layer, p.data(), sizeof(layer));
+  return layer;
+}
+
+std::vector<FinishedBuild> wait_for(BuildQueue& q, size_t count) {
+  std::vector<FinishedBuild> done;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (done.size() < count && std::chrono::steady_clock::now() < deadline) {
+    q.wait_for_progress(1ms);
+    q.take_done(done);
+  }
+  return done;
+}
+
+TEST(BuildQueue, BuildsInSubmissionOrderOffTheCallersThread) {
+  const auto caller = std::this_thread::get_id();
+  std::atomic<bool> on_other_thread{true};
+  BuildQueue q([&](std::span<const std::byte> p) {
+    if (std::this_thread::get_id() == caller) on_other_thread = false;
+    std::this_thread::sleep_for(2ms);
+    return transport::BuildDonePayload{layer_of(p), 0, 0.0};
+  });
+  for (uint32_t l = 0; l < 5; ++l) q.submit(100 + l, payload_of(l));
+  const std::vector<FinishedBuild> done = wait_for(q, 5);
+  ASSERT_EQ(done.size(), 5u);
+  for (uint32_t l = 0; l < 5; ++l) {
+    EXPECT_EQ(done[l].seq, 100 + l);
+    EXPECT_EQ(done[l].done.layer, l);
+  }
+  EXPECT_TRUE(on_other_thread);
+  EXPECT_TRUE(q.idle());
+}
+
+TEST(BuildQueue, AFailedBuildIsRethrownAndLaterOnesAreDropped) {
+  std::atomic<int> built{0};
+  BuildQueue q([&](std::span<const std::byte> p) {
+    if (layer_of(p) == 1) throw std::runtime_error("layer 1: malformed kBuild");
+    ++built;
+    return transport::BuildDonePayload{layer_of(p), 0, 0.0};
+  });
+  for (uint32_t l = 0; l < 4; ++l) q.submit(l, payload_of(l));
+  std::vector<FinishedBuild> done;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  bool threw = false;
+  while (!threw && std::chrono::steady_clock::now() < deadline) {
+    q.wait_for_progress(1ms);
+    try {
+      q.take_done(done);
+    } catch (const std::runtime_error& e) {
+      threw = true;
+      EXPECT_STREQ(e.what(), "layer 1: malformed kBuild");
+    }
+  }
+  EXPECT_TRUE(threw);
+  EXPECT_TRUE(q.idle());
+  EXPECT_EQ(built.load(), 1);  // layer 0 only: 2 and 3 never ran
+}
+
+TEST(BuildQueue, DestructionWithQueuedBuildsDoesNotHang) {
+  std::atomic<int> built{0};
+  {
+    BuildQueue q([&](std::span<const std::byte> p) {
+      std::this_thread::sleep_for(5ms);
+      ++built;
+      return transport::BuildDonePayload{layer_of(p), 0, 0.0};
+    });
+    for (uint32_t l = 0; l < 50; ++l) q.submit(l, payload_of(l));
+  }
+  EXPECT_LT(built.load(), 50);
+}
+
+}  // namespace
+}  // namespace ra::retriever
