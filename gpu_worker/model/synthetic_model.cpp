@@ -25,11 +25,8 @@ std::vector<float> gaussian(SplitMix64& rng, int64_t rows, int64_t cols) {
 
 }  // namespace
 
-Model make_synthetic_model(const SyntheticModelSpec& s) {
-  Model m;
-  m.source = fmt::format("synthetic(seed={})", s.seed);
-  m.weight_dtype = "F32";
-  ModelConfig& c = m.config;
+ModelConfig synthetic_model_config(const SyntheticModelSpec& s) {
+  ModelConfig c;
   c.hidden_size = s.hidden_size;
   c.n_layers = s.n_layers;
   c.n_heads = s.n_heads;
@@ -42,7 +39,16 @@ Model make_synthetic_model(const SyntheticModelSpec& s) {
   c.rms_norm_eps = 1e-5f;
   c.bos_token_id = 256;
   c.eos_token_id = 257;
-  c.validate(m.source);
+  c.validate(fmt::format("synthetic(seed={})", s.seed));
+  return c;
+}
+
+Model make_synthetic_model(const SyntheticModelSpec& s) {
+  Model m;
+  m.source = fmt::format("synthetic(seed={})", s.seed);
+  m.weight_dtype = "F32";
+  m.config = synthetic_model_config(s);
+  const ModelConfig& c = m.config;
 
   SplitMix64 rng(s.seed);
   const int64_t D = c.hidden_size, F = c.intermediate_size;

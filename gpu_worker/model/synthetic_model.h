@@ -27,6 +27,8 @@ struct SyntheticModelSpec {
 // non-printable bytes and special tokens are zero so the demo prints readable text and never stops
 // early. Vocabulary: 258 (bytes, BOS = 256, EOS = 257).
 Model make_synthetic_model(const SyntheticModelSpec& spec);
+// Its configuration alone (no weights), e.g. for a backend that makes random weights of its own.
+ModelConfig synthetic_model_config(const SyntheticModelSpec& spec);
 
 // `bytes` bytes of deterministic English-like filler with four "magic number" facts, ending with a
 // question about the first (exactly `bytes` long when `bytes` exceeds the question, else the question).

@@ -8,7 +8,14 @@
 
 #include <cstdio>
 
+#include <fmt/format.h>
+
 #include "gpu_worker/decode/generator.h"
+#include "gpu_worker/model/synthetic_model.h"
+#include "gpu_worker/model/tokenizer.h"
+#if RA_HAVE_CUDA_BACKEND
+#include "gpu_worker/backend/cuda/cuda_backend.h"
+#endif
 #include "gpu_worker/offload/prefill_shipper.h"
 #include "gpu_worker/offload/retrieval_client.h"
 #include "launcher/ranks/model_setup.h"
@@ -21,6 +28,15 @@ namespace ra {
 namespace {
 
 constexpr const char* kProgram = "ra-gpu-worker";
+
+std::unique_ptr<Backend> make_random_backend(const ModelConfig& config, uint64_t seed, const BackendOptions& options) {
+#if RA_HAVE_CUDA_BACKEND
+  return make_cuda_backend_random(config, seed, options);
+#else
+  (void)config, (void)seed, (void)options;
+  raise("random weights on the GPU need the CUDA backend, which this build lacks");
+#endif
+}
 
 void check_geometry(const RunPlan& plan, const Model& model) {
   const Geometry actual = make_geometry(model.config, model.weight_dtype);
@@ -39,14 +55,28 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   const RunConfig& c = plan.config;
   if (c.worker_threads > 0) omp_set_num_threads(c.worker_threads);
 
-  const LoadedModel loaded = load_model_for(c);
+  // Connect first: loading a large checkpoint (or making random weights) takes longer than the start-up
+  // deadline, and the retrievers wait for the handshake under liveness, not a deadline.
+  PeerLinks links = connect_peers(mpi, plan);
+  transport::HeartbeatThread heartbeat(links.raw());
+
+  // A `geometry` (random weights) on the CUDA backend: the weights are made on the GPU (seconds, where
+  // the host's float32 copy of an 8B model would take minutes and 32 GiB).
+  const bool gpu_random = c.model.empty() && c.geometry && resolve_backend_kind(c.backend) == BackendKind::kCuda;
+  LoadedModel loaded;
+  if (gpu_random) {
+    loaded.synthetic = true;
+    loaded.model.config = synthetic_model_config(*c.geometry);
+    loaded.model.source = fmt::format("synthetic(seed={}, random weights made on the GPU)", c.geometry->seed);
+    loaded.model.weight_dtype = plan.geometry.kv_dtype;  // what the plan assumed for the retrievers' KV
+    loaded.tokenizer = make_byte_tokenizer(loaded.model.config.vocab_size);
+  } else {
+    loaded = load_model_for(c);
+  }
   const Model& model = loaded.model;
   const ModelConfig& mc = model.config;
   check_geometry(plan, model);
   const std::vector<int32_t> prompt = prompt_tokens(loaded, prompt_text_for(c, loaded));
-
-  PeerLinks links = connect_peers(mpi, plan);
-  transport::HeartbeatThread heartbeat(links.raw());
 
   RetrievalClientOptions copts;
   copts.geometry = {mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.head_dim, mc.attn_scale()};
@@ -72,7 +102,7 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   options.qkv_observer = capture.observer();
   PrefillShipper shipper(client, capture);  // each layer leaves as soon as the backend has it
   options.static_set = {true, c.sinks, c.window, &client};
-  const auto backend = make_backend(c.backend, model, options);
+  const auto backend = gpu_random ? make_random_backend(mc, c.geometry->seed, options) : make_backend(c.backend, model, options);
 
   std::fprintf(stderr, "%s: model %s (%s), mode %s, %d retrievers over %s\n", kProgram, model.source.c_str(),
                describe(mc).c_str(), std::string(name(c.mode)).c_str(), plan.num_retrievers(),
