@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tokenizer encode throughput: ours (ra-tokenizer-tool bench) against the reference's JavaScript port
+# Tokenizer encode throughput: ours (`ra bench tokenizer`) against the reference's JavaScript port
 # (@huggingface/tokenizers, tests/tokenizer/bench_oracle.mjs) on the same ~4 MB mixed text (about 1M
 # Llama-3 tokens), single thread, Llama-3 and Llama-2 vocabularies rebuilt from npm as in the oracle
 # test. Prints one JSON line per run and a Markdown table (docs/tokenizer.md).
@@ -11,8 +11,8 @@ build=${1:-$root/build}
 bytes=${2:-4000000}
 cache="$build/tokenizer-oracle"
 
-cmake --build "$build" --target ra-tokenizer-tool > /dev/null
-tool="$build/tests/ra-tokenizer-tool"
+cmake --build "$build" --target ra > /dev/null
+ra="$build/launcher/ra"
 bash "$root/tests/tokenizer/prepare.sh" "$cache" || { echo "bench_tokenizer.sh: the oracle is unavailable"; exit 1; }
 cp "$root/tests/tokenizer/bench_oracle.mjs" "$cache/"
 node "$cache/make_corpus.mjs" bench "$cache/bench.txt" "$bytes"
@@ -20,7 +20,8 @@ node "$cache/make_corpus.mjs" bench "$cache/bench.txt" "$bytes"
 results="$cache/bench.jsonl"
 : > "$results"
 for vocab in llama3 llama2; do
-  "$tool" bench "$cache/vocab/$vocab/tokenizer.json" "$cache/bench.txt" 5 | tee -a "$results"
+  "$ra" bench tokenizer --tokenizer "$cache/vocab/$vocab/tokenizer.json" --text "$cache/bench.txt" --repeat 5 \
+    | tee -a "$results"
   node "$cache/bench_oracle.mjs" "$cache/vocab/$vocab" "$cache/bench.txt" 3 | tee -a "$results"
 done
 

@@ -3,6 +3,7 @@
 #include "bench/retrieval/bench_retrieval_command.h"
 #include "bench/transport/bench_transport_command.h"
 #include "bench/decode/bench_decode_command.h"
+#include "bench/tokenizer/bench_tokenizer_command.h"
 
 namespace ra {
 
@@ -12,6 +13,7 @@ void add_bench_command(CLI::App& app) {
   add_bench_retrieval_command(*bench);
   add_bench_transport_command(*bench);
   add_bench_decode_command(*bench);
+  add_bench_tokenizer_command(*bench);
 }
 
 }  // namespace ra

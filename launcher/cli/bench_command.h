@@ -4,6 +4,7 @@
 //   ra bench retrieval   bench/retrieval/bench_retrieval_command.h
 //   ra bench transport   bench/transport/bench_transport_command.h
 //   ra bench decode      bench/decode/bench_decode_command.h
+//   ra bench tokenizer   bench/tokenizer/bench_tokenizer_command.h
 
 #include <CLI/CLI.hpp>
 
