@@ -1,8 +1,11 @@
 #include "cpu_retriever/graph_index.h"
 
 #include "common/error.h"
+#include "common/splitmix64.h"
+#include "cpu_retriever/graph_adjacency.h"
 #include "cpu_retriever/graph_build.h"
 #include "cpu_retriever/graph_merge.h"
+#include "cpu_retriever/maintenance_pool.h"
 
 #include <algorithm>
 #include <limits>
@@ -12,6 +15,17 @@
 #include <utility>
 
 namespace ra::retriever {
+namespace {
+
+// The index's merge threshold: T, or with a stagger key T / 2 + (uniform in [0, T) drawn from the key),
+// in [T/2, 3T/2) (graph_index.h).
+int staggered_threshold(int threshold, int64_t key) {
+  if (threshold <= 1 || key < 0) return threshold;
+  const auto t = static_cast<uint64_t>(threshold);
+  return static_cast<int>(t / 2 + SplitMix64(static_cast<uint64_t>(key)).below(t));
+}
+
+}  // namespace
 
 GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* train_queries, int64_t nq,
                        const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width)
@@ -110,11 +124,21 @@ void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq
   }
   BuiltGraph g = build_graph(keys, n, dim, queries, nq, topk, topk_width, params,
                              n_key_lists > 0 ? key_lists.data() : nullptr, n_key_lists, key_width);
-  auto state = std::make_shared<State>();
-  state->csr = std::move(g.csr);
   build_entry_ = g.entry;
-  state->entries = spread_entries(n);
-  state_ = std::move(state);
+  entries_ = spread_entries(n);
+  threshold_ = staggered_threshold(params.merge_threshold, params.merge_stagger_key);
+  // The merge's state: the build's BFS tree (every key is reachable after the build) and the norms,
+  // with room for every key the index can take, so merges never reallocate them.
+  const int64_t max_nodes = n_ - arena_first_ + arena_->max_rows();  // ids of every row the index can take
+  RA_REQUIRE(max_nodes <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
+             "graph index: {} keys with its appends exceed the 32-bit node id range", max_nodes);
+  parents_ = spanning_parents(g.csr, build_entry_);
+  parents_.reserve(static_cast<size_t>(max_nodes));
+  norms_.reserve(static_cast<size_t>(max_nodes));
+  const KeyRows keys_of = rows();
+  for (int64_t i = 0; i < n; ++i) norms_.push_back(keys_of.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i)));
+  const int cap = params.degree_cap > 0 ? params.degree_cap : 2 * params.M;
+  graph_ = std::make_unique<GraphAdjacency>(std::move(g.csr), max_nodes, static_cast<size_t>(cap));
 }
 
 std::vector<uint32_t> GraphIndex::spread_entries(int64_t nodes) const {
@@ -125,8 +149,14 @@ std::vector<uint32_t> GraphIndex::spread_entries(int64_t nodes) const {
 }
 
 GraphIndex::~GraphIndex() {
-  std::lock_guard lock(launch_mutex_);
-  if (merger_.joinable()) merger_.join();
+  {
+    std::lock_guard lock(job_mutex_);
+    closing_ = true;
+  }
+  // A queued job is dropped (its cancelled() ends it); a running one finishes its merge.
+  if (params_.merge_pool != nullptr) params_.merge_pool->cancel(this);
+  std::unique_lock lock(job_mutex_);
+  job_done_.wait(lock, [&] { return !merge_scheduled_.load(); });
 }
 
 int64_t GraphIndex::size() const {
@@ -136,23 +166,23 @@ int64_t GraphIndex::size() const {
 
 int64_t GraphIndex::graph_size() const {
   std::shared_lock lock(mutex_);
-  return n_ + state_->merged;
+  return n_ + merged_;
 }
 
 int64_t GraphIndex::tail_size() const {
   std::shared_lock lock(mutex_);
-  return taken_ - state_->merged;
+  return taken_ - merged_;
 }
 
-const GraphCsr& GraphIndex::adjacency() const {
+GraphCsr GraphIndex::adjacency() const {
   std::shared_lock lock(mutex_);
-  return state_->csr;
+  return graph_->to_csr();
 }
 
 size_t GraphIndex::memory_bytes() const {
   std::shared_lock lock(mutex_);
-  return state_->csr.bytes() + (own_arena_ ? own_arena_->bytes() : 0) + tail_queries_.capacity() * sizeof(float) +
-         scratch_.bytes();
+  return graph_->bytes() + (own_arena_ ? own_arena_->bytes() : 0) + tail_queries_.capacity() * sizeof(float) +
+         scratch_.bytes() + static_cast<size_t>(graph_->nodes()) * (sizeof(uint32_t) + sizeof(float));
 }
 
 int64_t GraphIndex::append(const float* key, const float* query) {
@@ -179,80 +209,157 @@ int64_t GraphIndex::take_row(const float* query) {
     RA_REQUIRE(n_ + taken_ < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
                "graph index: the tail is full (32-bit ids)");
     if (query != nullptr) tail_queries_.insert(tail_queries_.end(), query, query + dim_);
+    tail_has_query_.push_back(query != nullptr);
     id = n_ + taken_;
     ++taken_;
-    start_merge = params_.merge_threshold > 0 && taken_ - state_->merged >= params_.merge_threshold;
+    start_merge = threshold_ > 0 && taken_ - merged_ >= threshold_;
   }
   if (!start_merge) return id;
-  std::lock_guard lock(launch_mutex_);
   rethrow_merge_error();
-  bool idle = false;
-  if (merging_.compare_exchange_strong(idle, true)) {
-    if (merger_.joinable()) merger_.join();  // the previous merger is done or about to return
-    merger_ = std::thread([this] {
-      for (;;) {
-        try {
-          merge_now();
-        } catch (...) {
-          std::lock_guard error_lock(error_mutex_);
-          merge_error_ = std::current_exception();
-          merging_.store(false);
-          return;
-        }
-        merging_.store(false);
-        // Keys appended while this merge ran found merging_ set and started nothing: merge them too.
-        if (tail_size() < params_.merge_threshold) return;
-        bool again = false;
-        if (!merging_.compare_exchange_strong(again, true)) return;  // an append started the next one
-      }
-    });
+  if (params_.merge_pool == nullptr) {
+    try {
+      merge_now();  // no pool: this append pays for the merge
+    } catch (...) {
+      keep_merge_error(std::current_exception());
+      rethrow_merge_error();
+    }
+    return id;
   }
+  if (!merge_scheduled_.load()) schedule_merge();  // the common case past the threshold: one load
   return id;
 }
 
-void GraphIndex::rethrow_merge_error() {
+void GraphIndex::schedule_merge() {
+  std::lock_guard lock(job_mutex_);
+  if (merge_scheduled_.load() || closing_) return;
+  MaintenancePool::Job job{[this] { run_merge_job(); },
+                           [this] {  // dropped unstarted: nothing runs for this index any more
+                             std::lock_guard done(job_mutex_);
+                             merge_scheduled_.store(false);
+                             job_done_.notify_all();
+                           }};
+  // Full or closed: the keys stay in the exact tail (still searched) and a later append tries again.
+  if (params_.merge_pool->submit(this, std::move(job)) == MaintenancePool::Submitted::kQueued) {
+    merge_scheduled_.store(true);
+  }
+}
+
+void GraphIndex::run_merge_job() {
+  bool ok = true;
+  try {
+    merge_now();
+  } catch (...) {
+    keep_merge_error(std::current_exception());
+    ok = false;
+  }
+  // Keys appended during the merge found it scheduled and queued nothing: queue the next merge now if
+  // they reach the threshold (at the back of the queue, so other indexes get their turn). The owner may
+  // be destroyed as soon as merge_scheduled_ drops, so nothing touches it after that.
+  const bool again = ok && tail_size() >= threshold_;
+  std::lock_guard lock(job_mutex_);
+  merge_scheduled_.store(false);
+  if (again && !closing_) {
+    MaintenancePool::Job job{[this] { run_merge_job(); },
+                             [this] {
+                               std::lock_guard done(job_mutex_);
+                               merge_scheduled_.store(false);
+                               job_done_.notify_all();
+                             }};
+    if (params_.merge_pool->submit(this, std::move(job)) == MaintenancePool::Submitted::kQueued) {
+      merge_scheduled_.store(true);
+    }
+  }
+  if (!merge_scheduled_.load()) job_done_.notify_all();
+}
+
+void GraphIndex::keep_merge_error(std::exception_ptr e) {
   std::lock_guard lock(error_mutex_);
+  if (!merge_error_) merge_error_ = std::move(e);
+  has_merge_error_.store(true);
+}
+
+void GraphIndex::rethrow_merge_error() {
+  if (!has_merge_error_.load()) return;
+  std::lock_guard lock(error_mutex_);
+  has_merge_error_.store(false);
   if (merge_error_) std::rethrow_exception(std::exchange(merge_error_, nullptr));
 }
 
 void GraphIndex::wait_for_merge() {
-  std::lock_guard lock(launch_mutex_);
-  if (merger_.joinable()) merger_.join();
+  {
+    std::unique_lock lock(job_mutex_);
+    job_done_.wait(lock, [&] { return !merge_scheduled_.load(); });
+  }
   rethrow_merge_error();
 }
 
 void GraphIndex::merge_tail() {
   wait_for_merge();
-  merge_now();
+  int64_t left = tail_size();  // the tail as of this call, in batches
+  while (left > 0) {
+    const int64_t merged = merge_now();
+    if (merged == 0) break;
+    left -= merged;
+  }
 }
 
-void GraphIndex::merge_now() {
+// A merge links each key to its fellow new keys by brute force, O(batch) per key: capping the batch
+// keeps a merge's cost per key fixed when merges fall behind and the tail grows.
+int64_t GraphIndex::merge_batch() const { return std::max<int64_t>(512, 2 * int64_t{threshold_}); }
+
+int64_t GraphIndex::merge_now() {
   std::lock_guard merge_lock(merge_mutex_);
-  // Snapshot: the state (immutable, kept alive by the shared_ptr), the tail's extent and a copy of its
-  // queries. The tail's keys are read in place: arena rows never move, and appends only add rows.
-  std::shared_ptr<const State> old;
-  int64_t taken = 0;
-  std::vector<float> fresh_queries;  // [queries given with the tail's keys][dim_]
+  // Snapshot of the batch's extent and a copy of its queries. The tail's keys are read in place: arena
+  // rows never move, and appends only add rows. The graph is read without the lock: only merges
+  // (serialised by merge_mutex_) write it.
+  int64_t taken = 0, m_queries = 0;
+  std::vector<float> fresh_queries;  // [queries given with the batch's keys][dim_]
   {
     std::shared_lock lock(mutex_);
-    old = state_;
-    taken = taken_;
-    fresh_queries = tail_queries_;
+    taken = std::min(taken_, merged_ + merge_batch());
+    for (int64_t i = 0; i < taken - merged_; ++i) m_queries += tail_has_query_[i];
+    fresh_queries.assign(tail_queries_.begin(), tail_queries_.begin() + static_cast<std::ptrdiff_t>(m_queries * dim_));
   }
-  const int64_t m = taken - old->merged;
-  if (m == 0) return;
-  const int64_t m_queries = static_cast<int64_t>(fresh_queries.size()) / dim_;
-  auto next = std::make_shared<State>();
-  next->merged = taken;
-  // The slow part, lock-free.
-  next->csr = insert_keys(rows(), old->csr, m, old->entries, params_, fresh_queries);
-  next->entries = spread_entries(n_ + next->merged);
+  const int64_t old_nodes = graph_->nodes();
+  const int64_t m = n_ + taken - old_nodes;
+  if (m == 0) return 0;
+  const KeyRows keys = rows();
+  norms_.resize(static_cast<size_t>(old_nodes));  // a failed merge may have left entries past the graph
+  for (int64_t v = old_nodes; v < old_nodes + m; ++v) {
+    norms_.push_back(keys.dot(static_cast<uint32_t>(v), static_cast<uint32_t>(v)));
+  }
+  parents_.resize(static_cast<size_t>(old_nodes));
+  parents_.resize(static_cast<size_t>(old_nodes + m), kNoParent);
+  GraphDelta delta;
   {
-    std::unique_lock lock(mutex_);  // the swap: searches wait at most for this
-    tail_queries_.erase(tail_queries_.begin(), tail_queries_.begin() + static_cast<std::ptrdiff_t>(m_queries * dim_));
-    state_ = std::move(next);
+    auto scratch = scratch_.acquire();
+    delta = insert_keys(keys, MergeGraph{*graph_, entries_, parents_, norms_}, m, params_, fresh_queries, *scratch);
   }
-  // `old` is freed here, outside the lock (searches only read state_ under the shared lock).
+  // Room for the new slots now, so the apply below allocates nothing under the lock.
+  size_t need = 0;
+  for (const auto& [v, list] : delta.changed) need += graph_->slot_need(v, list.size());
+  for (const auto& list : delta.added) need += graph_->slot_need(graph_->nodes(), list.size());
+  graph_->reserve(need);
+  std::vector<uint32_t> entries = spread_entries(old_nodes + m);
+  {
+    std::unique_lock lock(mutex_);  // the apply: searches wait at most for these copies
+    for (const auto& [v, list] : delta.changed) graph_->set(v, list);
+    for (const auto& list : delta.added) graph_->add(list);
+    entries_.swap(entries);
+    merged_ = taken;
+    tail_queries_.erase(tail_queries_.begin(), tail_queries_.begin() + static_cast<std::ptrdiff_t>(m_queries * dim_));
+    tail_has_query_.erase(tail_has_query_.begin(), tail_has_query_.begin() + static_cast<std::ptrdiff_t>(m));
+    ++merge_stats_.merges;
+    merge_stats_.keys += m;
+    merge_stats_.distance_computations += delta.distance_computations;
+    merge_stats_.lists_rewritten += static_cast<int64_t>(delta.changed.size());
+  }
+  return m;
+}
+
+GraphIndex::MergeStats GraphIndex::merge_stats() const {
+  std::shared_lock lock(mutex_);
+  return merge_stats_;
 }
 
 int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
@@ -268,25 +375,24 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   // The shared lock spans graph and tail, so a concurrent merge's swap cannot move a key between them
   // in the middle of this search (it would be counted twice or missed).
   std::shared_lock lock(mutex_);
-  const State& st = *state_;
-  std::span<const uint32_t> entries = st.entries;
+  std::span<const uint32_t> entries = entries_;
   if (params.n_seeds > 0) {
     RA_REQUIRE(params.seeds != nullptr, "graph index: n_seeds {} with no seeds", params.n_seeds);
     auto& with_seeds = scratch->entries;
-    with_seeds.assign(st.entries.begin(), st.entries.end());
-    const int64_t nodes = st.csr.nodes();
+    with_seeds.assign(entries_.begin(), entries_.end());
+    const int64_t nodes = graph_->nodes();
     for (int i = 0; i < params.n_seeds; ++i) {
       if (params.seeds[i] >= 0 && params.seeds[i] < nodes) with_seeds.push_back(static_cast<uint32_t>(params.seeds[i]));
     }
     entries = with_seeds;
   }
   const KeyRows keys = rows();
-  beam_search(keys, st.csr, entries, q, ef, k, *scratch, stats);
+  beam_search(keys, *graph_, entries, q, ef, k, *scratch, stats);
   merged.assign(scratch->pool.begin(), scratch->pool.begin() + std::min<size_t>(scratch->pool.size(), k));
 
   // Flat tail: scanned exactly, merged with the graph's best.
-  const int64_t tail_rows = taken_ - st.merged;
-  for (int64_t id = n_ + st.merged; id < n_ + taken_; ++id) {
+  const int64_t tail_rows = taken_ - merged_;
+  for (int64_t id = n_ + merged_; id < n_ + taken_; ++id) {
     if (id + 1 < n_ + taken_) __builtin_prefetch(keys.row_data(static_cast<uint32_t>(id + 1)), 0, 3);
     merged.push_back({keys.score(q, static_cast<uint32_t>(id)), static_cast<uint32_t>(id)});
   }

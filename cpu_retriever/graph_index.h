@@ -7,26 +7,39 @@
 // keeps the keys appended later in a RowArena of its own (row i is id n + i); or it scores the rows of
 // an arena it shares with their owner, in that arena's dtype (HeadShard: the KV store's bf16 keys,
 // which attention reads too; row i is id i). An appended key first sits in the flat tail, which every
-// search scans exactly and merges with the graph's results. Once the tail holds merge_threshold keys,
-// a background thread inserts them into the graph (graph_merge.h) and swaps the new adjacency in under
-// a short exclusive lock: at every moment a key is either in the graph or in the tail, never both,
-// never neither, and its id never changes.
+// search scans exactly and merges with the graph's results. Once the tail holds the index's merge
+// threshold of keys, a merge inserts them into the graph (graph_merge.h): on a MaintenancePool thread
+// when params.merge_pool is set (appends only enqueue it), else at the append that crosses the
+// threshold. A merge computes its changes from the graph as it stands, then applies them (new nodes'
+// lists, the touched nodes' new lists) under a short exclusive lock, so it costs O(new keys), not
+// O(context) (graph_adjacency.h). At every moment a key is either in the graph or in the tail, never
+// both, never neither, and its id never changes; searches run concurrently with merges.
+//
+// Staggering: indexes that reach their thresholds on the same token would all merge at once. With
+// params.merge_stagger_key >= 0 (e.g. layer * heads + head) the index's threshold T' is
+// T / 2 + SplitMix64(key).below(T) for T = merge_threshold (T' in [T/2, 3T/2), mean about T), fixed
+// for the index's life: different keys merge on different tokens and at different periods. An index
+// also never has more than one merge queued or running (the next one is queued once it ends), and a
+// merge takes at most max(512, 2 T') keys, so its cost per key stays fixed when merges fall behind.
 
 #include "cpu_retriever/graph_search.h"
 #include "cpu_retriever/key_index.h"
 #include "cpu_retriever/row_arena.h"
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <span>
-#include <thread>
 #include <vector>
 
 namespace ra::retriever {
+
+class GraphAdjacency;
+class MaintenancePool;
 
 // How a kept neighbour s occludes a candidate c of pivot p during pruning (see graph_build.cpp).
 enum class Occlusion { kInnerProduct, kL2 };
@@ -63,7 +76,12 @@ struct GraphBuildParams {
   int repair_k = 100;
   int repair_stride = 1;
   int repair_extra = 16;
-  int merge_threshold = 0;     // tail keys that start a background merge into the graph; 0 = never
+  int merge_threshold = 0;     // tail keys that start a merge into the graph; 0 = never (see the top)
+  int64_t merge_stagger_key = -1;  // >= 0: jitters the threshold by this key (see the top); < 0: exact
+  MaintenancePool* merge_pool = nullptr;  // where merges run (not owned); null: at the crossing append
+  // Beam of the search that finds a merged token's query list (step 4 of insert_keys); 0 = max(2 Kq,
+  // ef_construction).
+  int merge_query_ef = 0;
   // Keys the index's own arena can take after the build (address space only, 512 MiB at dim 128).
   int64_t append_capacity = int64_t{1} << 20;
 };
@@ -96,13 +114,14 @@ class GraphIndex final : public KeyIndex {
              SearchStats* stats) const override;
 
   // Appends one key: [dim] float32 (copied) to the flat tail and returns its id. Safe against
-  // concurrent searches (they take a shared lock, append an exclusive one). Starts a background merge
-  // when the tail reaches params.merge_threshold and no merge is running. Rethrows the error of a
-  // failed background merge.
+  // concurrent searches (they take a shared lock, append an exclusive one). When the tail reaches the
+  // merge threshold it queues a merge on params.merge_pool (if none is queued or running; a full or
+  // closed pool leaves the keys in the exact tail until a later append), or merges here without a pool.
+  // Rethrows the error of a failed merge.
   // query: optional [dim] float32 (copied), the token's own query for this head. The merge then treats
-  // it as a training query: its exact top-Kq list over the whole index is projected onto the graph as
-  // in the build, so keys that arrive during decoding get attention-aware edges and not only the
-  // key-geometry ones of a self-search (measured in docs/retrieval.md).
+  // it as a training query: its top-Kq list over the whole index is projected onto the graph as in the
+  // build, so keys that arrive during decoding get attention-aware edges and not only the key-geometry
+  // ones of a self-search (measured in docs/retrieval.md).
   // Only for an index with its own arena.
   int64_t append(const float* key, const float* query = nullptr);
   // For an index on a shared arena: takes the arena's next row (already appended by its owner) into
@@ -112,9 +131,10 @@ class GraphIndex final : public KeyIndex {
   // Merges the whole current tail into the graph now, on the calling thread (after any running
   // background merge). Searches may run concurrently.
   void merge_tail();
-  // Waits for a running background merge; rethrows its error, if any.
+  // Waits until no merge of this index is queued or running; rethrows a failed merge's error, if any.
   void wait_for_merge();
-  bool merge_running() const { return merging_.load(); }
+  bool merge_running() const { return merge_scheduled_.load(); }  // queued or running on the pool
+  int effective_merge_threshold() const { return threshold_; }    // after the stagger; 0 = never
 
   ~GraphIndex() override;
   GraphIndex(const GraphIndex&) = delete;
@@ -124,25 +144,30 @@ class GraphIndex final : public KeyIndex {
   int64_t graph_size() const;  // keys in the graph: n + merged
   int64_t tail_size() const;   // keys in the flat tail
   uint32_t entry_point() const { return build_entry_; }
-  // The current adjacency; a merge publishes a new one, so do not hold this across merges.
-  const GraphCsr& adjacency() const;
+  // Work of the merges so far, for benchmarks (ra-bench-merge).
+  struct MergeStats {
+    int64_t merges = 0;
+    int64_t keys = 0;                   // keys merged
+    int64_t distance_computations = 0;  // keys scored by the merges' searches and brute-force steps
+    int64_t lists_rewritten = 0;        // lists of old nodes a merge replaced
+  };
+  MergeStats merge_stats() const;
+  // A copy of the current adjacency as CSR (nodes [0, graph_size())).
+  GraphCsr adjacency() const;
 
  private:
-  // What a merge replaces as a whole: the graph over ids [0, n_ + merged).
-  struct State {
-    GraphCsr csr;
-    // Search entries: the build's entry point, then entry_samples nodes evenly spaced over the graph
-    // (merged keys included, so a beam can start in the newest part of the sequence).
-    std::vector<uint32_t> entries;
-    int64_t merged = 0;  // keys past the build in the graph: nodes n_ .. n_ + merged - 1
-  };
   KeyRows rows() const { return KeyRows{keys_, n_, arena_->row_data(arena_first_), dim_, arena_->dtype()}; }
   void check_params(const float* train_queries, int64_t nq, const int64_t* train_topk, int64_t topk_width) const;
   // The build, over the n_ keys as float32 (keys: [n_][dim_]).
   void build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
              int64_t topk_width, std::span<const int64_t> key_lists);
   int64_t take_row(const float* query);  // the arena's next row joins the tail
-  void merge_now();  // one merge of the current tail; holds merge_mutex_
+  void schedule_merge();  // queues a merge job unless one is queued or running
+  void run_merge_job();   // the job: one merge, then the next one queued if the tail is still long
+  // One merge of the tail's first keys (at most merge_batch()); holds merge_mutex_. Returns the keys merged.
+  int64_t merge_now();
+  int64_t merge_batch() const;
+  void keep_merge_error(std::exception_ptr e);
   void rethrow_merge_error();
 
   const void* keys_;  // [n_][dim_] of the arena's dtype: the caller's float32 keys or the shared arena's rows
@@ -152,23 +177,37 @@ class GraphIndex final : public KeyIndex {
   uint32_t build_entry_ = 0;  // the build's entry point (best key for the mean training query)
   std::vector<uint32_t> spread_entries(int64_t nodes) const;  // build_entry_, then evenly spaced nodes
 
-  mutable std::shared_mutex mutex_;      // guards state_, taken_ and tail_queries_: searches shared,
-                                         // append and swap exclusive
-  std::shared_ptr<const State> state_;
+  mutable std::shared_mutex mutex_;  // guards graph_, entries_, merged_, taken_ and the tail's queries:
+                                     // searches shared, append and a merge's apply exclusive
+  // The graph over ids [0, n_ + merged_). Only a merge writes it, so a merge reads it without the lock.
+  std::unique_ptr<GraphAdjacency> graph_;
+  // Search entries: the build's entry point, then entry_samples nodes evenly spaced over the graph
+  // (merged keys included, so a beam can start in the newest part of the sequence).
+  std::vector<uint32_t> entries_;
+  int64_t merged_ = 0;  // keys past the build in the graph: nodes n_ .. n_ + merged_ - 1
+  // The merge's own state (merge_mutex_): per node, its tree parent (graph_merge.h) and squared norm.
+  std::vector<uint32_t> parents_;
+  std::vector<float> norms_;
+  MergeStats merge_stats_;  // written by merges under mutex_ (exclusive)
   std::shared_ptr<const RowArena> arena_;  // keys appended after the build, from row arena_first_ on
   std::shared_ptr<RowArena> own_arena_;    // the same arena when the index appends to it itself
   int64_t arena_first_ = 0;                // arena row of id n_: 0 (own arena) or n_ (shared)
-  // Keys past the build this index holds: ids [n_, n_ + merged) in the graph, [n_ + merged, n_ + taken_)
+  // Keys past the build this index holds: ids [n_, n_ + merged_) in the graph, [n_ + merged_, n_ + taken_)
   // the tail.
   int64_t taken_ = 0;
-  // The queries given with tail keys: [rows][dim_] float32, in append order. A merge takes the whole
-  // tail and these rows together, under one lock, so they always belong to the keys it merges.
+  // The queries given with tail keys: [rows][dim_] float32, in append order, and per tail key whether it
+  // came with one. A merge takes a prefix of the tail and its queries together, under one lock, so they
+  // always belong to the keys it merges.
   std::vector<float> tail_queries_;
+  std::vector<uint8_t> tail_has_query_;
 
+  int threshold_ = 0;        // merge_threshold after the stagger
   std::mutex merge_mutex_;   // one merge at a time
-  std::mutex launch_mutex_;  // guards merger_
-  std::thread merger_;       // runs merges while the tail stays at or above merge_threshold
-  std::atomic<bool> merging_{false};
+  std::mutex job_mutex_;     // guards merge_scheduled_'s changes and closing_; job_done_ waits on it
+  std::condition_variable job_done_;
+  std::atomic<bool> merge_scheduled_{false};  // a merge job is queued or running on the pool
+  bool closing_ = false;     // the destructor runs: queue nothing more
+  std::atomic<bool> has_merge_error_{false};
   std::mutex error_mutex_;   // guards merge_error_
   std::exception_ptr merge_error_;
 

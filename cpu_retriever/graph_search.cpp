@@ -1,5 +1,7 @@
 #include "cpu_retriever/graph_search.h"
 
+#include "cpu_retriever/graph_adjacency.h"
+
 #include <algorithm>
 
 namespace ra::retriever {
@@ -56,9 +58,10 @@ inline void prefetch_row(const void* row, int64_t bytes) {
 auto by_score_max = [](const Scored& a, const Scored& b) { return better(b, a); };  // max-heap top = best
 auto by_score_min = [](const Scored& a, const Scored& b) { return better(a, b); };  // min-heap top = worst
 
-// beam_search for keys of element type E (one instantiation per type keeps the switch off the loop).
-template <typename E>
-int beam_search_rows(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
+// beam_search for keys of element type E (one instantiation per type keeps the switch off the loop)
+// over a Graph with nodes() and out(i) (GraphCsr or GraphAdjacency).
+template <typename E, typename Graph>
+int beam_search_rows(const KeyRows& keys, const Graph& csr, std::span<const uint32_t> entries, const float* q,
                      int ef, int keep, SearchScratch& s, SearchStats* stats) {
   if (s.stamp.size() < static_cast<size_t>(csr.nodes())) s.stamp.resize(static_cast<size_t>(csr.nodes()), 0u);
   s.next_epoch();
@@ -153,6 +156,13 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
                 int ef, int keep, SearchScratch& scratch, SearchStats* stats) {
   return with_kv_elem(keys.dtype, [&](auto e) {
     return beam_search_rows<decltype(e)>(keys, csr, entries, q, ef, keep, scratch, stats);
+  });
+}
+
+int beam_search(const KeyRows& keys, const GraphAdjacency& graph, std::span<const uint32_t> entries, const float* q,
+                int ef, int keep, SearchScratch& scratch, SearchStats* stats) {
+  return with_kv_elem(keys.dtype, [&](auto e) {
+    return beam_search_rows<decltype(e)>(keys, graph, entries, q, ef, keep, scratch, stats);
   });
 }
 

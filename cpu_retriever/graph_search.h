@@ -32,6 +32,8 @@ struct GraphCsr {
 
 GraphCsr to_csr(const std::vector<std::vector<uint32_t>>& lists);
 
+class GraphAdjacency;  // graph_adjacency.h: the growing adjacency of a GraphIndex
+
 // A scored candidate: score = q · k_id (higher is better).
 struct Scored {
   float score;
@@ -125,6 +127,9 @@ class ScratchPool {
 // Adds distance computations and hops to *stats when non-null.
 // The scratch's visited set grows to csr.nodes() when the graph has grown since it was made.
 int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
+                int ef, int keep, SearchScratch& scratch, SearchStats* stats);
+// The same over a GraphAdjacency (the caller holds its owner's lock against the writer).
+int beam_search(const KeyRows& keys, const GraphAdjacency& graph, std::span<const uint32_t> entries, const float* q,
                 int ef, int keep, SearchScratch& scratch, SearchStats* stats);
 
 // The same over one float32 key block (keys: [csr.nodes()][dim]), answering the best ef.

@@ -1,11 +1,13 @@
 #include "cpu_retriever/head_shard.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "common/error.h"
 #include "cpu_retriever/flat_index.h"
 #include "cpu_retriever/graph_build.h"
+#include "cpu_retriever/maintenance_pool.h"
 #ifdef RA_HAVE_FAISS
 #include "cpu_retriever/faiss_indexes.h"
 #endif
@@ -18,6 +20,9 @@ int ivf_lists_for(int64_t n, int requested) {
   const auto by_sqrt = static_cast<int64_t>(std::lround(4.0 * std::sqrt(static_cast<double>(n))));
   return static_cast<int>(std::max<int64_t>(1, std::min(by_sqrt, n / 39)));  // FAISS wants >= 39 per list
 }
+
+// Graph shards made so far in this process: the stagger key of a shard that was given none.
+std::atomic<int64_t> graph_shards_made{0};
 
 }  // namespace
 
@@ -42,10 +47,17 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
       if (group_size > 1) {
         key_lists = key_top_lists(rows.widened(n).data(), n, head_dim, params.graph);
       }
+      // Merges on the process's pool, each member's threshold staggered by its own key.
+      GraphBuildParams gp = params.graph;
+      if (gp.merge_threshold > 0 && gp.merge_pool == nullptr) {
+        gp.merge_pool = params.maintenance != nullptr ? params.maintenance : &process_maintenance_pool();
+      }
+      const int64_t shard_key = params.stagger_key >= 0 ? params.stagger_key : graph_shards_made.fetch_add(1);
       // Each member's graph scores the store's rows in place: the keys are held once for the group.
       for (int m = 0; m < group_size; ++m) {
+        gp.merge_stagger_key = shard_key * group_size + m;
         indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries + m * n_train * head_dim,
-                                                        n_train, params.graph, nullptr, 0, key_lists));
+                                                        n_train, gp, nullptr, 0, key_lists));
         answers_.emplace_back(params.warm_history);
       }
       break;

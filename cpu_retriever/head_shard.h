@@ -14,6 +14,10 @@
 //
 // Indexes: the graph is built per query head from that head's training queries (the paper's layout);
 // the key-only indexes (flat, IVF, HNSW) are built once per kv head and shared by its group.
+//
+// Merges: the graphs' tail merges run on one MaintenancePool per process (maintenance_pool.h), with
+// thresholds staggered by the shard's (layer, kv head), so a retriever's thread count stays fixed and
+// its indexes do not all merge on the same token.
 
 #include <cstdint>
 #include <memory>
@@ -40,6 +44,14 @@ struct ShardIndexParams {
   int warm_history = 0;
   // Evicted tokens the shard can take after the build (address space only: see RowArena).
   int64_t append_capacity = int64_t{1} << 20;
+  // kGraph with graph.merge_threshold > 0: where the merges run when graph.merge_pool is null (not
+  // owned); null = process_maintenance_pool().
+  MaintenancePool* maintenance = nullptr;
+  // kGraph: this shard's (layer, kv head) as one number, e.g. layer * n_kv_heads + kv_head; member m's
+  // graph staggers its merge threshold by stagger_key * group_size + m (GraphBuildParams::
+  // merge_stagger_key). < 0: the count of graph shards this process made before stands in (the same for
+  // the same construction order).
+  int64_t stagger_key = -1;
 };
 
 // Per-thread buffers of search_attend; they grow to the largest k seen and are then reused.

@@ -214,9 +214,11 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
   auto& layer = shards_[b.layer];
   layer.clear();
   for (size_t i = 0; i < owned.size(); ++i) {
+    ShardIndexParams params = config_.index;
+    params.stagger_key = static_cast<int64_t>(b.layer) * g.n_kv_heads + owned[i];  // merges spread over tokens
     layer.push_back(std::make_unique<HeadShard>(g.head_dim, config_.dtype, keys[i], values[i], b.n_keys,
                                                 static_cast<int>(group), train + i * group * b.n_train * hd,
-                                                b.n_train, config_.index));
+                                                b.n_train, params));
   }
   const double seconds = Seconds(transport::SteadyClock::now() - t0).count();
   stats_.build_seconds += seconds;

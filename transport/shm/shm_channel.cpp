@@ -19,6 +19,7 @@
 #include <thread>
 #include <utility>
 
+#include "transport/shm/futex.h"
 #include "transport/shm/shm_ring.h"
 
 namespace ra::transport {
@@ -30,19 +31,20 @@ using shm::RingControl;
 using std::chrono::milliseconds;
 
 constexpr uint64_t kSegmentMagic = 0x3147534D48534152ull;  // "RASHMSG1" in little-endian bytes
-constexpr uint32_t kSegmentVersion = 1;
+constexpr uint32_t kSegmentVersion = 2;  // 2: the bells (blocking waits)
 constexpr uint64_t kMinRingBytes = uint64_t{4} << 10;
 constexpr uint64_t kMaxRingBytes = uint64_t{1} << 30;
 constexpr std::size_t kMaxNameChars = 200;          // NAME_MAX is 255; leave room for tools' suffixes
 constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 40;  // a larger header is a corrupt stream
 constexpr uint64_t kHeaderBytes = sizeof(MessageHeader);
 
-// Wait phases (see shm_channel.h). 4000 pauses are 0.1-0.2 ms depending on the CPU's pause latency:
-// long enough to catch a peer that answers within a layer's search, short enough not to burn a core.
-constexpr int kSpinTurns = 4000;
-constexpr int kSpinTurnsPerClockRead = 512;
-constexpr int kYieldTurns = 50;
-constexpr auto kSleep = std::chrono::microseconds(30);
+// Wait phases (see shm_channel.h). The spin catches a peer that answers within microseconds without a
+// system call; past it the waiter blocks on a futex, so a late answer costs one wake-up (a few µs), not a
+// sleep quantum, and the core is free for the peer meanwhile. The block is sliced so that the deadline
+// and the peer's liveness are still checked every kBlockSlice.
+constexpr auto kSpinBudget = std::chrono::microseconds(50);
+constexpr int kSpinTurnsPerClockRead = 64;  // a pause is 10-140 cycles: a clock read every ~1-4 µs
+constexpr auto kBlockSlice = milliseconds(1);
 constexpr auto kProcessCheckPeriod = milliseconds(1);
 constexpr auto kOpenPollPeriod = milliseconds(1);
 
@@ -70,10 +72,22 @@ struct alignas(kCacheLine) SideState {
   std::atomic<uint32_t> closed{0};     // 1 once the side's Channel is destroyed
 };
 
+// A blocked waiter's doorbell (futex.h). The waiter sets `sleeping`, rechecks its condition and sleeps
+// while `rings` is unchanged; the other side, after publishing a ring position, rings (bumps `rings`
+// and wakes) only when `sleeping` is set, so its fast path makes no system call. Each side has a
+// seq_cst fence between its store and its load, so one of them sees the other: the waiter sees the new
+// position, or the publisher sees the sleeper.
+struct alignas(kCacheLine) Bell {
+  std::atomic<uint32_t> rings{0};     // the futex word
+  std::atomic<uint32_t> sleeping{0};  // 1 while a waiter is (about to be) blocked on rings
+};
+enum BellKind { kDataBell = 0, kSpaceBell = 1 };
+
 struct SegmentControl {
   SegmentHeader header;
   SideState sides[2];     // [kCreator], [kOpener]
   RingControl rings[2];   // ring i is written by side i
+  Bell bells[2][2];       // [ring i][kDataBell]: its reader waits for data; [kSpaceBell]: its writer for space
 };
 static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<int32_t>::is_always_lock_free);
 static_assert(sizeof(SegmentControl) % kCacheLine == 0);
@@ -144,7 +158,11 @@ class ShmChannel final : public Channel {
         peer_(std::move(peer)),
         liveness_(options.liveness_timeout),
         own_(&control_->sides[side]),
-        peer_side_(&control_->sides[1 - side]) {
+        peer_side_(&control_->sides[1 - side]),
+        data_in_(control_->bells[1 - side][kDataBell]),
+        space_out_(control_->bells[side][kSpaceBell]),
+        data_out_(control_->bells[side][kDataBell]),
+        space_in_(control_->bells[1 - side][kSpaceBell]) {
     const uint64_t ring_bytes = control_->header.ring_bytes;
     out_ = shm::RingWriter(&control_->rings[side], ring_data(region_, side, ring_bytes), ring_bytes);
     in_ = shm::RingReader(&control_->rings[1 - side], ring_data(region_, 1 - side, ring_bytes), ring_bytes);
@@ -153,6 +171,11 @@ class ShmChannel final : public Channel {
 
   ~ShmChannel() override {
     own_->closed.store(1, std::memory_order_release);
+    // A peer blocked on us learns of the close now, not at its next slice.
+    for (Bell* bell : {&data_out_, &space_in_}) {
+      bell->rings.fetch_add(1, std::memory_order_release);
+      shm::futex_wake_all(bell->rings);
+    }
     if (side_ == kCreator && !unlinked_) remove_shm_segment(name_);
   }
 
@@ -163,7 +186,7 @@ class ShmChannel final : public Channel {
     first_wait_ = {};
     if (peer_attached() && peer_side_->closed.load(std::memory_order_acquire) != 0) fail(closed_message());
     if (out_.free_bytes(kHeaderBytes) < kHeaderBytes) {
-      wait_until([&] { return out_.free_bytes(kHeaderBytes) >= kHeaderBytes; }, deadline,
+      wait_until([&] { return out_.free_bytes(kHeaderBytes) >= kHeaderBytes; }, space_out_, deadline,
                  "ring space (it is not reading)");
     }
     const MessageHeader header{kind, 0, seq, payload.size()};
@@ -175,16 +198,16 @@ class ShmChannel final : public Channel {
       const uint64_t want = std::min<uint64_t>(payload.size() - done, max_chunk);
       const uint64_t free = out_.free_bytes(want);
       if (free == 0) {
-        out_.publish();
-        wait_until([&] { return out_.free_bytes(want) > 0; }, deadline, "ring space (it is not reading)");
+        publish_out();
+        wait_until([&] { return out_.free_bytes(want) > 0; }, space_out_, deadline, "ring space (it is not reading)");
         continue;
       }
       const uint64_t n = std::min(free, want);
       out_.put(payload.data() + done, n);
       done += n;
-      out_.publish();
+      publish_out();
     }
-    if (payload.empty()) out_.publish();
+    if (payload.empty()) publish_out();
     mid_message_ = false;
   }
 
@@ -192,7 +215,7 @@ class ShmChannel final : public Channel {
     check_usable();
     first_wait_ = {};
     if (in_.available(kHeaderBytes) < kHeaderBytes) {
-      wait_until([&] { return in_.available(kHeaderBytes) >= kHeaderBytes; }, deadline, "a message");
+      wait_until([&] { return in_.available(kHeaderBytes) >= kHeaderBytes; }, data_in_, deadline, "a message");
     }
     return read_message(payload, deadline);
   }
@@ -233,32 +256,54 @@ class ShmChannel final : public Channel {
       const uint64_t want = std::min(header.bytes - done, max_chunk);
       const uint64_t avail = in_.available(want);
       if (avail == 0) {
-        in_.publish();
-        wait_until([&] { return in_.available(want) > 0; }, deadline, "the rest of a message");
+        publish_in();
+        wait_until([&] { return in_.available(want) > 0; }, data_in_, deadline, "the rest of a message");
         continue;
       }
       const uint64_t n = std::min(avail, want);
       in_.get(payload.data() + done, n);
       done += n;
-      in_.publish();
+      publish_in();
     }
-    if (header.bytes == 0) in_.publish();
+    if (header.bytes == 0) publish_in();
     mid_message_ = false;
     return header;
   }
 
-  // Spin, then yield, then sleep until ready(). Outside the spin, checks the deadline and the peer; a
-  // failure is thrown only after one last look at ready(), so what a peer sent before it closed or
-  // exited is still delivered.
+  // Publishing a ring position, then ringing the peer's bell if it sleeps on it (see Bell).
+  void publish_out() {
+    out_.publish();
+    ring(data_out_);
+  }
+  void publish_in() {
+    in_.publish();
+    ring(space_in_);
+  }
+  static void ring(Bell& bell) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // the position store before the sleeper load
+    if (bell.sleeping.load(std::memory_order_relaxed) != 0) {
+      bell.rings.fetch_add(1, std::memory_order_release);
+      shm::futex_wake_all(bell.rings);
+    }
+  }
+
+  // Spin for kSpinBudget, then block on `bell` (which the peer rings when it moves what ready() looks
+  // at) in slices, until ready(). Outside the spin, checks the deadline and the peer; a failure is
+  // thrown only after one last look at ready(), so what a peer sent before it closed or exited is still
+  // delivered.
   template <typename Ready>
-  void wait_until(Ready ready, Deadline deadline, const char* what) {
+  void wait_until(Ready ready, Bell& bell, Deadline deadline, const char* what) {
     if (first_wait_ == SteadyClock::time_point{}) first_wait_ = SteadyClock::now();  // for "timed out after"
-    for (int turn = 1; turn <= kSpinTurns; ++turn) {
+    const auto spin_end = SteadyClock::now() + kSpinBudget;
+    for (int turn = 1;; ++turn) {
       if (ready()) return;
       cpu_relax();
-      if (turn % kSpinTurnsPerClockRead == 0 && SteadyClock::now() >= deadline) break;
+      if (turn % kSpinTurnsPerClockRead == 0) {
+        const auto now = SteadyClock::now();
+        if (now >= spin_end || now >= deadline) break;
+      }
     }
-    for (int turn = 0;; ++turn) {
+    for (;;) {
       if (ready()) return;
       const auto now = SteadyClock::now();
       std::optional<std::string> failure = peer_failure(now);
@@ -271,11 +316,14 @@ class ShmChannel final : public Channel {
         if (ready()) return;
         fail(std::move(*failure));
       }
-      if (turn < kYieldTurns) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(kSleep);
+      const uint32_t seen = bell.rings.load(std::memory_order_acquire);
+      bell.sleeping.store(1, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_seq_cst);  // the sleeper store before the position load
+      if (!ready()) {
+        const auto slice = std::min<SteadyClock::duration>(kBlockSlice, deadline - now);
+        shm::futex_wait(bell.rings, seen, std::chrono::duration_cast<std::chrono::nanoseconds>(slice));
       }
+      bell.sleeping.store(0, std::memory_order_relaxed);
     }
   }
 
@@ -350,6 +398,10 @@ class ShmChannel final : public Channel {
   milliseconds liveness_;
   SideState* own_;
   SideState* peer_side_;
+  Bell& data_in_;    // we block here for the peer's writes into our inbound ring
+  Bell& space_out_;  // we block here for the peer's reads from our outbound ring
+  Bell& data_out_;   // the peer blocks here for our writes
+  Bell& space_in_;   // the peer blocks here for our reads
   shm::RingWriter out_;  // ring side_
   shm::RingReader in_;   // ring 1 - side_
   bool peer_attached_ = false;

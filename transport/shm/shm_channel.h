@@ -9,6 +9,7 @@
 //                                the opener has claimed it; a second opener is refused)
 //   128 B lines  SideState[2]    per side: heartbeat counter, pid, closed flag. [0] creator, [1] opener
 //   128 B lines  RingControl[2]  ring i is written by side i: head and tail, each on its own lines
+//   128 B lines  Bell[2][2]      per ring: the futex its reader blocks on for data, and its writer for space
 //   then         ring data       [2][ring_bytes] bytes, ring_bytes a power of two (shm_ring.h)
 //
 // Ring protocol: a message is its 24-byte MessageHeader then its payload, streamed through the ring of
@@ -18,9 +19,11 @@
 // message of any size passes through a ring of any size as long as the reader keeps reading, and each
 // side's hot path is memcpy plus one atomic store, with no allocation or system call.
 //
-// Waits spin with a pause instruction (4000 turns: about 0.1 ms on the development machine's AMD EPYC,
-// 0.2 ms on Intel parts whose pause is longer), then yield 50 times, then sleep 30 µs at a time. Outside
-// the spin they check the deadline and the peer's liveness; inside it, the deadline every 512 turns.
+// Waits spin with a pause instruction for 50 µs (the clock read every 64 turns), then block on a futex
+// in the segment (shared across the processes) for at most 1 ms at a time: the side that publishes a
+// ring position wakes the other only when that side has flagged itself asleep, so the fast path makes
+// no system call and a late answer costs one wake-up, not a sleep quantum. Between blocks they check
+// the deadline and the peer's liveness; a closing channel wakes its peer at once.
 //
 // Liveness rule, once the peer has attached (before that only the deadline applies):
 //   - the peer's closed flag set (its Channel was destroyed): PeerError "... closed the channel" at once,

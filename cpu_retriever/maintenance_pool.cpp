@@ -1,0 +1,122 @@
+#include "cpu_retriever/maintenance_pool.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/error.h"
+
+namespace ra::retriever {
+
+int MaintenancePool::default_threads() {
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency() / 8));
+}
+
+MaintenancePool::MaintenancePool(int threads, size_t max_queued) : max_queued_(max_queued) {
+  if (threads == 0) threads = default_threads();
+  RA_REQUIRE(threads >= 1, "maintenance pool: threads must be >= 1 (got {})", threads);
+  RA_REQUIRE(max_queued >= 1, "maintenance pool: max_queued must be >= 1");
+  threads_.reserve(static_cast<size_t>(threads));
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+}
+
+MaintenancePool::~MaintenancePool() { shutdown(false); }
+
+MaintenancePool::Submitted MaintenancePool::submit(const void* owner, Job job) {
+  {
+    std::lock_guard lock(mutex_);
+    if (closing_) return Submitted::kClosed;
+    if (queue_.size() >= max_queued_) return Submitted::kFull;
+    queue_.push_back({owner, std::move(job)});
+  }
+  has_work_.notify_one();
+  return Submitted::kQueued;
+}
+
+void MaintenancePool::drop(std::vector<Entry>& dropped) {
+  for (Entry& e : dropped) {
+    if (e.job.cancelled) e.job.cancelled();
+  }
+}
+
+size_t MaintenancePool::cancel(const void* owner) {
+  std::vector<Entry> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      if (it->owner == owner) {
+        dropped.push_back(std::move(*it));
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (queue_.empty() && running_ == 0) idle_.notify_all();
+  }
+  drop(dropped);  // outside the lock: the owner's callback may take its own locks
+  return dropped.size();
+}
+
+void MaintenancePool::wait_idle() {
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [&] { return queue_.empty() && running_ == 0; });
+}
+
+void MaintenancePool::shutdown(bool finish_queued) {
+  std::vector<Entry> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    if (!closing_) {
+      closing_ = true;
+      finish_queued_ = finish_queued;
+    }
+    if (!finish_queued_) {
+      for (Entry& e : queue_) dropped.push_back(std::move(e));
+      queue_.clear();
+    }
+  }
+  has_work_.notify_all();
+  drop(dropped);
+  std::lock_guard join_lock(join_mutex_);
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+std::exception_ptr MaintenancePool::take_error() {
+  std::lock_guard lock(mutex_);
+  return std::exchange(error_, nullptr);
+}
+
+size_t MaintenancePool::queued() const {
+  std::lock_guard lock(mutex_);
+  return queue_.size();
+}
+
+void MaintenancePool::work() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    has_work_.wait(lock, [&] { return closing_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // closing, and nothing left to finish
+    Entry e = std::move(queue_.front());
+    queue_.pop_front();
+    ++running_;
+    lock.unlock();
+    try {
+      e.job.run();
+    } catch (...) {
+      std::lock_guard error_lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+    e = Entry{};  // the job's captures die before the owner can be told it is idle
+    lock.lock();
+    --running_;
+    if (queue_.empty() && running_ == 0) idle_.notify_all();
+  }
+}
+
+MaintenancePool& process_maintenance_pool() {
+  static MaintenancePool* pool = new MaintenancePool();  // never destroyed: see the header
+  return *pool;
+}
+
+}  // namespace ra::retriever

@@ -1,0 +1,87 @@
+#pragma once
+// One bounded pool of threads per retriever process for index maintenance (issue 16 item 5): the tail
+// merges of every GraphIndex run here instead of on a thread of their own. The thread count is fixed
+// at construction, so a process's threads stay constant however many indexes reach their merge
+// threshold at once; jobs beyond the threads wait in a bounded queue.
+//
+// A job is one unit of work of one owner (an index): run() does it on a pool thread, cancelled() runs
+// instead when the pool drops it unstarted (cancel(owner), or a shutdown that does not finish the
+// queue), so the owner can always tell that its job is over. Jobs report their own errors to their
+// owner; an exception that escapes run() is kept by the pool (take_error) and the pool goes on.
+//
+// Threads: every member may be called from any thread. A job must not wait for another job of the
+// same pool (a pool of one thread would deadlock).
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace ra::retriever {
+
+class MaintenancePool {
+ public:
+  struct Job {
+    std::function<void()> run;
+    std::function<void()> cancelled;  // optional; called (under no pool lock) when dropped unstarted
+  };
+  enum class Submitted { kQueued, kFull, kClosed };
+
+  // max(1, hardware threads / 8): merges take a fraction of the cores the searches need.
+  static int default_threads();
+  static constexpr size_t kDefaultQueue = 4096;  // > the indexes of any one retriever at 8B geometry
+
+  // threads >= 1 (0: default_threads()), max_queued >= 1. Starts the threads now.
+  explicit MaintenancePool(int threads = 0, size_t max_queued = kDefaultQueue);
+  ~MaintenancePool();  // shutdown(false)
+  MaintenancePool(const MaintenancePool&) = delete;
+  MaintenancePool& operator=(const MaintenancePool&) = delete;
+
+  // Queues job for `owner` (a tag: cancel(owner) drops it). kFull: the queue holds max_queued jobs;
+  // kClosed: after shutdown. Neither runs nor cancels the job; the caller keeps it and may retry.
+  Submitted submit(const void* owner, Job job);
+  // Drops owner's queued jobs, calling their cancelled(), and returns how many. A job of owner that a
+  // thread has already started keeps running: the owner waits for it by its own means.
+  size_t cancel(const void* owner);
+  // Blocks until no job is queued or running.
+  void wait_idle();
+  // Stops taking jobs, then either runs the queued ones (finish_queued) or drops them (cancelled()),
+  // and joins the threads. Idempotent.
+  void shutdown(bool finish_queued);
+
+  // The first exception that escaped a job's run() since the last call, or null.
+  std::exception_ptr take_error();
+  int threads() const { return static_cast<int>(threads_.size()); }
+  size_t queued() const;
+  size_t max_queued() const { return max_queued_; }
+
+ private:
+  struct Entry {
+    const void* owner;
+    Job job;
+  };
+  void work();
+  static void drop(std::vector<Entry>& dropped);
+
+  const size_t max_queued_;
+  mutable std::mutex mutex_;
+  std::condition_variable has_work_;
+  std::condition_variable idle_;
+  std::deque<Entry> queue_;
+  int running_ = 0;
+  bool closing_ = false;
+  bool finish_queued_ = true;
+  std::exception_ptr error_;
+  std::mutex join_mutex_;  // one shutdown joins
+  std::vector<std::thread> threads_;
+};
+
+// The process's pool, made on first use with default_threads() threads. It is never destroyed (so no
+// index can outlive it); the threads end with the process.
+MaintenancePool& process_maintenance_pool();
+
+}  // namespace ra::retriever
