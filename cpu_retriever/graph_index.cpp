@@ -192,15 +192,16 @@ int64_t GraphIndex::append(const float* key, const float* query) {
   RA_REQUIRE(own_arena_->size() < own_arena_->max_rows(),
              "graph index: {} keys appended already, its append_capacity", own_arena_->max_rows());
   own_arena_->append(key);  // only this thread appends; searches and merges read the taken rows only
-  return take_row(query);
+  return take_row(query, 1);
 }
 
-int64_t GraphIndex::adopt_next_row(const float* query) {
+int64_t GraphIndex::adopt_next_row(const float* queries, int n_queries) {
   RA_REQUIRE(!own_arena_, "graph index: adopt_next_row needs a shared arena (use append)");
-  return take_row(query);
+  RA_REQUIRE(n_queries >= 1 && n_queries <= 255, "graph index: {} queries with one key (1 to 255)", n_queries);
+  return take_row(queries, n_queries);
 }
 
-int64_t GraphIndex::take_row(const float* query) {
+int64_t GraphIndex::take_row(const float* query, int n_queries) {
   int64_t id = 0;
   bool start_merge = false;
   {
@@ -208,8 +209,8 @@ int64_t GraphIndex::take_row(const float* query) {
     RA_REQUIRE(taken_ < arena_->size() - arena_first_, "graph index: the arena has no new row ({} taken)", taken_);
     RA_REQUIRE(n_ + taken_ < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
                "graph index: the tail is full (32-bit ids)");
-    if (query != nullptr) tail_queries_.insert(tail_queries_.end(), query, query + dim_);
-    tail_has_query_.push_back(query != nullptr);
+    if (query != nullptr) tail_queries_.insert(tail_queries_.end(), query, query + n_queries * dim_);
+    tail_query_count_.push_back(query != nullptr ? static_cast<uint8_t>(n_queries) : uint8_t{0});
     id = n_ + taken_;
     ++taken_;
     start_merge = threshold_ > 0 && taken_ - merged_ >= threshold_;
@@ -317,7 +318,7 @@ int64_t GraphIndex::merge_now() {
   {
     std::shared_lock lock(mutex_);
     taken = std::min(taken_, merged_ + merge_batch());
-    for (int64_t i = 0; i < taken - merged_; ++i) m_queries += tail_has_query_[i];
+    for (int64_t i = 0; i < taken - merged_; ++i) m_queries += tail_query_count_[i];
     fresh_queries.assign(tail_queries_.begin(), tail_queries_.begin() + static_cast<std::ptrdiff_t>(m_queries * dim_));
   }
   const int64_t old_nodes = graph_->nodes();
@@ -348,7 +349,7 @@ int64_t GraphIndex::merge_now() {
     entries_.swap(entries);
     merged_ = taken;
     tail_queries_.erase(tail_queries_.begin(), tail_queries_.begin() + static_cast<std::ptrdiff_t>(m_queries * dim_));
-    tail_has_query_.erase(tail_has_query_.begin(), tail_has_query_.begin() + static_cast<std::ptrdiff_t>(m));
+    tail_query_count_.erase(tail_query_count_.begin(), tail_query_count_.begin() + static_cast<std::ptrdiff_t>(m));
     ++merge_stats_.merges;
     merge_stats_.keys += m;
     merge_stats_.distance_computations += delta.distance_computations;
@@ -362,32 +363,50 @@ GraphIndex::MergeStats GraphIndex::merge_stats() const {
   return merge_stats_;
 }
 
+std::span<const uint32_t> GraphIndex::entries_with_seeds(const SearchParams& params, SearchScratch& scratch) const {
+  if (params.n_seeds <= 0) return entries_;
+  RA_REQUIRE(params.seeds != nullptr, "graph index: n_seeds {} with no seeds", params.n_seeds);
+  auto& with_seeds = scratch.entries;
+  with_seeds.assign(entries_.begin(), entries_.end());
+  const int64_t nodes = graph_->nodes();
+  for (int i = 0; i < params.n_seeds; ++i) {
+    if (params.seeds[i] >= 0 && params.seeds[i] < nodes) with_seeds.push_back(static_cast<uint32_t>(params.seeds[i]));
+  }
+  return with_seeds;
+}
+
+int GraphIndex::resolve_ef(const SearchParams& params) const {
+  if (params.ef > 0) return params.ef;
+  return params_.default_ef > 0 ? params_.default_ef : 2 * params.k;
+}
+
+namespace {
+
+// Writes the best min(k, merged.size()) of merged to ids, scores (best first); returns how many.
+int take_best(std::vector<Scored>& merged, int k, int64_t* ids, float* scores) {
+  const size_t out = std::min<size_t>(merged.size(), static_cast<size_t>(k));
+  std::partial_sort(merged.begin(), merged.begin() + static_cast<std::ptrdiff_t>(out), merged.end(), better);
+  for (size_t i = 0; i < out; ++i) {
+    ids[i] = merged[i].id;
+    scores[i] = merged[i].score;
+  }
+  return static_cast<int>(out);
+}
+
+}  // namespace
+
 int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
                        SearchStats* stats) const {
   RA_REQUIRE(params.k >= 0, "graph index: k must be non-negative (got {})", params.k);
   if (params.k == 0) return 0;
   const int k = params.k;
-  int ef = params.ef;
-  if (ef <= 0) ef = params_.default_ef > 0 ? params_.default_ef : 2 * k;
-
   auto scratch = scratch_.acquire();
   auto& merged = scratch->merged;
   // The shared lock spans graph and tail, so a concurrent merge's swap cannot move a key between them
   // in the middle of this search (it would be counted twice or missed).
   std::shared_lock lock(mutex_);
-  std::span<const uint32_t> entries = entries_;
-  if (params.n_seeds > 0) {
-    RA_REQUIRE(params.seeds != nullptr, "graph index: n_seeds {} with no seeds", params.n_seeds);
-    auto& with_seeds = scratch->entries;
-    with_seeds.assign(entries_.begin(), entries_.end());
-    const int64_t nodes = graph_->nodes();
-    for (int i = 0; i < params.n_seeds; ++i) {
-      if (params.seeds[i] >= 0 && params.seeds[i] < nodes) with_seeds.push_back(static_cast<uint32_t>(params.seeds[i]));
-    }
-    entries = with_seeds;
-  }
   const KeyRows keys = rows();
-  beam_search(keys, *graph_, entries, q, ef, k, *scratch, stats);
+  beam_search(keys, *graph_, entries_with_seeds(params, *scratch), q, resolve_ef(params), k, *scratch, stats);
   merged.assign(scratch->pool.begin(), scratch->pool.begin() + std::min<size_t>(scratch->pool.size(), k));
 
   // Flat tail: scanned exactly, merged with the graph's best.
@@ -398,14 +417,35 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   }
   lock.unlock();
   if (stats) stats->distance_computations += tail_rows;
+  return take_best(merged, k, ids, scores);
+}
 
-  const size_t out = std::min<size_t>(merged.size(), static_cast<size_t>(k));
-  std::partial_sort(merged.begin(), merged.begin() + static_cast<std::ptrdiff_t>(out), merged.end(), better);
-  for (size_t i = 0; i < out; ++i) {
-    ids[i] = merged[i].id;
-    scores[i] = merged[i].score;
+void GraphIndex::search_group(const float* qs, int nq, const SearchParams& params, int64_t* ids, float* scores,
+                              int* found, SearchStats* stats) const {
+  RA_REQUIRE(params.k >= 0 && nq >= 1, "graph index: grouped search of {} queries with k = {}", nq, params.k);
+  const int k = params.k;
+  if (k == 0) {
+    std::fill_n(found, nq, 0);
+    return;
   }
-  return static_cast<int>(out);
+  auto scratch = scratch_.acquire();
+  auto& merged = scratch->merged;
+  std::shared_lock lock(mutex_);  // graph and tail together, as in search
+  const KeyRows keys = rows();
+  beam_search_group(keys, *graph_, entries_with_seeds(params, *scratch), qs, nq, resolve_ef(params), k, *scratch,
+                    stats);
+  const int64_t first_tail = n_ + merged_, end = n_ + taken_;
+  for (int h = 0; h < nq; ++h) {
+    const auto& pool = scratch->group.pools[static_cast<size_t>(h)];
+    merged.assign(pool.begin(), pool.begin() + std::min<size_t>(pool.size(), k));
+    const float* q = qs + h * dim_;
+    for (int64_t id = first_tail; id < end; ++id) {
+      merged.push_back({keys.score(q, static_cast<uint32_t>(id)), static_cast<uint32_t>(id)});
+    }
+    found[h] = take_best(merged, k, ids + static_cast<int64_t>(h) * k, scores + static_cast<int64_t>(h) * k);
+  }
+  lock.unlock();
+  if (stats) stats->distance_computations += (end - first_tail) * nq;
 }
 
 }  // namespace ra::retriever

@@ -126,7 +126,17 @@ class GraphIndex final : public KeyIndex {
   int64_t append(const float* key, const float* query = nullptr);
   // For an index on a shared arena: takes the arena's next row (already appended by its owner) into
   // the tail, as append does, and returns its id. Throws ra::Error when the arena has no new row.
-  int64_t adopt_next_row(const float* query = nullptr);
+  // queries: optional [n_queries][dim] float32 (1 to 255 rows), the token's own queries of the heads
+  // that search this index (a kv head's graph: every query head of its group); the merge projects the
+  // top list of each.
+  int64_t adopt_next_row(const float* queries = nullptr, int n_queries = 1);
+
+  // Top-k keys of each of nq queries (qs: [nq][dim] float32) from one shared traversal of the graph
+  // (beam_search_group: one visited set, each key fetched once and scored for all nq), each merged with
+  // the exact tail as search does: ids, scores: [nq][k] (query h at h * k); found: [nq] counts. The
+  // seeds of params, if any, are shared. Thread-safe like search.
+  void search_group(const float* qs, int nq, const SearchParams& params, int64_t* ids, float* scores, int* found,
+                    SearchStats* stats) const;
 
   // Merges the whole current tail into the graph now, on the calling thread (after any running
   // background merge). Searches may run concurrently.
@@ -161,7 +171,10 @@ class GraphIndex final : public KeyIndex {
   // The build, over the n_ keys as float32 (keys: [n_][dim_]).
   void build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
              int64_t topk_width, std::span<const int64_t> key_lists);
-  int64_t take_row(const float* query);  // the arena's next row joins the tail
+  int64_t take_row(const float* queries, int n_queries);  // the arena's next row joins the tail
+  // The search's entries: entries_, plus params' seeds (in scratch) when it has any. Under mutex_.
+  std::span<const uint32_t> entries_with_seeds(const SearchParams& params, SearchScratch& scratch) const;
+  int resolve_ef(const SearchParams& params) const;  // params.ef, else the index's default
   void schedule_merge();  // queues a merge job unless one is queued or running
   void run_merge_job();   // the job: one merge, then the next one queued if the tail is still long
   // One merge of the tail's first keys (at most merge_batch()); holds merge_mutex_. Returns the keys merged.
@@ -195,11 +208,11 @@ class GraphIndex final : public KeyIndex {
   // Keys past the build this index holds: ids [n_, n_ + merged_) in the graph, [n_ + merged_, n_ + taken_)
   // the tail.
   int64_t taken_ = 0;
-  // The queries given with tail keys: [rows][dim_] float32, in append order, and per tail key whether it
-  // came with one. A merge takes a prefix of the tail and its queries together, under one lock, so they
+  // The queries given with tail keys: [rows][dim_] float32, in append order, and per tail key how many
+  // it came with (0 to 255). A merge takes a prefix of the tail and its queries together, under one lock, so they
   // always belong to the keys it merges.
   std::vector<float> tail_queries_;
-  std::vector<uint8_t> tail_has_query_;
+  std::vector<uint8_t> tail_query_count_;
 
   int threshold_ = 0;        // merge_threshold after the stagger
   std::mutex merge_mutex_;   // one merge at a time

@@ -40,6 +40,23 @@ struct Scored {
   uint32_t id;
 };
 
+// Working state of a grouped search (beam_search_group) beyond the shared visited set: per query its
+// beam and answer heaps, and the shared frontier. Candidate c's per-query scores are
+// scores[c.slot * queries ..]. Reused across searches.
+struct GroupScratch {
+  struct Candidate {
+    float priority;  // max over the queries of q_h · k / |q_h|
+    uint32_t id;
+    uint32_t slot;
+  };
+  std::vector<std::vector<Scored>> pools;    // [queries] min-heaps: each query's best ef
+  std::vector<std::vector<Scored>> results;  // [queries] min-heaps: each query's best keep (keep > ef)
+  std::vector<Candidate> candidates;         // max-heap by priority
+  std::vector<float> scores;                 // [slots][queries]
+  std::vector<uint32_t> fresh;               // one hop's unvisited neighbours
+  std::vector<float> fresh_scores;           // [fresh][queries]
+};
+
 // Scratch of one search: visited stamps [n] uint32 (node i is visited iff stamp[i] == epoch) and the
 // two beam heaps. Reused across searches, so the steady state allocates nothing.
 struct SearchScratch {
@@ -54,6 +71,7 @@ struct SearchScratch {
   std::vector<Scored> results;     // min-heap by score: the best `keep` nodes scored (when keep > ef)
   std::vector<Scored> merged;      // result assembly (graph + flat tail)
   std::vector<uint32_t> entries;   // the index's entries plus a search's seeds
+  GroupScratch group;              // beam_search_group only
 };
 
 // Key vectors of graph nodes, in up to two row blocks of one element type: node v < n_base is row v of
@@ -131,6 +149,19 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
 // The same over a GraphAdjacency (the caller holds its owner's lock against the writer).
 int beam_search(const KeyRows& keys, const GraphAdjacency& graph, std::span<const uint32_t> entries, const float* q,
                 int ef, int keep, SearchScratch& scratch, SearchStats* stats);
+
+// Best-first beam search shared by nq queries (qs: [nq][dim] float32; e.g. the query heads of one GQA
+// group on their kv head's graph): one visited set and one frontier, every node reached fetched once and
+// scored for every query. Each query keeps its own beam of ef and its own answer of max(ef, keep) as in
+// beam_search. The frontier is ordered by the node's best normalised score, max_h q_h · k / |q_h| (the
+// key's norm times its best cosine: the heads' query norms differ, a key's norm is the same for all); a
+// popped node is expanded only while it is in some query's beam (or some answer is still short of
+// keep), and the search stops once no remaining candidate could enter any query's full beam: for every
+// h, |q_h| · priority <= the worst score in h's beam. A hop's unvisited neighbours are all prefetched
+// before the first is scored. Leaves query h's answer in scratch.group.pools[h], sorted best first
+// (score desc, id asc). Adds distance computations (one per node and query) and hops to *stats.
+void beam_search_group(const KeyRows& keys, const GraphAdjacency& graph, std::span<const uint32_t> entries,
+                       const float* qs, int nq, int ef, int keep, SearchScratch& scratch, SearchStats* stats);
 
 // The same over one float32 key block (keys: [csr.nodes()][dim]), answering the best ef.
 inline int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,

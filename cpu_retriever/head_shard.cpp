@@ -28,7 +28,7 @@ std::atomic<int64_t> graph_shards_made{0};
 
 HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const float* values, int64_t n,
                      int group_size, const float* train_queries, int64_t n_train, const ShardIndexParams& params)
-    : head_dim_(head_dim), n_(n), store_(head_dim, dtype, n + params.append_capacity) {
+    : head_dim_(head_dim), n_(n), store_(head_dim, dtype, n + params.append_capacity), group_size_(group_size) {
   RA_REQUIRE(n >= 0 && group_size >= 1, "head shard: bad sizes (n = {}, group = {})", n, group_size);
   RA_REQUIRE(params.append_capacity >= 0, "head shard: append_capacity must be >= 0 (got {})",
              params.append_capacity);
@@ -42,23 +42,30 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
     case IndexKind::kGraph: {
       RA_REQUIRE(n_train > 0 && train_queries != nullptr, "graph index: needs training queries");
       graph_tail_ = true;
-      // The keys' own top lists depend on the keys only: one brute force for the whole group.
-      std::vector<int64_t> key_lists;
-      if (group_size > 1) {
-        key_lists = key_top_lists(rows.widened(n).data(), n, head_dim, params.graph);
-      }
-      // Merges on the process's pool, each member's threshold staggered by its own key.
+      // Merges on the process's pool, each graph's threshold staggered by its own key.
       GraphBuildParams gp = params.graph;
       if (gp.merge_threshold > 0 && gp.merge_pool == nullptr) {
         gp.merge_pool = params.maintenance != nullptr ? params.maintenance : &process_maintenance_pool();
       }
       const int64_t shard_key = params.stagger_key >= 0 ? params.stagger_key : graph_shards_made.fetch_add(1);
+      for (int m = 0; m < group_size; ++m) answers_.emplace_back(params.warm_history);
+      if (params.graph_per_kv_head) {
+        // One graph for the group, trained by all its heads' queries ([group][n_train] rows, in order).
+        graph_per_kv_head_ = true;
+        gp.merge_stagger_key = shard_key;
+        indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries, group_size * n_train, gp));
+        break;
+      }
+      // The keys' own top lists depend on the keys only: one brute force for the whole group.
+      std::vector<int64_t> key_lists;
+      if (group_size > 1) {
+        key_lists = key_top_lists(rows.widened(n).data(), n, head_dim, params.graph);
+      }
       // Each member's graph scores the store's rows in place: the keys are held once for the group.
       for (int m = 0; m < group_size; ++m) {
         gp.merge_stagger_key = shard_key * group_size + m;
         indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries + m * n_train * head_dim,
                                                         n_train, gp, nullptr, 0, key_lists));
-        answers_.emplace_back(params.warm_history);
       }
       break;
     }
@@ -90,14 +97,53 @@ void HeadShard::append(const float* key, const float* value, const float* member
   if (!graph_tail_) return;  // rows [n, size()) are the flat tail search_attend scans
   // Each graph takes the row into its own tail and merges it into its adjacency in the background
   // (graph_index.h). Ids continue n, n + 1, ... like the store's rows.
+  if (graph_per_kv_head_) {  // the group's graph merges the token by every member's query
+    static_cast<GraphIndex*>(indexes_.front().get())->adopt_next_row(member_queries, group_size_);
+    return;
+  }
   for (size_t m = 0; m < indexes_.size(); ++m) {
     const float* q = member_queries ? member_queries + static_cast<int64_t>(m) * head_dim_ : nullptr;
     static_cast<GraphIndex*>(indexes_[m].get())->adopt_next_row(q);
   }
 }
 
+void HeadShard::search_attend_group(int first, int count, const float* qs, const SearchParams& params, float scale,
+                                    ShardScratch& s, float* o, float* lse, SearchStats* stats) {
+  RA_REQUIRE(first >= 0 && count >= 1 && first + count <= group_size_,
+             "head shard: members [{}, {}) of a group of {}", first, first + count, group_size_);
+  if (!graph_per_kv_head_ || indexes_.empty() || count == 1) {
+    for (int i = 0; i < count; ++i) {
+      lse[i] = search_attend(first + i, qs + i * head_dim_, params, scale, s, o + i * head_dim_, stats);
+    }
+    return;
+  }
+  const auto k = static_cast<size_t>(std::max(0, params.k));
+  s.group_ids.resize(k * count);
+  s.group_scores.resize(k * count);
+  s.group_found.resize(static_cast<size_t>(count));
+  if (s.weights.size() < k) s.weights.resize(k);
+  SearchParams seeded = params;
+  if (!answers_.empty() && answers_.front().depth() > 0) {  // every member's recent answers seed the traversal
+    s.group_seeds.clear();
+    for (int i = 0; i < count; ++i) {
+      SearchParams one;
+      answers_[static_cast<size_t>(first + i)].seed(one);
+      s.group_seeds.insert(s.group_seeds.end(), one.seeds, one.seeds + one.n_seeds);
+    }
+    seeded.seeds = s.group_seeds.data();
+    seeded.n_seeds = static_cast<int>(s.group_seeds.size());
+  }
+  const auto* graph = static_cast<const GraphIndex*>(indexes_.front().get());
+  graph->search_group(qs, count, seeded, s.group_ids.data(), s.group_scores.data(), s.group_found.data(), stats);
+  for (int i = 0; i < count; ++i) {
+    const std::span<const int64_t> ids(s.group_ids.data() + i * k, static_cast<size_t>(s.group_found[i]));
+    answers_[static_cast<size_t>(first + i)].record(ids, params.k);
+    lse[i] = store_.attend(qs + i * head_dim_, ids, scale, s.weights, o + i * head_dim_);
+  }
+}
+
 const KeyIndex* HeadShard::index_for(int member) const {
-  if (indexes_.empty()) return nullptr;
+  if (indexes_.empty()) return nullptr;  // a group's one graph (per kv head) or its key-only index: size 1
   return indexes_.size() == 1 ? indexes_[0].get() : indexes_[static_cast<size_t>(member)].get();
 }
 

@@ -12,8 +12,10 @@
 // and the group's graphs score those rows in place, and attention reads the same rows, so a key's
 // score in the index is exactly its score in attention. Only FAISS keeps a float32 copy of its own.
 //
-// Indexes: the graph is built per query head from that head's training queries (the paper's layout);
-// the key-only indexes (flat, IVF, HNSW) are built once per kv head and shared by its group.
+// Indexes: the graph is built per query head from that head's training queries (the paper's layout),
+// or, with graph_per_kv_head, once per kv head from the training queries of all its group's heads and
+// searched by several query heads per traversal (search_attend_group); the key-only indexes (flat, IVF,
+// HNSW) are built once per kv head and shared by its group.
 //
 // Merges: the graphs' tail merges run on one MaintenancePool per process (maintenance_pool.h), with
 // thresholds staggered by the shard's (layer, kv head), so a retriever's thread count stays fixed and
@@ -52,6 +54,9 @@ struct ShardIndexParams {
   // merge_stagger_key). < 0: the count of graph shards this process made before stands in (the same for
   // the same construction order).
   int64_t stagger_key = -1;
+  // kGraph: one graph per kv head, trained by every query head of its group, instead of one per query
+  // head (issue 16 item 3): a group's heads then share its traversals (search_attend_group).
+  bool graph_per_kv_head = false;
 };
 
 // Per-thread buffers of search_attend; they grow to the largest k seen and are then reused.
@@ -59,6 +64,10 @@ struct ShardScratch {
   std::vector<int64_t> ids, tail_ids, merged_ids;  // [k]
   std::vector<float> scores, tail_scores;          // [k]
   std::vector<float> weights;                      // [k]
+  std::vector<int64_t> group_ids;                  // [members][k]  (search_attend_group)
+  std::vector<float> group_scores;                 // [members][k]
+  std::vector<int> group_found;                    // [members]
+  std::vector<int64_t> group_seeds;                // the members' recorded answers, together
 };
 
 class HeadShard {
@@ -82,6 +91,16 @@ class HeadShard {
   float search_attend(int member, const float* q, const SearchParams& params, float scale, ShardScratch& scratch,
                       float* o, SearchStats* stats);
 
+  // Partial attention of `count` consecutive group members from `first` on: qs: [count][head_dim]
+  // float32, o: [count][head_dim], lse: [count], each as search_attend gives it. With a graph per kv
+  // head, one traversal serves them all (GraphIndex::search_group, seeded with every member's recorded
+  // answers); otherwise each member searches on its own. Members' searches are serialised as above.
+  void search_attend_group(int first, int count, const float* qs, const SearchParams& params, float scale,
+                           ShardScratch& scratch, float* o, float* lse, SearchStats* stats);
+
+  // Whether one traversal can serve several members (graph per kv head).
+  bool shares_traversals() const { return graph_per_kv_head_; }
+
   int64_t size() const { return store_.size(); }
   int64_t indexed() const { return n_; }
   size_t memory_bytes() const;
@@ -94,6 +113,8 @@ class HeadShard {
   KvStore store_;  // every row, in the model's dtype: scored by the indexes, read by attention
   std::vector<std::unique_ptr<KeyIndex>> indexes_;  // one per member (kGraph) or one shared; empty if n == 0
   bool graph_tail_ = false;  // appended rows go to the graphs; otherwise rows [n, size()) are scanned here
+  bool graph_per_kv_head_ = false;  // kGraph: indexes_ holds the group's one graph
+  int group_size_ = 1;
   std::vector<AnswerHistory> answers_;  // per member: seeds of its next graph search
 };
 

@@ -71,6 +71,9 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
   RA_REQUIRE(static_cast<int64_t>(config_.owned_kv_heads.size()) == g.n_layers,
              "{}: the shard plan lists {} layers, the model has {}", config_.name, config_.owned_kv_heads.size(),
              g.n_layers);
+  RA_REQUIRE(config_.search_group >= 0 && (config_.search_group == 0 || g.group_size() % config_.search_group == 0),
+             "{}: index.graph_heads_per_search = {} does not divide the GQA group of {} query heads", config_.name,
+             config_.search_group, g.group_size());
   shards_.resize(static_cast<size_t>(g.n_layers));
   recent_q_.resize(static_cast<size_t>(g.n_layers));
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
@@ -264,22 +267,28 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   }
   r.expect_end();
 
-  // One entry per owned query head: kv head owned[i], group member m -> query head owned[i]*group + m.
+  // One answer per owned query head: kv head owned[i], group member m -> query head owned[i]*group + m.
+  // One work item per traversal: a shard's members in runs of `per_item` (one each unless the graph is
+  // per kv head), so a group's heads share their traversal.
   const int64_t group = g.group_size();
   const int64_t entries = static_cast<int64_t>(owned.size()) * group;
+  const bool shared = !layer.empty() && layer.front()->shares_traversals();
+  const int64_t per_item = shared ? (config_.search_group > 0 ? config_.search_group : group) : 1;
+  const int64_t items = entries / per_item;
   lse_.resize(static_cast<size_t>(entries));
   o_.resize(static_cast<size_t>(entries) * hd);
-  entry_stats_.assign(static_cast<size_t>(entries), {});
+  entry_stats_.assign(static_cast<size_t>(items), {});
   const SearchParams params{step.k, step.ef, step.nprobe};
   const int threads = static_cast<int>(thread_scratch_.size());
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (entries > 1)
-  for (int64_t e = 0; e < entries; ++e) {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (items > 1)
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t e = item * per_item;  // its first answer
     const size_t shard = static_cast<size_t>(e / group);
     const int member = static_cast<int>(e % group);
     const int64_t head = owned[shard] * group + member;
     ShardScratch& scratch = thread_scratch_[static_cast<size_t>(omp_get_thread_num())];
-    lse_[e] = layer[shard]->search_attend(member, q + head * hd, params, g.scale, scratch, o_.data() + e * hd,
-                                          &entry_stats_[e]);
+    layer[shard]->search_attend_group(member, static_cast<int>(per_item), q + head * hd, params, g.scale, scratch,
+                                      o_.data() + e * hd, lse_.data() + e, &entry_stats_[item]);
   }
   transport::PartialPayload reply;
   reply.layer = step.layer;

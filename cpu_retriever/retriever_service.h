@@ -37,6 +37,9 @@ struct RetrieverServiceConfig {
   std::vector<std::vector<int64_t>> owned_kv_heads;  // [layer] -> this retriever's kv heads, ascending
   ShardIndexParams index;
   int threads = 0;                                   // search threads per step; 0 = OpenMP default
+  // Query heads per graph traversal when index.graph_per_kv_head (a divisor of the group size; 0 = the
+  // whole group): fewer share more work, more spread a layer's search over more threads.
+  int search_group = 0;
   int64_t window = 0;                                // the GPU window W: evicted tokens' queries are kept
                                                      // W + 1 steps for the graph (0: none kept)
   uint64_t plan_digest = 0;                          // compared with the worker's at kHello

@@ -18,7 +18,10 @@
 #   CONTEXTS     ra bench decode / torch contexts (default 0,32768,131072,524288)
 #   PREFILL_MAX  contexts up to this are prefilled (and timed) by ra bench decode (default 131072)
 #   DEADLINE_S   start no stage after this many seconds (default 560); each stage has its own timeout
-#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE]] (default 32768:flat,32768:retrieval:4096:0)
+#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION]]]]
+#                (default 32768:flat,32768:retrieval:4096:0); empty fields keep the config's value;
+#                HEADS_PER_SEARCH >= 1: one graph per kv head (index.graph_heads_per_search)
+#   OFFLOAD_TIMEOUT seconds per offload run (default 280)
 #   RETRIEVERS   retriever ranks of the offload runs (default 4; each gets 16 / RETRIEVERS threads)
 set -uo pipefail
 start=$(date +%s)
@@ -128,26 +131,29 @@ sample_job() {
 }
 
 stage_offload() {
-  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride cfg log samples pid
+  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc cfg log samples pid
   local retrievers=${RETRIEVERS:-4}
   IFS=, read -r -a list <<< "$runs"
   for r in "${list[@]}"; do
-    IFS=: read -r ctx mode train stride <<< "$r"
-    cfg=$out/logs/offload_${ctx}_${mode}.yaml
-    log=$out/logs/offload_${ctx}_${mode}.txt
-    samples=$out/offload_samples_${ctx}_${mode}.txt
+    IFS=: read -r ctx mode train stride heads efc <<< "$r"
+    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}
+    cfg=$out/logs/offload_$tag.yaml
+    log=$out/logs/offload_$tag.txt
+    samples=$out/offload_samples_$tag.txt
     { grep -v "^  graph_\|^index:\|^  top_k" configs/llama3-8b-128k.yaml
       echo "index:"; echo "  top_k: 100"
       [[ -n $train ]] && echo "  graph_max_train_queries: $train"
-      [[ -n $stride ]] && echo "  graph_key_lists_stride: $stride"; } > "$cfg"
+      [[ -n $stride ]] && echo "  graph_key_lists_stride: $stride"
+      [[ -n $heads ]] && echo "  graph_heads_per_search: $heads"
+      [[ -n $efc ]] && echo "  graph_ef_construction: $efc"; } > "$cfg"
     local cmd=("$ra" generate --config "$cfg" --backend cuda --mode "$mode" --synthetic-prompt-bytes $(( ctx - 128 ))
                --retrievers "$retrievers" --retriever-threads $(( 16 / retrievers )) --max-new-tokens 64)
     note "\$ ${cmd[*]}"
-    bounded 280 "${cmd[@]}" > "$log" 2>&1 &
+    bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}" > "$log" 2>&1 &
     pid=$!
     sample_job "$pid" "$samples" &
     wait "$pid"
-    note "offload $ctx $mode: exit $?"
+    note "offload $tag: exit $?"
     grep -E "prompt tokens|^prefill|^decode|index build|retrieval:|keys scanned|peak host|ra-cpu-retriever rank|rror" "$log" \
       | tail -16 >> "$summary"
     awk '$1 == "t" { if ($4 > g) g = $4 } $2 == "ra-gpu-worker" { if ($3 > w) w = $3 }

@@ -119,27 +119,18 @@ struct QuerySums {
   }
 };
 
-// Searches test query i of `head` and adds its recall, keys scanned, latency and attention error to
-// `sums`; leaves the answer in b.ids[0, returned).
-int measure_query(const KeyIndex& index, const SearchParams& params, const HeadTruth& head, int64_t i,
-                  const KvStore& store, const LayerQkv& layer, int64_t n_keys, QueryBuffers& b, QuerySums& sums) {
+// Adds the recall and attention error of an answer (ids [found]) to test query i of `head` to `sums`.
+void score_answer(const int64_t* ids, int found, int k, const HeadTruth& head, int64_t i, const KvStore& store,
+                  const LayerQkv& layer, int64_t n_keys, QueryBuffers& b, QuerySums& sums) {
   const int64_t dim = layer.head_dim;
-  const int k = params.k;
   const int64_t want = std::min<int64_t>(k, n_keys);
   const float* q = head.test_q + i * dim;
-  SearchStats stats;
-  const auto start = Clock::now();
-  const int found = index.search(q, params, b.ids.data(), b.scores.data(), &stats);
-  sums.us += seconds_since(start) * 1e6;
-  sums.scanned += static_cast<double>(stats.distance_computations) / static_cast<double>(n_keys);
-
   const int64_t* truth = head.truth.data() + i * k;
   int64_t hits = 0;
-  for (int j = 0; j < found; ++j) hits += std::binary_search(truth, truth + want, b.ids[j]) ? 1 : 0;
+  for (int j = 0; j < found; ++j) hits += std::binary_search(truth, truth + want, ids[j]) ? 1 : 0;
   sums.recall += static_cast<double>(hits) / static_cast<double>(want);
 
-  store.attend(q, std::span<const int64_t>(b.ids.data(), static_cast<size_t>(found)), layer.scale, b.scratch,
-               b.o.data());
+  store.attend(q, std::span<const int64_t>(ids, static_cast<size_t>(found)), layer.scale, b.scratch, b.o.data());
   const float* ref = head.full_o.data() + i * dim;
   double num = 0, den = 0;
   for (int64_t d = 0; d < dim; ++d) {
@@ -147,6 +138,19 @@ int measure_query(const KeyIndex& index, const SearchParams& params, const HeadT
     den += double(ref[d]) * double(ref[d]);
   }
   sums.err += den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// Searches test query i of `head` and adds its recall, keys scanned, latency and attention error to
+// `sums`; leaves the answer in b.ids[0, returned).
+int measure_query(const KeyIndex& index, const SearchParams& params, const HeadTruth& head, int64_t i,
+                  const KvStore& store, const LayerQkv& layer, int64_t n_keys, QueryBuffers& b, QuerySums& sums) {
+  const float* q = head.test_q + i * layer.head_dim;
+  SearchStats stats;
+  const auto start = Clock::now();
+  const int found = index.search(q, params, b.ids.data(), b.scores.data(), &stats);
+  sums.us += seconds_since(start) * 1e6;
+  sums.scanned += static_cast<double>(stats.distance_computations) / static_cast<double>(n_keys);
+  score_answer(b.ids.data(), found, params.k, head, i, store, layer, n_keys, b, sums);
   return found;
 }
 
@@ -179,6 +183,43 @@ void evaluate(const KeyIndex& index, const SearchParams& params, const HeadTruth
     total += mine;
   }
   add_sums(total, head, layer, row);
+}
+
+// As evaluate, for a kv head's graph searched by its whole group at once (GraphIndex::search_group):
+// test position i of every head in one traversal. Per head: its recall and error; latency and keys
+// scanned are the traversal's shared among the heads (rows fetched / heads: each row fetched once is
+// scored for all of them), so the rows compare by memory traffic with one search per head.
+void evaluate_group(const GraphIndex& graph, const SearchParams& params, const std::vector<const HeadTruth*>& heads,
+                    const KvStore& store, const LayerQkv& layer, int64_t n_keys, int threads, RowAccumulator& row) {
+  const int nh = static_cast<int>(heads.size());
+  const int64_t n_test = heads.front()->n_test, D = layer.head_dim;
+  const int k = params.k;
+  std::vector<QuerySums> totals(static_cast<size_t>(nh));
+#pragma omp parallel num_threads(threads)
+  {
+    QueryBuffers b(k, D);
+    std::vector<float> qs(static_cast<size_t>(nh * D)), scores(static_cast<size_t>(nh * k));
+    std::vector<int64_t> ids(static_cast<size_t>(nh * k));
+    std::vector<int> found(static_cast<size_t>(nh));
+    std::vector<QuerySums> mine(static_cast<size_t>(nh));
+#pragma omp for schedule(dynamic, 8) nowait
+    for (int64_t i = 0; i < n_test; ++i) {
+      for (int h = 0; h < nh; ++h) std::copy_n(heads[h]->test_q + i * D, D, qs.begin() + h * D);
+      SearchStats stats;
+      const auto start = Clock::now();
+      graph.search_group(qs.data(), nh, params, ids.data(), scores.data(), found.data(), &stats);
+      const double us = seconds_since(start) * 1e6 / nh;
+      const double rows_fetched = static_cast<double>(stats.distance_computations) / nh;  // each scored nh times
+      for (int h = 0; h < nh; ++h) {
+        mine[h].us += us;
+        mine[h].scanned += rows_fetched / nh / static_cast<double>(n_keys);
+        score_answer(ids.data() + h * k, found[h], k, *heads[h], i, store, layer, n_keys, b, mine[h]);
+      }
+    }
+#pragma omp critical
+    for (int h = 0; h < nh; ++h) totals[h] += mine[h];
+  }
+  for (int h = 0; h < nh; ++h) add_sums(totals[h], *heads[h], layer, row);
 }
 
 // As evaluate, over consecutive test positions searched in decode order: each query is seeded with
@@ -375,7 +416,9 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
         }
       }
     }
-    if (wanted(config, "graph_kv")) {  // one index per kv head, trained on every query head of its group
+    if (wanted(config, "graph_kv") || wanted(config, "graph_group")) {
+      // One index per kv head, trained on every query head of its group: searched per query head
+      // (graph_kv), or by the whole group per traversal (graph_group; needs all the group's heads).
       std::vector<float> train(static_cast<size_t>(group * N * D));
       for (int64_t j = 0; j < group; ++j) {
         std::copy_n(layer.q + ((g * group + j) * T) * D, N * D, train.begin() + j * N * D);
@@ -384,7 +427,23 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
       if (kv_params.max_train_queries > 0) kv_params.max_train_queries *= static_cast<int>(group);
       const auto start = Clock::now();
       const auto graph = make_graph(N, train.data(), group * N, kv_params);
-      sweep("graph_kv", *graph, seconds_since(start), {"ef", beam_sweep(k, N, 0.16)}, all_heads);
+      const double build_s = seconds_since(start);
+      if (wanted(config, "graph_kv")) sweep("graph_kv", *graph, build_s, {"ef", beam_sweep(k, N, 0.16)}, all_heads);
+      if (wanted(config, "graph_group")) {
+        RA_REQUIRE(static_cast<int64_t>(all_heads.size()) == group,
+                   "index graph_group searches a kv head's whole group: --heads must list all {} of kv head {}",
+                   group, g);
+        for (int ef : beam_sweep(k, N, 0.16)) {
+          SearchParams p;
+          p.k = k;
+          p.ef = ef;
+          RowAccumulator& row = row_for(rows, order, "graph_group", fmt::format("ef={}", ef));
+          evaluate_group(*graph, p, all_heads, store, layer, N, threads, row);
+          row.build_s_sum += build_s;
+          row.index_bytes_sum += static_cast<double>(graph->memory_bytes());
+          row.instances += 1;
+        }
+      }
     }
   }
 }

@@ -96,6 +96,10 @@ void visit_fields(V&& v) {
   v("index.graph_key_lists_stride",
     "Attention-aware graph: every N-th key also trains the graph as a query (its own top-Kq list); 0 = off",
     [](auto& c) -> auto& { return c.index.graph_key_lists_stride; });
+  v("index.graph_heads_per_search",
+    "Attention-aware graph: 0 = one graph per query head; N >= 1 = one graph per kv head, searched by N of its "
+    "query heads per traversal (N divides the GQA group)",
+    [](auto& c) -> auto& { return c.index.graph_heads_per_search; });
   v("index.ivf_nlist", "IVF lists; 0 = about 4*sqrt(keys)", [](auto& c) -> auto& { return c.index.ivf_nlist; });
   v("index.hnsw_M", "HNSW out-degree", [](auto& c) -> auto& { return c.index.hnsw_M; });
   v("index.hnsw_ef_construction", "HNSW build pool", [](auto& c) -> auto& { return c.index.hnsw_ef_construction; });

@@ -46,6 +46,9 @@ struct IndexConfig {
   int graph_max_train_queries = 0;    // training queries per head; 0 = all prefill queries
   int graph_warm_history = 2;         // seed each search with the head's last N answers; 0 = off
   int graph_key_lists_stride = 1;     // every N-th key also trains the graph as a query; 0 = off
+  // 0: one graph per query head (the paper's layout); N >= 1: one graph per kv head, trained by all its
+  // query heads, searched by N of them per traversal (N divides the GQA group size).
+  int graph_heads_per_search = 0;
   int ivf_nlist = 0;                  // IVF lists; 0 = about 4*sqrt(n)
   int hnsw_M = 32;
   int hnsw_ef_construction = 64;

@@ -119,6 +119,10 @@ RunPlan make_run_plan(const RunConfig& config, const Geometry& geometry, const N
                       const std::vector<HostSlots>& hosts) {
   validate(config);
   check_geometry(geometry, "the model");
+  const int64_t group = geometry.n_heads / geometry.n_kv_heads;
+  RA_REQUIRE(config.index.graph_heads_per_search == 0 || group % config.index.graph_heads_per_search == 0,
+             "index.graph_heads_per_search = {} must divide the model's GQA group of {} query heads per kv head",
+             config.index.graph_heads_per_search, group);
   RA_ASSERT(!local.nodes.empty());
   RunPlan plan;
   plan.config = config;

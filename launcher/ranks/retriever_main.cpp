@@ -38,6 +38,8 @@ retriever::RetrieverServiceConfig service_config(const RunPlan& plan, int rank) 
   s.index.graph.merge_threshold = 256;
   s.index.warm_history = c.index.graph_warm_history;
   s.index.graph.key_lists_stride = c.index.graph_key_lists_stride;
+  s.index.graph_per_kv_head = c.index.graph_heads_per_search > 0;
+  s.search_group = c.index.graph_heads_per_search;
   s.window = c.window;  // the evicted tokens' queries are kept this long for the graph merge
   s.index.ivf_nlist = c.index.ivf_nlist;
   s.index.hnsw_M = c.index.hnsw_M;

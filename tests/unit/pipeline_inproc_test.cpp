@@ -45,6 +45,7 @@ struct Split {
   IndexKind kind = IndexKind::kFlat;
   int top_k = 100000;    // every offloaded key
   int warm_history = 2;  // graph searches seeded with the last answers, as configured by default
+  int heads_per_search = 0;  // graph: 0 = a graph per query head; N = one per kv head, N heads per traversal
 };
 
 // kv head g of every layer goes to retriever g % R.
@@ -86,6 +87,8 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.index.kind = split.kind;
       cfg.index.graph.merge_threshold = 4;  // evicted tokens are merged into the graphs during the run
       cfg.index.warm_history = split.warm_history;
+      cfg.index.graph_per_kv_head = split.heads_per_search > 0;
+      cfg.search_group = split.heads_per_search;
       cfg.threads = 1;
       cfg.window = split.window;
       cfg.plan_digest = 42;
@@ -211,6 +214,21 @@ TEST(PipelineInproc, GraphWithEveryKeyEqualsFull) {
   // Every evicted token reached the graphs with its own queries: the first W from the build's window
   // queries, the rest from the steps' queries kept W + 1 steps (30 new tokens > W = 16).
   EXPECT_EQ(g.evicted, 2 * model.config.n_layers * 29);  // 2 retrievers x layers x 29 evicting decode steps
+  EXPECT_EQ(g.evicted_with_query, g.evicted);
+}
+
+// The same with one graph per kv head, searched by its whole query group in one traversal.
+TEST(PipelineInproc, GroupedGraphWithEveryKeyEqualsFull) {
+  const Model model = small_model();
+  ASSERT_GT(model.config.n_heads / model.config.n_kv_heads, 1) << "the test model needs GQA groups";
+  const auto prompt = prompt_ids(model, 200);
+  const Trace full = run(model, prompt, 30, {});
+  const Trace g = run(model, prompt, 30,
+                      {.enabled = true, .retrievers = 2, .kind = IndexKind::kGraph,
+                       .heads_per_search = static_cast<int>(model.config.n_heads / model.config.n_kv_heads)});
+  ASSERT_EQ(full.logits.size(), g.logits.size());
+  EXPECT_EQ(full.tokens, g.tokens);
+  for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(g.logits[i], full.logits[i]), 1e-4) << i;
   EXPECT_EQ(g.evicted_with_query, g.evicted);
 }
 

@@ -1,0 +1,198 @@
+// One graph per kv head, searched by its query group (issue 16 item 3): GraphIndex::search_group shares
+// one traversal among the group's heads. Here: with a beam that covers the graph it returns exactly each
+// head's exhaustive top-k (ids and scores, bitwise those of a flat search), before and after tail keys
+// arrive; a narrow grouped search finds about what each head's own traversal of the same graph finds;
+// and HeadShard::search_attend_group answers what per-member search_attend answers.
+
+#include "common/error.h"
+#include "cpu_retriever/flat_index.h"
+#include "cpu_retriever/graph_index.h"
+#include "cpu_retriever/head_shard.h"
+#include "cpu_retriever/row_arena.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <random>
+#include <set>
+#include <vector>
+
+namespace ra::retriever {
+namespace {
+
+constexpr int kGroup = 4;
+
+// Keys of low intrinsic dimension around +m; each head's queries around -1.5 m plus a head offset, at a
+// head-specific norm (the grouped frontier must not favour the head with the largest queries).
+struct GroupData {
+  int64_t n, dim;
+  std::vector<float> keys, values;
+  std::vector<float> train;  // [kGroup][n_train][dim]
+  std::vector<float> test;   // [n_test][kGroup][dim]: one decode step's queries of the group, together
+  int64_t n_train, n_test;
+};
+
+GroupData make_group_data(int64_t n, int64_t dim, int64_t n_train, int64_t n_test, uint64_t seed) {
+  constexpr int64_t r = 12;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> m(dim), basis(dim * r), offset(kGroup * dim);
+  for (auto& x : m) x = g(rng);
+  for (auto& x : basis) x = g(rng) / 3.f;
+  for (auto& x : offset) x = 0.8f * g(rng);
+  auto row = [&](float* out, float mean, const float* shift, float norm_scale) {
+    float z[r];
+    for (auto& x : z) x = g(rng);
+    for (int64_t j = 0; j < dim; ++j) {
+      float v = mean * m[j] + (shift ? shift[j] : 0.f) + 0.1f * g(rng);
+      for (int64_t l = 0; l < r; ++l) v += basis[j * r + l] * z[l];
+      out[j] = norm_scale * v;
+    }
+  };
+  GroupData d{n, dim, std::vector<float>(n * dim), std::vector<float>(n * dim), std::vector<float>(kGroup * n_train * dim),
+              std::vector<float>(n_test * kGroup * dim), n_train, n_test};
+  for (int64_t i = 0; i < n; ++i) row(d.keys.data() + i * dim, 1.f, nullptr, 1.f);
+  for (auto& v : d.values) v = g(rng);
+  for (int h = 0; h < kGroup; ++h) {
+    const float scale = 0.5f + 0.75f * static_cast<float>(h);
+    for (int64_t i = 0; i < n_train; ++i) row(d.train.data() + (h * n_train + i) * dim, -1.5f, &offset[h * dim], scale);
+    for (int64_t t = 0; t < n_test; ++t) row(d.test.data() + (t * kGroup + h) * dim, -1.5f, &offset[h * dim], scale);
+  }
+  return d;
+}
+
+std::shared_ptr<RowArena> bf16_arena(const std::vector<float>& keys, int64_t n, int64_t dim, int64_t extra) {
+  auto arena = std::make_shared<RowArena>(KvDtype::kBF16, dim, n + extra);
+  arena->append(keys.data(), n);
+  return arena;
+}
+
+GraphBuildParams small_params() {
+  GraphBuildParams p;
+  p.M = 12;
+  p.Kq = 32;
+  p.threads = 1;
+  return p;
+}
+
+// With a beam as large as the graph (ef >= n) the shared traversal reaches every key, so each head's
+// answer is its exhaustive top-k, equal to a flat search over the same bf16 rows: ids and scores.
+TEST(GroupedSearch, WideBeamGivesEveryHeadItsExactTopK) {
+  const GroupData d = make_group_data(1500, 32, 150, 12, 3);
+  const int64_t extra = 40;
+  auto arena = bf16_arena(d.keys, d.n, d.dim, extra);
+  GraphIndex graph(arena, d.n, d.train.data(), kGroup * d.n_train, small_params());
+  const int k = 20;
+  const SearchParams wide{.k = k, .ef = 4000};
+  auto check_all = [&](int64_t rows, const char* when) {
+    std::vector<int64_t> ids(kGroup * k), want_ids(k);
+    std::vector<float> scores(kGroup * k), want_scores(k);
+    int found[kGroup];
+    for (int64_t t = 0; t < d.n_test; ++t) {
+      const float* qs = d.test.data() + t * kGroup * d.dim;
+      graph.search_group(qs, kGroup, wide, ids.data(), scores.data(), found, nullptr);
+      for (int h = 0; h < kGroup; ++h) {
+        const int want = exact_top_k(qs + h * d.dim, arena->data(), KvDtype::kBF16, rows, d.dim, k, want_ids.data(),
+                                     want_scores.data());
+        ASSERT_EQ(found[h], want) << when << ", step " << t << ", head " << h;
+        for (int i = 0; i < want; ++i) {
+          EXPECT_EQ(ids[h * k + i], want_ids[i]) << when << ", step " << t << ", head " << h << ", rank " << i;
+          EXPECT_EQ(scores[h * k + i], want_scores[i]) << when << ", step " << t << ", head " << h << ", rank " << i;
+        }
+      }
+    }
+  };
+  check_all(d.n, "after the build");
+  // Tail keys, each with the group's four queries (the merge projects each), then scanned exactly.
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> key(d.dim);
+  for (int64_t i = 0; i < extra; ++i) {
+    for (int64_t j = 0; j < d.dim; ++j) key[j] = d.keys[(i * 7 % d.n) * d.dim + j] + 0.3f * g(rng);
+    arena->append(key.data());
+    graph.adopt_next_row(d.test.data() + (i % d.n_test) * kGroup * d.dim, kGroup);
+  }
+  check_all(d.n + extra, "with a tail");
+}
+
+double recall(const std::vector<int64_t>& got, int n_got, const std::vector<int64_t>& want, int n_want) {
+  const std::set<int64_t> truth(want.begin(), want.begin() + n_want);
+  int hit = 0;
+  for (int i = 0; i < n_got; ++i) hit += truth.count(got[i]) ? 1 : 0;
+  return n_want == 0 ? 1.0 : static_cast<double>(hit) / n_want;
+}
+
+// A narrow beam: the shared traversal serves every head about as well as that head's own traversal of
+// the same graph, although it visits each key once for the four.
+TEST(GroupedSearch, NarrowBeamRecallMatchesPerHeadTraversals) {
+  const GroupData d = make_group_data(6000, 32, 400, 40, 11);
+  auto arena = bf16_arena(d.keys, d.n, d.dim, 0);
+  GraphIndex graph(arena, d.n, d.train.data(), kGroup * d.n_train, small_params());
+  const int k = 32;
+  const SearchParams narrow{.k = k, .ef = 48};
+  std::vector<int64_t> ids(kGroup * k), own(k), want(k);
+  std::vector<float> scores(kGroup * k), own_scores(k), want_scores(k);
+  int found[kGroup];
+  double grouped = 0, separate = 0, worst_head = 1;
+  SearchStats grouped_work, separate_work;
+  for (int64_t t = 0; t < d.n_test; ++t) {
+    const float* qs = d.test.data() + t * kGroup * d.dim;
+    graph.search_group(qs, kGroup, narrow, ids.data(), scores.data(), found, &grouped_work);
+    for (int h = 0; h < kGroup; ++h) {
+      const float* q = qs + h * d.dim;
+      const int w = exact_top_k(q, arena->data(), KvDtype::kBF16, d.n, d.dim, k, want.data(), want_scores.data());
+      const int got = graph.search(q, narrow, own.data(), own_scores.data(), &separate_work);
+      const std::vector<int64_t> head_ids(ids.begin() + h * k, ids.begin() + (h + 1) * k);
+      const double r = recall(head_ids, found[h], want, w);
+      grouped += r;
+      worst_head = std::min(worst_head, r);
+      separate += recall(own, got, want, w);
+    }
+  }
+  grouped /= static_cast<double>(d.n_test * kGroup);
+  separate /= static_cast<double>(d.n_test * kGroup);
+  std::printf("recall@%d, ef %d: grouped %.3f (worst head-step %.3f), per-head %.3f; keys scored per head: grouped %.0f, "
+              "per-head %.0f\n",
+              k, narrow.ef, grouped, worst_head, separate,
+              static_cast<double>(grouped_work.distance_computations) / static_cast<double>(d.n_test * kGroup),
+              static_cast<double>(separate_work.distance_computations) / static_cast<double>(d.n_test * kGroup));
+  EXPECT_GE(grouped, separate - 0.02);
+  EXPECT_GE(grouped, 0.9);
+}
+
+// The shard's grouped path gives each member what its own search_attend gives when the beams cover
+// the keys (the same top-k, so the same partial attention).
+TEST(GroupedSearch, ShardGroupedAttendEqualsPerMemberAttend) {
+  const GroupData d = make_group_data(1200, 32, 120, 6, 5);
+  ShardIndexParams p;
+  p.kind = IndexKind::kGraph;
+  p.graph = small_params();
+  p.graph_per_kv_head = true;
+  p.warm_history = 2;
+  HeadShard grouped(d.dim, KvDtype::kBF16, d.keys.data(), d.values.data(), d.n, kGroup, d.train.data(), d.n_train, p);
+  HeadShard single(d.dim, KvDtype::kBF16, d.keys.data(), d.values.data(), d.n, kGroup, d.train.data(), d.n_train, p);
+  ASSERT_TRUE(grouped.shares_traversals());
+  const SearchParams wide{.k = 24, .ef = 3000};
+  const float scale = 1.0f / std::sqrt(32.0f);
+  ShardScratch scratch;
+  std::vector<float> o(kGroup * d.dim), o_one(d.dim);
+  float lse[kGroup];
+  for (int64_t t = 0; t < d.n_test; ++t) {
+    const float* qs = d.test.data() + t * kGroup * d.dim;
+    grouped.search_attend_group(0, kGroup, qs, wide, scale, scratch, o.data(), lse, nullptr);
+    for (int h = 0; h < kGroup; ++h) {
+      const float want = single.search_attend(h, qs + h * d.dim, wide, scale, scratch, o_one.data(), nullptr);
+      EXPECT_EQ(lse[h], want) << "step " << t << ", member " << h;
+      for (int64_t j = 0; j < d.dim; ++j) ASSERT_EQ(o[h * d.dim + j], o_one[j]) << "step " << t << ", member " << h;
+    }
+  }
+  // A run of two members shares a traversal too, and is placed at its own members.
+  grouped.search_attend_group(2, 2, d.test.data() + 2 * d.dim, wide, scale, scratch, o.data(), lse, nullptr);
+  const float want = single.search_attend(3, d.test.data() + 3 * d.dim, wide, scale, scratch, o_one.data(), nullptr);
+  EXPECT_EQ(lse[1], want);
+  EXPECT_THROW(grouped.search_attend_group(3, 2, d.test.data(), wide, scale, scratch, o.data(), lse, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace ra::retriever
