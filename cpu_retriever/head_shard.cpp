@@ -27,7 +27,8 @@ std::atomic<int64_t> graph_shards_made{0};
 }  // namespace
 
 HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const float* values, int64_t n,
-                     int group_size, const float* train_queries, int64_t n_train, const ShardIndexParams& params)
+                     int group_size, const float* train_queries, int64_t n_train, const ShardIndexParams& params,
+                     const int32_t* train_lists, int list_width)
     : head_dim_(head_dim), n_(n), store_(head_dim, dtype, n + params.append_capacity), group_size_(group_size) {
   RA_REQUIRE(n >= 0 && group_size >= 1, "head shard: bad sizes (n = {}, group = {})", n, group_size);
   RA_REQUIRE(params.append_capacity >= 0, "head shard: append_capacity must be >= 0 (got {})",
@@ -48,24 +49,30 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
         gp.merge_pool = params.maintenance != nullptr ? params.maintenance : &process_maintenance_pool();
       }
       const int64_t shard_key = params.stagger_key >= 0 ? params.stagger_key : graph_shards_made.fetch_add(1);
+      // The lists given ([group][n_train][width]), widened to the graph's int64 ids.
+      const int64_t width = train_lists != nullptr ? list_width : 0;
+      std::vector<int64_t> lists(train_lists, train_lists + (width > 0 ? group_size * n_train * width : 0));
+      const int64_t* member_lists = width > 0 ? lists.data() : nullptr;
       for (int m = 0; m < group_size; ++m) answers_.emplace_back(params.warm_history);
       if (params.graph_per_kv_head) {
         // One graph for the group, trained by all its heads' queries ([group][n_train] rows, in order).
         graph_per_kv_head_ = true;
         gp.merge_stagger_key = shard_key;
-        indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries, group_size * n_train, gp));
+        indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries, group_size * n_train, gp,
+                                                        member_lists, width));
         break;
       }
       // The keys' own top lists depend on the keys only: one brute force for the whole group.
       std::vector<int64_t> key_lists;
-      if (group_size > 1) {
+      if (group_size > 1 && key_list_count(n, params.graph) > 0) {
         key_lists = key_top_lists(rows.widened(n).data(), n, head_dim, params.graph);
       }
       // Each member's graph scores the store's rows in place: the keys are held once for the group.
       for (int m = 0; m < group_size; ++m) {
         gp.merge_stagger_key = shard_key * group_size + m;
         indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries + m * n_train * head_dim,
-                                                        n_train, gp, nullptr, 0, key_lists));
+                                                        n_train, gp, member_lists ? member_lists + m * n_train * width : nullptr,
+                                                        width, key_lists));
       }
       break;
     }

@@ -75,8 +75,11 @@ class HeadShard {
   // keys, values: [n][head_dim] float32 (copied into the store, rounded to dtype). train_queries: [group_size][n_train][head_dim] float32,
   // the post-RoPE prefill queries of the group's query heads (read during the build; kGraph only).
   // n may be 0 (a prompt that fits in the GPU's static set): then only the tail is searched.
+  // train_lists: optional [group_size][n_train][list_width] int32, each training query's top rows of
+  // keys, best first (-1 and rows >= n ignored), e.g. from the GPU; null: the graphs find them.
   HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const float* values, int64_t n, int group_size,
-            const float* train_queries, int64_t n_train, const ShardIndexParams& params);
+            const float* train_queries, int64_t n_train, const ShardIndexParams& params,
+            const int32_t* train_lists = nullptr, int list_width = 0);
 
   // Appends one evicted token: key, value: [head_dim] float32. The owner serialises it with searches.
   // member_queries: optional [group_size][head_dim] float32, the token's own queries of the group's

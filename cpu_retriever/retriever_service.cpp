@@ -198,6 +198,8 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
   RA_REQUIRE(b.n_window >= 0, "{}: kBuild with {} window queries", config_.name, b.n_window);
   const auto n_window = static_cast<size_t>(b.n_window);
   const float* window_q = r.floats(owned.size() * group * n_window * hd);  // [owned q head][n_window][hd]
+  const auto width = static_cast<size_t>(b.list_width);  // [owned q head][n_train][width], found on the GPU
+  const int32_t* lists = width > 0 ? r.int32s(owned.size() * group * b.n_train * width) : nullptr;
   r.expect_end();
 
   // The window tokens' queries, kept until their keys arrive as evictions (graph only).
@@ -221,10 +223,12 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
     params.stagger_key = static_cast<int64_t>(b.layer) * g.n_kv_heads + owned[i];  // merges spread over tokens
     layer.push_back(std::make_unique<HeadShard>(g.head_dim, config_.dtype, keys[i], values[i], b.n_keys,
                                                 static_cast<int>(group), train + i * group * b.n_train * hd,
-                                                b.n_train, params));
+                                                b.n_train, params, lists ? lists + i * group * b.n_train * width : nullptr,
+                                                static_cast<int>(width)));
   }
   const double seconds = Seconds(transport::SteadyClock::now() - t0).count();
   stats_.build_seconds += seconds;
+  stats_.layers_with_lists += lists != nullptr ? 1 : 0;
   stats_.memory_bytes = 0;
   for (const auto& l : shards_) {
     for (const auto& s : l) stats_.memory_bytes += s->memory_bytes();

@@ -54,6 +54,7 @@ struct RetrieverServiceStats {
   size_t memory_bytes = 0;  // shards' KV and indexes
   int64_t evicted = 0;             // tokens appended to this retriever's shards (per layer, summed)
   int64_t evicted_with_query = 0;  // of those, appended with their own queries (graph index)
+  int64_t layers_with_lists = 0;   // kBuilds that brought their training lists (found on the GPU)
 };
 
 class RetrieverService {

@@ -8,13 +8,15 @@
 # Knobs (environment):
 #   STAGES       stages in the order to run them (default build,decode,torch,tests,pipeline,oracle,kernels):
 #                build     unpack .device/prebuilt.tgz (compiles here only when they do not run)
-#                tests     backend_ops_gpu_test, cuda_backend_gpu_test, cuda_model_gpu_test
+#                tests     backend_ops_gpu_test, cuda_backend_gpu_test, cuda_model_gpu_test, train_lists_gpu_test,
+#                          grouped_search_test (a CPU test: the grouped search's recall line on this machine)
 #                pipeline  flat == full through real retriever processes (tests/mpi/pipeline_mpi_test.sh)
 #                kernels   ra-bench-kernels          decode  ra bench decode
 #                torch     scripts/bench_torch_decode.py     oracle  scripts/oracle_transformers.py
 #                offload   `ra generate` of Llama-3-8B geometry with the CUDA worker and RETRIEVERS retriever
 #                          ranks over shm, one run per OFFLOAD_RUNS entry, GPU memory, RSS and threads
 #                          sampled every 0.5 s (logs/offload_*.txt, offload_samples_*.txt)
+#   TESTS        test binaries of the tests stage (default: all five)
 #   CONTEXTS     ra bench decode / torch contexts (default 0,32768,131072,524288)
 #   PREFILL_MAX  contexts up to this are prefilled (and timed) by ra bench decode (default 131072)
 #   DEADLINE_S   start no stage after this many seconds (default 560); each stage has its own timeout
@@ -59,7 +61,8 @@ stage_build() {
     -DRA_SHARED_MODELS_DIR="$models" > "$out/logs/configure.txt" 2>&1 || { note "configure FAILED"; return 1; }
   local t0; t0=$(date +%s)
   if ! cmake --build "$build" -j"$(nproc)" --target ra ra-gpu-worker ra-cpu-retriever ra-bench-kernels \
-       backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test > "$out/logs/build.txt" 2>&1; then
+       backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test train_lists_gpu_test grouped_search_test \
+       > "$out/logs/build.txt" 2>&1; then
     grep -B2 -A12 -E "error|FAILED" "$out/logs/build.txt" | head -60 | tee -a "$summary"
     note "build: FAILED"
     return 1
@@ -69,7 +72,8 @@ stage_build() {
 
 stage_tests() {
   local t rc
-  for t in backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test; do
+  local all="backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test train_lists_gpu_test grouped_search_test"
+  for t in ${TESTS:-$all}; do
     bounded 150 "$build/tests/$t" > "$out/logs/$t.txt" 2>&1
     rc=$?
     note "$t: exit $rc, $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/logs/$t.txt" | tr '\n' ' ')"

@@ -16,6 +16,9 @@
 //                                       window_q [n_window][head_dim] float32 (the queries of positions
 //                                         first_position + n_keys + i: prefill tokens still in the GPU
 //                                         window, whose keys come later as evictions)
+//                                     then, when list_width > 0, for each owned query head h:
+//                                       lists [n_train][list_width] int32 (each training query's top key
+//                                         rows, best first, -1 = none; found on the GPU)
 //   kBuildDone  retriever → worker   BuildDonePayload
 //   kStep       worker → retriever   StepPayload, then
 //                                       q [n_heads][head_dim] float32        (post-RoPE, every head)
@@ -33,7 +36,7 @@
 namespace ra::transport {
 
 inline constexpr uint32_t kProtocolMagic = 0x31484152;  // "RAH1"
-inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kProtocolVersion = 3;
 
 enum class MessageKind : uint32_t {
   kHello = 1,
@@ -69,6 +72,8 @@ struct BuildPayload {
   int64_t first_position = 0;  // sequence position of key row 0 (the sink count)
   int64_t n_keys = 0;          // offloaded prefill tokens of this layer
   int64_t n_window = 0;        // window_q rows per owned query head (0 when the index takes no queries)
+  uint32_t list_width = 0;     // > 0: each training query's top key rows follow, [owned q head][n_train][width]
+  uint32_t reserved = 0;
 };
 
 struct BuildDonePayload {

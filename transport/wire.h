@@ -26,6 +26,7 @@ class WireWriter {
     put_bytes(&value, sizeof(T));
   }
   void put_floats(const float* data, size_t count) { put_bytes(data, count * sizeof(float)); }
+  void put_int32s(const int32_t* data, size_t count) { put_bytes(data, count * sizeof(int32_t)); }
   void put_text(std::string_view text) { put_bytes(text.data(), text.size()); }
   void put_bytes(const void* data, size_t bytes) {
     const size_t at = out_.size();
@@ -52,6 +53,7 @@ class WireReader {
   // A view of the next `count` floats (unaligned payloads are copied by the caller if needed; every
   // layout in messages.h keeps float arrays 4-byte aligned).
   const float* floats(size_t count) { return reinterpret_cast<const float*>(take(count * sizeof(float))); }
+  const int32_t* int32s(size_t count) { return reinterpret_cast<const int32_t*>(take(count * sizeof(int32_t))); }
   std::string_view text(size_t bytes) { return {reinterpret_cast<const char*>(take(bytes)), bytes}; }
   size_t remaining() const { return payload_.size() - at_; }
 

@@ -58,6 +58,19 @@ struct StaticSetOptions {
   RemoteAttention* remote = nullptr;  // the offloaded part; null = dropped (mode window)
 };
 
+// The attention-aware graph's training lists, found by the backend during the prefill while each
+// layer's keys are resident (issue 16 item 2; the CUDA backend with a static set): every training
+// query's top keys, by inner product, among the offloaded positions. A backend that cannot ignores
+// this (computes_train_lists() false) and the retrievers find the lists themselves.
+struct TrainListOptions {
+  std::vector<int64_t> positions;  // training positions, ascending (every query head trains at each)
+  int64_t first = 0, end = 0;      // offloaded positions [first, end): a list's ids are rows of this block
+  int width = 0;                   // ids per list; 0 = off
+  // Called on the prefill's thread once per layer, after that layer's qkv_observer chunks: lists:
+  // [n_heads][positions.size()][width] int32, best first, -1 past the block's size. Valid in the call.
+  std::function<void(int64_t layer, const int32_t* lists)> on_layer;
+};
+
 struct BackendOptions {
   int64_t max_positions = 0;   // KV cache capacity in tokens; 0 = the model's max_position_embeddings
   int64_t prefill_chunk = 256; // CPU: tokens per prefill step: bounds activation and score memory
@@ -65,6 +78,7 @@ struct BackendOptions {
   int threads = 0;             // 0 = all cores
   QkvObserver qkv_observer;    // optional: sees every layer's q/k/v (ra dump-qkv, index build data)
   StaticSetOptions static_set; // attention modes other than full
+  TrainListOptions train_lists; // optional, with a static set
 };
 
 class Backend {
@@ -73,6 +87,8 @@ class Backend {
 
   virtual std::string name() const = 0;
   virtual const ModelConfig& config() const = 0;
+  // Whether the prefill calls BackendOptions::train_lists.on_layer (when it was given).
+  virtual bool computes_train_lists() const { return false; }
 
   // Runs `tokens` at positions [position(), position() + tokens.size()), appends their K/V to the
   // cache and writes the logits of the last token to `logits`: [vocab_size] float32.

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/error.h"
+
 namespace ra {
 
 PrefillCapture::PrefillCapture(const ModelConfig& c, int64_t prompt_tokens, int64_t sinks, int64_t window,
                                int64_t max_train_queries, bool capture_queries)
-    : kv_dim_(c.kv_dim()), q_dim_(c.q_dim()), prompt_tokens_(prompt_tokens) {
+    : kv_dim_(c.kv_dim()), q_dim_(c.q_dim()), prompt_tokens_(prompt_tokens), n_heads_(c.n_heads) {
   begin_ = std::min(sinks, prompt_tokens);
   end_ = std::max(begin_, prompt_tokens - window);
   if (capture_queries) {
@@ -21,13 +23,15 @@ PrefillCapture::PrefillCapture(const ModelConfig& c, int64_t prompt_tokens, int6
   v_.resize(layers);
   q_.resize(layers);
   wq_.resize(layers);
+  lists_.resize(layers);
   started_.assign(layers, 0);
 }
 
 size_t PrefillCapture::layer_bytes() const {
   const auto rows = static_cast<size_t>(2 * offloaded() * kv_dim_) +
                     (train_positions_.size() + static_cast<size_t>(window_rows_)) * static_cast<size_t>(q_dim_);
-  return rows * sizeof(float);
+  const size_t list_ids = static_cast<size_t>(n_heads_) * train_positions_.size() * static_cast<size_t>(list_width_);
+  return rows * sizeof(float) + list_ids * sizeof(int32_t);
 }
 
 void PrefillCapture::allocate(size_t l) {
@@ -40,6 +44,29 @@ void PrefillCapture::allocate(size_t l) {
 
 QkvObserver PrefillCapture::observer() {
   return [this](const QkvChunk& chunk) { on_chunk(chunk); };
+}
+
+TrainListOptions PrefillCapture::train_list_options(int width) {
+  TrainListOptions t;
+  t.positions = train_positions_;
+  t.first = begin_;
+  t.end = end_;
+  t.width = width;
+  t.on_layer = [this](int64_t layer, const int32_t* lists) { on_lists(layer, lists); };
+  return t;
+}
+
+void PrefillCapture::expect_train_lists(int width) {
+  RA_REQUIRE(width > 0 && !train_positions_.empty(), "training lists of width {} over {} training positions", width,
+             train_positions_.size());
+  list_width_ = width;
+}
+
+void PrefillCapture::on_lists(int64_t layer, const int32_t* lists) {
+  if (list_width_ == 0) return;  // not expected: the retrievers find their own
+  const auto l = static_cast<size_t>(layer);
+  lists_[l].assign(lists, lists + static_cast<size_t>(n_heads_) * train_positions_.size() * list_width_);
+  if (on_layer_complete) on_layer_complete(layer);
 }
 
 void PrefillCapture::on_chunk(const QkvChunk& chunk) {
@@ -62,7 +89,9 @@ void PrefillCapture::on_chunk(const QkvChunk& chunk) {
     const int64_t row = it - train_positions_.begin();
     std::memcpy(q_[l].data() + row * q_dim_, chunk.q + (*it - chunk.position) * q_dim_, q_dim_ * sizeof(float));
   }
-  if (chunk.position + chunk.n == prompt_tokens_ && on_layer_complete) on_layer_complete(chunk.layer);
+  if (chunk.position + chunk.n == prompt_tokens_ && list_width_ == 0 && on_layer_complete) {
+    on_layer_complete(chunk.layer);
+  }
 }
 
 void PrefillCapture::release(int64_t layer) {
@@ -71,6 +100,7 @@ void PrefillCapture::release(int64_t layer) {
   std::vector<float>().swap(v_[l]);
   std::vector<float>().swap(q_[l]);
   std::vector<float>().swap(wq_[l]);
+  std::vector<int32_t>().swap(lists_[l]);
 }
 
 }  // namespace ra

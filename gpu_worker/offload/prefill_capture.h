@@ -8,7 +8,8 @@
 // A layer's buffers are allocated at its first chunk and freed by release(), so a prefill that ships
 // each layer as soon as it is complete (PrefillShipper) holds a layer or two, not the whole prompt.
 // on_layer_complete(l) runs, on the observer's thread, once the chunk holding position N − 1 of layer l
-// has been copied in.
+// has been copied in; or, once expect_train_lists() was called, when the backend hands over layer l's
+// training lists (which it computes after the layer's last chunk: BackendOptions::train_lists).
 
 #include <cstdint>
 #include <functional>
@@ -27,6 +28,10 @@ class PrefillCapture {
                  int64_t max_train_queries, bool capture_queries);
 
   QkvObserver observer();
+  // The backend's training lists (BackendOptions::train_lists) for these positions and rows; call
+  // expect_train_lists(width) before the prefill when the backend computes them.
+  TrainListOptions train_list_options(int width);
+  void expect_train_lists(int width);
   // Called with each layer's index once all of its rows are in (set before the prefill starts).
   std::function<void(int64_t layer)> on_layer_complete;
 
@@ -40,6 +45,12 @@ class PrefillCapture {
   // Queries of positions [first_offloaded() + offloaded(), N): [window_rows()][q_dim] (0 rows without queries).
   int64_t window_rows() const { return window_rows_; }
   const float* window_queries(int64_t layer) const { return wq_[static_cast<size_t>(layer)].data(); }
+  // Training lists from the backend: [q head][train_rows()][list_width()] int32 ids of offloaded rows,
+  // best first (-1: none); null when list_width() is 0 (the retrievers find them).
+  int list_width() const { return list_width_; }
+  const int32_t* train_lists(int64_t layer) const {
+    return list_width_ > 0 ? lists_[static_cast<size_t>(layer)].data() : nullptr;
+  }
   // Frees a layer's buffers once shipped. Safe while another layer is being captured.
   void release(int64_t layer);
   // Bytes a layer's buffers take while held.
@@ -47,6 +58,7 @@ class PrefillCapture {
 
  private:
   void on_chunk(const QkvChunk& chunk);
+  void on_lists(int64_t layer, const int32_t* lists);
   void allocate(size_t layer);
 
   int64_t kv_dim_, q_dim_;
@@ -55,6 +67,9 @@ class PrefillCapture {
   std::vector<int64_t> train_positions_;  // ascending
   int64_t window_rows_ = 0;               // positions [end_, end_ + window_rows_) when queries are captured
   std::vector<std::vector<float>> k_, v_, q_, wq_;
+  int64_t n_heads_ = 0;
+  int list_width_ = 0;
+  std::vector<std::vector<int32_t>> lists_;
   std::vector<char> started_;             // [layer]: buffers allocated (a released layer stays started)
 };
 

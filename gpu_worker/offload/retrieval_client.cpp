@@ -72,7 +72,9 @@ void RetrievalClient::handshake(uint64_t plan_digest, const std::string& plan_te
 
 void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t n_keys, const float* keys,
                                  const float* values, int64_t n_train, const float* train_q, int64_t n_window,
-                                 const float* window_q) {
+                                 const float* window_q, int list_width, const int32_t* lists) {
+  RA_REQUIRE(list_width >= 0 && (list_width == 0 || lists != nullptr), "send_build: lists of width {} and no ids",
+             list_width);
   const RetrievalGeometry& g = options_.geometry;
   const int64_t hd = g.head_dim;
   const int64_t kv_dim = g.n_kv_heads * hd;
@@ -87,6 +89,7 @@ void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t 
     b.first_position = first_position;
     b.n_keys = n_keys;
     b.n_window = n_window;
+    b.list_width = static_cast<uint32_t>(list_width);
     WireWriter w(out_);
     w.put(b);
     for (int64_t kv : kv_heads) {  // gather head kv's rows out of the [n][kv_dim] matrices
@@ -98,6 +101,9 @@ void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t 
     }
     for (int64_t h : owned_q_heads_[r][static_cast<size_t>(layer)]) {
       for (int64_t i = 0; i < n_window; ++i) w.put_floats(window_q + i * q_dim + h * hd, static_cast<size_t>(hd));
+    }
+    for (int64_t h : owned_q_heads_[r][static_cast<size_t>(layer)]) {  // [owned q head][n_train][width]
+      if (list_width > 0) w.put_int32s(lists + h * n_train * list_width, static_cast<size_t>(n_train * list_width));
     }
     channels_[r]->send(to_wire(MessageKind::kBuild), ++seq_, out_, deadline);
   }

@@ -59,8 +59,11 @@ class RetrievalClient final : public RemoteAttention {
   //   train_q:      [n_train][n_heads * head_dim] float32 (may be null when n_train == 0)
   //   window_q:     [n_window][n_heads * head_dim] float32, positions first_position + n_keys + i: the
   //                 queries of the tokens still in the window (may be null when n_window == 0)
+  //   lists:        [n_heads][n_train][list_width] int32, each training query's top key rows (found on the
+  //                 GPU: BackendOptions::train_lists), or null (list_width 0): the retrievers find them
   void send_build(int64_t layer, int64_t first_position, int64_t n_keys, const float* keys, const float* values,
-                  int64_t n_train, const float* train_q, int64_t n_window = 0, const float* window_q = nullptr);
+                  int64_t n_train, const float* train_q, int64_t n_window = 0, const float* window_q = nullptr,
+                  int list_width = 0, const int32_t* lists = nullptr);
   // Waits for every layer's kBuildDone.
   void wait_builds();
 

@@ -69,8 +69,11 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   retriever::RetrieverService service(service_config(plan, rank));
   service.serve(*links.channels.front());
   const auto& s = service.stats();
-  std::fprintf(stderr, "%s rank %d: %lld steps, build %.3f s, search %.3f s, %.1f MiB of KV and indexes\n", kProgram,
-               rank, static_cast<long long>(s.steps), s.build_seconds, s.search_seconds,
+  std::fprintf(stderr,
+               "%s rank %d: %lld steps, build %.3f s (%lld layers with training lists from the worker), search %.3f s, "
+               "%.1f MiB of KV and indexes\n",
+               kProgram, rank, static_cast<long long>(s.steps), s.build_seconds,
+               static_cast<long long>(s.layers_with_lists), s.search_seconds,
                static_cast<double>(s.memory_bytes) / (1 << 20));
   mpi.barrier("shutdown", transport::deadline_after(std::chrono::seconds(30)));
   return 0;

@@ -100,9 +100,13 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
                                             static_cast<int64_t>(prompt.size()) + c.max_new_tokens);
   options.threads = c.worker_threads;
   options.qkv_observer = capture.observer();
+  // The graph's training lists, found by the backend while each layer's keys are resident (the CUDA
+  // backend does); otherwise the retrievers find them.
+  if (graph) options.train_lists = capture.train_list_options(c.index.graph_Kq);
   PrefillShipper shipper(client, capture);  // each layer leaves as soon as the backend has it
   options.static_set = {true, c.sinks, c.window, &client};
   const auto backend = gpu_random ? make_random_backend(mc, c.geometry->seed, options) : make_backend(c.backend, model, options);
+  if (graph && backend->computes_train_lists()) capture.expect_train_lists(c.index.graph_Kq);
 
   std::fprintf(stderr, "%s: model %s (%s), mode %s, %d retrievers over %s\n", kProgram, model.source.c_str(),
                describe(mc).c_str(), std::string(name(c.mode)).c_str(), plan.num_retrievers(),

@@ -30,3 +30,8 @@ add_executable(cuda_model_gpu_test gpu/cuda_model_gpu_test.cpp)
 target_link_libraries(cuda_model_gpu_test PRIVATE ra_gpu_test_support ra_launcher GTest::gtest_main)
 target_compile_definitions(cuda_model_gpu_test PRIVATE RA_SHARED_MODELS_DIR="${RA_SHARED_MODELS_DIR}")
 gtest_discover_tests(cuda_model_gpu_test PROPERTIES LABELS "gpu;model" TIMEOUT 600 DISCOVERY_TIMEOUT 60)
+
+# The training lists the CUDA backend finds during an offloaded prefill (issue 16 item 2).
+ra_add_gpu_test(train_lists_gpu_test
+  SOURCES gpu/train_lists_gpu_test.cpp
+  LIBS ra_cuda_backend)

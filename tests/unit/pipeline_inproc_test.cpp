@@ -7,6 +7,7 @@
 #include <cmath>
 #include <thread>
 
+#include "cpu_retriever/graph_build.h"
 #include "cpu_retriever/retriever_service.h"
 #include "gpu_worker/decode/generator.h"
 #include "gpu_worker/model/tokenizer.h"
@@ -35,6 +36,7 @@ struct Trace {
   std::vector<std::vector<float>> logits;  // per generated token
   RetrievalStats stats;
   int64_t evicted = 0, evicted_with_query = 0;  // summed over the retrievers' services
+  int64_t layers_with_lists = 0;
 };
 
 struct Split {
@@ -46,7 +48,31 @@ struct Split {
   int top_k = 100000;    // every offloaded key
   int warm_history = 2;  // graph searches seeded with the last answers, as configured by default
   int heads_per_search = 0;  // graph: 0 = a graph per query head; N = one per kv head, N heads per traversal
+  // graph: the worker finds the training lists (as the CUDA backend does, here by brute force on the
+  // captured layer) and ships them with the layer (BackendOptions::train_lists).
+  bool lists_from_worker = false;
+  int merge_threshold = 4;  // graph: evicted tokens are merged into the graphs during the run (0 = never)
 };
+
+constexpr int kListWidth = 100;  // GraphBuildParams::Kq, the service's default
+
+// The lists the CUDA backend's train_lists gives, from the captured layer: [n_heads][train][width].
+std::vector<int32_t> exact_lists(const PrefillCapture& cap, const ModelConfig& c, int64_t layer) {
+  const int64_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads, nt = cap.train_rows(), n = cap.offloaded();
+  std::vector<int32_t> lists(static_cast<size_t>(c.n_heads * nt * kListWidth), -1);
+  std::vector<float> keys(static_cast<size_t>(n * hd)), queries(static_cast<size_t>(nt * hd));
+  for (int64_t h = 0; h < c.n_heads; ++h) {
+    for (int64_t i = 0; i < n; ++i) std::copy_n(cap.keys(layer) + i * c.kv_dim() + (h / group) * hd, hd, &keys[i * hd]);
+    for (int64_t j = 0; j < nt; ++j) std::copy_n(cap.train_queries(layer) + j * c.q_dim() + h * hd, hd, &queries[j * hd]);
+    const std::vector<int64_t> top = retriever::exact_topk_ip(keys.data(), n, hd, queries.data(), nt,
+                                                              std::min<int64_t>(kListWidth, n), 1);
+    const int64_t width = std::min<int64_t>(kListWidth, n);
+    for (int64_t j = 0; j < nt; ++j) {
+      for (int64_t r = 0; r < width; ++r) lists[(h * nt + j) * kListWidth + r] = static_cast<int32_t>(top[j * width + r]);
+    }
+  }
+  return lists;
+}
 
 // kv head g of every layer goes to retriever g % R.
 std::vector<std::vector<int64_t>> owned(const ModelConfig& c, int r, int R) {
@@ -85,7 +111,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.dtype = retriever::KvDtype::kF32;
       cfg.owned_kv_heads = owned(c, r, split.retrievers);
       cfg.index.kind = split.kind;
-      cfg.index.graph.merge_threshold = 4;  // evicted tokens are merged into the graphs during the run
+      cfg.index.graph.merge_threshold = split.merge_threshold;
       cfg.index.warm_history = split.warm_history;
       cfg.index.graph_per_kv_head = split.heads_per_search > 0;
       cfg.search_group = split.heads_per_search;
@@ -108,6 +134,15 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
                                                split.kind == IndexKind::kGraph);
     options.static_set.remote = client.get();
     options.qkv_observer = capture->observer();
+    if (split.lists_from_worker) {
+      capture->expect_train_lists(kListWidth);
+      options.qkv_observer = [&c, cap = capture.get(), observe = capture->observer(),
+                              lists = capture->train_list_options(kListWidth),
+                              n = static_cast<int64_t>(prompt.size())](const QkvChunk& chunk) {
+        observe(chunk);
+        if (chunk.position + chunk.n == n) lists.on_layer(chunk.layer, exact_lists(*cap, c, chunk.layer).data());
+      };
+    }
   }
   auto backend = make_cpu_backend(model, options);
   const auto tok = make_byte_tokenizer(c.vocab_size);
@@ -130,6 +165,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
   for (const auto& s : service_stats) {
     trace.evicted += s.evicted;
     trace.evicted_with_query += s.evicted_with_query;
+    trace.layers_with_lists += s.layers_with_lists;
   }
   return trace;
 }
@@ -215,6 +251,28 @@ TEST(PipelineInproc, GraphWithEveryKeyEqualsFull) {
   // queries, the rest from the steps' queries kept W + 1 steps (30 new tokens > W = 16).
   EXPECT_EQ(g.evicted, 2 * model.config.n_layers * 29);  // 2 retrievers x layers x 29 evicting decode steps
   EXPECT_EQ(g.evicted_with_query, g.evicted);
+}
+
+// Training lists found by the worker (as the CUDA backend finds them on the GPU) and shipped with each
+// layer: the retrievers build exactly the graphs they would have built from their own brute force.
+// (Without background merges, whose timing would make two runs differ.)
+TEST(PipelineInproc, TrainingListsFromTheWorkerBuildTheSameGraphs) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 600);
+  for (int heads_per_search : {0, 2}) {
+    Split own{.enabled = true, .retrievers = 2, .kind = IndexKind::kGraph, .top_k = 16,
+              .heads_per_search = heads_per_search, .merge_threshold = 0};
+    Split shipped = own;
+    shipped.lists_from_worker = true;
+    const Trace a = run(model, prompt, 12, own);
+    const Trace b = run(model, prompt, 12, shipped);
+    EXPECT_EQ(a.layers_with_lists, 0);
+    EXPECT_EQ(b.layers_with_lists, 2 * model.config.n_layers);  // every layer, at both retrievers
+    EXPECT_EQ(a.tokens, b.tokens) << "heads per search " << heads_per_search;
+    ASSERT_EQ(a.logits.size(), b.logits.size());
+    for (size_t i = 0; i < a.logits.size(); ++i) EXPECT_EQ(a.logits[i], b.logits[i]) << i;
+    EXPECT_EQ(a.stats.distance_computations, b.stats.distance_computations);
+  }
 }
 
 // The same with one graph per kv head, searched by its whole query group in one traversal.

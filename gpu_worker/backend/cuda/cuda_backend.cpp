@@ -25,6 +25,7 @@
 #include "gpu_worker/backend/cuda/qkv_gather.h"
 #include "gpu_worker/backend/cuda/sampling.h"
 #include "gpu_worker/backend/cuda/static_set.h"
+#include "gpu_worker/backend/cuda/train_lists.h"
 #include "gpu_worker/model/rope.h"
 
 namespace ra {
@@ -133,6 +134,15 @@ struct PrefillBuffers {
   // QkvObserver staging: device float32 rows, then pinned host copies.
   DeviceBuffer<float> obs_q, obs_k, obs_v;  // [chunk][q_dim], [chunk][kv_dim] x 2
   PinnedBuffer<float> obs_q_h, obs_k_h, obs_v_h;
+  // Training lists (TrainListOptions): positions [n_train] int64; the training queries of every head
+  // [n_heads][n_train][head_dim]; scores of a block of the group's training rows against the kv head's
+  // offloaded keys [block][offloaded]; the lists [n_heads][n_train][width] int32, and their host copy.
+  DeviceBuffer<int64_t> train_positions;
+  DeviceBuffer<T> train_q;
+  DeviceBuffer<float> train_scores;
+  DeviceBuffer<int32_t> lists;
+  PinnedBuffer<int32_t> lists_h;
+  int64_t score_rows = 0;  // rows of train_scores
 };
 
 template <typename T>
@@ -146,7 +156,8 @@ class CudaBackend final : public Backend {
         w_(std::move(weights)),
         chunk_(std::max<int64_t>(1, options.cuda_prefill_chunk)),
         qkv_observer_(options.qkv_observer),
-        static_set_(options.static_set) {
+        static_set_(options.static_set),
+        train_lists_(options.train_lists) {
     const ModelConfig& c = config_;
     capacity_ = options.max_positions > 0 ? options.max_positions : c.max_position_embeddings;
     RA_REQUIRE(capacity_ <= c.max_position_embeddings,
@@ -155,6 +166,13 @@ class CudaBackend final : public Backend {
     RA_REQUIRE(!static_set_.enabled || (static_set_.sinks >= 0 && static_set_.window >= 1),
                "static set needs sinks >= 0 and window >= 1 (got {} and {})", static_set_.sinks, static_set_.window);
     RA_REQUIRE(c.head_dim % 2 == 0, "{}: head_dim {} is odd (RoPE rotates pairs)", source_, c.head_dim);
+    if (train_lists_.width > 0) {
+      const TrainListOptions& t = train_lists_;
+      RA_REQUIRE(0 <= t.first && t.first <= t.end, "training lists over positions [{}, {})", t.first, t.end);
+      RA_REQUIRE(std::is_sorted(t.positions.begin(), t.positions.end()) &&
+                     (t.positions.empty() || t.positions.front() >= 0),
+                 "training positions must be ascending and non-negative");
+    }
     sinks_ = static_set_.enabled ? static_set_.sinks : 0;
     window_ = static_set_.enabled ? static_set_.window : 0;
     slots_ = static_set_.enabled ? sinks_ + window_ : capacity_;  // the ring is whole even when capacity is less
@@ -203,6 +221,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override { cudaStreamSynchronize(stream_->get()); }
 
   std::string name() const override { return "cuda"; }
+  bool computes_train_lists() const override { return lists_enabled(); }
   const ModelConfig& config() const override { return config_; }
   int64_t position() const override { return position_; }
   int64_t max_positions() const override { return capacity_; }
@@ -350,6 +369,9 @@ class CudaBackend final : public Backend {
       b.obs_v_h = PinnedBuffer<float>(b.obs_v.size(), "observed v");
     }
 
+    const bool lists = scratch && lists_enabled();
+    if (lists) allocate_train_lists(b, n);
+
     RA_CUDA_CHECK(cudaMemcpyAsync(b.tokens.get(), tokens.data(), tokens.size_bytes(), cudaMemcpyHostToDevice, s));
     RA_CUDA_CHECK(embed_rows<T>(b.tokens.get(), w_.embed.get(), b.x.get(), static_cast<int>(n),
                                 static_cast<int>(m.hidden_size), s));
@@ -368,6 +390,7 @@ class CudaBackend final : public Backend {
                                              static_cast<int>(m.n_kv_heads), static_cast<int>(m.head_dim), cap,
                                              inv_freq_.get(), s));
         if (qkv_observer_) observe(b, l, p0 + r0, rows, k, v, cap);
+        if (lists) gather_training_queries(b, p0 + r0, rows);
         RA_CUDA_CHECK(prefill_attention<T>(b.q.get(), k, v, b.attn.get(), ir, p0 + r0, static_cast<int>(m.n_heads),
                                            static_cast<int>(m.n_kv_heads), static_cast<int>(m.head_dim), cap,
                                            m.attn_scale(), s));
@@ -378,6 +401,7 @@ class CudaBackend final : public Backend {
         RA_CUDA_CHECK(swiglu_rows<T>(b.gate_up.get(), b.act.get(), ir, static_cast<int>(I), s));
         gemm_.run<T>(b.act.get(), lw.wdown.get(), x, rows, m.hidden_size, m.intermediate_size, true, s);
       }
+      if (lists) compute_train_lists(b, l, n);
       if (scratch) keep_static_set(l, b.k_scratch.get(), b.v_scratch.get(), n);
     }
     RA_CUDA_CHECK(gemv<T>(w_.output_matrix(), b.x.get() + static_cast<size_t>(n - 1) * D, w_.final_norm.get(),
@@ -403,6 +427,72 @@ class CudaBackend final : public Backend {
     RA_CUDA_CHECK(cudaMemcpyAsync(b.obs_v_h.get(), b.obs_v.get(), kv_bytes, cudaMemcpyDeviceToHost, s));
     RA_CUDA_CHECK(cudaStreamSynchronize(s));
     qkv_observer_({layer, first, rows, b.obs_q_h.get(), b.obs_k_h.get(), b.obs_v_h.get()});
+  }
+
+  bool lists_enabled() const {
+    // Wider lists than the selection kernel takes are left to the retrievers.
+    return static_set_.enabled && train_lists_.width > 0 && train_lists_.width <= kMaxTrainListWidth &&
+           train_lists_.on_layer && !train_lists_.positions.empty();
+  }
+
+  void allocate_train_lists(PrefillBuffers<T>& b, int64_t n) {
+    const ModelConfig& m = c();
+    const TrainListOptions& t = train_lists_;
+    RA_REQUIRE(t.positions.back() < n && t.end <= n, "training lists: positions up to {} and keys up to {} in a {}-token prompt",
+               t.positions.back(), t.end, n);
+    const auto nt = t.positions.size();
+    const int64_t offloaded = t.end - t.first;
+    const int64_t group_rows = (m.n_heads / m.n_kv_heads) * static_cast<int64_t>(nt);
+    // Scores of at most 256 MiB at a time: the selection reads them five times, from memory.
+    b.score_rows = std::clamp<int64_t>((int64_t{256} << 20) / (4 * std::max<int64_t>(1, offloaded)), 1, group_rows);
+    b.train_positions = DeviceBuffer<int64_t>(nt, "training positions");
+    b.train_q = DeviceBuffer<T>(static_cast<size_t>(m.n_heads * m.head_dim) * nt, "training queries");
+    b.train_scores = DeviceBuffer<float>(static_cast<size_t>(b.score_rows * std::max<int64_t>(1, offloaded)),
+                                         "training scores");
+    const size_t list_ids = static_cast<size_t>(m.n_heads) * nt * static_cast<size_t>(t.width);
+    b.lists = DeviceBuffer<int32_t>(list_ids, "training lists");
+    b.lists_h = PinnedBuffer<int32_t>(list_ids, "training lists");
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.train_positions.get(), t.positions.data(), nt * sizeof(int64_t),
+                                  cudaMemcpyHostToDevice, stream_->get()));
+  }
+
+  // The chunk's training queries (post-RoPE, in b.q) into b.train_q.
+  void gather_training_queries(PrefillBuffers<T>& b, int64_t first, int64_t rows) {
+    const ModelConfig& m = c();
+    const auto& pos = train_lists_.positions;
+    const auto j0 = std::lower_bound(pos.begin(), pos.end(), first) - pos.begin();
+    const auto j1 = std::lower_bound(pos.begin(), pos.end(), first + rows) - pos.begin();
+    RA_CUDA_CHECK(gather_train_queries<T>(b.q.get(), first, static_cast<int>(m.n_heads), static_cast<int>(m.head_dim),
+                                          b.train_positions.get(), static_cast<int>(j0), static_cast<int>(j1 - j0),
+                                          static_cast<int>(pos.size()), b.train_q.get(), stream_->get()));
+  }
+
+  // Layer `layer`'s training lists, while its keys are in the scratch ([n_kv_heads][n][head_dim]): per
+  // kv head, its group's training queries times its offloaded keys, a block of rows at a time, then each
+  // row's top `width`; handed to on_layer from pinned memory.
+  void compute_train_lists(PrefillBuffers<T>& b, int64_t layer, int64_t n) {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    const TrainListOptions& t = train_lists_;
+    const auto nt = static_cast<int64_t>(t.positions.size());
+    const int64_t hd = m.head_dim, group = m.n_heads / m.n_kv_heads, offloaded = t.end - t.first;
+    if (offloaded == 0) {
+      RA_CUDA_CHECK(cudaMemsetAsync(b.lists.get(), 0xff, b.lists.bytes(), s));  // every id -1
+    }
+    for (int64_t g = 0; g < m.n_kv_heads && offloaded > 0; ++g) {
+      const T* keys = b.k_scratch.get() + (g * n + t.first) * hd;
+      const T* queries = b.train_q.get() + g * group * nt * hd;  // the group's heads are consecutive
+      int32_t* out = b.lists.get() + g * group * nt * t.width;
+      for (int64_t r0 = 0; r0 < group * nt; r0 += b.score_rows) {
+        const int64_t rows = std::min(b.score_rows, group * nt - r0);
+        gemm_.run<T>(queries + r0 * hd, keys, b.train_scores.get(), rows, offloaded, hd, false, s);
+        RA_CUDA_CHECK(row_top_k(b.train_scores.get(), offloaded, static_cast<int>(rows), static_cast<int>(offloaded),
+                                t.width, out + r0 * t.width, t.width, s));
+      }
+    }
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.lists_h.get(), b.lists.get(), b.lists.bytes(), cudaMemcpyDeviceToHost, s));
+    RA_CUDA_CHECK(cudaStreamSynchronize(s));
+    t.on_layer(layer, b.lists_h.get());
   }
 
   // Moves the sinks and the window of a prefilled prompt of n tokens from the layer's scratch
@@ -575,6 +665,7 @@ class CudaBackend final : public Backend {
   const int64_t chunk_;
   const QkvObserver qkv_observer_;
   const StaticSetOptions static_set_;
+  const TrainListOptions train_lists_;
   int64_t capacity_ = 0;
   int64_t sinks_ = 0, window_ = 0;  // window 0: full attention (slot = position)
   int64_t slots_ = 0;               // cache slots per layer and kv head: capacity, or sinks + window
