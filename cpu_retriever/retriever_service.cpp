@@ -306,6 +306,12 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   w.put_floats(lse_.data(), lse_.size());
   w.put_floats(o_.data(), o_.size());
   channel.send(to_wire(MessageKind::kPartial), seq, out_, transport::deadline_after(kReplyTimeout));
+  if (stats_.steps == 0) stats_.first_step_seconds = reply.search_seconds;
+  if (reply.search_seconds > stats_.slowest_step_seconds) {
+    stats_.slowest_step_seconds = reply.search_seconds;
+    stats_.slowest_step = stats_.steps;
+    stats_.slowest_step_layer = step.layer;
+  }
   ++stats_.steps;
   stats_.distance_computations += reply.distance_computations;
   stats_.search_seconds += reply.search_seconds;

@@ -33,9 +33,11 @@ void PrefillShipper::stop() noexcept {
 }
 
 void PrefillShipper::on_layer_complete(int64_t layer) {
+  const auto t0 = Clock::now();
   std::unique_lock lock(mu_);
   // Bounded memory: the backend waits while max_pending complete layers are not yet sent.
   cv_.wait(lock, [&] { return error_ || ready_.size() + (shipping_ ? 1 : 0) < max_pending_; });
+  times_.backend_wait_seconds += seconds_since(t0);
   if (error_) std::rethrow_exception(error_);
   ready_.push_back(layer);
   cv_.notify_all();

@@ -27,6 +27,7 @@ namespace ra {
 struct PrefillShipTimes {
   double ship_seconds = 0;       // shipping thread busy sending (overlapped with the prefill)
   double build_tail_seconds = 0; // finish(): from the end of the prefill to the last kBuildDone
+  double backend_wait_seconds = 0;  // the prefill blocked because max_pending layers were not yet sent
 };
 
 class PrefillShipper {

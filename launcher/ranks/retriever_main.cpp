@@ -75,6 +75,9 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
                kProgram, rank, static_cast<long long>(s.steps), s.build_seconds,
                static_cast<long long>(s.layers_with_lists), s.search_seconds,
                static_cast<double>(s.memory_bytes) / (1 << 20));
+  std::fprintf(stderr, "%s rank %d: first step %.3f ms, slowest %.3f ms (step %lld, layer %lld)\n", kProgram, rank,
+               1e3 * s.first_step_seconds, 1e3 * s.slowest_step_seconds, static_cast<long long>(s.slowest_step),
+               static_cast<long long>(s.slowest_step_layer));
   mpi.barrier("shutdown", transport::deadline_after(std::chrono::seconds(30)));
   return 0;
 }

@@ -116,6 +116,9 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   const GenerateStats stats = generate(*backend, *loaded.tokenizer, prompt, gen, write_generated_text);
   client.shutdown(std::chrono::seconds(10));
   print_run_stats(stderr, backend->name(), c, stats, &client.stats());
+  const PrefillShipTimes& ship = shipper.times();
+  std::fprintf(stderr, "prefill shipping: %.3f s sending (overlapping the prefill); the prefill waited %.3f s for it\n",
+               ship.ship_seconds, ship.backend_wait_seconds);
   mpi.barrier("shutdown", transport::deadline_after(std::chrono::seconds(30)));
   return 0;
 }
