@@ -1,6 +1,7 @@
 #include "gpu_worker/offload/prefill_capture.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "common/error.h"
@@ -70,6 +71,7 @@ void PrefillCapture::on_lists(int64_t layer, const int32_t* lists) {
 }
 
 void PrefillCapture::on_chunk(const QkvChunk& chunk) {
+  const auto t0 = std::chrono::steady_clock::now();
   const auto l = static_cast<size_t>(chunk.layer);
   if (!started_[l]) allocate(l);
   const int64_t lo = std::max(begin_, chunk.position);
@@ -89,6 +91,7 @@ void PrefillCapture::on_chunk(const QkvChunk& chunk) {
     const int64_t row = it - train_positions_.begin();
     std::memcpy(q_[l].data() + row * q_dim_, chunk.q + (*it - chunk.position) * q_dim_, q_dim_ * sizeof(float));
   }
+  copy_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (chunk.position + chunk.n == prompt_tokens_ && list_width_ == 0 && on_layer_complete) {
     on_layer_complete(chunk.layer);
   }

@@ -55,6 +55,8 @@ class PrefillCapture {
   void release(int64_t layer);
   // Bytes a layer's buffers take while held.
   size_t layer_bytes() const;
+  // Time the prefill's thread spent copying chunks in (on_chunk), excluding on_layer_complete.
+  double copy_seconds() const { return copy_seconds_; }
 
  private:
   void on_chunk(const QkvChunk& chunk);
@@ -69,6 +71,7 @@ class PrefillCapture {
   std::vector<std::vector<float>> k_, v_, q_, wq_;
   int64_t n_heads_ = 0;
   int list_width_ = 0;
+  double copy_seconds_ = 0;
   std::vector<std::vector<int32_t>> lists_;
   std::vector<char> started_;             // [layer]: buffers allocated (a released layer stays started)
 };

@@ -117,8 +117,10 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   client.shutdown(std::chrono::seconds(10));
   print_run_stats(stderr, backend->name(), c, stats, &client.stats());
   const PrefillShipTimes& ship = shipper.times();
-  std::fprintf(stderr, "prefill shipping: %.3f s sending (overlapping the prefill); the prefill waited %.3f s for it\n",
-               ship.ship_seconds, ship.backend_wait_seconds);
+  std::fprintf(stderr,
+               "prefill shipping: %.3f s sending (overlapping the prefill); the prefill waited %.3f s for it and "
+               "spent %.3f s copying its chunks to the capture\n",
+               ship.ship_seconds, ship.backend_wait_seconds, capture.copy_seconds());
   mpi.barrier("shutdown", transport::deadline_after(std::chrono::seconds(30)));
   return 0;
 }
