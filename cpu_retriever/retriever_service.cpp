@@ -270,6 +270,7 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     }
   }
   r.expect_end();
+  const auto t_appended = transport::SteadyClock::now();
 
   // One answer per owned query head: kv head owned[i], group member m -> query head owned[i]*group + m.
   // One work item per traversal: a shard's members in runs of `per_item` (one each unless the graph is
@@ -294,6 +295,7 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     layer[shard]->search_attend_group(member, static_cast<int>(per_item), q + head * hd, params, g.scale, scratch,
                                       o_.data() + e * hd, lse_.data() + e, &entry_stats_[item]);
   }
+  const auto t_searched = transport::SteadyClock::now();
   transport::PartialPayload reply;
   reply.layer = step.layer;
   reply.n_entries = static_cast<uint32_t>(entries);
@@ -311,6 +313,8 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     stats_.slowest_step_seconds = reply.search_seconds;
     stats_.slowest_step = stats_.steps;
     stats_.slowest_step_layer = step.layer;
+    stats_.slowest_step_append_seconds = Seconds(t_appended - t0).count();
+    stats_.slowest_step_search_seconds = Seconds(t_searched - t_appended).count();
   }
   ++stats_.steps;
   stats_.distance_computations += reply.distance_computations;

@@ -58,6 +58,8 @@ struct RetrieverServiceStats {
   double first_step_seconds = 0;   // the first kStep, parse to reply
   double slowest_step_seconds = 0; // the slowest kStep and its (step, layer)
   int64_t slowest_step = -1, slowest_step_layer = -1;
+  double slowest_step_append_seconds = 0;  // of it: parsing and appending the evicted token
+  double slowest_step_search_seconds = 0;  //        the searches and partial attention
 };
 
 class RetrieverService {

@@ -36,6 +36,17 @@ size_t PrefillCapture::layer_bytes() const {
 }
 
 void PrefillCapture::allocate(size_t l) {
+  {
+    std::lock_guard lock(spare_mutex_);
+    if (!spare_.empty()) {  // every row of them is overwritten by this layer's chunks
+      LayerBuffers& b = spare_.back();
+      k_[l].swap(b.k);
+      v_[l].swap(b.v);
+      q_[l].swap(b.q);
+      wq_[l].swap(b.wq);
+      spare_.pop_back();
+    }
+  }
   k_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
   v_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
   q_[l].resize(train_positions_.size() * static_cast<size_t>(q_dim_));
@@ -99,11 +110,14 @@ void PrefillCapture::on_chunk(const QkvChunk& chunk) {
 
 void PrefillCapture::release(int64_t layer) {
   const auto l = static_cast<size_t>(layer);
-  std::vector<float>().swap(k_[l]);
-  std::vector<float>().swap(v_[l]);
-  std::vector<float>().swap(q_[l]);
-  std::vector<float>().swap(wq_[l]);
+  LayerBuffers b;
+  b.k.swap(k_[l]);
+  b.v.swap(v_[l]);
+  b.q.swap(q_[l]);
+  b.wq.swap(wq_[l]);
   std::vector<int32_t>().swap(lists_[l]);
+  std::lock_guard lock(spare_mutex_);
+  if (layer + 1 < n_layers()) spare_.push_back(std::move(b));  // the last layer's go (b's destructor)
 }
 
 }  // namespace ra

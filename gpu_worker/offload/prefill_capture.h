@@ -5,14 +5,17 @@
 // [N − W, N) (from S at least): the graph links those tokens by their own queries once they are evicted.
 // Feed observer() to BackendOptions::qkv_observer.
 //
-// A layer's buffers are allocated at its first chunk and freed by release(), so a prefill that ships
+// A layer's buffers are taken at its first chunk and given back by release(), so a prefill that ships
 // each layer as soon as it is complete (PrefillShipper) holds a layer or two, not the whole prompt.
+// Released buffers are kept for the next layer: fresh ones would be zeroed and page-faulted in by the
+// kernel on the prefill's thread (1 GiB per layer at 128K of Llama-3-8B).
 // on_layer_complete(l) runs, on the observer's thread, once the chunk holding position N − 1 of layer l
 // has been copied in; or, once expect_train_lists() was called, when the backend hands over layer l's
 // training lists (which it computes after the layer's last chunk: BackendOptions::train_lists).
 
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <vector>
 
 #include "gpu_worker/backend/backend.h"
@@ -52,7 +55,7 @@ class PrefillCapture {
     return list_width_ > 0 ? lists_[static_cast<size_t>(layer)].data() : nullptr;
   }
   // Frees a layer's buffers once shipped. Safe while another layer is being captured.
-  void release(int64_t layer);
+  void release(int64_t layer);  // the shipping thread, while another layer is captured
   // Bytes a layer's buffers take while held.
   size_t layer_bytes() const;
   // Time the prefill's thread spent copying chunks in (on_chunk), excluding on_layer_complete.
@@ -74,6 +77,12 @@ class PrefillCapture {
   double copy_seconds_ = 0;
   std::vector<std::vector<int32_t>> lists_;
   std::vector<char> started_;             // [layer]: buffers allocated (a released layer stays started)
+  struct LayerBuffers {
+    std::vector<float> k, v, q, wq;
+    std::vector<int32_t> lists;
+  };
+  std::mutex spare_mutex_;
+  std::vector<LayerBuffers> spare_;       // released layers' buffers, sized for any layer
 };
 
 }  // namespace ra
