@@ -33,21 +33,13 @@ KvStore::KvStore(int64_t head_dim, KvDtype dtype, int64_t max_rows) : head_dim_(
   RA_REQUIRE(head_dim > 0, "KvStore: head_dim must be positive, got {}", head_dim);
   keys_ = std::make_shared<RowArena>(dtype, head_dim, max_rows);
   keys_view_ = keys_;
+  values_ = std::make_unique<RowArena>(dtype, head_dim, max_rows);
 }
 
 void KvStore::append(const float* keys, const float* values, int64_t n) {
   RA_REQUIRE(n <= keys_->max_rows() - rows_, "KvStore: {} more rows overflow its {} (max_rows)", n,
              keys_->max_rows());
-  const size_t count = static_cast<size_t>(n * head_dim_);
-  if (dtype_ == KvDtype::kF32) {
-    vf_.insert(vf_.end(), values, values + count);
-  } else {
-    const size_t base = v_.size();
-    v_.resize(base + count);
-    for (size_t i = 0; i < count; ++i) {
-      v_[base + i] = dtype_ == KvDtype::kBF16 ? Bf16Elem::narrow(values[i]) : F16Elem::narrow(values[i]);
-    }
-  }
+  values_->append(values, n);
   keys_->append(keys, n);  // last: publishes the rows to concurrent key readers
   rows_ += n;
 }
@@ -72,12 +64,7 @@ float KvStore::attend_impl(const float* q, const int64_t* ids, int64_t n, float 
   return with_kv_elem(dtype_, [&](auto e) {
     using E = decltype(e);
     const auto* k = static_cast<const typename E::T*>(keys_->data());
-    const typename E::T* v;
-    if constexpr (E::kDtype == KvDtype::kF32) {
-      v = vf_.data();
-    } else {
-      v = v_.data();
-    }
+    const auto* v = static_cast<const typename E::T*>(values_->data());
     return attend_rows<E>(k, v, head_dim_, q, ids, n, scale, scratch, o);
   });
 }

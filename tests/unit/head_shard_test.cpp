@@ -79,7 +79,8 @@ TEST(HeadShard, WarmHistorySeedsTheNextSearchWithTheLastAnswer) {
 // Evicted tokens go to the KV store once: each query head's graph reads the keys in place, so a shard
 // of 4 members grows by exactly what a shard of 1 grows by, and every member still finds them.
 TEST(HeadShard, EvictedKeysAreHeldOnceForTheGroup) {
-  const Data d = make_data(600, 32, 4 * 200, 4, 11);
+  // 512-byte rows: the 200 evicted ones cross the arenas' 256 KiB commit steps, so growth shows.
+  const Data d = make_data(600, 128, 4 * 200, 4, 11);
   const int64_t n = 400, evicted = 200;
   ShardIndexParams p;
   p.kind = IndexKind::kGraph;
