@@ -36,6 +36,7 @@ const char* kind_name(uint32_t kind) {
     case MessageKind::kBuild: return "kBuild";
     case MessageKind::kStep: return "kStep";
     case MessageKind::kShutdown: return "kShutdown";
+    case MessageKind::kRewind: return "kRewind";
     case MessageKind::kError: return "kError";
     default: return "unknown";
   }
@@ -76,8 +77,12 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
              config_.search_group, g.group_size());
   shards_.resize(static_cast<size_t>(g.n_layers));
   recent_q_.resize(static_cast<size_t>(g.n_layers));
+  for (const auto& owned : config_.owned_kv_heads) {
+    session_.emplace_back(static_cast<int64_t>(owned.size()), g.head_dim, config_.dtype);
+  }
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
   thread_scratch_.resize(static_cast<size_t>(std::max(1, threads)));
+  session_scratch_.resize(thread_scratch_.size());
   builds_ = std::make_unique<BuildQueue>([this](std::span<const std::byte> p) { return build_layer(p); });
 }
 
@@ -121,6 +126,10 @@ void RetrieverService::serve(Channel& channel) {
         case MessageKind::kStep:
           drain_builds(channel);
           on_step(channel, h.seq, in_);
+          break;
+        case MessageKind::kRewind:
+          drain_builds(channel);  // a build clears its layer's session tail
+          on_rewind(channel, h.seq, in_);
           break;
         case MessageKind::kShutdown:
           drain_builds(channel);
@@ -218,6 +227,7 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
 
   auto& layer = shards_[b.layer];
   layer.clear();
+  session_[b.layer].clear();  // a new prebuilt context: no session on top of it yet
   for (size_t i = 0; i < owned.size(); ++i) {
     ShardIndexParams params = config_.index;
     params.stagger_key = static_cast<int64_t>(b.layer) * g.n_kv_heads + owned[i];  // merges spread over tokens
@@ -254,11 +264,16 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     const float* v = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);
     const float* own_q = recent_q_[step.layer].find(step.evict_position);  // [owned q heads][hd] or null
     const int64_t group_floats = g.group_size() * g.head_dim;
-    for (size_t i = 0; i < owned.size(); ++i) {
-      layer[i]->append(k + owned[i] * hd, v + owned[i] * hd, own_q ? own_q + static_cast<int64_t>(i) * group_floats : nullptr);
+    if (session_mode_) {
+      session_[step.layer].append(step.evict_position, k, v, owned);  // the shards keep the context's KV
+    } else {
+      for (size_t i = 0; i < owned.size(); ++i) {
+        layer[i]->append(k + owned[i] * hd, v + owned[i] * hd,
+                         own_q ? own_q + static_cast<int64_t>(i) * group_floats : nullptr);
+      }
     }
     stats_.evicted += 1;
-    stats_.evicted_with_query += own_q ? 1 : 0;
+    stats_.evicted_with_query += own_q && !session_mode_ ? 1 : 0;
   }
   if (!recent_q_[step.layer].empty()) {  // this token's queries, for its own eviction W steps from now
     float* row = recent_q_[step.layer].put(step.position);
@@ -284,6 +299,7 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   o_.resize(static_cast<size_t>(entries) * hd);
   entry_stats_.assign(static_cast<size_t>(items), {});
   const SearchParams params{step.k, step.ef, step.nprobe};
+  const SessionTail& session = session_[step.layer];  // empty outside session mode
   const int threads = static_cast<int>(thread_scratch_.size());
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (items > 1)
   for (int64_t item = 0; item < items; ++item) {
@@ -291,16 +307,21 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     const size_t shard = static_cast<size_t>(e / group);
     const int member = static_cast<int>(e % group);
     const int64_t head = owned[shard] * group + member;
-    ShardScratch& scratch = thread_scratch_[static_cast<size_t>(omp_get_thread_num())];
-    layer[shard]->search_attend_group(member, static_cast<int>(per_item), q + head * hd, params, g.scale, scratch,
-                                      o_.data() + e * hd, lse_.data() + e, &entry_stats_[item]);
+    const auto thread = static_cast<size_t>(omp_get_thread_num());
+    layer[shard]->search_attend_group(member, static_cast<int>(per_item), q + head * hd, params, g.scale,
+                                      thread_scratch_[thread], o_.data() + e * hd, lse_.data() + e,
+                                      &entry_stats_[item]);
+    for (int64_t m = 0; m < per_item; ++m) {  // a serving session's own tokens, exactly (empty otherwise)
+      lse_[e + m] = session.merge_into(shard, q + (head + m) * hd, g.scale, lse_[e + m], o_.data() + (e + m) * hd,
+                                       session_scratch_[thread], &entry_stats_[item]);
+    }
   }
   const auto t_searched = transport::SteadyClock::now();
   transport::PartialPayload reply;
   reply.layer = step.layer;
   reply.n_entries = static_cast<uint32_t>(entries);
   reply.position = step.position;
-  reply.keys_offloaded = layer.empty() ? 0 : layer.front()->size();
+  reply.keys_offloaded = (layer.empty() ? 0 : layer.front()->size()) + session.rows();
   for (const SearchStats& s : entry_stats_) reply.distance_computations += s.distance_computations;
   reply.search_seconds = Seconds(transport::SteadyClock::now() - t0).count();
   WireWriter w(out_);
@@ -319,6 +340,16 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   ++stats_.steps;
   stats_.distance_computations += reply.distance_computations;
   stats_.search_seconds += reply.search_seconds;
+}
+
+void RetrieverService::on_rewind(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {
+  WireReader r(payload, "kRewind from " + channel.peer_name());
+  const auto rewind = r.get<transport::RewindPayload>();
+  r.expect_end();
+  session_mode_ = true;
+  for (SessionTail& tail : session_) tail.rewind(rewind.position);
+  channel.send(to_wire(MessageKind::kRewindDone), seq, std::as_bytes(std::span(&rewind, 1)),
+               transport::deadline_after(kReplyTimeout));
 }
 
 }  // namespace ra::retriever

@@ -8,6 +8,9 @@
 //              thread (build_queue.h) while the loop takes the next layer; kBuildDone when built
 //   kStep   -> appends the evicted token, then per owned query head: top-k search + exact partial
 //              attention; kPartial with (lse, o) per head
+//   kRewind -> session mode (serving): later evictions go to each layer's SessionTail, the shards keep
+//              what their kBuild gave them; drops the tail's tokens at positions >= the payload's;
+//              kRewindDone
 //   kShutdown -> kShutdown back, and serve() returns
 // Layouts are in transport/messages.h. A malformed request is answered with kError before serve()
 // throws, so the worker learns why its retriever left.
@@ -22,6 +25,7 @@
 #include "cpu_retriever/build_queue.h"
 #include "cpu_retriever/head_shard.h"
 #include "cpu_retriever/query_ring.h"
+#include "cpu_retriever/session_tail.h"
 #include "transport/channel.h"
 #include "transport/hello.h"
 #include "transport/messages.h"
@@ -81,11 +85,15 @@ class RetrieverService {
   void drain_builds(transport::Channel& channel);
   [[noreturn]] static void tell_worker_and_rethrow(transport::Channel& channel, uint64_t seq, const std::exception& e);
   void on_step(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
+  void on_rewind(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
 
   RetrieverServiceConfig config_;
   std::vector<std::vector<std::unique_ptr<HeadShard>>> shards_;  // [layer][i] for owned_kv_heads[layer][i]
   std::vector<QueryRing> recent_q_;  // [layer]: owned query heads' queries of the last W + 1 positions
+  std::vector<SessionTail> session_;  // [layer]: a serving session's evicted tokens (after a kRewind)
+  bool session_mode_ = false;         // set by the first kRewind
   std::vector<ShardScratch> thread_scratch_;                     // one per search thread
+  std::vector<SessionScratch> session_scratch_;                  // one per search thread
   std::vector<std::byte> in_, out_;                              // message buffers, reused
   std::vector<float> lse_, o_;                                   // [entries], [entries][head_dim]
   std::vector<SearchStats> entry_stats_;                         // [entries]

@@ -14,10 +14,11 @@ packages=(
   libhwloc-dev hwloc libnuma-dev
   python3 python3-numpy python3-matplotlib
   libonig-dev
+  prometheus-cpp-dev curl
 )
-# The tokenizer oracle test (tests/tokenizer) runs the reference tokenizer under node and installs it
-# with npm; Debian's nodejs / npm are added only when neither is on PATH (a NodeSource nodejs brings
-# its own npm, and Debian's npm package would conflict with it).
+# The tokenizer oracle test (tests/tokenizer) and the serve client test (tests/serve) run npm packages
+# under node, installed with npm; Debian's nodejs / npm are added only when neither is on PATH (a
+# NodeSource nodejs brings its own npm, and Debian's npm package would conflict with it).
 command -v node > /dev/null 2>&1 || packages+=(nodejs)
 command -v npm > /dev/null 2>&1 || packages+=(npm)
 

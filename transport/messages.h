@@ -29,6 +29,12 @@
 //                                       lse [n_entries] float32               (owned query heads, in order)
 //                                       o   [n_entries][head_dim] float32
 //   kShutdown   worker → retriever   no payload; the retriever answers kShutdown and exits 0
+//   kRewind     worker → retriever   RewindPayload (serving, gpu_worker/serve): from now on the tokens
+//                                     evicted to this retriever go to a session tail kept apart from the
+//                                     shards, which then hold exactly what each layer's last kBuild gave
+//                                     them (a prebuilt context); drops the session tail's tokens at
+//                                     positions >= position. A kBuild empties its layer's session tail.
+//   kRewindDone retriever → worker   RewindPayload, echoed
 //   kError      either way           UTF-8 text: why the sender is leaving
 
 #include <cstdint>
@@ -36,7 +42,7 @@
 namespace ra::transport {
 
 inline constexpr uint32_t kProtocolMagic = 0x31484152;  // "RAH1"
-inline constexpr uint32_t kProtocolVersion = 3;
+inline constexpr uint32_t kProtocolVersion = 4;  // 4: kRewind, kRewindDone
 
 enum class MessageKind : uint32_t {
   kHello = 1,
@@ -47,6 +53,8 @@ enum class MessageKind : uint32_t {
   kPartial = 6,
   kShutdown = 7,
   kError = 8,
+  kRewind = 9,
+  kRewindDone = 10,
   kBenchPing = 100,  // ra bench transport: a kStep-sized request, answered by a kPartial-sized kBenchPong
   kBenchPong = 101,
 };
@@ -89,6 +97,10 @@ struct StepPayload {
   int32_t nprobe = 0;          // IVF lists; 0 = the index default
   int64_t position = 0;        // sequence position of the token being decoded
   int64_t evict_position = -1; // position leaving the GPU window this step, or -1
+};
+
+struct RewindPayload {
+  int64_t position = 0;        // session-tail tokens at positions >= this are dropped
 };
 
 struct PartialPayload {

@@ -26,4 +26,14 @@ void Backend::truncate(int64_t position) {
         position, name());
 }
 
+void Backend::read_kv(int64_t begin, int64_t end, std::span<float>, std::span<float>) const {
+  raise("reading the KV of positions [{}, {}) (saving a context) is not supported by the {} backend", begin, end,
+        name());
+}
+
+void Backend::write_kv(int64_t begin, int64_t end, std::span<const float>, std::span<const float>) {
+  raise("writing the KV of positions [{}, {}) (loading a saved context) is not supported by the {} backend", begin,
+        end, name());
+}
+
 }  // namespace ra

@@ -103,11 +103,21 @@ class Backend {
   virtual void reset() = 0;
   // Keeps the KV of positions [0, position) and forgets the rest, so that the next forward() runs at
   // `position` (0 <= position <= position()): how a prebuilt context is reused (gpu_worker/serve). With
-  // full attention that is only the position; with a static set it would also need the positions
-  // evicted since then back in the window and out of the retrievers, and a prefill that continues at
-  // `position`, so backends refuse it there. The default throws ra::Error ("not supported by this
-  // backend"); so does a backend that cannot in its current mode.
+  // full attention that is only the position. With a static set the window must come back to the
+  // positions before `position` (a backend that keeps only the window's KV cannot, and refuses), and
+  // the caller returns the remote side to the offloaded set of `position` itself (the retrievers'
+  // kRewind); after it, forward() decodes one token per call, as after a prefill. The default throws
+  // ra::Error ("not supported by this backend"); so does a backend that cannot in its current mode.
   virtual void truncate(int64_t position);
+
+  // Saved contexts (gpu_worker/serve/context_files.h). read_kv copies the cached keys (post-RoPE) and
+  // values of positions [begin, end) out: k, v: [n_layers][n_kv_heads][end - begin][head_dim] float32.
+  // write_kv writes such K/V into the cache at [begin, end) and sets position() to `end`: a context
+  // saved from positions [0, N) loads as write_kv(0, N); with a static set, as the sinks then the
+  // window (decode steps read no other position). Both throw ra::Error for positions outside the
+  // cache; the defaults throw "not supported by this backend".
+  virtual void read_kv(int64_t begin, int64_t end, std::span<float> k, std::span<float> v) const;
+  virtual void write_kv(int64_t begin, int64_t end, std::span<const float> k, std::span<const float> v);
 
   // One decode step that also picks the next token: runs `token` at position() like forward(), then
   // returns the token sampled from its logits with `params` as the `step`-th draw (the Sampler of

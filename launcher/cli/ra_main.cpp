@@ -10,6 +10,7 @@
 #include "launcher/cli/dump_qkv_command.h"
 #include "launcher/cli/generate_command.h"
 #include "launcher/cli/needle_command.h"
+#include "launcher/cli/serve_command.h"
 #include "launcher/cli/version.h"
 #include "launcher/cli/dump_logits_command.h"
 
@@ -18,6 +19,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("ra ") + RA_VERSION);
   app.require_subcommand(1);
   ra::add_generate_command(app);
+  ra::add_serve_command(app);
+  ra::add_prefill_command(app);
   ra::add_needle_prompt_command(app);
   ra::add_dump_qkv_command(app);
   ra::add_dump_logits_command(app);

@@ -22,6 +22,8 @@
 #include "launcher/ranks/peer_links.h"
 #include "launcher/ranks/process_common.h"
 #include "launcher/ranks/run_report.h"
+#include "launcher/ranks/serve_rank.h"
+#include "launcher/ranks/worker_setup.h"
 #include "transport/heartbeat.h"
 
 namespace ra {
@@ -38,20 +40,12 @@ std::unique_ptr<Backend> make_random_backend(const ModelConfig& config, uint64_t
 #endif
 }
 
-void check_geometry(const RunPlan& plan, const Model& model) {
-  const Geometry actual = make_geometry(model.config, model.weight_dtype);
-  const Geometry& p = plan.geometry;
-  for_each_geometry_field([&](const char* name, auto field) {
-    RA_REQUIRE(p.*field == actual.*field, "the model {} has {} = {}, but the plan says {}", model.source, name,
-               actual.*field, p.*field);
-  });
-}
-
 int run(transport::MpiSession& mpi, int argc, char** argv) {
   const RunPlan plan = read_plan_file(plan_path_from_args(argc, argv, kProgram));
   install_exit_signal_handlers("");
   agree_on_plan(mpi, plan, kProgram);
   RA_REQUIRE(mpi.rank() == 0, "{} must be rank 0 (it is rank {})", kProgram, mpi.rank());
+  if (const char* serve = serve_spec_from_environment()) return run_serve_rank(mpi, plan, serve);  // ra serve
   const RunConfig& c = plan.config;
   if (c.worker_threads > 0) omp_set_num_threads(c.worker_threads);
 
@@ -78,18 +72,7 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   check_geometry(plan, model);
   const std::vector<int32_t> prompt = prompt_tokens(loaded, prompt_text_for(c, loaded));
 
-  RetrievalClientOptions copts;
-  copts.geometry = {mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.head_dim, mc.attn_scale()};
-  for (int r = 0; r < plan.num_retrievers(); ++r) {
-    std::vector<std::vector<int64_t>> layers;
-    for (int64_t l = 0; l < mc.n_layers; ++l) layers.push_back(plan.owned_kv_heads(r, l));
-    copts.owned_kv_heads.push_back(std::move(layers));
-  }
-  copts.top_k = c.index.top_k;
-  copts.ef = c.index.ef;
-  copts.nprobe = c.index.nprobe;
-  copts.build_timeout = std::chrono::milliseconds(c.build_timeout_ms);
-  RetrievalClient client(links.raw(), copts);
+  RetrievalClient client(links.raw(), retrieval_client_options(plan, mc));
   client.handshake(plan_digest(plan), canonical_plan_text(plan));
 
   const bool graph = c.mode == AttentionMode::kRetrieval;

@@ -74,17 +74,33 @@ class CpuBackend final : public Backend {
     decoding_ = false;
   }
 
-  // The cache keeps every position, so with full attention returning to `position` is only the count:
-  // what lies beyond is overwritten by the next forward(). A static set refuses (see Backend::truncate).
+  // The cache keeps every position, so returning to `position` is only the count: what lies beyond is
+  // overwritten by the next forward(), and with a static set the window of a decode step at `position`
+  // is read from the same cache (the caller rewinds the remote side; see Backend::truncate).
   void truncate(int64_t position) override {
-    RA_REQUIRE(!static_set_.enabled,
-               "returning to position {} of the KV cache (reusing a prebuilt context) needs full attention: with a "
-               "static set (sinks {} + window {}) the prompt's continuation would have to be prefilled past the "
-               "window and the tokens evicted since then restored to it, which the cpu backend does not do",
-               position, static_set_.sinks, static_set_.window);
     RA_REQUIRE(position >= 0 && position <= position_, "truncate({}): the KV cache holds {} positions", position,
                position_);
     position_ = position;
+    decoding_ = false;
+  }
+
+  void read_kv(int64_t begin, int64_t end, std::span<float> k, std::span<float> v) const override {
+    RA_REQUIRE(0 <= begin && begin <= end && end <= position_, "read_kv: positions [{}, {}) are not all in the cache "
+               "(it holds [0, {}))", begin, end, position_);
+    for_each_kv_run(begin, end, k.size(), v.size(), [&](size_t cache_at, size_t at, size_t n) {
+      std::memcpy(k.data() + at, k_cache_.data() + cache_at, n * sizeof(float));
+      std::memcpy(v.data() + at, v_cache_.data() + cache_at, n * sizeof(float));
+    });
+  }
+
+  void write_kv(int64_t begin, int64_t end, std::span<const float> k, std::span<const float> v) override {
+    RA_REQUIRE(0 <= begin && begin <= end && end <= capacity_, "write_kv: positions [{}, {}) exceed the cache of {} "
+               "positions", begin, end, capacity_);
+    for_each_kv_run(begin, end, k.size(), v.size(), [&](size_t cache_at, size_t at, size_t n) {
+      std::memcpy(k_cache_.data() + cache_at, k.data() + at, n * sizeof(float));
+      std::memcpy(v_cache_.data() + cache_at, v.data() + at, n * sizeof(float));
+    });
+    position_ = end;
     decoding_ = false;
   }
 
@@ -143,6 +159,20 @@ class CpuBackend final : public Backend {
   }
   float* v_at(int64_t layer, int64_t kv_head) {
     return v_cache_.data() + ((layer * config_.n_kv_heads + kv_head) * capacity_) * config_.head_dim;
+  }
+
+  // Calls f(offset into k_cache_ / v_cache_, offset into the caller's [n_layers][n_kv_heads][end - begin]
+  // [head_dim] buffers, floats) for every (layer, kv head): the run of positions [begin, end).
+  template <typename F>
+  void for_each_kv_run(int64_t begin, int64_t end, size_t k_floats, size_t v_floats, F&& f) const {
+    const int64_t hd = config_.head_dim;
+    const auto n = static_cast<size_t>((end - begin) * hd);
+    const auto want = static_cast<size_t>(config_.n_layers * config_.n_kv_heads) * n;
+    RA_REQUIRE(k_floats == want && v_floats == want, "KV copy of positions [{}, {}): {} and {} floats given, {} needed",
+               begin, end, k_floats, v_floats, want);
+    for (int64_t lh = 0; lh < config_.n_layers * config_.n_kv_heads; ++lh) {
+      f(static_cast<size_t>((lh * capacity_ + begin) * hd), static_cast<size_t>(lh) * n, n);
+    }
   }
 
   // Runs n = tokens.size() <= chunk_ tokens through every layer; leaves the final hidden states in x_.

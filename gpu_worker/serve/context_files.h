@@ -1,0 +1,152 @@
+#pragma once
+// A prefilled context on disk (`ra prefill --save DIR`, `ra serve --load DIR`), so that a restart does
+// not prefill the document again. One folder:
+//
+//   manifest.json     {"format": "ra-context", "version": 1, "identity": {...}, "tokens": [...],
+//                      "files": {"<name>": {"bytes": N, "fnv1a64": "<16 hex digits>"}, ...}}
+//                     identity: what the loading server must match (ContextIdentity, below).
+//   worker-kv.bin     the worker's own KV (WorkerKvHeader, then per range: k, v
+//                     [n_layers][n_kv_heads][end - begin][head_dim] float32): every position with full
+//                     attention; the sinks and the window with a static set.
+//   logits.bin        LogitsHeader, then [vocab_size] float32: the last token's logits (the first
+//                     generated token of a prompt that is exactly the document).
+//   layer-NNN.bin     one per layer, with retrievers only (LayerHeader, then keys, values
+//                     [n_keys][n_kv_heads * head_dim], train_q [n_train][n_heads * head_dim], window_q
+//                     [n_window][n_heads * head_dim], all float32): exactly what the worker ships to the
+//                     retrievers after a prefill (RetrievalClient::send_build). Loading ships them
+//                     again and the retrievers build their indexes from them; the indexes themselves
+//                     (graph adjacency, FAISS lists) are not saved.
+//
+// Every .bin starts with an 8-byte magic and a version; every file's size and FNV-1a 64 checksum are
+// in the manifest and are checked before anything is used. Problems are ra::Error naming the file and
+// the field (ContextFileError is one).
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "gpu_worker/model/model.h"
+
+namespace ra::serve {
+
+inline constexpr int kContextFormatVersion = 1;
+
+// What a saved context was made with; a server loads it only when its own is the same (mode: the
+// saved data must serve the server's mode, see compatible_modes()).
+struct ContextIdentity {
+  std::string model;           // the checkpoint's path or "demo" (shown, not compared)
+  std::string model_digest;    // 16 hex digits: the config and a sample of the weights (model_digest())
+  int64_t n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, vocab_size = 0;
+  std::string mode;            // full, flat, ivf, hnsw, retrieval
+  int64_t sinks = 0, window = 0;         // the static set (0 with full attention)
+  bool queries = false;        // layer files hold training and window queries (the graph index needs them)
+};
+
+// The identity of `model` served in `mode`: the checkpoint, its digest and geometry; sinks, window and
+// queries are left for the caller (0, 0, false: full attention).
+ContextIdentity context_identity(const Model& model, const std::string& mode);
+
+// FNV-1a 64 of the model's config and of a strided sample of its weights (every tensor's first,
+// middle and last values; the embedding every 4099th value): tells checkpoints apart without
+// reading gigabytes. "demo-<seed>"-like synthetic models hash the same way.
+std::string model_digest(const Model& model);
+
+// 64-bit FNV-1a, fed piece by piece.
+class Fnv1a64 {
+ public:
+  void add(const void* data, size_t bytes);
+  uint64_t value() const { return h_; }
+  std::string hex() const;
+
+ private:
+  uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
+// Headers of the .bin files (host byte order; all ranks and saves of one build share an ABI).
+struct WorkerKvHeader {
+  char magic[8] = {'R', 'A', 'C', 'T', 'X', 'K', 'V', '1'};
+  uint32_t version = kContextFormatVersion;
+  uint32_t n_ranges = 0;       // then n_ranges {int64 begin, int64 end}, then the data
+  int64_t n_layers = 0, n_kv_heads = 0, head_dim = 0;
+};
+struct LayerHeader {
+  char magic[8] = {'R', 'A', 'C', 'T', 'X', 'L', 'Y', '1'};
+  uint32_t version = kContextFormatVersion;
+  uint32_t layer = 0;
+  int64_t first_position = 0, n_keys = 0, kv_dim = 0, n_train = 0, n_window = 0, q_dim = 0;
+};
+struct LogitsHeader {
+  char magic[8] = {'R', 'A', 'C', 'T', 'X', 'L', 'G', '1'};
+  uint32_t version = kContextFormatVersion;
+  uint32_t reserved = 0;
+  int64_t vocab_size = 0;
+};
+
+// Writes one file of the folder, checksumming as it goes; close() records it for the manifest.
+class ContextWriter {
+ public:
+  explicit ContextWriter(std::string dir);  // creates dir; throws when it holds a manifest already
+  void open(const std::string& name);
+  void write(const void* data, size_t bytes);
+  void write_floats(const float* data, size_t n) { write(data, n * sizeof(float)); }
+  void close();
+  // Writes manifest.json last (a folder without one is not a saved context).
+  void finish(const ContextIdentity& identity, std::span<const int32_t> tokens);
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_, name_;
+  std::ofstream out_;
+  Fnv1a64 hash_;
+  uint64_t bytes_ = 0;
+  nlohmann::ordered_json files_ = nlohmann::ordered_json::object();
+};
+
+// A saved context, read and checked.
+class ContextReader {
+ public:
+  // Reads DIR/manifest.json; throws naming the file and field when it is missing, malformed, of
+  // another format or version, or when its identity differs from `expect` in any compared field.
+  ContextReader(std::string dir, const ContextIdentity& expect);
+  const ContextIdentity& identity() const { return identity_; }
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  // The whole file `name`, after its size and checksum were checked against the manifest.
+  std::vector<std::byte> read(const std::string& name) const;
+  std::string path(const std::string& name) const;
+
+ private:
+  std::string dir_;
+  ContextIdentity identity_;
+  std::vector<int32_t> tokens_;
+  nlohmann::json files_;
+};
+
+// "layer-007.bin".
+std::string layer_file(int64_t layer);
+
+// Whether data saved in mode `saved` serves mode `serving`: equal modes, or any two of flat, ivf and
+// hnsw (their layer files hold keys and values only; retrieval's add the queries).
+bool compatible_modes(const std::string& saved, const std::string& serving);
+
+// Reads a header of type H from the front of `bytes` (file `path`), checking its magic and version.
+template <typename H>
+H read_header(std::span<const std::byte> bytes, const std::string& path) {
+  H h;
+  RA_REQUIRE(bytes.size() >= sizeof(H), "{}: {} bytes, shorter than its {}-byte header", path, bytes.size(), sizeof(H));
+  std::memcpy(&h, bytes.data(), sizeof(H));
+  const H fresh;
+  RA_REQUIRE(std::memcmp(h.magic, fresh.magic, sizeof(h.magic)) == 0, "{}: field 'magic' is not '{}'", path,
+             std::string(fresh.magic, sizeof(fresh.magic)));
+  RA_REQUIRE(h.version == fresh.version, "{}: field 'version' is {}, this build reads {}", path, h.version,
+             fresh.version);
+  return h;
+}
+
+}  // namespace ra::serve
