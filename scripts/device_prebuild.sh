@@ -21,7 +21,11 @@ for b in launcher/ra launcher/ra-gpu-worker launcher/ra-cpu-retriever bench/ra-b
   strip -o "$stage/$b" "$tree/build/$b"
 done
 mkdir -p "$root/.device/lib"
-cp -L /usr/lib/x86_64-linux-gnu/libyaml-cpp.so.0.7 "$root/.device/lib/"
+# The Debian libraries the GPU machine's image lacks (ra serve links cpp-httplib and prometheus-cpp).
+for lib in libyaml-cpp.so.0.7 libcpp-httplib.so.0.11 libprometheus-cpp-core.so.1.0 libbrotlicommon.so.1 \
+           libbrotlidec.so.1 libbrotlienc.so.1; do
+  cp -L "/usr/lib/x86_64-linux-gnu/$lib" "$root/.device/lib/"
+done
 tar -czf "$root/.device/prebuilt.tgz" -C "$stage" .
 echo "$commit" > "$root/.device/prebuilt.commit"
 rm -rf "$stage"
