@@ -198,9 +198,22 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
   const auto hd = static_cast<size_t>(g.head_dim);
   const auto n = static_cast<size_t>(b.n_keys);
   std::vector<const float*> keys, values;
+  std::vector<std::vector<float>> widened;  // bf16 rows from the wire, as the float32 HeadShard takes
+  widened.reserve(2 * owned.size());
+  RA_REQUIRE(b.kv_bf16 == 0 || config_.dtype == KvDtype::kBF16,
+             "{}: kBuild for layer {} carries bf16 keys and values, but this retriever stores {}", config_.name,
+             b.layer, config_.dtype == KvDtype::kF16 ? "f16" : "f32");
   for (size_t i = 0; i < owned.size(); ++i) {
-    keys.push_back(r.floats(n * hd));
-    values.push_back(r.floats(n * hd));
+    for (auto* out : {&keys, &values}) {
+      if (b.kv_bf16 == 0) {
+        out->push_back(r.floats(n * hd));
+        continue;
+      }
+      const uint16_t* bits = r.bf16s(n * hd);
+      widened.emplace_back(n * hd);
+      widen_row(KvDtype::kBF16, bits, static_cast<int64_t>(n * hd), widened.back().data());
+      out->push_back(widened.back().data());
+    }
   }
   const auto group = static_cast<size_t>(g.group_size());
   const float* train = r.floats(owned.size() * group * b.n_train * hd);

@@ -8,8 +8,9 @@
 //   kHello      worker → retriever   HelloPayload, then `plan_bytes` bytes of the plan's JSON text
 //   kHelloAck   retriever → worker   HelloPayload (the retriever's own view; identical on success)
 //   kBuild      worker → retriever   BuildPayload, then for each owned kv head g:
-//                                       keys   [n_keys][head_dim] float32  (positions first_position + i)
-//                                       values [n_keys][head_dim] float32
+//                                       keys   [n_keys][head_dim] float32, or bf16 bits when kv_bf16
+//                                              (positions first_position + i)
+//                                       values [n_keys][head_dim] the same
 //                                     then for each owned query head h:
 //                                       train_q [n_train][head_dim] float32 (post-RoPE prefill queries)
 //                                     then for each owned query head h:
@@ -42,7 +43,7 @@
 namespace ra::transport {
 
 inline constexpr uint32_t kProtocolMagic = 0x31484152;  // "RAH1"
-inline constexpr uint32_t kProtocolVersion = 4;  // 4: kRewind, kRewindDone
+inline constexpr uint32_t kProtocolVersion = 5;  // 4: kRewind, kRewindDone; 5: BuildPayload.kv_bf16
 
 enum class MessageKind : uint32_t {
   kHello = 1,
@@ -81,7 +82,7 @@ struct BuildPayload {
   int64_t n_keys = 0;          // offloaded prefill tokens of this layer
   int64_t n_window = 0;        // window_q rows per owned query head (0 when the index takes no queries)
   uint32_t list_width = 0;     // > 0: each training query's top key rows follow, [owned q head][n_train][width]
-  uint32_t reserved = 0;
+  uint32_t kv_bf16 = 0;        // 1: keys and values travel as bf16 bits (a bf16 model's), else float32
 };
 
 struct BuildDonePayload {

@@ -90,11 +90,19 @@ void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t 
     b.n_keys = n_keys;
     b.n_window = n_window;
     b.list_width = static_cast<uint32_t>(list_width);
+    b.kv_bf16 = options_.kv_bf16_on_wire ? 1 : 0;
     WireWriter w(out_);
     w.put(b);
     for (int64_t kv : kv_heads) {  // gather head kv's rows out of the [n][kv_dim] matrices
-      for (int64_t i = 0; i < n_keys; ++i) w.put_floats(keys + i * kv_dim + kv * hd, static_cast<size_t>(hd));
-      for (int64_t i = 0; i < n_keys; ++i) w.put_floats(values + i * kv_dim + kv * hd, static_cast<size_t>(hd));
+      for (const float* m : {keys, values}) {
+        for (int64_t i = 0; i < n_keys; ++i) {
+          if (options_.kv_bf16_on_wire) {
+            w.put_floats_as_bf16(m + i * kv_dim + kv * hd, static_cast<size_t>(hd));
+          } else {
+            w.put_floats(m + i * kv_dim + kv * hd, static_cast<size_t>(hd));
+          }
+        }
+      }
     }
     for (int64_t h : owned_q_heads_[r][static_cast<size_t>(layer)]) {
       for (int64_t i = 0; i < n_train; ++i) w.put_floats(train_q + i * q_dim + h * hd, static_cast<size_t>(hd));

@@ -32,6 +32,9 @@ struct RetrievalClientOptions {
   int nprobe = 0;
   std::chrono::milliseconds step_timeout{60000};    // one layer's round trip
   std::chrono::milliseconds build_timeout{600000};  // shipping and building one layer's indexes
+  // kBuild carries keys and values as bf16 (half the bytes of float32; exact for a bf16 model's KV, which
+  // the retrievers store as bf16 anyway). Only for retrievers whose store dtype is bf16.
+  bool kv_bf16_on_wire = false;
 };
 
 // Per-run counters (DESIGN §5: every run reports these).

@@ -52,6 +52,8 @@ struct Split {
   // captured layer) and ships them with the layer (BackendOptions::train_lists).
   bool lists_from_worker = false;
   int merge_threshold = 4;  // graph: evicted tokens are merged into the graphs during the run (0 = never)
+  retriever::KvDtype store = retriever::KvDtype::kF32;  // the retrievers' KV store
+  bool kv_bf16_on_wire = false;                          // kBuild's keys and values as bf16
 };
 
 constexpr int kListWidth = 100;  // GraphBuildParams::Kq, the service's default
@@ -103,12 +105,13 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
     RetrievalClientOptions copts;
     copts.geometry = {c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale()};
     copts.top_k = split.top_k;
+    copts.kv_bf16_on_wire = split.kv_bf16_on_wire;
     std::vector<transport::Channel*> channels;
     for (int r = 0; r < split.retrievers; ++r) {
       auto [w, s] = transport::make_inproc_pair("worker", "retriever " + std::to_string(r), std::chrono::minutes(5));
       retriever::RetrieverServiceConfig cfg;
       cfg.geometry = geometry;
-      cfg.dtype = retriever::KvDtype::kF32;
+      cfg.dtype = split.store;
       cfg.owned_kv_heads = owned(c, r, split.retrievers);
       cfg.index.kind = split.kind;
       cfg.index.graph.merge_threshold = split.merge_threshold;
@@ -273,6 +276,22 @@ TEST(PipelineInproc, TrainingListsFromTheWorkerBuildTheSameGraphs) {
     for (size_t i = 0; i < a.logits.size(); ++i) EXPECT_EQ(a.logits[i], b.logits[i]) << i;
     EXPECT_EQ(a.stats.distance_computations, b.stats.distance_computations);
   }
+}
+
+// A bf16 store receives the same rows whether kBuild carries them as float32 or as bf16 (half the
+// bytes): the worker rounds them as the store would. Every key retrieved, so the logits compare exactly.
+TEST(PipelineInproc, Bf16OnTheWireFillsTheSameStore) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 300);
+  Split f32{.enabled = true, .retrievers = 2, .kind = IndexKind::kFlat};
+  f32.store = retriever::KvDtype::kBF16;
+  Split bf16 = f32;
+  bf16.kv_bf16_on_wire = true;
+  const Trace a = run(model, prompt, 20, f32);
+  const Trace b = run(model, prompt, 20, bf16);
+  EXPECT_EQ(a.tokens, b.tokens);
+  ASSERT_EQ(a.logits.size(), b.logits.size());
+  for (size_t i = 0; i < a.logits.size(); ++i) EXPECT_EQ(a.logits[i], b.logits[i]) << i;
 }
 
 // The same with one graph per kv head, searched by its whole query group in one traversal.
