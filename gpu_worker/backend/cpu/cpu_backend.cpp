@@ -19,6 +19,7 @@
 #include "gpu_worker/backend/backend.h"
 #include "gpu_worker/backend/cpu/cpu_ops.h"
 #include "gpu_worker/decode/sampler.h"
+#include "common/half.h"
 #include "gpu_worker/model/rope.h"
 
 namespace ra {
@@ -207,7 +208,20 @@ class CpuBackend final : public Backend {
     last_chunk_ = n;
   }
 
-  // Applies RoPE to q_ and k_ and appends k_, v_ to the cache at positions [position_, position_ + n).
+  // The KV cache holds a 16-bit checkpoint's keys and values at its own precision (DESIGN §4), as the
+  // CUDA backend's bf16 cache and the retrievers' stores do: rows are rounded (nearest even) and kept
+  // widened. Without it the worker's own KV was float32 while the retrievers' was bf16, and flat ==
+  // full failed on bf16 checkpoints.
+  void round_to_kv_dtype(float* row, int64_t n) const {
+    if (kv_dtype_ == "BF16") {
+      for (int64_t j = 0; j < n; ++j) row[j] = to_float(to_bf16(row[j]));
+    } else if (kv_dtype_ == "F16") {
+      for (int64_t j = 0; j < n; ++j) row[j] = to_float(to_f16(row[j]));
+    }
+  }
+
+  // Applies RoPE to q_ and k_, rounds k_ and v_ to the KV dtype and appends them to the cache at
+  // positions [position_, position_ + n).
   void rotate_and_cache(int64_t layer, int64_t n) {
     const ModelConfig& c = config_;
     const int64_t hd = c.head_dim;
@@ -217,9 +231,12 @@ class CpuBackend final : public Backend {
       for (int64_t h = 0; h < c.n_heads; ++h) apply_rope(q_.data() + i * c.q_dim() + h * hd, rope_, pos);
       for (int64_t g = 0; g < c.n_kv_heads; ++g) {
         float* k = k_.data() + i * c.kv_dim() + g * hd;
+        float* v = v_.data() + i * c.kv_dim() + g * hd;
         apply_rope(k, rope_, pos);
+        round_to_kv_dtype(k, hd);
+        round_to_kv_dtype(v, hd);
         std::memcpy(k_at(layer, g) + pos * hd, k, hd * sizeof(float));
-        std::memcpy(v_at(layer, g) + pos * hd, v_.data() + i * c.kv_dim() + g * hd, hd * sizeof(float));
+        std::memcpy(v_at(layer, g) + pos * hd, v, hd * sizeof(float));
       }
     }
   }
@@ -346,6 +363,7 @@ class CpuBackend final : public Backend {
   const ModelConfig config_;
   const int64_t chunk_;
   const QkvObserver qkv_observer_;
+  const std::string kv_dtype_ = model_.weight_dtype;  // "BF16" / "F16": the cache's precision
   const StaticSetOptions static_set_;
   bool decoding_ = false;     // this forward() is a decode step with a static set
   int64_t capacity_ = 0;
