@@ -23,6 +23,7 @@
 #include "tests/support/child_exit.h"
 #include "tests/support/error_message.h"
 #include "tests/support/ping_pong.h"
+#include "tests/support/pipe_blob.h"
 
 namespace ra::transport {
 namespace {
@@ -31,45 +32,11 @@ using namespace std::chrono_literals;
 using Ms = std::chrono::milliseconds;
 
 using test::kPing, test::kPong, test::kShutdown;
+using test::read_all, test::recv_blob, test::send_blob, test::write_all;
 const std::string kChildName = "retriever 7 (test child)";
 const std::string kParentName = "gpu worker (test parent)";
 
 // ---- process plumbing ------------------------------------------------------------------------------
-
-void write_all(int fd, const void* data, size_t n) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    RA_REQUIRE(w > 0, "pipe write failed: {}", std::strerror(errno));
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-void read_all(int fd, void* data, size_t n) {
-  auto* p = static_cast<char*>(data);
-  while (n > 0) {
-    const ssize_t r = ::read(fd, p, n);
-    RA_REQUIRE(r > 0, "pipe read failed (peer gone?): {}", r == 0 ? "end of file" : std::strerror(errno));
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-}
-
-void send_blob(int fd, const std::vector<std::byte>& blob) {
-  const uint64_t n = blob.size();
-  write_all(fd, &n, sizeof n);
-  write_all(fd, blob.data(), blob.size());
-}
-
-std::vector<std::byte> recv_blob(int fd) {
-  uint64_t n = 0;
-  read_all(fd, &n, sizeof n);
-  RA_REQUIRE(n < (1u << 20), "implausible address length {}", n);
-  std::vector<std::byte> blob(n);
-  read_all(fd, blob.data(), n);
-  return blob;
-}
 
 // What a child runs: its own worker, and the parent's worker address.
 using ChildBody = std::function<void(UcxWorker& worker, std::span<const std::byte> parent_address)>;

@@ -19,6 +19,7 @@
 #include <thread>
 #include <utility>
 
+#include "transport/cpu_relax.h"
 #include "transport/shm/futex.h"
 #include "transport/shm/shm_ring.h"
 
@@ -100,14 +101,6 @@ SegmentControl* control_of(const bip::mapped_region& region) {
 
 std::byte* ring_data(const bip::mapped_region& region, int side, uint64_t ring_bytes) {
   return static_cast<std::byte*>(region.get_address()) + sizeof(SegmentControl) + side * ring_bytes;
-}
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
 }
 
 long long to_ms(SteadyClock::duration d) { return std::chrono::duration_cast<milliseconds>(d).count(); }

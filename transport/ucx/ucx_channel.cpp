@@ -13,6 +13,8 @@
 #include <set>
 #include <utility>
 
+#include "transport/cpu_relax.h"
+
 namespace ra::transport {
 namespace detail {
 
@@ -76,14 +78,6 @@ int64_t now_ns() { return SteadyClock::now().time_since_epoch().count(); }
 
 void check(ucs_status_t status, const char* what) {
   RA_REQUIRE(status == UCS_OK, "UCX: {} failed: {}", what, ucs_status_string(status));
-}
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
 }
 
 // When a wait that made no progress should block rather than spin (kSpinTime since the last progress),

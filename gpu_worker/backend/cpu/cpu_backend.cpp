@@ -213,9 +213,9 @@ class CpuBackend final : public Backend {
   // widened. Without it the worker's own KV was float32 while the retrievers' was bf16, and flat ==
   // full failed on bf16 checkpoints.
   void round_to_kv_dtype(float* row, int64_t n) const {
-    if (kv_dtype_ == "BF16") {
+    if (kv_round_ == KvRound::kBf16) {
       for (int64_t j = 0; j < n; ++j) row[j] = to_float(to_bf16(row[j]));
-    } else if (kv_dtype_ == "F16") {
+    } else if (kv_round_ == KvRound::kF16) {
       for (int64_t j = 0; j < n; ++j) row[j] = to_float(to_f16(row[j]));
     }
   }
@@ -363,7 +363,10 @@ class CpuBackend final : public Backend {
   const ModelConfig config_;
   const int64_t chunk_;
   const QkvObserver qkv_observer_;
-  const std::string kv_dtype_ = model_.weight_dtype;  // "BF16" / "F16": the cache's precision
+  enum class KvRound { kNone, kBf16, kF16 };  // the cache's precision, from the checkpoint's dtype
+  const KvRound kv_round_ = model_.weight_dtype == "BF16"  ? KvRound::kBf16
+                            : model_.weight_dtype == "F16" ? KvRound::kF16
+                                                           : KvRound::kNone;
   const StaticSetOptions static_set_;
   bool decoding_ = false;     // this forward() is a decode step with a static set
   int64_t capacity_ = 0;
