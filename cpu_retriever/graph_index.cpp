@@ -29,7 +29,7 @@ int staggered_threshold(int threshold, int64_t key) {
 
 GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* train_queries, int64_t nq,
                        const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width)
-    : keys_(keys), n_(n), dim_(dim), params_(params), scratch_(n) {
+    : keys_(keys), n_(n), dim_(dim), params_(params) {
   RA_REQUIRE(keys != nullptr && n > 0, "graph index: needs at least one key (got n = {})", n);
   RA_REQUIRE(dim > 0, "graph index: dim must be positive (got {})", dim);
   check_params(train_queries, nq, train_topk, topk_width);
@@ -48,8 +48,7 @@ GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const fl
       dim_(rows ? rows->dim() : 0),
       params_(params),
       arena_(std::move(rows)),
-      arena_first_(n),
-      scratch_(n) {
+      arena_first_(n) {
   RA_REQUIRE(arena_ != nullptr, "graph index: null key arena");
   RA_REQUIRE(n > 0 && n <= arena_->size(), "graph index: needs 1 to {} keys of its arena (got n = {})",
              arena_->size(), n);
@@ -182,7 +181,7 @@ GraphCsr GraphIndex::adjacency() const {
 size_t GraphIndex::memory_bytes() const {
   std::shared_lock lock(mutex_);
   return graph_->bytes() + (own_arena_ ? own_arena_->bytes() : 0) + tail_queries_.capacity() * sizeof(float) +
-         scratch_.bytes() + static_cast<size_t>(graph_->nodes()) * (sizeof(uint32_t) + sizeof(float));
+         static_cast<size_t>(graph_->nodes()) * (sizeof(uint32_t) + sizeof(float));
 }
 
 int64_t GraphIndex::append(const float* key, const float* query) {
@@ -333,8 +332,8 @@ int64_t GraphIndex::merge_now() {
   parents_.resize(static_cast<size_t>(old_nodes + m), kNoParent);
   GraphDelta delta;
   {
-    auto scratch = scratch_.acquire();
-    delta = insert_keys(keys, MergeGraph{*graph_, entries_, parents_, norms_}, m, params_, fresh_queries, *scratch);
+    delta = insert_keys(keys, MergeGraph{*graph_, entries_, parents_, norms_}, m, params_, fresh_queries,
+                        thread_search_scratch());
   }
   // Room for the new slots now, so the apply below allocates nothing under the lock.
   size_t need = 0;
@@ -400,7 +399,7 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   RA_REQUIRE(params.k >= 0, "graph index: k must be non-negative (got {})", params.k);
   if (params.k == 0) return 0;
   const int k = params.k;
-  auto scratch = scratch_.acquire();
+  SearchScratch* scratch = &thread_search_scratch();
   auto& merged = scratch->merged;
   // The shared lock spans graph and tail, so a concurrent merge's swap cannot move a key between them
   // in the middle of this search (it would be counted twice or missed).
@@ -428,7 +427,7 @@ void GraphIndex::search_group(const float* qs, int nq, const SearchParams& param
     std::fill_n(found, nq, 0);
     return;
   }
-  auto scratch = scratch_.acquire();
+  SearchScratch* scratch = &thread_search_scratch();
   auto& merged = scratch->merged;
   std::shared_lock lock(mutex_);  // graph and tail together, as in search
   const KeyRows keys = rows();
@@ -437,6 +436,47 @@ void GraphIndex::search_group(const float* qs, int nq, const SearchParams& param
   const int64_t first_tail = n_ + merged_, end = n_ + taken_;
   for (int h = 0; h < nq; ++h) {
     const auto& pool = scratch->group.pools[static_cast<size_t>(h)];
+    merged.assign(pool.begin(), pool.begin() + std::min<size_t>(pool.size(), k));
+    const float* q = qs + h * dim_;
+    for (int64_t id = first_tail; id < end; ++id) {
+      merged.push_back({keys.score(q, static_cast<uint32_t>(id)), static_cast<uint32_t>(id)});
+    }
+    found[h] = take_best(merged, k, ids + static_cast<int64_t>(h) * k, scores + static_cast<int64_t>(h) * k);
+  }
+  lock.unlock();
+  if (stats) stats->distance_computations += (end - first_tail) * nq;
+}
+
+void GraphIndex::search_interleaved(const float* qs, int nq, const SearchParams* params, int64_t* ids,
+                                    float* scores, int* found, SearchStats* stats) const {
+  RA_REQUIRE(nq >= 1 && nq <= kThreadScratchSlots, "graph index: {} interleaved searches (1 to {})", nq,
+             kThreadScratchSlots);
+  const int k = params[0].k;
+  const int ef = resolve_ef(params[0]);
+  for (int h = 1; h < nq; ++h) {
+    RA_REQUIRE(params[h].k == k && resolve_ef(params[h]) == ef,
+               "graph index: interleaved searches need one k and ef (query {}: k {} ef {}, query 0: k {} ef {})", h,
+               params[h].k, resolve_ef(params[h]), k, ef);
+  }
+  RA_REQUIRE(k >= 0, "graph index: k must be non-negative (got {})", k);
+  if (k == 0) {
+    std::fill_n(found, nq, 0);
+    return;
+  }
+  SearchScratch* scratch[kThreadScratchSlots];
+  std::span<const uint32_t> entries[kThreadScratchSlots];
+  std::shared_lock lock(mutex_);  // graph and tail together, as in search
+  for (int h = 0; h < nq; ++h) {
+    scratch[h] = &thread_search_scratch(h);
+    entries[h] = entries_with_seeds(params[h], *scratch[h]);
+  }
+  const KeyRows keys = rows();
+  beam_search_interleaved(keys, *graph_, std::span(entries, static_cast<size_t>(nq)), qs, nq, ef, k,
+                          std::span(scratch, static_cast<size_t>(nq)), found, stats);
+  const int64_t first_tail = n_ + merged_, end = n_ + taken_;
+  for (int h = 0; h < nq; ++h) {
+    auto& merged = scratch[h]->merged;
+    const auto& pool = scratch[h]->pool;
     merged.assign(pool.begin(), pool.begin() + std::min<size_t>(pool.size(), k));
     const float* q = qs + h * dim_;
     for (int64_t id = first_tail; id < end; ++id) {

@@ -109,7 +109,7 @@ class GraphIndex final : public KeyIndex {
   std::string name() const override { return "graph"; }
   int64_t size() const override;
   int64_t dim() const override { return dim_; }
-  size_t memory_bytes() const override;  // adjacency + own arena + tail queries + pooled visited sets
+  size_t memory_bytes() const override;  // adjacency + own arena + tail queries + merge state
   int search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
              SearchStats* stats) const override;
 
@@ -137,6 +137,14 @@ class GraphIndex final : public KeyIndex {
   // seeds of params, if any, are shared. Thread-safe like search.
   void search_group(const float* qs, int nq, const SearchParams& params, int64_t* ids, float* scores, int* found,
                     SearchStats* stats) const;
+
+  // Top-k keys of each of nq <= 8 queries (qs: [nq][dim] float32) by nq separate beam searches, each
+  // with its own params[h] (its own seeds; the same k and ef), stepped in turn on this thread so that
+  // each one's memory loads overlap the others' scoring (beam_search_interleaved): each answer is
+  // exactly what search(qs + h * dim, params[h]) gives. ids, scores: [nq][k]; found: [nq]. Thread-safe
+  // like search.
+  void search_interleaved(const float* qs, int nq, const SearchParams* params, int64_t* ids, float* scores,
+                          int* found, SearchStats* stats) const;
 
   // Merges the whole current tail into the graph now, on the calling thread (after any running
   // background merge). Searches may run concurrently.
@@ -224,7 +232,6 @@ class GraphIndex final : public KeyIndex {
   std::mutex error_mutex_;   // guards merge_error_
   std::exception_ptr merge_error_;
 
-  mutable ScratchPool scratch_;
 };
 
 }  // namespace ra::retriever

@@ -2,9 +2,12 @@
 
 #include "cpu_retriever/graph_adjacency.h"
 
+#include "common/error.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 namespace ra::retriever {
 
@@ -18,35 +21,11 @@ GraphCsr to_csr(const std::vector<std::vector<uint32_t>>& lists) {
   return csr;
 }
 
-void SearchScratch::next_epoch() {
-  ++epoch;
-  if (epoch == 0) {  // wrapped: stale stamps could alias the new epoch
-    std::fill(stamp.begin(), stamp.end(), 0u);
-    epoch = 1;
-  }
-}
-
-ScratchPool::Handle ScratchPool::acquire() {
-  {
-    std::lock_guard lock(mutex_);
-    if (!free_.empty()) {
-      SearchScratch* s = free_.back().release();
-      free_.pop_back();
-      return Handle(s, Deleter{this});
-    }
-    ++created_;
-  }
-  return Handle(new SearchScratch(n_), Deleter{this});
-}
-
-void ScratchPool::release(SearchScratch* s) {
-  std::lock_guard lock(mutex_);
-  free_.emplace_back(s);
-}
-
-size_t ScratchPool::bytes() const {
-  std::lock_guard lock(mutex_);
-  return created_ * static_cast<size_t>(n_) * sizeof(uint32_t);
+SearchScratch& thread_search_scratch(int slot) {
+  RA_REQUIRE(slot >= 0 && slot < kThreadScratchSlots, "search scratch slot {} (0 to {})", slot,
+             kThreadScratchSlots - 1);
+  thread_local SearchScratch scratch[kThreadScratchSlots];
+  return scratch[slot];
 }
 
 namespace {
@@ -60,95 +39,175 @@ inline void prefetch_row(const void* row, int64_t bytes) {
 auto by_score_max = [](const Scored& a, const Scored& b) { return better(b, a); };  // max-heap top = best
 auto by_score_min = [](const Scored& a, const Scored& b) { return better(a, b); };  // min-heap top = worst
 
-// beam_search for keys of element type E (one instantiation per type keeps the switch off the loop)
-// over a Graph with nodes() and out(i) (GraphCsr or GraphAdjacency).
+// One beam search (beam_search's contract) as a walker that advances a hop at a time, so that one
+// thread can step several independent searches in turn (beam_search_interleaved): while one walker
+// scores the rows it prefetched, the others' loads are in flight. Keys of element type E (one
+// instantiation per type keeps the switch off the loop) over a Graph with nodes(), out(i),
+// prefetch_record(i) and prefetch_out(i) (GraphCsr or GraphAdjacency).
 template <typename E, typename Graph>
-int beam_search_rows(const KeyRows& keys, const Graph& csr, std::span<const uint32_t> entries, const float* q,
-                     int ef, int keep, SearchScratch& s, SearchStats* stats) {
-  if (s.stamp.size() < static_cast<size_t>(csr.nodes())) s.stamp.resize(static_cast<size_t>(csr.nodes()), 0u);
-  s.next_epoch();
-  const int64_t dim = keys.dim;
-  const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(typename E::T));
-  s.candidates.clear();
-  s.pool.clear();
-  s.results.clear();
-  const bool separate = keep > ef;
-  int64_t dc = 0, hops = 0;
-  if (csr.nodes() == 0 || ef <= 0) return 0;
+class BeamWalker {
+ public:
+  BeamWalker(const KeyRows& keys, const Graph& graph, const float* q, int ef, int keep, SearchScratch& s)
+      : keys_(keys), graph_(graph), q_(q), ef_(ef), keep_(keep), separate_(keep > ef), s_(s) {}
 
+  // Marks and prefetches the unvisited entries; false when there is nothing to search.
+  bool start(std::span<const uint32_t> entries) {
+    s_.visited.begin(graph_.nodes());
+    s_.candidates.clear();
+    s_.pool.clear();
+    s_.results.clear();
+    s_.group.fresh.clear();
+    if (graph_.nodes() == 0 || ef_ <= 0) return false;
+    gather(entries);
+    return true;
+  }
+  // Scores the gathered rows four at a time (independent add chains, dot.h: exactly what scoring them
+  // one by one gives; a last group of one to three repeats its last row rather than fall back to the
+  // single row's latency-bound chain), offers them in list order, and prefetches the record of the
+  // next node to expand.
+  void score() {
+    const std::vector<uint32_t>& batch = s_.group.fresh;
+    const size_t count = batch.size();
+    for (size_t j = 0; j < count; j += 4) {
+      const size_t last = std::min(j + 3, count - 1);
+      const typename E::T* rows[4];
+      for (size_t r = 0; r < 4; ++r) rows[r] = keys_.row_as<E>(batch[std::min(j + r, last)]);
+      float scores[4];
+      dot_row_x4<E>(q_, rows, keys_.dim, scores);
+      for (size_t r = 0; j + r <= last; ++r) offer({scores[r], batch[j + r]});
+    }
+    if (!s_.candidates.empty()) graph_.prefetch_record(s_.candidates.front().id);
+  }
+  // Pops the best candidate; false once no candidate can enter the full beam (unless the answer still
+  // lacks `keep` nodes: a narrow beam on a sparse graph can converge before scoring k keys). Otherwise
+  // prefetches the candidate's neighbour list for expand().
+  bool next() {
+    if (s_.candidates.empty()) return false;
+    std::pop_heap(s_.candidates.begin(), s_.candidates.end(), by_score_max);
+    const Scored cur = s_.candidates.back();
+    s_.candidates.pop_back();
+    if (static_cast<int>(s_.pool.size()) >= ef_ && better(s_.pool.front(), cur) &&
+        (!separate_ || static_cast<int>(s_.results.size()) >= keep_)) {
+      return false;
+    }
+    ++hops_;
+    current_ = cur.id;
+    graph_.prefetch_out(current_);
+    return true;
+  }
+  // Marks and prefetches the current node's unvisited neighbours.
+  void expand() { gather(graph_.out(current_)); }
+
+  // The answer in s.pool, best first; returns its size.
+  int finish(SearchStats* stats) {
+    if (separate_) s_.pool.swap(s_.results);
+    std::sort(s_.pool.begin(), s_.pool.end(), better);
+    if (stats) {
+      stats->distance_computations += dc_;
+      stats->hops += hops_;
+    }
+    return static_cast<int>(s_.pool.size());
+  }
+
+ private:
+  // All of ids' unvisited rows are prefetched before the first is scored: their ids are known
+  // together, so their rows load in parallel.
+  void gather(std::span<const uint32_t> ids) {
+    s_.group.fresh.clear();
+    const int64_t row_bytes = keys_.dim * static_cast<int64_t>(sizeof(typename E::T));
+    for (const uint32_t v : ids) {
+      if (s_.visited.test_and_set(v)) continue;
+      s_.group.fresh.push_back(v);
+      prefetch_row(keys_.row_as<E>(v), row_bytes);
+    }
+  }
   // Offers a scored node to the pool; a node that enters the pool also becomes a candidate.
-  auto offer = [&](const Scored c) {
-    ++dc;
+  void offer(const Scored c) {
+    ++dc_;
     bool filling = false;  // the answer is still short of `keep` nodes: this one must be expanded too
-    if (separate) {
-      if (static_cast<int>(s.results.size()) < keep) {
+    if (separate_) {
+      if (static_cast<int>(s_.results.size()) < keep_) {
         filling = true;
-        s.results.push_back(c);
-        std::push_heap(s.results.begin(), s.results.end(), by_score_min);
-      } else if (better(c, s.results.front())) {
-        std::pop_heap(s.results.begin(), s.results.end(), by_score_min);
-        s.results.back() = c;
-        std::push_heap(s.results.begin(), s.results.end(), by_score_min);
+        s_.results.push_back(c);
+        std::push_heap(s_.results.begin(), s_.results.end(), by_score_min);
+      } else if (better(c, s_.results.front())) {
+        std::pop_heap(s_.results.begin(), s_.results.end(), by_score_min);
+        s_.results.back() = c;
+        std::push_heap(s_.results.begin(), s_.results.end(), by_score_min);
       }
     }
-    if (static_cast<int>(s.pool.size()) < ef) {
-      s.pool.push_back(c);
-      std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
-    } else if (better(c, s.pool.front())) {
-      std::pop_heap(s.pool.begin(), s.pool.end(), by_score_min);
-      s.pool.back() = c;
-      std::push_heap(s.pool.begin(), s.pool.end(), by_score_min);
+    if (static_cast<int>(s_.pool.size()) < ef_) {
+      s_.pool.push_back(c);
+      std::push_heap(s_.pool.begin(), s_.pool.end(), by_score_min);
+    } else if (better(c, s_.pool.front())) {
+      std::pop_heap(s_.pool.begin(), s_.pool.end(), by_score_min);
+      s_.pool.back() = c;
+      std::push_heap(s_.pool.begin(), s_.pool.end(), by_score_min);
     } else if (!filling) {
       return;
     }
-    s.candidates.push_back(c);
-    std::push_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
-  };
-  // Scores the unvisited nodes of ids and offers them in list order. All of them are prefetched first
-  // (their ids are known together, so their rows load in parallel), then scored four at a time
-  // (independent add chains, dot.h), which gives exactly what scoring them one by one does.
-  auto visit_all = [&](std::span<const uint32_t> ids) {
-    s.group.fresh.clear();
-    for (const uint32_t v : ids) {
-      if (s.stamp[v] == s.epoch) continue;
-      s.stamp[v] = s.epoch;
-      s.group.fresh.push_back(v);
-      prefetch_row(keys.row_as<E>(v), row_bytes);
-    }
-    const std::vector<uint32_t>& batch = s.group.fresh;
-    const size_t count = batch.size();
-    size_t j = 0;
-    for (; j + 4 <= count; j += 4) {
-      const typename E::T* rows[4] = {keys.row_as<E>(batch[j]), keys.row_as<E>(batch[j + 1]),
-                                      keys.row_as<E>(batch[j + 2]), keys.row_as<E>(batch[j + 3])};
-      float scores[4];
-      dot_row_x4<E>(q, rows, dim, scores);
-      for (int r = 0; r < 4; ++r) offer({scores[r], batch[j + r]});
-    }
-    for (; j < count; ++j) offer({dot_row<E>(q, keys.row_as<E>(batch[j]), dim), batch[j]});
-  };
-  visit_all(entries);
+    s_.candidates.push_back(c);
+    std::push_heap(s_.candidates.begin(), s_.candidates.end(), by_score_max);
+  }
 
-  while (!s.candidates.empty()) {
-    std::pop_heap(s.candidates.begin(), s.candidates.end(), by_score_max);
-    const Scored cur = s.candidates.back();
-    s.candidates.pop_back();
-    // Stop once no candidate can enter the full beam, unless the answer still lacks `keep` nodes
-    // (a narrow beam on a sparse graph can converge before scoring k keys).
-    if (static_cast<int>(s.pool.size()) >= ef && better(s.pool.front(), cur) &&
-        (!separate || static_cast<int>(s.results.size()) >= keep)) {
-      break;
+  const KeyRows& keys_;
+  const Graph& graph_;
+  const float* q_;
+  int ef_, keep_;
+  bool separate_;
+  SearchScratch& s_;
+  uint32_t current_ = 0;
+  int64_t dc_ = 0, hops_ = 0;
+};
+
+template <typename E, typename Graph>
+int beam_search_rows(const KeyRows& keys, const Graph& graph, std::span<const uint32_t> entries, const float* q,
+                     int ef, int keep, SearchScratch& s, SearchStats* stats) {
+  BeamWalker<E, Graph> w(keys, graph, q, ef, keep, s);
+  if (!w.start(entries)) return 0;
+  w.score();
+  while (w.next()) {
+    w.expand();
+    w.score();
+  }
+  return w.finish(stats);
+}
+
+// n independent searches stepped in turn on this thread. Each phase of a walker issues loads that the
+// next phase of the same walker consumes, and the other walkers' phases run in between: the record of
+// the next node (prefetched by score), its neighbour list (by next), its neighbours' rows (by expand).
+template <typename E>
+void beam_search_interleaved_rows(const KeyRows& keys, const GraphAdjacency& graph,
+                                  std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
+                                  int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats) {
+  using Walker = BeamWalker<E, GraphAdjacency>;
+  constexpr int kMax = kThreadScratchSlots;
+  RA_REQUIRE(n >= 1 && n <= kMax, "beam search: {} interleaved searches (1 to {})", n, kMax);
+  std::optional<Walker> w[kMax];
+  bool live[kMax];
+  int left = 0;
+  for (int i = 0; i < n; ++i) {
+    w[i].emplace(keys, graph, qs + i * keys.dim, ef, keep, *scratch[i]);
+    live[i] = w[i]->start(entries[i]);
+    left += live[i] ? 1 : 0;
+  }
+  while (left > 0) {
+    for (int i = 0; i < n; ++i) {
+      if (live[i]) w[i]->score();
     }
-    ++hops;
-    visit_all(csr.out(cur.id));
+    for (int i = 0; i < n; ++i) {
+      if (live[i] && !w[i]->next()) {
+        live[i] = false;
+        --left;
+      }
+    }
+    for (int i = 0; i < n; ++i) {
+      if (live[i]) w[i]->expand();
+    }
   }
-  if (separate) s.pool.swap(s.results);
-  std::sort(s.pool.begin(), s.pool.end(), better);
-  if (stats) {
-    stats->distance_computations += dc;
-    stats->hops += hops;
+  for (int i = 0; i < n; ++i) {
+    found[i] = w[i]->finish(stats);
   }
-  return static_cast<int>(s.pool.size());
 }
 
 // Scores rows ids against the nq queries qs: out[i * nq + h] = q_h · row ids[i], bitwise dot_row (four
@@ -190,8 +249,7 @@ void beam_search_group_rows(const KeyRows& keys, const Graph& graph, std::span<c
   g.candidates.clear();
   g.scores.clear();
   if (graph.nodes() == 0 || ef <= 0 || nq <= 0) return;
-  if (s.stamp.size() < static_cast<size_t>(graph.nodes())) s.stamp.resize(static_cast<size_t>(graph.nodes()), 0u);
-  s.next_epoch();
+  s.visited.begin(graph.nodes());
   const int64_t dim = keys.dim;
   const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(typename E::T));
   const bool separate = keep > ef;
@@ -256,8 +314,7 @@ void beam_search_group_rows(const KeyRows& keys, const Graph& graph, std::span<c
   auto visit_all = [&](std::span<const uint32_t> ids) {
     g.fresh.clear();
     for (const uint32_t v : ids) {
-      if (s.stamp[v] == s.epoch) continue;
-      s.stamp[v] = s.epoch;
+      if (s.visited.test_and_set(v)) continue;
       g.fresh.push_back(v);
       prefetch_row(keys.row_as<E>(v), row_bytes);
     }
@@ -305,6 +362,17 @@ void beam_search_group(const KeyRows& keys, const GraphAdjacency& graph, std::sp
                        const float* qs, int nq, int ef, int keep, SearchScratch& scratch, SearchStats* stats) {
   with_kv_elem(keys.dtype, [&](auto e) {
     beam_search_group_rows<decltype(e)>(keys, graph, entries, qs, nq, ef, keep, scratch, stats);
+  });
+}
+
+void beam_search_interleaved(const KeyRows& keys, const GraphAdjacency& graph,
+                             std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
+                             int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats) {
+  RA_REQUIRE(entries.size() >= static_cast<size_t>(n) && scratch.size() >= static_cast<size_t>(n),
+             "beam search: {} interleaved searches with {} entry lists and {} scratches", n, entries.size(),
+             scratch.size());
+  with_kv_elem(keys.dtype, [&](auto e) {
+    beam_search_interleaved_rows<decltype(e)>(keys, graph, entries, qs, n, ef, keep, scratch, found, stats);
   });
 }
 

@@ -1,7 +1,6 @@
 #pragma once
 // Building blocks shared by graph build and graph search: the compact adjacency (CSR), the inner
-// product, per-search scratch (epoch-stamped visited set + beam heaps) with its pool, and the
-// best-first beam search itself. Internal to cpu_retriever; the public type is GraphIndex.
+// product, per-search scratch (a visited bitmap + beam heaps), and the best-first beam search itself. Internal to cpu_retriever; the public type is GraphIndex.
 
 #include "cpu_retriever/dot.h"
 #include "cpu_retriever/key_index.h"
@@ -9,7 +8,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <utility>
 #include <vector>
@@ -26,6 +24,9 @@ struct GraphCsr {
   std::span<const uint32_t> out(int64_t i) const {
     return {neighbours.data() + offsets[i], neighbours.data() + offsets[i + 1]};
   }
+  // Loads a search will make soon (beam search: the next node to expand): i's offsets, i's list.
+  void prefetch_record(int64_t i) const { __builtin_prefetch(offsets.data() + i); }
+  void prefetch_out(int64_t i) const { __builtin_prefetch(neighbours.data() + offsets[i]); }
   size_t bytes() const { return offsets.size() * sizeof(uint64_t) + neighbours.size() * sizeof(uint32_t); }
   bool operator==(const GraphCsr&) const = default;
 };
@@ -57,15 +58,42 @@ struct GroupScratch {
   std::vector<float> fresh_scores;           // [fresh][queries]
 };
 
-// Scratch of one search: visited stamps [n] uint32 (node i is visited iff stamp[i] == epoch) and the
-// two beam heaps. Reused across searches, so the steady state allocates nothing.
-struct SearchScratch {
-  explicit SearchScratch(int64_t n) : stamp(static_cast<size_t>(n), 0) {}
-  // Starts a new search: bumps the epoch, clearing the stamps only when the epoch wraps.
-  void next_epoch();
+// The visited set of one search: one bit per node, so a graph of 128K nodes needs 16 KB, which stays
+// in a core's L1/L2 across searches (per-node uint32 stamps took 512 KB per graph and thread, and their
+// misses were a quarter of a decode search's time: bench/search). The bits a search set are cleared
+// by the next begin(), from the list of nodes it marked, so clearing costs O(nodes visited), not O(n).
+class VisitedSet {
+ public:
+  // Starts a search over nodes [0, n): clears the last search's marks and grows to n.
+  void begin(int64_t n) {
+    for (const uint32_t v : marked_) bits_[v >> 6] = 0;
+    marked_.clear();
+    const auto words = static_cast<size_t>((n + 63) / 64);
+    if (bits_.size() < words) bits_.resize(words, 0);
+  }
+  // Marks node v; returns whether it was already marked.
+  bool test_and_set(uint32_t v) {
+    uint64_t& w = bits_[v >> 6];
+    const uint64_t bit = uint64_t{1} << (v & 63);
+    if (w & bit) return true;
+    if (w == 0) marked_.push_back(v);  // the word's first mark: begin() clears it
+    w |= bit;
+    return false;
+  }
+  size_t bytes() const { return bits_.capacity() * sizeof(uint64_t) + marked_.capacity() * sizeof(uint32_t); }
 
-  std::vector<uint32_t> stamp;
-  uint32_t epoch = 0;
+ private:
+  std::vector<uint64_t> bits_;
+  std::vector<uint32_t> marked_;  // one node per word with a mark
+};
+
+// Scratch of one search: the visited set and the beam heaps. Reused across searches, so the steady
+// state allocates nothing.
+struct SearchScratch {
+  SearchScratch() = default;
+  explicit SearchScratch(int64_t n) { visited.begin(n); }
+
+  VisitedSet visited;
   std::vector<Scored> candidates;  // max-heap by score: nodes still to expand
   std::vector<Scored> pool;        // min-heap by score: the best ef nodes found so far
   std::vector<Scored> results;     // min-heap by score: the best `keep` nodes scored (when keep > ef)
@@ -73,6 +101,12 @@ struct SearchScratch {
   std::vector<uint32_t> entries;   // the index's entries plus a search's seeds
   GroupScratch group;              // beam_search_group only
 };
+
+// The calling thread's scratch number slot (0 to 7), for searches that do not nest (GraphIndex's
+// searches and merges; slots 1.. for beam_search_interleaved): per thread rather than per graph and
+// thread, so its visited bits and heaps stay in the core's cache from one graph's search to the next.
+inline constexpr int kThreadScratchSlots = 8;
+SearchScratch& thread_search_scratch(int slot = 0);
 
 // Key vectors of graph nodes, in up to two row blocks of one element type: node v < n_base is row v of
 // base, node v >= n_base is row v - n_base of extra (keys merged into the graph after its build).
@@ -112,29 +146,6 @@ struct KeyRows {
   void widen(uint32_t v, float* out) const { widen_row(dtype, row_data(v), dim, out); }
 };
 
-// Thread-safe pool of SearchScratch for graphs of n nodes. acquire() reuses a free scratch or makes one.
-class ScratchPool {
- public:
-  explicit ScratchPool(int64_t n) : n_(n) {}
-
-  struct Deleter {
-    ScratchPool* pool;
-    void operator()(SearchScratch* s) const { pool->release(s); }
-  };
-  using Handle = std::unique_ptr<SearchScratch, Deleter>;
-
-  Handle acquire();
-  size_t bytes() const;  // memory held by the pooled scratch
-
- private:
-  void release(SearchScratch* s);
-
-  int64_t n_;
-  mutable std::mutex mutex_;
-  std::vector<std::unique_ptr<SearchScratch>> free_;
-  size_t created_ = 0;
-};
-
 // Best-first beam search over csr from the entry nodes (all scored and seeded into the beam), scoring
 // nodes by q · keys[id] (q: [dim] float32).
 // The pool keeps the best ef nodes; the search stops when the best unexpanded candidate cannot enter a
@@ -143,7 +154,6 @@ class ScratchPool {
 // near the query it scores on the way are exactly the ones a top-k needs (docs/retrieval.md).
 // Leaves the answer in scratch.pool sorted best first (score desc, id asc) and returns its size.
 // Adds distance computations and hops to *stats when non-null.
-// The scratch's visited set grows to csr.nodes() when the graph has grown since it was made.
 int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
                 int ef, int keep, SearchScratch& scratch, SearchStats* stats);
 // The same over a GraphAdjacency (the caller holds its owner's lock against the writer).
@@ -162,6 +172,15 @@ int beam_search(const KeyRows& keys, const GraphAdjacency& graph, std::span<cons
 // (score desc, id asc). Adds distance computations (one per node and query) and hops to *stats.
 void beam_search_group(const KeyRows& keys, const GraphAdjacency& graph, std::span<const uint32_t> entries,
                        const float* qs, int nq, int ef, int keep, SearchScratch& scratch, SearchStats* stats);
+
+// n <= 8 independent beam searches over one graph, stepped in turn on the calling thread so that the
+// memory loads of each (the next node's record and list, its neighbours' rows) are in flight while the
+// others score: query i (qs + i * dim) from entries[i] with scratch[i] (distinct), each exactly what
+// beam_search gives it. found[i]: the size of query i's answer in scratch[i]->pool. Adds every
+// search's work to *stats.
+void beam_search_interleaved(const KeyRows& keys, const GraphAdjacency& graph,
+                             std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
+                             int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats);
 
 // The same over one float32 key block (keys: [csr.nodes()][dim]), answering the best ef.
 inline int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,

@@ -154,6 +154,35 @@ const KeyIndex* HeadShard::index_for(int member) const {
   return indexes_.size() == 1 ? indexes_[0].get() : indexes_[static_cast<size_t>(member)].get();
 }
 
+void HeadShard::search_attend_interleaved(int first, int count, const float* qs, const SearchParams& params,
+                                          float scale, ShardScratch& s, float* o, float* lse, SearchStats* stats) {
+  RA_REQUIRE(first >= 0 && count >= 1 && first + count <= group_size_,
+             "head shard: members [{}, {}) of a group of {}", first, first + count, group_size_);
+  if (!graph_per_kv_head_ || indexes_.empty() || count == 1) {
+    for (int i = 0; i < count; ++i) {
+      lse[i] = search_attend(first + i, qs + i * head_dim_, params, scale, s, o + i * head_dim_, stats);
+    }
+    return;
+  }
+  const auto k = static_cast<size_t>(std::max(0, params.k));
+  s.group_ids.resize(k * count);
+  s.group_scores.resize(k * count);
+  s.group_found.resize(static_cast<size_t>(count));
+  if (s.weights.size() < k) s.weights.resize(k);
+  s.member_params.assign(static_cast<size_t>(count), params);
+  if (!answers_.empty()) {
+    for (int i = 0; i < count; ++i) answers_[static_cast<size_t>(first + i)].seed(s.member_params[i]);
+  }
+  const auto* graph = static_cast<const GraphIndex*>(indexes_.front().get());
+  graph->search_interleaved(qs, count, s.member_params.data(), s.group_ids.data(), s.group_scores.data(),
+                            s.group_found.data(), stats);
+  for (int i = 0; i < count; ++i) {
+    const std::span<const int64_t> ids(s.group_ids.data() + i * k, static_cast<size_t>(s.group_found[i]));
+    if (!answers_.empty()) answers_[static_cast<size_t>(first + i)].record(ids, params.k);
+    lse[i] = store_.attend(qs + i * head_dim_, ids, scale, s.weights, o + i * head_dim_);
+  }
+}
+
 float HeadShard::search_attend(int member, const float* q, const SearchParams& params, float scale,
                                ShardScratch& s, float* o, SearchStats* stats) {
   const auto k = static_cast<size_t>(std::max(0, params.k));

@@ -68,6 +68,7 @@ struct ShardScratch {
   std::vector<float> group_scores;                 // [members][k]
   std::vector<int> group_found;                    // [members]
   std::vector<int64_t> group_seeds;                // the members' recorded answers, together
+  std::vector<SearchParams> member_params;         // [members] (search_attend_interleaved)
 };
 
 class HeadShard {
@@ -100,6 +101,12 @@ class HeadShard {
   // answers); otherwise each member searches on its own. Members' searches are serialised as above.
   void search_attend_group(int first, int count, const float* qs, const SearchParams& params, float scale,
                            ShardScratch& scratch, float* o, float* lse, SearchStats* stats);
+
+  // The same with a separate search per member, as search_attend gives each, stepped in turn on this
+  // thread when the group has one graph (GraphIndex::search_interleaved: each search's memory loads
+  // overlap the others' scoring); otherwise one after another. count <= 8.
+  void search_attend_interleaved(int first, int count, const float* qs, const SearchParams& params, float scale,
+                                 ShardScratch& scratch, float* o, float* lse, SearchStats* stats);
 
   // Whether one traversal can serve several members (graph per kv head).
   bool shares_traversals() const { return graph_per_kv_head_; }

@@ -75,6 +75,10 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
   RA_REQUIRE(config_.search_group >= 0 && (config_.search_group == 0 || g.group_size() % config_.search_group == 0),
              "{}: index.graph_heads_per_search = {} does not divide the GQA group of {} query heads", config_.name,
              config_.search_group, g.group_size());
+  RA_REQUIRE(config_.search_interleave >= 0 && config_.search_interleave <= kThreadScratchSlots &&
+                 (config_.search_interleave == 0 || g.group_size() % config_.search_interleave == 0),
+             "{}: index.graph_interleave = {} must be 0 or a divisor of the GQA group of {} query heads, at most {}",
+             config_.name, config_.search_interleave, g.group_size(), kThreadScratchSlots);
   shards_.resize(static_cast<size_t>(g.n_layers));
   recent_q_.resize(static_cast<size_t>(g.n_layers));
   for (const auto& owned : config_.owned_kv_heads) {
@@ -84,6 +88,17 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
   thread_scratch_.resize(static_cast<size_t>(std::max(1, threads)));
   session_scratch_.resize(thread_scratch_.size());
   builds_ = std::make_unique<BuildQueue>([this](std::span<const std::byte> p) { return build_layer(p); });
+}
+
+int64_t RetrieverService::interleave_width(int64_t entries, int threads) const {
+  if (config_.search_interleave > 0) return config_.search_interleave;
+  // The widest divisor of the group (<= the scratch slots) that still gives every thread a work item.
+  const int64_t group = config_.geometry.group_size();
+  int64_t best = 1;
+  for (int64_t d = 2; d <= std::min<int64_t>(group, kThreadScratchSlots); ++d) {
+    if (group % d == 0 && entries / d >= threads) best = d;
+  }
+  return best;
 }
 
 RetrieverService::~RetrieverService() = default;  // builds_ first: its thread uses the shards
@@ -301,19 +316,23 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   const auto t_appended = transport::SteadyClock::now();
 
   // One answer per owned query head: kv head owned[i], group member m -> query head owned[i]*group + m.
-  // One work item per traversal: a shard's members in runs of `per_item` (one each unless the graph is
-  // per kv head), so a group's heads share their traversal.
+  // One work item per `per_item` members of a shard (one each unless the graph is per kv head): a
+  // group's heads share one traversal (search_group > 1), or one thread steps their separate searches
+  // in turn (search_group 1: interleaved).
   const int64_t group = g.group_size();
   const int64_t entries = static_cast<int64_t>(owned.size()) * group;
-  const bool shared = !layer.empty() && layer.front()->shares_traversals();
-  const int64_t per_item = shared ? (config_.search_group > 0 ? config_.search_group : group) : 1;
+  const int threads = static_cast<int>(thread_scratch_.size());
+  const bool per_kv_head = !layer.empty() && layer.front()->shares_traversals();
+  const bool interleaved = per_kv_head && config_.search_group == 1;
+  const int64_t per_item = !per_kv_head ? 1
+                           : interleaved ? interleave_width(entries, threads)
+                                         : (config_.search_group > 0 ? config_.search_group : group);
   const int64_t items = entries / per_item;
   lse_.resize(static_cast<size_t>(entries));
   o_.resize(static_cast<size_t>(entries) * hd);
   entry_stats_.assign(static_cast<size_t>(items), {});
   const SearchParams params{step.k, step.ef, step.nprobe};
   const SessionTail& session = session_[step.layer];  // empty outside session mode
-  const int threads = static_cast<int>(thread_scratch_.size());
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (items > 1)
   for (int64_t item = 0; item < items; ++item) {
     const int64_t e = item * per_item;  // its first answer
@@ -321,9 +340,15 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     const int member = static_cast<int>(e % group);
     const int64_t head = owned[shard] * group + member;
     const auto thread = static_cast<size_t>(omp_get_thread_num());
-    layer[shard]->search_attend_group(member, static_cast<int>(per_item), q + head * hd, params, g.scale,
-                                      thread_scratch_[thread], o_.data() + e * hd, lse_.data() + e,
-                                      &entry_stats_[item]);
+    if (interleaved) {
+      layer[shard]->search_attend_interleaved(member, static_cast<int>(per_item), q + head * hd, params, g.scale,
+                                              thread_scratch_[thread], o_.data() + e * hd, lse_.data() + e,
+                                              &entry_stats_[item]);
+    } else {
+      layer[shard]->search_attend_group(member, static_cast<int>(per_item), q + head * hd, params, g.scale,
+                                        thread_scratch_[thread], o_.data() + e * hd, lse_.data() + e,
+                                        &entry_stats_[item]);
+    }
     for (int64_t m = 0; m < per_item; ++m) {  // a serving session's own tokens, exactly (empty otherwise)
       lse_[e + m] = session.merge_into(shard, q + (head + m) * hd, g.scale, lse_[e + m], o_.data() + (e + m) * hd,
                                        session_scratch_[thread], &entry_stats_[item]);

@@ -44,6 +44,10 @@ struct RetrieverServiceConfig {
   // Query heads per graph traversal when index.graph_per_kv_head (a divisor of the group size; 0 = the
   // whole group): fewer share more work, more spread a layer's search over more threads.
   int search_group = 0;
+  // With search_group 1: separate searches of one kv head's graph a thread steps in turn
+  // (HeadShard::search_attend_interleaved; at most the group size). 0 = as many as give each thread
+  // one work item per layer; 1 = one search at a time.
+  int search_interleave = 0;
   int64_t window = 0;                                // the GPU window W: evicted tokens' queries are kept
                                                      // W + 1 steps for the graph (0: none kept)
   uint64_t plan_digest = 0;                          // compared with the worker's at kHello
@@ -78,6 +82,9 @@ class RetrieverService {
   const RetrieverServiceStats& stats() const { return stats_; }
 
  private:
+  // Separate searches per work item when interleaving (search_interleave, or 0: derived from the
+  // layer's entries and the threads).
+  int64_t interleave_width(int64_t entries, int threads) const;
   void on_hello(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
   // A kBuild payload into its layer's shards (builds_' thread); throws on a malformed payload.
   transport::BuildDonePayload build_layer(std::span<const std::byte> payload);

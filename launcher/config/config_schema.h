@@ -100,6 +100,10 @@ void visit_fields(V&& v) {
     "Attention-aware graph: 0 = one graph per query head; N >= 1 = one graph per kv head, searched by N of its "
     "query heads per traversal (N divides the GQA group)",
     [](auto& c) -> auto& { return c.index.graph_heads_per_search; });
+  v("index.graph_interleave",
+    "Attention-aware graph with graph_heads_per_search 1: separate searches a retriever thread steps in turn "
+    "(their memory loads overlap); 0 = the query heads of a layer spread evenly over the threads, 1 = off",
+    [](auto& c) -> auto& { return c.index.graph_interleave; });
   v("index.ivf_nlist", "IVF lists; 0 = about 4*sqrt(keys)", [](auto& c) -> auto& { return c.index.ivf_nlist; });
   v("index.hnsw_M", "HNSW out-degree", [](auto& c) -> auto& { return c.index.hnsw_M; });
   v("index.hnsw_ef_construction", "HNSW build pool", [](auto& c) -> auto& { return c.index.hnsw_ef_construction; });

@@ -50,6 +50,10 @@ struct IndexConfig {
   // query heads, searched by N of them per traversal (N divides the GQA group size). 1: the same recall
   // as 0 on real heads, a quarter of the graphs to build (docs/retrieval.md, docs/perf.md).
   int graph_heads_per_search = 1;
+  // With graph_heads_per_search 1: separate searches one retriever thread steps in turn, so each one's
+  // memory loads overlap the others' scoring (at most the GQA group). 0 = as many as spread a layer's
+  // query heads evenly over the retriever's threads; 1 = one search at a time.
+  int graph_interleave = 0;
   int ivf_nlist = 0;                  // IVF lists; 0 = about 4*sqrt(n)
   int hnsw_M = 32;
   int hnsw_ef_construction = 64;

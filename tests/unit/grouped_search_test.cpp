@@ -2,7 +2,9 @@
 // one traversal among the group's heads. Here: with a beam that covers the graph it returns exactly each
 // head's exhaustive top-k (ids and scores, bitwise those of a flat search), before and after tail keys
 // arrive; a narrow grouped search finds about what each head's own traversal of the same graph finds;
-// and HeadShard::search_attend_group answers what per-member search_attend answers.
+// and HeadShard::search_attend_group answers what per-member search_attend answers. The interleaved
+// searches (separate beams stepped in turn on one thread) answer bitwise what each search alone does,
+// at any beam width; and the visited set behaves as a set across searches of different graphs.
 
 #include "common/error.h"
 #include "cpu_retriever/flat_index.h"
@@ -192,6 +194,119 @@ TEST(GroupedSearch, ShardGroupedAttendEqualsPerMemberAttend) {
   const float want = single.search_attend(3, d.test.data() + 3 * d.dim, wide, scale, scratch, o_one.data(), nullptr);
   EXPECT_EQ(lse[1], want);
   EXPECT_THROW(grouped.search_attend_group(3, 2, d.test.data(), wide, scale, scratch, o.data(), lse, nullptr), Error);
+}
+
+// Separate searches stepped in turn give each query exactly its own search: narrow beams (the answers
+// depend on the traversal order), each query with its own seeds, before and after tail keys arrive.
+TEST(InterleavedSearch, EachSearchAnswersWhatItsOwnSearchAnswers) {
+  const GroupData d = make_group_data(4000, 32, 300, 16, 21);
+  const int64_t extra = 50;
+  auto arena = bf16_arena(d.keys, d.n, d.dim, extra);
+  GraphIndex graph(arena, d.n, d.train.data(), kGroup * d.n_train, small_params());
+  const int k = 16;
+  auto check_all = [&](const char* when) {
+    std::vector<int64_t> ids(kGroup * k), one_ids(k);
+    std::vector<float> scores(kGroup * k), one_scores(k);
+    int found[kGroup];
+    for (const int ef : {8, 24, 64}) {
+      for (int64_t t = 0; t < d.n_test; ++t) {
+        const float* qs = d.test.data() + t * kGroup * d.dim;
+        // Query h is seeded with the rows 37 h + 5 t, ... (stand-ins for its previous answers).
+        std::vector<int64_t> seeds(kGroup * 6);
+        SearchParams params[kGroup];
+        for (int h = 0; h < kGroup; ++h) {
+          for (int i = 0; i < 6; ++i) seeds[h * 6 + i] = (37 * h + 5 * t + 101 * i) % d.n;
+          params[h] = SearchParams{.k = k, .ef = ef, .seeds = seeds.data() + h * 6, .n_seeds = h == 0 ? 0 : 6};
+        }
+        for (const int n : {1, 2, kGroup}) {
+          SearchStats together;
+          graph.search_interleaved(qs, n, params, ids.data(), scores.data(), found, &together);
+          SearchStats alone;
+          for (int h = 0; h < n; ++h) {
+            const int want = graph.search(qs + h * d.dim, params[h], one_ids.data(), one_scores.data(), &alone);
+            ASSERT_EQ(found[h], want) << when << ", ef " << ef << ", step " << t << ", " << n << " searches, query " << h;
+            for (int i = 0; i < want; ++i) {
+              ASSERT_EQ(ids[h * k + i], one_ids[i]) << when << ", ef " << ef << ", step " << t << ", query " << h;
+              ASSERT_EQ(scores[h * k + i], one_scores[i]) << when << ", ef " << ef << ", step " << t << ", query " << h;
+            }
+          }
+          EXPECT_EQ(together.distance_computations, alone.distance_computations);
+          EXPECT_EQ(together.hops, alone.hops);
+        }
+      }
+    }
+  };
+  check_all("after the build");
+  std::mt19937_64 rng(4);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> key(d.dim);
+  for (int64_t i = 0; i < extra; ++i) {
+    for (int64_t j = 0; j < d.dim; ++j) key[j] = d.keys[(i * 11 % d.n) * d.dim + j] + 0.3f * g(rng);
+    arena->append(key.data());
+    graph.adopt_next_row(d.test.data() + (i % d.n_test) * kGroup * d.dim, kGroup);
+  }
+  check_all("with a tail");
+
+  SearchParams mixed[2] = {SearchParams{.k = k, .ef = 8}, SearchParams{.k = k, .ef = 9}};
+  std::vector<int64_t> ids(2 * k);
+  std::vector<float> scores(2 * k);
+  int found[2];
+  EXPECT_THROW(graph.search_interleaved(d.test.data(), 2, mixed, ids.data(), scores.data(), found, nullptr), Error);
+}
+
+// The shard's interleaved path, warm seeds on, over decode steps: each member's partial attention and
+// its recorded answers (the next step's seeds) are exactly those of member-by-member search_attend.
+TEST(InterleavedSearch, ShardInterleavedAttendEqualsPerMemberAttend) {
+  const GroupData d = make_group_data(3000, 32, 200, 12, 8);
+  ShardIndexParams p;
+  p.kind = IndexKind::kGraph;
+  p.graph = small_params();
+  p.graph_per_kv_head = true;
+  p.warm_history = 2;
+  HeadShard interleaved(d.dim, KvDtype::kBF16, d.keys.data(), d.values.data(), d.n, kGroup, d.train.data(),
+                        d.n_train, p);
+  HeadShard single(d.dim, KvDtype::kBF16, d.keys.data(), d.values.data(), d.n, kGroup, d.train.data(), d.n_train, p);
+  const SearchParams narrow{.k = 12, .ef = 16};
+  const float scale = 1.0f / std::sqrt(32.0f);
+  ShardScratch scratch;
+  std::vector<float> o(kGroup * d.dim), o_one(d.dim);
+  float lse[kGroup];
+  for (int64_t t = 0; t < d.n_test; ++t) {
+    const float* qs = d.test.data() + t * kGroup * d.dim;
+    // Members 0-1 as one run of two, 2-3 as another: each run is placed at its own members.
+    interleaved.search_attend_interleaved(0, 2, qs, narrow, scale, scratch, o.data(), lse, nullptr);
+    interleaved.search_attend_interleaved(2, 2, qs + 2 * d.dim, narrow, scale, scratch, o.data() + 2 * d.dim, lse + 2,
+                                          nullptr);
+    for (int h = 0; h < kGroup; ++h) {
+      const float want = single.search_attend(h, qs + h * d.dim, narrow, scale, scratch, o_one.data(), nullptr);
+      EXPECT_EQ(lse[h], want) << "step " << t << ", member " << h;
+      for (int64_t j = 0; j < d.dim; ++j) ASSERT_EQ(o[h * d.dim + j], o_one[j]) << "step " << t << ", member " << h;
+    }
+  }
+  EXPECT_THROW(interleaved.search_attend_interleaved(3, 2, d.test.data(), narrow, scale, scratch, o.data(), lse,
+                                                     nullptr),
+               Error);
+}
+
+// The visited set: a mark is seen until the next begin(), which clears exactly the last search's marks,
+// also when a search's graph is larger than the last one (the set grows) or smaller.
+TEST(VisitedSet, MarksLastUntilTheNextSearch) {
+  VisitedSet v;
+  v.begin(100);
+  EXPECT_FALSE(v.test_and_set(3));
+  EXPECT_TRUE(v.test_and_set(3));
+  EXPECT_FALSE(v.test_and_set(64));
+  EXPECT_FALSE(v.test_and_set(65));
+  EXPECT_TRUE(v.test_and_set(65));
+  EXPECT_FALSE(v.test_and_set(99));
+  v.begin(1000);
+  for (const uint32_t id : {3u, 64u, 65u, 99u, 999u}) EXPECT_FALSE(v.test_and_set(id)) << id;
+  EXPECT_TRUE(v.test_and_set(999));
+  v.begin(10);
+  for (uint32_t id = 0; id < 10; ++id) EXPECT_FALSE(v.test_and_set(id)) << id;
+  v.begin(1000);
+  EXPECT_FALSE(v.test_and_set(999));  // cleared although the last search covered only 10 nodes
+  EXPECT_FALSE(v.test_and_set(3));
 }
 
 }  // namespace

@@ -48,6 +48,7 @@ struct Split {
   int top_k = 100000;    // every offloaded key
   int warm_history = 2;  // graph searches seeded with the last answers, as configured by default
   int heads_per_search = 0;  // graph: 0 = a graph per query head; N = one per kv head, N heads per traversal
+  int interleave = 0;        // graph with heads_per_search 1: separate searches a thread steps in turn (0: auto)
   // graph: the worker finds the training lists (as the CUDA backend does, here by brute force on the
   // captured layer) and ships them with the layer (BackendOptions::train_lists).
   bool lists_from_worker = false;
@@ -118,6 +119,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.index.warm_history = split.warm_history;
       cfg.index.graph_per_kv_head = split.heads_per_search > 0;
       cfg.search_group = split.heads_per_search;
+      cfg.search_interleave = split.interleave;
       cfg.threads = 1;
       cfg.window = split.window;
       cfg.plan_digest = 42;
@@ -276,6 +278,27 @@ TEST(PipelineInproc, TrainingListsFromTheWorkerBuildTheSameGraphs) {
     for (size_t i = 0; i < a.logits.size(); ++i) EXPECT_EQ(a.logits[i], b.logits[i]) << i;
     EXPECT_EQ(a.stats.distance_computations, b.stats.distance_computations);
   }
+}
+
+// A graph per kv head searched per query head: a retriever thread stepping a group's separate searches
+// in turn (interleaved) answers exactly what searching them one at a time does, with narrow top-k
+// (the answers depend on each traversal) and warm seeds. (Without background merges, whose timing
+// would make two runs differ.)
+TEST(PipelineInproc, InterleavedSearchesGiveTheTokensOfOneAtATime) {
+  const Model model = small_model();
+  const int group = static_cast<int>(model.config.n_heads / model.config.n_kv_heads);
+  ASSERT_GT(group, 1) << "the test model needs GQA groups";
+  const auto prompt = prompt_ids(model, 600);
+  Split one{.enabled = true, .retrievers = 2, .kind = IndexKind::kGraph, .top_k = 12, .heads_per_search = 1,
+            .interleave = 1, .merge_threshold = 0};
+  Split interleaved = one;
+  interleaved.interleave = group;
+  const Trace a = run(model, prompt, 16, one);
+  const Trace b = run(model, prompt, 16, interleaved);
+  EXPECT_EQ(a.tokens, b.tokens);
+  ASSERT_EQ(a.logits.size(), b.logits.size());
+  for (size_t i = 0; i < a.logits.size(); ++i) EXPECT_EQ(a.logits[i], b.logits[i]) << i;
+  EXPECT_EQ(a.stats.distance_computations, b.stats.distance_computations);
 }
 
 // A bf16 store receives the same rows whether kBuild carries them as float32 or as bf16 (half the

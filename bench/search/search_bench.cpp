@@ -1,0 +1,242 @@
+// ra-bench-search: the retriever's per-layer search on synthetic keys, as one retriever rank runs it at
+// decode, without the GPU or the transport. It builds `shards` HeadShards (one per (layer, kv head) a
+// rank owns) of N bf16 keys each, with a graph per kv head trained by `train` queries of each of the
+// group's query heads, then runs decode "layers": each layer searches every query head of `heads_per_layer
+// / group` shards (one work item per query head, OpenMP dynamic schedule over `threads` threads), as
+// RetrieverService::on_step does, and moves on to the next shards, so the keys come from memory and not
+// from the cache of the previous layer.
+//
+//   ra-bench-search [--context 131072] [--shards 8] [--heads-per-layer 8] [--group 4] [--train 2048]
+//                   [--k 100] [--ef 0] [--warm 2] [--threads 4] [--interleave 1,2] [--layers 256]
+//                   [--rounds 3] [--dim 128] [--efc 32] [--seed 1] [--json FILE]
+//
+// Keys and queries are iid Gaussian: the geometry of a random-weight model's post-RoPE keys, where
+// attention is diffuse and a graph search scans the most (what the GPU machine's timing runs use).
+// --interleave: the separate searches one thread steps in turn (HeadShard::search_attend_interleaved,
+// the retriever's index.graph_interleave); each width runs --layers layers per round, alternating.
+// Prints the build time, then per width the wall time of a layer (one rank's share of a decode layer)
+// and per search the rows scored, the hops, a thread's microseconds and its nanoseconds per row.
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu_retriever/head_shard.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using ra::retriever::HeadShard;
+using ra::retriever::SearchParams;
+using ra::retriever::SearchStats;
+using ra::retriever::ShardIndexParams;
+using ra::retriever::ShardScratch;
+
+struct Options {
+  int64_t context = 131072;
+  int shards = 8;
+  int heads_per_layer = 8;
+  int group = 4;
+  int64_t train = 2048;
+  int k = 100;
+  int ef = 0;
+  int warm = 2;
+  int threads = 4;
+  std::vector<int> interleave{1, 2};
+  int rounds = 3;
+  int layers = 256;
+  int64_t dim = 128;
+  int efc = 32;
+  uint64_t seed = 1;
+  std::string json;
+};
+
+std::vector<int> parse_list(const char* s) {
+  std::vector<int> out;
+  for (const char* p = s; *p != '\0';) {
+    char* end = nullptr;
+    out.push_back(static_cast<int>(std::strtol(p, &end, 10)));
+    if (end == p) break;
+    p = *end == ',' ? end + 1 : end;
+  }
+  return out;
+}
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr, "ra-bench-search: %s\n", why);
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) usage(("missing value after " + a).c_str());
+    const char* v = argv[++i];
+    const auto num = [&] { return std::strtoll(v, nullptr, 10); };
+    if (a == "--context") o.context = num();
+    else if (a == "--shards") o.shards = static_cast<int>(num());
+    else if (a == "--heads-per-layer") o.heads_per_layer = static_cast<int>(num());
+    else if (a == "--group") o.group = static_cast<int>(num());
+    else if (a == "--train") o.train = num();
+    else if (a == "--k") o.k = static_cast<int>(num());
+    else if (a == "--ef") o.ef = static_cast<int>(num());
+    else if (a == "--warm") o.warm = static_cast<int>(num());
+    else if (a == "--threads") o.threads = static_cast<int>(num());
+    else if (a == "--interleave") o.interleave = parse_list(v);
+    else if (a == "--rounds") o.rounds = static_cast<int>(num());
+    else if (a == "--layers") o.layers = static_cast<int>(num());
+    else if (a == "--dim") o.dim = num();
+    else if (a == "--efc") o.efc = static_cast<int>(num());
+    else if (a == "--seed") o.seed = static_cast<uint64_t>(num());
+    else if (a == "--json") o.json = v;
+    else usage(("unknown option " + a).c_str());
+  }
+  if (o.context < 1 || o.shards < 1 || o.group < 1 || o.heads_per_layer < o.group ||
+      o.heads_per_layer % o.group != 0 || o.heads_per_layer / o.group > o.shards || o.threads < 1 ||
+      o.layers < 1 || o.rounds < 1 || o.k < 1 || o.dim < 1 || o.train < 1) {
+    usage("bad options: need heads-per-layer a multiple of group, at most shards * group of them");
+  }
+  for (const int w : o.interleave) {
+    if (w < 1 || o.group % w != 0 || w > 8) usage("every --interleave width must divide --group (and be <= 8)");
+  }
+  return o;
+}
+
+std::vector<float> gaussian(int64_t n, int64_t dim, std::mt19937_64& rng) {
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> out(static_cast<size_t>(n * dim));
+  for (auto& x : out) x = g(rng);
+  return out;
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  std::mt19937_64 rng(o.seed);
+  ShardIndexParams params;
+  params.kind = ra::retriever::IndexKind::kGraph;
+  params.graph_per_kv_head = true;
+  params.warm_history = o.warm;
+  params.graph.M = 32;
+  params.graph.Kq = 100;
+  params.graph.ef_construction = o.efc;
+  params.graph.key_lists_stride = 0;
+  params.graph.seed = o.seed;
+  params.graph.threads = 0;
+
+  // Build.
+  const auto t_build = Clock::now();
+  std::vector<std::unique_ptr<HeadShard>> shards;
+  for (int s = 0; s < o.shards; ++s) {
+    const std::vector<float> keys = gaussian(o.context, o.dim, rng);
+    const std::vector<float> values = gaussian(o.context, o.dim, rng);
+    const std::vector<float> train = gaussian(o.group * o.train, o.dim, rng);
+    params.stagger_key = s;
+    shards.push_back(std::make_unique<HeadShard>(o.dim, ra::retriever::KvDtype::kBF16, keys.data(), values.data(),
+                                                 o.context, o.group, train.data(), o.train, params));
+    std::fprintf(stderr, "shard %d built\n", s);
+  }
+  const double build_s = std::chrono::duration<double>(Clock::now() - t_build).count();
+
+  // Decode layers: a fresh query per head and layer. Each interleave width runs `layers` layers per
+  // round, the widths alternating over `rounds` rounds, so machine noise hits them alike.
+  const int per_layer_shards = o.heads_per_layer / o.group;
+  const int warmup = 2 * o.shards / per_layer_shards;  // every shard searched twice first
+  std::vector<ShardScratch> scratch(static_cast<size_t>(o.threads));
+  std::vector<float> out(static_cast<size_t>(o.heads_per_layer * o.dim));
+  std::vector<float> lse(static_cast<size_t>(o.heads_per_layer));
+  std::vector<SearchStats> stats(static_cast<size_t>(o.heads_per_layer));
+  std::vector<double> search_ns(static_cast<size_t>(o.heads_per_layer));
+  const SearchParams sp{o.k, o.ef, 0};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(o.dim));
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> q(static_cast<size_t>(o.heads_per_layer * o.dim));
+  struct Totals {
+    std::vector<double> layer_us;
+    int64_t rows = 0, hops = 0, searches = 0;
+    double thread_ns = 0;
+  };
+  std::vector<Totals> totals(o.interleave.size());
+  int layer_no = 0;
+  auto run_layer = [&](int width, Totals* t) {
+    const int first_shard = (layer_no++ * per_layer_shards) % o.shards;
+    for (auto& x : q) x = g(rng);
+    std::fill(stats.begin(), stats.end(), SearchStats{});
+    const auto t0 = Clock::now();
+    const int items = o.heads_per_layer / width;
+#pragma omp parallel for num_threads(o.threads) schedule(dynamic, 1)
+    for (int item = 0; item < items; ++item) {
+      const int e = item * width;  // its first query head
+      const auto ts = Clock::now();
+      HeadShard& shard = *shards[static_cast<size_t>((first_shard + e / o.group) % o.shards)];
+      shard.search_attend_interleaved(e % o.group, width, q.data() + e * o.dim, sp, scale,
+                                      scratch[static_cast<size_t>(omp_get_thread_num())], out.data() + e * o.dim,
+                                      lse.data() + e, &stats[static_cast<size_t>(e)]);
+      // a thread's time per search: the item's time shared by its searches
+      const double ns = std::chrono::duration<double, std::nano>(Clock::now() - ts).count();
+      for (int i = 0; i < width; ++i) search_ns[static_cast<size_t>(e + i)] = ns / width;
+    }
+    const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    if (t == nullptr) return;
+    t->layer_us.push_back(us);
+    for (int i = 0; i < o.heads_per_layer; i += width) {
+      t->rows += stats[static_cast<size_t>(i)].distance_computations;
+      t->hops += stats[static_cast<size_t>(i)].hops;
+    }
+    for (int i = 0; i < o.heads_per_layer; ++i) t->thread_ns += search_ns[static_cast<size_t>(i)];
+    t->searches += o.heads_per_layer;
+  };
+  for (int i = 0; i < warmup; ++i) run_layer(1, nullptr);
+  for (int round = 0; round < o.rounds; ++round) {
+    for (size_t c = 0; c < o.interleave.size(); ++c) {
+      for (int l = 0; l < o.layers; ++l) run_layer(o.interleave[c], &totals[c]);
+    }
+  }
+
+  std::printf("context %lld, %d shards, %d query heads per layer on %d threads, k %d ef %d warm %d; build %.1f s\n",
+              static_cast<long long>(o.context), o.shards, o.heads_per_layer, o.threads, o.k, o.ef, o.warm, build_s);
+  std::printf("%10s %10s %10s %10s %10s %8s %10s %10s\n", "interleave", "layer_p50", "layer_mean", "layer_p99",
+              "rows", "hops", "us/search", "ns/row");
+  for (size_t c = 0; c < o.interleave.size(); ++c) {
+    const Totals& t = totals[c];
+    const double searches = static_cast<double>(t.searches);
+    const double rows_per = static_cast<double>(t.rows) / searches;
+    const double hops_per = static_cast<double>(t.hops) / searches;
+    const double us_per = t.thread_ns / searches / 1e3;
+    const double ns_row = t.thread_ns / static_cast<double>(t.rows);
+    double mean = 0;
+    for (double v : t.layer_us) mean += v;
+    mean /= static_cast<double>(t.layer_us.size());
+    const double p50 = percentile(t.layer_us, 0.5), p99 = percentile(t.layer_us, 0.99);
+    std::printf("%10d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f\n", o.interleave[c], p50, mean, p99, rows_per,
+                hops_per, us_per, ns_row);
+    if (o.json.empty()) continue;
+    if (FILE* f = std::fopen(o.json.c_str(), "a")) {
+      std::fprintf(f,
+                   "{\"context\":%lld,\"shards\":%d,\"heads_per_layer\":%d,\"threads\":%d,\"interleave\":%d,"
+                   "\"k\":%d,\"ef\":%d,\"warm\":%d,\"build_s\":%.3f,\"layer_us_p50\":%.2f,\"layer_us_mean\":%.2f,"
+                   "\"layer_us_p99\":%.2f,\"rows_per_search\":%.1f,\"hops_per_search\":%.2f,"
+                   "\"us_per_search\":%.2f,\"ns_per_row\":%.2f}\n",
+                   static_cast<long long>(o.context), o.shards, o.heads_per_layer, o.threads, o.interleave[c], o.k,
+                   o.ef, o.warm, build_s, p50, mean, p99, rows_per, hops_per, us_per, ns_row);
+      std::fclose(f);
+    }
+  }
+  return 0;
+}
