@@ -28,7 +28,8 @@
 #   SEARCH_ARGS  ra-bench-search's arguments (default: 128K keys, 32 shards, 32 heads per layer on 16
 #                threads, interleave 1,2,4)
 #   OFFLOAD_TIMEOUT seconds per offload run (default 280)
-#   RETRIEVERS   retriever ranks of the offload runs (default 4; each gets 16 / RETRIEVERS threads)
+#   RETRIEVERS   retriever ranks of the offload runs (default 4)
+#   RETRIEVER_THREADS  search threads of each (default 16 / RETRIEVERS)
 set -uo pipefail
 start=$(date +%s)
 out=${OUT:-out}
@@ -165,7 +166,8 @@ stage_offload() {
       [[ -n $efc ]] && echo "  graph_ef_construction: $efc"
       [[ -n $inter ]] && echo "  graph_interleave: $inter"; } > "$cfg"
     local cmd=("$ra" generate --config "$cfg" --backend cuda --mode "$mode" --synthetic-prompt-bytes $(( ctx - 128 ))
-               --retrievers "$retrievers" --retriever-threads $(( 16 / retrievers )) --max-new-tokens 64)
+               --retrievers "$retrievers" --retriever-threads "${RETRIEVER_THREADS:-$(( 16 / retrievers ))}"
+               --max-new-tokens 64)
     note "\$ ${cmd[*]}"
     bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}" > "$log" 2>&1 &
     pid=$!
