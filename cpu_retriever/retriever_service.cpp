@@ -376,6 +376,10 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     stats_.slowest_step_search_seconds = Seconds(t_searched - t_appended).count();
   }
   ++stats_.steps;
+  stats_.append_seconds += Seconds(t_appended - t0).count();
+  stats_.searching_seconds += Seconds(t_searched - t_appended).count();
+  for (const SearchStats& s : entry_stats_) stats_.hops += s.hops;
+  stats_.query_heads_searched += entries;
   stats_.distance_computations += reply.distance_computations;
   stats_.search_seconds += reply.search_seconds;
 }

@@ -68,6 +68,10 @@ struct RetrieverServiceStats {
   int64_t slowest_step = -1, slowest_step_layer = -1;
   double slowest_step_append_seconds = 0;  // of it: parsing and appending the evicted token
   double slowest_step_search_seconds = 0;  //        the searches and partial attention
+  double append_seconds = 0;       // all kSteps: parsing and appending the evicted tokens
+  double searching_seconds = 0;    //             the searches and partial attention
+  int64_t hops = 0;                // graph nodes expanded, all query heads and steps
+  int64_t query_heads_searched = 0;
 };
 
 class RetrieverService {

@@ -175,7 +175,7 @@ stage_offload() {
     wait "$pid"
     note "offload $tag: exit $?"
     grep -E "prompt tokens|^prefill|^decode|index build|retrieval:|keys scanned|peak host|ra-cpu-retriever rank|rror" "$log" \
-      | tail -16 >> "$summary"
+      | tail -24 >> "$summary"
     awk '$1 == "t" { if ($4 > g) g = $4 } $2 == "ra-gpu-worker" { if ($3 > w) w = $3 }
          $2 ~ /^ra-cpu-retriev/ { s[$1] = $3; if ($3 > r[$1]) r[$1] = $3; if (!($1 in t0)) t0[$1] = $4; t1[$1] = $4 }
          END { printf "peak GPU memory used %d MiB; worker peak RSS %.2f GiB; retrievers peak RSS GiB:", g, w / 1048576;

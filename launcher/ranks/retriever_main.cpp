@@ -82,6 +82,16 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
                kProgram, rank, 1e3 * s.first_step_seconds, 1e3 * s.slowest_step_seconds,
                static_cast<long long>(s.slowest_step), static_cast<long long>(s.slowest_step_layer),
                1e3 * s.slowest_step_append_seconds, 1e3 * s.slowest_step_search_seconds);
+  if (s.steps > 0 && s.query_heads_searched > 0) {
+    const double heads = static_cast<double>(s.query_heads_searched);
+    std::fprintf(stderr,
+                 "%s rank %d: mean step %.3f ms (%.3f ms parsing and appending, %.3f ms searching); per query head "
+                 "%.1f rows scored, %.1f hops\n",
+                 kProgram, rank, 1e3 * s.search_seconds / static_cast<double>(s.steps),
+                 1e3 * s.append_seconds / static_cast<double>(s.steps),
+                 1e3 * s.searching_seconds / static_cast<double>(s.steps),
+                 static_cast<double>(s.distance_computations) / heads, static_cast<double>(s.hops) / heads);
+  }
   mpi.barrier("shutdown", transport::deadline_after(std::chrono::seconds(30)));
   return 0;
 }

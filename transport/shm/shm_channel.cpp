@@ -11,6 +11,7 @@
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <new>
@@ -43,7 +44,7 @@ constexpr uint64_t kHeaderBytes = sizeof(MessageHeader);
 // system call; past it the waiter blocks on a futex, so a late answer costs one wake-up (a few µs), not a
 // sleep quantum, and the core is free for the peer meanwhile. The block is sliced so that the deadline
 // and the peer's liveness are still checked every kBlockSlice.
-constexpr auto kSpinBudget = std::chrono::microseconds(50);
+constexpr auto kDefaultSpinBudget = std::chrono::microseconds(50);
 constexpr int kSpinTurnsPerClockRead = 64;  // a pause is 10-140 cycles: a clock read every ~1-4 µs
 constexpr auto kBlockSlice = milliseconds(1);
 constexpr auto kProcessCheckPeriod = milliseconds(1);
@@ -51,6 +52,21 @@ constexpr auto kOpenPollPeriod = milliseconds(1);
 
 constexpr int kCreator = 0;  // side index of the retriever, which creates the segment
 constexpr int kOpener = 1;   // side index of the worker, which opens it
+
+// The spin budget: kDefaultSpinBudget, or RA_SHM_SPIN_US (0 to 10^6 µs) for machines where a core
+// per waiter is cheaper than a wake-up (read once per process).
+std::chrono::microseconds spin_budget() {
+  static const std::chrono::microseconds budget = [] {
+    const char* env = std::getenv("RA_SHM_SPIN_US");
+    if (env == nullptr || *env == '\0') return kDefaultSpinBudget;
+    char* end = nullptr;
+    const long long us = std::strtoll(env, &end, 10);
+    RA_REQUIRE(*end == '\0' && us >= 0 && us <= 1000000, "RA_SHM_SPIN_US must be 0 to 1000000 microseconds (got '{}')",
+               env);
+    return std::chrono::microseconds(us);
+  }();
+  return budget;
+}
 
 enum SegmentState : uint32_t {
   kCreating = 0,  // zero-filled by ftruncate; the creator is still initialising
@@ -280,14 +296,14 @@ class ShmChannel final : public Channel {
     }
   }
 
-  // Spin for kSpinBudget, then block on `bell` (which the peer rings when it moves what ready() looks
+  // Spin for spin_budget(), then block on `bell` (which the peer rings when it moves what ready() looks
   // at) in slices, until ready(). Outside the spin, checks the deadline and the peer; a failure is
   // thrown only after one last look at ready(), so what a peer sent before it closed or exited is still
   // delivered.
   template <typename Ready>
   void wait_until(Ready ready, Bell& bell, Deadline deadline, const char* what) {
     if (first_wait_ == SteadyClock::time_point{}) first_wait_ = SteadyClock::now();  // for "timed out after"
-    const auto spin_end = SteadyClock::now() + kSpinBudget;
+    const auto spin_end = SteadyClock::now() + spin_budget();
     for (int turn = 1;; ++turn) {
       if (ready()) return;
       cpu_relax();
