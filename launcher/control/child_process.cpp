@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,11 +20,13 @@ namespace {
 // Lock-free atomics, not volatile sig_atomic_t: the handler may run on any thread of the process.
 std::atomic<pid_t> g_child{0};
 std::atomic<int> g_early{0};  // a signal that came before the child's pid was known
+std::atomic<int> g_forwarded{0};  // the last signal forwarded to the child
 static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
               "signal handlers may only use lock-free atomics");
 
 extern "C" void forward_to_child(int sig) {
   const pid_t child = g_child.load();
+  g_forwarded.store(sig);
   if (child > 0) {
     kill(child, sig);
   } else {
@@ -51,6 +54,8 @@ int run_forwarding_signals(const std::vector<std::string>& argv) {
   sigemptyset(&sa.sa_mask);
   struct sigaction old_actions[std::size(kForwarded)];
   g_early.store(0);
+  g_forwarded.store(0);
+  const pid_t parent = getpid();
   pthread_sigmask(SIG_BLOCK, &forwarded, &old_mask);
   for (size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &sa, &old_actions[i]);
 
@@ -59,6 +64,10 @@ int run_forwarding_signals(const std::vector<std::string>& argv) {
   const pid_t child = fork();
   if (child == 0) {
     setpgid(0, 0);
+    // The child (mpirun) must not outlive us: SIGKILL of `ra` cannot be forwarded, so the kernel sends
+    // it SIGTERM when we die (mpirun then stops every rank). A parent that died before the prctl is
+    // seen by the getppid() check.
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(128 + SIGTERM);
     // Default dispositions before unblocking, so a signal already pending here ends the child as it
     // would end the program, instead of reaching a handler that knows no child.
     struct sigaction dfl {};
@@ -84,6 +93,11 @@ int run_forwarding_signals(const std::vector<std::string>& argv) {
   g_child.store(0);
   for (size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &old_actions[i], nullptr);
   RA_REQUIRE(child > 0, "cannot start {}: fork failed: {}", argv[0], std::strerror(fork_errno));
+  if (WIFSIGNALED(status) && WTERMSIG(status) != g_forwarded.load()) {  // not our forwarding: say who
+    const char* abbrev = sigabbrev_np(WTERMSIG(status));
+    std::fprintf(stderr, "ra: %s was killed by signal %d (SIG%s)\n", argv[0].c_str(), WTERMSIG(status),
+                 abbrev != nullptr ? abbrev : "?");
+  }
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 

@@ -1,11 +1,15 @@
 #include "launcher/control/job_launcher.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <string_view>
 
 #include "common/error.h"
 #include "launcher/control/child_process.h"
@@ -15,16 +19,38 @@
 namespace ra {
 namespace {
 
-std::filesystem::path job_directory(const RunPlan& plan) {
+std::filesystem::path jobs_base(const RunPlan& plan) {
   namespace fs = std::filesystem;
-  fs::path base;
-  if (!plan.config.hostfile.empty()) {
-    base = fs::current_path() / ".ra-jobs";
-  } else {
-    const char* tmp = std::getenv("TMPDIR");
-    base = tmp && *tmp ? tmp : "/tmp";
+  if (!plan.config.hostfile.empty()) return fs::current_path() / ".ra-jobs";
+  const char* tmp = std::getenv("TMPDIR");
+  return tmp && *tmp ? tmp : "/tmp";
+}
+
+std::filesystem::path job_directory(const RunPlan& plan) { return jobs_base(plan) / ("ra-job-" + plan.job_id); }
+
+constexpr const char* kLauncherPidFile = "launcher.pid";
+
+// Whether the user's extra mpirun arguments mention `what` (then they set it themselves).
+bool mentions(const std::vector<std::string>& args, std::string_view what) {
+  return std::any_of(args.begin(), args.end(), [&](const std::string& a) { return a.find(what) != std::string::npos; });
+}
+
+// Job directories under `base` whose launcher (the pid in their launcher.pid) has exited: a job killed
+// with its `ra`. Removed with what they hold (plan file, Open MPI's shared-memory files).
+void remove_dead_job_directories(const std::filesystem::path& base) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(base, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.starts_with("ra-job-")) continue;
+    std::ifstream in(it->path() / kLauncherPidFile);
+    long pid = 0;
+    if (!(in >> pid) || pid <= 0) continue;  // not ours, or a job of an older build: leave it
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    std::fprintf(stderr, "ra: removing %s of an exited job\n", it->path().c_str());
+    std::error_code ignored;
+    fs::remove_all(it->path(), ignored);
   }
-  return base / ("ra-job-" + plan.job_id);
 }
 
 }  // namespace
@@ -50,14 +76,28 @@ std::vector<std::string> job_mpirun_argv(const RunPlan& plan, const NumaTopology
     argv.insert(argv.begin() + 1, {"-x", "OMP_WAIT_POLICY=" + omp_wait_policy_for(plan, local)});
   }
   if (std::getenv("RA_LOGITS_TRACE") != nullptr) argv.insert(argv.begin() + 1, {"-x", "RA_LOGITS_TRACE"});
+  const auto& extra = plan.config.mpirun_extra_args;
+  // Open MPI's shared-memory transport (vader) keeps a file per rank in /dev/shm, and its session
+  // directory lives in TMPDIR: a killed job leaves both behind. On one host they go to the job directory
+  // instead, which is removed after the job (or, if `ra` was killed too, by the next job's sweep).
+  if (plan.config.hostfile.empty() && !mentions(extra, "btl_vader_backing_directory")) {
+    const std::string dir = std::filesystem::path(plan_path).parent_path().string();
+    argv.insert(argv.begin() + 1, {"--mca", "btl_vader_backing_directory", dir, "--mca", "orte_tmpdir_base", dir});
+  }
   return argv;
 }
 
 int launch_job(const RunPlan& plan, const NumaTopology& local) {
   namespace fs = std::filesystem;
   const PipelineExecutables exes = find_pipeline_executables();
+  remove_stale_shm_segments("ra-");
+  remove_dead_job_directories(jobs_base(plan));
   const fs::path dir = job_directory(plan);
   fs::create_directories(dir);
+  {
+    std::ofstream pid_file(dir / kLauncherPidFile);
+    pid_file << getpid() << "\n";
+  }
   const fs::path plan_path = dir / "plan.json";
   {
     std::ofstream out(plan_path);

@@ -19,4 +19,15 @@ void remove_leftover_shm_segments(const std::string& prefix) {
 #endif
 }
 
+void remove_stale_shm_segments(const std::string& prefix) {
+#ifdef RA_HAVE_SHM
+  for (const std::string& name : transport::list_stale_shm_segments(prefix)) {
+    std::fprintf(stderr, "ra: removing shared-memory segment /dev/shm/%s of an exited job\n", name.c_str());
+    transport::remove_shm_segment(name);
+  }
+#else
+  (void)prefix;
+#endif
+}
+
 }  // namespace ra

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -60,8 +61,21 @@ void remove_registered_segment() noexcept {
   if (g_segment[0] != '\0') shm_unlink(g_segment);
 }
 
+void die_with_parent(const char* program) {
+  // SIGTERM reaches on_exit_signal once installed (it unlinks this rank's segment); until then it ends
+  // the process as well. getppid() == 1: the parent (mpirun) was gone before the prctl took effect.
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
+    std::fprintf(stderr, "%s: cannot ask to die with the parent process: %s\n", program, std::strerror(errno));
+  }
+  if (getppid() == 1) {
+    std::fprintf(stderr, "%s: the parent process (mpirun) has exited; exiting\n", program);
+    std::_Exit(1);
+  }
+}
+
 int run_pipeline_process(const char* program, int argc, char** argv,
                          int (*run)(transport::MpiSession& mpi, int argc, char** argv)) {
+  die_with_parent(program);
   transport::MpiSession mpi(&argc, &argv);
   try {
     return run(mpi, argc, argv);

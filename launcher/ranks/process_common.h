@@ -9,11 +9,17 @@
 
 namespace ra {
 
-// The main() of a pipeline process: starts MPI and returns run(mpi, argc, argv). On any exception it
+// The main() of a pipeline process: asks to die with its parent (die_with_parent), starts MPI and
+// returns run(mpi, argc, argv). On any exception it
 // reports it with rank and host, removes the registered segment and quits at once with 1: MPI_Finalize
 // or a channel's teardown could wait on a dead peer, and mpirun ends the other ranks.
 int run_pipeline_process(const char* program, int argc, char** argv,
                          int (*run)(transport::MpiSession& mpi, int argc, char** argv));
+
+// The kernel sends this process SIGTERM when its parent (mpirun) dies, however it dies: a SIGKILLed
+// mpirun cannot stop its ranks itself, and they must not run on as orphans. Exits at once if the parent
+// is already gone.
+void die_with_parent(const char* program);
 
 // Reads and checks the plan file; errors name the file.
 RunPlan read_plan_file(const std::string& path);

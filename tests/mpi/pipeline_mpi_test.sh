@@ -5,8 +5,13 @@
 #                         Environment: BACKEND (auto; cuda exits 77 = skipped without a GPU), STEPS (80),
 #                         MODEL (a checkpoint instead of the demo model), TOL (1e-4, relative logits),
 #                         MIN_STEPS (STEPS: fewer are accepted when the model stops at EOS)
-#   killed SIGNAL         SIGKILL / SIGSTOP a retriever mid-decode: ra exits non-zero within 5 s,
-#                         names the rank, leaves no process and no /dev/shm segment behind
+#   killed VICTIM SIGNAL [TRANSPORT]
+#                         SIGKILL / SIGSTOP a process of the job mid-decode (VICTIM: retriever, worker,
+#                         mpirun, or ra itself; TRANSPORT shm (default) or ucx): the cause is named on
+#                         stderr (the rank, or mpirun's signal) within 2 s, every process of the job ends
+#                         within 2 s (a stopped rank: 2.5 s, since mpirun's SIGKILL follows its SIGTERM by
+#                         1 s), ra exits non-zero, nothing is left in /dev/shm; after ra itself was
+#                         killed, the next job removes the dead job's directory
 #   interrupted SIGNAL    SIGINT / SIGTERM to `ra` mid-decode: every rank ends within 5 s, no segment left
 #   mismatch              ranks started with different plans refuse to start, naming the field
 # Environment: RA = the ra binary (ra-gpu-worker and ra-cpu-retriever beside it).
@@ -25,11 +30,13 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # A small demo-model run whose prompt overflows sinks + window many times over during decoding.
 COMMON=(--synthetic-prompt-bytes 300 --sinks 16 --window 32 --threads 1 --retriever-threads 1)
 
-shm_segments() { ls /dev/shm 2>/dev/null | grep '^ra-' | sort || true; }
+# Ours and Open MPI's (its vader files belong in the job directory; UCX's shared-memory files too).
+shm_segments() { ls /dev/shm 2>/dev/null | grep -E '^(ra-|vader_segment|ucx_|ompi)' | sort || true; }
 
-# A long flat-mode run with 2 retrievers in the background ($ra_pid); returns once it has printed text.
+# A long flat-mode run with 2 retrievers in the background ($ra_pid) over transport $1 (default shm);
+# returns once it has printed text.
 start_decoding() {
-  "$RA" generate --mode flat --retrievers 2 "${COMMON[@]}" --max-new-tokens 20000 \
+  "$RA" generate --mode flat --retrievers 2 --transport "${1:-shm}" "${COMMON[@]}" --max-new-tokens 20000 \
     >"$WORK/out.txt" 2>"$WORK/err.txt" &
   ra_pid=$!
   for _ in $(seq 1 600); do  # until decoding has produced text
@@ -94,28 +101,58 @@ PY
   echo "PASS: flat == full over $transport with $retrievers retrievers (backend ${BACKEND:-auto}, $steps steps)"
   ;;
 killed)
-  signal=${2:?signal}
+  victim_kind=${2:?victim}; signal=${3:?signal}; transport=${4:-shm}
   before=$(shm_segments)
-  start_decoding
-  victim=$(pgrep -f "^$BIN_DIR/ra-cpu-retriever --plan $WORK" | head -1)
-  [[ -n "$victim" ]] || fail "no retriever process found"
+  start_decoding "$transport"
+  case "$victim_kind" in
+    retriever) victim=$(pgrep -f "^$BIN_DIR/ra-cpu-retriever --plan $WORK" | head -1)
+               cause="retriever rank [0-9]+ on host" ;;
+    worker)    victim=$(pgrep -f "^$BIN_DIR/ra-gpu-worker --plan $WORK" | head -1)
+               cause="worker rank 0 on host" ;;
+    mpirun)    victim=$(pgrep -P $ra_pid | head -1)
+               cause="mpirun was killed by signal" ;;
+    ra)        victim=$ra_pid; cause="" ;;
+    *) fail "unknown victim $victim_kind" ;;
+  esac
+  [[ -n "$victim" ]] || fail "no $victim_kind process found"
   t0=$(date +%s.%N)
   kill -"$signal" "$victim"
-  rc=0
-  for _ in $(seq 1 150); do kill -0 $ra_pid 2>/dev/null || break; sleep 0.1; done
-  if kill -0 $ra_pid 2>/dev/null; then
-    kill -CONT "$victim" 2>/dev/null || true
-    fail "ra still running 15 s after SIG$signal of retriever pid $victim"
-  fi
-  wait $ra_pid || rc=$?
+  # Every process of the job (ra, mpirun, ranks: all name $WORK) gone (15 s before giving up), and when
+  # the cause first appeared on stderr.
+  named=""
+  for _ in $(seq 1 300); do
+    [[ -z "$named" && -n "$cause" ]] && grep -Eq "$cause" "$WORK/err.txt" && named=$(date +%s.%N)
+    pgrep -f "$WORK/ra-job-" >/dev/null || kill -0 $ra_pid 2>/dev/null || break
+    sleep 0.05
+  done
   t1=$(date +%s.%N)
+  if pgrep -f "$WORK/ra-job-" >/dev/null || kill -0 $ra_pid 2>/dev/null; then
+    kill -CONT "$victim" 2>/dev/null || true
+    pgrep -af "$WORK" >&2 || true
+    fail "the job still runs 15 s after SIG$signal of the $victim_kind (pid $victim)"
+  fi
+  rc=0
+  wait $ra_pid || rc=$?
   elapsed=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
   cat "$WORK/err.txt" >&2
-  [[ $rc -ne 0 ]] || fail "ra exited 0 after a retriever got SIG$signal"
-  python3 -c "import sys; sys.exit(0 if $elapsed <= 5.0 else 1)" || fail "ra took ${elapsed} s (> 5 s) to exit"
-  grep -Eq "retriever rank [0-9]+ on host" "$WORK/err.txt" || fail "the error does not name the retriever rank"
+  [[ $rc -ne 0 ]] || fail "ra exited 0 after the $victim_kind got SIG$signal"
+  bound=2.0; [[ $signal == STOP ]] && bound=2.5
+  python3 -c "import sys; sys.exit(0 if $elapsed <= $bound else 1)" || fail "the job took ${elapsed} s (> $bound s) to end"
+  if [[ -n "$cause" ]]; then
+    [[ -n "$named" ]] || grep -Eq "$cause" "$WORK/err.txt" || fail "the error does not name the cause (/$cause/)"
+    [[ -n "$named" ]] || named=$t1
+    named_after=$(python3 -c "print(f'{$named - $t0:.2f}')")
+    python3 -c "import sys; sys.exit(0 if $named_after <= 2.0 else 1)" || fail "the cause was named after ${named_after} s (> 2 s)"
+  fi
   check_nothing_left "$before"
-  echo "PASS: SIG$signal of retriever pid $victim -> ra exit $rc after ${elapsed} s, nothing left behind"
+  if [[ $victim_kind == ra ]]; then  # nobody cleaned up after the job: the next one does
+    ls -d "$WORK"/ra-job-* >/dev/null 2>&1 || fail "the killed job's directory is already gone (test assumption)"
+    "$RA" generate --mode flat --retrievers 1 "${COMMON[@]}" --max-new-tokens 4 >/dev/null 2>"$WORK/err2.txt" \
+      || { cat "$WORK/err2.txt"; fail "the next job failed"; }
+    grep -q "of an exited job" "$WORK/err2.txt" || { cat "$WORK/err2.txt"; fail "the next job did not sweep"; }
+    ! ls -d "$WORK"/ra-job-* >/dev/null 2>&1 || fail "a job directory is left: $(ls -d "$WORK"/ra-job-*)"
+  fi
+  echo "PASS: SIG$signal of the $victim_kind (pid $victim) over $transport -> ${cause:+cause named after ${named_after} s, }every process ended after ${elapsed} s, ra exit $rc, nothing left behind"
   ;;
 interrupted)
   signal=${2:?signal}

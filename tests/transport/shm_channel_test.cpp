@@ -524,6 +524,10 @@ TEST(ShmChannel, NothingIsLeftInDevShm) {
       EXPECT_EQ(creator.wait(), 128 + SIGKILL);
     }
     EXPECT_THAT(list_shm_segments(prefix), ::testing::ElementsAre(prefix + "stale-a", prefix + "stale-b"));
+    {  // The launcher's start-up sweep lists both (their creators are dead), never a live segment.
+      auto live = create_shm_channel(shm_options(prefix + "stale-live", "nobody"));
+      EXPECT_THAT(list_stale_shm_segments(prefix), ::testing::ElementsAre(prefix + "stale-a", prefix + "stale-b"));
+    }
     remove_shm_segment(prefix + "stale-a");
     EXPECT_THAT(list_shm_segments(prefix), ::testing::ElementsAre(prefix + "stale-b"));
     {

@@ -1,5 +1,6 @@
 // run_forwarding_signals: the foreground child of `ra generate` and `ra bench transport` (mpirun). Its exit
-// code comes back as the shell would report it, and a signal sent to `ra` reaches the child.
+// code comes back as the shell would report it, a signal sent to `ra` reaches the child, and the child
+// does not outlive a SIGKILLed `ra`.
 
 #include "launcher/control/child_process.h"
 
@@ -7,7 +8,13 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
 #include <thread>
 
 namespace ra {
@@ -49,6 +56,47 @@ TEST(ChildProcess, ForwardsSigtermToTheChildAndRestoresTheHandler) {
   sigaction(SIGTERM, nullptr, &after);
   EXPECT_EQ(after.sa_handler, SIG_IGN);
   sigaction(SIGTERM, &before, nullptr);
+}
+
+// A process running run_forwarding_signals is SIGKILLed (nothing can be forwarded): the kernel ends
+// its child (PR_SET_PDEATHSIG) instead of leaving it to run on as an orphan.
+TEST(ChildProcess, TheChildDiesWithItsParent) {
+  char dir_template[] = "/tmp/ra-child-test.XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string pid_file = std::string(dir_template) + "/child.pid";
+  const pid_t launcher = fork();
+  ASSERT_GE(launcher, 0);
+  if (launcher == 0) {
+    _exit(run_forwarding_signals({"sh", "-c", "echo $$ > " + pid_file + "; exec sleep 60"}));
+  }
+  pid_t child = 0;
+  for (int i = 0; i < 200 && child <= 0; ++i) {  // until the grandchild has written its pid
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    std::ifstream in(pid_file);
+    in >> child;
+  }
+  ASSERT_GT(child, 0) << "the child never started";
+  kill(launcher, SIGKILL);
+  int status = 0;
+  waitpid(launcher, &status, 0);
+  // Gone: no such process, or a zombie (reparented to a process that does not reap, as a container's
+  // pid 1 may be).
+  auto ended = [](pid_t pid) {
+    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string pid_field, comm, state;
+    stat >> pid_field >> comm >> state;
+    return state == "Z";
+  };
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    gone = ended(child);
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (!gone) kill(child, SIGKILL);
+  EXPECT_TRUE(gone) << "the child (pid " << child << ") outlived its SIGKILLed parent by 2 s";
+  std::remove(pid_file.c_str());
+  rmdir(dir_template);
 }
 
 }  // namespace

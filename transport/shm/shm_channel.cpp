@@ -591,6 +591,14 @@ void remove_shm_segment(const std::string& name) noexcept {
   }
 }
 
+std::vector<std::string> list_stale_shm_segments(const std::string& prefix) {
+  std::vector<std::string> stale;
+  for (std::string& name : list_shm_segments(prefix)) {
+    if (is_stale_segment(name)) stale.push_back(std::move(name));
+  }
+  return stale;
+}
+
 std::vector<std::string> list_shm_segments(const std::string& prefix) {
   std::vector<std::string> names;
   std::error_code ec;

@@ -86,4 +86,9 @@ void remove_shm_segment(const std::string& name) noexcept;
 // Names (not paths) of the segments in /dev/shm whose name starts with `prefix`, sorted.
 std::vector<std::string> list_shm_segments(const std::string& prefix);
 
+// Names of the segments starting with `prefix` that are channels of ours whose creator has exited (a
+// job killed before its opener attached, and whose launcher could not clean up, e.g. SIGKILLed too).
+// Segments of live processes and files that are not our segments are never listed.
+std::vector<std::string> list_stale_shm_segments(const std::string& prefix);
+
 }  // namespace ra::transport

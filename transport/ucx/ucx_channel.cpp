@@ -129,7 +129,9 @@ class UcxChannel final : public Channel {
   ~UcxChannel() override {
     {
       std::lock_guard lock(heartbeat_mutex_);
-      close_endpoint(true);
+      // A flush waits for the peer; a dead or silent one (the error being unwound) would hold this
+      // process, and with it the job's end, for a whole liveness timeout.
+      close_endpoint(peer_problem(kNoDeadline, "closing").empty());
       // The force close completed every request on the endpoint, the pending heartbeat included.
       if (heartbeat_request_) ucp_request_free(heartbeat_request_);
     }
