@@ -81,7 +81,8 @@ std::vector<std::string> job_mpirun_argv(const RunPlan& plan, const NumaTopology
   // directory lives in TMPDIR: a killed job leaves both behind. On one host they go to the job directory
   // instead, which is removed after the job (or, if `ra` was killed too, by the next job's sweep).
   if (plan.config.hostfile.empty() && !mentions(extra, "btl_vader_backing_directory")) {
-    const std::string dir = std::filesystem::path(plan_path).parent_path().string();
+    std::string dir = std::filesystem::path(plan_path).parent_path().string();
+    if (dir.empty()) dir = "<job-dir>";  // a dry run's placeholder plan path
     argv.insert(argv.begin() + 1, {"--mca", "btl_vader_backing_directory", dir, "--mca", "orte_tmpdir_base", dir});
   }
   return argv;
