@@ -80,6 +80,7 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
              "{}: index.graph_interleave = {} must be 0 or a divisor of the GQA group of {} query heads, at most {}",
              config_.name, config_.search_interleave, g.group_size(), kThreadScratchSlots);
   shards_.resize(static_cast<size_t>(g.n_layers));
+  offload_start_.assign(static_cast<size_t>(g.n_layers), -1);
   recent_q_.resize(static_cast<size_t>(g.n_layers));
   for (const auto& owned : config_.owned_kv_heads) {
     session_.emplace_back(static_cast<int64_t>(owned.size()), g.head_dim, config_.dtype);
@@ -88,6 +89,31 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
   thread_scratch_.resize(static_cast<size_t>(std::max(1, threads)));
   session_scratch_.resize(thread_scratch_.size());
   builds_ = std::make_unique<BuildQueue>([this](std::span<const std::byte> p) { return build_layer(p); });
+}
+
+void RetrieverService::check_positions(const transport::StepPayload& step, int64_t shard_rows) const {
+  // The GPU keeps the sinks and the last `window` positions; this retriever holds every position
+  // between them, contiguous: [first, held_end). At step p the token at p - window leaves the window
+  // (if it is past the sinks) and must be exactly the next one held; if none is sent, p - window must
+  // already be held or be a sink. So the two sets stay disjoint and cover [0, p] at every step.
+  const int64_t start = offload_start_[step.layer];
+  if (start < 0) return;  // no keys built and the sinks unknown: nothing to check against
+  const int64_t held_end = start + shard_rows + session_[step.layer].rows();
+  const int64_t leaving = step.position - config_.window;  // the position leaving the window (window > 0)
+  if (step.evict_position >= 0) {
+    RA_REQUIRE(step.evict_position == held_end,
+               "{}: the step at position {} of layer {} evicts position {}, but the offloaded positions held "
+               "end at {} (a gap or a repeat between the GPU's window and this retriever)",
+               config_.name, step.position, step.layer, step.evict_position, held_end);
+    RA_REQUIRE(config_.window <= 0 || step.evict_position == leaving,
+               "{}: the step at position {} of layer {} evicts position {}; with a window of {} it must evict {}",
+               config_.name, step.position, step.layer, step.evict_position, config_.window, leaving);
+  } else if (config_.window > 0 && config_.sinks >= 0) {  // nothing sent: what leaves is a sink or held
+    RA_REQUIRE(leaving < config_.sinks || leaving < held_end,
+               "{}: the step at position {} of layer {} evicts nothing, but position {} leaves the window of {} "
+               "(sinks {}) and the offloaded positions held end at {}",
+               config_.name, step.position, step.layer, leaving, config_.window, config_.sinks, held_end);
+  }
 }
 
 int64_t RetrieverService::interleave_width(int64_t entries, int threads) const {
@@ -255,6 +281,9 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
 
   auto& layer = shards_[b.layer];
   layer.clear();
+  offload_start_[b.layer] = b.n_keys > 0       ? b.first_position
+                            : config_.sinks >= 0 ? std::max(b.first_position, config_.sinks)
+                                                 : -1;
   session_[b.layer].clear();  // a new prebuilt context: no session on top of it yet
   for (size_t i = 0; i < owned.size(); ++i) {
     ShardIndexParams params = config_.index;
@@ -287,6 +316,7 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   const auto& owned = config_.owned_kv_heads[step.layer];
   auto& layer = shards_[step.layer];
   RA_REQUIRE(layer.size() == owned.size(), "{}: kStep for layer {} before its kBuild", config_.name, step.layer);
+  check_positions(step, layer.empty() ? 0 : layer.front()->size());
   if (step.evict_position >= 0) {
     const float* k = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);
     const float* v = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);

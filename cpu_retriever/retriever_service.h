@@ -48,6 +48,7 @@ struct RetrieverServiceConfig {
   // (HeadShard::search_attend_interleaved; at most the group size). 0 = as many as give each thread
   // one work item per layer; 1 = one search at a time.
   int search_interleave = 0;
+  int64_t sinks = -1;                                // the GPU's sink tokens; -1: unknown (fewer checks)
   int64_t window = 0;                                // the GPU window W: evicted tokens' queries are kept
                                                      // W + 1 steps for the graph (0: none kept)
   uint64_t plan_digest = 0;                          // compared with the worker's at kHello
@@ -89,6 +90,9 @@ class RetrieverService {
   // Separate searches per work item when interleaving (search_interleave, or 0: derived from the
   // layer's entries and the threads).
   int64_t interleave_width(int64_t entries, int threads) const;
+  // Throws ra::Error naming the step when its positions break the static / offloaded split (issue 20
+  // item 2); shard_rows: the rows of the layer's shards (build + evicted).
+  void check_positions(const transport::StepPayload& step, int64_t shard_rows) const;
   void on_hello(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
   // A kBuild payload into its layer's shards (builds_' thread); throws on a malformed payload.
   transport::BuildDonePayload build_layer(std::span<const std::byte> payload);
@@ -102,6 +106,10 @@ class RetrieverService {
   std::vector<std::vector<std::unique_ptr<HeadShard>>> shards_;  // [layer][i] for owned_kv_heads[layer][i]
   std::vector<QueryRing> recent_q_;  // [layer]: owned query heads' queries of the last W + 1 positions
   std::vector<SessionTail> session_;  // [layer]: a serving session's evicted tokens (after a kRewind)
+  // [layer]: the first offloaded position: the build's first key, or (a prompt within the sinks and
+  // window: no keys) the first token evicted after the sinks; -1 when neither is known (sinks unknown).
+  // The offloaded positions held are [offload_start_, + rows): the build's, the evicted, the session's.
+  std::vector<int64_t> offload_start_;
   bool session_mode_ = false;         // set by the first kRewind
   std::vector<ShardScratch> thread_scratch_;                     // one per search thread
   std::vector<SessionScratch> session_scratch_;                  // one per search thread

@@ -67,6 +67,7 @@ class Pipeline {
       cfg.search_group = 0;  // with graph_per_kv_head: the whole group per traversal
       cfg.index.warm_history = 0;  // searches not seeded by earlier answers: results depend on the state only
       cfg.threads = 1;
+      cfg.sinks = s.sinks;
       cfg.window = s.window;
       cfg.plan_digest = 7;
       copts.owned_kv_heads.push_back(cfg.owned_kv_heads);

@@ -2,6 +2,7 @@
 // reached over in-process channels, against the same model decoded with full attention. The
 // multi-process versions of these checks (shm, UCX, mpirun) live in tests/mpi/.
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -121,6 +122,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.search_group = split.heads_per_search;
       cfg.search_interleave = split.interleave;
       cfg.threads = 1;
+      cfg.sinks = split.sinks;
       cfg.window = split.window;
       cfg.plan_digest = 42;
       copts.owned_kv_heads.push_back(cfg.owned_kv_heads);
@@ -349,6 +351,54 @@ TEST(PipelineInproc, HandshakeNamesTheDifferingField) {
     EXPECT_NE(std::string(e.what()).find("n_layers: worker 3, retriever 2"), std::string::npos) << e.what();
   }
   t.join();
+}
+
+// Issue 20 item 2: a retriever checks the positions of every step against what it holds: the token
+// leaving the GPU's window must be exactly the next offloaded position, and one that must leave it may
+// not be skipped. A step that breaks this fails with kError naming the positions; nothing is appended.
+TEST(PipelineInproc, ARetrieverRefusesAStepThatBreaksTheStaticOffloadedSplit) {
+  constexpr int64_t kSinks = 4, kWindow = 8, kKeys = 20;  // held: positions [4, 24); the window [24, 32)
+  const retriever::ServiceGeometry geometry{1, 4, 2, 16, 0.25f};
+  auto run_step = [&](int64_t position, int64_t evict) -> std::string {
+    auto [w, s] = transport::make_inproc_pair("worker", "retriever 0", std::chrono::minutes(1));
+    retriever::RetrieverServiceConfig cfg;
+    cfg.geometry = geometry;
+    cfg.owned_kv_heads = {{0, 1}};
+    cfg.sinks = kSinks;
+    cfg.window = kWindow;
+    cfg.threads = 1;
+    std::thread t([cfg, ch = std::shared_ptr<transport::Channel>(std::move(s))] {
+      try {
+        retriever::RetrieverService(cfg).serve(*ch);
+      } catch (const std::exception&) {  // the refused step ends the service after its kError
+      }
+    });
+    RetrievalClientOptions copts;
+    copts.geometry = geometry;
+    copts.owned_kv_heads = {{{0, 1}}};
+    RetrievalClient client({w.get()}, copts);
+    client.handshake(0, "{}");
+    std::vector<float> kv(static_cast<size_t>(kKeys * 2 * 16), 0.5f);
+    client.send_build(0, kSinks, kKeys, kv.data(), kv.data(), 0, nullptr);
+    client.wait_builds();
+    std::vector<float> q(4 * 16, 0.1f), k(2 * 16, 0.2f), o(q.size()), lse(4);
+    std::string error;
+    try {
+      client.begin(0, position, q.data(), evict, k.data(), k.data());
+      client.finish(0, o.data(), lse.data());
+      client.shutdown(std::chrono::seconds(5));
+    } catch (const transport::PeerError& e) {
+      error = e.what();
+    }
+    w.reset();
+    t.join();
+    return error;
+  };
+  EXPECT_EQ(run_step(32, 24), "");  // the first decode step: position 24 leaves the window, next held
+  EXPECT_THAT(run_step(32, 25), ::testing::HasSubstr("evicts position 25, but the offloaded positions held end at 24"));
+  EXPECT_THAT(run_step(33, 24), ::testing::HasSubstr("with a window of 8 it must evict 25"));
+  EXPECT_THAT(run_step(32, -1), ::testing::HasSubstr("evicts nothing, but position 24 leaves the window of 8"));
+  EXPECT_EQ(run_step(31, -1), "");  // position 23 leaves the window: already held
 }
 
 TEST(PipelineInproc, DeadRetrieverIsReportedByName) {
