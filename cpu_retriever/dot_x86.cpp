@@ -4,6 +4,7 @@
 #include <string_view>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define RA_X86_SIMD 1
 #define RA_SIMD_TARGET __attribute__((target("avx2,f16c")))
@@ -83,7 +84,11 @@ bool cpu_has_simd_dot() {
     const char* off = std::getenv("RA_SIMD_DOT");
     if (off != nullptr && std::string_view(off) == "0") return false;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    // F16C from CPUID leaf 1 (clang before 15 has no "f16c" for __builtin_cpu_supports); AVX2 being
+    // usable already means the OS saves the YMM state both need.
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+    return __builtin_cpu_supports("avx2") && f16c;
   }();
   return has;
 }

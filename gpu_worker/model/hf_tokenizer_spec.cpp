@@ -101,6 +101,8 @@ json parse_json_file(const std::filesystem::path& path) {
     return json::parse(text);
   } catch (const json::parse_error& e) {
     raise("{}: invalid JSON (truncated or corrupt?) at byte {}: {}", path.string(), e.byte, e.what());
+  } catch (const json::exception& e) {  // out_of_range: a number too large (1e99999)
+    raise("{}: invalid JSON: {}", path.string(), e.what());
   }
 }
 

@@ -20,7 +20,7 @@ json read_json(const std::filesystem::path& path) {
   buffer << in.rdbuf();
   try {
     return json::parse(buffer.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large (1e99999)
     raise("{}: invalid JSON: {}", path.string(), e.what());
   }
 }

@@ -76,7 +76,7 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
   json header;
   try {
     header = json::parse(header_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large (1e99999)
     raise("{}: invalid JSON in the safetensors header: {}", where, e.what());
   }
   RA_REQUIRE(header.is_object(), "{}: safetensors header is not a JSON object", where);
@@ -90,7 +90,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
 
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
-    auto bad = [&](const std::string& what) { raise("{}: tensor '{}': {}", where, name, what); };
+    const std::string& tensor = name;  // a structured binding cannot be captured before clang 16
+    auto bad = [&](const std::string& what) { raise("{}: tensor '{}': {}", where, tensor, what); };
     if (!entry.is_object()) bad("header entry is not an object");
     const auto dt = entry.find("dtype");
     const auto sh = entry.find("shape");
@@ -164,7 +165,7 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::filesystem::path& dir) :
     json j;
     try {
       j = json::parse(buffer.str());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large (1e99999)
       raise("{}: invalid JSON: {}", index.string(), e.what());
     }
     const auto map = j.find("weight_map");

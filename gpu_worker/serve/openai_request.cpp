@@ -268,7 +268,7 @@ nlohmann::json parse_json_body(std::string_view body) {
   json out;
   try {
     out = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large (1e99999)
     throw invalid_request(fmt::format("the request body is not valid JSON: {}", e.what()), {}, "invalid_json");
   }
   object_body(out);

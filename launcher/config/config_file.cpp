@@ -38,7 +38,7 @@ RunConfig load_run_config(const std::string& path) {
     json j;
     try {
       j = json::parse(text.str());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large (1e99999)
       raise("{}: JSON syntax error: {}", path, e.what());
     }
     return run_config_from_json(j, path);

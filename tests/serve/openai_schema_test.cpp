@@ -175,6 +175,9 @@ TEST(OpenAiRequest, BodiesThatAreNotJsonObjects) {
   EXPECT_THAT(e.what(), HasSubstr("not valid JSON"));
   EXPECT_EQ(error_of([] { parse_json_body("[1, 2]"); }).code(), "invalid_json");
   EXPECT_EQ(error_of([] { parse_json_body(""); }).code(), "invalid_json");
+  // A number too large for a double: nlohmann's out_of_range, a 400 too (found by openai_request_fuzz's
+  // sibling safetensors_fuzz: every JSON reader caught only parse_error).
+  EXPECT_EQ(error_of([] { parse_json_body("{\"max_tokens\": 1e99999}"); }).code(), "invalid_json");
   EXPECT_TRUE(parse_json_body("{\"a\": 1}").is_object());
 }
 

@@ -368,6 +368,15 @@ TEST(HfCorruption, InvalidJsonInConfigIndexAndHeader) {
   test::write_safetensors_raw(file, R"({"model.norm.weight": {"dtype": "BF16", )", {});
   EXPECT_THAT(load_error(single.path()),
               AllOf(HasSubstr(file.string()), HasSubstr("invalid JSON in the safetensors header")));
+
+  // A number too large for a double is JSON the parser refuses with out_of_range, not parse_error
+  // (found by tests/fuzz/safetensors_fuzz: it escaped as an uncaught exception).
+  test::write_safetensors_raw(file, R"({"x": 1e99999})", {});
+  EXPECT_THAT(load_error(single.path()),
+              AllOf(HasSubstr(file.string()), HasSubstr("invalid JSON in the safetensors header")));
+  test::write_tiny_hf_model(dir.path(), sharded_spec());
+  test::write_text(config, R"({"hidden_size": 1e99999})");
+  EXPECT_THAT(load_error(dir.path()), AllOf(HasSubstr(config.string()), HasSubstr("invalid JSON")));
 }
 
 // transformers >= 5 saves RoPE settings as one 'rope_parameters' object instead of top-level
