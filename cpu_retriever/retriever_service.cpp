@@ -13,6 +13,11 @@
 
 namespace ra::retriever {
 
+namespace {
+// The most keys a step may ask for per query head (the retriever keeps k ids and weights per thread).
+constexpr int32_t kMaxTopK = 1 << 24;
+}  // namespace
+
 using transport::Channel;
 using transport::HelloPayload;
 using transport::MessageKind;
@@ -191,7 +196,8 @@ void RetrieverService::serve(Channel& channel) {
 }
 
 void RetrieverService::on_hello(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {
-  WireReader r(payload, "kHello from " + channel.peer_name());
+  const std::string what = "kHello from " + channel.peer_name();
+  WireReader r(payload, what);
   const auto worker = r.get<HelloPayload>();
   r.text(static_cast<size_t>(std::min<uint64_t>(worker.plan_bytes, r.remaining())));
   const HelloPayload mine = transport::make_hello(config_.geometry, config_.plan_digest);
@@ -312,6 +318,12 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   const auto step = r.get<transport::StepPayload>();
   RA_REQUIRE(step.layer < g.n_layers, "{}: kStep for layer {} of a {}-layer model", config_.name, step.layer,
              g.n_layers);
+  // Found by tests/fuzz/retriever_messages_fuzz: a negative position indexed the query ring out of bounds.
+  RA_REQUIRE(step.position >= 0 && step.evict_position >= -1 && step.evict_position < step.position,
+             "{}: kStep at position {} evicting position {}", config_.name, step.position, step.evict_position);
+  RA_REQUIRE(step.k >= 0 && step.k <= kMaxTopK && step.ef >= 0 && step.nprobe >= 0,
+             "{}: kStep asks for top-k {} (0 to {}), ef {}, nprobe {}", config_.name, step.k, kMaxTopK, step.ef,
+             step.nprobe);
   const float* q = r.floats(static_cast<size_t>(g.n_heads) * hd);
   const auto& owned = config_.owned_kv_heads[step.layer];
   auto& layer = shards_[step.layer];
@@ -415,7 +427,8 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
 }
 
 void RetrieverService::on_rewind(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {
-  WireReader r(payload, "kRewind from " + channel.peer_name());
+  const std::string what = "kRewind from " + channel.peer_name();
+  WireReader r(payload, what);
   const auto rewind = r.get<transport::RewindPayload>();
   r.expect_end();
   session_mode_ = true;

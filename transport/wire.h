@@ -48,8 +48,12 @@ class WireWriter {
 
 class WireReader {
  public:
-  // `what` names the message and its sender for errors, e.g. "kStep from retriever rank 1".
+  // `what` names the message and its sender for errors, e.g. "kStep from retriever rank 1". It is kept
+  // as a view: it must outlive the reader, so a temporary string is refused at compile time (a reader
+  // of a malformed message read the freed name: found by tests/fuzz/retriever_messages_fuzz).
   WireReader(std::span<const std::byte> payload, std::string_view what) : payload_(payload), what_(what) {}
+  WireReader(std::span<const std::byte> payload, const char* what) : payload_(payload), what_(what) {}
+  WireReader(std::span<const std::byte> payload, std::string&& what) = delete;
 
   template <typename T>
   T get() {

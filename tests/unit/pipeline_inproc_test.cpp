@@ -401,6 +401,38 @@ TEST(PipelineInproc, ARetrieverRefusesAStepThatBreaksTheStaticOffloadedSplit) {
   EXPECT_EQ(run_step(31, -1), "");  // position 23 leaves the window: already held
 }
 
+// A malformed message is refused by name, the sender's included: a kRewind 4 bytes too long (its error
+// used to read the sender's name from a freed string: tests/fuzz/retriever_messages_fuzz).
+TEST(PipelineInproc, AMalformedRewindIsRefusedNamingItsSender) {
+  const retriever::ServiceGeometry geometry{1, 4, 2, 16, 0.25f};
+  auto [w, s] = transport::make_inproc_pair("worker", "retriever 0", std::chrono::minutes(1));
+  retriever::RetrieverServiceConfig cfg;
+  cfg.geometry = geometry;
+  cfg.owned_kv_heads = {{0, 1}};
+  cfg.threads = 1;
+  std::string error;  // what the service ended with (a malformed message is the peer's failure)
+  std::thread t([cfg, &error, ch = std::shared_ptr<transport::Channel>(std::move(s))] {
+    try {
+      retriever::RetrieverService(cfg).serve(*ch);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  {
+    RetrievalClientOptions copts;
+    copts.geometry = geometry;
+    copts.owned_kv_heads = {{{0, 1}}};
+    RetrievalClient client({w.get()}, copts);
+    client.handshake(0, "{}");
+    const std::vector<std::byte> rewind(sizeof(transport::RewindPayload) + 4);
+    w->send(transport::to_wire(transport::MessageKind::kRewind), 99, rewind,
+            transport::deadline_after(std::chrono::seconds(5)));
+  }
+  t.join();
+  w.reset();
+  EXPECT_THAT(error, ::testing::HasSubstr("kRewind from worker: 4 unexpected trailing bytes"));
+}
+
 TEST(PipelineInproc, DeadRetrieverIsReportedByName) {
   const Model model = small_model();
   auto [w, s] = transport::make_inproc_pair("worker", "retriever 0 on host test", std::chrono::minutes(1));
