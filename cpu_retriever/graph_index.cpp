@@ -394,6 +394,16 @@ int take_best(std::vector<Scored>& merged, int k, int64_t* ids, float* scores) {
 
 }  // namespace
 
+void GraphIndex::with_tail(const KeyRows& keys, const float* q, std::span<const Scored> graph_best, int k,
+                           std::vector<Scored>& merged) const {
+  merged.assign(graph_best.begin(), graph_best.begin() + std::min<size_t>(graph_best.size(), k));
+  const int64_t end = n_ + taken_;
+  for (int64_t id = n_ + merged_; id < end; ++id) {
+    if (id + 1 < end) __builtin_prefetch(keys.row_data(static_cast<uint32_t>(id + 1)), 0, 3);
+    merged.push_back({keys.score(q, static_cast<uint32_t>(id)), static_cast<uint32_t>(id)});
+  }
+}
+
 int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
                        SearchStats* stats) const {
   RA_REQUIRE(params.k >= 0, "graph index: k must be non-negative (got {})", params.k);
@@ -406,14 +416,8 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   std::shared_lock lock(mutex_);
   const KeyRows keys = rows();
   beam_search(keys, *graph_, entries_with_seeds(params, *scratch), q, resolve_ef(params), k, *scratch, stats);
-  merged.assign(scratch->pool.begin(), scratch->pool.begin() + std::min<size_t>(scratch->pool.size(), k));
-
-  // Flat tail: scanned exactly, merged with the graph's best.
+  with_tail(keys, q, scratch->pool, k, merged);
   const int64_t tail_rows = taken_ - merged_;
-  for (int64_t id = n_ + merged_; id < n_ + taken_; ++id) {
-    if (id + 1 < n_ + taken_) __builtin_prefetch(keys.row_data(static_cast<uint32_t>(id + 1)), 0, 3);
-    merged.push_back({keys.score(q, static_cast<uint32_t>(id)), static_cast<uint32_t>(id)});
-  }
   lock.unlock();
   if (stats) stats->distance_computations += tail_rows;
   return take_best(merged, k, ids, scores);
@@ -433,18 +437,13 @@ void GraphIndex::search_group(const float* qs, int nq, const SearchParams& param
   const KeyRows keys = rows();
   beam_search_group(keys, *graph_, entries_with_seeds(params, *scratch), qs, nq, resolve_ef(params), k, *scratch,
                     stats);
-  const int64_t first_tail = n_ + merged_, end = n_ + taken_;
   for (int h = 0; h < nq; ++h) {
-    const auto& pool = scratch->group.pools[static_cast<size_t>(h)];
-    merged.assign(pool.begin(), pool.begin() + std::min<size_t>(pool.size(), k));
-    const float* q = qs + h * dim_;
-    for (int64_t id = first_tail; id < end; ++id) {
-      merged.push_back({keys.score(q, static_cast<uint32_t>(id)), static_cast<uint32_t>(id)});
-    }
+    with_tail(keys, qs + h * dim_, scratch->group.pools[static_cast<size_t>(h)], k, merged);
     found[h] = take_best(merged, k, ids + static_cast<int64_t>(h) * k, scores + static_cast<int64_t>(h) * k);
   }
+  const int64_t tail_rows = taken_ - merged_;
   lock.unlock();
-  if (stats) stats->distance_computations += (end - first_tail) * nq;
+  if (stats) stats->distance_computations += tail_rows * nq;
 }
 
 void GraphIndex::search_interleaved(const float* qs, int nq, const SearchParams* params, int64_t* ids,
@@ -473,19 +472,14 @@ void GraphIndex::search_interleaved(const float* qs, int nq, const SearchParams*
   const KeyRows keys = rows();
   beam_search_interleaved(keys, *graph_, std::span(entries, static_cast<size_t>(nq)), qs, nq, ef, k,
                           std::span(scratch, static_cast<size_t>(nq)), found, stats);
-  const int64_t first_tail = n_ + merged_, end = n_ + taken_;
   for (int h = 0; h < nq; ++h) {
     auto& merged = scratch[h]->merged;
-    const auto& pool = scratch[h]->pool;
-    merged.assign(pool.begin(), pool.begin() + std::min<size_t>(pool.size(), k));
-    const float* q = qs + h * dim_;
-    for (int64_t id = first_tail; id < end; ++id) {
-      merged.push_back({keys.score(q, static_cast<uint32_t>(id)), static_cast<uint32_t>(id)});
-    }
+    with_tail(keys, qs + h * dim_, scratch[h]->pool, k, merged);
     found[h] = take_best(merged, k, ids + static_cast<int64_t>(h) * k, scores + static_cast<int64_t>(h) * k);
   }
+  const int64_t tail_rows = taken_ - merged_;
   lock.unlock();
-  if (stats) stats->distance_computations += (end - first_tail) * nq;
+  if (stats) stats->distance_computations += tail_rows * nq;
 }
 
 }  // namespace ra::retriever

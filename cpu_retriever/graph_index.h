@@ -183,6 +183,10 @@ class GraphIndex final : public KeyIndex {
   // The search's entries: entries_, plus params' seeds (in scratch) when it has any. Under mutex_.
   std::span<const uint32_t> entries_with_seeds(const SearchParams& params, SearchScratch& scratch) const;
   int resolve_ef(const SearchParams& params) const;  // params.ef, else the index's default
+  // merged = the graph's best k answers of q (graph_best, best first) followed by every tail key scored
+  // exactly, for take_best. Under mutex_ (shared), so no merge moves a key between graph and tail.
+  void with_tail(const KeyRows& keys, const float* q, std::span<const Scored> graph_best, int k,
+                 std::vector<Scored>& merged) const;
   void schedule_merge();  // queues a merge job unless one is queued or running
   void run_merge_job();   // the job: one merge, then the next one queued if the tail is still long
   // One merge of the tail's first keys (at most merge_batch()); holds merge_mutex_. Returns the keys merged.

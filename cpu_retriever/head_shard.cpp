@@ -114,21 +114,37 @@ void HeadShard::append(const float* key, const float* value, const float* member
   }
 }
 
-void HeadShard::search_attend_group(int first, int count, const float* qs, const SearchParams& params, float scale,
-                                    ShardScratch& s, float* o, float* lse, SearchStats* stats) {
+bool HeadShard::members_one_by_one(int first, int count, const float* qs, const SearchParams& params, float scale,
+                                   ShardScratch& s, float* o, float* lse, SearchStats* stats) {
   RA_REQUIRE(first >= 0 && count >= 1 && first + count <= group_size_,
              "head shard: members [{}, {}) of a group of {}", first, first + count, group_size_);
-  if (!graph_per_kv_head_ || indexes_.empty() || count == 1) {
-    for (int i = 0; i < count; ++i) {
-      lse[i] = search_attend(first + i, qs + i * head_dim_, params, scale, s, o + i * head_dim_, stats);
-    }
-    return;
+  if (graph_per_kv_head_ && !indexes_.empty() && count > 1) {
+    const auto k = static_cast<size_t>(std::max(0, params.k));
+    s.group_ids.resize(k * count);
+    s.group_scores.resize(k * count);
+    s.group_found.resize(static_cast<size_t>(count));
+    if (s.weights.size() < k) s.weights.resize(k);
+    return false;
   }
+  for (int i = 0; i < count; ++i) {
+    lse[i] = search_attend(first + i, qs + i * head_dim_, params, scale, s, o + i * head_dim_, stats);
+  }
+  return true;
+}
+
+void HeadShard::attend_members(int first, int count, const float* qs, const SearchParams& params, float scale,
+                               ShardScratch& s, float* o, float* lse) {
   const auto k = static_cast<size_t>(std::max(0, params.k));
-  s.group_ids.resize(k * count);
-  s.group_scores.resize(k * count);
-  s.group_found.resize(static_cast<size_t>(count));
-  if (s.weights.size() < k) s.weights.resize(k);
+  for (int i = 0; i < count; ++i) {
+    const std::span<const int64_t> ids(s.group_ids.data() + i * k, static_cast<size_t>(s.group_found[i]));
+    if (!answers_.empty()) answers_[static_cast<size_t>(first + i)].record(ids, params.k);
+    lse[i] = store_.attend(qs + i * head_dim_, ids, scale, s.weights, o + i * head_dim_);
+  }
+}
+
+void HeadShard::search_attend_group(int first, int count, const float* qs, const SearchParams& params, float scale,
+                                    ShardScratch& s, float* o, float* lse, SearchStats* stats) {
+  if (members_one_by_one(first, count, qs, params, scale, s, o, lse, stats)) return;
   SearchParams seeded = params;
   if (!answers_.empty() && answers_.front().depth() > 0) {  // every member's recent answers seed the traversal
     s.group_seeds.clear();
@@ -142,11 +158,7 @@ void HeadShard::search_attend_group(int first, int count, const float* qs, const
   }
   const auto* graph = static_cast<const GraphIndex*>(indexes_.front().get());
   graph->search_group(qs, count, seeded, s.group_ids.data(), s.group_scores.data(), s.group_found.data(), stats);
-  for (int i = 0; i < count; ++i) {
-    const std::span<const int64_t> ids(s.group_ids.data() + i * k, static_cast<size_t>(s.group_found[i]));
-    answers_[static_cast<size_t>(first + i)].record(ids, params.k);
-    lse[i] = store_.attend(qs + i * head_dim_, ids, scale, s.weights, o + i * head_dim_);
-  }
+  attend_members(first, count, qs, params, scale, s, o, lse);
 }
 
 const KeyIndex* HeadShard::index_for(int member) const {
@@ -156,19 +168,7 @@ const KeyIndex* HeadShard::index_for(int member) const {
 
 void HeadShard::search_attend_interleaved(int first, int count, const float* qs, const SearchParams& params,
                                           float scale, ShardScratch& s, float* o, float* lse, SearchStats* stats) {
-  RA_REQUIRE(first >= 0 && count >= 1 && first + count <= group_size_,
-             "head shard: members [{}, {}) of a group of {}", first, first + count, group_size_);
-  if (!graph_per_kv_head_ || indexes_.empty() || count == 1) {
-    for (int i = 0; i < count; ++i) {
-      lse[i] = search_attend(first + i, qs + i * head_dim_, params, scale, s, o + i * head_dim_, stats);
-    }
-    return;
-  }
-  const auto k = static_cast<size_t>(std::max(0, params.k));
-  s.group_ids.resize(k * count);
-  s.group_scores.resize(k * count);
-  s.group_found.resize(static_cast<size_t>(count));
-  if (s.weights.size() < k) s.weights.resize(k);
+  if (members_one_by_one(first, count, qs, params, scale, s, o, lse, stats)) return;
   s.member_params.assign(static_cast<size_t>(count), params);
   if (!answers_.empty()) {
     for (int i = 0; i < count; ++i) answers_[static_cast<size_t>(first + i)].seed(s.member_params[i]);
@@ -176,11 +176,7 @@ void HeadShard::search_attend_interleaved(int first, int count, const float* qs,
   const auto* graph = static_cast<const GraphIndex*>(indexes_.front().get());
   graph->search_interleaved(qs, count, s.member_params.data(), s.group_ids.data(), s.group_scores.data(),
                             s.group_found.data(), stats);
-  for (int i = 0; i < count; ++i) {
-    const std::span<const int64_t> ids(s.group_ids.data() + i * k, static_cast<size_t>(s.group_found[i]));
-    if (!answers_.empty()) answers_[static_cast<size_t>(first + i)].record(ids, params.k);
-    lse[i] = store_.attend(qs + i * head_dim_, ids, scale, s.weights, o + i * head_dim_);
-  }
+  attend_members(first, count, qs, params, scale, s, o, lse);
 }
 
 float HeadShard::search_attend(int member, const float* q, const SearchParams& params, float scale,

@@ -117,6 +117,15 @@ class HeadShard {
 
  private:
   const KeyIndex* index_for(int member) const;
+  // The start of search_attend_group / _interleaved: checks the member range, and answers each member
+  // with search_attend (returns true) unless a group graph serves several at once; then sizes the
+  // scratch's group buffers for them (returns false).
+  bool members_one_by_one(int first, int count, const float* qs, const SearchParams& params, float scale,
+                          ShardScratch& s, float* o, float* lse, SearchStats* stats);
+  // Their end: records each member's answer (s.group_ids / group_found) as its next seeds, and its
+  // partial attention into o, lse.
+  void attend_members(int first, int count, const float* qs, const SearchParams& params, float scale,
+                      ShardScratch& s, float* o, float* lse);
 
   int64_t head_dim_;
   int64_t n_;      // rows covered by the indexes
