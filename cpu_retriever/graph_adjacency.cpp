@@ -1,10 +1,6 @@
 #include "cpu_retriever/graph_adjacency.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <limits>
 
 #include "common/error.h"
@@ -18,25 +14,25 @@ constexpr size_t kSlabEntries = size_t{1} << 18;
 }  // namespace
 
 GraphAdjacency::GraphAdjacency(GraphCsr built, int64_t max_nodes, size_t slot_capacity)
-    : built_(std::move(built.neighbours)), nodes_(built.nodes()), max_nodes_(max_nodes), slot_capacity_(slot_capacity) {
+    : built_entries_(built.neighbours.size()), nodes_(built.nodes()), max_nodes_(max_nodes), slot_capacity_(slot_capacity) {
   RA_REQUIRE(max_nodes >= nodes_ && max_nodes <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
              "graph adjacency: max_nodes {} must be in [{}, 2^32)", max_nodes, nodes_);
   RA_REQUIRE(slot_capacity > 0, "graph adjacency: slot_capacity must be positive");
-  // Address space only: pages are backed as records are written (one page per 256 nodes).
-  reserved_bytes_ = std::max<size_t>(1, static_cast<size_t>(max_nodes)) * sizeof(Record);
-  void* p = mmap(nullptr, reserved_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  RA_REQUIRE(p != MAP_FAILED, "graph adjacency: cannot reserve {} bytes for {} nodes: {}", reserved_bytes_, max_nodes,
-             std::strerror(errno));
-  records_ = static_cast<Record*>(p);
+  // Address space only: pages are backed as records are written.
+  record_space_ = AddressReservation(std::max<size_t>(1, static_cast<size_t>(max_nodes)) * sizeof(Record),
+                                     /*usable=*/true, "graph adjacency records");
+  records_ = reinterpret_cast<Record*>(record_space_.data());
+  built_ = AddressReservation(std::max<size_t>(1, built_entries_) * sizeof(uint32_t), /*usable=*/true,
+                              "graph adjacency lists");
+  auto* lists = reinterpret_cast<uint32_t*>(built_.data());
+  std::copy(built.neighbours.begin(), built.neighbours.end(), lists);
   for (int64_t i = 0; i < nodes_; ++i) {
     const auto len = static_cast<uint32_t>(built.offsets[i + 1] - built.offsets[i]);
-    records_[i] = {built_.data() + built.offsets[i], len, len};
+    records_[i] = {lists + built.offsets[i], len, len};
   }
 }
 
-GraphAdjacency::~GraphAdjacency() {
-  if (records_ != nullptr) munmap(records_, reserved_bytes_);
-}
+GraphAdjacency::~GraphAdjacency() = default;
 
 size_t GraphAdjacency::slot_need(int64_t i, size_t len) const {
   if (i < nodes_ && len <= records_[i].cap) return 0;
@@ -93,7 +89,7 @@ GraphCsr GraphAdjacency::to_csr() const {
 }
 
 size_t GraphAdjacency::bytes() const {
-  return static_cast<size_t>(nodes_) * sizeof(Record) + (built_.capacity() + slab_total_) * sizeof(uint32_t);
+  return static_cast<size_t>(nodes_) * sizeof(Record) + (built_entries_ + slab_total_) * sizeof(uint32_t);
 }
 
 }  // namespace ra::retriever

@@ -3,6 +3,9 @@
 // appends its new nodes and rewrites the lists of the old nodes it touched, and nothing else, so its
 // cost is O(new keys), not O(context) as rebuilding a CSR would be.
 //
+// The build's lists and the node records live in huge-page-advised reservations
+// (common/address_reservation.h): a search's hops land on random nodes.
+//
 // Layout: node i's out-neighbours are list(i) = [len_i] uint32 at data_i, a slot of cap_i >= len_i
 // entries in a slab. The build's CSR becomes the first slab as is (cap_i = its built degree); a new
 // node gets a slot of slot_capacity entries (the degree cap) in a fresh slab, and an old list that
@@ -20,13 +23,14 @@
 #include <span>
 #include <vector>
 
+#include "common/address_reservation.h"
 #include "cpu_retriever/graph_search.h"
 
 namespace ra::retriever {
 
 class GraphAdjacency {
  public:
-  // built: the build's graph (its neighbours are taken over, not copied). max_nodes >= built.nodes():
+  // built: the build's graph. max_nodes >= built.nodes():
   // the most nodes the graph will ever hold (address space only). slot_capacity > 0: the entries of a
   // new node's slot.
   GraphAdjacency(GraphCsr built, int64_t max_nodes, size_t slot_capacity);
@@ -63,12 +67,13 @@ class GraphAdjacency {
   };
   uint32_t* take_slot(size_t cap);  // from the last slab, or a new one
 
-  std::vector<uint32_t> built_;  // the build's neighbours: the slots of nodes [0, built nodes)
+  AddressReservation built_;  // the build's neighbours: the slots of nodes [0, built nodes)
+  size_t built_entries_ = 0;
   int64_t nodes_ = 0;
   int64_t max_nodes_ = 0;
   size_t slot_capacity_;
-  Record* records_ = nullptr;  // [max_nodes_] in reserved address space; [0, nodes_) valid
-  size_t reserved_bytes_ = 0;
+  AddressReservation record_space_;
+  Record* records_ = nullptr;  // [max_nodes_] in record_space_; [0, nodes_) valid
   std::vector<std::unique_ptr<uint32_t[]>> slabs_;  // slots past the build, never moved
   size_t slab_entries_ = 0;                         // entries of the last slab
   size_t slab_used_ = 0;                            // entries handed out from the last slab

@@ -1,19 +1,12 @@
 #include "cpu_retriever/row_arena.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <limits>
 
 #include "common/error.h"
 
 namespace ra::retriever {
 namespace {
-
-// Memory is made usable 256 KiB at a time: one mprotect per 512 rows of 128 floats.
-constexpr size_t kCommitStep = size_t{256} << 10;
 
 size_t round_up(size_t bytes, size_t step) { return (bytes + step - 1) / step * step; }
 
@@ -24,16 +17,11 @@ RowArena::RowArena(KvDtype dtype, int64_t dim, int64_t max_rows)
   RA_REQUIRE(dim > 0 && max_rows > 0, "row arena: dim ({}) and max_rows ({}) must be positive", dim, max_rows);
   RA_REQUIRE(max_rows <= std::numeric_limits<int64_t>::max() / 4 / dim,
              "row arena: {} rows of {} elements overflow the address space", max_rows, dim);
-  reserved_ = round_up(static_cast<size_t>(max_rows) * row_bytes_, kCommitStep);
-  void* p = mmap(nullptr, reserved_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  RA_REQUIRE(p != MAP_FAILED, "row arena: cannot reserve {} bytes of address space for {} rows: {}", reserved_,
-             max_rows, std::strerror(errno));
-  base_ = static_cast<std::byte*>(p);
+  space_ = AddressReservation(static_cast<size_t>(max_rows) * row_bytes_, /*usable=*/false, "row arena");
+  base_ = space_.data();
 }
 
-RowArena::~RowArena() {
-  if (base_ != nullptr) munmap(base_, reserved_);
-}
+RowArena::~RowArena() = default;
 
 const float* RowArena::row(int64_t i) const {
   RA_ASSERT_MSG(dtype_ == KvDtype::kF32, "row arena: float32 row {} of a 16-bit arena", i);
@@ -43,9 +31,13 @@ const float* RowArena::row(int64_t i) const {
 void RowArena::commit(size_t end, int64_t first_row) {
   const size_t committed = committed_.load(std::memory_order_relaxed);
   if (end <= committed) return;
-  const size_t grow = std::min(reserved_, round_up(end, kCommitStep)) - committed;
-  RA_REQUIRE(mprotect(base_ + committed, grow, PROT_READ | PROT_WRITE) == 0,
-             "row arena: cannot commit {} more bytes at row {}: {}", grow, first_row, std::strerror(errno));
+  // Whole steps (256 KiB, or 2 MiB pages in a huge arena): one mprotect per few hundred rows.
+  const size_t grow = std::min(space_.size(), round_up(end, space_.grow_step())) - committed;
+  try {
+    space_.make_usable(committed, grow);
+  } catch (const Error& e) {
+    throw Error(fmt::format("row arena: at row {}: {}", first_row, e.what()));
+  }
   committed_.store(committed + grow, std::memory_order_relaxed);
 }
 

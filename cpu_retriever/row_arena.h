@@ -3,7 +3,8 @@
 // store, and the keys an index takes after its build.
 //
 // The arena reserves address space for max_rows rows up front (PROT_NONE: no memory and no commit
-// charge) and makes pages readable and writable as rows arrive, so data() stays valid for the arena's
+// charge; a large arena aligned for huge pages, common/address_reservation.h) and makes pages readable
+// and writable as rows arrive, so data() stays valid for the arena's
 // life and a row, once appended, is never copied again. That is what lets the query heads of a kv
 // group score the one 16-bit copy of their keys that attention reads (HeadShard), and a graph merge
 // read rows in place while new rows are appended.
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/address_reservation.h"
 #include "cpu_retriever/kv_dtype.h"
 
 namespace ra::retriever {
@@ -57,8 +59,8 @@ class RowArena {
   int64_t dim_;
   int64_t max_rows_;
   size_t row_bytes_;
-  std::byte* base_ = nullptr;
-  size_t reserved_ = 0;   // bytes of address space
+  AddressReservation space_;
+  std::byte* base_ = nullptr;  // space_.data()
   std::atomic<size_t> committed_{0};  // bytes made readable and writable, in whole commit steps
   std::atomic<int64_t> size_{0};
 };

@@ -79,7 +79,8 @@ TEST(HeadShard, WarmHistorySeedsTheNextSearchWithTheLastAnswer) {
 // Evicted tokens go to the KV store once: each query head's graph reads the keys in place, so a shard
 // of 4 members grows by exactly what a shard of 1 grows by, and every member still finds them.
 TEST(HeadShard, EvictedKeysAreHeldOnceForTheGroup) {
-  // 512-byte rows: the 200 evicted ones cross the arenas' 256 KiB commit steps, so growth shows.
+  // 512-byte rows in arenas below the huge-page size (AddressReservation::kHugeMin): the 200 evicted
+  // ones cross the arenas' 256 KiB commit steps, so growth shows.
   const Data d = make_data(600, 128, 4 * 200, 4, 11);
   const int64_t n = 400, evicted = 200;
   ShardIndexParams p;
@@ -87,6 +88,8 @@ TEST(HeadShard, EvictedKeysAreHeldOnceForTheGroup) {
   p.graph.M = 12;
   p.graph.Kq = 32;
   p.graph.threads = 1;
+  p.append_capacity = 1000;
+  p.graph.append_capacity = 1000;
   size_t grown[2] = {0, 0};
   for (int group : {1, 4}) {
     HeadShard shard(d.dim, KvDtype::kF32, d.keys.data(), d.values.data(), n, group, d.train.data(), 200, p);

@@ -1,5 +1,6 @@
 // RowArena: appended rows never move, are all there, and are readable while more arrive.
 
+#include "common/address_reservation.h"
 #include "common/error.h"
 #include "common/half.h"
 #include "cpu_retriever/row_arena.h"
@@ -121,6 +122,27 @@ TEST(RowArena, ReadersSeeEveryPublishedRowWhole) {
   EXPECT_GT(checks.load(), 0);
   std::printf("%lld checks, %lld of them while rows were being appended\n", static_cast<long long>(checks.load()),
               static_cast<long long>(concurrent.load()));
+}
+
+// A large arena starts on a 2 MiB boundary and grows in whole 2 MiB steps, so transparent huge pages
+// can back it (common/address_reservation.h); a small one grows in 256 KiB steps. Rows are the same.
+TEST(RowArena, LargeArenasAreLaidOutForHugePages) {
+  if (!huge_pages_enabled()) GTEST_SKIP() << "RA_HUGE_PAGES=0 in the environment";
+  const int64_t dim = 128;
+  RowArena large(KvDtype::kBF16, dim, 1 << 16);  // 16 MiB of address space
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(large.data()) % AddressReservation::kHugePage, 0u);
+  for (int64_t i = 0; i < 3; ++i) large.append(make_row(i, dim).data());
+  EXPECT_EQ(large.bytes(), AddressReservation::kHugePage);
+  for (int64_t i = 3; i < 9000; ++i) large.append(make_row(i, dim).data());  // 2.2 MiB of rows
+  EXPECT_EQ(large.bytes(), 2 * AddressReservation::kHugePage);
+  std::vector<float> row(dim);
+  large.widen(8999, row.data());
+  EXPECT_EQ(row[5], to_float(to_bf16(value(8999, 5))));
+
+  RowArena small(KvDtype::kBF16, dim, 1000);  // 250 KiB: 4 KiB pages
+  small.append(make_row(0, dim).data());
+  EXPECT_GE(small.bytes(), 1000u * 256);
+  EXPECT_LT(small.bytes(), AddressReservation::kHugePage);
 }
 
 }  // namespace
