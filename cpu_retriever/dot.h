@@ -48,6 +48,7 @@ inline float dot_row(const float* a, const typename E::T* b, int64_t dim) {
     if constexpr (E::kDtype == KvDtype::kF32) return dot_row_f32_avx2(a, b, dim);
     if constexpr (E::kDtype == KvDtype::kBF16) return dot_row_bf16_avx2(a, b, dim);
     if constexpr (E::kDtype == KvDtype::kF16) return dot_row_f16_avx2(a, b, dim);
+    if constexpr (E::kDtype == KvDtype::kI8) return dot_row_i8_avx2(a, b, dim);
   }
   return dot_row_portable<E>(a, b, dim);
 }
@@ -70,6 +71,7 @@ inline void dot_row_x4(const float* a, const typename E::T* const* b, int64_t di
     if constexpr (E::kDtype == KvDtype::kF32) return dot_row_x4_f32_avx2(a, b, dim, out);
     if constexpr (E::kDtype == KvDtype::kBF16) return dot_row_x4_bf16_avx2(a, b, dim, out);
     if constexpr (E::kDtype == KvDtype::kF16) return dot_row_x4_f16_avx2(a, b, dim, out);
+    if constexpr (E::kDtype == KvDtype::kI8) return dot_row_x4_i8_avx2(a, b, dim, out);
   }
   for (int r = 0; r < 4; ++r) out[r] = dot_row_portable<E>(a, b[r], dim);
 }

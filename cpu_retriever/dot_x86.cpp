@@ -41,6 +41,14 @@ struct LoadF16 {
   }
 };
 
+struct LoadI8 {  // navigation rows (navigation_keys.h): int8 codes, sign-extended and converted exactly
+  using T = int8_t;
+  RA_SIMD_TARGET static __m256 load8(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
+  static float widen(int8_t x) { return static_cast<float>(x); }
+};
+
 // The portable loop's eight partial sums s[0..7] are the eight lanes of acc; the tail (dim % 8
 // elements) goes to lanes 0.. as there, and the lanes are summed in its order.
 template <typename A, typename B>
@@ -118,6 +126,12 @@ RA_SIMD_TARGET void dot_row_x4_bf16_avx2(const float* a, const uint16_t* const* 
 RA_SIMD_TARGET void dot_row_x4_f16_avx2(const float* a, const uint16_t* const* b, int64_t dim, float* out) {
   dot8_x4<LoadF16>(a, b, dim, out);
 }
+RA_SIMD_TARGET float dot_row_i8_avx2(const float* a, const int8_t* b, int64_t dim) {
+  return dot8<LoadF32, LoadI8>(a, b, dim);
+}
+RA_SIMD_TARGET void dot_row_x4_i8_avx2(const float* a, const int8_t* const* b, int64_t dim, float* out) {
+  dot8_x4<LoadI8>(a, b, dim, out);
+}
 
 #else  // no x86: the portable loops always
 
@@ -130,6 +144,8 @@ float dot_rows_f16_avx2(const uint16_t*, const uint16_t*, int64_t) { __builtin_t
 void dot_row_x4_f32_avx2(const float*, const float* const*, int64_t, float*) { __builtin_trap(); }
 void dot_row_x4_bf16_avx2(const float*, const uint16_t* const*, int64_t, float*) { __builtin_trap(); }
 void dot_row_x4_f16_avx2(const float*, const uint16_t* const*, int64_t, float*) { __builtin_trap(); }
+float dot_row_i8_avx2(const float*, const int8_t*, int64_t) { __builtin_trap(); }
+void dot_row_x4_i8_avx2(const float*, const int8_t* const*, int64_t, float*) { __builtin_trap(); }
 
 #endif
 

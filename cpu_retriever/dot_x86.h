@@ -33,4 +33,8 @@ void dot_row_x4_f32_avx2(const float* a, const float* const* b, int64_t dim, flo
 void dot_row_x4_bf16_avx2(const float* a, const uint16_t* const* b, int64_t dim, float* out);
 void dot_row_x4_f16_avx2(const float* a, const uint16_t* const* b, int64_t dim, float* out);
 
+// The same over int8 navigation rows (navigation_keys.h): a query pre-scaled per channel · int8 codes.
+float dot_row_i8_avx2(const float* a, const int8_t* b, int64_t dim);
+void dot_row_x4_i8_avx2(const float* a, const int8_t* const* b, int64_t dim, float* out);
+
 }  // namespace ra::retriever

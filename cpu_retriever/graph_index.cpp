@@ -138,6 +138,19 @@ void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq
   for (int64_t i = 0; i < n; ++i) norms_.push_back(keys_of.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i)));
   const int cap = params.degree_cap > 0 ? params.degree_cap : 2 * params.M;
   graph_ = std::make_unique<GraphAdjacency>(std::move(g.csr), max_nodes, static_cast<size_t>(cap));
+  if (params.int8_navigation) nav_ = std::make_unique<NavigationKeys>(keys_of, n, max_nodes);
+}
+
+KeyRows GraphIndex::search_rows(const SearchParams& params) const {
+  return nav_ && !params.exact_navigation ? nav_->rows() : rows();
+}
+
+const float* GraphIndex::search_queries(const SearchParams& params, const float* qs, int nq,
+                                        SearchScratch& scratch) const {
+  if (!nav_ || params.exact_navigation) return qs;
+  scratch.scaled_queries.resize(static_cast<size_t>(nq * dim_));
+  for (int h = 0; h < nq; ++h) nav_->scale_query(qs + h * dim_, scratch.scaled_queries.data() + h * dim_);
+  return scratch.scaled_queries.data();
 }
 
 std::vector<uint32_t> GraphIndex::spread_entries(int64_t nodes) const {
@@ -180,7 +193,8 @@ GraphCsr GraphIndex::adjacency() const {
 
 size_t GraphIndex::memory_bytes() const {
   std::shared_lock lock(mutex_);
-  return graph_->bytes() + (own_arena_ ? own_arena_->bytes() : 0) + tail_queries_.capacity() * sizeof(float) +
+  return graph_->bytes() + (own_arena_ ? own_arena_->bytes() : 0) + (nav_ ? nav_->bytes() : 0) +
+         tail_queries_.capacity() * sizeof(float) +
          static_cast<size_t>(graph_->nodes()) * (sizeof(uint32_t) + sizeof(float));
 }
 
@@ -211,6 +225,7 @@ int64_t GraphIndex::take_row(const float* query, int n_queries) {
     if (query != nullptr) tail_queries_.insert(tail_queries_.end(), query, query + n_queries * dim_);
     tail_query_count_.push_back(query != nullptr ? static_cast<uint8_t>(n_queries) : uint8_t{0});
     id = n_ + taken_;
+    if (nav_) nav_->append(rows(), static_cast<uint32_t>(id));
     ++taken_;
     start_merge = threshold_ > 0 && taken_ - merged_ >= threshold_;
   }
@@ -414,7 +429,8 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   // The shared lock spans graph and tail, so a concurrent merge's swap cannot move a key between them
   // in the middle of this search (it would be counted twice or missed).
   std::shared_lock lock(mutex_);
-  const KeyRows keys = rows();
+  const KeyRows keys = search_rows(params);
+  q = search_queries(params, q, 1, *scratch);
   beam_search(keys, *graph_, entries_with_seeds(params, *scratch), q, resolve_ef(params), k, *scratch, stats);
   with_tail(keys, q, scratch->pool, k, merged);
   const int64_t tail_rows = taken_ - merged_;
@@ -434,7 +450,8 @@ void GraphIndex::search_group(const float* qs, int nq, const SearchParams& param
   SearchScratch* scratch = &thread_search_scratch();
   auto& merged = scratch->merged;
   std::shared_lock lock(mutex_);  // graph and tail together, as in search
-  const KeyRows keys = rows();
+  const KeyRows keys = search_rows(params);
+  qs = search_queries(params, qs, nq, *scratch);
   beam_search_group(keys, *graph_, entries_with_seeds(params, *scratch), qs, nq, resolve_ef(params), k, *scratch,
                     stats);
   for (int h = 0; h < nq; ++h) {
@@ -453,9 +470,10 @@ void GraphIndex::search_interleaved(const float* qs, int nq, const SearchParams*
   const int k = params[0].k;
   const int ef = resolve_ef(params[0]);
   for (int h = 1; h < nq; ++h) {
-    RA_REQUIRE(params[h].k == k && resolve_ef(params[h]) == ef,
-               "graph index: interleaved searches need one k and ef (query {}: k {} ef {}, query 0: k {} ef {})", h,
-               params[h].k, resolve_ef(params[h]), k, ef);
+    RA_REQUIRE(params[h].k == k && resolve_ef(params[h]) == ef &&
+                   params[h].exact_navigation == params[0].exact_navigation,
+               "graph index: interleaved searches need one k, ef and navigation (query {}: k {} ef {}, query 0: k {} "
+               "ef {})", h, params[h].k, resolve_ef(params[h]), k, ef);
   }
   RA_REQUIRE(k >= 0, "graph index: k must be non-negative (got {})", k);
   if (k == 0) {
@@ -469,7 +487,8 @@ void GraphIndex::search_interleaved(const float* qs, int nq, const SearchParams*
     scratch[h] = &thread_search_scratch(h);
     entries[h] = entries_with_seeds(params[h], *scratch[h]);
   }
-  const KeyRows keys = rows();
+  const KeyRows keys = search_rows(params[0]);
+  qs = search_queries(params[0], qs, nq, *scratch[0]);
   beam_search_interleaved(keys, *graph_, std::span(entries, static_cast<size_t>(nq)), qs, nq, ef, k,
                           std::span(scratch, static_cast<size_t>(nq)), found, stats);
   for (int h = 0; h < nq; ++h) {

@@ -24,6 +24,7 @@
 
 #include "cpu_retriever/graph_search.h"
 #include "cpu_retriever/key_index.h"
+#include "cpu_retriever/navigation_keys.h"
 #include "cpu_retriever/row_arena.h"
 
 #include <atomic>
@@ -84,6 +85,9 @@ struct GraphBuildParams {
   int merge_query_ef = 0;
   // Keys the index's own arena can take after the build (address space only, 512 MiB at dim 128).
   int64_t append_capacity = int64_t{1} << 20;
+  // Searches walk an 8-bit copy of the keys (navigation_keys.h: half a bf16 row's cache lines), and
+  // their scores are those of the copy; builds and merges use the exact keys. Costs dim bytes per key.
+  bool int8_navigation = false;
 };
 
 class GraphIndex final : public KeyIndex {
@@ -175,6 +179,10 @@ class GraphIndex final : public KeyIndex {
 
  private:
   KeyRows rows() const { return KeyRows{keys_, n_, arena_->row_data(arena_first_), dim_, arena_->dtype()}; }
+  // What a search walks: the navigation copy unless there is none or params ask for the exact keys; then
+  // qs [nq][dim_] are scaled for it into scratch.scaled_queries, and the queries to score with returned.
+  KeyRows search_rows(const SearchParams& params) const;
+  const float* search_queries(const SearchParams& params, const float* qs, int nq, SearchScratch& scratch) const;
   void check_params(const float* train_queries, int64_t nq, const int64_t* train_topk, int64_t topk_width) const;
   // The build, over the n_ keys as float32 (keys: [n_][dim_]).
   void build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
@@ -214,6 +222,7 @@ class GraphIndex final : public KeyIndex {
   std::vector<uint32_t> parents_;
   std::vector<float> norms_;
   MergeStats merge_stats_;  // written by merges under mutex_ (exclusive)
+  std::unique_ptr<NavigationKeys> nav_;    // params_.int8_navigation: every id's code (taken rows too)
   std::shared_ptr<const RowArena> arena_;  // keys appended after the build, from row arena_first_ on
   std::shared_ptr<RowArena> own_arena_;    // the same arena when the index appends to it itself
   int64_t arena_first_ = 0;                // arena row of id n_: 0 (own arena) or n_ (shared)

@@ -360,7 +360,7 @@ void beam_search_group_rows(const KeyRows& keys, const Graph& graph, std::span<c
 
 void beam_search_group(const KeyRows& keys, const GraphAdjacency& graph, std::span<const uint32_t> entries,
                        const float* qs, int nq, int ef, int keep, SearchScratch& scratch, SearchStats* stats) {
-  with_kv_elem(keys.dtype, [&](auto e) {
+  with_search_elem(keys.dtype, [&](auto e) {
     beam_search_group_rows<decltype(e)>(keys, graph, entries, qs, nq, ef, keep, scratch, stats);
   });
 }
@@ -371,21 +371,21 @@ void beam_search_interleaved(const KeyRows& keys, const GraphAdjacency& graph,
   RA_REQUIRE(entries.size() >= static_cast<size_t>(n) && scratch.size() >= static_cast<size_t>(n),
              "beam search: {} interleaved searches with {} entry lists and {} scratches", n, entries.size(),
              scratch.size());
-  with_kv_elem(keys.dtype, [&](auto e) {
+  with_search_elem(keys.dtype, [&](auto e) {
     beam_search_interleaved_rows<decltype(e)>(keys, graph, entries, qs, n, ef, keep, scratch, found, stats);
   });
 }
 
 int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
                 int ef, int keep, SearchScratch& scratch, SearchStats* stats) {
-  return with_kv_elem(keys.dtype, [&](auto e) {
+  return with_search_elem(keys.dtype, [&](auto e) {
     return beam_search_rows<decltype(e)>(keys, csr, entries, q, ef, keep, scratch, stats);
   });
 }
 
 int beam_search(const KeyRows& keys, const GraphAdjacency& graph, std::span<const uint32_t> entries, const float* q,
                 int ef, int keep, SearchScratch& scratch, SearchStats* stats) {
-  return with_kv_elem(keys.dtype, [&](auto e) {
+  return with_search_elem(keys.dtype, [&](auto e) {
     return beam_search_rows<decltype(e)>(keys, graph, entries, q, ef, keep, scratch, stats);
   });
 }

@@ -99,6 +99,7 @@ struct SearchScratch {
   std::vector<Scored> results;     // min-heap by score: the best `keep` nodes scored (when keep > ef)
   std::vector<Scored> merged;      // result assembly (graph + flat tail)
   std::vector<uint32_t> entries;   // the index's entries plus a search's seeds
+  std::vector<float> scaled_queries;  // queries scaled for an 8-bit navigation copy (navigation_keys.h)
   GroupScratch group;              // beam_search_group only
 };
 
@@ -126,11 +127,11 @@ struct KeyRows {
                : static_cast<const typename E::T*>(extra) + (static_cast<int64_t>(v) - n_base) * dim;
   }
   const void* row_data(uint32_t v) const {
-    return with_kv_elem(dtype, [&](auto e) -> const void* { return row_as<decltype(e)>(v); });
+    return with_search_elem(dtype, [&](auto e) -> const void* { return row_as<decltype(e)>(v); });
   }
-  // q: [dim] float32 · key v.
+  // q: [dim] float32 · key v (navigation rows: a scaled query · v's code).
   float score(const float* q, uint32_t v) const {
-    return with_kv_elem(dtype, [&](auto e) {
+    return with_search_elem(dtype, [&](auto e) {
       using E = decltype(e);
       return dot_row<E>(q, row_as<E>(v), dim);
     });

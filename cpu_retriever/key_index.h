@@ -22,6 +22,9 @@ struct SearchParams {
   // the graph are ignored; other indexes ignore the hint. Not owned; must stay valid during the search.
   const int64_t* seeds = nullptr;
   int n_seeds = 0;
+  // Graph indexes built with an 8-bit navigation copy (GraphBuildParams::int8_navigation): walk the
+  // exact keys instead, e.g. to measure what the copy costs in recall.
+  bool exact_navigation = false;
 };
 
 // Work counters of one search, for benchmarks (DESIGN §5: keys scanned per query).

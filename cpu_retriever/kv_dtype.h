@@ -8,12 +8,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <utility>
 
+#include "common/error.h"
 #include "common/half.h"
 
 namespace ra::retriever {
 
-enum class KvDtype : uint8_t { kBF16, kF16, kF32 };
+// kI8 is no KV storage type: it marks a graph's 8-bit navigation rows (navigation_keys.h), which only the
+// graph search scores (with_search_elem); with_kv_elem refuses it.
+enum class KvDtype : uint8_t { kBF16, kF16, kF32, kI8 };
 
 // A checkpoint's dtype string -> KvDtype: "F16" -> f16, "F32" -> f32, anything else ("BF16", and
 // unknown strings) -> bf16, the dtype Llama checkpoints are trained in.
@@ -23,7 +27,9 @@ inline KvDtype kv_dtype_for(std::string_view checkpoint_dtype) {
   return KvDtype::kBF16;
 }
 
-inline size_t kv_dtype_bytes(KvDtype dtype) { return dtype == KvDtype::kF32 ? sizeof(float) : sizeof(uint16_t); }
+inline size_t kv_dtype_bytes(KvDtype dtype) {
+  return dtype == KvDtype::kF32 ? sizeof(float) : dtype == KvDtype::kI8 ? 1 : sizeof(uint16_t);
+}
 
 struct Bf16Elem {
   using T = uint16_t;
@@ -54,6 +60,13 @@ struct F32Elem {
   static float widen(T x) { return x; }
   static T narrow(float x) { return x; }
 };
+// Navigation rows: int8 codes whose scales the query carries (navigation_keys.h); no narrow(): the
+// quantiser needs the channel scales.
+struct I8Elem {
+  using T = int8_t;
+  static constexpr KvDtype kDtype = KvDtype::kI8;
+  static float widen(T x) { return static_cast<float>(x); }
+};
 
 // Calls f(Elem{}) with the element trait of dtype and returns its result: one switch outside a loop,
 // so the loop itself is compiled once per type.
@@ -64,10 +77,20 @@ decltype(auto) with_kv_elem(KvDtype dtype, F&& f) {
       return f(Bf16Elem{});
     case KvDtype::kF16:
       return f(F16Elem{});
+    case KvDtype::kI8:
+      RA_ASSERT_MSG(false, "8-bit navigation rows are scored by the graph search only");
+      break;
     case KvDtype::kF32:
       break;
   }
   return f(F32Elem{});
+}
+
+// with_kv_elem, and the navigation rows' I8Elem: for the graph search's scorers.
+template <typename F>
+decltype(auto) with_search_elem(KvDtype dtype, F&& f) {
+  if (dtype == KvDtype::kI8) return f(I8Elem{});
+  return with_kv_elem(dtype, std::forward<F>(f));
 }
 
 // Widens n elements of a row of type dtype: out: [n] float32.

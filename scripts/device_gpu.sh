@@ -21,12 +21,12 @@
 #   PREFILL_MAX  contexts up to this are prefilled (and timed) by ra bench decode (default 131072)
 #   DEADLINE_S   start no stage after this many seconds (default 560); each stage has its own timeout
 #                search    ra-bench-search: one retriever rank's per-layer graph search on synthetic keys
-#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE]]]]]
+#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE[:NAV]]]]]]
 #                (default 32768:flat,32768:retrieval:4096:0); empty fields keep the config's value;
 #                HEADS_PER_SEARCH >= 1: one graph per kv head (index.graph_heads_per_search);
-#                INTERLEAVE: index.graph_interleave
+#                INTERLEAVE: index.graph_interleave; NAV: index.graph_navigation (exact, int8)
 #   SEARCH_ARGS  ra-bench-search's arguments (default: 128K keys, 32 shards, 32 heads per layer on 16
-#                threads, interleave 1,2,4)
+#                threads, interleave 1,2, navigation exact,int8)
 #   OFFLOAD_TIMEOUT seconds per offload run (default 280)
 #   RETRIEVERS   retriever ranks of the offload runs (default 4)
 #   RETRIEVER_THREADS  search threads of each (default 16 / RETRIEVERS)
@@ -100,7 +100,7 @@ stage_pipeline() {  # what ctest's pipeline_gpu_* run
 
 stage_search() {
   local cmd=("$build/bench/search/ra-bench-search" ${SEARCH_ARGS:---context 131072 --shards 32 --heads-per-layer 32
-             --threads 16 --interleave 1,2,4 --layers 64 --rounds 3} --json "$out/search.json")
+             --threads 16 --interleave 1,2 --navigation exact,int8 --layers 64 --rounds 3} --json "$out/search.json")
   note "\$ ${cmd[*]}"
   bounded 240 "${cmd[@]}" > "$out/logs/search.txt" 2>&1
   note "ra-bench-search: exit $?"
@@ -149,12 +149,12 @@ sample_job() {
 }
 
 stage_offload() {
-  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc inter cfg log samples pid
+  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc inter nav cfg log samples pid
   local retrievers=${RETRIEVERS:-4}
   IFS=, read -r -a list <<< "$runs"
   for r in "${list[@]}"; do
-    IFS=: read -r ctx mode train stride heads efc inter <<< "$r"
-    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}${inter:+_i$inter}
+    IFS=: read -r ctx mode train stride heads efc inter nav <<< "$r"
+    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}${inter:+_i$inter}${nav:+_$nav}
     cfg=$out/logs/offload_$tag.yaml
     log=$out/logs/offload_$tag.txt
     samples=$out/offload_samples_$tag.txt
@@ -164,7 +164,8 @@ stage_offload() {
       [[ -n $stride ]] && echo "  graph_key_lists_stride: $stride"
       [[ -n $heads ]] && echo "  graph_heads_per_search: $heads"
       [[ -n $efc ]] && echo "  graph_ef_construction: $efc"
-      [[ -n $inter ]] && echo "  graph_interleave: $inter"; } > "$cfg"
+      [[ -n $inter ]] && echo "  graph_interleave: $inter"
+      [[ -n $nav ]] && echo "  graph_navigation: $nav"; } > "$cfg"
     local cmd=("$ra" generate --config "$cfg" --backend cuda --mode "$mode" --synthetic-prompt-bytes $(( ctx - 128 ))
                --retrievers "$retrievers" --retriever-threads "${RETRIEVER_THREADS:-$(( 16 / retrievers ))}"
                --max-new-tokens 64)

@@ -133,10 +133,11 @@ void add_bench_retrieval_command(CLI::App& bench) {
   cmd->add_option("--threads", args->config.threads, "Threads for builds and searches (default: all cores)");
   cmd->add_option("--layer", args->layers, "Only these layers (repeatable)");
   cmd->add_option("--head", args->config.heads, "Only these query heads (repeatable)");
-  cmd->add_option("--indexes", args->config.indexes, "Index kinds: flat ivf hnsw graph graph_kv graph_group")
+  cmd->add_option("--indexes", args->config.indexes, "Index kinds: flat ivf hnsw graph graph_kv graph_kv_int8 graph_group "
+                  "(graph_kv_int8: the kv head's graph walked on its 8-bit navigation copy)")
       ->delimiter(',')
       ->capture_default_str()
-      ->check(CLI::IsMember({"flat", "ivf", "hnsw", "graph", "graph_kv", "graph_group"}));
+      ->check(CLI::IsMember({"flat", "ivf", "hnsw", "graph", "graph_kv", "graph_kv_int8", "graph_group"}));
   cmd->add_option("--train-queries", args->config.train_queries, "Graph training queries per head (0: all N)")->capture_default_str();
   cmd->add_option("--test-queries", args->config.max_test_queries, "At most this many test queries per head, evenly spaced over [N, T) (0: all T-N)")
       ->capture_default_str();

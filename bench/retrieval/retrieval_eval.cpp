@@ -320,10 +320,11 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     // Runs one index instance over the given heads for every knob value; with history > 0 in decode
     // order, seeded with the previous `history` answers (evaluate_warm).
     auto sweep = [&](const std::string& name, const KeyIndex& index, double build_s, const Sweep& s,
-                     const std::vector<const HeadTruth*>& over, int history = 0) {
+                     const std::vector<const HeadTruth*>& over, int history = 0, bool exact_navigation = false) {
       for (int value : s.values.empty() ? std::vector<int>{0} : s.values) {
         SearchParams p;
         p.k = k;
+        p.exact_navigation = exact_navigation;
         if (s.knob_name == "ef") p.ef = value;
         if (s.knob_name == "nprobe") p.nprobe = value;
         const std::string knob = s.knob_name.empty() ? "-" : fmt::format("{}={}", s.knob_name, value);
@@ -416,7 +417,7 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
         }
       }
     }
-    if (wanted(config, "graph_kv") || wanted(config, "graph_group")) {
+    if (wanted(config, "graph_kv") || wanted(config, "graph_kv_int8") || wanted(config, "graph_group")) {
       // One index per kv head, trained on every query head of its group: searched per query head
       // (graph_kv), or by the whole group per traversal (graph_group; needs all the group's heads).
       std::vector<float> train(static_cast<size_t>(group * N * D));
@@ -425,10 +426,17 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
       }
       GraphBuildParams kv_params = gp;
       if (kv_params.max_train_queries > 0) kv_params.max_train_queries *= static_cast<int>(group);
+      // graph_kv_int8: the same graph walked on its 8-bit navigation copy (graph_kv walks the keys).
+      kv_params.int8_navigation = wanted(config, "graph_kv_int8");
       const auto start = Clock::now();
       const auto graph = make_graph(N, train.data(), group * N, kv_params);
       const double build_s = seconds_since(start);
-      if (wanted(config, "graph_kv")) sweep("graph_kv", *graph, build_s, {"ef", beam_sweep(k, N, 0.16)}, all_heads);
+      if (wanted(config, "graph_kv")) {
+        sweep("graph_kv", *graph, build_s, {"ef", beam_sweep(k, N, 0.16)}, all_heads, 0, /*exact_navigation=*/true);
+      }
+      if (wanted(config, "graph_kv_int8")) {
+        sweep("graph_kv_int8", *graph, build_s, {"ef", beam_sweep(k, N, 0.16)}, all_heads);
+      }
       if (wanted(config, "graph_group")) {
         RA_REQUIRE(static_cast<int64_t>(all_heads.size()) == group,
                    "index graph_group searches a kv head's whole group: --heads must list all {} of kv head {}",

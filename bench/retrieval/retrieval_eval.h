@@ -4,8 +4,9 @@
 // recall, keys scanned, latency, build cost and attention error into rows.
 //
 // Setup per query head h (kv head g = h / group): keys and values are kv head g's positions [0, N);
-// training queries are h's queries at [0, N) (or, for "graph_kv" and "graph_group", every query head of
-// the group; "graph_group" searches the group's heads in one traversal);
+// training queries are h's queries at [0, N) (or, for "graph_kv", "graph_kv_int8" and "graph_group",
+// every query head of the group; "graph_kv_int8" walks the graph's 8-bit navigation copy, "graph_group"
+// searches the group's heads in one traversal);
 // test queries are h's queries at [N, T), each searched over keys [0, N).
 
 #include <cstdint>

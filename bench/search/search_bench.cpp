@@ -8,13 +8,15 @@
 //
 //   ra-bench-search [--context 131072] [--shards 8] [--heads-per-layer 8] [--group 4] [--train 2048]
 //                   [--k 100] [--ef 0] [--warm 2] [--threads 4] [--interleave 1,2] [--layers 256]
-//                   [--rounds 3] [--dim 128] [--efc 32] [--seed 1] [--json FILE]
+//                   [--rounds 3] [--dim 128] [--efc 32] [--seed 1] [--navigation exact,int8] [--json FILE]
 //
 // Keys and queries are iid Gaussian: the geometry of a random-weight model's post-RoPE keys, where
 // attention is diffuse and a graph search scans the most (what the GPU machine's timing runs use).
 // --interleave: the separate searches one thread steps in turn (HeadShard::search_attend_interleaved,
 // the retriever's index.graph_interleave); each width runs --layers layers per round, alternating.
-// Prints the build time, then per width the wall time of a layer (one rank's share of a decode layer)
+// --navigation: what the searches walk, the bf16 keys (exact) or the graph's 8-bit copy (int8,
+// navigation_keys.h; built when listed); every pair of navigation and width is a configuration.
+// Prints the build time, then per configuration the wall time of a layer (one rank's share of a decode layer)
 // and per search the rows scored, the hops, a thread's microseconds and its nanoseconds per row.
 
 #include <omp.h>
@@ -52,6 +54,7 @@ struct Options {
   int warm = 2;
   int threads = 4;
   std::vector<int> interleave{1, 2};
+  std::vector<std::string> navigation{"exact"};
   int rounds = 3;
   int layers = 256;
   int64_t dim = 128;
@@ -67,6 +70,21 @@ std::vector<int> parse_list(const char* s) {
     out.push_back(static_cast<int>(std::strtol(p, &end, 10)));
     if (end == p) break;
     p = *end == ',' ? end + 1 : end;
+  }
+  return out;
+}
+
+std::vector<std::string> parse_words(const char* s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (const char* p = s;; ++p) {
+    if (*p == ',' || *p == '\0') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+      if (*p == '\0') break;
+    } else {
+      cur += *p;
+    }
   }
   return out;
 }
@@ -99,12 +117,16 @@ Options parse(int argc, char** argv) {
     else if (a == "--efc") o.efc = static_cast<int>(num());
     else if (a == "--seed") o.seed = static_cast<uint64_t>(num());
     else if (a == "--json") o.json = v;
+    else if (a == "--navigation") o.navigation = parse_words(v);
     else usage(("unknown option " + a).c_str());
   }
   if (o.context < 1 || o.shards < 1 || o.group < 1 || o.heads_per_layer < o.group ||
       o.heads_per_layer % o.group != 0 || o.heads_per_layer / o.group > o.shards || o.threads < 1 ||
       o.layers < 1 || o.rounds < 1 || o.k < 1 || o.dim < 1 || o.train < 1) {
     usage("bad options: need heads-per-layer a multiple of group, at most shards * group of them");
+  }
+  for (const std::string& n : o.navigation) {
+    if (n != "exact" && n != "int8") usage("--navigation takes exact and/or int8");
   }
   for (const int w : o.interleave) {
     if (w < 1 || o.group % w != 0 || w > 8) usage("every --interleave width must divide --group (and be <= 8)");
@@ -139,6 +161,8 @@ int main(int argc, char** argv) {
   params.graph.key_lists_stride = 0;
   params.graph.seed = o.seed;
   params.graph.threads = 0;
+  params.graph.int8_navigation =
+      std::find(o.navigation.begin(), o.navigation.end(), "int8") != o.navigation.end();
 
   // Build.
   const auto t_build = Clock::now();
@@ -163,7 +187,7 @@ int main(int argc, char** argv) {
   std::vector<float> lse(static_cast<size_t>(o.heads_per_layer));
   std::vector<SearchStats> stats(static_cast<size_t>(o.heads_per_layer));
   std::vector<double> search_ns(static_cast<size_t>(o.heads_per_layer));
-  const SearchParams sp{o.k, o.ef, 0};
+  SearchParams sp{o.k, o.ef, 0};
   const float scale = 1.0f / std::sqrt(static_cast<float>(o.dim));
   std::normal_distribution<float> g(0.f, 1.f);
   std::vector<float> q(static_cast<size_t>(o.heads_per_layer * o.dim));
@@ -172,9 +196,19 @@ int main(int argc, char** argv) {
     int64_t rows = 0, hops = 0, searches = 0;
     double thread_ns = 0;
   };
-  std::vector<Totals> totals(o.interleave.size());
+  struct Config {
+    std::string navigation;
+    int width;
+  };
+  std::vector<Config> configs;
+  for (const std::string& n : o.navigation) {
+    for (const int w : o.interleave) configs.push_back({n, w});
+  }
+  std::vector<Totals> totals(configs.size());
   int layer_no = 0;
-  auto run_layer = [&](int width, Totals* t) {
+  auto run_layer = [&](const Config& c, Totals* t) {
+    const int width = c.width;
+    sp.exact_navigation = c.navigation == "exact";
     const int first_shard = (layer_no++ * per_layer_shards) % o.shards;
     for (auto& x : q) x = g(rng);
     std::fill(stats.begin(), stats.end(), SearchStats{});
@@ -202,18 +236,18 @@ int main(int argc, char** argv) {
     for (int i = 0; i < o.heads_per_layer; ++i) t->thread_ns += search_ns[static_cast<size_t>(i)];
     t->searches += o.heads_per_layer;
   };
-  for (int i = 0; i < warmup; ++i) run_layer(1, nullptr);
+  for (int i = 0; i < warmup; ++i) run_layer(configs[0], nullptr);
   for (int round = 0; round < o.rounds; ++round) {
-    for (size_t c = 0; c < o.interleave.size(); ++c) {
-      for (int l = 0; l < o.layers; ++l) run_layer(o.interleave[c], &totals[c]);
+    for (size_t c = 0; c < configs.size(); ++c) {
+      for (int l = 0; l < o.layers; ++l) run_layer(configs[c], &totals[c]);
     }
   }
 
   std::printf("context %lld, %d shards, %d query heads per layer on %d threads, k %d ef %d warm %d; build %.1f s\n",
               static_cast<long long>(o.context), o.shards, o.heads_per_layer, o.threads, o.k, o.ef, o.warm, build_s);
-  std::printf("%10s %10s %10s %10s %10s %8s %10s %10s\n", "interleave", "layer_p50", "layer_mean", "layer_p99",
+  std::printf("%10s %10s %10s %10s %10s %10s %8s %10s %10s\n", "navigation", "interleave", "layer_p50", "layer_mean", "layer_p99",
               "rows", "hops", "us/search", "ns/row");
-  for (size_t c = 0; c < o.interleave.size(); ++c) {
+  for (size_t c = 0; c < configs.size(); ++c) {
     const Totals& t = totals[c];
     const double searches = static_cast<double>(t.searches);
     const double rows_per = static_cast<double>(t.rows) / searches;
@@ -224,16 +258,19 @@ int main(int argc, char** argv) {
     for (double v : t.layer_us) mean += v;
     mean /= static_cast<double>(t.layer_us.size());
     const double p50 = percentile(t.layer_us, 0.5), p99 = percentile(t.layer_us, 0.99);
-    std::printf("%10d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f\n", o.interleave[c], p50, mean, p99, rows_per,
+    std::printf("%10s %10d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f\n", configs[c].navigation.c_str(),
+                configs[c].width, p50, mean, p99, rows_per,
                 hops_per, us_per, ns_row);
     if (o.json.empty()) continue;
     if (FILE* f = std::fopen(o.json.c_str(), "a")) {
       std::fprintf(f,
-                   "{\"context\":%lld,\"shards\":%d,\"heads_per_layer\":%d,\"threads\":%d,\"interleave\":%d,"
+                   "{\"context\":%lld,\"shards\":%d,\"heads_per_layer\":%d,\"threads\":%d,\"navigation\":\"%s\","
+                   "\"interleave\":%d,"
                    "\"k\":%d,\"ef\":%d,\"warm\":%d,\"build_s\":%.3f,\"layer_us_p50\":%.2f,\"layer_us_mean\":%.2f,"
                    "\"layer_us_p99\":%.2f,\"rows_per_search\":%.1f,\"hops_per_search\":%.2f,"
                    "\"us_per_search\":%.2f,\"ns_per_row\":%.2f}\n",
-                   static_cast<long long>(o.context), o.shards, o.heads_per_layer, o.threads, o.interleave[c], o.k,
+                   static_cast<long long>(o.context), o.shards, o.heads_per_layer, o.threads,
+                   configs[c].navigation.c_str(), configs[c].width, o.k,
                    o.ef, o.warm, build_s, p50, mean, p99, rows_per, hops_per, us_per, ns_row);
       std::fclose(f);
     }

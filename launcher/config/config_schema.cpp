@@ -29,6 +29,9 @@ TransportKind parse_transport(std::string_view s) {
   return parse_named<TransportKind>(config::kTransports, s, "transport");
 }
 std::string_view name(TransportKind transport) { return name_of(config::kTransports, transport, "TransportKind"); }
+std::string_view name(GraphNavigation navigation) {
+  return name_of(config::kNavigations, navigation, "GraphNavigation");
+}
 
 bool needs_retrievers(AttentionMode mode) {
   return mode == AttentionMode::kFlat || mode == AttentionMode::kIvf || mode == AttentionMode::kHnsw ||

@@ -27,6 +27,11 @@ inline constexpr std::array<std::pair<std::string_view, TransportKind>, 2> kTran
     {"ucx", TransportKind::kUcx},
 }};
 
+inline constexpr std::array<std::pair<std::string_view, GraphNavigation>, 2> kNavigations{{
+    {"exact", GraphNavigation::kExact},
+    {"int8", GraphNavigation::kInt8},
+}};
+
 inline constexpr std::array<std::pair<std::string_view, BackendKind>, 3> kBackends{{
     {"auto", BackendKind::kAuto},
     {"cpu", BackendKind::kCpu},
@@ -38,11 +43,13 @@ template <typename T>
 constexpr const auto& enum_names() {
   if constexpr (std::is_same_v<T, AttentionMode>) return kModes;
   else if constexpr (std::is_same_v<T, TransportKind>) return kTransports;
+  else if constexpr (std::is_same_v<T, GraphNavigation>) return kNavigations;
   else return kBackends;
 }
 template <typename T>
 inline constexpr bool kIsEnumField =
-    std::is_same_v<T, AttentionMode> || std::is_same_v<T, TransportKind> || std::is_same_v<T, BackendKind>;
+    std::is_same_v<T, AttentionMode> || std::is_same_v<T, TransportKind> || std::is_same_v<T, BackendKind> ||
+    std::is_same_v<T, GraphNavigation>;
 
 template <typename Table>
 std::string joined_names(const Table& table) {
@@ -104,6 +111,10 @@ void visit_fields(V&& v) {
     "Attention-aware graph with graph_heads_per_search 1: separate searches a retriever thread steps in turn "
     "(their memory loads overlap); 0 = the query heads of a layer spread evenly over the threads, 1 = off",
     [](auto& c) -> auto& { return c.index.graph_interleave; });
+  v("index.graph_navigation",
+    "Attention-aware graph: what a decode search walks, exact (the keys) or int8 (an 8-bit copy per kv head, "
+    "half the memory traffic; the keys it picks are attended exactly)",
+    [](auto& c) -> auto& { return c.index.graph_navigation; });
   v("index.ivf_nlist", "IVF lists; 0 = about 4*sqrt(keys)", [](auto& c) -> auto& { return c.index.ivf_nlist; });
   v("index.hnsw_M", "HNSW out-degree", [](auto& c) -> auto& { return c.index.hnsw_M; });
   v("index.hnsw_ef_construction", "HNSW build pool", [](auto& c) -> auto& { return c.index.hnsw_ef_construction; });

@@ -33,6 +33,9 @@ namespace ra {
 
 enum class AttentionMode { kFull, kWindow, kFlat, kIvf, kHnsw, kRetrieval };  // DESIGN §5
 enum class TransportKind { kShm, kUcx };
+// What a decode search walks in the attention-aware graph: the keys themselves, or an 8-bit copy of
+// them (cpu_retriever/navigation_keys.h: half the cache lines per key; the chosen keys are attended exactly).
+enum class GraphNavigation { kExact, kInt8 };
 
 // Per-request search knobs (they travel with each request, STYLE §7) and the retriever indexes' build
 // parameters. 0 means "the index's own default" where stated.
@@ -54,6 +57,7 @@ struct IndexConfig {
   // memory loads overlap the others' scoring (at most the GQA group). 0 = as many as spread a layer's
   // query heads evenly over the retriever's threads; 1 = one search at a time.
   int graph_interleave = 0;
+  GraphNavigation graph_navigation = GraphNavigation::kExact;
   int ivf_nlist = 0;                  // IVF lists; 0 = about 4*sqrt(n)
   int hnsw_M = 32;
   int hnsw_ef_construction = 64;
@@ -99,6 +103,8 @@ std::string_view name(AttentionMode mode);
 // "shm", "ucx".
 TransportKind parse_transport(std::string_view name);
 std::string_view name(TransportKind transport);
+// "exact", "int8".
+std::string_view name(GraphNavigation navigation);
 // Modes with a CPU part: flat, ivf, hnsw, retrieval.
 bool needs_retrievers(AttentionMode mode);
 

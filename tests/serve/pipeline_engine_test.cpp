@@ -222,7 +222,7 @@ TEST(PipelineEngine, AGroupedGraphSearchOverEveryKeyGivesTheColdPrefillsTokens) 
 TEST(PipelineEngine, WithFewKeysRetrievedAHeldContextEqualsItsRebuild) {
   // Flat, a graph per query head, and a graph per kv head whose one traversal serves the group (the
   // session tail is merged into each member's answer).
-  for (const auto [kind, per_kv_head] : {std::pair{retriever::IndexKind::kFlat, false},
+  for (const auto& [kind, per_kv_head] : {std::pair{retriever::IndexKind::kFlat, false},
                                          std::pair{retriever::IndexKind::kGraph, false},
                                          std::pair{retriever::IndexKind::kGraph, true}}) {
     PipelineSetup s;

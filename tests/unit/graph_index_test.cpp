@@ -780,6 +780,101 @@ TEST(GraphIndex, ConcurrentSearchesAgreeWithSerial) {
   EXPECT_EQ(serial, parallel);
 }
 
+// The 8-bit navigation copy (GraphBuildParams::int8_navigation): the graph is the same, a search asking
+// for the exact keys answers bitwise what a graph without the copy answers, a walk on the codes keeps
+// the exact walk's recall to within a few points, and the copy costs dim bytes per key.
+TEST(GraphIndex, Int8NavigationKeepsRecallAndLeavesTheExactWalkAlone) {
+  const OodData d = make_ood(4000, 32, 800, 40, 41);
+  GraphBuildParams p;
+  p.M = 16;
+  p.Kq = 50;
+  const GraphIndex plain(d.keys.data(), d.n, d.dim, d.train.data(), 800, p);
+  p.int8_navigation = true;
+  const GraphIndex coded(d.keys.data(), d.n, d.dim, d.train.data(), 800, p);
+  EXPECT_EQ(coded.adjacency(), plain.adjacency());
+  EXPECT_GE(coded.memory_bytes(), plain.memory_bytes() + static_cast<size_t>(d.n * d.dim));
+  const int k = 20;
+  std::vector<int64_t> ids(k), ids_plain(k);
+  std::vector<float> scores(k), scores_plain(k);
+  double recall_exact = 0, recall_coded = 0;
+  const int64_t nt = static_cast<int64_t>(d.test.size()) / d.dim;
+  for (int64_t t = 0; t < nt; ++t) {
+    const float* q = d.test.data() + t * d.dim;
+    const auto truth = brute_topk(d.keys, d.dim, q, k);
+    const int a = plain.search(q, SearchParams{.k = k, .ef = 40}, ids_plain.data(), scores_plain.data(), nullptr);
+    const int b = coded.search(q, SearchParams{.k = k, .ef = 40, .exact_navigation = true}, ids.data(), scores.data(),
+                               nullptr);
+    ASSERT_EQ(a, b);
+    for (int i = 0; i < a; ++i) {
+      ASSERT_EQ(ids[i], ids_plain[i]) << "query " << t;
+      ASSERT_EQ(scores[i], scores_plain[i]) << "query " << t;
+    }
+    recall_exact += recall(truth, ids.data(), b);
+    const int c = coded.search(q, SearchParams{.k = k, .ef = 40}, ids.data(), scores.data(), nullptr);
+    recall_coded += recall(truth, ids.data(), c);
+  }
+  recall_exact /= static_cast<double>(nt);
+  recall_coded /= static_cast<double>(nt);
+  std::printf("recall@%d at ef 40: exact walk %.4f, int8 walk %.4f\n", k, recall_exact, recall_coded);
+  EXPECT_GT(recall_exact, 0.8);
+  EXPECT_GE(recall_coded, recall_exact - 0.03);
+}
+
+// Keys appended after the build are coded as they are taken, with the build's scales: the walk on the
+// codes finds them in the tail and after their merge about as well as the exact walk, and interleaved
+// searches on the codes answer what one at a time answers. The appended keys come from another seed's
+// distribution (extra_keys): they hold every answer, and some of their channels saturate.
+TEST(GraphIndex, Int8NavigationCodesAppendedKeysAndInterleavesExactly) {
+  OodData d = make_ood(3000, 32, 600, 30, 43);
+  GraphBuildParams p;
+  p.M = 16;
+  p.Kq = 50;
+  p.int8_navigation = true;
+  GraphIndex index(d.keys.data(), d.n, d.dim, d.train.data(), 600, p);
+  const std::vector<float> more = extra_keys(400, d.dim, 44);
+  std::vector<float> all = d.keys;
+  for (int64_t t = 0; t < 400; ++t) {
+    index.append(more.data() + t * d.dim);
+    all.insert(all.end(), more.begin() + t * d.dim, more.begin() + (t + 1) * d.dim);
+  }
+  const int k = 20;
+  for (const bool merged : {false, true}) {
+    if (merged) index.merge_tail();
+    EXPECT_EQ(index.tail_size(), merged ? 0 : 400);
+    std::vector<int64_t> ids(k);
+    std::vector<float> scores(k);
+    double coded = 0, exact = 0;
+    int newest = 0;
+    for (int64_t t = 0; t < 30; ++t) {
+      const float* q = d.test.data() + t * d.dim;
+      const auto truth = brute_topk(all, d.dim, q, k);
+      for (const int64_t id : truth) newest += id >= d.n ? 1 : 0;
+      exact += recall(truth, ids.data(),
+                      index.search(q, SearchParams{.k = k, .ef = 40, .exact_navigation = true}, ids.data(),
+                                   scores.data(), nullptr));
+      coded += recall(truth, ids.data(), index.search(q, SearchParams{.k = k, .ef = 40}, ids.data(), scores.data(), nullptr));
+    }
+    std::printf("%s: recall@%d exact walk %.4f, int8 walk %.4f (%d of the answers appended)\n",
+                merged ? "merged" : "tail", k, exact / 30, coded / 30, newest);
+    EXPECT_GT(newest, 0);
+    EXPECT_GE(coded / 30, exact / 30 - 0.03);
+  }
+  const int nq = 3;
+  const SearchParams params[nq] = {{.k = k, .ef = 30}, {.k = k, .ef = 30}, {.k = k, .ef = 30}};
+  std::vector<int64_t> ids(nq * k), one(k);
+  std::vector<float> scores(nq * k), one_scores(k);
+  int found[nq];
+  index.search_interleaved(d.test.data(), nq, params, ids.data(), scores.data(), found, nullptr);
+  for (int h = 0; h < nq; ++h) {
+    const int got = index.search(d.test.data() + h * d.dim, params[h], one.data(), one_scores.data(), nullptr);
+    ASSERT_EQ(found[h], got);
+    for (int i = 0; i < got; ++i) {
+      EXPECT_EQ(ids[h * k + i], one[i]);
+      EXPECT_EQ(scores[h * k + i], one_scores[i]);
+    }
+  }
+}
+
 TEST(GraphIndex, BadArgumentsThrow) {
   const OodData d = make_ood(100, 8, 10, 0, 10);
   GraphBuildParams p;

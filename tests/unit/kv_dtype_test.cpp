@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -120,6 +121,35 @@ TEST(KvDtype, FourRowsAtOnceScoreBitwiseAsOneByOne) {
     check(F32Elem{}, dim);
     check(Bf16Elem{}, dim);
     check(F16Elem{}, dim);
+  }
+}
+
+// The graph's 8-bit navigation rows (navigation_keys.h) are scored by the same eight-lane loops: the
+// SIMD single-row and four-row kernels must give the portable loop's bits for every length.
+TEST(KvDtype, Int8NavigationRowsScoreBitwiseAsThePortableLoop) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> g(0.f, 3.f);
+  std::uniform_int_distribution<int> code(-127, 127);
+  for (int64_t dim = 1; dim <= 136; ++dim) {
+    std::vector<float> q(dim);
+    std::vector<std::vector<int8_t>> rows(4, std::vector<int8_t>(dim));
+    for (int64_t j = 0; j < dim; ++j) q[j] = g(rng);
+    for (auto& row : rows) {
+      for (int64_t j = 0; j < dim; ++j) row[j] = static_cast<int8_t>(code(rng));
+    }
+    rows[1][dim - 1] = -127;  // the extremes
+    rows[2][0] = 127;
+    const int8_t* ptrs[4] = {rows[0].data(), rows[1].data(), rows[2].data(), rows[3].data()};
+    float out[4];
+    dot_row_x4<I8Elem>(q.data(), ptrs, dim, out);
+    for (int r = 0; r < 4; ++r) {
+      const float portable = dot_row_portable<I8Elem>(q.data(), ptrs[r], dim);
+      ASSERT_EQ(bits(out[r]), bits(portable)) << "dim " << dim << " row " << r;
+      ASSERT_EQ(bits(dot_row<I8Elem>(q.data(), ptrs[r], dim)), bits(portable)) << "dim " << dim << " row " << r;
+      double ref = 0;  // and the value: q · codes
+      for (int64_t j = 0; j < dim; ++j) ref += static_cast<double>(q[j]) * rows[r][j];
+      ASSERT_NEAR(portable, ref, 1e-4 * (1 + std::abs(ref))) << "dim " << dim;
+    }
   }
 }
 

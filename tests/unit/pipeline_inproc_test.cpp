@@ -56,6 +56,7 @@ struct Split {
   int merge_threshold = 4;  // graph: evicted tokens are merged into the graphs during the run (0 = never)
   retriever::KvDtype store = retriever::KvDtype::kF32;  // the retrievers' KV store
   bool kv_bf16_on_wire = false;                          // kBuild's keys and values as bf16
+  bool int8_navigation = false;                          // graph: searches walk the 8-bit copy
 };
 
 constexpr int kListWidth = 100;  // GraphBuildParams::Kq, the service's default
@@ -121,6 +122,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.index.graph_per_kv_head = split.heads_per_search > 0;
       cfg.search_group = split.heads_per_search;
       cfg.search_interleave = split.interleave;
+      cfg.index.graph.int8_navigation = split.int8_navigation;
       cfg.threads = 1;
       cfg.sinks = split.sinks;
       cfg.window = split.window;
@@ -332,6 +334,22 @@ TEST(PipelineInproc, GroupedGraphWithEveryKeyEqualsFull) {
   EXPECT_EQ(full.tokens, g.tokens);
   for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(g.logits[i], full.logits[i]), 1e-4) << i;
   EXPECT_EQ(g.evicted_with_query, g.evicted);
+}
+
+// A graph walked on its 8-bit navigation copy chooses keys by approximate scores but attends them with
+// the exact keys: asked for every offloaded key (evicted ones coded and merged during the run), it
+// gives full attention's tokens and logits.
+TEST(PipelineInproc, Int8NavigationWithEveryKeyEqualsFull) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 200);
+  const Trace full = run(model, prompt, 30, {});
+  Split coded{.enabled = true, .retrievers = 2, .kind = IndexKind::kGraph, .heads_per_search = 1};
+  coded.int8_navigation = true;
+  const Trace g = run(model, prompt, 30, coded);
+  ASSERT_EQ(full.logits.size(), g.logits.size());
+  EXPECT_EQ(full.tokens, g.tokens);
+  for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(g.logits[i], full.logits[i]), 1e-4) << i;
+  EXPECT_GT(g.evicted, 0);
 }
 
 TEST(PipelineInproc, HandshakeNamesTheDifferingField) {

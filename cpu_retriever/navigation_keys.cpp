@@ -1,0 +1,73 @@
+#include "cpu_retriever/navigation_keys.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+
+namespace ra::retriever {
+
+NavigationKeys::NavigationKeys(const KeyRows& exact, int64_t n, int64_t max_rows)
+    : dim_(exact.dim), max_rows_(max_rows) {
+  RA_REQUIRE(dim_ > 0 && n >= 0 && max_rows >= n && max_rows > 0,
+             "navigation keys: bad sizes (dim {}, n {}, max_rows {})", dim_, n, max_rows);
+  widened_.resize(static_cast<size_t>(dim_));
+  // peak[d]: the largest |key[d]|, or the largest norm of d's RoPE pair (d, d + dim/2) when dim is even.
+  std::vector<float> peak(static_cast<size_t>(dim_), 0.0f);
+  const int64_t half = dim_ % 2 == 0 ? dim_ / 2 : 0;
+  for (int64_t i = 0; i < n; ++i) {
+    exact.widen(static_cast<uint32_t>(i), widened_.data());
+    if (half == 0) {
+      for (int64_t d = 0; d < dim_; ++d) {
+        const float a = std::fabs(widened_[d]);
+        if (std::isfinite(a)) peak[d] = std::max(peak[d], a);
+      }
+      continue;
+    }
+    for (int64_t d = 0; d < half; ++d) {
+      const float x = std::isfinite(widened_[d]) ? widened_[d] : 0.0f;
+      const float y = std::isfinite(widened_[d + half]) ? widened_[d + half] : 0.0f;
+      peak[d] = std::max(peak[d], std::hypot(x, y));
+    }
+  }
+  for (int64_t d = 0; d < half; ++d) peak[d + half] = peak[d];
+  scale_.resize(static_cast<size_t>(dim_));
+  inv_scale_.resize(static_cast<size_t>(dim_));
+  for (int64_t d = 0; d < dim_; ++d) {
+    // A channel that is zero (or subnormal-small) everywhere codes as zeros whatever its scale.
+    scale_[d] = peak[d] > 1e-30f ? peak[d] / 127.0f : 1.0f;
+    inv_scale_[d] = 1.0f / scale_[d];
+  }
+  space_ = AddressReservation(static_cast<size_t>(max_rows) * static_cast<size_t>(dim_), /*usable=*/false,
+                              "navigation keys");
+  base_ = reinterpret_cast<int8_t*>(space_.data());
+  for (int64_t i = 0; i < n; ++i) append(exact, static_cast<uint32_t>(i));
+}
+
+void NavigationKeys::code(const float* key, int8_t* out) const {
+  for (int64_t d = 0; d < dim_; ++d) {
+    const float c = std::nearbyint(key[d] * inv_scale_[d]);
+    out[d] = std::isnan(c) ? int8_t{0} : static_cast<int8_t>(std::clamp(c, -127.0f, 127.0f));
+  }
+}
+
+void NavigationKeys::append(const KeyRows& exact, uint32_t id) {
+  RA_REQUIRE(static_cast<int64_t>(id) == size_, "navigation keys: key {} appended as row {}", id, size_);
+  RA_REQUIRE(size_ < max_rows_, "navigation keys: full at {} rows (its max_rows)", max_rows_);
+  const size_t end = static_cast<size_t>(size_ + 1) * static_cast<size_t>(dim_);
+  if (end > committed_) {
+    const size_t grow = std::min(space_.size(), (end + space_.grow_step() - 1) / space_.grow_step() *
+                                                    space_.grow_step()) - committed_;
+    space_.make_usable(committed_, grow);
+    committed_ += grow;
+  }
+  exact.widen(id, widened_.data());
+  code(widened_.data(), base_ + static_cast<size_t>(size_) * static_cast<size_t>(dim_));
+  ++size_;
+}
+
+void NavigationKeys::scale_query(const float* q, float* out) const {
+  for (int64_t d = 0; d < dim_; ++d) out[d] = q[d] * scale_[d];
+}
+
+}  // namespace ra::retriever
