@@ -48,7 +48,7 @@ GenerateStats generate(Backend& backend, const Tokenizer& tokenizer, std::span<c
   if (options.on_logits) options.on_logits(logits);
   int32_t token = sampler.next_at(logits, 0);
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
-    if (ends(token)) {
+    if (!options.ignore_eos && ends(token)) {
       stats.stopped_at_eos = true;
       break;
     }

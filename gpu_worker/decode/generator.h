@@ -17,6 +17,7 @@ struct GenerateOptions {
   float temperature = 0.0f;  // 0 = greedy
   float top_p = 1.0f;        // nucleus sampling: the most probable tokens whose mass reaches top_p
   uint64_t seed = 0;
+  bool ignore_eos = false;  // keep going past EOS/BOS (benchmarks and soak runs want a fixed length)
   // Called once the prompt is prefilled, before the first token is sampled: the worker ships the
   // offloaded KV and waits for the retrievers' indexes here. Its time counts as prefill time.
   std::function<void()> after_prefill;

@@ -76,6 +76,8 @@ void visit_fields(V&& v) {
   v("synthetic_prompt_bytes", "Length of the synthetic prompt of the demo model when no prompt is given",
     [](auto& c) -> auto& { return c.synthetic_prompt_bytes; });
   v("max_new_tokens", "Tokens to generate", [](auto& c) -> auto& { return c.max_new_tokens; });
+  v("ignore_eos", "Keep generating past EOS/BOS up to max_new_tokens (benchmarks, soak runs)",
+    [](auto& c) -> auto& { return c.ignore_eos; });
   v("temperature", "Sampling temperature; 0 is greedy", [](auto& c) -> auto& { return c.temperature; });
   v("top_p", "Nucleus sampling: draw among the most probable tokens whose mass reaches top_p; 1 = off",
     [](auto& c) -> auto& { return c.top_p; });

@@ -24,6 +24,7 @@ std::string expected_type() {
   if constexpr (std::is_same_v<T, std::string>) return "a string";
   else if constexpr (std::is_same_v<T, std::vector<std::string>>) return "a list of strings";
   else if constexpr (std::is_same_v<T, float>) return "a number";
+  else if constexpr (std::is_same_v<T, bool>) return "true or false";
   else if constexpr (kIsEnumField<T>) return "one of " + joined_names(enum_names<T>());
   else if constexpr (std::is_unsigned_v<T>) return "a non-negative integer";
   else if constexpr (sizeof(T) == 4) return "a 32-bit integer";
@@ -58,6 +59,9 @@ void read_value(T& out, const json& v, const std::string& key, const std::string
   } else if constexpr (std::is_same_v<T, float>) {
     if (!v.is_number()) type_error(where, key, expected_type<T>(), v);
     out = v.get<float>();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) type_error(where, key, expected_type<T>(), v);
+    out = v.get<bool>();
   } else if constexpr (kIsEnumField<T>) {
     if (!v.is_string()) type_error(where, key, expected_type<T>(), v);
     const std::string s = v.get<std::string>();

@@ -52,7 +52,10 @@ json yaml_typed(const YAML::Node& n) {
   const std::string& s = n.Scalar();
   const char* first = s.data();
   const char* last = s.data() + s.size();
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, bool>) {
+    if (s == "true") return true;  // YAML 1.2 core schema booleans
+    if (s == "false") return false;
+  } else if constexpr (std::is_same_v<T, float>) {
     double d = 0;
     const auto r = std::from_chars(first, last, d);
     if (r.ec == std::errc() && r.ptr == last) return d;

@@ -72,6 +72,7 @@ struct RunConfig {
   std::string prompt_file;      // raw bytes; excludes prompt
   int64_t synthetic_prompt_bytes = 8192;
   int64_t max_new_tokens = 64;
+  bool ignore_eos = false;  // generate max_new_tokens whatever is sampled (benchmarks, soak runs)
   float temperature = 0;        // 0 = greedy
   float top_p = 1;              // nucleus sampling mass; 1 = off
   uint64_t seed = 0;            // sampling seed

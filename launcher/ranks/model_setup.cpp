@@ -81,6 +81,7 @@ std::vector<int32_t> prompt_tokens(const LoadedModel& loaded, std::string_view t
 GenerateOptions generate_options_for(const RunConfig& c) {
   GenerateOptions gen;
   gen.max_new_tokens = c.max_new_tokens;
+  gen.ignore_eos = c.ignore_eos;
   gen.temperature = c.temperature;
   gen.top_p = c.top_p;
   gen.seed = c.seed;

@@ -53,6 +53,7 @@ RunConfig everything_changed() {
   c.prompt = "héllo \"world\"\n\ttab: # not a comment";
   c.synthetic_prompt_bytes = 4096;
   c.max_new_tokens = 7;
+  c.ignore_eos = true;
   c.temperature = 0.8f;
   c.seed = 18446744073709551615ull;
   c.mode = AttentionMode::kHnsw;
@@ -60,6 +61,7 @@ RunConfig everything_changed() {
   c.window = 32;
   c.index = {.top_k = 10, .ef = 40, .nprobe = 3, .graph_M = 16, .graph_Kq = 50, .graph_ef_construction = 20,
              .graph_max_train_queries = 1000, .ivf_nlist = 64, .hnsw_M = 8, .hnsw_ef_construction = 30};
+  c.index.graph_navigation = GraphNavigation::kInt8;
   c.transport = TransportKind::kUcx;
   c.retrievers = 3;
   c.hostfile = "hosts.txt";
@@ -341,6 +343,19 @@ TEST_F(RunConfigFiles, FlagsAreValidatedAndBoolFlagsParse) {
   EXPECT_THROW(resolve({"--prompt", "a", "--prompt-file", "b"}), CLI::ExcludesError);
   const std::string bad = write("bad.yaml", "sinks: x\n");
   EXPECT_THAT([&] { resolve({"--config", bad}); }, ::testing::ThrowsMessage<Error>(HasSubstr(bad)));
+}
+
+// A boolean key takes YAML's true/false (and JSON's), and nothing else: 1 or "yes" name the key.
+TEST_F(RunConfigFiles, BooleansAreTrueOrFalse) {
+  EXPECT_TRUE(load_run_config(write("a.yaml", "ignore_eos: true\n")).ignore_eos);
+  EXPECT_FALSE(load_run_config(write("b.yaml", "ignore_eos: false\n")).ignore_eos);
+  EXPECT_TRUE(load_run_config(write("c.json", "{\"ignore_eos\": true}")).ignore_eos);
+  EXPECT_THAT(load_error(write("d.yaml", "ignore_eos: 1\n")),
+              AllOf(HasSubstr("d.yaml:1"), HasSubstr("'ignore_eos'"), HasSubstr("true or false")));
+  EXPECT_THAT(load_error(write("e.yaml", "ignore_eos: yes\n")), HasSubstr("true or false"));
+  EXPECT_EQ(load_run_config(write("f.yaml", "index:\n  graph_navigation: int8\n")).index.graph_navigation,
+            GraphNavigation::kInt8);
+  EXPECT_THAT(load_error(write("g.yaml", "index:\n  graph_navigation: int4\n")), HasSubstr("exact, int8"));
 }
 
 TEST(RunConfigFlagsHelp, ListsEveryFlag) {
