@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -73,6 +74,13 @@ void AddressReservation::make_usable(size_t offset, size_t bytes) {
   if (bytes == 0) return;
   RA_REQUIRE(mprotect(base_ + offset, bytes, PROT_READ | PROT_WRITE) == 0,
              "cannot make {} bytes of reserved address space usable: {}", bytes, std::strerror(errno));
+}
+
+size_t AddressReservation::grow(size_t usable, size_t end) {
+  if (end <= usable) return usable;
+  const size_t target = std::min(size_, round_up(end, grow_step()));
+  make_usable(usable, target - usable);
+  return target;
 }
 
 }  // namespace ra

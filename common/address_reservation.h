@@ -34,6 +34,9 @@ class AddressReservation {
   size_t grow_step() const { return huge_ ? kHugePage : (size_t{256} << 10); }
   // Makes bytes [offset, offset + bytes) readable and writable. Throws ra::Error on failure.
   void make_usable(size_t offset, size_t bytes);
+  // For an owner that grows from the start: bytes [0, usable) are usable; makes [0, end) usable in whole
+  // grow_step()s (capped at size()) and returns the new usable extent.
+  size_t grow(size_t usable, size_t end);
 
  private:
   std::byte* base_ = nullptr;

@@ -39,6 +39,20 @@ inline void prefetch_row(const void* row, int64_t bytes) {
 auto by_score_max = [](const Scored& a, const Scored& b) { return better(b, a); };  // max-heap top = best
 auto by_score_min = [](const Scored& a, const Scored& b) { return better(a, b); };  // min-heap top = worst
 
+// Offers c to `best`, a min-heap of at most cap nodes (its top the worst kept): true when c entered.
+bool offer_to_best(std::vector<Scored>& best, const Scored c, int cap) {
+  if (static_cast<int>(best.size()) < cap) {
+    best.push_back(c);
+    std::push_heap(best.begin(), best.end(), by_score_min);
+    return true;
+  }
+  if (!better(c, best.front())) return false;
+  std::pop_heap(best.begin(), best.end(), by_score_min);
+  best.back() = c;
+  std::push_heap(best.begin(), best.end(), by_score_min);
+  return true;
+}
+
 // One beam search (beam_search's contract) as a walker that advances a hop at a time, so that one
 // thread can step several independent searches in turn (beam_search_interleaved): while one walker
 // scores the rows it prefetched, the others' loads are in flight. Keys of element type E (one
@@ -126,26 +140,10 @@ class BeamWalker {
     ++dc_;
     bool filling = false;  // the answer is still short of `keep` nodes: this one must be expanded too
     if (separate_) {
-      if (static_cast<int>(s_.results.size()) < keep_) {
-        filling = true;
-        s_.results.push_back(c);
-        std::push_heap(s_.results.begin(), s_.results.end(), by_score_min);
-      } else if (better(c, s_.results.front())) {
-        std::pop_heap(s_.results.begin(), s_.results.end(), by_score_min);
-        s_.results.back() = c;
-        std::push_heap(s_.results.begin(), s_.results.end(), by_score_min);
-      }
+      filling = static_cast<int>(s_.results.size()) < keep_;
+      offer_to_best(s_.results, c, keep_);
     }
-    if (static_cast<int>(s_.pool.size()) < ef_) {
-      s_.pool.push_back(c);
-      std::push_heap(s_.pool.begin(), s_.pool.end(), by_score_min);
-    } else if (better(c, s_.pool.front())) {
-      std::pop_heap(s_.pool.begin(), s_.pool.end(), by_score_min);
-      s_.pool.back() = c;
-      std::push_heap(s_.pool.begin(), s_.pool.end(), by_score_min);
-    } else if (!filling) {
-      return;
-    }
+    if (!offer_to_best(s_.pool, c, ef_) && !filling) return;
     s_.candidates.push_back(c);
     std::push_heap(s_.candidates.begin(), s_.candidates.end(), by_score_max);
   }
@@ -282,28 +280,14 @@ void beam_search_group_rows(const KeyRows& keys, const Graph& graph, std::span<c
       priority = std::max(priority, sv[h] * qi[h]);
       if (separate) {
         auto& res = g.results[h];
-        if (static_cast<int>(res.size()) < keep) {
+        const bool short_answer = static_cast<int>(res.size()) < keep;
+        offer_to_best(res, c, keep);
+        if (short_answer) {
           useful = true;
-          res.push_back(c);
-          std::push_heap(res.begin(), res.end(), by_score_min);
           if (static_cast<int>(res.size()) == keep) --short_answers;
-        } else if (better(c, res.front())) {
-          std::pop_heap(res.begin(), res.end(), by_score_min);
-          res.back() = c;
-          std::push_heap(res.begin(), res.end(), by_score_min);
         }
       }
-      auto& pool = g.pools[h];
-      if (static_cast<int>(pool.size()) < ef) {
-        useful = true;
-        pool.push_back(c);
-        std::push_heap(pool.begin(), pool.end(), by_score_min);
-      } else if (better(c, pool.front())) {
-        useful = true;
-        std::pop_heap(pool.begin(), pool.end(), by_score_min);
-        pool.back() = c;
-        std::push_heap(pool.begin(), pool.end(), by_score_min);
-      }
+      if (offer_to_best(g.pools[h], c, ef)) useful = true;
     }
     if (!useful) return;
     const auto slot = static_cast<uint32_t>(g.scores.size() / static_cast<size_t>(nq));

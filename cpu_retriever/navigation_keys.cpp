@@ -54,13 +54,7 @@ void NavigationKeys::code(const float* key, int8_t* out) const {
 void NavigationKeys::append(const KeyRows& exact, uint32_t id) {
   RA_REQUIRE(static_cast<int64_t>(id) == size_, "navigation keys: key {} appended as row {}", id, size_);
   RA_REQUIRE(size_ < max_rows_, "navigation keys: full at {} rows (its max_rows)", max_rows_);
-  const size_t end = static_cast<size_t>(size_ + 1) * static_cast<size_t>(dim_);
-  if (end > committed_) {
-    const size_t grow = std::min(space_.size(), (end + space_.grow_step() - 1) / space_.grow_step() *
-                                                    space_.grow_step()) - committed_;
-    space_.make_usable(committed_, grow);
-    committed_ += grow;
-  }
+  committed_ = space_.grow(committed_, static_cast<size_t>(size_ + 1) * static_cast<size_t>(dim_));
   exact.widen(id, widened_.data());
   code(widened_.data(), base_ + static_cast<size_t>(size_) * static_cast<size_t>(dim_));
   ++size_;

@@ -6,12 +6,6 @@
 #include "common/error.h"
 
 namespace ra::retriever {
-namespace {
-
-size_t round_up(size_t bytes, size_t step) { return (bytes + step - 1) / step * step; }
-
-}  // namespace
-
 RowArena::RowArena(KvDtype dtype, int64_t dim, int64_t max_rows)
     : dtype_(dtype), dim_(dim), max_rows_(max_rows), row_bytes_(static_cast<size_t>(dim) * kv_dtype_bytes(dtype)) {
   RA_REQUIRE(dim > 0 && max_rows > 0, "row arena: dim ({}) and max_rows ({}) must be positive", dim, max_rows);
@@ -32,13 +26,11 @@ void RowArena::commit(size_t end, int64_t first_row) {
   const size_t committed = committed_.load(std::memory_order_relaxed);
   if (end <= committed) return;
   // Whole steps (256 KiB, or 2 MiB pages in a huge arena): one mprotect per few hundred rows.
-  const size_t grow = std::min(space_.size(), round_up(end, space_.grow_step())) - committed;
   try {
-    space_.make_usable(committed, grow);
+    committed_.store(space_.grow(committed, end), std::memory_order_relaxed);
   } catch (const Error& e) {
     throw Error(fmt::format("row arena: at row {}: {}", first_row, e.what()));
   }
-  committed_.store(committed + grow, std::memory_order_relaxed);
 }
 
 std::vector<float> RowArena::widened(int64_t n) const {
