@@ -179,6 +179,7 @@ void RetrieverService::serve(Channel& channel) {
           break;
         case MessageKind::kShutdown:
           drain_builds(channel);
+          if (config_.usage_sample_steps > 0 && stats_.steps > 0) stats_.decode_usage.add(read_process_usage());
           channel.send(to_wire(MessageKind::kShutdown), h.seq, {}, transport::deadline_after(kReplyTimeout));
           return;
         case MessageKind::kError:
@@ -427,6 +428,9 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     stats_.slowest_step_search_seconds = Seconds(t_searched - t_appended).count();
   }
   ++stats_.steps;
+  if (config_.usage_sample_steps > 0 && (stats_.steps - 1) % config_.usage_sample_steps == 0) {
+    stats_.decode_usage.add(read_process_usage());  // after the reply: off this step's critical path
+  }
   stats_.append_seconds += Seconds(t_appended - t0).count();
   stats_.searching_seconds += Seconds(t_searched - t_appended).count();
   for (const SearchStats& s : entry_stats_) stats_.hops += s.hops;

@@ -27,6 +27,7 @@
 #include "cpu_retriever/query_ring.h"
 #include "cpu_retriever/session_tail.h"
 #include "transport/channel.h"
+#include "common/process_usage.h"
 #include "transport/hello.h"
 #include "transport/messages.h"
 
@@ -53,6 +54,9 @@ struct RetrieverServiceConfig {
                                                      // W + 1 steps for the graph (0: none kept)
   uint64_t plan_digest = 0;                          // compared with the worker's at kHello
   std::string name = "retriever";                    // for logs and errors, e.g. "retriever rank 1 on host a"
+  // The process's threads and RSS are sampled after the first kStep, every this many kSteps after it
+  // and at the shutdown (RetrieverServiceStats::decode_usage); 0 = never.
+  int64_t usage_sample_steps = 1024;
 };
 
 struct RetrieverServiceStats {
@@ -73,6 +77,7 @@ struct RetrieverServiceStats {
   double searching_seconds = 0;    //             the searches and partial attention
   int64_t hops = 0;                // graph nodes expanded, all query heads and steps
   int64_t query_heads_searched = 0;
+  UsageRange decode_usage;         // the process over the decode steps (config usage_sample_steps)
 };
 
 class RetrieverService {

@@ -28,6 +28,7 @@
 #   SEARCH_ARGS  ra-bench-search's arguments (default: 128K keys, 32 shards, 32 heads per layer on 16
 #                threads, interleave 1,2, navigation exact,int8)
 #   OFFLOAD_TIMEOUT seconds per offload run (default 280)
+#   OFFLOAD_TOKENS  tokens each offload run decodes (default 64; past an end-of-sequence token too)
 #   RETRIEVERS   retriever ranks of the offload runs (default 4)
 #   RETRIEVER_THREADS  search threads of each (default 16 / RETRIEVERS)
 set -uo pipefail
@@ -168,7 +169,7 @@ stage_offload() {
       [[ -n $nav ]] && echo "  graph_navigation: $nav"; } > "$cfg"
     local cmd=("$ra" generate --config "$cfg" --backend cuda --mode "$mode" --synthetic-prompt-bytes $(( ctx - 128 ))
                --retrievers "$retrievers" --retriever-threads "${RETRIEVER_THREADS:-$(( 16 / retrievers ))}"
-               --max-new-tokens 64)
+               --max-new-tokens "${OFFLOAD_TOKENS:-64}" --ignore-eos)
     note "\$ ${cmd[*]}"
     bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}" > "$log" 2>&1 &
     pid=$!

@@ -94,6 +94,15 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
                  1e3 * s.searching_seconds / static_cast<double>(s.steps),
                  static_cast<double>(s.distance_computations) / heads, static_cast<double>(s.hops) / heads);
   }
+  if (const UsageRange& u = s.decode_usage; u.samples > 0) {
+    constexpr double kGiB = 1 << 30;
+    std::fprintf(stderr,
+                 "%s rank %d: over the decode steps (%lld samples): threads %lld to %lld, RSS %.3f GiB at the first "
+                 "step, %.3f GiB at the last, %.3f GiB at the peak\n",
+                 kProgram, rank, static_cast<long long>(u.samples), static_cast<long long>(u.threads_min),
+                 static_cast<long long>(u.threads_max), static_cast<double>(u.rss_first) / kGiB,
+                 static_cast<double>(u.rss_last) / kGiB, static_cast<double>(u.rss_max) / kGiB);
+  }
   mpi.barrier("shutdown", transport::deadline_after(std::chrono::seconds(30)));
   return 0;
 }

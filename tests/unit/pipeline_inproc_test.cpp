@@ -38,6 +38,7 @@ struct Trace {
   RetrievalStats stats;
   int64_t evicted = 0, evicted_with_query = 0;  // summed over the retrievers' services
   int64_t layers_with_lists = 0;
+  std::vector<UsageRange> usage;  // per retriever service, over its decode steps
 };
 
 struct Split {
@@ -57,6 +58,7 @@ struct Split {
   retriever::KvDtype store = retriever::KvDtype::kF32;  // the retrievers' KV store
   bool kv_bf16_on_wire = false;                          // kBuild's keys and values as bf16
   bool int8_navigation = false;                          // graph: searches walk the 8-bit copy
+  int64_t usage_sample_steps = 1024;                     // the services' process samples (0: none)
 };
 
 constexpr int kListWidth = 100;  // GraphBuildParams::Kq, the service's default
@@ -123,6 +125,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.search_group = split.heads_per_search;
       cfg.search_interleave = split.interleave;
       cfg.index.graph.int8_navigation = split.int8_navigation;
+      cfg.usage_sample_steps = split.usage_sample_steps;
       cfg.threads = 1;
       cfg.sinks = split.sinks;
       cfg.window = split.window;
@@ -175,6 +178,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
     trace.evicted += s.evicted;
     trace.evicted_with_query += s.evicted_with_query;
     trace.layers_with_lists += s.layers_with_lists;
+    trace.usage.push_back(s.decode_usage);
   }
   return trace;
 }
@@ -349,6 +353,28 @@ TEST(PipelineInproc, Int8NavigationWithEveryKeyEqualsFull) {
   ASSERT_EQ(full.logits.size(), g.logits.size());
   EXPECT_EQ(full.tokens, g.tokens);
   for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(g.logits[i], full.logits[i]), 1e-4) << i;
+  EXPECT_GT(g.evicted, 0);
+}
+
+// Tail merges run on the process's bounded maintenance pool while the service decodes: sampled every
+// few steps, the process (worker and service: one process here) keeps one thread count from the first
+// decode step to the shutdown (issue 16 item 5; the multi-process runs print the same range per
+// retriever rank). One service: a second one's build could still be starting its OpenMP team when
+// the first takes its first sample.
+TEST(PipelineInproc, ThreadCountIsConstantWhileMergesRun) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 200);
+  Split graph{.enabled = true, .retrievers = 1, .kind = IndexKind::kGraph, .heads_per_search = 1};
+  graph.usage_sample_steps = 4;
+  const int64_t new_tokens = 40;
+  const Trace g = run(model, prompt, new_tokens, graph);
+  ASSERT_EQ(g.usage.size(), 1u);
+  const int64_t steps = new_tokens * model.config.n_layers;  // every service gets every layer's kStep
+  for (const UsageRange& u : g.usage) {
+    EXPECT_EQ(u.samples, (steps - 1) / 4 + 1 + 1);  // the first step, every 4th after it, the shutdown
+    EXPECT_EQ(u.threads_min, u.threads_max);
+    EXPECT_GT(u.rss_first, 0u);
+  }
   EXPECT_GT(g.evicted, 0);
 }
 
