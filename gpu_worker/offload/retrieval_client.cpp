@@ -175,6 +175,15 @@ void RetrievalClient::finish(int64_t layer, float* o, float* lse) {
                                   peer, h.seq, p.layer, p.position, p.n_entries, seq_, layer, step_position_,
                                   heads.size()));
     }
+    if (options_.window > 0 && options_.sinks >= 0) {
+      const int64_t held = std::max<int64_t>(0, step_position_ + 1 - options_.window - options_.sinks);
+      if (p.keys_offloaded != held) {
+        throw PeerError(fmt::format("{} holds {} offloaded keys of layer {} at position {}; the GPU keeps sinks {} and "
+                                    "a window of {}, which leaves {} (a gap or a repeat between the two sets)",
+                                    peer, p.keys_offloaded, layer, step_position_, options_.sinks,
+                                    options_.window, held));
+      }
+    }
     const float* part_lse = reader.floats(heads.size());
     const float* part_o = reader.floats(heads.size() * hd);
     reader.expect_end();

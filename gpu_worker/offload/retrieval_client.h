@@ -35,6 +35,12 @@ struct RetrievalClientOptions {
   // kBuild carries keys and values as bf16 (half the bytes of float32; exact for a bf16 model's KV, which
   // the retrievers store as bf16 anyway). Only for retrievers whose store dtype is bf16.
   bool kv_bf16_on_wire = false;
+  // The GPU's static set (StaticSetOptions): with window > 0 and sinks >= 0, every reply's count of
+  // offloaded keys held must be what the split leaves at that position, max(0, p + 1 - W - S) (issue 20
+  // item 2: the worker's own check that the two sets cover [0, p] with no gap or repeat, beside the
+  // retrievers' check of the positions they are sent). window 0: unchecked.
+  int64_t sinks = -1;
+  int64_t window = 0;
 };
 
 // Per-run counters (DESIGN §5: every run reports these).

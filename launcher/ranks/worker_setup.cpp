@@ -31,6 +31,8 @@ RetrievalClientOptions retrieval_client_options(const RunPlan& plan, const Model
   o.nprobe = c.index.nprobe;
   o.build_timeout = std::chrono::milliseconds(c.build_timeout_ms);
   o.kv_bf16_on_wire = plan.geometry.kv_dtype == "BF16";  // the retrievers' stores are bf16 (retriever_main)
+  o.sinks = c.sinks;
+  o.window = c.window;
   return o;
 }
 

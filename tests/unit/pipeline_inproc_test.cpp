@@ -59,6 +59,7 @@ struct Split {
   bool kv_bf16_on_wire = false;                          // kBuild's keys and values as bf16
   bool int8_navigation = false;                          // graph: searches walk the 8-bit copy
   int64_t usage_sample_steps = 1024;                     // the services' process samples (0: none)
+  int64_t worker_window = 0;  // > 0: the window the worker's split check assumes (a wrong one: a gap)
 };
 
 constexpr int kListWidth = 100;  // GraphBuildParams::Kq, the service's default
@@ -111,6 +112,8 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
     copts.geometry = {c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale()};
     copts.top_k = split.top_k;
     copts.kv_bf16_on_wire = split.kv_bf16_on_wire;
+    copts.sinks = split.sinks;
+    copts.window = split.worker_window > 0 ? split.worker_window : split.window;
     std::vector<transport::Channel*> channels;
     for (int r = 0; r < split.retrievers; ++r) {
       auto [w, s] = transport::make_inproc_pair("worker", "retriever " + std::to_string(r), std::chrono::minutes(5));
@@ -166,14 +169,20 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
     gen.after_prefill = [&] { shipper->finish(); };
   }
   gen.on_logits = [&](std::span<const float> l) { trace.logits.emplace_back(l.begin(), l.end()); };
-  generate(*backend, *tok, prompt, gen, [&](std::string_view piece) {
-    for (char ch : piece) trace.tokens.push_back(static_cast<unsigned char>(ch));
-  });
+  std::exception_ptr failure;  // the services are shut down and joined before it is rethrown
+  try {
+    generate(*backend, *tok, prompt, gen, [&](std::string_view piece) {
+      for (char ch : piece) trace.tokens.push_back(static_cast<unsigned char>(ch));
+    });
+  } catch (...) {
+    failure = std::current_exception();
+  }
   if (client) {
     trace.stats = client->stats();
     client->shutdown(std::chrono::seconds(5));
   }
   for (auto& t : services) t.join();
+  if (failure) std::rethrow_exception(failure);
   for (const auto& s : service_stats) {
     trace.evicted += s.evicted;
     trace.evicted_with_query += s.evicted_with_query;
@@ -376,6 +385,23 @@ TEST(PipelineInproc, ThreadCountIsConstantWhileMergesRun) {
     EXPECT_GT(u.rss_first, 0u);
   }
   EXPECT_GT(g.evicted, 0);
+}
+
+// The worker checks every reply's count of offloaded keys against its own split: a worker whose window
+// is one wider than the retrievers' (the sets overlap by a token per step) fails at its first step
+// past the window, naming the retriever and the counts.
+TEST(PipelineInproc, WorkerDetectsAnOffloadedCountThatBreaksItsSplit) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 60);
+  Split wrong{.enabled = true, .retrievers = 1};
+  wrong.worker_window = wrong.window + 1;
+  try {
+    run(model, prompt, 10, wrong);
+    ADD_FAILURE() << "no error";
+  } catch (const transport::PeerError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("retriever 0 holds"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("a gap or a repeat between the two sets"));
+  }
 }
 
 TEST(PipelineInproc, HandshakeNamesTheDifferingField) {
