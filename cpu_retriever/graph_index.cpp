@@ -431,7 +431,8 @@ int GraphIndex::search(const float* q, const SearchParams& params, int64_t* ids,
   std::shared_lock lock(mutex_);
   const KeyRows keys = search_rows(params);
   q = search_queries(params, q, 1, *scratch);
-  beam_search(keys, *graph_, entries_with_seeds(params, *scratch), q, resolve_ef(params), k, *scratch, stats);
+  beam_search(keys, *graph_, entries_with_seeds(params, *scratch), q, resolve_ef(params), k, *scratch, stats,
+              params.expand);
   with_tail(keys, q, scratch->pool, k, merged);
   const int64_t tail_rows = taken_ - merged_;
   lock.unlock();
@@ -471,7 +472,7 @@ void GraphIndex::search_interleaved(const float* qs, int nq, const SearchParams*
   const int ef = resolve_ef(params[0]);
   for (int h = 1; h < nq; ++h) {
     RA_REQUIRE(params[h].k == k && resolve_ef(params[h]) == ef &&
-                   params[h].exact_navigation == params[0].exact_navigation,
+                   params[h].exact_navigation == params[0].exact_navigation && params[h].expand == params[0].expand,
                "graph index: interleaved searches need one k, ef and navigation (query {}: k {} ef {}, query 0: k {} "
                "ef {})", h, params[h].k, resolve_ef(params[h]), k, ef);
   }
@@ -490,7 +491,7 @@ void GraphIndex::search_interleaved(const float* qs, int nq, const SearchParams*
   const KeyRows keys = search_rows(params[0]);
   qs = search_queries(params[0], qs, nq, *scratch[0]);
   beam_search_interleaved(keys, *graph_, std::span(entries, static_cast<size_t>(nq)), qs, nq, ef, k,
-                          std::span(scratch, static_cast<size_t>(nq)), found, stats);
+                          std::span(scratch, static_cast<size_t>(nq)), found, stats, params[0].expand);
   for (int h = 0; h < nq; ++h) {
     auto& merged = scratch[h]->merged;
     with_tail(keys, qs + h * dim_, scratch[h]->pool, k, merged);

@@ -61,8 +61,12 @@ bool offer_to_best(std::vector<Scored>& best, const Scored c, int cap) {
 template <typename E, typename Graph>
 class BeamWalker {
  public:
-  BeamWalker(const KeyRows& keys, const Graph& graph, const float* q, int ef, int keep, SearchScratch& s)
-      : keys_(keys), graph_(graph), q_(q), ef_(ef), keep_(keep), separate_(keep > ef), s_(s) {}
+  // expand: nodes taken per step (1 = strict best-first; more: the best `expand` candidates left, their
+  // lists and rows loaded together: fewer dependent rounds per search for a few more rows scored).
+  BeamWalker(const KeyRows& keys, const Graph& graph, const float* q, int ef, int keep, SearchScratch& s,
+             int expand = 1)
+      : keys_(keys), graph_(graph), q_(q), ef_(ef), keep_(keep), expand_(std::clamp(expand, 1, kMaxExpand)),
+        separate_(keep > ef), s_(s) {}
 
   // Marks and prefetches the unvisited entries; false when there is nothing to search.
   bool start(std::span<const uint32_t> entries) {
@@ -72,6 +76,7 @@ class BeamWalker {
     s_.results.clear();
     s_.group.fresh.clear();
     if (graph_.nodes() == 0 || ef_ <= 0) return false;
+    s_.group.fresh.clear();
     gather(entries);
     return true;
   }
@@ -90,27 +95,34 @@ class BeamWalker {
       dot_row_x4<E>(q_, rows, keys_.dim, scores);
       for (size_t r = 0; j + r <= last; ++r) offer({scores[r], batch[j + r]});
     }
-    if (!s_.candidates.empty()) graph_.prefetch_record(s_.candidates.front().id);
+    // The next node to expand is the heap's top; with expand > 1 the next ones are among its children.
+    const size_t ahead = std::min(s_.candidates.size(), expand_ == 1 ? size_t{1} : size_t{3});
+    for (size_t i = 0; i < ahead; ++i) graph_.prefetch_record(s_.candidates[i].id);
   }
-  // Pops the best candidate; false once no candidate can enter the full beam (unless the answer still
-  // lacks `keep` nodes: a narrow beam on a sparse graph can converge before scoring k keys). Otherwise
-  // prefetches the candidate's neighbour list for expand().
+  // Pops the best candidate (up to `expand` of them); false once no candidate can enter the full beam
+  // (unless the answer still lacks `keep` nodes: a narrow beam on a sparse graph can converge before
+  // scoring k keys). Otherwise prefetches the candidates' neighbour lists for expand().
   bool next() {
-    if (s_.candidates.empty()) return false;
-    std::pop_heap(s_.candidates.begin(), s_.candidates.end(), by_score_max);
-    const Scored cur = s_.candidates.back();
-    s_.candidates.pop_back();
-    if (static_cast<int>(s_.pool.size()) >= ef_ && better(s_.pool.front(), cur) &&
-        (!separate_ || static_cast<int>(s_.results.size()) >= keep_)) {
-      return false;
+    taken_ = 0;
+    while (taken_ < expand_ && !s_.candidates.empty()) {
+      std::pop_heap(s_.candidates.begin(), s_.candidates.end(), by_score_max);
+      const Scored cur = s_.candidates.back();
+      s_.candidates.pop_back();
+      if (static_cast<int>(s_.pool.size()) >= ef_ && better(s_.pool.front(), cur) &&
+          (!separate_ || static_cast<int>(s_.results.size()) >= keep_)) {
+        break;  // cur and every candidate after it are out of the beam (taken_ == 0: the search ends)
+      }
+      ++hops_;
+      current_[taken_++] = cur.id;
+      graph_.prefetch_out(cur.id);
     }
-    ++hops_;
-    current_ = cur.id;
-    graph_.prefetch_out(current_);
-    return true;
+    return taken_ > 0;
   }
-  // Marks and prefetches the current node's unvisited neighbours.
-  void expand() { gather(graph_.out(current_)); }
+  // Marks and prefetches the current nodes' unvisited neighbours.
+  void expand() {
+    s_.group.fresh.clear();
+    for (int i = 0; i < taken_; ++i) gather(graph_.out(current_[i]));
+  }
 
   // The answer in s.pool, best first; returns its size.
   int finish(SearchStats* stats) {
@@ -124,10 +136,9 @@ class BeamWalker {
   }
 
  private:
-  // All of ids' unvisited rows are prefetched before the first is scored: their ids are known
-  // together, so their rows load in parallel.
+  // Appends ids' unvisited nodes to the batch; all of their rows are prefetched before the first is
+  // scored: their ids are known together, so their rows load in parallel.
   void gather(std::span<const uint32_t> ids) {
-    s_.group.fresh.clear();
     const int64_t row_bytes = keys_.dim * static_cast<int64_t>(sizeof(typename E::T));
     for (const uint32_t v : ids) {
       if (s_.visited.test_and_set(v)) continue;
@@ -151,17 +162,19 @@ class BeamWalker {
   const KeyRows& keys_;
   const Graph& graph_;
   const float* q_;
-  int ef_, keep_;
+  static constexpr int kMaxExpand = 4;
+  int ef_, keep_, expand_;
   bool separate_;
   SearchScratch& s_;
-  uint32_t current_ = 0;
+  uint32_t current_[kMaxExpand] = {};
+  int taken_ = 0;
   int64_t dc_ = 0, hops_ = 0;
 };
 
 template <typename E, typename Graph>
 int beam_search_rows(const KeyRows& keys, const Graph& graph, std::span<const uint32_t> entries, const float* q,
-                     int ef, int keep, SearchScratch& s, SearchStats* stats) {
-  BeamWalker<E, Graph> w(keys, graph, q, ef, keep, s);
+                     int ef, int keep, SearchScratch& s, SearchStats* stats, int expand = 1) {
+  BeamWalker<E, Graph> w(keys, graph, q, ef, keep, s, expand);
   if (!w.start(entries)) return 0;
   w.score();
   while (w.next()) {
@@ -177,7 +190,8 @@ int beam_search_rows(const KeyRows& keys, const Graph& graph, std::span<const ui
 template <typename E>
 void beam_search_interleaved_rows(const KeyRows& keys, const GraphAdjacency& graph,
                                   std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
-                                  int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats) {
+                                  int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats,
+                                  int expand) {
   using Walker = BeamWalker<E, GraphAdjacency>;
   constexpr int kMax = kThreadScratchSlots;
   RA_REQUIRE(n >= 1 && n <= kMax, "beam search: {} interleaved searches (1 to {})", n, kMax);
@@ -185,7 +199,7 @@ void beam_search_interleaved_rows(const KeyRows& keys, const GraphAdjacency& gra
   bool live[kMax];
   int left = 0;
   for (int i = 0; i < n; ++i) {
-    w[i].emplace(keys, graph, qs + i * keys.dim, ef, keep, *scratch[i]);
+    w[i].emplace(keys, graph, qs + i * keys.dim, ef, keep, *scratch[i], expand);
     live[i] = w[i]->start(entries[i]);
     left += live[i] ? 1 : 0;
   }
@@ -351,12 +365,13 @@ void beam_search_group(const KeyRows& keys, const GraphAdjacency& graph, std::sp
 
 void beam_search_interleaved(const KeyRows& keys, const GraphAdjacency& graph,
                              std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
-                             int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats) {
+                             int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats,
+                             int expand) {
   RA_REQUIRE(entries.size() >= static_cast<size_t>(n) && scratch.size() >= static_cast<size_t>(n),
              "beam search: {} interleaved searches with {} entry lists and {} scratches", n, entries.size(),
              scratch.size());
   with_search_elem(keys.dtype, [&](auto e) {
-    beam_search_interleaved_rows<decltype(e)>(keys, graph, entries, qs, n, ef, keep, scratch, found, stats);
+    beam_search_interleaved_rows<decltype(e)>(keys, graph, entries, qs, n, ef, keep, scratch, found, stats, expand);
   });
 }
 
@@ -368,9 +383,9 @@ int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32
 }
 
 int beam_search(const KeyRows& keys, const GraphAdjacency& graph, std::span<const uint32_t> entries, const float* q,
-                int ef, int keep, SearchScratch& scratch, SearchStats* stats) {
+                int ef, int keep, SearchScratch& scratch, SearchStats* stats, int expand) {
   return with_search_elem(keys.dtype, [&](auto e) {
-    return beam_search_rows<decltype(e)>(keys, graph, entries, q, ef, keep, scratch, stats);
+    return beam_search_rows<decltype(e)>(keys, graph, entries, q, ef, keep, scratch, stats, expand);
   });
 }
 

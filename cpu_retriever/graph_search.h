@@ -157,9 +157,11 @@ struct KeyRows {
 // Adds distance computations and hops to *stats when non-null.
 int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,
                 int ef, int keep, SearchScratch& scratch, SearchStats* stats);
-// The same over a GraphAdjacency (the caller holds its owner's lock against the writer).
+// The same over a GraphAdjacency (the caller holds its owner's lock against the writer). expand > 1
+// (at most 4): each step takes the best `expand` candidates still in the beam together, so their lists
+// and their neighbours' rows load in parallel; not strictly best-first, so not the same answer as 1.
 int beam_search(const KeyRows& keys, const GraphAdjacency& graph, std::span<const uint32_t> entries, const float* q,
-                int ef, int keep, SearchScratch& scratch, SearchStats* stats);
+                int ef, int keep, SearchScratch& scratch, SearchStats* stats, int expand = 1);
 
 // Best-first beam search shared by nq queries (qs: [nq][dim] float32; e.g. the query heads of one GQA
 // group on their kv head's graph): one visited set and one frontier, every node reached fetched once and
@@ -181,7 +183,8 @@ void beam_search_group(const KeyRows& keys, const GraphAdjacency& graph, std::sp
 // search's work to *stats.
 void beam_search_interleaved(const KeyRows& keys, const GraphAdjacency& graph,
                              std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
-                             int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats);
+                             int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats,
+                             int expand = 1);
 
 // The same over one float32 key block (keys: [csr.nodes()][dim]), answering the best ef.
 inline int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,

@@ -25,6 +25,9 @@ struct SearchParams {
   // Graph indexes built with an 8-bit navigation copy (GraphBuildParams::int8_navigation): walk the
   // exact keys instead, e.g. to measure what the copy costs in recall.
   bool exact_navigation = false;
+  // Graph indexes: nodes a beam search expands per step (1: strictly best-first; 2 to 4: the best few
+  // candidates at once, their loads in flight together; beam_search).
+  int expand = 1;
 };
 
 // Work counters of one search, for benchmarks (DESIGN §5: keys scanned per query).

@@ -383,7 +383,8 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   lse_.resize(static_cast<size_t>(entries));
   o_.resize(static_cast<size_t>(entries) * hd);
   entry_stats_.assign(static_cast<size_t>(items), {});
-  const SearchParams params{step.k, step.ef, step.nprobe};
+  SearchParams params{step.k, step.ef, step.nprobe};
+  params.expand = config_.search_expand;
   const SessionTail& session = session_[step.layer];  // empty outside session mode
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (items > 1)
   for (int64_t item = 0; item < items; ++item) {

@@ -49,6 +49,7 @@ struct RetrieverServiceConfig {
   // (HeadShard::search_attend_interleaved; at most the group size). 0 = as many as give each thread
   // one work item per layer; 1 = one search at a time.
   int search_interleave = 0;
+  int search_expand = 1;  // graph: nodes a search expands per step (SearchParams::expand)
   int64_t sinks = -1;                                // the GPU's sink tokens; -1: unknown (fewer checks)
   int64_t window = 0;                                // the GPU window W: evicted tokens' queries are kept
                                                      // W + 1 steps for the graph (0: none kept)

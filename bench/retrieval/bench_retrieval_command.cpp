@@ -168,6 +168,10 @@ void add_bench_retrieval_command(CLI::App& bench) {
                   "Every S-th key also trains the graph as a query (its own top-Kq list); 0: prefill queries only")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--expand", args->config.graph_expand,
+                  "Graph searches expand this many nodes per step (1: strictly best-first; up to 4)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4));
   cmd->add_option("--key-dtype", args->key_dtype,
                   "Dtype the indexes score the keys in: f32 (the dump), or bf16 / f16 as the retriever's KV store "
                   "holds them (recall stays against the float32 top-k)")

@@ -325,6 +325,7 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
         SearchParams p;
         p.k = k;
         p.exact_navigation = exact_navigation;
+        p.expand = config.graph_expand;
         if (s.knob_name == "ef") p.ef = value;
         if (s.knob_name == "nprobe") p.nprobe = value;
         const std::string knob = s.knob_name.empty() ? "-" : fmt::format("{}={}", s.knob_name, value);

@@ -58,6 +58,7 @@ struct RetrievalBenchConfig {
   // > 0: also sweep each graph in decode order (rows "graph_warm"): every position of [N, T) in turn,
   // seeded with the answers of the previous graph_warm positions (AnswerHistory).
   int graph_warm = 0;
+  int graph_expand = 1;             // SearchParams::expand of every graph search (nodes per step)
   int hnsw_M = 32;
   int hnsw_ef_construction = 200;
   // The dtype the indexes score the keys in: bf16 / f16 round them once, as the retriever's KV store

@@ -8,14 +8,16 @@
 //
 //   ra-bench-search [--context 131072] [--shards 8] [--heads-per-layer 8] [--group 4] [--train 2048]
 //                   [--k 100] [--ef 0] [--warm 2] [--threads 4] [--interleave 1,2] [--layers 256]
-//                   [--rounds 3] [--dim 128] [--efc 32] [--seed 1] [--navigation exact,int8] [--json FILE]
+//                   [--rounds 3] [--dim 128] [--efc 32] [--seed 1] [--navigation exact,int8] [--expand 1,2]
+//                   [--json FILE]
 //
 // Keys and queries are iid Gaussian: the geometry of a random-weight model's post-RoPE keys, where
 // attention is diffuse and a graph search scans the most (what the GPU machine's timing runs use).
 // --interleave: the separate searches one thread steps in turn (HeadShard::search_attend_interleaved,
 // the retriever's index.graph_interleave); each width runs --layers layers per round, alternating.
 // --navigation: what the searches walk, the bf16 keys (exact) or the graph's 8-bit copy (int8,
-// navigation_keys.h; built when listed); every pair of navigation and width is a configuration.
+// navigation_keys.h; built when listed). --expand: nodes a search expands per step (SearchParams::expand).
+// Every combination of navigation, width and expand is a configuration.
 // Prints the build time, then per configuration the wall time of a layer (one rank's share of a decode layer)
 // and per search the rows scored, the hops, a thread's microseconds and its nanoseconds per row.
 
@@ -55,6 +57,7 @@ struct Options {
   int threads = 4;
   std::vector<int> interleave{1, 2};
   std::vector<std::string> navigation{"exact"};
+  std::vector<int> expand{1};
   int rounds = 3;
   int layers = 256;
   int64_t dim = 128;
@@ -118,6 +121,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--seed") o.seed = static_cast<uint64_t>(num());
     else if (a == "--json") o.json = v;
     else if (a == "--navigation") o.navigation = parse_words(v);
+    else if (a == "--expand") o.expand = parse_list(v);
     else usage(("unknown option " + a).c_str());
   }
   if (o.context < 1 || o.shards < 1 || o.group < 1 || o.heads_per_layer < o.group ||
@@ -199,16 +203,20 @@ int main(int argc, char** argv) {
   struct Config {
     std::string navigation;
     int width;
+    int expand;
   };
   std::vector<Config> configs;
   for (const std::string& n : o.navigation) {
-    for (const int w : o.interleave) configs.push_back({n, w});
+    for (const int w : o.interleave) {
+      for (const int x : o.expand) configs.push_back({n, w, x});
+    }
   }
   std::vector<Totals> totals(configs.size());
   int layer_no = 0;
   auto run_layer = [&](const Config& c, Totals* t) {
     const int width = c.width;
     sp.exact_navigation = c.navigation == "exact";
+    sp.expand = c.expand;
     const int first_shard = (layer_no++ * per_layer_shards) % o.shards;
     for (auto& x : q) x = g(rng);
     std::fill(stats.begin(), stats.end(), SearchStats{});
@@ -245,8 +253,8 @@ int main(int argc, char** argv) {
 
   std::printf("context %lld, %d shards, %d query heads per layer on %d threads, k %d ef %d warm %d; build %.1f s\n",
               static_cast<long long>(o.context), o.shards, o.heads_per_layer, o.threads, o.k, o.ef, o.warm, build_s);
-  std::printf("%10s %10s %10s %10s %10s %10s %8s %10s %10s\n", "navigation", "interleave", "layer_p50", "layer_mean", "layer_p99",
-              "rows", "hops", "us/search", "ns/row");
+  std::printf("%10s %10s %6s %10s %10s %10s %10s %8s %10s %10s\n", "navigation", "interleave", "expand", "layer_p50",
+              "layer_mean", "layer_p99", "rows", "hops", "us/search", "ns/row");
   for (size_t c = 0; c < configs.size(); ++c) {
     const Totals& t = totals[c];
     const double searches = static_cast<double>(t.searches);
@@ -258,19 +266,19 @@ int main(int argc, char** argv) {
     for (double v : t.layer_us) mean += v;
     mean /= static_cast<double>(t.layer_us.size());
     const double p50 = percentile(t.layer_us, 0.5), p99 = percentile(t.layer_us, 0.99);
-    std::printf("%10s %10d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f\n", configs[c].navigation.c_str(),
-                configs[c].width, p50, mean, p99, rows_per,
+    std::printf("%10s %10d %6d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f\n", configs[c].navigation.c_str(),
+                configs[c].width, configs[c].expand, p50, mean, p99, rows_per,
                 hops_per, us_per, ns_row);
     if (o.json.empty()) continue;
     if (FILE* f = std::fopen(o.json.c_str(), "a")) {
       std::fprintf(f,
                    "{\"context\":%lld,\"shards\":%d,\"heads_per_layer\":%d,\"threads\":%d,\"navigation\":\"%s\","
-                   "\"interleave\":%d,"
+                   "\"interleave\":%d,\"expand\":%d,"
                    "\"k\":%d,\"ef\":%d,\"warm\":%d,\"build_s\":%.3f,\"layer_us_p50\":%.2f,\"layer_us_mean\":%.2f,"
                    "\"layer_us_p99\":%.2f,\"rows_per_search\":%.1f,\"hops_per_search\":%.2f,"
                    "\"us_per_search\":%.2f,\"ns_per_row\":%.2f}\n",
                    static_cast<long long>(o.context), o.shards, o.heads_per_layer, o.threads,
-                   configs[c].navigation.c_str(), configs[c].width, o.k,
+                   configs[c].navigation.c_str(), configs[c].width, configs[c].expand, o.k,
                    o.ef, o.warm, build_s, p50, mean, p99, rows_per, hops_per, us_per, ns_row);
       std::fclose(f);
     }

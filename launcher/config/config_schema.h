@@ -113,6 +113,10 @@ void visit_fields(V&& v) {
     "Attention-aware graph with graph_heads_per_search 1: separate searches a retriever thread steps in turn "
     "(their memory loads overlap); 0 = the query heads of a layer spread evenly over the threads, 1 = off",
     [](auto& c) -> auto& { return c.index.graph_interleave; });
+  v("index.graph_expand",
+    "Attention-aware graph: nodes a decode search expands per step, 1 (strictly best-first) to 4 (the best few "
+    "candidates at once, their loads in flight together)",
+    [](auto& c) -> auto& { return c.index.graph_expand; });
   v("index.graph_navigation",
     "Attention-aware graph: what a decode search walks, exact (the keys) or int8 (an 8-bit copy per kv head, "
     "half the memory traffic; the keys it picks are attended exactly)",

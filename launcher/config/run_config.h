@@ -57,6 +57,7 @@ struct IndexConfig {
   // memory loads overlap the others' scoring (at most the GQA group). 0 = as many as spread a layer's
   // query heads evenly over the retriever's threads; 1 = one search at a time.
   int graph_interleave = 0;
+  int graph_expand = 1;
   GraphNavigation graph_navigation = GraphNavigation::kExact;
   int ivf_nlist = 0;                  // IVF lists; 0 = about 4*sqrt(n)
   int hnsw_M = 32;

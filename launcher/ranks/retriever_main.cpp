@@ -41,6 +41,7 @@ retriever::RetrieverServiceConfig service_config(const RunPlan& plan, int rank) 
   s.index.graph_per_kv_head = c.index.graph_heads_per_search > 0;
   s.search_group = c.index.graph_heads_per_search;
   s.search_interleave = c.index.graph_interleave;
+  s.search_expand = c.index.graph_expand;
   s.index.graph.int8_navigation = c.index.graph_navigation == GraphNavigation::kInt8;
   s.sinks = c.sinks;
   s.window = c.window;  // the evicted tokens' queries are kept this long for the graph merge

@@ -211,12 +211,14 @@ TEST(InterleavedSearch, EachSearchAnswersWhatItsOwnSearchAnswers) {
     for (const int ef : {8, 24, 64}) {
       for (int64_t t = 0; t < d.n_test; ++t) {
         const float* qs = d.test.data() + t * kGroup * d.dim;
-        // Query h is seeded with the rows 37 h + 5 t, ... (stand-ins for its previous answers).
+        // Query h is seeded with the rows 37 h + 5 t, ... (stand-ins for its previous answers); the steps
+        // alternate the nodes expanded per step (1, 2, 3).
         std::vector<int64_t> seeds(kGroup * 6);
         SearchParams params[kGroup];
         for (int h = 0; h < kGroup; ++h) {
           for (int i = 0; i < 6; ++i) seeds[h * 6 + i] = (37 * h + 5 * t + 101 * i) % d.n;
           params[h] = SearchParams{.k = k, .ef = ef, .seeds = seeds.data() + h * 6, .n_seeds = h == 0 ? 0 : 6};
+          params[h].expand = 1 + static_cast<int>(t % 3);
         }
         for (const int n : {1, 2, kGroup}) {
           SearchStats together;
@@ -252,6 +254,40 @@ TEST(InterleavedSearch, EachSearchAnswersWhatItsOwnSearchAnswers) {
   std::vector<float> scores(2 * k);
   int found[2];
   EXPECT_THROW(graph.search_interleaved(d.test.data(), 2, mixed, ids.data(), scores.data(), found, nullptr), Error);
+}
+
+// Expanding the best two or three candidates per step (their loads in flight together) finds about what
+// strictly best-first finds at the same beam, for a few more keys scored.
+TEST(ExpandedSearch, FindsAboutWhatBestFirstFinds) {
+  const GroupData d = make_group_data(6000, 32, 400, 40, 13);
+  auto arena = bf16_arena(d.keys, d.n, d.dim, 0);
+  GraphIndex graph(arena, d.n, d.train.data(), kGroup * d.n_train, small_params());
+  const int k = 32;
+  std::vector<int64_t> got(k), want(k);
+  std::vector<float> got_scores(k), want_scores(k);
+  for (const int ef : {32, 64}) {
+    double r[4] = {};
+    SearchStats work[4];
+    for (int64_t t = 0; t < d.n_test; ++t) {
+      for (int h = 0; h < kGroup; ++h) {
+        const float* q = d.test.data() + (t * kGroup + h) * d.dim;
+        const int w = exact_top_k(q, arena->data(), KvDtype::kBF16, d.n, d.dim, k, want.data(), want_scores.data());
+        for (const int x : {1, 2, 3}) {
+          SearchParams p{.k = k, .ef = ef};
+          p.expand = x;
+          const int n = graph.search(q, p, got.data(), got_scores.data(), &work[x]);
+          r[x] += recall(got, n, want, w) / static_cast<double>(d.n_test * kGroup);
+        }
+      }
+    }
+    std::printf("recall@%d, ef %d, expand 1 / 2 / 3: %.3f / %.3f / %.3f; keys scored %lld / %lld / %lld\n", k, ef, r[1],
+                r[2], r[3], static_cast<long long>(work[1].distance_computations),
+                static_cast<long long>(work[2].distance_computations),
+                static_cast<long long>(work[3].distance_computations));
+    EXPECT_GE(r[2], r[1] - 0.02) << "ef " << ef;
+    EXPECT_GE(r[3], r[1] - 0.03) << "ef " << ef;
+    EXPECT_GE(work[2].distance_computations, work[1].distance_computations * 9 / 10) << "ef " << ef;
+  }
 }
 
 // The shard's interleaved path, warm seeds on, over decode steps: each member's partial attention and
