@@ -1,6 +1,12 @@
 #include "cpu_retriever/maintenance_pool.h"
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "common/error.h"
@@ -92,7 +98,27 @@ size_t MaintenancePool::queued() const {
   return queue_.size();
 }
 
+namespace {
+
+// The calling thread takes SCHED_IDLE when RA_MAINTENANCE_IDLE=1. Lowering a thread's priority needs no
+// privilege; should the kernel refuse anyway, the thread keeps its priority (and says so once).
+void lower_to_idle_priority() {
+  const char* v = std::getenv("RA_MAINTENANCE_IDLE");
+  if (v == nullptr || std::strcmp(v, "1") != 0) return;
+  sched_param param{};
+  if (const int err = pthread_setschedparam(pthread_self(), SCHED_IDLE, &param); err != 0) {
+    static std::once_flag warned;
+    std::call_once(warned, [err] {
+      std::fprintf(stderr, "maintenance pool: cannot run at idle priority (%s); merges keep normal priority\n",
+                   std::strerror(err));
+    });
+  }
+}
+
+}  // namespace
+
 void MaintenancePool::work() {
+  lower_to_idle_priority();
   std::unique_lock lock(mutex_);
   for (;;) {
     has_work_.wait(lock, [&] { return closing_ || !queue_.empty(); });

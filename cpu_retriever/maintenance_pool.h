@@ -9,6 +9,12 @@
 // queue), so the owner can always tell that its job is over. Jobs report their own errors to their
 // owner; an exception that escapes run() is kept by the pool (take_error) and the pool goes on.
 //
+// RA_MAINTENANCE_IDLE=1 in the environment runs the pool's threads at the kernel's idle priority
+// (SCHED_IDLE): a merge then takes only CPU time no other thread wants. Off by default: on the 2-core
+// dev machine it made the decode 22% faster but let the merges fall behind, so the graphs' flat tails
+// grew and each search scanned 4x the keys (docs/reliability.md); which wins on the GPU machine is not
+// measured yet.
+//
 // Threads: every member may be called from any thread. A job must not wait for another job of the
 // same pool (a pool of one thread would deadlock).
 

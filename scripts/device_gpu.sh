@@ -21,11 +21,11 @@
 #   PREFILL_MAX  contexts up to this are prefilled (and timed) by ra bench decode (default 131072)
 #   DEADLINE_S   start no stage after this many seconds (default 560); each stage has its own timeout
 #                search    ra-bench-search: one retriever rank's per-layer graph search on synthetic keys
-#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE[:NAV[:EF]]]]]]]
+#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE[:NAV[:EF[:EXPAND]]]]]]]]
 #                (default 32768:flat,32768:retrieval:4096:0); empty fields keep the config's value;
 #                HEADS_PER_SEARCH >= 1: one graph per kv head (index.graph_heads_per_search);
 #                INTERLEAVE: index.graph_interleave; NAV: index.graph_navigation (exact, int8); EF: the
-#                search beam (--ef; below top_k 100 the answer still keeps 100)
+#                search beam (--ef; below top_k 100 the answer still keeps 100); EXPAND: index.graph_expand
 #   SEARCH_ARGS  ra-bench-search's arguments (default: 128K keys, 32 shards, 32 heads per layer on 16
 #                threads, interleave 1,2, navigation exact,int8)
 #   OFFLOAD_TIMEOUT seconds per offload run (default 280)
@@ -151,12 +151,12 @@ sample_job() {
 }
 
 stage_offload() {
-  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc inter nav ef cfg log samples pid
+  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc inter nav ef expand cfg log samples pid
   local retrievers=${RETRIEVERS:-4}
   IFS=, read -r -a list <<< "$runs"
   for r in "${list[@]}"; do
-    IFS=: read -r ctx mode train stride heads efc inter nav ef <<< "$r"
-    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}${inter:+_i$inter}${nav:+_$nav}${ef:+_ef$ef}
+    IFS=: read -r ctx mode train stride heads efc inter nav ef expand <<< "$r"
+    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}${inter:+_i$inter}${nav:+_$nav}${ef:+_ef$ef}${expand:+_x$expand}
     cfg=$out/logs/offload_$tag.yaml
     log=$out/logs/offload_$tag.txt
     samples=$out/offload_samples_$tag.txt
@@ -167,7 +167,8 @@ stage_offload() {
       [[ -n $heads ]] && echo "  graph_heads_per_search: $heads"
       [[ -n $efc ]] && echo "  graph_ef_construction: $efc"
       [[ -n $inter ]] && echo "  graph_interleave: $inter"
-      [[ -n $nav ]] && echo "  graph_navigation: $nav"; } > "$cfg"
+      [[ -n $nav ]] && echo "  graph_navigation: $nav"
+      [[ -n $expand ]] && echo "  graph_expand: $expand"; } > "$cfg"
     local cmd=("$ra" generate --config "$cfg" --backend cuda --mode "$mode" --synthetic-prompt-bytes $(( ctx - 128 ))
                --retrievers "$retrievers" --retriever-threads "${RETRIEVER_THREADS:-$(( 16 / retrievers ))}"
                --max-new-tokens "${OFFLOAD_TOKENS:-64}" --ignore-eos ${ef:+--ef "$ef"})
@@ -177,7 +178,7 @@ stage_offload() {
     sample_job "$pid" "$samples" &
     wait "$pid"
     note "offload $tag: exit $?"
-    grep -E "prompt tokens|^prefill|^decode|index build|retrieval:|keys scanned|peak host|ra-cpu-retriever rank|rror" "$log" \
+    grep -E "prompt tokens|^prefill|^decode|index build|retrieval:|keys scanned|peak host|^stopped|ra-cpu-retriever rank|rror" "$log" \
       | tail -24 >> "$summary"
     awk '$1 == "t" { if ($4 > g) g = $4 } $2 == "ra-gpu-worker" { if ($3 > w) w = $3 }
          $2 ~ /^ra-cpu-retriev/ { s[$1] = $3; if ($3 > r[$1]) r[$1] = $3; if (!($1 in t0)) t0[$1] = $4; t1[$1] = $4 }

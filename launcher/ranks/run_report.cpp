@@ -53,7 +53,12 @@ void print_run_stats(std::FILE* out, const std::string& backend, const RunConfig
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   std::fprintf(out, "peak host memory (this process): %.1f MiB\n", static_cast<double>(usage.ru_maxrss) / 1024.0);
-  if (stats.hit_context_limit) std::fprintf(out, "stopped: reached the KV cache capacity\n");
+  if (stats.hit_context_limit) {
+    // The cache holds the prompt and every generated token but the last (never fed back).
+    std::fprintf(out, "stopped: the KV cache is full (%lld positions) after %lld of the %lld tokens asked\n",
+                 static_cast<long long>(stats.prompt_tokens + stats.generated_tokens - 1),
+                 static_cast<long long>(stats.generated_tokens), static_cast<long long>(c.max_new_tokens));
+  }
 }
 
 std::function<void(std::span<const float>)> logits_trace_from_env() {

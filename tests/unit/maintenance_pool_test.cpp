@@ -7,6 +7,8 @@
 #include "common/error.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <cstdlib>
 
 #include <algorithm>
 #include <atomic>
@@ -68,6 +70,23 @@ TEST(MaintenancePool, RunsEveryJobOnItsFixedThreads) {
   EXPECT_LE(most.load(), 3);
   EXPECT_LE(ids.size(), 3u);
   EXPECT_FALSE(ids.count(std::this_thread::get_id()));  // never on the submitting thread
+}
+
+// RA_MAINTENANCE_IDLE=1 runs the merges at idle priority; by default they keep the normal one.
+int policy_of_a_pool_thread() {
+  MaintenancePool pool(1);
+  std::promise<int> policy;
+  EXPECT_EQ(pool.submit(nullptr, {[&] { policy.set_value(sched_getscheduler(0)); }, nullptr}),
+            MaintenancePool::Submitted::kQueued);
+  return policy.get_future().get();
+}
+
+TEST(MaintenancePool, ThreadsRunAtIdlePriorityOnlyWhenAsked) {
+  unsetenv("RA_MAINTENANCE_IDLE");
+  EXPECT_EQ(policy_of_a_pool_thread(), SCHED_OTHER);
+  setenv("RA_MAINTENANCE_IDLE", "1", 1);
+  EXPECT_EQ(policy_of_a_pool_thread(), SCHED_IDLE);
+  unsetenv("RA_MAINTENANCE_IDLE");
 }
 
 TEST(MaintenancePool, QueueIsBounded) {
