@@ -399,6 +399,7 @@ TEST(PipelineInproc, WorkerDetectsAnOffloadedCountThatBreaksItsSplit) {
     run(model, prompt, 10, wrong);
     ADD_FAILURE() << "no error";
   } catch (const transport::PeerError& e) {
+    std::printf("%s\n", e.what());
     EXPECT_THAT(e.what(), ::testing::HasSubstr("retriever 0 holds"));
     EXPECT_THAT(e.what(), ::testing::HasSubstr("a gap or a repeat between the two sets"));
   }
