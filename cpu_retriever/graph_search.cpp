@@ -76,7 +76,6 @@ class BeamWalker {
     s_.results.clear();
     s_.group.fresh.clear();
     if (graph_.nodes() == 0 || ef_ <= 0) return false;
-    s_.group.fresh.clear();
     gather(entries);
     return true;
   }
