@@ -171,15 +171,15 @@ stage_offload() {
       [[ -n $expand ]] && echo "  graph_expand: $expand"; } > "$cfg"
     local cmd=("$ra" generate --config "$cfg" --backend cuda --mode "$mode" --synthetic-prompt-bytes $(( ctx - 128 ))
                --retrievers "$retrievers" --retriever-threads "${RETRIEVER_THREADS:-$(( 16 / retrievers ))}"
-               --max-new-tokens "${OFFLOAD_TOKENS:-64}" --ignore-eos ${ef:+--ef "$ef"})
+               --max-new-tokens "${OFFLOAD_TOKENS:-64}" --ignore-eos --progress-every 500 ${ef:+--ef "$ef"})
     note "\$ ${cmd[*]}"
     bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}" > "$log" 2>&1 &
     pid=$!
     sample_job "$pid" "$samples" &
     wait "$pid"
     note "offload $tag: exit $?"
-    grep -E "prompt tokens|^prefill|^decode|index build|retrieval:|keys scanned|peak host|^stopped|ra-cpu-retriever rank|rror" "$log" \
-      | tail -24 >> "$summary"
+    grep -E "prompt tokens|^prefill|^decode|index build|retrieval:|keys scanned|peak host|^stopped|^progress|ra-cpu-retriever rank|rror" "$log" \
+      | tail -48 >> "$summary"
     awk '$1 == "t" { if ($4 > g) g = $4 } $2 == "ra-gpu-worker" { if ($3 > w) w = $3 }
          $2 ~ /^ra-cpu-retriev/ { s[$1] = $3; if ($3 > r[$1]) r[$1] = $3; if (!($1 in t0)) t0[$1] = $4; t1[$1] = $4 }
          END { printf "peak GPU memory used %d MiB; worker peak RSS %.2f GiB; retrievers peak RSS GiB:", g, w / 1048576;

@@ -64,6 +64,10 @@ GenerateStats generate(Backend& backend, const Tokenizer& tokenizer, std::span<c
     token = backend.decode_sample(token, params, static_cast<uint64_t>(i + 1), wanted);
     stats.step_seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
     if (options.on_logits) options.on_logits(logits);
+    if (options.progress_every > 0 && options.on_progress &&
+        static_cast<int64_t>(stats.step_seconds.size()) % options.progress_every == 0) {
+      options.on_progress(stats);
+    }
   }
   if (const std::string rest = text->finish(); !rest.empty()) on_text(rest);
   stats.decode_seconds = std::chrono::duration<double>(Clock::now() - start).count();

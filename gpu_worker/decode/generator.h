@@ -12,6 +12,8 @@
 
 namespace ra {
 
+struct GenerateStats;
+
 struct GenerateOptions {
   int64_t max_new_tokens = 256;
   float temperature = 0.0f;  // 0 = greedy
@@ -23,6 +25,10 @@ struct GenerateOptions {
   std::function<void()> after_prefill;
   // Called with each token's logits: [vocab_size] float32, the prefill's first (tests, tracing).
   std::function<void(std::span<const float>)> on_logits;
+  // Called after every progress_every decode steps (0 = never) with the stats so far: a long run
+  // reports as it goes, so a run that is stopped early still leaves its figures.
+  int64_t progress_every = 0;
+  std::function<void(const GenerateStats&)> on_progress;
 };
 
 struct GenerateStats {

@@ -36,8 +36,9 @@ int run_in_process(const RunConfig& c) {
 
   std::fprintf(stderr, "model: %s (%s)\ntokenizer: %s\n", model.source.c_str(), describe(mc).c_str(),
                loaded.tokenizer->name().c_str());
-  const GenerateStats stats =
-      generate(*backend, *loaded.tokenizer, prompt, generate_options_for(c), write_generated_text);
+  GenerateOptions gen = generate_options_for(c);
+  gen.on_progress = progress_printer(stderr, nullptr);
+  const GenerateStats stats = generate(*backend, *loaded.tokenizer, prompt, gen, write_generated_text);
   print_run_stats(stderr, backend->name(), c, stats, nullptr);
   return 0;
 }

@@ -74,6 +74,10 @@ void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags) {
         [](RunConfig& c, const RunConfigFlags& f) { c.max_new_tokens = f.values.max_new_tokens; });
   given(cmd.add_flag("--ignore-eos", v.ignore_eos, "Keep generating past EOS up to --max-new-tokens"),
         [](RunConfig& c, const RunConfigFlags& f) { c.ignore_eos = f.values.ignore_eos; });
+  given(cmd.add_option("--progress-every", v.progress_every,
+                       "Print a progress line every N decode steps (0 = only the report at the end)")
+            ->capture_default_str(),
+        [](RunConfig& c, const RunConfigFlags& f) { c.progress_every = f.values.progress_every; });
   given(cmd.add_option("--temperature", v.temperature, "Sampling temperature; 0 is greedy")->capture_default_str(),
         [](RunConfig& c, const RunConfigFlags& f) { c.temperature = f.values.temperature; });
   given(cmd.add_option("--top-p", v.top_p, "Nucleus sampling mass in (0, 1]; 1 = off")->capture_default_str(),

@@ -78,6 +78,9 @@ void visit_fields(V&& v) {
   v("max_new_tokens", "Tokens to generate", [](auto& c) -> auto& { return c.max_new_tokens; });
   v("ignore_eos", "Keep generating past EOS/BOS up to max_new_tokens (benchmarks, soak runs)",
     [](auto& c) -> auto& { return c.ignore_eos; });
+  v("progress_every", "Print a progress line (decode step times, retrieval per token) every this many decode "
+    "steps; 0 = only the report at the end",
+    [](auto& c) -> auto& { return c.progress_every; });
   v("temperature", "Sampling temperature; 0 is greedy", [](auto& c) -> auto& { return c.temperature; });
   v("top_p", "Nucleus sampling: draw among the most probable tokens whose mass reaches top_p; 1 = off",
     [](auto& c) -> auto& { return c.top_p; });

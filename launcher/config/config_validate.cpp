@@ -54,7 +54,7 @@ void validate(const RunConfig& c) {
   RA_REQUIRE(c.prompt.empty() || c.prompt_file.empty(),
              "prompt and prompt_file are exclusive (got prompt of {} bytes and prompt_file '{}')", c.prompt.size(),
              c.prompt_file);
-  require_minimums(c, {{"synthetic_prompt_bytes", 1}, {"max_new_tokens", 0}});
+  require_minimums(c, {{"synthetic_prompt_bytes", 1}, {"max_new_tokens", 0}, {"progress_every", 0}});
   RA_REQUIRE(std::isfinite(c.temperature) && c.temperature >= 0.0f, "temperature must be >= 0 (got {})",
              c.temperature);
   RA_REQUIRE(c.top_p > 0.0f && c.top_p <= 1.0f, "top_p must be in (0, 1] (got {})", c.top_p);

@@ -82,6 +82,7 @@ GenerateOptions generate_options_for(const RunConfig& c) {
   GenerateOptions gen;
   gen.max_new_tokens = c.max_new_tokens;
   gen.ignore_eos = c.ignore_eos;
+  gen.progress_every = c.progress_every;
   gen.temperature = c.temperature;
   gen.top_p = c.top_p;
   gen.seed = c.seed;

@@ -61,6 +61,43 @@ void print_run_stats(std::FILE* out, const std::string& backend, const RunConfig
   }
 }
 
+std::function<void(const GenerateStats&)> progress_printer(std::FILE* out, const RetrievalStats* retrieval) {
+  struct State {
+    size_t steps = 0;             // steps reported so far
+    RetrievalStats last;          // the counters at the last report
+    std::vector<double> window;   // reused: no allocation after the first report
+  };
+  auto state = std::make_shared<State>();
+  return [out, retrieval, state](const GenerateStats& stats) {
+    State& s = *state;
+    const size_t n = stats.step_seconds.size() - s.steps;
+    if (n == 0) return;
+    s.window.assign(stats.step_seconds.end() - static_cast<std::ptrdiff_t>(n), stats.step_seconds.end());
+    double sum = 0, max = 0;
+    for (const double v : s.window) {
+      sum += v;
+      max = std::max(max, v);
+    }
+    std::nth_element(s.window.begin(), s.window.begin() + static_cast<std::ptrdiff_t>(n / 2), s.window.end());
+    std::fprintf(out, "progress: %lld tokens; the last %zu steps: mean %.3f ms, p50 %.3f ms, max %.3f ms",
+                 static_cast<long long>(stats.generated_tokens), n, 1e3 * sum / static_cast<double>(n),
+                 1e3 * s.window[n / 2], 1e3 * max);
+    if (retrieval != nullptr) {
+      const RetrievalStats& r = *retrieval;
+      const double heads = static_cast<double>(r.query_heads_searched - s.last.query_heads_searched);
+      std::fprintf(out, "; retrievers %.3f ms/token, waited %.3f ms/token, %.1f keys scanned per query head",
+                   1e3 * (r.remote_seconds - s.last.remote_seconds) / static_cast<double>(n),
+                   1e3 * (r.wait_seconds - s.last.wait_seconds) / static_cast<double>(n),
+                   heads > 0 ? static_cast<double>(r.distance_computations - s.last.distance_computations) / heads
+                             : 0.0);
+      s.last = r;
+    }
+    std::fprintf(out, "\n");
+    std::fflush(out);
+    s.steps = stats.step_seconds.size();
+  };
+}
+
 std::function<void(std::span<const float>)> logits_trace_from_env() {
   const char* path = std::getenv("RA_LOGITS_TRACE");
   if (path == nullptr || *path == '\0') return {};

@@ -17,6 +17,11 @@ namespace ra {
 void print_run_stats(std::FILE* out, const std::string& backend, const RunConfig& config, const GenerateStats& stats,
                      const RetrievalStats* retrieval);
 
+// A GenerateOptions::on_progress that prints one line per call: tokens so far, the mean, p50 and max of
+// the decode steps since the last call, and with `retrieval` (the client's live counters; may be null)
+// the retrievers' time, the worker's wait and the keys scanned per query head over those steps.
+std::function<void(const GenerateStats&)> progress_printer(std::FILE* out, const RetrievalStats* retrieval);
+
 // When the environment names a file in RA_LOGITS_TRACE, a callback for GenerateOptions::on_logits that
 // appends each step's logits to it as raw float32 ([steps][vocab], host byte order): the pipeline tests
 // compare modes with it. Otherwise an empty function. Throws ra::Error naming the file if it cannot

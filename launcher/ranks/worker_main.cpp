@@ -96,6 +96,7 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
                std::string(name(c.transport)).c_str());
   GenerateOptions gen = generate_options_for(c);
   gen.after_prefill = [&] { shipper.finish(); };
+  gen.on_progress = progress_printer(stderr, &client.stats());
   const GenerateStats stats = generate(*backend, *loaded.tokenizer, prompt, gen, write_generated_text);
   client.shutdown(std::chrono::seconds(10));
   print_run_stats(stderr, backend->name(), c, stats, &client.stats());

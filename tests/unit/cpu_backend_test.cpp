@@ -519,6 +519,23 @@ TEST(CpuBackend, OutOfVocabularyIdsThrow) {
   EXPECT_EQ(backend->position(), 2);
 }
 
+// on_progress comes after every progress_every decode steps, with the stats so far.
+TEST(Generate, ReportsProgressEveryNSteps) {
+  const Model m = tied_gqa_model();
+  auto backend = cpu_backend(m, 256, 64);
+  GenerateOptions options;
+  options.max_new_tokens = 11;  // 10 decode steps after the prefill's token
+  options.ignore_eos = true;
+  options.progress_every = 3;
+  std::vector<std::pair<size_t, int64_t>> calls;  // (steps timed, tokens generated) at each call
+  options.on_progress = [&](const GenerateStats& s) { calls.emplace_back(s.step_seconds.size(), s.generated_tokens); };
+  const GenerateStats stats = generate(*backend, *make_byte_tokenizer(256), test_prompt(12, m.config.vocab_size),
+                                       options, [](std::string_view) {});
+  EXPECT_EQ(stats.step_seconds.size(), 10u);
+  const std::vector<std::pair<size_t, int64_t>> want = {{3, 3}, {6, 6}, {9, 9}};
+  EXPECT_EQ(calls, want);
+}
+
 TEST(Generate, StopsWhenTheCacheIsFull) {
   const Model m = tied_gqa_model();
   auto backend = cpu_backend(m, 256, 15);
