@@ -194,27 +194,34 @@ GraphCsr GraphIndex::adjacency() const {
 size_t GraphIndex::memory_bytes() const {
   std::shared_lock lock(mutex_);
   return graph_->bytes() + (own_arena_ ? own_arena_->bytes() : 0) + (nav_ ? nav_->bytes() : 0) +
-         tail_queries_.capacity() * sizeof(float) +
+         tail_queries_.capacity() * sizeof(float) + tail_answers_.capacity() * sizeof(uint32_t) +
          static_cast<size_t>(graph_->nodes()) * (sizeof(uint32_t) + sizeof(float));
 }
 
-int64_t GraphIndex::append(const float* key, const float* query) {
+int64_t GraphIndex::append(const float* key, const float* query, const int32_t* answer, int answer_width) {
   RA_REQUIRE(own_arena_, "graph index: append on a shared arena (its owner appends; use adopt_next_row)");
   RA_REQUIRE(n_ + own_arena_->size() < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
              "graph index: the tail is full (32-bit ids)");
   RA_REQUIRE(own_arena_->size() < own_arena_->max_rows(),
              "graph index: {} keys appended already, its append_capacity", own_arena_->max_rows());
+  check_answers(query, answer, answer_width);  // before the row is appended: a refused call changes nothing
   own_arena_->append(key);  // only this thread appends; searches and merges read the taken rows only
-  return take_row(query, 1);
+  return take_row(query, 1, answer, answer_width);
 }
 
-int64_t GraphIndex::adopt_next_row(const float* queries, int n_queries) {
+int64_t GraphIndex::adopt_next_row(const float* queries, int n_queries, const int32_t* answers, int answer_width) {
   RA_REQUIRE(!own_arena_, "graph index: adopt_next_row needs a shared arena (use append)");
   RA_REQUIRE(n_queries >= 1 && n_queries <= 255, "graph index: {} queries with one key (1 to 255)", n_queries);
-  return take_row(queries, n_queries);
+  check_answers(queries, answers, answer_width);
+  return take_row(queries, n_queries, answers, answer_width);
 }
 
-int64_t GraphIndex::take_row(const float* query, int n_queries) {
+void GraphIndex::check_answers(const float* queries, const int32_t* answers, int answer_width) {
+  RA_REQUIRE(answers == nullptr || (queries != nullptr && answer_width > 0),
+             "graph index: decode answers need their queries and a width > 0 (got {})", answer_width);
+}
+
+int64_t GraphIndex::take_row(const float* query, int n_queries, const int32_t* answers, int answer_width) {
   int64_t id = 0;
   bool start_merge = false;
   {
@@ -222,7 +229,21 @@ int64_t GraphIndex::take_row(const float* query, int n_queries) {
     RA_REQUIRE(taken_ < arena_->size() - arena_first_, "graph index: the arena has no new row ({} taken)", taken_);
     RA_REQUIRE(n_ + taken_ < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
                "graph index: the tail is full (32-bit ids)");
-    if (query != nullptr) tail_queries_.insert(tail_queries_.end(), query, query + n_queries * dim_);
+    if (query != nullptr) {
+      tail_queries_.insert(tail_queries_.end(), query, query + n_queries * dim_);
+      // Each query's answer, best first: up to Kq of its ids that exist now (-1 and others skipped).
+      const auto width = static_cast<size_t>(std::max(1, params_.Kq));
+      const size_t first = tail_answers_.size();
+      tail_answers_.resize(first + static_cast<size_t>(n_queries) * width, kNoAnswer);
+      for (int h = 0; answers != nullptr && h < n_queries; ++h) {
+        uint32_t* row = tail_answers_.data() + first + static_cast<size_t>(h) * width;
+        const int32_t* given = answers + static_cast<ptrdiff_t>(h) * answer_width;
+        size_t kept = 0;
+        for (int i = 0; i < answer_width && kept < width; ++i) {
+          if (given[i] >= 0 && given[i] < n_ + taken_) row[kept++] = static_cast<uint32_t>(given[i]);
+        }
+      }
+    }
     tail_query_count_.push_back(query != nullptr ? static_cast<uint8_t>(n_queries) : uint8_t{0});
     id = n_ + taken_;
     if (nav_) nav_->append(rows(), static_cast<uint32_t>(id));
@@ -328,12 +349,16 @@ int64_t GraphIndex::merge_now() {
   // rows never move, and appends only add rows. The graph is read without the lock: only merges
   // (serialised by merge_mutex_) write it.
   int64_t taken = 0, m_queries = 0;
-  std::vector<float> fresh_queries;  // [queries given with the batch's keys][dim_]
+  std::vector<float> fresh_queries;     // [queries given with the batch's keys][dim_]
+  std::vector<uint32_t> fresh_answers;  // [the same queries][answer_width]
+  const int answer_width = std::max(1, params_.Kq);
   {
     std::shared_lock lock(mutex_);
     taken = std::min(taken_, merged_ + merge_batch());
     for (int64_t i = 0; i < taken - merged_; ++i) m_queries += tail_query_count_[i];
     fresh_queries.assign(tail_queries_.begin(), tail_queries_.begin() + static_cast<std::ptrdiff_t>(m_queries * dim_));
+    fresh_answers.assign(tail_answers_.begin(),
+                         tail_answers_.begin() + static_cast<std::ptrdiff_t>(m_queries * answer_width));
   }
   const int64_t old_nodes = graph_->nodes();
   const int64_t m = n_ + taken - old_nodes;
@@ -347,8 +372,8 @@ int64_t GraphIndex::merge_now() {
   parents_.resize(static_cast<size_t>(old_nodes + m), kNoParent);
   GraphDelta delta;
   {
-    delta = insert_keys(keys, MergeGraph{*graph_, entries_, parents_, norms_}, m, params_, fresh_queries,
-                        thread_search_scratch());
+    delta = insert_keys(keys, MergeGraph{*graph_, entries_, parents_, norms_}, m, params_,
+                        MergeQueries{fresh_queries, fresh_answers, answer_width}, thread_search_scratch());
   }
   // Room for the new slots now, so the apply below allocates nothing under the lock.
   size_t need = 0;
@@ -363,6 +388,8 @@ int64_t GraphIndex::merge_now() {
     entries_.swap(entries);
     merged_ = taken;
     tail_queries_.erase(tail_queries_.begin(), tail_queries_.begin() + static_cast<std::ptrdiff_t>(m_queries * dim_));
+    tail_answers_.erase(tail_answers_.begin(),
+                        tail_answers_.begin() + static_cast<std::ptrdiff_t>(m_queries * answer_width));
     tail_query_count_.erase(tail_query_count_.begin(), tail_query_count_.begin() + static_cast<std::ptrdiff_t>(m));
     ++merge_stats_.merges;
     merge_stats_.keys += m;

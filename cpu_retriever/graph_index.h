@@ -81,8 +81,12 @@ struct GraphBuildParams {
   int64_t merge_stagger_key = -1;  // >= 0: jitters the threshold by this key (see the top); < 0: exact
   MaintenancePool* merge_pool = nullptr;  // where merges run (not owned); null: at the crossing append
   // Beam of the search that finds a merged token's query list (step 4 of insert_keys); 0 = max(2 Kq,
-  // ef_construction).
+  // ef_construction). Only for queries that come without their decode answer (see append).
   int merge_query_ef = 0;
+  // A query that comes with its decode answer takes its list from that answer plus the last
+  // merge_recent_keys graph keys before the merged ones, all scored exactly: the keys the query saw in
+  // the GPU's window at its step joined the graph since. The retriever sets it to the window.
+  int merge_recent_keys = 512;
   // Keys the index's own arena can take after the build (address space only, 512 MiB at dim 128).
   int64_t append_capacity = int64_t{1} << 20;
   // Searches walk an 8-bit copy of the keys (navigation_keys.h: half a bf16 row's cache lines), and
@@ -126,14 +130,20 @@ class GraphIndex final : public KeyIndex {
   // it as a training query: its top-Kq list over the whole index is projected onto the graph as in the
   // build, so keys that arrive during decoding get attention-aware edges and not only the key-geometry
   // ones of a self-search (measured in docs/retrieval.md).
+  // answer: optional [answer_width] int32, the query's answer from its decode search (the keys it found,
+  // best first; -1 or ids past the index ignored; at most Kq used). The merge then builds the query's
+  // list from it and the newest keys scored exactly instead of searching the graph again: a decode step
+  // already paid for that search, and the merge's own searches were most of its cost (docs/retrieval.md).
   // Only for an index with its own arena.
-  int64_t append(const float* key, const float* query = nullptr);
+  int64_t append(const float* key, const float* query = nullptr, const int32_t* answer = nullptr,
+                 int answer_width = 0);
   // For an index on a shared arena: takes the arena's next row (already appended by its owner) into
   // the tail, as append does, and returns its id. Throws ra::Error when the arena has no new row.
   // queries: optional [n_queries][dim] float32 (1 to 255 rows), the token's own queries of the heads
   // that search this index (a kv head's graph: every query head of its group); the merge projects the
-  // top list of each.
-  int64_t adopt_next_row(const float* queries = nullptr, int n_queries = 1);
+  // top list of each. answers: optional [n_queries][answer_width] int32, their decode answers (as append).
+  int64_t adopt_next_row(const float* queries = nullptr, int n_queries = 1, const int32_t* answers = nullptr,
+                         int answer_width = 0);
 
   // Top-k keys of each of nq queries (qs: [nq][dim] float32) from one shared traversal of the graph
   // (beam_search_group: one visited set, each key fetched once and scored for all nq), each merged with
@@ -187,7 +197,9 @@ class GraphIndex final : public KeyIndex {
   // The build, over the n_ keys as float32 (keys: [n_][dim_]).
   void build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
              int64_t topk_width, std::span<const int64_t> key_lists);
-  int64_t take_row(const float* queries, int n_queries);  // the arena's next row joins the tail
+  static void check_answers(const float* queries, const int32_t* answers, int answer_width);
+  // The arena's next row joins the tail, with its queries and their answers.
+  int64_t take_row(const float* queries, int n_queries, const int32_t* answers, int answer_width);
   // The search's entries: entries_, plus params' seeds (in scratch) when it has any. Under mutex_.
   std::span<const uint32_t> entries_with_seeds(const SearchParams& params, SearchScratch& scratch) const;
   int resolve_ef(const SearchParams& params) const;  // params.ef, else the index's default
@@ -234,6 +246,8 @@ class GraphIndex final : public KeyIndex {
   // always belong to the keys it merges.
   std::vector<float> tail_queries_;
   std::vector<uint8_t> tail_query_count_;
+  // Per tail query its decode answer: [rows][Kq] ids, kNoAnswer-padded (all kNoAnswer when none came).
+  std::vector<uint32_t> tail_answers_;
 
   int threshold_ = 0;        // merge_threshold after the stagger
   std::mutex merge_mutex_;   // one merge at a time

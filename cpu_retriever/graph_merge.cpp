@@ -138,15 +138,21 @@ void keep_best(std::vector<Scored>& cands, size_t keep) {
 }  // namespace
 
 GraphDelta insert_keys(const KeyRows& keys, const MergeGraph& g, int64_t n_new, const GraphBuildParams& params,
-                       std::span<const float> queries, SearchScratch& scratch) {
+                       const MergeQueries& queries, SearchScratch& scratch) {
   const int64_t n_old = g.graph.nodes();
   const int64_t total = n_old + n_new;
   RA_REQUIRE(n_new >= 0, "graph merge: negative key count {}", n_new);
   RA_REQUIRE(n_old > 0 && !g.entries.empty(), "graph merge: needs a built graph with an entry point");
   RA_REQUIRE(g.parents.size() >= static_cast<size_t>(total) && g.norms.size() >= static_cast<size_t>(total),
              "graph merge: parents and norms must cover all {} nodes", total);
-  RA_REQUIRE(queries.size() % static_cast<size_t>(keys.dim) == 0, "graph merge: {} query floats are not rows of {}",
-             queries.size(), keys.dim);
+  RA_REQUIRE(queries.rows.size() % static_cast<size_t>(keys.dim) == 0, "graph merge: {} query floats are not rows of {}",
+             queries.rows.size(), keys.dim);
+  const int64_t n_queries = static_cast<int64_t>(queries.rows.size()) / keys.dim;
+  RA_REQUIRE(queries.answers.empty() ||
+                 (queries.answer_width > 0 &&
+                  queries.answers.size() == static_cast<size_t>(n_queries * queries.answer_width)),
+             "graph merge: {} answer ids for {} queries of width {}", queries.answers.size(), n_queries,
+             queries.answer_width);
   const int M = params.M;
   const int ef = std::max(params.ef_construction, M);
   Merger merger(keys, g, n_new, params);
@@ -183,8 +189,8 @@ GraphDelta insert_keys(const KeyRows& keys, const MergeGraph& g, int64_t n_new, 
     for (uint32_t r : found[j]) merger.link(r, static_cast<uint32_t>(n_old + j));
   }
 
-  // 4. Projection of the queries' top lists: the old graph searched, the new keys scored exactly.
-  const int64_t n_queries = static_cast<int64_t>(queries.size()) / keys.dim;
+  // 4. Projection of the queries' top lists: from a query's decode answer and the newest keys, or the
+  // old graph searched; the new keys scored exactly either way.
   if (n_queries > 0) {
     const auto width = static_cast<size_t>(std::min<int64_t>(params.Kq, total));
     const int query_ef = params.merge_query_ef > 0 ? params.merge_query_ef
@@ -194,13 +200,29 @@ GraphDelta insert_keys(const KeyRows& keys, const MergeGraph& g, int64_t n_new, 
     std::vector<uint32_t> global_of;
     std::vector<std::vector<uint32_t>> pool;
     std::vector<uint32_t> list;
+    // Old nodes from here on are scored exactly beside a decode answer: they joined the graph after
+    // (or shortly before) the query's step, so its answer could not hold them.
+    const int64_t recent_first = std::max<int64_t>(0, n_old - std::max(0, params.merge_recent_keys));
     for (int64_t q = 0; q < n_queries; ++q) {
-      const float* qv = queries.data() + q * keys.dim;
-      const int got = beam_search(keys, g.graph, g.entries, qv, query_ef, static_cast<int>(width), scratch, &stats);
-      stats.distance_computations += n_new;
-      cands.assign(scratch.pool.begin(), scratch.pool.begin() + got);
-      for (int64_t i = 0; i < n_new; ++i) {
-        cands.push_back({keys.score(qv, static_cast<uint32_t>(n_old + i)), static_cast<uint32_t>(n_old + i)});
+      const float* qv = queries.rows.data() + q * keys.dim;
+      const uint32_t* answer =
+          queries.answers.empty() ? nullptr : queries.answers.data() + q * queries.answer_width;
+      if (answer != nullptr && answer[0] != kNoAnswer) {
+        cands.clear();
+        for (int i = 0; i < queries.answer_width && answer[i] != kNoAnswer; ++i) {
+          if (answer[i] < recent_first) cands.push_back({keys.score(qv, answer[i]), answer[i]});
+        }
+        for (int64_t v = recent_first; v < total; ++v) {
+          cands.push_back({keys.score(qv, static_cast<uint32_t>(v)), static_cast<uint32_t>(v)});
+        }
+        stats.distance_computations += static_cast<int64_t>(cands.size());
+      } else {
+        const int got = beam_search(keys, g.graph, g.entries, qv, query_ef, static_cast<int>(width), scratch, &stats);
+        stats.distance_computations += n_new;
+        cands.assign(scratch.pool.begin(), scratch.pool.begin() + got);
+        for (int64_t i = 0; i < n_new; ++i) {
+          cands.push_back({keys.score(qv, static_cast<uint32_t>(n_old + i)), static_cast<uint32_t>(n_old + i)});
+        }
       }
       keep_best(cands, width);
       list.clear();

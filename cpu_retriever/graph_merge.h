@@ -23,6 +23,7 @@ namespace ra::retriever {
 class GraphAdjacency;
 
 inline constexpr uint32_t kNoParent = ~uint32_t{0};
+inline constexpr uint32_t kNoAnswer = ~uint32_t{0};  // padding of a query's decode answer
 
 // The BFS tree of csr from root: parent[v] for every node, root's parent itself, kNoParent where
 // root does not reach.
@@ -34,6 +35,14 @@ struct MergeGraph {
   std::span<const uint32_t> entries;  // search entries; entries[0] is the root
   std::span<uint32_t> parents;        // [nodes + n_new]: the old nodes' tree parents; the new ones are set here
   std::span<const float> norms;       // [nodes + n_new] squared key norms, new keys included
+};
+
+// The merged tokens' own queries: rows [n][dim] float32, and optionally each one's decode answer,
+// answers [n][answer_width] ids best first, kNoAnswer-padded (empty, or a row starting kNoAnswer: none).
+struct MergeQueries {
+  std::span<const float> rows;
+  std::span<const uint32_t> answers;
+  int answer_width = 0;
 };
 
 // What a merge changes, in node-id order.
@@ -49,15 +58,17 @@ struct GraphDelta {
 //     own vector, plus the best new keys by x · y;
 //  2. x's out-edges: the candidates pruned by the occlusion rule to params.M;
 //  3. reverse edges into each kept neighbour, re-pruned to the degree cap (0: 2 M) when it is full;
-//  4. attention-aware edges from `queries` ([rows][keys.dim] float32, the new tokens' own queries; may
-//     be empty): each query's top-Kq list over all keys, found by a beam search of the old graph
-//     (params.merge_query_ef) merged with the exact scores of the new keys, is projected as in the
-//     build (add_projection_candidates): each pivot keeps the occlusion-pruned union of its edges and
-//     these candidates, up to the degree cap, and every new edge gets its reverse edge as in 3;
+//  4. attention-aware edges from `queries` (the new tokens' own queries; may be empty): each query's
+//     top-Kq list over all keys is projected as in the build (add_projection_candidates): each pivot
+//     keeps the occlusion-pruned union of its edges and these candidates, up to the degree cap, and
+//     every new edge gets its reverse edge as in 3. The list: with a decode answer, the best Kq of the
+//     answer's keys, the last params.merge_recent_keys old nodes and the new keys, all scored exactly
+//     (no search); without, a beam search of the old graph (params.merge_query_ef) merged with the
+//     exact scores of the new keys;
 //  5. tree parents for the new keys (see above).
 // Every re-pruning keeps the pinned tree edges. Single-threaded and deterministic; scratch: any
 // SearchScratch (its visited set grows to the graph).
 GraphDelta insert_keys(const KeyRows& keys, const MergeGraph& g, int64_t n_new, const GraphBuildParams& params,
-                       std::span<const float> queries, SearchScratch& scratch);
+                       const MergeQueries& queries, SearchScratch& scratch);
 
 }  // namespace ra::retriever

@@ -54,6 +54,7 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
       std::vector<int64_t> lists(train_lists, train_lists + (width > 0 ? group_size * n_train * width : 0));
       const int64_t* member_lists = width > 0 ? lists.data() : nullptr;
       for (int m = 0; m < group_size; ++m) answers_.emplace_back(params.warm_history);
+      if (gp.merge_threshold > 0) last_answers_.resize(static_cast<size_t>(group_size));
       if (params.graph_per_kv_head) {
         // One graph for the group, trained by all its heads' queries ([group][n_train] rows, in order).
         graph_per_kv_head_ = true;
@@ -96,7 +97,8 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
   }
 }
 
-void HeadShard::append(const float* key, const float* value, const float* member_queries) {
+void HeadShard::append(const float* key, const float* value, const float* member_queries,
+                       const int32_t* member_answers, int answer_width) {
   RA_REQUIRE(store_.size() < store_.keys()->max_rows(),
              "head shard: {} evicted tokens fill it (ShardIndexParams::append_capacity)",
              store_.keys()->max_rows() - n_);
@@ -105,13 +107,21 @@ void HeadShard::append(const float* key, const float* value, const float* member
   // Each graph takes the row into its own tail and merges it into its adjacency in the background
   // (graph_index.h). Ids continue n, n + 1, ... like the store's rows.
   if (graph_per_kv_head_) {  // the group's graph merges the token by every member's query
-    static_cast<GraphIndex*>(indexes_.front().get())->adopt_next_row(member_queries, group_size_);
+    static_cast<GraphIndex*>(indexes_.front().get())
+        ->adopt_next_row(member_queries, group_size_, member_queries ? member_answers : nullptr, answer_width);
     return;
   }
   for (size_t m = 0; m < indexes_.size(); ++m) {
     const float* q = member_queries ? member_queries + static_cast<int64_t>(m) * head_dim_ : nullptr;
-    static_cast<GraphIndex*>(indexes_[m].get())->adopt_next_row(q);
+    const int32_t* a = q && member_answers ? member_answers + static_cast<int64_t>(m) * answer_width : nullptr;
+    static_cast<GraphIndex*>(indexes_[m].get())->adopt_next_row(q, 1, a, answer_width);
   }
+}
+
+std::span<const int64_t> HeadShard::last_answer(int member) const {
+  RA_REQUIRE(member >= 0 && member < group_size_, "head shard: member {} of a group of {}", member, group_size_);
+  if (last_answers_.empty()) return {};
+  return last_answers_[static_cast<size_t>(member)];
 }
 
 bool HeadShard::members_one_by_one(int first, int count, const float* qs, const SearchParams& params, float scale,
@@ -138,6 +148,7 @@ void HeadShard::attend_members(int first, int count, const float* qs, const Sear
   for (int i = 0; i < count; ++i) {
     const std::span<const int64_t> ids(s.group_ids.data() + i * k, static_cast<size_t>(s.group_found[i]));
     if (!answers_.empty()) answers_[static_cast<size_t>(first + i)].record(ids, params.k);
+    if (!last_answers_.empty()) last_answers_[static_cast<size_t>(first + i)].assign(ids.begin(), ids.end());
     lse[i] = store_.attend(qs + i * head_dim_, ids, scale, s.weights, o + i * head_dim_);
   }
 }
@@ -216,6 +227,9 @@ float HeadShard::search_attend(int member, const float* q, const SearchParams& p
     const bool take_tail = a == static_cast<size_t>(found) ||
                            (b < static_cast<size_t>(tail_found) && s.tail_scores[b] > s.scores[a]);
     s.merged_ids[m++] = take_tail ? n_ + s.tail_ids[b++] : s.ids[a++];
+  }
+  if (!last_answers_.empty()) {
+    last_answers_[static_cast<size_t>(member)].assign(s.merged_ids.begin(), s.merged_ids.begin() + static_cast<std::ptrdiff_t>(m));
   }
   return store_.attend(q, std::span<const int64_t>(s.merged_ids.data(), m), scale, s.weights, o);
 }

@@ -85,7 +85,14 @@ class HeadShard {
   // Appends one evicted token: key, value: [head_dim] float32. The owner serialises it with searches.
   // member_queries: optional [group_size][head_dim] float32, the token's own queries of the group's
   // query heads; the graphs merge the token by them (GraphIndex::append). Other indexes ignore them.
-  void append(const float* key, const float* value, const float* member_queries = nullptr);
+  // member_answers: optional [group_size][answer_width] int32 (-1 padded), those queries' answers when
+  // they were decoded (last_answer at that step): the merge then searches nothing for them.
+  void append(const float* key, const float* value, const float* member_queries = nullptr,
+              const int32_t* member_answers = nullptr, int answer_width = 0);
+
+  // Member's answer from its latest search (search_attend*): row ids, best first; empty before the
+  // first. Kept only where appended rows merge into graphs (their queries' lists come from it).
+  std::span<const int64_t> last_answer(int member) const;
 
   // Partial attention (DESIGN §4) of query q: [head_dim] float32 of group member `member` over its
   // top-k rows (index ∪ tail): o: [head_dim] float32, returns lse (−inf and o = 0 when empty).
@@ -135,6 +142,7 @@ class HeadShard {
   bool graph_per_kv_head_ = false;  // kGraph: indexes_ holds the group's one graph
   int group_size_ = 1;
   std::vector<AnswerHistory> answers_;  // per member: seeds of its next graph search
+  std::vector<std::vector<int64_t>> last_answers_;  // per member: its latest answer (graph_tail_ only)
 };
 
 }  // namespace ra::retriever

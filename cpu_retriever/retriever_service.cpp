@@ -87,6 +87,7 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
   shards_.resize(static_cast<size_t>(g.n_layers));
   offload_start_.assign(static_cast<size_t>(g.n_layers), -1);
   recent_q_.resize(static_cast<size_t>(g.n_layers));
+  recent_answers_.resize(static_cast<size_t>(g.n_layers));
   for (const auto& owned : config_.owned_kv_heads) {
     session_.emplace_back(static_cast<int64_t>(owned.size()), g.head_dim, config_.dtype);
   }
@@ -94,6 +95,23 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
   thread_scratch_.resize(static_cast<size_t>(std::max(1, threads)));
   session_scratch_.resize(thread_scratch_.size());
   builds_ = std::make_unique<BuildQueue>([this](std::span<const std::byte> p) { return build_layer(p); });
+}
+
+void RetrieverService::keep_answers(uint32_t layer_index, int64_t position) {
+  AnswerRing& ring = recent_answers_[layer_index];
+  const auto& layer = shards_[layer_index];
+  const int64_t group = config_.geometry.group_size();
+  const int64_t width = ring.row_size() / std::max<int64_t>(1, static_cast<int64_t>(layer.size()) * group);
+  int32_t* row = ring.put(position);
+  for (size_t i = 0; i < layer.size(); ++i) {
+    for (int64_t m = 0; m < group; ++m) {
+      const std::span<const int64_t> ids = layer[i]->last_answer(static_cast<int>(m));
+      int32_t* out = row + (static_cast<int64_t>(i) * group + m) * width;
+      const int64_t n = std::min<int64_t>(width, static_cast<int64_t>(ids.size()));
+      for (int64_t j = 0; j < n; ++j) out[j] = static_cast<int32_t>(ids[static_cast<size_t>(j)]);
+      std::fill(out + n, out + width, int32_t{-1});
+    }
+  }
 }
 
 void RetrieverService::check_positions(const transport::StepPayload& step, int64_t shard_rows) const {
@@ -285,8 +303,13 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
   const int64_t owned_q = static_cast<int64_t>(owned.size() * group);
   auto& ring = recent_q_[b.layer];
   ring = QueryRing();
+  recent_answers_[b.layer] = AnswerRing();
   if (config_.index.kind == IndexKind::kGraph && config_.window > 0) {
     ring = QueryRing(config_.window + 1, owned_q * g.head_dim);
+    // The decode steps' answers (the window tokens' prefill queries have none: those merge by a search).
+    if (config_.index.graph.merge_threshold > 0) {
+      recent_answers_[b.layer] = AnswerRing(config_.window + 1, owned_q * std::max(1, config_.index.graph.Kq));
+    }
     for (size_t i = 0; i < n_window; ++i) {
       float* row = ring.put(b.first_position + b.n_keys + static_cast<int64_t>(i));
       for (int64_t h = 0; h < owned_q; ++h) {
@@ -343,17 +366,22 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     const float* k = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);
     const float* v = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);
     const float* own_q = recent_q_[step.layer].find(step.evict_position);  // [owned q heads][hd] or null
+    const AnswerRing& answer_ring = recent_answers_[step.layer];
+    const int32_t* own_a = answer_ring.find(step.evict_position);  // [owned q heads][width] or null
+    const int width = static_cast<int>(answer_ring.row_size() / std::max<int64_t>(1, owned.size() * g.group_size()));
     const int64_t group_floats = g.group_size() * g.head_dim;
     if (session_mode_) {
       session_[step.layer].append(step.evict_position, k, v, owned);  // the shards keep the context's KV
     } else {
       for (size_t i = 0; i < owned.size(); ++i) {
         layer[i]->append(k + owned[i] * hd, v + owned[i] * hd,
-                         own_q ? own_q + static_cast<int64_t>(i) * group_floats : nullptr);
+                         own_q ? own_q + static_cast<int64_t>(i) * group_floats : nullptr,
+                         own_q && own_a ? own_a + static_cast<int64_t>(i) * g.group_size() * width : nullptr, width);
       }
     }
     stats_.evicted += 1;
     stats_.evicted_with_query += own_q && !session_mode_ ? 1 : 0;
+    stats_.evicted_with_answers += own_q && own_a && !session_mode_ ? 1 : 0;
   }
   if (!recent_q_[step.layer].empty()) {  // this token's queries, for its own eviction W steps from now
     float* row = recent_q_[step.layer].put(step.position);
@@ -407,6 +435,7 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
                                        session_scratch_[thread], &entry_stats_[item]);
     }
   }
+  if (!recent_answers_[step.layer].empty() && !session_mode_) keep_answers(step.layer, step.position);
   const auto t_searched = transport::SteadyClock::now();
   transport::PartialPayload reply;
   reply.layer = step.layer;

@@ -68,6 +68,7 @@ struct RetrieverServiceStats {
   size_t memory_bytes = 0;  // shards' KV and indexes
   int64_t evicted = 0;             // tokens appended to this retriever's shards (per layer, summed)
   int64_t evicted_with_query = 0;  // of those, appended with their own queries (graph index)
+  int64_t evicted_with_answers = 0;  // of those, with the queries' decode answers too (graph merges)
   int64_t layers_with_lists = 0;   // kBuilds that brought their training lists (found on the GPU)
   double first_step_seconds = 0;   // the first kStep, parse to reply
   double slowest_step_seconds = 0; // the slowest kStep and its (step, layer)
@@ -99,6 +100,8 @@ class RetrieverService {
   // Throws ra::Error naming the step when its positions break the static / offloaded split (issue 20
   // item 2); shard_rows: the rows of the layer's shards (build + evicted).
   void check_positions(const transport::StepPayload& step, int64_t shard_rows) const;
+  // Records the layer's answers of this step (each owned query head's latest) for its eviction W steps on.
+  void keep_answers(uint32_t layer, int64_t position);
   void on_hello(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
   // A kBuild payload into its layer's shards (builds_' thread); throws on a malformed payload.
   transport::BuildDonePayload build_layer(std::span<const std::byte> payload);
@@ -111,6 +114,7 @@ class RetrieverService {
   RetrieverServiceConfig config_;
   std::vector<std::vector<std::unique_ptr<HeadShard>>> shards_;  // [layer][i] for owned_kv_heads[layer][i]
   std::vector<QueryRing> recent_q_;  // [layer]: owned query heads' queries of the last W + 1 positions
+  std::vector<AnswerRing> recent_answers_;  // [layer]: their answers (graph merges only), same positions
   std::vector<SessionTail> session_;  // [layer]: a serving session's evicted tokens (after a kRewind)
   // [layer]: the first offloaded position: the build's first key, or (a prompt within the sinks and
   // window: no keys) the first token evicted after the sinks; -1 when neither is known (sinks unknown).

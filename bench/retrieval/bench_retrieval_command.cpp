@@ -158,7 +158,7 @@ void add_bench_retrieval_command(CLI::App& bench) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--graph-append", args->config.graph_append,
                   "Also build each graph on the first N-A keys, append the last A (rows graph_tail) and merge "
-                  "them into the graph (rows graph_merged)")
+                  "them into the graph (rows graph_merged; graph_merged_answers: the queries' decode answers given)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--graph-warm", args->config.graph_warm,
                   "H > 0: also search every test position in decode order, each seeded with the answers of the "

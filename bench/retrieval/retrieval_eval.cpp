@@ -415,6 +415,37 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
                        static_cast<long long>(layer.layer), static_cast<long long>(t.head),
                        static_cast<long long>(A), static_cast<long long>(base_n), merge_s);
           sweep("graph_merged", grown, base_s + merge_s, {"ef", beam_sweep(k, N, 0.16)}, {&t});
+          // The same appends with each query's decode answer, as a retriever passes them: query p searched
+          // the graph (ef 2 Kq) at its step, when keys up to p - W had arrived (W = 512, the GPU window);
+          // the merge then searches nothing for its queries (rows "graph_merged_answers").
+          constexpr int64_t kWindow = 512;
+          GraphBuildParams answered_params = gp;
+          answered_params.merge_recent_keys = static_cast<int>(kWindow);
+          const auto answered_ptr = make_graph(base_n, layer.q + t.head * T * D, base_n, answered_params);
+          GraphIndex& answered = *answered_ptr;
+          const int kq = gp.Kq;
+          std::vector<int32_t> answers(static_cast<size_t>(A * kq), -1);
+          std::vector<int64_t> ids(static_cast<size_t>(kq));
+          std::vector<float> scores(static_cast<size_t>(kq));
+          auto answer = [&](int64_t p) {
+            const int got = answered.search(layer.q + (t.head * T + p) * D, SearchParams{.k = kq, .ef = 2 * kq},
+                                            ids.data(), scores.data(), nullptr);
+            for (int j = 0; j < got; ++j) answers[static_cast<size_t>((p - base_n) * kq + j)] = static_cast<int32_t>(ids[j]);
+          };
+          for (int64_t p = base_n; p < std::min(N, base_n + kWindow); ++p) answer(p);
+          double answered_merge_s = 0;
+          for (int64_t i = base_n; i < N; ++i) {  // step i + W: key i leaves the window, query i + W searches
+            const float* q = layer.q + (t.head * T + i) * D;
+            const int32_t* a = answers.data() + (i - base_n) * kq;
+            rounded ? answered.adopt_next_row(q, 1, a, kq) : answered.append(keys + i * D, q, a, kq);
+            if (i + kWindow < N) answer(i + kWindow);
+          }
+          const auto answered_start = Clock::now();
+          answered.merge_tail();
+          answered_merge_s = seconds_since(answered_start);
+          std::fprintf(stderr, "layer %lld head %lld: merged them with their decode answers in %.2f s\n",
+                       static_cast<long long>(layer.layer), static_cast<long long>(t.head), answered_merge_s);
+          sweep("graph_merged_answers", answered, base_s + answered_merge_s, {"ef", beam_sweep(k, N, 0.16)}, {&t});
         }
       }
     }

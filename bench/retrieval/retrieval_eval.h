@@ -53,7 +53,9 @@ struct RetrievalBenchConfig {
   int graph_key_lists_stride = 1;   // GraphBuildParams::key_lists_stride
   // > 0: also build each graph on the first N - graph_append keys and queries, append the last
   // graph_append keys (rows "graph_tail": in the exact tail), then merge them into the graph
-  // (rows "graph_merged"): how decode-time tokens fare against a graph built on all N.
+  // (rows "graph_merged"): how decode-time tokens fare against a graph built on all N. Rows
+  // "graph_merged_answers": the same merge given each query's decode answer (GraphIndex::append), as a
+  // retriever gives it, instead of searching for the query itself.
   int64_t graph_append = 0;
   // > 0: also sweep each graph in decode order (rows "graph_warm"): every position of [N, T) in turn,
   // seeded with the answers of the previous graph_warm positions (AnswerHistory).

@@ -44,7 +44,9 @@ retriever::RetrieverServiceConfig service_config(const RunPlan& plan, int rank) 
   s.search_expand = c.index.graph_expand;
   s.index.graph.int8_navigation = c.index.graph_navigation == GraphNavigation::kInt8;
   s.sinks = c.sinks;
-  s.window = c.window;  // the evicted tokens' queries are kept this long for the graph merge
+  s.window = c.window;  // the evicted tokens' queries (and their answers) are kept this long for the graph merge
+  // A merged token's query list: its decode answer plus the keys that were in the GPU's window then.
+  s.index.graph.merge_recent_keys = static_cast<int>(c.window);
   s.index.ivf_nlist = c.index.ivf_nlist;
   s.index.hnsw_M = c.index.hnsw_M;
   s.index.hnsw_ef_construction = c.index.hnsw_ef_construction;

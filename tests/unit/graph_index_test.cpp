@@ -444,6 +444,56 @@ TEST(GraphIndex, MergeWithQueriesProjectsTheirListsDeterministically) {
   EXPECT_GE(recalls[0], 0.9);
 }
 
+// Keys appended with their queries' decode answers (as a retriever passes them): the merge builds each
+// query's list from its answer, the newest graph keys and the merged keys, all scored exactly, and
+// searches nothing for it. It scores fewer keys than the merge that searches, the graph serves as well,
+// and answer entries that are no key are skipped.
+TEST(GraphIndex, MergeWithDecodeAnswersSearchesNothingForTheQueries) {
+  const OodData d = make_ood(2400, 32, 800, 60, 23);
+  const int64_t n0 = 2000;
+  GraphBuildParams p;
+  p.M = 16;
+  p.Kq = 40;
+  p.threads = 1;
+  p.merge_recent_keys = 64;
+  GraphIndex searched(d.keys.data(), n0, d.dim, d.train.data(), 600, p);
+  GraphIndex answered(d.keys.data(), n0, d.dim, d.train.data(), 600, p);
+  std::vector<int64_t> ids(static_cast<size_t>(p.Kq));
+  std::vector<float> scores(static_cast<size_t>(p.Kq));
+  std::vector<int32_t> answer(static_cast<size_t>(p.Kq) + 2);
+  EXPECT_THROW(answered.append(d.keys.data() + n0 * d.dim, nullptr, answer.data(), p.Kq), ra::Error);  // no query
+  EXPECT_EQ(answered.size(), n0);  // refused before anything was appended
+  for (int64_t i = n0; i < d.n; ++i) {
+    const float* q = d.train.data() + (600 + (i - n0) % 200) * d.dim;  // the token's own query
+    const int got = answered.search(q, SearchParams{.k = p.Kq, .ef = 2 * p.Kq}, ids.data(), scores.data(), nullptr);
+    std::fill(answer.begin(), answer.end(), -1);
+    answer[0] = -1;           // skipped: padding
+    answer[1] = 1 << 30;      // skipped: no such key
+    for (int j = 0; j < got; ++j) answer[static_cast<size_t>(j) + 2] = static_cast<int32_t>(ids[static_cast<size_t>(j)]);
+    EXPECT_EQ(searched.append(d.keys.data() + i * d.dim, q), i);
+    EXPECT_EQ(answered.append(d.keys.data() + i * d.dim, q, answer.data(), static_cast<int>(answer.size())), i);
+    if ((i - n0) % 50 == 49) {  // merges of 50 keys, as a retriever's threshold makes them
+      searched.merge_tail();
+      answered.merge_tail();
+    }
+  }
+  searched.merge_tail();
+  answered.merge_tail();
+  EXPECT_EQ(answered.tail_size(), 0);
+  EXPECT_EQ(answered.graph_size(), d.n);
+  EXPECT_EQ(reachable_from_entry(answered), d.n);
+  const auto a = answered.merge_stats(), s = searched.merge_stats();
+  EXPECT_EQ(a.keys, s.keys);
+  EXPECT_LT(a.distance_computations, s.distance_computations);
+  const double recall_answered = measure(answered, d, 20, 64).recall;
+  const double recall_searched = measure(searched, d, 20, 64).recall;
+  std::printf("merged with decode answers: recall@20 ef=64 %.4f (searched lists %.4f); keys scored %lld (%lld)\n",
+              recall_answered, recall_searched, static_cast<long long>(a.distance_computations),
+              static_cast<long long>(s.distance_computations));
+  EXPECT_GE(recall_answered, recall_searched - 0.02);
+  EXPECT_GE(recall_answered, 0.9);
+}
+
 // Searches running while keys are appended and merged in the background see every key exactly once:
 // at an exhaustive ef the answer equals brute force over the keys appended so far (ids are distinct,
 // scores match, nothing is lost or counted twice), whatever the moment of the swap. Half the keys come

@@ -36,7 +36,7 @@ struct Trace {
   std::vector<int32_t> tokens;
   std::vector<std::vector<float>> logits;  // per generated token
   RetrievalStats stats;
-  int64_t evicted = 0, evicted_with_query = 0;  // summed over the retrievers' services
+  int64_t evicted = 0, evicted_with_query = 0, evicted_with_answers = 0;  // summed over the retrievers' services
   int64_t layers_with_lists = 0;
   std::vector<UsageRange> usage;  // per retriever service, over its decode steps
 };
@@ -186,6 +186,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
   for (const auto& s : service_stats) {
     trace.evicted += s.evicted;
     trace.evicted_with_query += s.evicted_with_query;
+    trace.evicted_with_answers += s.evicted_with_answers;
     trace.layers_with_lists += s.layers_with_lists;
     trace.usage.push_back(s.decode_usage);
   }
@@ -270,9 +271,12 @@ TEST(PipelineInproc, GraphWithEveryKeyEqualsFull) {
   EXPECT_EQ(full.tokens, g.tokens);
   for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(g.logits[i], full.logits[i]), 1e-4) << i;
   // Every evicted token reached the graphs with its own queries: the first W from the build's window
-  // queries, the rest from the steps' queries kept W + 1 steps (30 new tokens > W = 16).
+  // queries, the rest from the steps' queries kept W + 1 steps (30 new tokens > W = 16). Those the
+  // retrievers answered at their own decode step (all but the W prefill-window tokens) came with
+  // their answers, so the merges searched nothing for them.
   EXPECT_EQ(g.evicted, 2 * model.config.n_layers * 29);  // 2 retrievers x layers x 29 evicting decode steps
   EXPECT_EQ(g.evicted_with_query, g.evicted);
+  EXPECT_EQ(g.evicted_with_answers, 2 * model.config.n_layers * (29 - Split{}.window));
 }
 
 // Training lists found by the worker (as the CUDA backend finds them on the GPU) and shipped with each
