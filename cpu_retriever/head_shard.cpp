@@ -118,6 +118,17 @@ void HeadShard::append(const float* key, const float* value, const float* member
   }
 }
 
+HeadShard::TailCounts HeadShard::tail_counts() const {
+  TailCounts c;
+  if (!graph_tail_) return c;
+  for (const auto& index : indexes_) {
+    const auto* graph = static_cast<const GraphIndex*>(index.get());
+    c.merged += graph->graph_size() - n_;
+    c.tail += graph->tail_size();
+  }
+  return c;
+}
+
 std::span<const int64_t> HeadShard::last_answer(int member) const {
   RA_REQUIRE(member >= 0 && member < group_size_, "head shard: member {} of a group of {}", member, group_size_);
   if (last_answers_.empty()) return {};

@@ -115,6 +115,13 @@ class HeadShard {
   void search_attend_interleaved(int first, int count, const float* qs, const SearchParams& params, float scale,
                                  ShardScratch& scratch, float* o, float* lse, SearchStats* stats);
 
+  // Appended rows merged into the graphs so far and rows still in their flat tails, over the shard's
+  // graphs (a graph per query head counts each row once per graph); zero without graphs.
+  struct TailCounts {
+    int64_t merged = 0, tail = 0;
+  };
+  TailCounts tail_counts() const;
+
   // Whether one traversal can serve several members (graph per kv head).
   bool shares_traversals() const { return graph_per_kv_head_; }
 

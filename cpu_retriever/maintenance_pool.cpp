@@ -2,8 +2,10 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -93,6 +95,11 @@ std::exception_ptr MaintenancePool::take_error() {
   return std::exchange(error_, nullptr);
 }
 
+MaintenancePool::Stats MaintenancePool::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
 size_t MaintenancePool::queued() const {
   std::lock_guard lock(mutex_);
   return queue_.size();
@@ -102,6 +109,12 @@ namespace {
 
 // The calling thread takes SCHED_IDLE when RA_MAINTENANCE_IDLE=1. Lowering a thread's priority needs no
 // privilege; should the kernel refuse anyway, the thread keeps its priority (and says so once).
+double thread_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 void lower_to_idle_priority() {
   const char* v = std::getenv("RA_MAINTENANCE_IDLE");
   if (v == nullptr || std::strcmp(v, "1") != 0) return;
@@ -127,6 +140,8 @@ void MaintenancePool::work() {
     queue_.pop_front();
     ++running_;
     lock.unlock();
+    const auto wall0 = std::chrono::steady_clock::now();
+    const double cpu0 = thread_cpu_seconds();
     try {
       e.job.run();
     } catch (...) {
@@ -134,7 +149,12 @@ void MaintenancePool::work() {
       if (!error_) error_ = std::current_exception();
     }
     e = Entry{};  // the job's captures die before the owner can be told it is idle
+    const double cpu = thread_cpu_seconds() - cpu0;
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
     lock.lock();
+    ++stats_.jobs;
+    stats_.wall_seconds += wall;
+    stats_.cpu_seconds += cpu;
     --running_;
     if (queue_.empty() && running_ == 0) idle_.notify_all();
   }

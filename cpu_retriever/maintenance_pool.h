@@ -61,6 +61,14 @@ class MaintenancePool {
 
   // The first exception that escaped a job's run() since the last call, or null.
   std::exception_ptr take_error();
+  // Work done so far: jobs run, and their time on the pool's threads (wall, and the threads' own CPU
+  // time: the difference is time the jobs were runnable but not running, e.g. preempted by searches).
+  struct Stats {
+    int64_t jobs = 0;
+    double wall_seconds = 0;
+    double cpu_seconds = 0;
+  };
+  Stats stats() const;
   int threads() const { return static_cast<int>(threads_.size()); }
   size_t queued() const;
   size_t max_queued() const { return max_queued_; }
@@ -82,6 +90,7 @@ class MaintenancePool {
   bool closing_ = false;
   bool finish_queued_ = true;
   std::exception_ptr error_;
+  Stats stats_;  // under mutex_
   std::mutex join_mutex_;  // one shutdown joins
   std::vector<std::thread> threads_;
 };

@@ -198,6 +198,14 @@ void RetrieverService::serve(Channel& channel) {
         case MessageKind::kShutdown:
           drain_builds(channel);
           if (config_.usage_sample_steps > 0 && stats_.steps > 0) stats_.decode_usage.add(read_process_usage());
+          stats_.merged_keys = stats_.tail_keys = 0;
+          for (const auto& layer : shards_) {
+            for (const auto& shard : layer) {
+              const HeadShard::TailCounts c = shard->tail_counts();
+              stats_.merged_keys += c.merged;
+              stats_.tail_keys += c.tail;
+            }
+          }
           channel.send(to_wire(MessageKind::kShutdown), h.seq, {}, transport::deadline_after(kReplyTimeout));
           return;
         case MessageKind::kError:

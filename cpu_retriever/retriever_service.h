@@ -69,6 +69,8 @@ struct RetrieverServiceStats {
   int64_t evicted = 0;             // tokens appended to this retriever's shards (per layer, summed)
   int64_t evicted_with_query = 0;  // of those, appended with their own queries (graph index)
   int64_t evicted_with_answers = 0;  // of those, with the queries' decode answers too (graph merges)
+  // Graph tail merges, at the shutdown: keys merged into the graphs, keys still in their flat tails.
+  int64_t merged_keys = 0, tail_keys = 0;
   int64_t layers_with_lists = 0;   // kBuilds that brought their training lists (found on the GPU)
   double first_step_seconds = 0;   // the first kStep, parse to reply
   double slowest_step_seconds = 0; // the slowest kStep and its (step, layer)

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 
+#include "cpu_retriever/maintenance_pool.h"
 #include "cpu_retriever/retriever_service.h"
 #include "launcher/plan/numa_topology.h"
 #include "launcher/ranks/peer_links.h"
@@ -105,6 +106,17 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
                  kProgram, rank, static_cast<long long>(u.samples), static_cast<long long>(u.threads_min),
                  static_cast<long long>(u.threads_max), static_cast<double>(u.rss_first) / kGiB,
                  static_cast<double>(u.rss_last) / kGiB, static_cast<double>(u.rss_max) / kGiB);
+  }
+  if (s.evicted > 0 && s.merged_keys + s.tail_keys > 0) {
+    const retriever::MaintenancePool::Stats m = retriever::process_maintenance_pool().stats();
+    std::fprintf(stderr,
+                 "%s rank %d: %lld evicted tokens (%lld with their queries' decode answers); graph merges: %lld keys "
+                 "merged, %lld left in the flat tails; %lld merge jobs, %.1f s CPU on %d pool threads (%.1f s wall), "
+                 "%.3f ms CPU per merged key\n",
+                 kProgram, rank, static_cast<long long>(s.evicted), static_cast<long long>(s.evicted_with_answers),
+                 static_cast<long long>(s.merged_keys), static_cast<long long>(s.tail_keys),
+                 static_cast<long long>(m.jobs), m.cpu_seconds, retriever::process_maintenance_pool().threads(),
+                 m.wall_seconds, s.merged_keys > 0 ? 1e3 * m.cpu_seconds / static_cast<double>(s.merged_keys) : 0.0);
   }
   mpi.barrier("shutdown", transport::deadline_after(std::chrono::seconds(30)));
   return 0;

@@ -211,5 +211,26 @@ TEST(MaintenancePool, DefaultsAndTheProcessPool) {
   EXPECT_THROW(MaintenancePool(1, 0), ra::Error);
 }
 
+// The pool counts its jobs and their time: CPU time of a job that computes, not of one that sleeps.
+TEST(MaintenancePool, CountsJobsAndTheirCpuTime) {
+  MaintenancePool pool(1);
+  std::atomic<uint64_t> sink{0};
+  ASSERT_EQ(pool.submit(nullptr, {[&] {
+              const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(60);
+              uint64_t x = 1;
+              while (std::chrono::steady_clock::now() < end) x = x * 6364136223846793005ull + 1;
+              sink.store(x);
+            }}),
+            MaintenancePool::Submitted::kQueued);
+  ASSERT_EQ(pool.submit(nullptr, {[] { std::this_thread::sleep_for(std::chrono::milliseconds(60)); }}),
+            MaintenancePool::Submitted::kQueued);
+  pool.wait_idle();
+  const MaintenancePool::Stats s = pool.stats();
+  EXPECT_EQ(s.jobs, 2);
+  EXPECT_GE(s.wall_seconds, 0.12);
+  EXPECT_GE(s.cpu_seconds, 0.03);  // the computing job (even on a loaded machine it gets some)
+  EXPECT_LT(s.cpu_seconds, s.wall_seconds - 0.05);  // the sleeping one costs no CPU
+}
+
 }  // namespace
 }  // namespace ra::retriever
