@@ -58,6 +58,7 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
       if (params.graph_per_kv_head) {
         // One graph for the group, trained by all its heads' queries ([group][n_train] rows, in order).
         graph_per_kv_head_ = true;
+        merge_one_query_ = params.merge_one_query;
         gp.merge_stagger_key = shard_key;
         indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries, group_size * n_train, gp,
                                                         member_lists, width));
@@ -106,9 +107,16 @@ void HeadShard::append(const float* key, const float* value, const float* member
   if (!graph_tail_) return;  // rows [n, size()) are the flat tail search_attend scans
   // Each graph takes the row into its own tail and merges it into its adjacency in the background
   // (graph_index.h). Ids continue n, n + 1, ... like the store's rows.
-  if (graph_per_kv_head_) {  // the group's graph merges the token by every member's query
-    static_cast<GraphIndex*>(indexes_.front().get())
-        ->adopt_next_row(member_queries, group_size_, member_queries ? member_answers : nullptr, answer_width);
+  if (graph_per_kv_head_) {  // the group's graph merges the token by every member's query, or one's
+    auto* graph = static_cast<GraphIndex*>(indexes_.front().get());
+    const int32_t* answers = member_queries ? member_answers : nullptr;
+    if (merge_one_query_ && member_queries != nullptr) {
+      const int64_t m = (store_.size() - 1) % group_size_;  // the row just appended
+      graph->adopt_next_row(member_queries + m * head_dim_, 1, answers ? answers + m * answer_width : nullptr,
+                            answer_width);
+    } else {
+      graph->adopt_next_row(member_queries, group_size_, answers, answer_width);
+    }
     return;
   }
   for (size_t m = 0; m < indexes_.size(); ++m) {

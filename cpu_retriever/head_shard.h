@@ -57,6 +57,9 @@ struct ShardIndexParams {
   // kGraph: one graph per kv head, trained by every query head of its group, instead of one per query
   // head (issue 16 item 3): a group's heads then share its traversals (search_attend_group).
   bool graph_per_kv_head = false;
+  // kGraph per kv head: an appended row brings only one member's query (and answer) to the merge,
+  // member row % group_size, instead of the whole group's (the merge's query work / group).
+  bool merge_one_query = false;
 };
 
 // Per-thread buffers of search_attend; they grow to the largest k seen and are then reused.
@@ -147,6 +150,7 @@ class HeadShard {
   std::vector<std::unique_ptr<KeyIndex>> indexes_;  // one per member (kGraph) or one shared; empty if n == 0
   bool graph_tail_ = false;  // appended rows go to the graphs; otherwise rows [n, size()) are scanned here
   bool graph_per_kv_head_ = false;  // kGraph: indexes_ holds the group's one graph
+  bool merge_one_query_ = false;    // ShardIndexParams::merge_one_query
   int group_size_ = 1;
   std::vector<AnswerHistory> answers_;  // per member: seeds of its next graph search
   std::vector<std::vector<int64_t>> last_answers_;  // per member: its latest answer (graph_tail_ only)

@@ -469,6 +469,68 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
       if (wanted(config, "graph_kv_int8")) {
         sweep("graph_kv_int8", *graph, build_s, {"ef", beam_sweep(k, N, 0.16)}, all_heads);
       }
+      if (wanted(config, "graph_kv") && config.graph_append > 0) {
+        // The kv head's graph built on the first N - A keys; the last A arrive as decode evictions, each
+        // with its group's queries and their lagged decode answers (as a retriever hands them over), and
+        // are merged: every member's query projected (rows graph_kv_merged), or only member i mod group's
+        // for key i (rows graph_kv_merged_one: a quarter of the merge's query work at group 4).
+        const int64_t A = config.graph_append, base_n = N - A;
+        constexpr int64_t kWindow = 512;
+        std::shared_ptr<const RowArena> arena = rounded;
+        if (!arena) {  // adopt_next_row needs a shared arena: the float32 keys in one
+          auto own = std::make_shared<RowArena>(KvDtype::kF32, D, N);
+          own->append(keys, N);
+          arena = own;
+        }
+        std::vector<float> base_train(static_cast<size_t>(group * base_n * D));
+        for (int64_t j = 0; j < group; ++j) {
+          std::copy_n(train.begin() + j * N * D, base_n * D, base_train.begin() + j * base_n * D);
+        }
+        GraphBuildParams merge_params = kv_params;
+        merge_params.int8_navigation = false;
+        merge_params.merge_recent_keys = static_cast<int>(kWindow);
+        const int kq = merge_params.Kq;
+        for (const bool one : {false, true}) {
+          const auto t0 = Clock::now();
+          GraphIndex grown(arena, base_n, base_train.data(), group * base_n, merge_params);
+          const double base_s = seconds_since(t0);
+          // answers[(i - base_n)][member][kq]: member's answer at step i (keys up to i - W offloaded).
+          std::vector<int32_t> answers(static_cast<size_t>(A * group * kq), -1);
+          std::vector<int64_t> ids(static_cast<size_t>(kq));
+          std::vector<float> scores(static_cast<size_t>(kq));
+          auto answer = [&](int64_t p) {
+            for (int64_t j = 0; j < group; ++j) {
+              const int got = grown.search(train.data() + (j * N + p) * D, SearchParams{.k = kq, .ef = 2 * kq},
+                                           ids.data(), scores.data(), nullptr);
+              int32_t* row = answers.data() + ((p - base_n) * group + j) * kq;
+              for (int r = 0; r < got; ++r) row[r] = static_cast<int32_t>(ids[static_cast<size_t>(r)]);
+            }
+          };
+          for (int64_t p = base_n; p < std::min(N, base_n + kWindow); ++p) answer(p);
+          std::vector<float> member_queries(static_cast<size_t>(group * D));
+          for (int64_t i = base_n; i < N; ++i) {
+            for (int64_t j = 0; j < group; ++j) {
+              std::copy_n(train.begin() + (j * N + i) * D, D, member_queries.begin() + j * D);
+            }
+            const int32_t* a = answers.data() + (i - base_n) * group * kq;
+            if (one) {
+              const int64_t m = i % group;
+              grown.adopt_next_row(member_queries.data() + m * D, 1, a + m * kq, kq);
+            } else {
+              grown.adopt_next_row(member_queries.data(), static_cast<int>(group), a, kq);
+            }
+            if (i + kWindow < N) answer(i + kWindow);
+          }
+          const auto m0 = Clock::now();
+          grown.merge_tail();
+          const double merge_s = seconds_since(m0);
+          const char* name = one ? "graph_kv_merged_one" : "graph_kv_merged";
+          std::fprintf(stderr, "layer %lld kv head %lld: %s: merged %lld keys into a %lld-key graph in %.2f s\n",
+                       static_cast<long long>(layer.layer), static_cast<long long>(g), name,
+                       static_cast<long long>(A), static_cast<long long>(base_n), merge_s);
+          sweep(name, grown, base_s + merge_s, {"ef", beam_sweep(k, N, 0.16)}, all_heads, 0, /*exact_navigation=*/true);
+        }
+      }
       if (wanted(config, "graph_group")) {
         RA_REQUIRE(static_cast<int64_t>(all_heads.size()) == group,
                    "index graph_group searches a kv head's whole group: --heads must list all {} of kv head {}",

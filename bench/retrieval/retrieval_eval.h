@@ -55,7 +55,9 @@ struct RetrievalBenchConfig {
   // graph_append keys (rows "graph_tail": in the exact tail), then merge them into the graph
   // (rows "graph_merged"): how decode-time tokens fare against a graph built on all N. Rows
   // "graph_merged_answers": the same merge given each query's decode answer (GraphIndex::append), as a
-  // retriever gives it, instead of searching for the query itself.
+  // retriever gives it, instead of searching for the query itself. With index graph_kv also rows
+  // "graph_kv_merged" (the kv head's graph, each key merged with its whole group's queries and answers)
+  // and "graph_kv_merged_one" (only one member's, rotating).
   int64_t graph_append = 0;
   // > 0: also sweep each graph in decode order (rows "graph_warm"): every position of [N, T) in turn,
   // seeded with the answers of the previous graph_warm positions (AnswerHistory).

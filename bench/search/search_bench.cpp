@@ -9,7 +9,7 @@
 //   ra-bench-search [--context 131072] [--shards 8] [--heads-per-layer 8] [--group 4] [--train 2048]
 //                   [--k 100] [--ef 0] [--warm 2] [--threads 4] [--interleave 1,2] [--layers 256]
 //                   [--rounds 3] [--dim 128] [--efc 32] [--seed 1] [--navigation exact,int8] [--expand 1,2]
-//                   [--json FILE]
+//                   [--tail T] [--json FILE]
 //
 // Keys and queries are iid Gaussian: the geometry of a random-weight model's post-RoPE keys, where
 // attention is diffuse and a graph search scans the most (what the GPU machine's timing runs use).
@@ -17,6 +17,8 @@
 // the retriever's index.graph_interleave); each width runs --layers layers per round, alternating.
 // --navigation: what the searches walk, the bf16 keys (exact) or the graph's 8-bit copy (int8,
 // navigation_keys.h; built when listed). --expand: nodes a search expands per step (SearchParams::expand).
+// --tail T: T evicted tokens appended to every shard after its build and left in the graph's flat tail
+// (no merges), which every search scans exactly: what a search pays while merges lag behind.
 // Every combination of navigation, width and expand is a configuration.
 // Prints the build time, then per configuration the wall time of a layer (one rank's share of a decode layer)
 // and per search the rows scored, the hops, a thread's microseconds and its nanoseconds per row.
@@ -62,6 +64,7 @@ struct Options {
   int layers = 256;
   int64_t dim = 128;
   int efc = 32;
+  int64_t tail = 0;
   uint64_t seed = 1;
   std::string json;
 };
@@ -118,6 +121,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--layers") o.layers = static_cast<int>(num());
     else if (a == "--dim") o.dim = num();
     else if (a == "--efc") o.efc = static_cast<int>(num());
+    else if (a == "--tail") o.tail = static_cast<int64_t>(num());
     else if (a == "--seed") o.seed = static_cast<uint64_t>(num());
     else if (a == "--json") o.json = v;
     else if (a == "--navigation") o.navigation = parse_words(v);
@@ -178,6 +182,11 @@ int main(int argc, char** argv) {
     params.stagger_key = s;
     shards.push_back(std::make_unique<HeadShard>(o.dim, ra::retriever::KvDtype::kBF16, keys.data(), values.data(),
                                                  o.context, o.group, train.data(), o.train, params));
+    const std::vector<float> tail_keys = gaussian(o.tail, o.dim, rng);
+    const std::vector<float> tail_values = gaussian(o.tail, o.dim, rng);
+    for (int64_t t = 0; t < o.tail; ++t) {
+      shards.back()->append(tail_keys.data() + t * o.dim, tail_values.data() + t * o.dim);
+    }
     std::fprintf(stderr, "shard %d built\n", s);
   }
   const double build_s = std::chrono::duration<double>(Clock::now() - t_build).count();
@@ -251,8 +260,10 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("context %lld, %d shards, %d query heads per layer on %d threads, k %d ef %d warm %d; build %.1f s\n",
-              static_cast<long long>(o.context), o.shards, o.heads_per_layer, o.threads, o.k, o.ef, o.warm, build_s);
+  std::printf("context %lld + %lld in the flat tail, %d shards, %d query heads per layer on %d threads, k %d ef %d warm %d; "
+              "build %.1f s\n",
+              static_cast<long long>(o.context), static_cast<long long>(o.tail), o.shards, o.heads_per_layer, o.threads,
+              o.k, o.ef, o.warm, build_s);
   std::printf("%10s %10s %6s %10s %10s %10s %10s %8s %10s %10s\n", "navigation", "interleave", "expand", "layer_p50",
               "layer_mean", "layer_p99", "rows", "hops", "us/search", "ns/row");
   for (size_t c = 0; c < configs.size(); ++c) {

@@ -120,6 +120,10 @@ void visit_fields(V&& v) {
     "Attention-aware graph: nodes a decode search expands per step, 1 (strictly best-first) to 4 (the best few "
     "candidates at once, their loads in flight together)",
     [](auto& c) -> auto& { return c.index.graph_expand; });
+  v("index.graph_merge_queries",
+    "Attention-aware graph, one per kv head: the query heads whose queries each evicted token brings to its tail "
+    "merge, 0 = the whole GQA group, 1 = one (rotating over the group by position; the merges' cost)",
+    [](auto& c) -> auto& { return c.index.graph_merge_queries; });
   v("index.graph_navigation",
     "Attention-aware graph: what a decode search walks, exact (the keys) or int8 (an 8-bit copy per kv head, "
     "half the memory traffic; the keys it picks are attended exactly)",

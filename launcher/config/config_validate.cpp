@@ -73,6 +73,9 @@ void validate(const RunConfig& c) {
                        {"index.hnsw_M", 2}, {"index.hnsw_ef_construction", 1}, {"retrievers", 0}});
   RA_REQUIRE(ix.graph_expand >= 1 && ix.graph_expand <= 4, "index.graph_expand must be 1 to 4 (got {})",
              ix.graph_expand);
+  RA_REQUIRE(ix.graph_merge_queries == 0 || ix.graph_merge_queries == 1,
+             "index.graph_merge_queries must be 0 (every query head of the group) or 1 (one) (got {})",
+             ix.graph_merge_queries);
   RA_REQUIRE(!needs_retrievers(c.mode) || c.retrievers >= 1, "retrievers must be >= 1 in mode {} (got {})",
              name(c.mode), c.retrievers);
   require_minimums(c, {{"worker_threads", 0}, {"retriever_threads", 0}, {"liveness_timeout_ms", 1},

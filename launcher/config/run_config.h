@@ -58,6 +58,10 @@ struct IndexConfig {
   // query heads evenly over the retriever's threads; 1 = one search at a time.
   int graph_interleave = 0;
   int graph_expand = 1;
+  // With one graph per kv head: the queries an evicted token brings to the graph's merge, 0 = every
+  // query head of the group, 1 = one, rotating over the group by position (a quarter of the merge's
+  // query work at a group of 4; docs/perf.md ninth round).
+  int graph_merge_queries = 1;
   GraphNavigation graph_navigation = GraphNavigation::kExact;
   int ivf_nlist = 0;                  // IVF lists; 0 = about 4*sqrt(n)
   int hnsw_M = 32;

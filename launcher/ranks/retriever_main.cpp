@@ -43,6 +43,7 @@ retriever::RetrieverServiceConfig service_config(const RunPlan& plan, int rank) 
   s.search_group = c.index.graph_heads_per_search;
   s.search_interleave = c.index.graph_interleave;
   s.search_expand = c.index.graph_expand;
+  s.index.merge_one_query = c.index.graph_merge_queries == 1;
   s.index.graph.int8_navigation = c.index.graph_navigation == GraphNavigation::kInt8;
   s.sinks = c.sinks;
   s.window = c.window;  // the evicted tokens' queries (and their answers) are kept this long for the graph merge

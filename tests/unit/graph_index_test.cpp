@@ -350,6 +350,52 @@ std::vector<float> extra_keys(int64_t rows, int64_t dim, uint64_t seed) {
   return more.keys;
 }
 
+// At a narrow beam the answer is exactly the best k of the graph's own answer and every key of the
+// flat tail (303 of them, most far below the graph's answers), as a graph without the tail and a brute
+// force over the tail give them.
+TEST(GraphIndex, TailScanGivesTheBestOfGraphAnswerAndEveryTailKey) {
+  const OodData d = make_ood(3000, 32, 600, 10, 5);
+  GraphBuildParams p;
+  p.M = 16;
+  p.Kq = 50;
+  p.threads = 1;
+  GraphIndex with_tail(d.keys.data(), d.n, d.dim, d.train.data(), 600, p);
+  GraphIndex graph_only(d.keys.data(), d.n, d.dim, d.train.data(), 600, p);
+  const int64_t tail = 303;
+  std::vector<float> more = extra_keys(tail, d.dim, 31);
+  for (int64_t t = 0; t < tail; ++t) {  // most rows shrunk: far below the graph's answers, filtered out
+    if (t % 8 != 0) {
+      for (int64_t j = 0; j < d.dim; ++j) more[t * d.dim + j] *= 0.05f;
+    }
+    ASSERT_EQ(with_tail.append(more.data() + t * d.dim), d.n + t);
+  }
+  const int k = 20;
+  for (int64_t t = 0; t < 10; ++t) {
+    const float* q = d.test.data() + t * d.dim;
+    const SearchParams narrow{.k = k, .ef = 24};
+    std::vector<int64_t> ids(k), graph_ids(k);
+    std::vector<float> scores(k), graph_scores(k);
+    const int got = with_tail.search(q, narrow, ids.data(), scores.data(), nullptr);
+    const int graph_got = graph_only.search(q, narrow, graph_ids.data(), graph_scores.data(), nullptr);
+    std::vector<std::pair<float, int64_t>> all;  // (-score, id): ascending = best first, ties by id
+    for (int i = 0; i < graph_got; ++i) all.push_back({-graph_scores[i], graph_ids[i]});
+    for (int64_t r = 0; r < tail; ++r) {
+      float dot = 0;
+      for (int64_t j = 0; j < d.dim; ++j) dot += q[j] * more[r * d.dim + j];
+      all.push_back({-dot, d.n + r});
+    }
+    std::sort(all.begin(), all.end());
+    ASSERT_EQ(got, k);
+    int from_tail = 0;
+    for (int i = 0; i < k; ++i) {
+      EXPECT_EQ(ids[i], all[i].second) << t << " " << i;
+      EXPECT_NEAR(scores[i], -all[i].first, 1e-4f * (1.f + std::fabs(all[i].first)));
+      from_tail += ids[i] >= d.n ? 1 : 0;
+    }
+    if (t == 0) std::printf("query 0: %d of its top %d from the tail\n", from_tail, k);
+  }
+}
+
 TEST(GraphIndex, MergedTailKeepsIdsAndRecall) {
   // The same key distribution as the build (make_ood's keys share m and B for one seed): build on the
   // first 2500 keys, append the last 500, compare recall with the tail scanned flat and then merged.

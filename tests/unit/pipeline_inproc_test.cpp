@@ -58,6 +58,7 @@ struct Split {
   retriever::KvDtype store = retriever::KvDtype::kF32;  // the retrievers' KV store
   bool kv_bf16_on_wire = false;                          // kBuild's keys and values as bf16
   bool int8_navigation = false;                          // graph: searches walk the 8-bit copy
+  bool merge_one_query = false;  // graph per kv head: an evicted token merges by one member's query
   int64_t usage_sample_steps = 1024;                     // the services' process samples (0: none)
   int64_t worker_window = 0;  // > 0: the window the worker's split check assumes (a wrong one: a gap)
 };
@@ -128,6 +129,8 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.search_group = split.heads_per_search;
       cfg.search_interleave = split.interleave;
       cfg.index.graph.int8_navigation = split.int8_navigation;
+      cfg.index.merge_one_query = split.merge_one_query;
+      cfg.index.graph.merge_recent_keys = static_cast<int>(split.window);
       cfg.usage_sample_steps = split.usage_sample_steps;
       cfg.threads = 1;
       cfg.sinks = split.sinks;
@@ -351,6 +354,14 @@ TEST(PipelineInproc, GroupedGraphWithEveryKeyEqualsFull) {
   EXPECT_EQ(full.tokens, g.tokens);
   for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(g.logits[i], full.logits[i]), 1e-4) << i;
   EXPECT_EQ(g.evicted_with_query, g.evicted);
+  // Evicted tokens merged by one member's query each (index.graph_merge_queries 1): still exact.
+  const Trace one = run(model, prompt, 30,
+                        {.enabled = true, .retrievers = 2, .kind = IndexKind::kGraph,
+                         .heads_per_search = static_cast<int>(model.config.n_heads / model.config.n_kv_heads),
+                         .merge_one_query = true});
+  EXPECT_EQ(full.tokens, one.tokens);
+  for (size_t i = 0; i < full.logits.size(); ++i) EXPECT_LT(max_rel_diff(one.logits[i], full.logits[i]), 1e-4) << i;
+  EXPECT_EQ(one.evicted_with_answers, g.evicted_with_answers);
 }
 
 // A graph walked on its 8-bit navigation copy chooses keys by approximate scores but attends them with
