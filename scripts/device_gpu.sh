@@ -21,11 +21,13 @@
 #   PREFILL_MAX  contexts up to this are prefilled (and timed) by ra bench decode (default 131072)
 #   DEADLINE_S   start no stage after this many seconds (default 560); each stage has its own timeout
 #                search    ra-bench-search: one retriever rank's per-layer graph search on synthetic keys
-#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE[:NAV[:EF[:EXPAND]]]]]]]]
+#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE[:NAV[:EF[:EXPAND[:MERGEQ[:IDLE]]]]]]]]]]
 #                (default 32768:flat,32768:retrieval:4096:0); empty fields keep the config's value;
 #                HEADS_PER_SEARCH >= 1: one graph per kv head (index.graph_heads_per_search);
 #                INTERLEAVE: index.graph_interleave; NAV: index.graph_navigation (exact, int8); EF: the
-#                search beam (--ef; below top_k 100 the answer still keeps 100); EXPAND: index.graph_expand
+#                search beam (--ef; below top_k 100 the answer still keeps 100); EXPAND: index.graph_expand;
+#                MERGEQ: index.graph_merge_queries (0 every query head of the group, 1 one); IDLE: 1 runs the
+#                retrievers' merges at idle priority (RA_MAINTENANCE_IDLE=1) in this run only
 #   SEARCH_ARGS  ra-bench-search's arguments (default: 128K keys, 32 shards, 32 heads per layer on 16
 #                threads, interleave 1,2, navigation exact,int8)
 #   OFFLOAD_TIMEOUT seconds per offload run (default 280)
@@ -153,12 +155,12 @@ sample_job() {
 }
 
 stage_offload() {
-  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc inter nav ef expand cfg log samples pid
+  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc inter nav ef expand mergeq idle cfg log samples pid
   local retrievers=${RETRIEVERS:-4}
   IFS=, read -r -a list <<< "$runs"
   for r in "${list[@]}"; do
-    IFS=: read -r ctx mode train stride heads efc inter nav ef expand <<< "$r"
-    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}${inter:+_i$inter}${nav:+_$nav}${ef:+_ef$ef}${expand:+_x$expand}
+    IFS=: read -r ctx mode train stride heads efc inter nav ef expand mergeq idle <<< "$r"
+    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}${inter:+_i$inter}${nav:+_$nav}${ef:+_ef$ef}${expand:+_x$expand}${mergeq:+_mq$mergeq}${idle:+_idle$idle}
     cfg=$out/logs/offload_$tag.yaml
     log=$out/logs/offload_$tag.txt
     samples=$out/offload_samples_$tag.txt
@@ -170,12 +172,17 @@ stage_offload() {
       [[ -n $efc ]] && echo "  graph_ef_construction: $efc"
       [[ -n $inter ]] && echo "  graph_interleave: $inter"
       [[ -n $nav ]] && echo "  graph_navigation: $nav"
-      [[ -n $expand ]] && echo "  graph_expand: $expand"; } > "$cfg"
+      [[ -n $expand ]] && echo "  graph_expand: $expand"
+      [[ -n $mergeq ]] && echo "  graph_merge_queries: $mergeq"; } > "$cfg"
     local cmd=("$ra" generate --config "$cfg" --backend cuda --mode "$mode" --synthetic-prompt-bytes $(( ctx - 128 ))
                --retrievers "$retrievers" --retriever-threads "${RETRIEVER_THREADS:-$(( 16 / retrievers ))}"
                --max-new-tokens "${OFFLOAD_TOKENS:-64}" --ignore-eos --progress-every 500 ${ef:+--ef "$ef"})
     note "\$ ${cmd[*]}"
-    bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}" > "$log" 2>&1 &
+    if [[ $idle == 1 ]]; then
+      RA_MAINTENANCE_IDLE=1 bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}" > "$log" 2>&1 &
+    else
+      bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}" > "$log" 2>&1 &
+    fi
     pid=$!
     sample_job "$pid" "$samples" &
     wait "$pid"
