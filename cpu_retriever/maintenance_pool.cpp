@@ -107,14 +107,15 @@ size_t MaintenancePool::queued() const {
 
 namespace {
 
-// The calling thread takes SCHED_IDLE when RA_MAINTENANCE_IDLE=1. Lowering a thread's priority needs no
-// privilege; should the kernel refuse anyway, the thread keeps its priority (and says so once).
+// CPU time the calling thread has used (a job's share, against its wall time: Stats).
 double thread_cpu_seconds() {
   timespec t{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
+// The calling thread takes SCHED_IDLE when RA_MAINTENANCE_IDLE=1. Lowering a thread's priority needs no
+// privilege; should the kernel refuse anyway, the thread keeps its priority (and says so once).
 void lower_to_idle_priority() {
   const char* v = std::getenv("RA_MAINTENANCE_IDLE");
   if (v == nullptr || std::strcmp(v, "1") != 0) return;

@@ -101,7 +101,7 @@ void RetrieverService::keep_answers(uint32_t layer_index, int64_t position) {
   AnswerRing& ring = recent_answers_[layer_index];
   const auto& layer = shards_[layer_index];
   const int64_t group = config_.geometry.group_size();
-  const int64_t width = ring.row_size() / std::max<int64_t>(1, static_cast<int64_t>(layer.size()) * group);
+  const int64_t width = answer_width();
   int32_t* row = ring.put(position);
   for (size_t i = 0; i < layer.size(); ++i) {
     for (int64_t m = 0; m < group; ++m) {
@@ -316,7 +316,7 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
     ring = QueryRing(config_.window + 1, owned_q * g.head_dim);
     // The decode steps' answers (the window tokens' prefill queries have none: those merge by a search).
     if (config_.index.graph.merge_threshold > 0) {
-      recent_answers_[b.layer] = AnswerRing(config_.window + 1, owned_q * std::max(1, config_.index.graph.Kq));
+      recent_answers_[b.layer] = AnswerRing(config_.window + 1, owned_q * answer_width());
     }
     for (size_t i = 0; i < n_window; ++i) {
       float* row = ring.put(b.first_position + b.n_keys + static_cast<int64_t>(i));
@@ -374,9 +374,8 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     const float* k = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);
     const float* v = r.floats(static_cast<size_t>(g.n_kv_heads) * hd);
     const float* own_q = recent_q_[step.layer].find(step.evict_position);  // [owned q heads][hd] or null
-    const AnswerRing& answer_ring = recent_answers_[step.layer];
-    const int32_t* own_a = answer_ring.find(step.evict_position);  // [owned q heads][width] or null
-    const int width = static_cast<int>(answer_ring.row_size() / std::max<int64_t>(1, owned.size() * g.group_size()));
+    const int32_t* own_a = recent_answers_[step.layer].find(step.evict_position);  // [owned q heads][width] or null
+    const int width = answer_width();
     const int64_t group_floats = g.group_size() * g.head_dim;
     if (session_mode_) {
       session_[step.layer].append(step.evict_position, k, v, owned);  // the shards keep the context's KV

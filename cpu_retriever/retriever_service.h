@@ -15,6 +15,7 @@
 // Layouts are in transport/messages.h. A malformed request is answered with kError before serve()
 // throws, so the worker learns why its retriever left.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -104,6 +105,8 @@ class RetrieverService {
   void check_positions(const transport::StepPayload& step, int64_t shard_rows) const;
   // Records the layer's answers of this step (each owned query head's latest) for its eviction W steps on.
   void keep_answers(uint32_t layer, int64_t position);
+  // Ids kept per query head and answer: what a merge uses of it (GraphBuildParams::Kq).
+  int answer_width() const { return std::max(1, config_.index.graph.Kq); }
   void on_hello(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
   // A kBuild payload into its layer's shards (builds_' thread); throws on a malformed payload.
   transport::BuildDonePayload build_layer(std::span<const std::byte> payload);

@@ -363,7 +363,7 @@ TEST(GraphIndex, TailScanGivesTheBestOfGraphAnswerAndEveryTailKey) {
   GraphIndex graph_only(d.keys.data(), d.n, d.dim, d.train.data(), 600, p);
   const int64_t tail = 303;
   std::vector<float> more = extra_keys(tail, d.dim, 31);
-  for (int64_t t = 0; t < tail; ++t) {  // most rows shrunk: far below the graph's answers, filtered out
+  for (int64_t t = 0; t < tail; ++t) {  // most rows shrunk: far below the graph's answers
     if (t % 8 != 0) {
       for (int64_t j = 0; j < d.dim; ++j) more[t * d.dim + j] *= 0.05f;
     }
