@@ -12,8 +12,9 @@
 // RA_MAINTENANCE_IDLE=1 in the environment runs the pool's threads at the kernel's idle priority
 // (SCHED_IDLE): a merge then takes only CPU time no other thread wants. Off by default: on the 2-core
 // dev machine it made the decode 22% faster but let the merges fall behind, so the graphs' flat tails
-// grew and each search scanned 4x the keys (docs/reliability.md); which wins on the GPU machine is not
-// measured yet.
+// grew and each search scanned 4x the keys (docs/reliability.md); on the GPU machine likewise (64K,
+// 2,000-3,000 tokens: 1.3-1.7x faster per token, but a quarter of the keys merged and the tails growing;
+// docs/perf.md ninth round).
 //
 // Threads: every member may be called from any thread. A job must not wait for another job of the
 // same pool (a pool of one thread would deadlock).
