@@ -21,16 +21,18 @@ BuildQueue::~BuildQueue() {
 void BuildQueue::submit(uint64_t seq, std::vector<std::byte> payload) {
   {
     std::lock_guard lock(mu_);
+    if (error_) return;  // the run stops at the failure: a build queued after it would never run
     queue_.emplace_back(seq, std::move(payload));
   }
   cv_.notify_all();
 }
 
-void BuildQueue::take_done(std::vector<FinishedBuild>& out) {
+bool BuildQueue::take_done(std::vector<FinishedBuild>& out) {
   std::lock_guard lock(mu_);
   out.insert(out.end(), done_.begin(), done_.end());
   done_.clear();
   if (error_) std::rethrow_exception(error_);
+  return queue_.empty() && !building_;
 }
 
 bool BuildQueue::idle() const {

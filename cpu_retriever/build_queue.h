@@ -34,10 +34,13 @@ class BuildQueue {
   BuildQueue(const BuildQueue&) = delete;
   BuildQueue& operator=(const BuildQueue&) = delete;
 
+  // Queues a build; dropped once a build has failed (take_done rethrows that failure).
   void submit(uint64_t seq, std::vector<std::byte> payload);
-  // Appends the builds finished since the last call, in submission order. Rethrows the error of a
-  // build that failed (later builds are not run).
-  void take_done(std::vector<FinishedBuild>& out);
+  // Appends the builds finished since the last call, in submission order, and returns whether the queue
+  // was idle as they were taken: true means every submitted build's result is now in `out` (both read
+  // under one lock, so a caller that then blocks on its channel cannot strand a result that finished
+  // between two calls). Rethrows the error of a build that failed (later builds are not run).
+  bool take_done(std::vector<FinishedBuild>& out);
   // Nothing queued or building (finished builds may still wait in take_done).
   bool idle() const;
   // Blocks until a build finishes or fails, or `timeout` passes.

@@ -158,8 +158,9 @@ void RetrieverService::serve(Channel& channel) {
   for (;;) {
     // Builds run on builds_' thread; this loop alone talks to the channel.
     finished.clear();
+    bool builds_idle = false;
     try {
-      builds_->take_done(finished);
+      builds_idle = builds_->take_done(finished);
     } catch (const transport::PeerError&) {
       throw;
     } catch (const std::exception& e) {
@@ -170,8 +171,10 @@ void RetrieverService::serve(Channel& channel) {
                    transport::deadline_after(kReplyTimeout));
     }
     transport::MessageHeader h;
-    if (builds_->idle()) {
-      if (!finished.empty()) continue;  // a build may have ended between take_done and idle
+    if (builds_idle) {
+      // Every build's kBuildDone is sent: nothing can finish while this blocks. (Reading idle() after
+      // take_done() stranded a build that ended between the two until the next message: the worker,
+      // waiting for that kBuildDone, hung.)
       h = channel.recv(in_, transport::kNoDeadline);
     } else if (!channel.try_recv(h, in_)) {
       builds_->wait_for_progress(kBuildPollPeriod);
@@ -250,8 +253,7 @@ void RetrieverService::drain_builds(Channel& channel) {
   std::vector<FinishedBuild> finished;
   for (;;) {
     finished.clear();
-    const bool idle = builds_->idle();
-    builds_->take_done(finished);
+    const bool idle = builds_->take_done(finished);
     for (const FinishedBuild& f : finished) {
       channel.send(to_wire(MessageKind::kBuildDone), f.seq, std::as_bytes(std::span(&f.done, 1)),
                    transport::deadline_after(kReplyTimeout));

@@ -7,7 +7,9 @@
 #
 # PACKAGE: a folder of node_modules that shows the install is complete (e.g. openai). Exits 77 (ctest's
 # skip code) with the reason when node or npm is missing or the registry cannot be reached; the install
-# is redone only when package-lock.json changes.
+# is redone only when package-lock.json changes. Tests that share CACHE_DIR may run at once (ctest -j):
+# the install and the copies are done under a lock, and a script is replaced by a rename, so no test's
+# node ever sees a half-installed node_modules (npm ci deletes it first) or a half-copied script.
 set -euo pipefail
 src=${1:?usage: npm_prepare.sh TEST_DIR CACHE_DIR PACKAGE}
 cache=${2:?usage: npm_prepare.sh TEST_DIR CACHE_DIR PACKAGE}
@@ -21,6 +23,8 @@ command -v node > /dev/null || skip "node is not installed (scripts/setup.sh ins
 command -v npm > /dev/null || skip "npm is not installed (scripts/setup.sh installs nodejs and npm)"
 
 mkdir -p "$cache"
+exec 9> "$cache/.prepare.lock"
+flock -w 600 9 || { echo "FAIL: $cache/.prepare.lock held for 600 s" >&2; exit 1; }
 stamp="$cache/installed.lock"
 if ! cmp -s "$src/package-lock.json" "$stamp" || [[ ! -d "$cache/node_modules/$package" ]]; then
   cp "$src/package.json" "$src/package-lock.json" "$cache/"
@@ -31,4 +35,10 @@ if ! cmp -s "$src/package-lock.json" "$stamp" || [[ ! -d "$cache/node_modules/$p
   fi
   cp "$src/package-lock.json" "$stamp"
 fi
-cp "$src"/*.mjs "$cache/"
+for script in "$src"/*.mjs; do
+  target="$cache/$(basename "$script")"
+  if ! cmp -s "$script" "$target"; then
+    cp "$script" "$target.tmp.$$"
+    mv -f "$target.tmp.$$" "$target"
+  fi
+done

@@ -81,6 +81,49 @@ TEST(BuildQueue, AFailedBuildIsRethrownAndLaterOnesAreDropped) {
   EXPECT_EQ(built.load(), 1);  // layer 0 only: 2 and 3 never ran
 }
 
+// The retriever's loop blocks on its channel once take_done says idle: by then every result must have
+// been handed out, or a build that ends in between is stranded (it hung a worker waiting for kBuildDone).
+TEST(BuildQueue, IdleFromTakeDoneMeansEveryResultWasTaken) {
+  BuildQueue q([](std::span<const std::byte> p) { return transport::BuildDonePayload{layer_of(p), 0, 0.0}; });
+  std::vector<FinishedBuild> done;
+  for (uint32_t l = 0; l < 2000; ++l) {
+    q.submit(l, payload_of(l));
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!q.take_done(done)) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    }
+    ASSERT_EQ(done.size(), l + 1);
+    EXPECT_EQ(done.back().done.layer, l);
+  }
+}
+
+TEST(BuildQueue, ASubmissionAfterAFailureIsDropped) {
+  std::atomic<int> built{0};
+  BuildQueue q([&](std::span<const std::byte> p) {
+    if (layer_of(p) == 0) throw std::runtime_error("layer 0: malformed kBuild");
+    ++built;
+    return transport::BuildDonePayload{layer_of(p), 0, 0.0};
+  });
+  q.submit(0, payload_of(0));
+  std::vector<FinishedBuild> done;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  bool threw = false;
+  while (!threw && std::chrono::steady_clock::now() < deadline) {
+    q.wait_for_progress(1ms);
+    try {
+      q.take_done(done);
+    } catch (const std::runtime_error&) {
+      threw = true;
+    }
+  }
+  ASSERT_TRUE(threw);
+  q.submit(1, payload_of(1));  // as the loop would, had layer 1's kBuild arrived meanwhile
+  EXPECT_TRUE(q.idle());
+  EXPECT_THROW(q.take_done(done), std::runtime_error);
+  EXPECT_TRUE(done.empty());
+  EXPECT_EQ(built.load(), 0);
+}
+
 TEST(BuildQueue, DestructionWithQueuedBuildsDoesNotHang) {
   std::atomic<int> built{0};
   {
