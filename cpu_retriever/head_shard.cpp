@@ -96,6 +96,64 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
 #endif
     }
   }
+  if (!params.scan_fractions.empty() && params.kind != IndexKind::kFlat) fit_budgets(params, train_queries, n_train);
+}
+
+void HeadShard::fit_budgets(const ShardIndexParams& params, const float* train_queries, int64_t n_train) {
+  RA_REQUIRE(n_train > 0 && train_queries != nullptr,
+             "head shard: scan budgets are fitted on training queries, and the build brought none");
+  const ScanKnob knob = params.kind == IndexKind::kIvf ? ScanKnob::kNprobe : ScanKnob::kEf;
+  constexpr int64_t kQueries = 32;
+  const bool per_member = indexes_.size() == static_cast<size_t>(group_size_) && group_size_ > 1;
+  // One index for the group: fitted on the latest queries of every member.
+  const int64_t each = std::min(n_train, (kQueries + group_size_ - 1) / group_size_);
+  std::vector<float> group_queries;
+  if (!per_member) {
+    group_queries.resize(static_cast<size_t>(group_size_ * each * head_dim_));
+    for (int m = 0; m < group_size_; ++m) {
+      const float* last = train_queries + (m * n_train + n_train - each) * head_dim_;
+      std::copy_n(last, each * head_dim_, group_queries.data() + m * each * head_dim_);
+    }
+  }
+  for (const double fraction : params.scan_fractions) {
+    std::vector<ScanBudget>& per_index = budgets_.emplace_back();
+    if (!per_member) {
+      per_index.push_back(fit_scan_budget(*indexes_.front(), knob, group_queries.data(), group_size_ * each,
+                                          params.scan_top_k, fraction, group_size_ * each));
+      continue;
+    }
+    for (int m = 0; m < group_size_; ++m) {  // a graph per member, fitted on its own queries
+      per_index.push_back(fit_scan_budget(*indexes_[static_cast<size_t>(m)], knob,
+                                          train_queries + m * n_train * head_dim_, n_train, params.scan_top_k,
+                                          fraction, kQueries));
+    }
+  }
+}
+
+SearchParams HeadShard::budgeted(size_t slot, const SearchParams& params) const {
+  if (budgets_.empty()) return params;
+  RA_REQUIRE(params.scan_budget >= 0 && static_cast<size_t>(params.scan_budget) < budgets_.size(),
+             "head shard: scan budget {} of {}", params.scan_budget, budgets_.size());
+  SearchParams p = params;
+  const ScanBudget& b = budgets_[static_cast<size_t>(params.scan_budget)][slot];
+  if (b.ef > 0) p.ef = b.ef;
+  if (b.nprobe > 0) p.nprobe = b.nprobe;
+  return p;
+}
+
+void HeadShard::audit(const float* q, const int64_t* ids, int64_t n, const SearchParams& params, ShardScratch& s,
+                      SearchStats* stats) const {
+  if (!params.audit_recall || stats == nullptr || params.k <= 0) return;
+  const auto k = static_cast<size_t>(params.k);
+  s.audit_ids.resize(k);
+  s.audit_scores.resize(k);
+  const RowArena& rows = *store_.keys();
+  const int exact = exact_top_k(q, rows.row_data(0), rows.dtype(), store_.size(), head_dim_, params.k,
+                                s.audit_ids.data(), s.audit_scores.data());
+  const auto end = s.audit_ids.begin() + exact;
+  std::sort(s.audit_ids.begin(), end);
+  for (int64_t i = 0; i < n; ++i) stats->recall_hits += std::binary_search(s.audit_ids.begin(), end, ids[i]) ? 1 : 0;
+  stats->recall_wanted += exact;
 }
 
 void HeadShard::append(const float* key, const float* value, const float* member_queries,
@@ -162,12 +220,13 @@ bool HeadShard::members_one_by_one(int first, int count, const float* qs, const 
 }
 
 void HeadShard::attend_members(int first, int count, const float* qs, const SearchParams& params, float scale,
-                               ShardScratch& s, float* o, float* lse) {
+                               ShardScratch& s, float* o, float* lse, SearchStats* stats) {
   const auto k = static_cast<size_t>(std::max(0, params.k));
   for (int i = 0; i < count; ++i) {
     const std::span<const int64_t> ids(s.group_ids.data() + i * k, static_cast<size_t>(s.group_found[i]));
     if (!answers_.empty()) answers_[static_cast<size_t>(first + i)].record(ids, params.k);
     if (!last_answers_.empty()) last_answers_[static_cast<size_t>(first + i)].assign(ids.begin(), ids.end());
+    audit(qs + i * head_dim_, ids.data(), static_cast<int64_t>(ids.size()), params, s, stats);
     lse[i] = store_.attend(qs + i * head_dim_, ids, scale, s.weights, o + i * head_dim_);
   }
 }
@@ -175,7 +234,7 @@ void HeadShard::attend_members(int first, int count, const float* qs, const Sear
 void HeadShard::search_attend_group(int first, int count, const float* qs, const SearchParams& params, float scale,
                                     ShardScratch& s, float* o, float* lse, SearchStats* stats) {
   if (members_one_by_one(first, count, qs, params, scale, s, o, lse, stats)) return;
-  SearchParams seeded = params;
+  SearchParams seeded = budgeted(0, params);
   if (!answers_.empty() && answers_.front().depth() > 0) {  // every member's recent answers seed the traversal
     s.group_seeds.clear();
     for (int i = 0; i < count; ++i) {
@@ -188,7 +247,7 @@ void HeadShard::search_attend_group(int first, int count, const float* qs, const
   }
   const auto* graph = static_cast<const GraphIndex*>(indexes_.front().get());
   graph->search_group(qs, count, seeded, s.group_ids.data(), s.group_scores.data(), s.group_found.data(), stats);
-  attend_members(first, count, qs, params, scale, s, o, lse);
+  attend_members(first, count, qs, params, scale, s, o, lse, stats);
 }
 
 const KeyIndex* HeadShard::index_for(int member) const {
@@ -199,14 +258,14 @@ const KeyIndex* HeadShard::index_for(int member) const {
 void HeadShard::search_attend_interleaved(int first, int count, const float* qs, const SearchParams& params,
                                           float scale, ShardScratch& s, float* o, float* lse, SearchStats* stats) {
   if (members_one_by_one(first, count, qs, params, scale, s, o, lse, stats)) return;
-  s.member_params.assign(static_cast<size_t>(count), params);
+  s.member_params.assign(static_cast<size_t>(count), budgeted(0, params));
   if (!answers_.empty()) {
     for (int i = 0; i < count; ++i) answers_[static_cast<size_t>(first + i)].seed(s.member_params[i]);
   }
   const auto* graph = static_cast<const GraphIndex*>(indexes_.front().get());
   graph->search_interleaved(qs, count, s.member_params.data(), s.group_ids.data(), s.group_scores.data(),
                             s.group_found.data(), stats);
-  attend_members(first, count, qs, params, scale, s, o, lse);
+  attend_members(first, count, qs, params, scale, s, o, lse, stats);
 }
 
 float HeadShard::search_attend(int member, const float* q, const SearchParams& params, float scale,
@@ -222,11 +281,12 @@ float HeadShard::search_attend(int member, const float* q, const SearchParams& p
   }
   int found = 0;
   if (const KeyIndex* index = index_for(member)) {
+    const SearchParams tuned = budgeted(index_slot(member), params);
     if (answers_.empty()) {
-      found = index->search(q, params, s.ids.data(), s.scores.data(), stats);
+      found = index->search(q, tuned, s.ids.data(), s.scores.data(), stats);
     } else {
       AnswerHistory& answers = answers_[static_cast<size_t>(member)];
-      SearchParams seeded = params;
+      SearchParams seeded = tuned;
       answers.seed(seeded);
       found = index->search(q, seeded, s.ids.data(), s.scores.data(), stats);
       answers.record(std::span<const int64_t>(s.ids.data(), static_cast<size_t>(found)), params.k);
@@ -250,6 +310,7 @@ float HeadShard::search_attend(int member, const float* q, const SearchParams& p
   if (!last_answers_.empty()) {
     last_answers_[static_cast<size_t>(member)].assign(s.merged_ids.begin(), s.merged_ids.begin() + static_cast<std::ptrdiff_t>(m));
   }
+  audit(q, s.merged_ids.data(), static_cast<int64_t>(m), params, s, stats);
   return store_.attend(q, std::span<const int64_t>(s.merged_ids.data(), m), scale, s.weights, o);
 }
 

@@ -30,6 +30,7 @@
 #include "cpu_retriever/graph_index.h"
 #include "cpu_retriever/key_index.h"
 #include "cpu_retriever/kv_store.h"
+#include "cpu_retriever/scan_budget.h"
 
 namespace ra::retriever {
 
@@ -60,6 +61,12 @@ struct ShardIndexParams {
   // kGraph per kv head: an appended row brings only one member's query (and answer) to the merge,
   // member row % group_size, instead of the whole group's (the merge's query work / group).
   bool merge_one_query = false;
+  // Scan budgets: for each fraction, each index's knob (the graph's or HNSW's ef, IVF's nprobe) is chosen
+  // at the build so that its searches for top-scan_top_k score that fraction of its keys, measured on the
+  // shard's training queries (scan_budget.h). A search then uses budget SearchParams::scan_budget and
+  // ignores its ef and nprobe. Empty: off. Needs training queries.
+  std::vector<double> scan_fractions;
+  int scan_top_k = 100;
 };
 
 // Per-thread buffers of search_attend; they grow to the largest k seen and are then reused.
@@ -72,6 +79,8 @@ struct ShardScratch {
   std::vector<int> group_found;                    // [members]
   std::vector<int64_t> group_seeds;                // the members' recorded answers, together
   std::vector<SearchParams> member_params;         // [members] (search_attend_interleaved)
+  std::vector<int64_t> audit_ids;                  // [k] (SearchParams::audit_recall)
+  std::vector<float> audit_scores;                 // [k]
 };
 
 class HeadShard {
@@ -125,6 +134,10 @@ class HeadShard {
   };
   TailCounts tail_counts() const;
 
+  // Scan budgets fitted (ShardIndexParams::scan_fractions; 0 when off), and budget b's knobs per index.
+  size_t scan_budget_count() const { return budgets_.size(); }
+  const std::vector<ScanBudget>& scan_budgets(size_t b) const { return budgets_.at(b); }
+
   // Whether one traversal can serve several members (graph per kv head).
   bool shares_traversals() const { return graph_per_kv_head_; }
 
@@ -134,6 +147,14 @@ class HeadShard {
 
  private:
   const KeyIndex* index_for(int member) const;
+  size_t index_slot(int member) const { return indexes_.size() == 1 ? 0 : static_cast<size_t>(member); }
+  // params with index `slot`'s knobs of budget params.scan_budget (scan_fractions), or params itself.
+  SearchParams budgeted(size_t slot, const SearchParams& params) const;
+  // Chooses every index's knobs for every budget (the constructor, with scan_fractions).
+  void fit_budgets(const ShardIndexParams& params, const float* train_queries, int64_t n_train);
+  // With params.audit_recall: counts ids[0, n) among the exact top-k of every row into stats.
+  void audit(const float* q, const int64_t* ids, int64_t n, const SearchParams& params, ShardScratch& s,
+             SearchStats* stats) const;
   // The start of search_attend_group / _interleaved: checks the member range, and answers each member
   // with search_attend (returns true) unless a group graph serves several at once; then sizes the
   // scratch's group buffers for them (returns false).
@@ -142,7 +163,7 @@ class HeadShard {
   // Their end: records each member's answer (s.group_ids / group_found) as its next seeds, and its
   // partial attention into o, lse.
   void attend_members(int first, int count, const float* qs, const SearchParams& params, float scale,
-                      ShardScratch& s, float* o, float* lse);
+                      ShardScratch& s, float* o, float* lse, SearchStats* stats);
 
   int64_t head_dim_;
   int64_t n_;      // rows covered by the indexes
@@ -154,6 +175,7 @@ class HeadShard {
   int group_size_ = 1;
   std::vector<AnswerHistory> answers_;  // per member: seeds of its next graph search
   std::vector<std::vector<int64_t>> last_answers_;  // per member: its latest answer (graph_tail_ only)
+  std::vector<std::vector<ScanBudget>> budgets_;  // [budget][index] (scan_fractions), or empty
 };
 
 }  // namespace ra::retriever

@@ -28,12 +28,19 @@ struct SearchParams {
   // Graph indexes: nodes a beam search expands per step (1: strictly best-first; 2 to 4: the best few
   // candidates at once, their loads in flight together; beam_search).
   int expand = 1;
+  // HeadShard: also count how many of the answer's ids are among the exact top-k of every row it holds
+  // (SearchStats::recall_*; a full scan per query, for accuracy benchmarks). Indexes ignore it.
+  bool audit_recall = false;
+  // HeadShard with scan budgets (ShardIndexParams::scan_fractions): which one sets ef / nprobe.
+  int scan_budget = 0;
 };
 
 // Work counters of one search, for benchmarks (DESIGN §5: keys scanned per query).
 struct SearchStats {
   int64_t distance_computations = 0;  // q · k evaluations
   int64_t hops = 0;                   // graph nodes expanded (0 for non-graph indexes)
+  // With SearchParams::audit_recall: answer ids among the exact top-k, and the exact top-k's size.
+  int64_t recall_hits = 0, recall_wanted = 0;
 };
 
 class KeyIndex {

@@ -364,9 +364,12 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   // Found by tests/fuzz/retriever_messages_fuzz: a negative position indexed the query ring out of bounds.
   RA_REQUIRE(step.position >= 0 && step.evict_position >= -1 && step.evict_position < step.position,
              "{}: kStep at position {} evicting position {}", config_.name, step.position, step.evict_position);
-  RA_REQUIRE(step.k >= 0 && step.k <= kMaxTopK && step.ef >= 0 && step.nprobe >= 0,
-             "{}: kStep asks for top-k {} (0 to {}), ef {}, nprobe {}", config_.name, step.k, kMaxTopK, step.ef,
-             step.nprobe);
+  RA_REQUIRE(step.k >= 0 && step.k <= kMaxTopK && step.ef >= 0 && step.nprobe >= 0 &&
+                 (step.flags & ~transport::kStepAuditRecall) == 0 &&
+                 step.scan_budget < std::max<size_t>(1, config_.index.scan_fractions.size()),
+             "{}: kStep asks for top-k {} (0 to {}), ef {}, nprobe {}, flags {:#x}, scan budget {} ({} configured)",
+             config_.name, step.k, kMaxTopK, step.ef, step.nprobe, step.flags, step.scan_budget,
+             config_.index.scan_fractions.size());
   const float* q = r.floats(static_cast<size_t>(g.n_heads) * hd);
   const auto& owned = config_.owned_kv_heads[step.layer];
   auto& layer = shards_[step.layer];
@@ -422,6 +425,8 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   entry_stats_.assign(static_cast<size_t>(items), {});
   SearchParams params{step.k, step.ef, step.nprobe};
   params.expand = config_.search_expand;
+  params.audit_recall = (step.flags & transport::kStepAuditRecall) != 0;
+  params.scan_budget = static_cast<int>(step.scan_budget);
   const SessionTail& session = session_[step.layer];  // empty outside session mode
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (items > 1)
   for (int64_t item = 0; item < items; ++item) {
@@ -451,7 +456,11 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   reply.n_entries = static_cast<uint32_t>(entries);
   reply.position = step.position;
   reply.keys_offloaded = (layer.empty() ? 0 : layer.front()->size()) + session.rows();
-  for (const SearchStats& s : entry_stats_) reply.distance_computations += s.distance_computations;
+  for (const SearchStats& s : entry_stats_) {
+    reply.distance_computations += s.distance_computations;
+    reply.recall_hits += s.recall_hits;
+    reply.recall_wanted += s.recall_wanted;
+  }
   reply.search_seconds = Seconds(transport::SteadyClock::now() - t0).count();
   WireWriter w(out_);
   w.put(reply);

@@ -43,7 +43,8 @@
 namespace ra::transport {
 
 inline constexpr uint32_t kProtocolMagic = 0x31484152;  // "RAH1"
-inline constexpr uint32_t kProtocolVersion = 5;  // 4: kRewind, kRewindDone; 5: BuildPayload.kv_bf16
+inline constexpr uint32_t kProtocolVersion = 6;  // 4: kRewind, kRewindDone; 5: BuildPayload.kv_bf16;
+                                                 // 6: StepPayload.flags and .scan_budget, PartialPayload.recall_*
 
 enum class MessageKind : uint32_t {
   kHello = 1,
@@ -98,7 +99,13 @@ struct StepPayload {
   int32_t nprobe = 0;          // IVF lists; 0 = the index default
   int64_t position = 0;        // sequence position of the token being decoded
   int64_t evict_position = -1; // position leaving the GPU window this step, or -1
+  uint32_t flags = 0;          // kStepAuditRecall
+  uint32_t scan_budget = 0;    // retrievers with scan budgets (index.scan_fraction): which one to search with
 };
+
+// StepPayload::flags: also measure each answer's recall against the exact top-k of the shard's rows
+// (PartialPayload::recall_*; a full scan per query head, for accuracy benchmarks).
+inline constexpr uint32_t kStepAuditRecall = 1;
 
 struct RewindPayload {
   int64_t position = 0;        // session-tail tokens at positions >= this are dropped
@@ -111,6 +118,10 @@ struct PartialPayload {
   int64_t keys_offloaded = 0;  // rows this retriever holds per kv head after the step's eviction
   int64_t distance_computations = 0;  // over all owned heads, this step
   double search_seconds = 0;   // wall time from request to reply, retriever side
+  // With kStepAuditRecall: answer ids among the exact top-k, and the exact top-k's sizes, over all
+  // owned heads (0 otherwise).
+  int64_t recall_hits = 0;
+  int64_t recall_wanted = 0;
 };
 
 }  // namespace ra::transport

@@ -1,6 +1,7 @@
 #include "gpu_worker/offload/retrieval_client.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -43,6 +44,38 @@ RetrievalClient::RetrievalClient(std::vector<Channel*> channels, RetrievalClient
   }
   active_.reserve(channels_.size());
   for (Channel* ch : channels_) partial_names_.push_back("kPartial from " + ch->peer_name());
+  reset_stats();
+}
+
+void RetrievalClient::reset_stats() {
+  stats_ = {};
+  stats_.layers.assign(static_cast<size_t>(options_.geometry.n_layers), {});
+}
+
+void RetrievalClient::set_knobs(int top_k, int ef, int nprobe, int scan_budget) {
+  RA_REQUIRE(top_k >= 0 && ef >= 0 && nprobe >= 0 && scan_budget >= 0,
+             "retrieval client: top-k {}, ef {}, nprobe {}, scan budget {}", top_k, ef, nprobe, scan_budget);
+  options_.top_k = top_k;
+  options_.ef = ef;
+  options_.nprobe = nprobe;
+  options_.scan_budget = scan_budget;
+}
+
+void RetrievalClient::rewind(int64_t position, std::chrono::milliseconds timeout) {
+  const transport::RewindPayload rewind{position};
+  const auto payload = std::as_bytes(std::span(&rewind, 1));
+  const uint64_t seq = ++seq_;
+  const auto deadline = transport::deadline_after(timeout);
+  for (Channel* ch : channels_) ch->send(to_wire(MessageKind::kRewind), seq, payload, deadline);
+  for (size_t r = 0; r < channels_.size(); ++r) {
+    const transport::MessageHeader h = expect(r, MessageKind::kRewindDone, deadline);
+    transport::RewindPayload echo{-1};
+    if (in_.size() == sizeof(echo)) std::memcpy(&echo, in_.data(), sizeof(echo));
+    if (h.seq != seq || echo.position != position) {
+      throw PeerError(fmt::format("{} answered kRewind (seq {}, position {}) with (seq {}, {} bytes, position {})",
+                                  channels_[r]->peer_name(), seq, position, h.seq, in_.size(), echo.position));
+    }
+  }
 }
 
 transport::MessageHeader RetrievalClient::expect(size_t r, MessageKind kind, transport::Deadline deadline) {
@@ -138,6 +171,8 @@ void RetrievalClient::begin(int64_t layer, int64_t position, const float* q, int
   step.nprobe = options_.nprobe;
   step.position = position;
   step.evict_position = evict_position;
+  step.flags = options_.audit_recall ? transport::kStepAuditRecall : 0;
+  step.scan_budget = static_cast<uint32_t>(options_.scan_budget);
   WireWriter w(out_);
   w.put(step);
   w.put_floats(q, static_cast<size_t>(g.n_heads * g.head_dim));
@@ -196,6 +231,11 @@ void RetrievalClient::finish(int64_t layer, float* o, float* lse) {
     stats_.distance_computations += p.distance_computations;
     stats_.query_heads_searched += p.n_entries;
     stats_.offloaded_keys = p.keys_offloaded;
+    LayerRetrievalStats& per_layer = stats_.layers[static_cast<size_t>(layer)];
+    per_layer.distance_computations += p.distance_computations;
+    per_layer.keys_offered += static_cast<int64_t>(p.n_entries) * p.keys_offloaded;
+    per_layer.recall_hits += p.recall_hits;
+    per_layer.recall_wanted += p.recall_wanted;
   }
   stats_.wait_seconds += Seconds(SteadyClock::now() - wait_started).count();
   stats_.remote_seconds += slowest;

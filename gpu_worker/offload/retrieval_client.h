@@ -41,6 +41,18 @@ struct RetrievalClientOptions {
   // retrievers' check of the positions they are sent). window 0: unchecked.
   int64_t sinks = -1;
   int64_t window = 0;
+  // Every kStep asks the retrievers to measure each answer's recall against the exact top-k
+  // (kStepAuditRecall: a full scan per query head; accuracy benchmarks).
+  bool audit_recall = false;
+  int scan_budget = 0;  // retrievers with several scan budgets: which one (StepPayload::scan_budget)
+};
+
+// One layer's counters (RetrievalStats::layers).
+struct LayerRetrievalStats {
+  int64_t distance_computations = 0;  // keys scored, all query heads and steps
+  int64_t keys_offered = 0;           // sum over steps and query heads of the offloaded keys held then
+  int64_t recall_hits = 0;            // with audit_recall: answers' ids among the exact top-k
+  int64_t recall_wanted = 0;          //                    the exact top-k's sizes
 };
 
 // Per-run counters (DESIGN §5: every run reports these).
@@ -52,6 +64,7 @@ struct RetrievalStats {
   int64_t query_heads_searched = 0;    // for keys scanned per query = distance_computations / this
   double build_seconds = 0;            // from the first kBuild sent to the last kBuildDone received
   int64_t offloaded_keys = 0;          // per kv head, at the latest step
+  std::vector<LayerRetrievalStats> layers;  // [n_layers]
 };
 
 class RetrievalClient final : public RemoteAttention {
@@ -80,10 +93,20 @@ class RetrievalClient final : public RemoteAttention {
              const float* v) override;
   void finish(int64_t layer, float* o, float* lse) override;
 
+  // Serving (kRewind): from now on evicted tokens go to each retriever's session tail, and its tokens at
+  // positions >= `position` are dropped; waits for every kRewindDone. Throws PeerError naming the
+  // retriever that fails or answers otherwise.
+  void rewind(int64_t position, std::chrono::milliseconds timeout);
+
+  // The search knobs of the next steps (options top_k, ef, nprobe, scan_budget; retrievers with scan
+  // budgets ignore ef and nprobe).
+  void set_knobs(int top_k, int ef, int nprobe, int scan_budget = 0);
+
   // kShutdown to every retriever, each acknowledged within `timeout`. Never throws (best effort).
   void shutdown(std::chrono::milliseconds timeout) noexcept;
 
   const RetrievalStats& stats() const { return stats_; }
+  void reset_stats();  // counters back to zero (a benchmark's rows)
 
  private:
   transport::MessageHeader expect(size_t r, transport::MessageKind kind, transport::Deadline deadline);

@@ -143,31 +143,7 @@ void PipelineEngine::idle() noexcept {
   }
 }
 
-void PipelineEngine::send_rewind(int64_t position) {
-  const transport::RewindPayload rewind{position};
-  const auto payload = std::as_bytes(std::span(&rewind, 1));
-  const uint64_t seq = ++rewind_seq_;
-  const auto deadline = transport::deadline_after(options_.rewind_timeout);
-  for (transport::Channel* ch : channels_) ch->send(transport::to_wire(transport::MessageKind::kRewind), seq, payload, deadline);
-  for (transport::Channel* ch : channels_) {
-    const transport::MessageHeader h = ch->recv(message_, deadline);
-    if (h.kind == transport::to_wire(transport::MessageKind::kError)) {
-      throw transport::PeerError(fmt::format("{} failed: {}", ch->peer_name(),
-                                             std::string_view(reinterpret_cast<const char*>(message_.data()),
-                                                              message_.size())));
-    }
-    transport::RewindPayload echo{-1};
-    if (h.kind == transport::to_wire(transport::MessageKind::kRewindDone) && message_.size() == sizeof(echo)) {
-      std::memcpy(&echo, message_.data(), sizeof(echo));
-    }
-    if (h.kind != transport::to_wire(transport::MessageKind::kRewindDone) || h.seq != seq ||
-        echo.position != position) {
-      throw transport::PeerError(fmt::format(
-          "{} answered kRewind (seq {}, position {}) with message kind {} (seq {}, {} bytes, position {})",
-          ch->peer_name(), seq, position, h.kind, h.seq, message_.size(), echo.position));
-    }
-  }
-}
+void PipelineEngine::send_rewind(int64_t position) { client_->rewind(position, options_.rewind_timeout); }
 
 int64_t PipelineEngine::held_position(std::span<const int32_t> prompt, int64_t prefix) const {
   if (base_len_ == 0 || !info_.contexts_unsupported.empty()) return -1;

@@ -115,8 +115,7 @@ class PipelineEngine final : public Engine {
   std::vector<float> base_logits_;            // [vocab]: after the base's last token
   std::vector<float> prompt_logits_;          // [vocab]: after the latest prompt's last token...
   int64_t prompt_logits_at_ = -1;             // ...at this position (-1: none)
-  uint64_t rewind_seq_ = uint64_t{1} << 62;   // sequence numbers of this engine's own kRewind messages
-  std::vector<std::byte> message_;            // kRewind replies and idle() polls
+  std::vector<std::byte> message_;            // idle() polls
   EngineFailureState failure_;
 };
 

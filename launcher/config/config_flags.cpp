@@ -46,6 +46,10 @@ void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags) {
         [](RunConfig& c, const RunConfigFlags& f) { c.index.ef = f.values.index.ef; });
   given(cmd.add_option("--nprobe", v.index.nprobe, "IVF lists probed (0 = index default)")->capture_default_str(),
         [](RunConfig& c, const RunConfigFlags& f) { c.index.nprobe = f.values.index.nprobe; });
+  given(cmd.add_option("--scan-fraction", v.index.scan_fraction,
+                       "ivf/hnsw/retrieval: ef or nprobe chosen per shard to scan this fraction of the keys (0 = off)")
+            ->capture_default_str(),
+        [](RunConfig& c, const RunConfigFlags& f) { c.index.scan_fraction = f.values.index.scan_fraction; });
   given(cmd.add_option("--retriever-threads", v.retriever_threads,
                        "Threads per retriever (default: the cores of its NUMA node, shared)"),
         [](RunConfig& c, const RunConfigFlags& f) { c.retriever_threads = f.values.retriever_threads; });

@@ -94,6 +94,10 @@ void visit_fields(V&& v) {
     [](auto& c) -> auto& { return c.index.ef; });
   v("index.nprobe", "IVF lists probed per query; 0 = the index default",
     [](auto& c) -> auto& { return c.index.nprobe; });
+  v("index.scan_fraction",
+    "ivf, hnsw, retrieval: > 0 = each shard's ef / nprobe chosen at the build so that a search scores this fraction "
+    "of its keys (measured on the head's prefill queries; ef and nprobe unused); 0 = off",
+    [](auto& c) -> auto& { return c.index.scan_fraction; });
   v("index.graph_M", "Attention-aware graph: out-degree after pruning",
     [](auto& c) -> auto& { return c.index.graph_M; });
   v("index.graph_Kq", "Attention-aware graph: exact top-Kq keys per training query",

@@ -43,6 +43,10 @@ struct IndexConfig {
   int top_k = 100;                    // keys retrieved per query head and step
   int ef = 0;                         // graph / HNSW search pool; 0 = index default (>= top_k)
   int nprobe = 0;                     // IVF lists probed; 0 = index default
+  // > 0: ef / nprobe are chosen per retriever shard at the build so that each search scores this fraction of
+  // its keys, measured on the head's prefill queries (cpu_retriever/scan_budget.h); ef and nprobe are then
+  // not used. The cost scales with the context; `ra bench accuracy` compares modes this way.
+  float scan_fraction = 0.0f;
   int graph_M = 32;                   // attention-aware graph: out-degree after pruning
   int graph_Kq = 100;                 // exact top-Kq keys per training query
   int graph_ef_construction = 64;     // pool of the connectivity beam search at build

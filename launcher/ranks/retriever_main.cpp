@@ -10,54 +10,13 @@
 #include "launcher/plan/numa_topology.h"
 #include "launcher/ranks/peer_links.h"
 #include "launcher/ranks/process_common.h"
+#include "launcher/ranks/retriever_setup.h"
 #include "transport/heartbeat.h"
 
 namespace ra {
 namespace {
 
 constexpr const char* kProgram = "ra-cpu-retriever";
-
-retriever::RetrieverServiceConfig service_config(const RunPlan& plan, int rank) {
-  const RunConfig& c = plan.config;
-  const Geometry& g = plan.geometry;
-  retriever::RetrieverServiceConfig s;
-  s.geometry = {g.n_layers, g.n_heads, g.n_kv_heads, g.head_dim, g.scale};
-  s.dtype = retriever::kv_dtype_for(g.kv_dtype.c_str());
-  for (int64_t l = 0; l < g.n_layers; ++l) s.owned_kv_heads.push_back(plan.owned_kv_heads(rank - 1, l));
-  switch (c.mode) {
-    case AttentionMode::kIvf: s.index.kind = retriever::IndexKind::kIvf; break;
-    case AttentionMode::kHnsw: s.index.kind = retriever::IndexKind::kHnsw; break;
-    case AttentionMode::kRetrieval: s.index.kind = retriever::IndexKind::kGraph; break;
-    default: s.index.kind = retriever::IndexKind::kFlat; break;
-  }
-  s.index.graph.M = c.index.graph_M;
-  s.index.graph.Kq = c.index.graph_Kq;
-  s.index.graph.ef_construction = c.index.graph_ef_construction;
-  s.index.graph.max_train_queries = 0;  // the worker already sent at most graph_max_train_queries
-  s.index.graph.threads = plan.retrievers[static_cast<size_t>(rank - 1)].threads;
-  // Evicted tokens join each graph's flat tail; past this many a background merge links them in.
-  s.index.graph.merge_threshold = 256;
-  s.index.warm_history = c.index.graph_warm_history;
-  s.index.graph.key_lists_stride = c.index.graph_key_lists_stride;
-  s.index.graph_per_kv_head = c.index.graph_heads_per_search > 0;
-  s.search_group = c.index.graph_heads_per_search;
-  s.search_interleave = c.index.graph_interleave;
-  s.search_expand = c.index.graph_expand;
-  s.index.merge_one_query = c.index.graph_merge_queries == 1;
-  s.index.graph.int8_navigation = c.index.graph_navigation == GraphNavigation::kInt8;
-  s.sinks = c.sinks;
-  s.window = c.window;  // the evicted tokens' queries (and their answers) are kept this long for the graph merge
-  // A merged token's query list: its decode answer plus the keys that were in the GPU's window then.
-  s.index.graph.merge_recent_keys = static_cast<int>(c.window);
-  s.index.ivf_nlist = c.index.ivf_nlist;
-  s.index.hnsw_M = c.index.hnsw_M;
-  s.index.hnsw_ef_construction = c.index.hnsw_ef_construction;
-  s.index.seed = c.seed;
-  s.threads = plan.retrievers[static_cast<size_t>(rank - 1)].threads;
-  s.plan_digest = plan_digest(plan);
-  s.name = rank_name(plan, rank);
-  return s;
-}
 
 int run(transport::MpiSession& mpi, int argc, char** argv) {
   const RunPlan plan = read_plan_file(plan_path_from_args(argc, argv, kProgram));
@@ -74,7 +33,7 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
 
   PeerLinks links = connect_peers(mpi, plan);
   transport::HeartbeatThread heartbeat(links.raw());
-  retriever::RetrieverService service(service_config(plan, rank));
+  retriever::RetrieverService service(retriever_service_config(plan, rank, rank_name(plan, rank)));
   service.serve(*links.channels.front());
   const auto& s = service.stats();
   std::fprintf(stderr,

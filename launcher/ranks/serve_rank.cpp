@@ -18,6 +18,7 @@
 #include "gpu_worker/serve/server.h"
 #include "launcher/ranks/model_setup.h"
 #include "launcher/ranks/peer_links.h"
+#include "launcher/ranks/retriever_setup.h"
 #include "launcher/ranks/worker_setup.h"
 #include "transport/heartbeat.h"
 
@@ -86,8 +87,8 @@ int run_serve_rank(transport::MpiSession& mpi, const RunPlan& plan, const std::s
     eo.max_positions = spec.ctx;
     eo.sinks = c.sinks;
     eo.window = c.window;
-    eo.capture_queries = c.mode == AttentionMode::kRetrieval;
-    eo.max_train_queries = c.index.graph_max_train_queries;
+    eo.capture_queries = ships_prefill_queries(c);
+    eo.max_train_queries = prefill_queries_to_ship(c);
     auto engine = std::make_unique<PipelineEngine>(std::make_unique<Model>(std::move(loaded.model)), std::move(client),
                                                    links.raw(), eo);
     PipelineEngine& e = *engine;

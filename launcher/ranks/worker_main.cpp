@@ -21,6 +21,7 @@
 #include "launcher/ranks/model_setup.h"
 #include "launcher/ranks/peer_links.h"
 #include "launcher/ranks/process_common.h"
+#include "launcher/ranks/retriever_setup.h"
 #include "launcher/ranks/run_report.h"
 #include "launcher/ranks/serve_rank.h"
 #include "launcher/ranks/worker_setup.h"
@@ -76,8 +77,8 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   client.handshake(plan_digest(plan), canonical_plan_text(plan));
 
   const bool graph = c.mode == AttentionMode::kRetrieval;
-  PrefillCapture capture(mc, static_cast<int64_t>(prompt.size()), c.sinks, c.window, c.index.graph_max_train_queries,
-                         graph);
+  PrefillCapture capture(mc, static_cast<int64_t>(prompt.size()), c.sinks, c.window, prefill_queries_to_ship(c),
+                         ships_prefill_queries(c));
   BackendOptions options;
   options.max_positions = std::min<int64_t>(mc.max_position_embeddings,
                                             static_cast<int64_t>(prompt.size()) + c.max_new_tokens);

@@ -4,6 +4,7 @@
 
 #include "cpu_retriever/head_shard.h"
 
+#include "common/error.h"
 #include "cpu_retriever/dot.h"
 
 #include <gtest/gtest.h>
@@ -151,6 +152,118 @@ TEST(HeadShard, HoldsTheKeysOnceInTheModelsDtype) {
     EXPECT_NE(k[0], d.keys[scratch.ids[r] * d.dim]) << "the store's key is the rounded one";
   }
 }
+
+// Recall audit (SearchParams::audit_recall): each answer's ids counted against the exact top-k of every
+// row the shard holds, the appended tail included. Exact search finds them all; a beam of 1 on keys
+// its queries do not fit misses some, and the count is the overlap a brute force gives.
+TEST(HeadShard, AuditCountsTheAnswersOverlapWithTheExactTopK) {
+  const Data d = make_data(2000, 24, 400, 30, 17);
+  ShardIndexParams p;
+  p.kind = IndexKind::kFlat;
+  HeadShard flat(d.dim, KvDtype::kF32, d.keys.data(), d.values.data(), d.n, 1, nullptr, 0, p);
+  HeadShard graph = make_shard(d, 0);
+  for (int i = 0; i < 5; ++i) {  // evicted rows: the flat shard's tail, the graph's own tail
+    flat.append(d.keys.data() + i * d.dim, d.values.data() + i * d.dim);
+    graph.append(d.keys.data() + i * d.dim, d.values.data() + i * d.dim);
+  }
+  ShardScratch scratch;
+  std::vector<float> o(d.dim);
+  SearchParams exact{.k = 20};
+  exact.audit_recall = true;
+  SearchStats flat_stats, graph_stats, unaudited;
+  SearchParams narrow{.k = 20, .ef = 1};
+  narrow.audit_recall = true;
+  int64_t expected_hits = 0;
+  std::vector<int64_t> truth(20), answer(20);
+  std::vector<float> scores(20);
+  for (int64_t t = 0; t < 30; ++t) {
+    const float* q = d.test.data() + t * d.dim;
+    flat.search_attend(0, q, exact, 1.0f, scratch, o.data(), &flat_stats);
+    std::copy_n(scratch.merged_ids.begin(), 20, truth.begin());
+    graph.search_attend(0, q, narrow, 1.0f, scratch, o.data(), &graph_stats);
+    std::copy_n(scratch.merged_ids.begin(), 20, answer.begin());
+    std::sort(truth.begin(), truth.end());
+    for (int64_t id : answer) expected_hits += std::binary_search(truth.begin(), truth.end(), id) ? 1 : 0;
+    graph.search_attend(0, q, SearchParams{.k = 20, .ef = 1}, 1.0f, scratch, o.data(), &unaudited);
+  }
+  EXPECT_EQ(flat_stats.recall_wanted, 30 * 20);
+  EXPECT_EQ(flat_stats.recall_hits, flat_stats.recall_wanted);
+  EXPECT_EQ(graph_stats.recall_wanted, 30 * 20);
+  EXPECT_EQ(graph_stats.recall_hits, expected_hits);
+  EXPECT_LT(graph_stats.recall_hits, graph_stats.recall_wanted);  // so the audit can tell them apart
+  EXPECT_EQ(unaudited.recall_wanted, 0);
+}
+
+// A scan budget (ShardIndexParams::scan_fraction): the graph's beam is fitted at the build on the
+// training queries and the step's ef is ignored; test queries of the same distribution then scan about
+// that fraction, and a larger budget scans more and finds more of the exact top-k.
+TEST(HeadShard, AScanBudgetSetsTheBeamFromTheKeysScanned) {
+  const Data d = make_data(4000, 24, 600, 40, 19);
+  double last_scanned = 0.0;
+  int64_t last_hits = -1;
+  ShardIndexParams p;
+  p.kind = IndexKind::kGraph;
+  p.graph.M = 12;
+  p.graph.Kq = 32;
+  p.graph.threads = 1;
+  p.scan_fractions = {0.02, 0.1};
+  p.scan_top_k = 20;
+  HeadShard shard(d.dim, KvDtype::kF32, d.keys.data(), d.values.data(), d.n, 1, d.train.data(), 600, p);
+  ASSERT_EQ(shard.scan_budget_count(), 2u);
+  for (int budget = 0; budget < 2; ++budget) {
+    const double fraction = p.scan_fractions[static_cast<size_t>(budget)];
+    ASSERT_EQ(shard.scan_budgets(budget).size(), 1u);
+    EXPECT_GT(shard.scan_budgets(budget)[0].ef, 0);
+    ShardScratch scratch;
+    std::vector<float> o(d.dim);
+    SearchStats stats;
+    SearchParams params{.k = 20, .ef = 4000};  // ignored: the budget's beam is used
+    params.audit_recall = true;
+    params.scan_budget = budget;
+    for (int64_t t = 0; t < 40; ++t) shard.search_attend(0, d.test.data() + t * d.dim, params, 1.0f, scratch, o.data(), &stats);
+    const double scanned = static_cast<double>(stats.distance_computations) / 40.0 / static_cast<double>(d.n);
+    EXPECT_NEAR(scanned, fraction, 0.5 * fraction);
+    EXPECT_GT(scanned, last_scanned);
+    EXPECT_GE(stats.recall_hits, last_hits);
+    last_scanned = scanned;
+    last_hits = stats.recall_hits;
+  }
+  ShardScratch scratch;
+  std::vector<float> o(d.dim);
+  SearchParams beyond{.k = 20};
+  beyond.scan_budget = 2;
+  EXPECT_THROW(shard.search_attend(0, d.test.data(), beyond, 1.0f, scratch, o.data(), nullptr), Error);
+  ShardIndexParams no_queries;
+  no_queries.kind = IndexKind::kIvf;
+  no_queries.scan_fractions = {0.05};
+#ifdef RA_HAVE_FAISS
+  EXPECT_THROW(HeadShard(d.dim, KvDtype::kF32, d.keys.data(), d.values.data(), d.n, 1, nullptr, 0, no_queries), Error);
+#endif
+}
+
+#ifdef RA_HAVE_FAISS
+// IVF's knob is the lists probed: a budget picks nprobe, and test queries scan about that fraction
+// (the centroids counted, as every report counts them).
+TEST(HeadShard, AScanBudgetSetsTheIvfProbes) {
+  const Data d = make_data(6000, 24, 600, 40, 23);
+  ShardIndexParams p;
+  p.kind = IndexKind::kIvf;
+  p.scan_fractions = {0.1};
+  p.scan_top_k = 20;
+  HeadShard shard(d.dim, KvDtype::kF32, d.keys.data(), d.values.data(), d.n, 2, d.train.data(), 300, p);
+  ASSERT_EQ(shard.scan_budget_count(), 1u);
+  EXPECT_GT(shard.scan_budgets(0)[0].nprobe, 1);
+  EXPECT_EQ(shard.scan_budgets(0)[0].ef, 0);
+  ShardScratch scratch;
+  std::vector<float> o(d.dim);
+  SearchStats stats;
+  for (int64_t t = 0; t < 40; ++t) {
+    shard.search_attend(t % 2, d.test.data() + t * d.dim, SearchParams{.k = 20, .nprobe = 1}, 1.0f, scratch,
+                        o.data(), &stats);
+  }
+  EXPECT_NEAR(static_cast<double>(stats.distance_computations) / 40.0 / 6000.0, 0.1, 0.05);
+}
+#endif
 
 }  // namespace
 }  // namespace ra::retriever

@@ -61,6 +61,9 @@ struct Split {
   bool merge_one_query = false;  // graph per kv head: an evicted token merges by one member's query
   int64_t usage_sample_steps = 1024;                     // the services' process samples (0: none)
   int64_t worker_window = 0;  // > 0: the window the worker's split check assumes (a wrong one: a gap)
+  bool audit_recall = false;             // kStepAuditRecall on every step
+  std::vector<double> scan_fractions;    // the shards' scan budgets (the worker ships queries for them)
+  int scan_budget = 0;                   // the one the steps use
 };
 
 constexpr int kListWidth = 100;  // GraphBuildParams::Kq, the service's default
@@ -115,6 +118,8 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
     copts.kv_bf16_on_wire = split.kv_bf16_on_wire;
     copts.sinks = split.sinks;
     copts.window = split.worker_window > 0 ? split.worker_window : split.window;
+    copts.audit_recall = split.audit_recall;
+    copts.scan_budget = split.scan_budget;
     std::vector<transport::Channel*> channels;
     for (int r = 0; r < split.retrievers; ++r) {
       auto [w, s] = transport::make_inproc_pair("worker", "retriever " + std::to_string(r), std::chrono::minutes(5));
@@ -132,6 +137,8 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.index.merge_one_query = split.merge_one_query;
       cfg.index.graph.merge_recent_keys = static_cast<int>(split.window);
       cfg.usage_sample_steps = split.usage_sample_steps;
+      cfg.index.scan_fractions = split.scan_fractions;
+      cfg.index.scan_top_k = split.top_k;
       cfg.threads = 1;
       cfg.sinks = split.sinks;
       cfg.window = split.window;
@@ -149,7 +156,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
     client = std::make_unique<RetrievalClient>(channels, copts);
     client->handshake(42, "{}");
     capture = std::make_unique<PrefillCapture>(c, static_cast<int64_t>(prompt.size()), split.sinks, split.window, 0,
-                                               split.kind == IndexKind::kGraph);
+                                               split.kind == IndexKind::kGraph || !split.scan_fractions.empty());
     options.static_set.remote = client.get();
     options.qkv_observer = capture->observer();
     if (split.lists_from_worker) {
@@ -261,6 +268,45 @@ TEST(PipelineInproc, GraphRetrievalRunsAndScansFewerKeysThanFlat) {
   ASSERT_EQ(g.logits.size(), f.logits.size());
   EXPECT_LT(g.stats.distance_computations, f.stats.distance_computations);
   EXPECT_EQ(g.stats.steps, f.stats.steps);
+}
+
+// Scan budgets chosen at the build (index.scan_fraction) and picked per step, and the recall audit of
+// every answer (kStepAuditRecall): flat finds its whole exact top-k; graphs at a budget of 20% of the
+// keys scan about that, under flat's count, and find no more at the smaller budget of two. The per-layer
+// counters add up to the totals.
+TEST(PipelineInproc, ScanBudgetsAndTheRecallAuditReachTheWorkerPerLayer) {
+  const Model model = small_model();
+  const auto prompt = prompt_ids(model, 600);
+  const Split flat{.enabled = true, .retrievers = 2, .kind = IndexKind::kFlat, .top_k = 8, .audit_recall = true};
+  const Trace f = run(model, prompt, 6, flat);
+  Split graph = flat;
+  graph.kind = IndexKind::kGraph;
+  graph.merge_threshold = 0;
+  graph.scan_fractions = {0.05, 0.2};
+  std::vector<Trace> budgets;
+  for (int b = 0; b < 2; ++b) {
+    graph.scan_budget = b;
+    budgets.push_back(run(model, prompt, 6, graph));
+  }
+  int64_t hits[2] = {0, 0}, wanted[2] = {0, 0};
+  for (size_t l = 0; l < f.stats.layers.size(); ++l) {
+    const LayerRetrievalStats& fl = f.stats.layers[l];
+    EXPECT_GT(fl.recall_wanted, 0) << l;
+    EXPECT_EQ(fl.recall_hits, fl.recall_wanted) << l;
+    EXPECT_EQ(fl.distance_computations, fl.keys_offered) << l;  // flat scores every key it holds
+    for (int b = 0; b < 2; ++b) {
+      hits[b] += budgets[b].stats.layers[l].recall_hits;
+      wanted[b] += budgets[b].stats.layers[l].recall_wanted;
+      EXPECT_LT(budgets[b].stats.layers[l].distance_computations, fl.distance_computations) << l;
+    }
+  }
+  EXPECT_EQ(wanted[0], wanted[1]);
+  EXPECT_LE(hits[0], hits[1]);
+  EXPECT_LT(budgets[0].stats.distance_computations, budgets[1].stats.distance_computations);
+  int64_t dc = 0, offered = 0;
+  for (const LayerRetrievalStats& l : budgets[1].stats.layers) dc += l.distance_computations, offered += l.keys_offered;
+  EXPECT_EQ(dc, budgets[1].stats.distance_computations);
+  EXPECT_NEAR(static_cast<double>(dc) / static_cast<double>(offered), 0.2, 0.1);
 }
 
 // The graph with a beam over every key returns every key: exact again, while evicted tokens go through

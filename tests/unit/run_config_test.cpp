@@ -259,6 +259,8 @@ TEST(RunConfigValidate, NamesTheFieldAndTheValue) {
       {[](RunConfig& c) { c.temperature = -0.5f; }, "temperature must be >= 0"},
       {[](RunConfig& c) { c.top_p = 0.0f; }, "top_p must be in (0, 1]"},
       {[](RunConfig& c) { c.top_p = 1.5f; }, "top_p must be in (0, 1]"},
+      {[](RunConfig& c) { c.index.scan_fraction = -0.1f; }, "index.scan_fraction must be in [0, 1]"},
+      {[](RunConfig& c) { c.index.scan_fraction = 1.5f; }, "index.scan_fraction must be in [0, 1]"},
       {[](RunConfig& c) { c.max_new_tokens = -1; }, "max_new_tokens must be >= 0"},
       {[](RunConfig& c) { c.synthetic_prompt_bytes = 0; }, "synthetic_prompt_bytes must be >= 1"},
       {[](RunConfig& c) { c.liveness_timeout_ms = 0; }, "liveness_timeout_ms must be >= 1"},

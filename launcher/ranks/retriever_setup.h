@@ -1,0 +1,23 @@
+#pragma once
+// What a retriever rank serves with, from the run's plan: the index kind and knobs of the config's mode,
+// its shards, threads and the static set. The ra-cpu-retriever process and in-process pools (ra bench
+// accuracy) build their RetrieverService from the same function, so both run the same retriever.
+
+#include <string>
+
+#include "cpu_retriever/retriever_service.h"
+#include "launcher/plan/run_plan.h"
+
+namespace ra {
+
+// Rank `rank` (1-based: rank 0 is the worker) of `plan`; `name` names it in logs and errors.
+retriever::RetrieverServiceConfig retriever_service_config(const RunPlan& plan, int rank, const std::string& name);
+
+// Whether the worker ships the prefill's queries: the graph trains on them, a scan budget
+// (index.scan_fraction) is fitted on them.
+bool ships_prefill_queries(const RunConfig& config);
+// Training queries per query head the worker ships (PrefillCapture's max_train_queries; 0 = every
+// prefill position): the graph's setting; a scan budget alone needs a few.
+int64_t prefill_queries_to_ship(const RunConfig& config);
+
+}  // namespace ra
