@@ -15,6 +15,7 @@ packages=(
   python3 python3-numpy python3-matplotlib
   libonig-dev
   prometheus-cpp-dev curl
+  libsqlite3-dev  # only for /usr/include/sqlite3.h: public-domain text for ra bench accuracy's agreement and KL
 )
 # The tokenizer oracle test (tests/tokenizer) and the serve client test (tests/serve) run npm packages
 # under node, installed with npm; Debian's nodejs / npm are added only when neither is on PATH (a

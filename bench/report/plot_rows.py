@@ -5,7 +5,10 @@ script of every `ra bench` command. The chart follows the rows' fields:
   ra bench retrieval (rows with "recall" and "scanned"): recall@k against the fraction of keys scanned,
       one line per index, log x, the 0.95 target dashed;
   ra bench transport (rows with "p50_us"): p50 and p99 round trip against retrievers, one line per
-      transport.
+      transport;
+  ra bench accuracy (rows with "needle_accuracy"): a column of panels per context length, needle
+      accuracy and KL(full || mode) against the fraction of keys scanned, one line per mode; full
+      attention (the ceiling) and the window alone (the floor) as horizontal lines.
 
 usage: plot_rows.py ROWS.json OUT.png [TITLE]
 """
@@ -48,11 +51,53 @@ def plot_transport(ax, rows) -> None:
     ax.set_ylabel("round trip per layer (us, log scale)")
 
 
+def plot_accuracy(rows, title, out_path) -> None:
+    lengths = sorted({r["length"] for r in rows})
+    has_kl = any(r.get("kl_mean") is not None for r in rows)
+    panels = 2 if has_kl else 1
+    fig, axes = plt.subplots(panels, len(lengths), figsize=(4.2 * len(lengths), 3.6 * panels), squeeze=False)
+    for col, length in enumerate(lengths):
+        at = [r for r in rows if r["length"] == length]
+        metrics = [("needle_accuracy", "needle accuracy", False)] + ([("kl_mean", "KL(full || mode)", True)] if has_kl else [])
+        for row_i, (key, label, log_y) in enumerate(metrics):
+            ax = axes[row_i][col]
+            series = {}
+            for r in at:
+                if r.get(key) is None:
+                    continue
+                if r["mode"] in ("full", "window"):
+                    style = dict(color="black", ls="--") if r["mode"] == "full" else dict(color="grey", ls=":")
+                    if not (log_y and r["mode"] == "full"):  # KL of full against itself is 0
+                        ax.axhline(r[key], lw=1, label=r["mode"], **style)
+                    continue
+                series.setdefault(r["mode"], []).append(r)
+            for name, points in series.items():
+                points.sort(key=lambda r: r["scanned"])
+                ys = [max(r[key], 1e-7) if log_y else r[key] for r in points]
+                ax.plot([100 * r["scanned"] for r in points], ys, marker="o", ms=3, label=name)
+            ax.set_xscale("log")
+            if log_y:
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("keys scanned (% of offloaded, log)")
+            ax.set_ylabel(label)
+            ax.set_title(f"{length} tokens", fontsize=9)
+            ax.grid(True, which="both", lw=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+
+
 def main() -> None:
     rows_path, out_path = sys.argv[1], sys.argv[2]
     title = sys.argv[3] if len(sys.argv) > 3 else rows_path
     with open(rows_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    if rows and "needle_accuracy" in rows[0]:
+        plot_accuracy(rows, title, out_path)
+        return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if rows and "p50_us" in rows[0]:
         plot_transport(ax, rows)

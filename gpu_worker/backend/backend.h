@@ -109,6 +109,8 @@ class Backend {
   // kRewind); after it, forward() decodes one token per call, as after a prefill. The default throws
   // ra::Error ("not supported by this backend"); so does a backend that cannot in its current mode.
   virtual void truncate(int64_t position);
+  // Whether truncate() works in this backend's current mode.
+  virtual bool can_truncate() const { return false; }
 
   // Saved contexts (gpu_worker/serve/context_files.h). read_kv copies the cached keys (post-RoPE) and
   // values of positions [begin, end) out: k, v: [n_layers][n_kv_heads][end - begin][head_dim] float32.

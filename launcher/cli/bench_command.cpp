@@ -4,6 +4,7 @@
 #include "bench/transport/bench_transport_command.h"
 #include "bench/decode/bench_decode_command.h"
 #include "bench/tokenizer/bench_tokenizer_command.h"
+#include "bench/accuracy/bench_accuracy_command.h"
 
 namespace ra {
 
@@ -14,6 +15,7 @@ void add_bench_command(CLI::App& app) {
   add_bench_transport_command(*bench);
   add_bench_decode_command(*bench);
   add_bench_tokenizer_command(*bench);
+  add_bench_accuracy_command(*bench);
 }
 
 }  // namespace ra

@@ -5,6 +5,7 @@
 //   ra bench transport   bench/transport/bench_transport_command.h
 //   ra bench decode      bench/decode/bench_decode_command.h
 //   ra bench tokenizer   bench/tokenizer/bench_tokenizer_command.h
+//   ra bench accuracy    bench/accuracy/bench_accuracy_command.h
 
 #include <CLI/CLI.hpp>
 

@@ -84,6 +84,7 @@ class CpuBackend final : public Backend {
     position_ = position;
     decoding_ = false;
   }
+  bool can_truncate() const override { return true; }
 
   void read_kv(int64_t begin, int64_t end, std::span<float> k, std::span<float> v) const override {
     RA_REQUIRE(0 <= begin && begin <= end && end <= position_, "read_kv: positions [{}, {}) are not all in the cache "

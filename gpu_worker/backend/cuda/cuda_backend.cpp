@@ -239,6 +239,7 @@ class CudaBackend final : public Backend {
                position_);
     position_ = position;
   }
+  bool can_truncate() const override { return !static_set_.enabled; }
 
   void forward(std::span<const int32_t> tokens, std::span<float> logits) override {
     check_tokens(tokens);
