@@ -13,6 +13,9 @@
 #                pipeline  flat == full through real retriever processes (tests/mpi/pipeline_mpi_test.sh)
 #                kernels   ra-bench-kernels          decode  ra bench decode
 #                torch     scripts/bench_torch_decode.py     oracle  scripts/oracle_transformers.py
+#                accuracy  `ra bench accuracy` on needle-byte-13m with the CUDA worker backend (docs/accuracy.md):
+#                          ACC_LENGTHS (default 4096,16384,32768,65536), ACC_SCAN (0.01,0.02,0.05),
+#                          ACC_PROMPTS (24), ACC_MODES (all six), ACC_TIMEOUT (540 s)
 #                offload   `ra generate` of Llama-3-8B geometry with the CUDA worker and RETRIEVERS retriever
 #                          ranks over shm, one run per OFFLOAD_RUNS entry, GPU memory, RSS and threads
 #                          sampled every 0.5 s (logs/offload_*.txt, offload_samples_*.txt)
@@ -111,6 +114,20 @@ stage_search() {
   bounded 240 "${cmd[@]}" > "$out/logs/search.txt" 2>&1
   note "ra-bench-search: exit $?"
   grep -v "built$" "$out/logs/search.txt" | tail -8 >> "$summary"
+}
+
+stage_accuracy() {
+  local text=/usr/include/sqlite3.h
+  [[ -f $text ]] || text=$PWD/.device/text/sqlite3.h
+  local cmd=("$ra" bench accuracy --model "$models/needle-byte-13m" --backend cuda
+             --lengths "${ACC_LENGTHS:-4096,16384,32768,65536}" --modes "${ACC_MODES:-full,window,flat,ivf,hnsw,retrieval}"
+             --scan "${ACC_SCAN:-0.01,0.02,0.05}" --prompts "${ACC_PROMPTS:-24}" --facts 4 --text "$text"
+             --text-positions 1000 --retrievers 4 --json "$out/accuracy.json")
+  note "\$ ${cmd[*]}"
+  bounded "${ACC_TIMEOUT:-540}" "${cmd[@]}" > "$out/accuracy.txt" 2> "$out/logs/accuracy.err"
+  note "ra bench accuracy: exit $?"
+  cat "$out/accuracy.txt" >> "$summary"
+  tail -3 "$out/logs/accuracy.err" >> "$summary"
 }
 
 stage_kernels() {

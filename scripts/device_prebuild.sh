@@ -27,6 +27,8 @@ for lib in libyaml-cpp.so.0.7 libcpp-httplib.so.0.11 libprometheus-cpp-core.so.1
            libbrotlidec.so.1 libbrotlienc.so.1; do
   cp -L "/usr/lib/x86_64-linux-gnu/$lib" "$root/.device/lib/"
 done
+# ra bench accuracy's text (public domain; the GPU machine's image may lack libsqlite3-dev).
+mkdir -p "$root/.device/text" && cp /usr/include/sqlite3.h "$root/.device/text/"
 tar -czf "$root/.device/prebuilt.tgz" -C "$stage" .
 echo "$commit" > "$root/.device/prebuilt.commit"
 rm -rf "$stage"

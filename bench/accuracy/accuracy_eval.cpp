@@ -25,6 +25,9 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+// Haystack bytes made beyond the length, so that every fact's question fits after a prefix of it.
+constexpr int64_t kSpareBytes = 64;
+
 bool uses_retrievers(AttentionMode m) { return m != AttentionMode::kFull && m != AttentionMode::kWindow; }
 bool has_budget(AttentionMode m) {
   return m == AttentionMode::kIvf || m == AttentionMode::kHnsw || m == AttentionMode::kRetrieval;
@@ -129,16 +132,30 @@ class LengthRun {
   void run() {
     for (int p = 0; p < spec_.prompts; ++p) {
       const auto started = Clock::now();
-      const NeedlePrompt prompt = make_needle_prompt(length_, spec_.facts, spec_.seed + static_cast<uint64_t>(p),
-                                                     spec_.haystack);
+      // Every fact's prompt is `length_` tokens: BOS, a prefix of one haystack, its question. The
+      // offloaded positions [S, length - W) are the same haystack bytes for all of them (a question is
+      // shorter than the window), so the retrievers build once per haystack and every fact is asked
+      // against the same indexes. The haystack is made longer than needed and cut.
+      const uint64_t seed = spec_.seed + static_cast<uint64_t>(p);
+      const NeedlePrompt prompt = make_needle_prompt(length_ + kSpareBytes, spec_.facts, seed, spec_.haystack);
       const std::string asked = needle_question(prompt.question_name);
-      RA_REQUIRE(prompt.text.ends_with(asked), "needle prompt (seed {}) does not end with its question",
-                 spec_.seed + static_cast<uint64_t>(p));
+      RA_REQUIRE(prompt.text.ends_with(asked), "needle prompt (seed {}) does not end with its question", seed);
       const std::string haystack = prompt.text.substr(0, prompt.text.size() - asked.size());
+      bool built = false;
       for (const NeedleFact& fact : prompt.facts) {
-        const std::vector<int32_t> tokens = encode_prompt(loaded_, haystack + needle_question(fact.name));
+        const std::string question = needle_question(fact.name);
+        const auto keep = static_cast<size_t>(length_ - 1) - question.size();
+        RA_REQUIRE(static_cast<int64_t>(question.size()) < spec_.config.window && keep <= haystack.size(),
+                   "needle question of {} bytes for a window of {} and a length of {}", question.size(),
+                   spec_.config.window, length_);
+        if (static_cast<size_t>(fact.offset + fact.length) > keep) {
+          ++facts_cut_;  // its sentence lies in the bytes cut off: not asked
+          continue;
+        }
+        const std::vector<int32_t> tokens = encode_prompt(loaded_, haystack.substr(0, keep) + question);
         const std::vector<int32_t> digits = loaded_.tokenizer->encode(fact.number);
-        needle_case(tokens, digits);
+        needle_case(tokens, digits, !built);
+        built = true;
       }
       std::fprintf(stderr, "ra bench accuracy: %lld tokens, prompt %d of %d: %d facts, %.1f s\n",
                    static_cast<long long>(length_), p + 1, spec_.prompts, spec_.facts,
@@ -149,20 +166,28 @@ class LengthRun {
 
   std::vector<json> rows() const {
     std::vector<json> out;
-    for (const Variant& v : variants_) out.push_back(row(v));
+    for (const Variant& v : variants_) {
+      out.push_back(row(v));
+      out.back()["needle_facts_cut"] = facts_cut_;
+    }
     return out;
   }
 
  private:
-  // Prefills `tokens` on both backends and ships the offloaded KV to every pool.
-  void prefill(const std::vector<int32_t>& tokens) {
+  // Prefills `tokens` on both backends; with `ship`, the offloaded KV goes to every pool, which builds
+  // (otherwise the pools keep the build of a prompt with the same offloaded positions).
+  void prefill(const std::vector<int32_t>& tokens, bool ship) {
     full_->reset();
     full_->forward(tokens, full_first_);
+    split_->reset();
     const auto n = static_cast<int64_t>(tokens.size());
+    if (!ship) {
+      split_->forward(tokens, first_logits_);
+      return;
+    }
     const int64_t train = graph_train_queries_ >= 0 ? graph_train_queries_ : 256;
     PrefillCapture capture(mc_, n, spec_.config.sinks, spec_.config.window, train, queries_);
     observer_ = capture.observer();
-    split_->reset();
     split_->forward(tokens, first_logits_);
     observer_ = nullptr;
     for (const auto& pool : pools_) pool->build(capture, n);
@@ -217,8 +242,8 @@ class LengthRun {
     remote_.use(nullptr);
   }
 
-  void needle_case(const std::vector<int32_t>& tokens, const std::vector<int32_t>& digits) {
-    prefill(tokens);
+  void needle_case(const std::vector<int32_t>& tokens, const std::vector<int32_t>& digits, bool ship) {
+    prefill(tokens, ship);
     const std::span<const int32_t> feed(digits.data(), digits.size() - 1);
     each_variant(tokens, static_cast<int64_t>(feed.size()), [&](Variant& v, Backend& b, std::span<const float> first) {
       int64_t correct = 0;
@@ -245,7 +270,7 @@ class LengthRun {
                all.size(), length_, spec_.text_positions, need);
     const std::vector<int32_t> prompt(all.begin(), all.begin() + length_);
     const std::span<const int32_t> feed(all.data() + length_, static_cast<size_t>(spec_.text_positions));
-    prefill(prompt);
+    prefill(prompt, true);
     // Full attention's log-probabilities at every position, then every variant against them.
     const auto vocab = static_cast<size_t>(mc_.vocab_size);
     std::vector<float> reference(feed.size() * vocab);
@@ -317,6 +342,7 @@ class LengthRun {
   bool queries_ = false;             // some pool's retrievers take the prefill's queries
   int64_t graph_train_queries_ = -1; // the graph's setting when mode retrieval runs (else 256 for budgets)
   std::vector<Variant> variants_;
+  int64_t facts_cut_ = 0;  // facts whose sentence fell in the haystack's cut end (not asked)
   std::vector<float> logits_, first_logits_;
   std::vector<float> full_first_ = std::vector<float>(static_cast<size_t>(mc_.vocab_size));
 };

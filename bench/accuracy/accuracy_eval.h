@@ -5,9 +5,11 @@
 // retrievers per mode (retriever_pool.h), and then, for every mode and budget, teacher-forces the same
 // continuation from the same state:
 //   - needle: `facts` magic-number facts per haystack prompt, each asked in turn (a prompt per fact, the
-//     question last); a fact counts when all 7 digits are the argmax under teacher forcing. The first
-//     digit comes from the prefill (full attention in every mode, as in generation); the other 6 are
-//     decode steps through the mode's attention.
+//     question last; all `length` tokens, the same offloaded positions, so the retrievers build once per
+//     haystack); a fact counts when all 7 digits are the argmax under teacher forcing. The first digit
+//     comes from the prefill (full attention in every mode, as in generation); the other 6 are decode
+//     steps through the mode's attention. (The graph's training queries are the first fact's prompt's:
+//     its question's few positions differ from the others'.)
 //   - text: `text_positions` decode steps over real text past the window, each step's next-token
 //     distribution compared with full attention's at the same position: top-1 agreement and
 //     KL(full || mode).
@@ -47,8 +49,9 @@ struct AccuracySpec {
 
 // Runs every length; each finished row (a mode at a budget at a length) goes to on_row as it is done,
 // then all are returned. Rows: length, mode, scan_target (null: none), scanned (measured fraction),
-// needle_facts, needle_correct, needle_accuracy, needle_digits_correct, text_positions, agreement,
-// kl_mean, recall (null without the audit or retrievers), recall_per_layer, decode_steps, seconds.
+// needle_facts, needle_correct, needle_accuracy, needle_digit_accuracy, needle_facts_cut (facts not
+// asked: their sentence fell in the haystack's cut end), text_positions, agreement, kl_mean, recall
+// (null without the audit or retrievers), recall_per_layer, decode_steps, ms_per_step, top_k.
 std::vector<nlohmann::json> run_accuracy(const AccuracySpec& spec, const LoadedModel& loaded,
                                          const std::function<void(const nlohmann::json&)>& on_row);
 

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "bench/accuracy/accuracy_eval.h"
 #include "bench/report/bench_report.h"
 #include "common/error.h"
@@ -60,7 +62,10 @@ int run_bench_accuracy(BenchAccuracyArgs& a) {
   RA_REQUIRE(!json.bad(), "--json {}: write failed", a.json_out);
   if (!a.plot_out.empty()) {
     RA_REQUIRE(!a.json_out.empty(), "--plot needs --json (the plot is drawn from its rows)");
-    bench::plot_rows(a.json_out, a.plot_out);
+    bench::plot_rows(a.json_out, a.plot_out,
+                     fmt::format("ra bench accuracy: {}, {} backend, sinks {} + window {}, top-k {}, {} prompts x {} facts",
+                                 loaded.model.source, name(resolve_backend_kind(c.backend)), c.sinks, c.window,
+                                 c.index.top_k, a.spec.prompts, a.spec.facts));
   }
   return 0;
 }

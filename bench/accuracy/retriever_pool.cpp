@@ -39,18 +39,27 @@ RetrieverPool::RetrieverPool(const RunPlan& plan, const ModelConfig& model, cons
     channels.push_back(worker_end.get());
     worker_ends_.push_back(std::move(worker_end));
   }
-  heartbeat_ = std::make_unique<transport::HeartbeatThread>(channels);
-  RetrievalClientOptions options = retrieval_client_options(plan, model);
-  options.audit_recall = audit_recall;
-  client_ = std::make_unique<RetrievalClient>(channels, options);
-  client_->handshake(plan_digest(plan), canonical_plan_text(plan));
+  try {
+    heartbeat_ = std::make_unique<transport::HeartbeatThread>(channels);
+    RetrievalClientOptions options = retrieval_client_options(plan, model);
+    options.audit_recall = audit_recall;
+    client_ = std::make_unique<RetrievalClient>(channels, options);
+    client_->handshake(plan_digest(plan), canonical_plan_text(plan));
+  } catch (...) {
+    stop();  // no destructor runs for a constructor that throws: the service threads are joined here
+    throw;
+  }
 }
 
-RetrieverPool::~RetrieverPool() {
+RetrieverPool::~RetrieverPool() { stop(); }
+
+void RetrieverPool::stop() noexcept {
   if (client_) client_->shutdown(std::chrono::seconds(10));
+  client_.reset();
   heartbeat_.reset();
   worker_ends_.clear();  // a service still waiting sees its peer leave
   for (std::thread& t : services_) t.join();
+  services_.clear();
 }
 
 void RetrieverPool::build(const PrefillCapture& capture, int64_t prompt_tokens) {

@@ -42,6 +42,8 @@ class RetrieverPool {
   void use_budget(int scan_budget);
 
  private:
+  void stop() noexcept;  // kShutdown to the services, then joins them
+
   std::vector<std::unique_ptr<transport::Channel>> worker_ends_;
   std::vector<std::thread> services_;
   std::unique_ptr<transport::HeartbeatThread> heartbeat_;

@@ -4,6 +4,9 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
+#include <string>
+#include <string_view>
 
 #include "common/error.h"
 
@@ -61,13 +64,26 @@ std::string table_row(std::span<const Column> columns, const nlohmann::json& row
   return out;
 }
 
-void plot_rows(const std::string& json_path, const std::string& png_path) {
+void plot_rows(const std::string& json_path, const std::string& png_path, const std::string& title) {
   namespace fs = std::filesystem;
   // Debian's python3 has matplotlib (scripts/setup.sh); a python3 earlier on PATH may not.
   const char* env_python = std::getenv("RA_PYTHON");
   const std::string python = env_python ? env_python : fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-  const std::string cmd = fmt::format("'{}' '{}/bench/report/plot_rows.py' '{}' '{}'", python, RA_SOURCE_DIR,
-                                      json_path, png_path);
+  auto quoted = [](std::string_view s) {  // one shell word, whatever it holds
+    std::string q = "'";
+    for (const char c : s) {
+      if (c == '\'') {
+        q.append("'\\''");
+      } else {
+        q.push_back(c);
+      }
+    }
+    q.push_back('\'');
+    return q;
+  };
+  std::string cmd = fmt::format("{} {}/bench/report/plot_rows.py {} {}", quoted(python), quoted(RA_SOURCE_DIR),
+                                quoted(json_path), quoted(png_path));
+  if (!title.empty()) fmt::format_to(std::back_inserter(cmd), " {}", quoted(title));
   RA_REQUIRE(std::system(cmd.c_str()) == 0, "plotting failed: {}", cmd);
 }
 

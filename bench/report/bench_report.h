@@ -51,6 +51,7 @@ std::string table_row(std::span<const Column> columns, const nlohmann::json& row
 // Draws the rows of a JSON-lines file to a PNG with bench/report/plot_rows.py (the chart follows the
 // rows' fields: see the script). Python: $RA_PYTHON, else /usr/bin/python3 (Debian's has matplotlib,
 // scripts/setup.sh), else python3 on PATH. Throws ra::Error with the command line when it fails.
-void plot_rows(const std::string& json_path, const std::string& png_path);
+// An empty title uses the JSON path.
+void plot_rows(const std::string& json_path, const std::string& png_path, const std::string& title = "");
 
 }  // namespace ra::bench

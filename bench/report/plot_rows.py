@@ -14,11 +14,13 @@ usage: plot_rows.py ROWS.json OUT.png [TITLE]
 """
 import json
 import sys
+import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def plot_retrieval(ax, rows) -> None:
@@ -76,6 +78,9 @@ def plot_accuracy(rows, title, out_path) -> None:
                 ys = [max(r[key], 1e-7) if log_y else r[key] for r in points]
                 ax.plot([100 * r["scanned"] for r in points], ys, marker="o", ms=3, label=name)
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             if log_y:
                 ax.set_yscale("log")
             else:
@@ -85,7 +90,7 @@ def plot_accuracy(rows, title, out_path) -> None:
             ax.set_title(f"{length} tokens", fontsize=9)
             ax.grid(True, which="both", lw=0.3)
             ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 60 * len(lengths)), fontsize=8)
     fig.tight_layout()
     fig.savefig(out_path, dpi=120)
 
