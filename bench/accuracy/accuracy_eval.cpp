@@ -78,6 +78,9 @@ struct Variant {
   double kl_sum = 0.0;
   int64_t steps = 0;
   double seconds = 0.0;
+  // Keys scored and offered in the needle steps and in the text steps apart: the text's 1,000 steps scan
+  // a session tail of evicted tokens that grows to 1,000 rows, the needle's 6 steps almost none.
+  int64_t scored[2] = {0, 0}, offered[2] = {0, 0};  // [kNeedle], [kText]
   std::vector<LayerRetrievalStats> layers;
 };
 
@@ -212,8 +215,10 @@ class LengthRun {
   }
 
   // Runs every variant from the prefilled state; measure(variant, backend, first logits).
+  enum Case { kNeedle = 0, kText = 1 };
+
   template <typename Measure>
-  void each_variant(const std::vector<int32_t>& tokens, int64_t steps, Measure&& measure) {
+  void each_variant(Case which, const std::vector<int32_t>& tokens, int64_t steps, Measure&& measure) {
     for (Variant& v : variants_) {
       const bool full = v.mode == AttentionMode::kFull;
       Backend& b = full ? *full_ : *split_;
@@ -234,6 +239,8 @@ class LengthRun {
           v.layers[l].keys_offered += s.layers[l].keys_offered;
           v.layers[l].recall_hits += s.layers[l].recall_hits;
           v.layers[l].recall_wanted += s.layers[l].recall_wanted;
+          v.scored[which] += s.layers[l].distance_computations;
+          v.offered[which] += s.layers[l].keys_offered;
         }
       }
       restore(b, tokens);
@@ -245,7 +252,7 @@ class LengthRun {
   void needle_case(const std::vector<int32_t>& tokens, const std::vector<int32_t>& digits, bool ship) {
     prefill(tokens, ship);
     const std::span<const int32_t> feed(digits.data(), digits.size() - 1);
-    each_variant(tokens, static_cast<int64_t>(feed.size()), [&](Variant& v, Backend& b, std::span<const float> first) {
+    each_variant(kNeedle, tokens, static_cast<int64_t>(feed.size()), [&](Variant& v, Backend& b, std::span<const float> first) {
       int64_t correct = 0;
       force(b, first, feed, [&](size_t i, std::span<const float> logits) {
         correct += argmax(logits) == digits[i] ? 1 : 0;
@@ -283,7 +290,7 @@ class LengthRun {
       reference_top[i - 1] = argmax(logits);
     });
     restore(*full_, prompt);
-    each_variant(prompt, static_cast<int64_t>(feed.size()), [&](Variant& v, Backend& b, std::span<const float> first) {
+    each_variant(kText, prompt, static_cast<int64_t>(feed.size()), [&](Variant& v, Backend& b, std::span<const float> first) {
       std::vector<double> mine;
       force(b, first, feed, [&](size_t i, std::span<const float> logits) {
         if (i == 0) return;
@@ -314,6 +321,12 @@ class LengthRun {
     const double scanned = v.pool != nullptr ? (offered > 0 ? static_cast<double>(dc) / static_cast<double>(offered) : 0.0)
                                              : (v.mode == AttentionMode::kFull ? 1.0 : 0.0);
     r["scanned"] = scanned;
+    auto fraction = [&](int which) {
+      return v.offered[which] > 0 ? json(static_cast<double>(v.scored[which]) / static_cast<double>(v.offered[which]))
+                                  : json(nullptr);
+    };
+    r["scanned_needle"] = fraction(kNeedle);
+    r["scanned_text"] = fraction(kText);
     r["needle_facts"] = v.facts;
     r["needle_correct"] = v.facts_correct;
     r["needle_accuracy"] = v.facts > 0 ? json(static_cast<double>(v.facts_correct) / static_cast<double>(v.facts)) : json(nullptr);

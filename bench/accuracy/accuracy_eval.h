@@ -48,8 +48,8 @@ struct AccuracySpec {
 };
 
 // Runs every length; each finished row (a mode at a budget at a length) goes to on_row as it is done,
-// then all are returned. Rows: length, mode, scan_target (null: none), scanned (measured fraction),
-// needle_facts, needle_correct, needle_accuracy, needle_digit_accuracy, needle_facts_cut (facts not
+// then all are returned. Rows: length, mode, scan_target (null: none), scanned (measured fraction;
+// scanned_needle and scanned_text over those steps alone, null without retrievers), needle_facts, needle_correct, needle_accuracy, needle_digit_accuracy, needle_facts_cut (facts not
 // asked: their sentence fell in the haystack's cut end), text_positions, agreement, kl_mean, recall
 // (null without the audit or retrievers), recall_per_layer, decode_steps, ms_per_step, top_k.
 std::vector<nlohmann::json> run_accuracy(const AccuracySpec& spec, const LoadedModel& loaded,

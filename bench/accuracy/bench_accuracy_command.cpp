@@ -29,6 +29,8 @@ const std::vector<bench::Column> kColumns = {
     {"mode", "mode", 10, true, "", "  "},
     {"scan_target", "budget", 7, false, ".3f"},
     {"scanned", "scanned", 8, false, ".4f"},
+    {"scanned_needle", "sc.needle", 9, false, ".4f"},
+    {"scanned_text", "sc.text", 8, false, ".4f"},
     {"needle_correct", "facts", 6},
     {"needle_accuracy", "needle", 7, false, ".3f"},
     {"needle_digit_accuracy", "digits", 7, false, ".3f"},
