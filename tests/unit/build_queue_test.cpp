@@ -8,6 +8,7 @@
 #include <thread>
 #include <chrono>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace ra::retriever {
@@ -35,6 +36,20 @@ std::vector<FinishedBuild> wait_for(BuildQueue& q, size_t count) {
     q.take_done(done);
   }
   return done;
+}
+
+// Waits until take_done rethrows a build's failure; returns its message ("" when none came in 10 s).
+std::string wait_for_failure(BuildQueue& q, std::vector<FinishedBuild>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    q.wait_for_progress(1ms);
+    try {
+      q.take_done(done);
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+  }
+  return "";
 }
 
 TEST(BuildQueue, BuildsInSubmissionOrderOffTheCallersThread) {
@@ -65,18 +80,7 @@ TEST(BuildQueue, AFailedBuildIsRethrownAndLaterOnesAreDropped) {
   });
   for (uint32_t l = 0; l < 4; ++l) q.submit(l, payload_of(l));
   std::vector<FinishedBuild> done;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  bool threw = false;
-  while (!threw && std::chrono::steady_clock::now() < deadline) {
-    q.wait_for_progress(1ms);
-    try {
-      q.take_done(done);
-    } catch (const std::runtime_error& e) {
-      threw = true;
-      EXPECT_STREQ(e.what(), "layer 1: malformed kBuild");
-    }
-  }
-  EXPECT_TRUE(threw);
+  EXPECT_EQ(wait_for_failure(q, done), "layer 1: malformed kBuild");
   EXPECT_TRUE(q.idle());
   EXPECT_EQ(built.load(), 1);  // layer 0 only: 2 and 3 never ran
 }
@@ -106,17 +110,7 @@ TEST(BuildQueue, ASubmissionAfterAFailureIsDropped) {
   });
   q.submit(0, payload_of(0));
   std::vector<FinishedBuild> done;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  bool threw = false;
-  while (!threw && std::chrono::steady_clock::now() < deadline) {
-    q.wait_for_progress(1ms);
-    try {
-      q.take_done(done);
-    } catch (const std::runtime_error&) {
-      threw = true;
-    }
-  }
-  ASSERT_TRUE(threw);
+  ASSERT_EQ(wait_for_failure(q, done), "layer 0: malformed kBuild");
   q.submit(1, payload_of(1));  // as the loop would, had layer 1's kBuild arrived meanwhile
   EXPECT_TRUE(q.idle());
   EXPECT_THROW(q.take_done(done), std::runtime_error);
