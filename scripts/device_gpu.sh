@@ -15,7 +15,10 @@
 #                torch     scripts/bench_torch_decode.py     oracle  scripts/oracle_transformers.py
 #                accuracy  `ra bench accuracy` on needle-byte-13m with the CUDA worker backend (docs/accuracy.md):
 #                          ACC_LENGTHS (default 4096,16384,32768,65536), ACC_SCAN (0.01,0.02,0.05),
-#                          ACC_PROMPTS (24), ACC_MODES (all six), ACC_TIMEOUT (540 s)
+#                          ACC_PROMPTS (24), ACC_SEED (1, the first prompt's), ACC_MODES (all six),
+#                          ACC_TEXT_POSITIONS (1000; 0: no text), ACC_TIME_LIMIT (0: none; no prompt starts
+#                          after it, so a piece of a long eval ends with its rows: bench/accuracy/merge_rows.py
+#                          adds pieces over disjoint seeds), ACC_TIMEOUT (540 s, the hard limit)
 #                offload   `ra generate` of Llama-3-8B geometry with the CUDA worker and RETRIEVERS retriever
 #                          ranks over shm, one run per OFFLOAD_RUNS entry, GPU memory, RSS and threads
 #                          sampled every 0.5 s (logs/offload_*.txt, offload_samples_*.txt)
@@ -119,10 +122,12 @@ stage_search() {
 stage_accuracy() {
   local text=/usr/include/sqlite3.h
   [[ -f $text ]] || text=$PWD/.device/text/sqlite3.h
+  local text_args=(--text "$text" --text-positions "${ACC_TEXT_POSITIONS:-1000}")
+  [[ ${ACC_TEXT_POSITIONS:-1000} == 0 ]] && text_args=()
   local cmd=("$ra" bench accuracy --model "$models/needle-byte-13m" --backend cuda
              --lengths "${ACC_LENGTHS:-4096,16384,32768,65536}" --modes "${ACC_MODES:-full,window,flat,ivf,hnsw,retrieval}"
-             --scan "${ACC_SCAN:-0.01,0.02,0.05}" --prompts "${ACC_PROMPTS:-24}" --facts 4 --text "$text"
-             --text-positions 1000 --retrievers 4 --json "$out/accuracy.json")
+             --scan "${ACC_SCAN:-0.01,0.02,0.05}" --prompts "${ACC_PROMPTS:-24}" --seed "${ACC_SEED:-1}" --facts 4
+             "${text_args[@]}" --time-limit "${ACC_TIME_LIMIT:-0}" --retrievers 4 --json "$out/accuracy.json")
   note "\$ ${cmd[*]}"
   bounded "${ACC_TIMEOUT:-540}" "${cmd[@]}" > "$out/accuracy.txt" 2> "$out/logs/accuracy.err"
   note "ra bench accuracy: exit $?"

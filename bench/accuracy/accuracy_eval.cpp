@@ -88,8 +88,8 @@ struct Variant {
 
 class LengthRun {
  public:
-  LengthRun(const AccuracySpec& spec, const LoadedModel& loaded, int64_t length)
-      : spec_(spec), loaded_(loaded), mc_(loaded.model.config), length_(length),
+  LengthRun(const AccuracySpec& spec, const LoadedModel& loaded, int64_t length, Clock::time_point deadline)
+      : spec_(spec), loaded_(loaded), mc_(loaded.model.config), length_(length), deadline_(deadline),
         remote_(mc_.n_heads, mc_.head_dim) {
     RA_REQUIRE(length_ + spec.text_positions + 2 <= mc_.max_position_embeddings,
                "length {} + {} text positions exceeds the model's {} positions", length_, spec.text_positions,
@@ -133,10 +133,16 @@ class LengthRun {
     }
   }
 
-  // Every needle fact of every prompt, then the text.
+  // The text, then every needle fact of every prompt that starts before the deadline.
   void run() {
+    if (!spec_.text_file.empty()) text_case();
     for (int p = 0; p < spec_.prompts; ++p) {
       const auto started = Clock::now();
+      if (started >= deadline_) {
+        std::fprintf(stderr, "ra bench accuracy: %lld tokens: time limit reached after %d of %d prompts\n",
+                     static_cast<long long>(length_), p, spec_.prompts);
+        break;
+      }
       // Every fact's prompt is `length_` tokens: BOS, a prefix of one haystack, its question. The
       // offloaded positions [S, length - W) are the same haystack bytes for all of them (a question is
       // shorter than the window), so the retrievers build once per haystack and every fact is asked
@@ -162,11 +168,11 @@ class LengthRun {
         needle_case(tokens, digits, !built);
         built = true;
       }
-      std::fprintf(stderr, "ra bench accuracy: %lld tokens, prompt %d of %d: %d facts, %.1f s\n",
-                   static_cast<long long>(length_), p + 1, spec_.prompts, spec_.facts,
-                   std::chrono::duration<double>(Clock::now() - started).count());
+      prompts_done_ = p + 1;
+      std::fprintf(stderr, "ra bench accuracy: %lld tokens, prompt %d of %d (seed %llu): %d facts, %.1f s\n",
+                   static_cast<long long>(length_), p + 1, spec_.prompts, static_cast<unsigned long long>(seed),
+                   spec_.facts, std::chrono::duration<double>(Clock::now() - started).count());
     }
-    if (!spec_.text_file.empty()) text_case();
   }
 
   std::vector<json> rows() const {
@@ -313,11 +319,13 @@ class LengthRun {
     r["mode"] = std::string(name(v.mode));
     r["scan_target"] = v.target ? json(*v.target) : json(nullptr);
     int64_t dc = 0, offered = 0, hits = 0, wanted = 0;
-    json per_layer = json::array();
+    json per_layer = json::array(), hits_per_layer = json::array(), wanted_per_layer = json::array();
     for (const LayerRetrievalStats& l : v.layers) {
       dc += l.distance_computations, offered += l.keys_offered, hits += l.recall_hits, wanted += l.recall_wanted;
       per_layer.push_back(l.recall_wanted > 0 ? json(static_cast<double>(l.recall_hits) / static_cast<double>(l.recall_wanted))
                                               : json(nullptr));
+      hits_per_layer.push_back(l.recall_hits);
+      wanted_per_layer.push_back(l.recall_wanted);
     }
     // Full attention scores every key, the window none of the offloaded ones.
     const double scanned = v.pool != nullptr ? (offered > 0 ? static_cast<double>(dc) / static_cast<double>(offered) : 0.0)
@@ -343,6 +351,19 @@ class LengthRun {
     r["decode_steps"] = v.steps;
     r["ms_per_step"] = v.steps > 0 ? 1e3 * v.seconds / static_cast<double>(v.steps) : 0.0;
     r["top_k"] = v.pool != nullptr ? json(spec_.config.index.top_k) : json(nullptr);
+    r["prompts"] = prompts_done_;
+    r["seed"] = spec_.seed;
+    r["needle_digits"] = v.digits;
+    r["needle_digits_correct"] = v.digits_correct;
+    r["text_agree"] = v.agree;
+    r["kl_sum"] = v.kl_sum;
+    r["scored_needle"] = v.scored[kNeedle];
+    r["offered_needle"] = v.offered[kNeedle];
+    r["scored_text"] = v.scored[kText];
+    r["offered_text"] = v.offered[kText];
+    r["recall_hits_per_layer"] = hits_per_layer;
+    r["recall_wanted_per_layer"] = wanted_per_layer;
+    r["seconds"] = v.seconds;
     return r;
   }
 
@@ -350,6 +371,8 @@ class LengthRun {
   const LoadedModel& loaded_;
   const ModelConfig& mc_;
   int64_t length_;
+  Clock::time_point deadline_;
+  int prompts_done_ = 0;
   RemoteSwitch remote_;
   std::unique_ptr<Backend> full_, split_;
   QkvObserver observer_;  // the current prefill's capture (the split backend's observer calls it)
@@ -373,9 +396,14 @@ std::vector<json> run_accuracy(const AccuracySpec& spec, const LoadedModel& load
   for (const double f : spec.scan) {
     RA_REQUIRE(f > 0.0 && f <= 1.0, "ra bench accuracy: scan fraction {} is outside (0, 1]", f);
   }
+  RA_REQUIRE(spec.time_limit_s >= 0.0, "ra bench accuracy: time limit {} s is negative", spec.time_limit_s);
+  const Clock::time_point deadline =
+      spec.time_limit_s > 0.0 ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                   std::chrono::duration<double>(spec.time_limit_s))
+                              : Clock::time_point::max();
   std::vector<json> all;
   for (const int64_t length : spec.lengths) {
-    LengthRun run(spec, loaded, length);
+    LengthRun run(spec, loaded, length, deadline);
     run.run();
     for (json& r : run.rows()) {
       on_row(r);

@@ -45,13 +45,21 @@ struct AccuracySpec {
   std::string text_file;           // real text for agreement and KL; empty: skipped
   int64_t text_positions = 1000;
   bool audit_recall = true;
+  // Seconds from the start after which no further needle prompt starts (0: none). The text runs first
+  // at every length, so a time-boxed run still has its agreement and KL; rows report the prompts done,
+  // and runs over disjoint seeds merge (bench/accuracy/merge_rows.py).
+  double time_limit_s = 0.0;
 };
 
 // Runs every length; each finished row (a mode at a budget at a length) goes to on_row as it is done,
 // then all are returned. Rows: length, mode, scan_target (null: none), scanned (measured fraction;
-// scanned_needle and scanned_text over those steps alone, null without retrievers), needle_facts, needle_correct, needle_accuracy, needle_digit_accuracy, needle_facts_cut (facts not
-// asked: their sentence fell in the haystack's cut end), text_positions, agreement, kl_mean, recall
-// (null without the audit or retrievers), recall_per_layer, decode_steps, ms_per_step, top_k.
+// scanned_needle and scanned_text over those steps alone, null without retrievers), needle_facts,
+// needle_correct, needle_accuracy, needle_digit_accuracy, needle_facts_cut (facts not asked: their
+// sentence fell in the haystack's cut end), text_positions, agreement, kl_mean, recall (null without the
+// audit or retrievers), recall_per_layer, decode_steps, ms_per_step, top_k; prompts (done) and seed
+// (the first); and the raw sums the ratios come from, so that runs over disjoint seeds add up:
+// needle_digits, needle_digits_correct, text_agree, kl_sum, scored_needle, offered_needle, scored_text,
+// offered_text, recall_hits_per_layer, recall_wanted_per_layer, seconds.
 std::vector<nlohmann::json> run_accuracy(const AccuracySpec& spec, const LoadedModel& loaded,
                                          const std::function<void(const nlohmann::json&)>& on_row);
 

@@ -115,6 +115,10 @@ void add_bench_accuracy_command(CLI::App& bench) {
   cmd->add_option("--graph-heads-per-search", s.config.index.graph_heads_per_search,
                   "Retrieval: 0 = a graph per query head, N = a graph per kv head searched by N heads at once")
       ->capture_default_str();
+  cmd->add_option("--time-limit", s.time_limit_s,
+                  "Seconds after which no further needle prompt starts (0: none); the text runs first, rows report "
+                  "the prompts done, and runs over disjoint --seed ranges merge with bench/accuracy/merge_rows.py")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("!--no-recall", s.audit_recall, "Skip the recall audit (a full scan per query head and step)");
   cmd->add_option("--json", a->json_out, "Write one JSON object per row to this file");
   cmd->add_option("--plot", a->plot_out, "Needle accuracy and KL against keys scanned, a panel per length (needs --json)");
