@@ -8,9 +8,12 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iterator>
+#include <optional>
+#include <thread>
 
 #include "common/error.h"
 
@@ -36,9 +39,38 @@ extern "C" void forward_to_child(int sig) {
 
 constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP};
 
+void wait_for(pid_t child, int& status) {
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
+// Waits for `child`, killing it (its process group: mpirun and the agents it started) once bound.over()
+// has been true for bound.grace. Returns whether it had to. SIGKILL, not SIGTERM: an mpirun that still
+// waits for an unreachable daemon is already aborting, and takes a second SIGTERM as "terminate
+// forcibly", which in Open MPI 4.1 crashes in PMIx_Finalize with a stack dump.
+bool wait_bounded(pid_t child, int& status, const ExitBound& bound, const std::string& program) {
+  using Clock = std::chrono::steady_clock;
+  std::optional<Clock::time_point> over_at;
+  bool killed = false;
+  for (;;) {
+    const pid_t r = waitpid(child, &status, WNOHANG);
+    if (r == child || (r < 0 && errno != EINTR)) return killed;
+    const auto now = Clock::now();
+    if (!over_at && bound.over()) over_at = now;
+    if (over_at && !killed && now - *over_at >= bound.grace) {
+      std::fprintf(stderr, "ra: %s still runs %.1f s after %s (a host of the job may be unreachable); killing it\n",
+                   program.c_str(), std::chrono::duration<double>(now - *over_at).count(), bound.event.c_str());
+      g_forwarded.store(SIGKILL);
+      kill(-child, SIGKILL);
+      killed = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 }  // namespace
 
-int run_forwarding_signals(const std::vector<std::string>& argv) {
+int run_forwarding_signals(const std::vector<std::string>& argv, const ExitBound* bound, bool* bound_hit) {
   RA_REQUIRE(!argv.empty(), "run_forwarding_signals: no command");
   std::vector<char*> cargv;
   for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
@@ -86,10 +118,15 @@ int run_forwarding_signals(const std::vector<std::string>& argv) {
   }
   pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   int status = 0;
+  bool hit = false;
   if (child > 0) {
-    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    if (bound != nullptr) {
+      hit = wait_bounded(child, status, *bound, argv[0]);
+    } else {
+      wait_for(child, status);
     }
   }
+  if (bound_hit != nullptr) *bound_hit = hit;
   g_child.store(0);
   for (size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &old_actions[i], nullptr);
   RA_REQUIRE(child > 0, "cannot start {}: fork failed: {}", argv[0], std::strerror(fork_errno));

@@ -106,7 +106,20 @@ int launch_job(const RunPlan& plan, const NumaTopology& local) {
     RA_REQUIRE(out.good(), "cannot write the plan file {}", plan_path.string());
   }
   const std::vector<std::string> argv = job_mpirun_argv(plan, local, plan_path.string(), exes);
-  const int code = run_forwarding_signals(argv);
+  // mpirun ends the other ranks once the worker has exited, but waits without a deadline for every
+  // host's daemon to confirm it: one cut off from the network never does. Two liveness timeouts (the
+  // retrievers' own detection of a lost worker) and 2 s more, then mpirun is stopped.
+  const fs::path worker_exit = dir / kWorkerExitFile;
+  const ExitBound bound{[&] { return fs::exists(worker_exit); },
+                        std::chrono::milliseconds(2 * plan.config.liveness_timeout_ms + 2000), "the worker rank exited"};
+  bool stopped = false;
+  int code = run_forwarding_signals(argv, &bound, &stopped);
+  if (stopped) {  // the worker's own code (non-zero when it failed), not the signal mpirun was stopped by
+    std::ifstream in(worker_exit);
+    int worker_code = 1;
+    in >> worker_code;
+    code = worker_code != 0 ? worker_code : 1;
+  }
 
   remove_leftover_shm_segments("ra-" + plan.job_id + "-");
   std::error_code ignored;

@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -39,6 +40,7 @@ NumaTopology single_node_fallback() {
   const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
   node.memory_bytes = pages > 0 && page_size > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size) : 0;
   node.cores = static_cast<int>(node.cpus.size());
+  node.core_cpus = node.cpus;
   t.total_cores = node.cores;
   t.nodes.push_back(std::move(node));
   return t;
@@ -77,8 +79,14 @@ NumaTopology detect_numa_topology() {
     hwloc_bitmap_foreach_begin(cpu, obj->cpuset) { node.cpus.push_back(static_cast<int>(cpu)); }
     hwloc_bitmap_foreach_end();
     node.memory_bytes = obj->attr != nullptr ? obj->attr->numanode.local_memory : 0;
-    node.cores = hwloc_get_nbobjs_inside_cpuset_by_type(h.topology, obj->cpuset, HWLOC_OBJ_CORE);
-    if (node.cores <= 0) node.cores = static_cast<int>(node.cpus.size());
+    for (hwloc_obj_t core = nullptr;
+         (core = hwloc_get_next_obj_inside_cpuset_by_type(h.topology, obj->cpuset, HWLOC_OBJ_CORE, core)) != nullptr;) {
+      const int first = hwloc_bitmap_first(core->cpuset);
+      if (first >= 0) node.core_cpus.push_back(first);
+    }
+    std::sort(node.core_cpus.begin(), node.core_cpus.end());
+    if (node.core_cpus.empty()) node.core_cpus = node.cpus;  // cores unknown: one per processing unit
+    node.cores = static_cast<int>(node.core_cpus.size());
     t.total_cores += node.cores;
     t.nodes.push_back(std::move(node));
   }

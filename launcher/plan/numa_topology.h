@@ -14,6 +14,7 @@ struct NumaTopology {
   struct Node {
     int os_index = 0;         // the kernel's node number (numactl -N)
     std::vector<int> cpus;    // OS indexes of its processing units (hyperthreads included), ascending
+    std::vector<int> core_cpus;  // the first processing unit of each physical core, ascending
     uint64_t memory_bytes = 0;  // local memory; 0 when unknown
     int cores = 0;            // physical cores (each may hold several cpus)
   };
@@ -21,7 +22,9 @@ struct NumaTopology {
   int total_cores = 0;        // physical cores over all nodes
 };
 
-// Never throws for lack of hwloc or an odd machine: it falls back to one node of all online CPUs.
+// Never throws for lack of hwloc or an odd machine: it falls back to one node of all online CPUs. hwloc
+// honours HWLOC_SYNTHETIC (e.g. "pack:2 numa:2 core:8 pu:2"), which the plan tests use to stand for
+// machines this one is not.
 NumaTopology detect_numa_topology();
 
 // One line: "2 NUMA nodes: node 0 (16 cores, 32 cpus, 64.0 GiB), node 1 (...)".

@@ -20,7 +20,7 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr int kPlanVersion = 1;
+constexpr int kPlanVersion = 2;  // 2: retrievers[].cpus
 constexpr const char* kPlanFormat = "ra-plan";
 
 void check_geometry(const Geometry& g, const std::string& where) {
@@ -46,15 +46,23 @@ std::string new_job_id() {
 
 // Cores of each NUMA node shared among the retrievers placed on it (at least 1 each).
 void assign_threads(std::vector<RetrieverPlacement>& rs, const NumaTopology& topo, int fixed_threads) {
-  std::map<std::pair<std::string, int>, int> on_node;
+  std::map<std::pair<std::string, int>, int> on_node, placed;
   for (const RetrieverPlacement& r : rs) ++on_node[{r.host, r.numa_node}];
   for (RetrieverPlacement& r : rs) {
-    if (fixed_threads > 0) {
-      r.threads = fixed_threads;
-    } else {
-      const int cores = topo.nodes[static_cast<size_t>(r.numa_node)].cores;
-      r.threads = std::max(1, cores / on_node[{r.host, r.numa_node}]);
+    const NumaTopology::Node& node = topo.nodes[static_cast<size_t>(r.numa_node)];
+    const std::vector<int>& cores = node.core_cpus.empty() ? node.cpus : node.core_cpus;
+    const int sharing = on_node[{r.host, r.numa_node}];
+    const int index = placed[{r.host, r.numa_node}]++;
+    // This retriever's run of the node's cores: [index * n / sharing, (index + 1) * n / sharing), or,
+    // with more retrievers than cores, the one core index % n.
+    const auto n = static_cast<int>(cores.size());
+    r.cpus.clear();
+    if (n > 0) {
+      int begin = index * n / sharing, end = (index + 1) * n / sharing;
+      if (end <= begin) begin = index % n, end = begin + 1;
+      r.cpus.assign(cores.begin() + begin, cores.begin() + end);
     }
+    r.threads = fixed_threads > 0 ? fixed_threads : std::max(1, node.cores / sharing);
   }
 }
 
@@ -172,7 +180,8 @@ json plan_to_json(const RunPlan& p) {
   for_each_geometry_field([&](const char* name, auto field) { geometry[name] = p.geometry.*field; });
   json rs = json::array();
   for (const RetrieverPlacement& r : p.retrievers) {
-    rs.push_back({{"rank", r.rank}, {"host", r.host}, {"numa_node", r.numa_node}, {"threads", r.threads}});
+    rs.push_back({{"rank", r.rank}, {"host", r.host}, {"numa_node", r.numa_node}, {"threads", r.threads},
+                  {"cpus", r.cpus}});
   }
   return {
       {"format", kPlanFormat},
@@ -210,7 +219,8 @@ RunPlan plan_from_json(const json& j, const std::string& source) {
   for (const json& r : rs) {
     const std::string rw = source + " (retrievers)";
     p.retrievers.push_back({get_key<int>(r, "rank", rw), get_key<std::string>(r, "host", rw),
-                            get_key<int>(r, "numa_node", rw), get_key<int>(r, "threads", rw)});
+                            get_key<int>(r, "numa_node", rw), get_key<int>(r, "threads", rw),
+                            get_key<std::vector<int>>(r, "cpus", rw)});
   }
   const int expected = needs_retrievers(p.config.mode) ? p.config.retrievers : 0;
   RA_REQUIRE(p.num_retrievers() == expected && p.world_size == 1 + expected,
@@ -276,9 +286,11 @@ std::string describe_plan(const RunPlan& p) {
     const RetrieverPlacement& r = p.retrievers[static_cast<size_t>(i)];
     int64_t owned = 0;
     for (int64_t l = 0; l < g.n_layers; ++l) owned += static_cast<int64_t>(p.owned_kv_heads(i, l).size());
-    out += fmt::format("rank {}: retriever {} on {}, {}, {} thread{}; owns {} of {} (layer, kv head) units: ", r.rank,
+    out += fmt::format("rank {}: retriever {} on {}, {}, {} thread{}{}; owns {} of {} (layer, kv head) units: ", r.rank,
                        i, r.host, r.numa_node < 0 ? std::string("unbound") : fmt::format("NUMA node {}", r.numa_node),
-                       r.threads, r.threads == 1 ? "" : "s", owned, units);
+                       r.threads, r.threads == 1 ? "" : "s",
+                       r.cpus.empty() ? std::string() : fmt::format(" pinned to cpus {}", id_ranges(r.cpus)), owned,
+                       units);
     const int64_t shown = std::min(period, g.n_layers);
     if (period == 1) {
       out += fmt::format("every layer: kv heads {} (query heads {})", ranges(p.owned_kv_heads(i, 0)),

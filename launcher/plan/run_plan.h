@@ -51,6 +51,9 @@ struct RetrieverPlacement {
   std::string host;          // "localhost" without a hostfile
   int numa_node = -1;        // index into that host's NumaTopology::nodes; -1 = unbound
   int threads = 1;
+  // The CPUs its search threads are pinned to, thread i to cpus[i % size]: one per physical core of its
+  // node, the node's cores split between the retrievers on it (none shares a core); empty = unpinned.
+  std::vector<int> cpus;
 
   bool operator==(const RetrieverPlacement&) const = default;
 };
@@ -78,13 +81,18 @@ struct RunPlan {
 // ra::Error when the hostfile has too few slots, or when transport shm would put a retriever on a host
 // other than the worker's (naming the host and suggesting --transport ucx).
 //   Single host: retriever i gets NUMA node i % nodes and threads = that node's cores / retrievers on
-//   it (at least 1), unless config.retriever_threads is set.
+//   it (at least 1), unless config.retriever_threads is set; the node's cores are split into consecutive
+//   runs, one per retriever on it, which its threads are pinned to (RetrieverPlacement::cpus).
 //   Hostfile: the worker is rank 0 on the first host; retrievers fill the slots in hostfile order; on
 //   each host the retrievers take its NUMA nodes round robin.
 RunPlan make_run_plan(const RunConfig& config, const Geometry& geometry, const NumaTopology& local,
                       const std::vector<HostSlots>& hosts);
 
-// The plan file: {"format": "ra-plan", "version": 1, ...}. plan_from_json checks the format, version
+// Beside the plan file in the job directory: the worker rank's exit code, written as it exits
+// (process_common.h), which `ra` watches to bound mpirun's teardown (job_launcher.cpp).
+inline constexpr const char* kWorkerExitFile = "worker.exit";
+
+// The plan file: {"format": "ra-plan", "version": 2, ...}. plan_from_json checks the format, version
 // and consistency; errors name `source`.
 nlohmann::json plan_to_json(const RunPlan& plan);
 RunPlan plan_from_json(const nlohmann::json& j, const std::string& source);

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "transport/channel.h"
 
 namespace ra {
 namespace {
@@ -73,15 +74,53 @@ void die_with_parent(const char* program) {
   }
 }
 
+namespace {
+
+// The worker's exit code, for `ra` (job_launcher.cpp), in the plan file's directory.
+void record_worker_exit(int argc, char** argv, int code) noexcept {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--plan") != 0) continue;
+    const std::string plan = argv[i + 1];
+    const size_t slash = plan.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : plan.substr(0, slash);
+    if (FILE* f = std::fopen((dir + "/" + kWorkerExitFile).c_str(), "w")) {
+      std::fprintf(f, "%d\n", code);
+      std::fclose(f);
+    }
+    return;
+  }
+}
+
+// Our parent when it is Open MPI's per-host daemon (orted), else 0 (mpirun on the launching host).
+pid_t parent_daemon() {
+  const pid_t parent = getppid();
+  std::ifstream comm("/proc/" + std::to_string(parent) + "/comm");
+  std::string name;
+  return std::getline(comm, name) && name == "orted" ? parent : 0;
+}
+
+}  // namespace
+
 int run_pipeline_process(const char* program, int argc, char** argv,
                          int (*run)(transport::MpiSession& mpi, int argc, char** argv)) {
   die_with_parent(program);
   transport::MpiSession mpi(&argc, &argv);
   try {
-    return run(mpi, argc, argv);
+    const int code = run(mpi, argc, argv);
+    if (mpi.rank() == 0) record_worker_exit(argc, argv, code);
+    return code;
   } catch (const std::exception& e) {
     report_error(program, mpi.rank(), mpi.host(), e.what());
     remove_registered_segment();
+    if (mpi.rank() == 0) record_worker_exit(argc, argv, 1);
+    if (mpi.rank() != 0 && dynamic_cast<const transport::PeerError*>(&e) != nullptr) {
+      if (const pid_t daemon = parent_daemon(); daemon > 0) {
+        std::fprintf(stderr, "%s rank %d on host %s: the worker is lost; ending this host's part of the job "
+                     "(Open MPI daemon, pid %d)\n", program, mpi.rank(), mpi.host().c_str(), static_cast<int>(daemon));
+        std::fflush(stderr);
+        kill(daemon, SIGTERM);
+      }
+    }
     std::_Exit(1);
   }
 }

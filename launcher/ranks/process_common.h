@@ -10,9 +10,12 @@
 namespace ra {
 
 // The main() of a pipeline process: asks to die with its parent (die_with_parent), starts MPI and
-// returns run(mpi, argc, argv). On any exception it
-// reports it with rank and host, removes the registered segment and quits at once with 1: MPI_Finalize
-// or a channel's teardown could wait on a dead peer, and mpirun ends the other ranks.
+// returns run(mpi, argc, argv). On any exception it reports it with rank and host, removes the
+// registered segment and quits at once with 1: MPI_Finalize or a channel's teardown could wait on a dead
+// peer, and mpirun ends the other ranks. The worker (rank 0) leaves its exit code in the job directory
+// (kWorkerExitFile of run_plan.h, beside the plan file), where `ra` bounds how long mpirun may take to end after it. A
+// retriever that lost its worker (a PeerError) also ends its host's Open MPI daemon when that is its
+// parent: the job is over, and on a host cut off from the network nobody else can.
 int run_pipeline_process(const char* program, int argc, char** argv,
                          int (*run)(transport::MpiSession& mpi, int argc, char** argv));
 

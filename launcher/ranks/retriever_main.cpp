@@ -4,6 +4,7 @@
 // shutdown, 1 after any error (reported with rank and host), 128 + N on signal N.
 
 #include <cstdio>
+#include <string>
 
 #include "cpu_retriever/maintenance_pool.h"
 #include "cpu_retriever/retriever_service.h"
@@ -11,6 +12,7 @@
 #include "launcher/ranks/peer_links.h"
 #include "launcher/ranks/process_common.h"
 #include "launcher/ranks/retriever_setup.h"
+#include "launcher/ranks/thread_pinning.h"
 #include "transport/heartbeat.h"
 
 namespace ra {
@@ -34,6 +36,11 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   PeerLinks links = connect_peers(mpi, plan);
   transport::HeartbeatThread heartbeat(links.raw());
   retriever::RetrieverService service(retriever_service_config(plan, rank, rank_name(plan, rank)));
+  // Every other thread first (they keep the node's CPUs): then this thread's search team, pinned.
+  retriever::process_maintenance_pool();
+  std::string pinning;
+  pin_openmp_team(place.cpus, place.threads, &pinning);
+  std::fprintf(stderr, "%s rank %d on %s: %s\n", kProgram, rank, mpi.host().c_str(), pinning.c_str());
   service.serve(*links.channels.front());
   const auto& s = service.stats();
   std::fprintf(stderr,

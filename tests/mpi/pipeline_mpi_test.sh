@@ -84,20 +84,8 @@ exact)
   fi
   cmp "$WORK/full.txt" "$WORK/flat.txt" || fail "generated text differs: full '$(cat "$WORK/full.txt")' flat '$(cat "$WORK/flat.txt")'"
   grep -q "keys scanned" "$WORK/flat.err" || fail "the flat run reported no retrieval statistics"
-  python3 - "$WORK/full.f32" "$WORK/flat.f32" "${MIN_STEPS:-$steps}" "${TOL:-1e-4}" <<'PY'
-import array, sys
-a, b = array.array("f"), array.array("f")
-a.frombytes(open(sys.argv[1], "rb").read()); b.frombytes(open(sys.argv[2], "rb").read())
-vocab, steps, tol = 258, int(sys.argv[3]), float(sys.argv[4])  # steps: at least this many (EOS may end a run)
-assert len(a) == len(b) and len(a) >= steps * vocab, (len(a), len(b))
-worst = 0.0
-for s in range(len(a) // vocab):
-    ra, rb = a[s*vocab:(s+1)*vocab], b[s*vocab:(s+1)*vocab]
-    scale = max(abs(x) for x in ra)
-    worst = max(worst, max(abs(x - y) for x, y in zip(ra, rb)) / scale)
-print(f"steps {len(a)//vocab}, worst relative logit difference {worst:.3g}")
-assert worst < tol, worst
-PY
+  python3 "$(dirname "${BASH_SOURCE[0]}")/compare_logits.py" "$WORK/full.f32" "$WORK/flat.f32" "${MIN_STEPS:-$steps}" \
+    "${TOL:-1e-4}" || fail "logits differ"
   echo "PASS: flat == full over $transport with $retrievers retrievers (backend ${BACKEND:-auto}, $steps steps)"
   ;;
 killed)

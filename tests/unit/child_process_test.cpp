@@ -58,6 +58,31 @@ TEST(ChildProcess, ForwardsSigtermToTheChildAndRestoresTheHandler) {
   sigaction(SIGTERM, &before, nullptr);
 }
 
+// Once the bound's event has happened, a child that does not end is killed after the grace, with its
+// process group (a child that ignores SIGTERM too).
+TEST(ChildProcess, ABoundKillsAChildThatOutlivesTheEventByTheGrace) {
+  const auto start = std::chrono::steady_clock::now();
+  auto since = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  const ExitBound bound{[&] { return since() > 0.2; }, std::chrono::milliseconds(300), "the test's event"};
+  bool hit = false;
+  EXPECT_EQ(run_forwarding_signals({"sh", "-c", "trap '' TERM; sleep 30 & wait; wait"}, &bound, &hit), 128 + SIGKILL);
+  EXPECT_TRUE(hit);
+  EXPECT_GT(since(), 0.45);
+  EXPECT_LT(since(), 5.0);
+}
+
+// A child that ends by itself is left alone, before or after the event.
+TEST(ChildProcess, ABoundLeavesAChildThatEndsInTime) {
+  bool event = false;
+  const ExitBound bound{[&] { return event; }, std::chrono::milliseconds(5000), "never"};
+  bool hit = true;
+  EXPECT_EQ(run_forwarding_signals({"sh", "-c", "sleep 0.2; exit 4"}, &bound, &hit), 4);
+  EXPECT_FALSE(hit);
+  const ExitBound now{[] { return true; }, std::chrono::milliseconds(5000), "at once"};
+  EXPECT_EQ(run_forwarding_signals({"sh", "-c", "sleep 0.2; exit 5"}, &now, &hit), 5);
+  EXPECT_FALSE(hit);
+}
+
 // A process running run_forwarding_signals is SIGKILLed (nothing can be forwarded): the kernel ends
 // its child (PR_SET_PDEATHSIG) instead of leaving it to run on as an orphan.
 TEST(ChildProcess, TheChildDiesWithItsParent) {

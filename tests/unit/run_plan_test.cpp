@@ -1,11 +1,13 @@
-// The run plan: (layer, kv_head) sharding, GQA query heads, NUMA placement and threads, hostfiles, the
-// shm-needs-one-host rule, the plan file and its digest, and the mpirun command line.
+// The run plan: (layer, kv_head) sharding, GQA query heads, NUMA placement, threads and their cores (on
+// synthetic hwloc topologies too), hostfiles, the shm-needs-one-host rule, the plan file and its digest,
+// and the mpirun command line.
 
 #include <gmock/gmock.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <fstream>
@@ -38,6 +40,7 @@ NumaTopology topology(int nodes, int cores_per_node) {
     NumaTopology::Node node;
     node.os_index = n;
     for (int c = 0; c < cores_per_node; ++c) node.cpus.push_back(n * cores_per_node + c);
+    node.core_cpus = node.cpus;
     node.memory_bytes = 1ull << 34;
     node.cores = cores_per_node;
     t.nodes.push_back(node);
@@ -144,6 +147,85 @@ TEST(RunPlanPlacement, SingleHostSpreadsOverNumaNodes) {
   }
 }
 
+// Machines this one is not, through hwloc's synthetic topologies: the plan's NUMA placement and its
+// per-thread cores come from the topology detect_numa_topology reads.
+class SyntheticTopology : public ::testing::Test {
+ protected:
+  NumaTopology load(const char* description) {
+    setenv("HWLOC_SYNTHETIC", description, 1);
+    NumaTopology t = detect_numa_topology();
+    unsetenv("HWLOC_SYNTHETIC");
+    return t;
+  }
+};
+
+// Every retriever's cpus lie in its node, and no two retrievers share one.
+void expect_disjoint_cores_of_their_nodes(const RunPlan& plan, const NumaTopology& t) {
+  std::set<int> used;
+  for (const RetrieverPlacement& r : plan.retrievers) {
+    const std::vector<int>& node = t.nodes[static_cast<size_t>(r.numa_node)].core_cpus;
+    EXPECT_FALSE(r.cpus.empty()) << "retriever rank " << r.rank;
+    for (const int cpu : r.cpus) {
+      EXPECT_NE(std::find(node.begin(), node.end(), cpu), node.end()) << "cpu " << cpu << " of rank " << r.rank;
+      EXPECT_TRUE(used.insert(cpu).second) << "cpu " << cpu << " given twice";
+    }
+  }
+}
+
+TEST_F(SyntheticTopology, TwoSocketsOfTwoNumaNodesWithHyperthreads) {
+  const NumaTopology t = load("pack:2 numa:2 core:4 pu:2");
+  if (t.nodes.size() == 1) GTEST_SKIP() << "built without hwloc: the synthetic topology is not read";
+  ASSERT_EQ(t.nodes.size(), 4u);
+  EXPECT_EQ(t.total_cores, 16);
+  for (size_t n = 0; n < 4; ++n) {
+    EXPECT_EQ(t.nodes[n].cores, 4);
+    EXPECT_EQ(t.nodes[n].cpus.size(), 8u);
+    const int base = static_cast<int>(8 * n);  // the first hyperthread of each core, not its sibling
+    EXPECT_EQ(t.nodes[n].core_cpus, (std::vector<int>{base, base + 2, base + 4, base + 6}));
+  }
+  // One retriever per NUMA node: a node's four cores each.
+  const RunPlan four = make_run_plan(retrieval(4), llama3_8b(), t, {});
+  for (int i = 0; i < 4; ++i) {
+    const RetrieverPlacement& r = four.retrievers[static_cast<size_t>(i)];
+    EXPECT_EQ(r.numa_node, i);
+    EXPECT_EQ(r.threads, 4);
+    EXPECT_EQ(r.cpus, t.nodes[static_cast<size_t>(i)].core_cpus);
+  }
+  expect_disjoint_cores_of_their_nodes(four, t);
+  // Two per node: each takes half of its node's cores.
+  const RunPlan eight = make_run_plan(retrieval(8), llama3_8b(), t, {});
+  for (const RetrieverPlacement& r : eight.retrievers) {
+    EXPECT_EQ(r.threads, 2);
+    EXPECT_EQ(r.cpus.size(), 2u);
+  }
+  expect_disjoint_cores_of_their_nodes(eight, t);
+  EXPECT_THAT(describe_plan(eight), HasSubstr("rank 5: retriever 4 on localhost, NUMA node 0, 2 threads pinned to cpus 4,6"));
+}
+
+TEST_F(SyntheticTopology, FourNumaNodes) {
+  const NumaTopology t = load("numa:4 core:6 pu:1");
+  if (t.nodes.size() == 1) GTEST_SKIP() << "built without hwloc: the synthetic topology is not read";
+  ASSERT_EQ(t.nodes.size(), 4u);
+  const RunPlan plan = make_run_plan(retrieval(4), llama3_8b(), t, {});
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(plan.retrievers[static_cast<size_t>(i)].numa_node, i);
+    EXPECT_EQ(plan.retrievers[static_cast<size_t>(i)].threads, 6);
+  }
+  expect_disjoint_cores_of_their_nodes(plan, t);
+  // Three retrievers on three of the nodes, a fourth idle; more threads than cores asked: its cores in turn.
+  RunConfig fixed = retrieval(3);
+  fixed.retriever_threads = 8;
+  const RunPlan three = make_run_plan(fixed, llama3_8b(), t, {});
+  for (const RetrieverPlacement& r : three.retrievers) {
+    EXPECT_EQ(r.threads, 8);
+    EXPECT_EQ(r.cpus.size(), 6u);
+  }
+  expect_disjoint_cores_of_their_nodes(three, t);
+  // More retrievers than a node's cores: one core each, shared only when the node runs out.
+  const RunPlan crowded = make_run_plan(retrieval(32), llama3_8b(), t, {});
+  for (const RetrieverPlacement& r : crowded.retrievers) EXPECT_EQ(r.cpus.size(), 1u);
+}
+
 TEST(RunPlanPlacement, ChecksConfigAndGeometry) {
   EXPECT_THAT(error_message([] { make_run_plan(retrieval(0), llama3_8b(), topology(1, 2), {}); }),
               HasSubstr("retrievers must be >= 1 in mode retrieval"));
@@ -234,7 +316,7 @@ TEST(RunPlanFile, JsonRoundTripAndDigest) {
   EXPECT_EQ(plan.job_id.size(), 12u);
   const nlohmann::json j = plan_to_json(plan);
   EXPECT_EQ(j.at("format"), "ra-plan");
-  EXPECT_EQ(j.at("version"), 1);
+  EXPECT_EQ(j.at("version"), 2);
 
   // Through text, as the plan file travels.
   const RunPlan back = plan_from_json(nlohmann::json::parse(j.dump(2)), "plan.json");
@@ -260,6 +342,7 @@ TEST(RunPlanFile, JsonRoundTripAndDigest) {
   EXPECT_TRUE(differs([](RunPlan& p) { p.geometry.head_dim = 64; }));
   EXPECT_TRUE(differs([](RunPlan& p) { p.retrievers[1].threads = 1; }));
   EXPECT_TRUE(differs([](RunPlan& p) { p.retrievers[2].numa_node = -1; }));
+  EXPECT_TRUE(differs([](RunPlan& p) { p.retrievers[0].cpus.push_back(99); }));
   // Two plans of one config differ by job id only.
   const RunPlan again = make_run_plan(c, llama3_8b(), topology(2, 8), {});
   EXPECT_NE(again.job_id, plan.job_id);
@@ -282,7 +365,7 @@ TEST(RunPlanFile, BadPlansNameTheSource) {
     change(j);
     return error_message([&] { plan_from_json(j, "p.json"); });
   };
-  EXPECT_THAT(broken([](nlohmann::json& j) { j["version"] = 2; }), AllOf(HasSubstr("p.json"), HasSubstr("version 2")));
+  EXPECT_THAT(broken([](nlohmann::json& j) { j["version"] = 1; }), AllOf(HasSubstr("p.json"), HasSubstr("version 1")));
   EXPECT_THAT(broken([](nlohmann::json& j) { j["format"] = "x"; }), HasSubstr("not a plan file"));
   EXPECT_THAT(broken([](nlohmann::json& j) { j.erase("geometry"); }), HasSubstr("missing key 'geometry'"));
   EXPECT_THAT(broken([](nlohmann::json& j) { j["world_size"] = 5; }), HasSubstr("world_size 5"));
