@@ -9,6 +9,7 @@
 #include <map>
 #include <numeric>
 #include <random>
+#include <set>
 #include <type_traits>
 
 #include "common/error.h"
@@ -45,25 +46,37 @@ std::string new_job_id() {
 }
 
 // Cores of each NUMA node shared among the retrievers placed on it (at least 1 each).
-void assign_threads(std::vector<RetrieverPlacement>& rs, const NumaTopology& topo, int fixed_threads) {
-  std::map<std::pair<std::string, int>, int> on_node, placed;
-  for (const RetrieverPlacement& r : rs) ++on_node[{r.host, r.numa_node}];
-  for (RetrieverPlacement& r : rs) {
+// NUMA node, threads and cpus of every retriever of one host, from that host's topology: retriever j of
+// the host's n takes node j % nodes; the node's cores are split into consecutive runs, one per retriever
+// on it (with more retrievers than cores, core index % cores each).
+void place_on_host(std::vector<RetrieverPlacement*>& on_host, const NumaTopology& topo, int fixed_threads) {
+  const auto n_nodes = static_cast<int>(topo.nodes.size());
+  std::vector<int> sharing(topo.nodes.size(), 0), placed(topo.nodes.size(), 0);
+  for (size_t j = 0; j < on_host.size(); ++j) ++sharing[j % topo.nodes.size()];
+  for (size_t j = 0; j < on_host.size(); ++j) {
+    RetrieverPlacement& r = *on_host[j];
+    r.numa_node = static_cast<int>(j) % n_nodes;
     const NumaTopology::Node& node = topo.nodes[static_cast<size_t>(r.numa_node)];
     const std::vector<int>& cores = node.core_cpus.empty() ? node.cpus : node.core_cpus;
-    const int sharing = on_node[{r.host, r.numa_node}];
-    const int index = placed[{r.host, r.numa_node}]++;
-    // This retriever's run of the node's cores: [index * n / sharing, (index + 1) * n / sharing), or,
-    // with more retrievers than cores, the one core index % n.
+    const int share = sharing[static_cast<size_t>(r.numa_node)];
+    const int index = placed[static_cast<size_t>(r.numa_node)]++;
     const auto n = static_cast<int>(cores.size());
     r.cpus.clear();
     if (n > 0) {
-      int begin = index * n / sharing, end = (index + 1) * n / sharing;
+      int begin = index * n / share, end = (index + 1) * n / share;
       if (end <= begin) begin = index % n, end = begin + 1;
       r.cpus.assign(cores.begin() + begin, cores.begin() + end);
     }
-    r.threads = fixed_threads > 0 ? fixed_threads : std::max(1, node.cores / sharing);
+    r.threads = fixed_threads > 0 ? fixed_threads : std::max(1, node.cores / share);
   }
+}
+
+std::vector<RetrieverPlacement*> retrievers_on(std::vector<RetrieverPlacement>& rs, const std::string& host) {
+  std::vector<RetrieverPlacement*> out;
+  for (RetrieverPlacement& r : rs) {
+    if (r.host == host) out.push_back(&r);
+  }
+  return out;
 }
 
 // "0-3,8,10-11", or "none".
@@ -138,11 +151,10 @@ RunPlan make_run_plan(const RunConfig& config, const Geometry& geometry, const N
   plan.job_id = new_job_id();
   const int r_count = needs_retrievers(config.mode) ? config.retrievers : 0;
   plan.world_size = 1 + r_count;
-  const int n_nodes = static_cast<int>(local.nodes.size());
 
   if (hosts.empty()) {
     plan.worker_host = "localhost";
-    for (int i = 0; i < r_count; ++i) plan.retrievers.push_back({1 + i, "localhost", i % n_nodes, 1});
+    for (int i = 0; i < r_count; ++i) plan.retrievers.push_back({1 + i, "localhost", -1, 1});
   } else {
     int total = 0;
     for (const HostSlots& h : hosts) {
@@ -156,7 +168,6 @@ RunPlan make_run_plan(const RunConfig& config, const Geometry& geometry, const N
     plan.worker_host = hosts[0].host;
     size_t host = 0;
     int used = 1;  // the worker's slot on hosts[0]
-    std::map<std::string, int> placed_on_host;
     for (int i = 0; i < r_count; ++i) {
       while (used >= hosts[host].slots) {
         ++host;
@@ -168,11 +179,25 @@ RunPlan make_run_plan(const RunConfig& config, const Geometry& geometry, const N
                  "transport shm needs every retriever on the GPU worker's host {}, but retriever {} (rank {}) "
                  "would run on host {}; use --transport ucx, or give {} more slots in {}",
                  plan.worker_host, i, 1 + i, h, plan.worker_host, config.hostfile);
-      plan.retrievers.push_back({1 + i, h, placed_on_host[h]++ % n_nodes, 1});
+      plan.retrievers.push_back({1 + i, h, -1, 1});
     }
   }
-  assign_threads(plan.retrievers, local, config.retriever_threads);
+  std::set<std::string> hosts_used;
+  for (const RetrieverPlacement& r : plan.retrievers) hosts_used.insert(r.host);
+  for (const std::string& h : hosts_used) {  // each host as if it were this one (placed_on_this_host redoes it)
+    std::vector<RetrieverPlacement*> on_host = retrievers_on(plan.retrievers, h);
+    place_on_host(on_host, local, config.retriever_threads);
+  }
   return plan;
+}
+
+RetrieverPlacement placed_on_this_host(const RunPlan& plan, int rank, const NumaTopology& here) {
+  RA_REQUIRE(rank >= 1 && rank <= plan.num_retrievers(), "rank {} is not a retriever rank of this plan", rank);
+  RunPlan copy = plan;
+  const std::string& host = copy.retrievers[static_cast<size_t>(rank - 1)].host;
+  std::vector<RetrieverPlacement*> on_host = retrievers_on(copy.retrievers, host);
+  place_on_host(on_host, here, copy.config.retriever_threads);
+  return copy.retrievers[static_cast<size_t>(rank - 1)];
 }
 
 json plan_to_json(const RunPlan& p) {

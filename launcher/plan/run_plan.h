@@ -76,8 +76,9 @@ struct RunPlan {
   std::vector<int64_t> owned_query_heads(int retriever, int64_t layer) const;
 };
 
-// Plans the ranks. `local` is this machine's topology, assumed for every host of the hostfile too;
-// `hosts` empty = everything on this machine. Calls validate(config) and checks the geometry. Throws
+// Plans the ranks. `local` is this machine's topology, assumed for every host of the hostfile too (each
+// retriever redoes its own placement from its host's topology: placed_on_this_host); `hosts` empty =
+// everything on this machine. Calls validate(config) and checks the geometry. Throws
 // ra::Error when the hostfile has too few slots, or when transport shm would put a retriever on a host
 // other than the worker's (naming the host and suggesting --transport ucx).
 //   Single host: retriever i gets NUMA node i % nodes and threads = that node's cores / retrievers on
@@ -87,6 +88,11 @@ struct RunPlan {
 //   each host the retrievers take its NUMA nodes round robin.
 RunPlan make_run_plan(const RunConfig& config, const Geometry& geometry, const NumaTopology& local,
                       const std::vector<HostSlots>& hosts);
+
+// Retriever `rank`'s placement redone from the topology of the host it runs on (`here`), by the rules
+// make_run_plan applied to the launching machine's: a host with other NUMA nodes or cores than that
+// one gets its own placement, not the launcher's guess. Equal to the plan's when `here` equals `local`.
+RetrieverPlacement placed_on_this_host(const RunPlan& plan, int rank, const NumaTopology& here);
 
 // Beside the plan file in the job directory: the worker rank's exit code, written as it exits
 // (process_common.h), which `ra` watches to bound mpirun's teardown (job_launcher.cpp).

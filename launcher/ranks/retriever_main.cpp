@@ -27,15 +27,19 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   agree_on_plan(mpi, plan, kProgram);
   RA_REQUIRE(rank >= 1 && rank < plan.world_size, "rank {} is not a retriever rank of this plan", rank);
 
-  const RetrieverPlacement& place = plan.retrievers[static_cast<size_t>(rank - 1)];
+  // The launcher planned every host as if it were its own: this host's topology decides here.
+  const NumaTopology here = detect_numa_topology();
+  RunPlan local_plan = plan;
+  const RetrieverPlacement& place = local_plan.retrievers[static_cast<size_t>(rank - 1)] =
+      placed_on_this_host(plan, rank, here);
   std::string binding;
-  if (place.numa_node >= 0) bind_this_process_to_numa_node(detect_numa_topology(), place.numa_node, &binding);
-  std::fprintf(stderr, "%s rank %d on %s: %s; %d threads\n", kProgram, rank, mpi.host().c_str(),
-               binding.empty() ? "not bound" : binding.c_str(), place.threads);
+  if (place.numa_node >= 0) bind_this_process_to_numa_node(here, place.numa_node, &binding);
+  std::fprintf(stderr, "%s rank %d on %s: %s; %s; %d threads\n", kProgram, rank, mpi.host().c_str(),
+               describe(here).c_str(), binding.empty() ? "not bound" : binding.c_str(), place.threads);
 
   PeerLinks links = connect_peers(mpi, plan);
   transport::HeartbeatThread heartbeat(links.raw());
-  retriever::RetrieverService service(retriever_service_config(plan, rank, rank_name(plan, rank)));
+  retriever::RetrieverService service(retriever_service_config(local_plan, rank, rank_name(plan, rank)));
   // Every other thread first (they keep the node's CPUs): then this thread's search team, pinned.
   retriever::process_maintenance_pool();
   std::string pinning;

@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -33,8 +34,11 @@ void pin_openmp_team(const std::vector<int>& cpus, int threads, std::string* rep
         failed.fetch_add(1);
       }
     }
+    const int used = std::min(team.load(), n);
+    const std::vector<int> on(cpus.begin(), cpus.begin() + used);
     text = failed.load() == 0
-               ? fmt::format("pinned {} threads to cpus {}", team.load(), id_ranges(cpus))
+               ? fmt::format("pinned {} thread{} to cpu{} {}", team.load(), team.load() == 1 ? "" : "s",
+                             used == 1 ? "" : "s", id_ranges(on))
                : fmt::format("threads not pinned: {} of {} could not be ({})", failed.load(), team.load(),
                              std::strerror(first_errno.load()));
   }

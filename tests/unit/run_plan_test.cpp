@@ -226,6 +226,34 @@ TEST_F(SyntheticTopology, FourNumaNodes) {
   for (const RetrieverPlacement& r : crowded.retrievers) EXPECT_EQ(r.cpus.size(), 1u);
 }
 
+// A plan made on a one-node GPU machine for a hostfile whose retriever host has 2 sockets of 2 NUMA
+// nodes: each retriever redoes its placement from the host it runs on.
+TEST_F(SyntheticTopology, EachRetrieverPlacesItselfFromItsOwnHost) {
+  const NumaTopology launcher = topology(1, 16);
+  const NumaTopology big = load("pack:2 numa:2 core:4 pu:2");
+  if (big.nodes.size() == 1) GTEST_SKIP() << "built without hwloc: the synthetic topology is not read";
+  RunConfig c = retrieval(4);
+  c.transport = TransportKind::kUcx;
+  const RunPlan plan = make_run_plan(c, llama3_8b(), launcher, {{"gpu0", 1}, {"cpu1", 4}});
+  for (const RetrieverPlacement& r : plan.retrievers) EXPECT_EQ(r.numa_node, 0);  // the launcher's guess
+  RunPlan on_big = plan;
+  for (int rank = 1; rank <= 4; ++rank) {
+    const RetrieverPlacement here = placed_on_this_host(plan, rank, big);
+    EXPECT_EQ(here.rank, rank);
+    EXPECT_EQ(here.host, "cpu1");
+    EXPECT_EQ(here.numa_node, rank - 1);
+    EXPECT_EQ(here.threads, 4);
+    EXPECT_EQ(here.cpus, big.nodes[static_cast<size_t>(rank - 1)].core_cpus);
+    on_big.retrievers[static_cast<size_t>(rank - 1)] = here;
+  }
+  expect_disjoint_cores_of_their_nodes(on_big, big);
+  // On the machine the plan was made for, the placement is the plan's.
+  for (int rank = 1; rank <= 4; ++rank) {
+    EXPECT_EQ(placed_on_this_host(plan, rank, launcher), plan.retrievers[static_cast<size_t>(rank - 1)]);
+  }
+  EXPECT_THAT(error_message([&] { placed_on_this_host(plan, 5, big); }), HasSubstr("rank 5 is not a retriever"));
+}
+
 TEST(RunPlanPlacement, ChecksConfigAndGeometry) {
   EXPECT_THAT(error_message([] { make_run_plan(retrieval(0), llama3_8b(), topology(1, 2), {}); }),
               HasSubstr("retrievers must be >= 1 in mode retrieval"));

@@ -31,9 +31,9 @@ TEST(ThreadPinning, EveryThreadOfTheReusedTeamKeepsItsCpu) {
   const std::vector<int> cpus = {allowed.front(), allowed.size() > 1 ? allowed[1] : allowed.front()};
   std::string report;
   pin_openmp_team(cpus, 2, &report);
-  EXPECT_EQ(report, "pinned 2 threads to cpus " + (cpus[0] == cpus[1] ? std::to_string(cpus[0])
-                                                                         : std::to_string(cpus[0]) + "-" + std::to_string(cpus[1])))
-      << "(consecutive cpus print as a range)";
+  const std::string used = cpus[0] == cpus[1] ? std::to_string(cpus[0]) + "," + std::to_string(cpus[1])
+                                              : std::to_string(cpus[0]) + "-" + std::to_string(cpus[1]);
+  EXPECT_EQ(report, "pinned 2 threads to cpus " + used);
   std::vector<std::vector<int>> seen(2);
   for (int round = 0; round < 3; ++round) {  // the same OS threads, region after region
 #pragma omp parallel num_threads(2)
@@ -47,7 +47,10 @@ TEST(ThreadPinning, NothingToPinIsSaid) {
   std::string report;
   pin_openmp_team({}, 4, &report);
   EXPECT_EQ(report, "threads not pinned (the plan gives no cpus)");
-  pin_openmp_team({0}, 1, nullptr);  // no report wanted: no crash
+  const int cpu = affinity_of_this_thread().front();
+  pin_openmp_team({cpu}, 1, nullptr);  // no report wanted: no crash
+  pin_openmp_team({cpu, cpu + 1, cpu + 2}, 1, &report);
+  EXPECT_EQ(report, "pinned 1 thread to cpu " + std::to_string(cpu)) << "only the cpus the team uses are named";
 }
 
 }  // namespace
