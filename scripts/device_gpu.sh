@@ -27,6 +27,8 @@
 #   PREFILL_MAX  contexts up to this are prefilled (and timed) by ra bench decode (default 131072)
 #   DEADLINE_S   start no stage after this many seconds (default 560); each stage has its own timeout
 #                search    ra-bench-search: one retriever rank's per-layer graph search on synthetic keys
+#                scaling   ra-bench-search pinned at 1, 2, 4, 8, 16 threads (SCALING_CORES), then as 2 and 4
+#                          processes on disjoint cores (taskset): scaling.json, scaling.png (docs/scaling.md)
 #   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE[:NAV[:EF[:EXPAND[:MERGEQ[:IDLE]]]]]]]]]]
 #                (default 32768:flat,32768:retrieval:4096:0); empty fields keep the config's value;
 #                HEADS_PER_SEARCH >= 1: one graph per kv head (index.graph_heads_per_search);
@@ -117,6 +119,26 @@ stage_search() {
   bounded 240 "${cmd[@]}" > "$out/logs/search.txt" 2>&1
   note "ra-bench-search: exit $?"
   grep -v "built$" "$out/logs/search.txt" | tail -8 >> "$summary"
+}
+
+stage_scaling() {  # issue 21 item 5: a retriever's search against cores, and 16 cores as 1, 2 or 4 processes
+  local bin=$build/bench/search/ra-bench-search p i cores=${SCALING_CORES:-16}
+  local common=(--context "${SCALING_CONTEXT:-131072}" --interleave 2 --navigation int8 --layers 64 --rounds 3 --pin 1)
+  rm -f "$out"/scaling_p*.json
+  note "\$ $bin ${common[*]} --shards 16 --heads-per-layer 32 --threads 1,2,4,8,$cores"
+  bounded 300 "$bin" "${common[@]}" --shards 16 --heads-per-layer 32 --threads "1,2,4,8,$cores" \
+    --json "$out/scaling_p1_0.json" > "$out/logs/scaling_p1.txt" 2>&1
+  note "ra-bench-search, 1 process: exit $?"
+  for p in 2 4; do  # P processes at once, each on its own cores, splitting the heads as P retrievers do
+    for (( i = 0; i < p; i++ )); do
+      taskset -c "$(( i * cores / p ))-$(( (i + 1) * cores / p - 1 ))" "$bin" "${common[@]}" --shards $(( 16 / p )) \
+        --heads-per-layer $(( 32 / p )) --threads $(( cores / p )) --seed $(( 1 + i )) \
+        --json "$out/scaling_p${p}_$i.json" > "$out/logs/scaling_p${p}_$i.txt" 2>&1 &
+    done
+    wait
+    note "ra-bench-search, $p processes: done"
+  done
+  python3 scripts/scaling_report.py "$out" "$out/scaling.png" | tee -a "$summary"
 }
 
 stage_accuracy() {

@@ -7,9 +7,9 @@
 // from the cache of the previous layer.
 //
 //   ra-bench-search [--context 131072] [--shards 8] [--heads-per-layer 8] [--group 4] [--train 2048]
-//                   [--k 100] [--ef 0] [--warm 2] [--threads 4] [--interleave 1,2] [--layers 256]
-//                   [--rounds 3] [--dim 128] [--efc 32] [--seed 1] [--navigation exact,int8] [--expand 1,2]
-//                   [--tail T] [--json FILE]
+//                   [--k 100] [--ef 0] [--warm 2] [--threads 4[,8,...]] [--pin 0|1] [--interleave 1,2]
+//                   [--layers 256] [--rounds 3] [--dim 128] [--efc 32] [--seed 1] [--navigation exact,int8]
+//                   [--expand 1,2] [--tail T] [--json FILE]
 //
 // Keys and queries are iid Gaussian: the geometry of a random-weight model's post-RoPE keys, where
 // attention is diffuse and a graph search scans the most (what the GPU machine's timing runs use).
@@ -19,11 +19,15 @@
 // navigation_keys.h; built when listed). --expand: nodes a search expands per step (SearchParams::expand).
 // --tail T: T evicted tokens appended to every shard after its build and left in the graph's flat tail
 // (no merges), which every search scans exactly: what a search pays while merges lag behind.
-// Every combination of navigation, width and expand is a configuration.
+// --threads: one or more team sizes (a scaling curve from one build); --pin 1 pins team thread i to the
+// i-th CPU this process may run on, as a retriever pins its team (launcher/ranks/thread_pinning.h).
+// Every combination of threads, navigation, width and expand is a configuration; searches_per_s in the
+// JSON is a layer's searches over its mean wall time.
 // Prints the build time, then per configuration the wall time of a layer (one rank's share of a decode layer)
 // and per search the rows scored, the hops, a thread's microseconds and its nanoseconds per row.
 
 #include <omp.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
@@ -37,6 +41,7 @@
 #include <vector>
 
 #include "cpu_retriever/head_shard.h"
+#include "launcher/ranks/thread_pinning.h"
 
 namespace {
 
@@ -56,7 +61,8 @@ struct Options {
   int k = 100;
   int ef = 0;
   int warm = 2;
-  int threads = 4;
+  std::vector<int> threads{4};
+  bool pin = false;
   std::vector<int> interleave{1, 2};
   std::vector<std::string> navigation{"exact"};
   std::vector<int> expand{1};
@@ -115,7 +121,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--k") o.k = static_cast<int>(num());
     else if (a == "--ef") o.ef = static_cast<int>(num());
     else if (a == "--warm") o.warm = static_cast<int>(num());
-    else if (a == "--threads") o.threads = static_cast<int>(num());
+    else if (a == "--threads") o.threads = parse_list(v);
+    else if (a == "--pin") o.pin = num() != 0;
     else if (a == "--interleave") o.interleave = parse_list(v);
     else if (a == "--rounds") o.rounds = static_cast<int>(num());
     else if (a == "--layers") o.layers = static_cast<int>(num());
@@ -129,7 +136,8 @@ Options parse(int argc, char** argv) {
     else usage(("unknown option " + a).c_str());
   }
   if (o.context < 1 || o.shards < 1 || o.group < 1 || o.heads_per_layer < o.group ||
-      o.heads_per_layer % o.group != 0 || o.heads_per_layer / o.group > o.shards || o.threads < 1 ||
+      o.heads_per_layer % o.group != 0 || o.heads_per_layer / o.group > o.shards || o.threads.empty() ||
+      *std::min_element(o.threads.begin(), o.threads.end()) < 1 ||
       o.layers < 1 || o.rounds < 1 || o.k < 1 || o.dim < 1 || o.train < 1) {
     usage("bad options: need heads-per-layer a multiple of group, at most shards * group of them");
   }
@@ -195,7 +203,21 @@ int main(int argc, char** argv) {
   // round, the widths alternating over `rounds` rounds, so machine noise hits them alike.
   const int per_layer_shards = o.heads_per_layer / o.group;
   const int warmup = 2 * o.shards / per_layer_shards;  // every shard searched twice first
-  std::vector<ShardScratch> scratch(static_cast<size_t>(o.threads));
+  const int max_threads = *std::max_element(o.threads.begin(), o.threads.end());
+  std::vector<ShardScratch> scratch(static_cast<size_t>(max_threads));
+  if (o.pin) {  // the team's pool threads, largest team first: smaller teams reuse its first threads
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    std::vector<int> cpus;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+      for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
+      }
+    }
+    std::string report;
+    ra::pin_openmp_team(cpus, max_threads, &report);
+    std::fprintf(stderr, "ra-bench-search: %s\n", report.c_str());
+  }
   std::vector<float> out(static_cast<size_t>(o.heads_per_layer * o.dim));
   std::vector<float> lse(static_cast<size_t>(o.heads_per_layer));
   std::vector<SearchStats> stats(static_cast<size_t>(o.heads_per_layer));
@@ -210,14 +232,17 @@ int main(int argc, char** argv) {
     double thread_ns = 0;
   };
   struct Config {
+    int threads;
     std::string navigation;
     int width;
     int expand;
   };
   std::vector<Config> configs;
-  for (const std::string& n : o.navigation) {
-    for (const int w : o.interleave) {
-      for (const int x : o.expand) configs.push_back({n, w, x});
+  for (const int t : o.threads) {
+    for (const std::string& n : o.navigation) {
+      for (const int w : o.interleave) {
+        for (const int x : o.expand) configs.push_back({t, n, w, x});
+      }
     }
   }
   std::vector<Totals> totals(configs.size());
@@ -231,7 +256,7 @@ int main(int argc, char** argv) {
     std::fill(stats.begin(), stats.end(), SearchStats{});
     const auto t0 = Clock::now();
     const int items = o.heads_per_layer / width;
-#pragma omp parallel for num_threads(o.threads) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(c.threads) schedule(dynamic, 1)
     for (int item = 0; item < items; ++item) {
       const int e = item * width;  // its first query head
       const auto ts = Clock::now();
@@ -260,12 +285,12 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("context %lld + %lld in the flat tail, %d shards, %d query heads per layer on %d threads, k %d ef %d warm %d; "
+  std::printf("context %lld + %lld in the flat tail, %d shards, %d query heads per layer, k %d ef %d warm %d%s; "
               "build %.1f s\n",
-              static_cast<long long>(o.context), static_cast<long long>(o.tail), o.shards, o.heads_per_layer, o.threads,
-              o.k, o.ef, o.warm, build_s);
-  std::printf("%10s %10s %6s %10s %10s %10s %10s %8s %10s %10s\n", "navigation", "interleave", "expand", "layer_p50",
-              "layer_mean", "layer_p99", "rows", "hops", "us/search", "ns/row");
+              static_cast<long long>(o.context), static_cast<long long>(o.tail), o.shards, o.heads_per_layer,
+              o.k, o.ef, o.warm, o.pin ? ", threads pinned" : "", build_s);
+  std::printf("%7s %10s %10s %6s %10s %10s %10s %10s %8s %10s %10s %12s\n", "threads", "navigation", "interleave",
+              "expand", "layer_p50", "layer_mean", "layer_p99", "rows", "hops", "us/search", "ns/row", "searches/s");
   for (size_t c = 0; c < configs.size(); ++c) {
     const Totals& t = totals[c];
     const double searches = static_cast<double>(t.searches);
@@ -277,9 +302,10 @@ int main(int argc, char** argv) {
     for (double v : t.layer_us) mean += v;
     mean /= static_cast<double>(t.layer_us.size());
     const double p50 = percentile(t.layer_us, 0.5), p99 = percentile(t.layer_us, 0.99);
-    std::printf("%10s %10d %6d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f\n", configs[c].navigation.c_str(),
-                configs[c].width, configs[c].expand, p50, mean, p99, rows_per,
-                hops_per, us_per, ns_row);
+    const double per_s = 1e6 * o.heads_per_layer / mean;
+    std::printf("%7d %10s %10d %6d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f %12.0f\n", configs[c].threads,
+                configs[c].navigation.c_str(), configs[c].width, configs[c].expand, p50, mean, p99, rows_per,
+                hops_per, us_per, ns_row, per_s);
     if (o.json.empty()) continue;
     if (FILE* f = std::fopen(o.json.c_str(), "a")) {
       std::fprintf(f,
@@ -287,10 +313,11 @@ int main(int argc, char** argv) {
                    "\"interleave\":%d,\"expand\":%d,"
                    "\"k\":%d,\"ef\":%d,\"warm\":%d,\"build_s\":%.3f,\"layer_us_p50\":%.2f,\"layer_us_mean\":%.2f,"
                    "\"layer_us_p99\":%.2f,\"rows_per_search\":%.1f,\"hops_per_search\":%.2f,"
-                   "\"us_per_search\":%.2f,\"ns_per_row\":%.2f}\n",
-                   static_cast<long long>(o.context), o.shards, o.heads_per_layer, o.threads,
+                   "\"us_per_search\":%.2f,\"ns_per_row\":%.2f,\"searches_per_s\":%.1f,\"pinned\":%s}\n",
+                   static_cast<long long>(o.context), o.shards, o.heads_per_layer, configs[c].threads,
                    configs[c].navigation.c_str(), configs[c].width, configs[c].expand, o.k,
-                   o.ef, o.warm, build_s, p50, mean, p99, rows_per, hops_per, us_per, ns_row);
+                   o.ef, o.warm, build_s, p50, mean, p99, rows_per, hops_per, us_per, ns_row, per_s,
+                   o.pin ? "true" : "false");
       std::fclose(f);
     }
   }
