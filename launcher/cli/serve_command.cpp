@@ -11,6 +11,7 @@
 #include "gpu_worker/serve/serve_process.h"
 #include "gpu_worker/serve/serve_spec.h"
 #include "gpu_worker/serve/server.h"
+#include "launcher/control/child_process.h"
 #include "launcher/control/job_launcher.h"
 #include "launcher/plan/hostfile.h"
 #include "launcher/plan/mpirun_command.h"
@@ -88,8 +89,11 @@ int prefill_in_process(const RunConfig& c, const ServeSpec& spec) {
   return 0;
 }
 
-// Modes with retrievers: generate's job, with the serve spec handed to the worker rank.
-int launch_serving_job(RunConfig c, const ServeSpec& spec, bool dry_run) {
+// Modes with retrievers: generate's job, with the serve spec handed to the worker rank. A job that fails
+// (a rank died or stopped answering: the server exits non-zero) starts again, `restarts` times at most,
+// on the same port (contexts in memory are lost; --load loads its save again); a job the user stopped
+// (SIGINT, SIGTERM, SIGHUP to `ra`) does not.
+int launch_serving_job(RunConfig c, const ServeSpec& spec, bool dry_run, int restarts) {
   const std::string text = serve::to_json(spec).dump();
   RA_REQUIRE(setenv(serve::kServeSpecEnv, text.c_str(), 1) == 0, "cannot set {}", serve::kServeSpecEnv);
   c.mpirun_extra_args.insert(c.mpirun_extra_args.end(), {"-x", serve::kServeSpecEnv});
@@ -103,16 +107,22 @@ int launch_serving_job(RunConfig c, const ServeSpec& spec, bool dry_run) {
     std::fprintf(stdout, "%s\n", shell_quote_join(job_mpirun_argv(plan, topology, "<plan.json>", exes)).c_str());
     return 0;
   }
-  return launch_job(plan, topology);
+  int code = launch_job(plan, topology);
+  for (int attempt = 1; attempt <= restarts && code != 0 && last_forwarded_stop_signal() == 0; ++attempt) {
+    std::fprintf(stderr, "ra serve: the job exited with code %d; starting it again (restart %d of %d)\n", code, attempt,
+                 restarts);
+    code = launch_job(make_run_plan(c, geometry_for(c), topology, hosts), topology);  // a new job id
+  }
+  return code;
 }
 
-int run(const RunConfigFlags& flags, ServeSpec spec) {
+int run(const RunConfigFlags& flags, ServeSpec spec, int restarts) {
   const RunConfig c = resolve_run_config(flags);
   if (flags.print_config) {
     std::fputs(to_yaml(c).c_str(), stdout);
     return 0;
   }
-  if (needs_retrievers(c.mode)) return launch_serving_job(c, spec, flags.dry_run);
+  if (needs_retrievers(c.mode)) return launch_serving_job(c, spec, flags.dry_run, restarts);
   if (flags.dry_run) {
     std::fprintf(stdout, "mode %s runs in this process: no mpirun\n", std::string(name(c.mode)).c_str());
     return 0;
@@ -132,7 +142,13 @@ void add_serve_command(CLI::App& app) {
       "worker rank; full and window run in this process");
   add_run_config_options(*cmd, *flags);
   add_serve_options(*cmd, *spec);
-  on_run_exit_with(*cmd, [flags, spec] { return run(*flags, *spec); });
+  auto restarts = std::make_shared<int>(0);
+  cmd->add_option("--restart", *restarts,
+                  "Modes with retrievers: start the job again, up to this many times, when it fails (a rank died or "
+                  "stopped answering); 0: exit non-zero")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  on_run_exit_with(*cmd, [flags, spec, restarts] { return run(*flags, *spec, *restarts); });
 }
 
 void add_prefill_command(CLI::App& app) {
@@ -147,7 +163,7 @@ void add_prefill_command(CLI::App& app) {
   cmd->add_option("--save", spec->save, "Folder to write the context to")->required();
   cmd->add_option("--ctx", spec->ctx, "KV cache capacity in tokens (0: the model's max_position_embeddings)")
       ->capture_default_str();
-  on_run_exit_with(*cmd, [flags, spec] { return run(*flags, *spec); });
+  on_run_exit_with(*cmd, [flags, spec] { return run(*flags, *spec, 0); });
 }
 
 }  // namespace ra

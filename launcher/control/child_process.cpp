@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -69,6 +70,11 @@ bool wait_bounded(pid_t child, int& status, const ExitBound& bound, const std::s
 }
 
 }  // namespace
+
+int last_forwarded_stop_signal() {
+  const int sig = g_forwarded.load();
+  return std::find(std::begin(kForwarded), std::end(kForwarded), sig) != std::end(kForwarded) ? sig : 0;
+}
 
 int run_forwarding_signals(const std::vector<std::string>& argv, const ExitBound* bound, bool* bound_hit) {
   RA_REQUIRE(!argv.empty(), "run_forwarding_signals: no command");

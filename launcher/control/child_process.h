@@ -29,4 +29,8 @@ struct ExitBound {
 int run_forwarding_signals(const std::vector<std::string>& argv, const ExitBound* bound = nullptr,
                            bool* bound_hit = nullptr);
 
+// The signal (SIGINT, SIGTERM or SIGHUP) this process received and forwarded during the last
+// run_forwarding_signals, or 0: whether the child ended because someone asked this process to stop.
+int last_forwarded_stop_signal();
+
 }  // namespace ra

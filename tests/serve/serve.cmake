@@ -38,9 +38,10 @@ add_test(NAME serve_openai_client_test
 set_tests_properties(serve_openai_client_test PROPERTIES LABELS unit TIMEOUT 300 SKIP_RETURN_CODE 77)
 
 # `ra serve` under mpirun with real retriever ranks (serve_mpi_test.sh): the npm client and curl against
-# it, context reuse, a killed retriever, saved contexts; needle-byte-13m in retrieval mode when present.
+# it, context reuse, a killed retriever, a restarted job, saved contexts; needle-byte-13m in retrieval mode
+# when present.
 if(TARGET ra-gpu-worker)
-  foreach(part api killed saved needle)
+  foreach(part api killed restarted saved needle)
     add_test(NAME serve_mpi_${part}
              COMMAND ${CMAKE_COMMAND} -E env RA=$<TARGET_FILE:ra> MAKE_MODEL=$<TARGET_FILE:ra-serve-test-model>
                      CACHE=${PROJECT_BINARY_DIR}/serve-client MODELS=${RA_SHARED_MODELS_DIR}

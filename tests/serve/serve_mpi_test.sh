@@ -12,6 +12,8 @@
 #   serve_mpi_test.sh killed     a retriever SIGKILLed under an in-flight request: 503 naming the
 #                                retriever within 5 s, /health 503, `ra serve` exits non-zero, nothing left
 #                                (processes, /dev/shm); and a retriever killed while idle turns /health 503
+#   serve_mpi_test.sh restarted  `ra serve --restart 1`: a retriever killed, the job starts again on the
+#                                same port and answers; killed again, the server exits non-zero
 #   serve_mpi_test.sh saved      `ra prefill --save` then `ra serve --load`: the context is listed, reused
 #                                without a prefill on the new server, with the tokens of a cold prefill;
 #                                a corrupt file and a mismatched config are refused naming file and field
@@ -65,12 +67,13 @@ expect_error() {  # URL PATH BODY STATUS CODE
 text_of() { json "$WORK/$1.json" "j['choices'][0]['text']"; }
 cached_of() { json "$WORK/$1.json" "j['usage']['prompt_tokens_details']['cached_tokens']"; }
 
-# start NAME ARGS...: `ra serve ARGS` on a free port in the background; sets URL and PID once /health is 200.
+# start NAME ARGS...: `ra serve ARGS` on a free port (or $PORT) in the background; sets URL and PID once
+# /health is 200.
 start() {
   local name=$1
   shift
   rm -f "$WORK/$name.port"
-  "$RA" serve --port 0 --port-file "$WORK/$name.port" --threads 1 --retriever-threads 1 --quiet "$@" \
+  "$RA" serve --port "${PORT:-0}" --port-file "$WORK/$name.port" --threads 1 --retriever-threads 1 --quiet "$@" \
     > "$WORK/$name.out" 2> "$WORK/$name.log" &
   PID=$!
   RA_PIDS+=("$PID")
@@ -122,7 +125,7 @@ with_context() {  # REQ_FILE CONTEXT_ID: the request naming the context
   python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); r["context"] = sys.argv[2]; print(json.dumps(r))' "$1" "$2"
 }
 
-case "${1:?usage: $0 api|killed|saved|needle}" in
+case "${1:?usage: $0 api|killed|restarted|saved|needle}" in
 api)
   start api "${MODEL_ARGS[@]}" --mode flat --retrievers 2 --top-k 100000 --queue 2
   url=$URL
@@ -244,6 +247,38 @@ killed)
   rc=0; wait "$PID" || rc=$?
   ((rc != 0)) || fail "ra serve exited 0 after an idle retriever died"
   echo "PASS: a dead retriever fails the request in flight with 503 and ends the server"
+  ;;
+
+restarted)
+  before=$(shm_segments)
+  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  start restarted "${MODEL_ARGS[@]}" --mode flat --retrievers 1 --restart 1
+  url=$URL
+  [[ $(post "$url" /v1/completions "$(cat "$WORK/cold.req")" before) == 200 ]] || fail "before: $(cat "$WORK/before.json")"
+  for round in 1 2; do
+    victim=$(pgrep -f "^$BIN_DIR/ra-cpu-retriever --plan $WORK" | head -1 || true)
+    [[ -n $victim ]] || fail "round $round: no retriever process found"
+    kill -KILL "$victim"
+    if ((round == 1)); then  # the job ends, starts again on the same port, and answers as before
+      deadline=$((SECONDS + 60))
+      until grep -q "starting it again (restart 1 of 1)" "$WORK/restarted.log" &&
+        [[ $(curl -s -m 1 -o /dev/null -w '%{http_code}' "$url/health") == 200 ]]; do
+        kill -0 "$PID" 2> /dev/null || fail "ra serve exited instead of restarting the job"
+        ((SECONDS < deadline)) || fail "the job was not serving again within 60 s"
+        sleep 0.1
+      done
+      [[ $(post "$url" /v1/completions "$(cat "$WORK/cold.req")" after) == 200 ]] || fail "after: $(cat "$WORK/after.json")"
+      [[ $(text_of after) == "$(text_of before)" ]] || fail "the restarted job answers otherwise: '$(text_of after)'"
+    fi
+  done
+  for _ in $(seq 1 300); do kill -0 "$PID" 2> /dev/null || break; sleep 0.05; done
+  kill -0 "$PID" 2> /dev/null && fail "ra serve still runs 15 s after its last restart failed"
+  rc=0; wait "$PID" || rc=$?
+  ((rc != 0)) || fail "ra serve exited 0 with no restarts left"
+  sleep 0.5
+  pgrep -f "$WORK" > /dev/null && { pgrep -af "$WORK" >&2; fail "processes of the job are still alive"; }
+  [[ $before == "$(shm_segments)" ]] || fail "shared-memory segments left behind"
+  echo "PASS: the failed job started again on port $PORT and answered the same; the second failure ended ra serve ($rc)"
   ;;
 
 saved)
