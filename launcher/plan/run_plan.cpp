@@ -45,7 +45,6 @@ std::string new_job_id() {
   return fmt::format("{:012x}", gen() & 0xffffffffffffull);
 }
 
-// Cores of each NUMA node shared among the retrievers placed on it (at least 1 each).
 // NUMA node, threads and cpus of every retriever of one host, from that host's topology: retriever j of
 // the host's n takes node j % nodes; the node's cores are split into consecutive runs, one per retriever
 // on it (with more retrievers than cores, core index % cores each).
