@@ -59,6 +59,8 @@ enum class MessageKind : uint32_t {
   kRewindDone = 10,
   kBenchPing = 100,  // ra bench transport: a kStep-sized request, answered by a kPartial-sized kBenchPong
   kBenchPong = 101,
+  kBenchBulk = 102,     // ra bench transport --bulk-mib: a large payload, not answered
+  kBenchBulkDone = 103, // after the bulk messages; the retriever answers with the bytes it received (uint64)
 };
 
 constexpr uint32_t to_wire(MessageKind kind) { return static_cast<uint32_t>(kind); }

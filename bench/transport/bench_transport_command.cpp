@@ -33,6 +33,8 @@ struct BenchTransportArgs {
   std::string json_out;
   std::string mpirun = "mpirun";
   std::vector<std::string> mpirun_args;
+  double bulk_mib = 0;
+  int bulk_messages = 8;
 };
 
 // The stdout table, one row per (transport, R).
@@ -41,7 +43,8 @@ const std::vector<bench::Column> kColumns = {
     {"p50_us", "p50_us", 9, false, ".2f"},   {"p99_us", "p99_us", 9, false, ".2f"},
     {"mean_us", "mean_us", 9, false, ".2f"}, {"min_us", "min_us", 9, false, ".2f"},
     {"bytes_out", "bytes_out", 10},          {"bytes_back", "bytes_back", 10},
-    {"iterations", "iterations", 10},        {"host", "host", 0, false, "", "  "},
+    {"iterations", "iterations", 10},        {"bulk_gb_per_s", "bulk_GB/s", 9, false, ".2f"},
+    {"host", "host", 0, false, "", "  "},
 };
 
 std::string find_bench_executable() {
@@ -78,7 +81,8 @@ int run_bench_transport(const BenchTransportArgs& args) {
                                std::to_string(args.loop.iterations), "--warmup", std::to_string(args.loop.warmup),
                                "--heads", std::to_string(g.n_heads), "--kv-heads", std::to_string(g.n_kv_heads),
                                "--head-dim", std::to_string(g.head_dim), g.evict ? "--evict" : "--no-evict", "--job",
-                               job, "--out", row_path.string()});
+                               job, "--out", row_path.string(), "--bulk-mib", fmt::format("{}", args.bulk_mib),
+                               "--bulk-messages", std::to_string(args.bulk_messages)});
       const int rc = run_forwarding_signals(argv);
       remove_leftover_shm_segments(fmt::format("ra-bench-{}-", job));
       nlohmann::json row;
@@ -135,6 +139,14 @@ void add_bench_transport_command(CLI::App& bench) {
   cmd->add_option("--json", args->json_out, "Write one JSON object per run to this file");
   cmd->add_option("--mpirun", args->mpirun, "The mpirun to use")->capture_default_str();
   cmd->add_option("--mpirun-arg", args->mpirun_args, "Extra mpirun argument (repeatable), e.g. --mpirun-arg=--mca");
+  cmd->add_option("--bulk-mib", args->bulk_mib,
+                  "Also measure bulk transfer: messages of this many MiB to every retriever at once, as the prefill "
+                  "ships a layer (0: off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--bulk-messages", args->bulk_messages, "Bulk messages per retriever")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   on_run_exit_with(*cmd, [args] { return run_bench_transport(*args); });
 }
 

@@ -4,7 +4,10 @@
 // Rank 0 writes one JSON object (one line) to --out, or to stdout without it.
 //
 //   mpirun -n 1+R ra-bench-transport --transport shm|ucx|mpi [--iterations N] [--warmup W]
-//          [--heads 32 --kv-heads 8 --head-dim 128] [--no-evict] [--job ID] [--out FILE]
+//          [--heads 32 --kv-heads 8 --head-dim 128] [--no-evict] [--bulk-mib M [--bulk-messages K]]
+//          [--job ID] [--out FILE]
+// With --bulk-mib, the worker first sends K messages of M MiB to every retriever (as the prefill ships a
+// layer) and reports the aggregate rate.
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -37,6 +40,8 @@ struct Args {
   std::string job;
   std::string out;
   int liveness_ms = static_cast<int>(ra::transport::kDefaultLivenessTimeout.count());
+  double bulk_mib = 0;    // > 0: a bulk transfer first (round_trip.h run_bulk_worker)
+  int bulk_messages = 8;
 };
 
 // User plus system CPU time of this process so far, in µs.
@@ -142,6 +147,9 @@ int run(BenchMpi& mpi, int argc, char** argv) {
   app.add_option("--job", a.job, "Unique run id, names the shm segments (default: from rank 0's pid)");
   app.add_option("--out", a.out, "Rank 0 writes its JSON line here (default: stdout)");
   app.add_option("--liveness-ms", a.liveness_ms, "Liveness timeout of the channels")->check(CLI::PositiveNumber);
+  app.add_option("--bulk-mib", a.bulk_mib, "First a bulk transfer of messages of this many MiB to every retriever")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--bulk-messages", a.bulk_messages, "Bulk messages per retriever")->check(CLI::PositiveNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -161,9 +169,19 @@ int run(BenchMpi& mpi, int argc, char** argv) {
     ra::transport::HeartbeatThread heartbeat(links.raw());
     try {
       if (mpi.rank() == 0) {
+        double bulk_seconds = 0;
+        const auto bulk_bytes = static_cast<std::size_t>(a.bulk_mib * (1 << 20));
+        if (bulk_bytes > 0) bulk_seconds = ra::bench::run_bulk_worker(links.raw(), bulk_bytes, a.bulk_messages, a.loop);
         const double cpu0 = process_cpu_us();
         const auto trips = ra::bench::run_worker(links.raw(), a.geometry, a.loop);
         row = report(a, mpi, link_info, trips);
+        if (bulk_bytes > 0) {
+          const double total = static_cast<double>(bulk_bytes) * a.bulk_messages * (mpi.size() - 1);
+          row["bulk_mib"] = a.bulk_mib;
+          row["bulk_messages"] = a.bulk_messages;
+          row["bulk_seconds"] = bulk_seconds;
+          row["bulk_gb_per_s"] = total / bulk_seconds / 1e9;  // all retrievers together
+        }
         // CPU the worker process burnt per round trip (spinning included), warm-up and shutdown included.
         row["worker_cpu_us"] = (process_cpu_us() - cpu0) / static_cast<double>(a.loop.warmup + a.loop.iterations);
       } else {

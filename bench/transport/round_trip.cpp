@@ -113,6 +113,30 @@ RoundTrips run_worker(const std::vector<Channel*>& retrievers, const Geometry& g
   return out;
 }
 
+double run_bulk_worker(const std::vector<Channel*>& retrievers, std::size_t bytes, int messages, const LoopOptions& o) {
+  RA_REQUIRE(bytes > 0 && messages > 0, "bulk transfer of {} messages of {} bytes", messages, bytes);
+  std::vector<std::byte> payload(bytes);
+  for (std::size_t i = 0; i < bytes; ++i) payload[i] = static_cast<std::byte>(i * 131 + 7);  // touched, not zero pages
+  const auto t0 = transport::SteadyClock::now();
+  const auto deadline = t0 + o.wait_timeout + std::chrono::seconds(60);
+  for (int m = 0; m < messages; ++m) {
+    for (Channel* c : retrievers) c->send(to_wire(MessageKind::kBenchBulk), static_cast<uint64_t>(m), payload, deadline);
+  }
+  for (Channel* c : retrievers) c->send(to_wire(MessageKind::kBenchBulkDone), 0, {}, deadline);
+  std::vector<std::byte> reply;
+  for (Channel* c : retrievers) {
+    const MessageHeader h = c->recv(reply, deadline);
+    expect(*c, h, reply, MessageKind::kBenchBulkDone, 0, sizeof(uint64_t));
+    uint64_t received = 0;
+    std::memcpy(&received, reply.data(), sizeof received);
+    if (received != static_cast<uint64_t>(bytes) * static_cast<uint64_t>(messages)) {
+      throw transport::PeerError(fmt::format("{} received {} bulk bytes of {} sent", c->peer_name(), received,
+                                             static_cast<uint64_t>(bytes) * static_cast<uint64_t>(messages)));
+    }
+  }
+  return std::chrono::duration<double>(transport::SteadyClock::now() - t0).count();
+}
+
 int64_t run_retriever(Channel& worker, const Geometry& g, int index, int n_retrievers, const LoopOptions& o) {
   check_geometry(g, n_retrievers);
   const std::size_t want = request_payload_bytes(g);
@@ -124,11 +148,23 @@ int64_t run_retriever(Channel& worker, const Geometry& g, int index, int n_retri
   request.reserve(want);
   // The first wait also covers the worker's start-up, so it gets the longer shutdown-plus-wait bound.
   auto deadline = transport::deadline_after(o.wait_timeout + kShutdownTimeout);
+  uint64_t bulk_bytes = 0;
   for (int64_t answered = 0;; ++answered) {
     const MessageHeader h = worker.recv(request, deadline);
     if (h.kind == to_wire(MessageKind::kShutdown)) {
       worker.send(to_wire(MessageKind::kShutdown), 0, {}, transport::deadline_after(kShutdownTimeout));
       return answered;
+    }
+    if (h.kind == to_wire(MessageKind::kBenchBulk) || h.kind == to_wire(MessageKind::kBenchBulkDone)) {
+      --answered;  // not a round trip
+      deadline = transport::deadline_after(o.wait_timeout + std::chrono::seconds(60));
+      if (h.kind == to_wire(MessageKind::kBenchBulk)) {
+        bulk_bytes += h.bytes;
+        continue;
+      }
+      worker.send(to_wire(MessageKind::kBenchBulkDone), 0, std::as_bytes(std::span(&bulk_bytes, 1)), deadline);
+      bulk_bytes = 0;
+      continue;
     }
     expect(worker, h, request, MessageKind::kBenchPing, h.seq, want);
     // The no-op search: echo the step's position; lse and o stay as they are.

@@ -55,8 +55,17 @@ struct RoundTrips {
 // retriever) on a timeout, a dead peer, a kError message or a reply of the wrong kind, seq or size.
 RoundTrips run_worker(const std::vector<transport::Channel*>& retrievers, const Geometry& g, const LoopOptions& o);
 
+// Bulk transfer, as the prefill ships a layer's keys and values: the worker sends `messages` messages of
+// `bytes` each to every retriever (interleaved, so all links carry at once), then kBenchBulkDone, and
+// waits for every retriever's count of the bytes it received. Returns the seconds from the first send to
+// the last count; bytes * messages * retrievers / seconds is the aggregate rate. Throws like run_worker,
+// also when a count is short. Run it before run_worker (whose end shuts the retrievers down).
+double run_bulk_worker(const std::vector<transport::Channel*>& retrievers, std::size_t bytes, int messages,
+                       const LoopOptions& o);
+
 // Retriever side (`index` of `n_retrievers`): answers every kBenchPing with a kBenchPong of its shard's
-// size until kShutdown, which it answers. Returns the number of requests answered. Throws like run_worker.
+// size, and counts kBenchBulk bytes until kBenchBulkDone, which it answers with the count, until
+// kShutdown, which it answers. Returns the number of requests answered. Throws like run_worker.
 int64_t run_retriever(transport::Channel& worker, const Geometry& g, int index, int n_retrievers,
                       const LoopOptions& o);
 

@@ -22,56 +22,21 @@ WORK=$(mktemp -d /tmp/ra-netns-test.XXXXXX)
 export TMPDIR=$WORK
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$WORK"  # a job with a hostfile keeps its directory in ./.ra-jobs
-id=$(( $$ % 100000 ))
-bridge=rab$id
-net=10.$(( 100 + id % 100 )).$(( id / 100 % 250 ))
+source "$script_dir/../../scripts/netns_hosts.sh"
 hosts=3
-ns() { echo "ra${id}h$1"; }
-addr() { echo "$net.$(( $1 + 1 ))"; }
+ns() { netns_name "$1"; }
+addr() { netns_addr "$1"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
-
 cleanup() {
-  local i
-  for i in $(seq 1 $hosts); do
-    ip netns pids "$(ns "$i")" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
-    ip netns del "$(ns "$i")" 2>/dev/null
-  done
-  ip link del "$bridge" 2>/dev/null
+  netns_down
   pkill -KILL -f "$WORK" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-if ! command -v ip >/dev/null || ! ip netns add "$(ns 1)" 2>"$WORK/netns.err"; then
-  echo "SKIP: cannot make network namespaces here ($(cat "$WORK/netns.err" 2>/dev/null); needs root and iproute2)"
+if ! netns_up $hosts "$WORK" 2> "$WORK/netns.err"; then
+  echo "SKIP: cannot make network namespaces here ($(cat "$WORK/netns.err"); needs root and iproute2)"
   exit 77
 fi
-command -v unshare >/dev/null || { echo "SKIP: no unshare (util-linux)"; exit 77; }
-ip link add "$bridge" type bridge && ip addr add "$net.1/24" dev "$bridge" && ip link set "$bridge" up \
-  || fail "cannot make the bridge $bridge"
-for i in $(seq 1 $hosts); do
-  [[ $i == 1 ]] || ip netns add "$(ns "$i")" || fail "cannot make namespace $(ns "$i")"
-  ip link add "rav${id}_$i" type veth peer name eth0 netns "$(ns "$i")" \
-    && ip link set "rav${id}_$i" master "$bridge" up \
-    && ip -n "$(ns "$i")" addr add "$(addr "$i")/24" dev eth0 \
-    && ip -n "$(ns "$i")" link set eth0 up && ip -n "$(ns "$i")" link set lo up \
-    || fail "cannot wire host $i"
-  echo "$(addr "$i") slots=1" >> "$WORK/hostfile"
-done
-
-# mpirun's "remote shell": agent HOST COMMAND... runs COMMAND in HOST's namespace under its host name.
-cat > "$WORK/agent.sh" <<EOF
-#!/bin/sh
-host=\$1; shift
-n=\$(( \${host##*.} - 1 ))
-exec ip netns exec ra${id}h\$n unshare --uts sh -c "hostname ranode\$n && \$*"
-EOF
-chmod +x "$WORK/agent.sh"
-cat > "$WORK/hosts.yaml" <<EOF
-mpirun_extra_args: ["--mca", "plm_rsh_agent", "$WORK/agent.sh", "--mca", "plm_rsh_no_tree_spawn", "1",
-  "--mca", "oob_tcp_if_include", "$net.0/24", "--mca", "btl_tcp_if_include", "$net.0/24", "--mca", "btl", "self,tcp",
-  "-x", "UCX_TLS=self,tcp"]
-EOF
 COMMON=(--synthetic-prompt-bytes 300 --sinks 16 --window 32 --threads 1 --retriever-threads 1)
 ACROSS=(--config "$WORK/hosts.yaml" --hostfile "$WORK/hostfile" --transport ucx --retrievers 2)
 shm_segments() { ls /dev/shm 2>/dev/null | grep -E '^(ra-|vader_segment|ucx_|ompi)' | sort || true; }
