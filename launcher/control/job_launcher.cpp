@@ -114,11 +114,9 @@ int launch_job(const RunPlan& plan, const NumaTopology& local) {
                         std::chrono::milliseconds(2 * plan.config.liveness_timeout_ms + 2000), "the worker rank exited"};
   bool stopped = false;
   int code = run_forwarding_signals(argv, &bound, &stopped);
-  if (stopped) {  // the worker's own code (non-zero when it failed), not the signal mpirun was stopped by
+  if (stopped) {  // the worker's own code, not the signal mpirun was killed by: the run's outcome
     std::ifstream in(worker_exit);
-    int worker_code = 1;
-    in >> worker_code;
-    code = worker_code != 0 ? worker_code : 1;
+    if (!(in >> code)) code = 1;
   }
 
   remove_leftover_shm_segments("ra-" + plan.job_id + "-");
