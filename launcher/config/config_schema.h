@@ -146,6 +146,9 @@ void visit_fields(V&& v) {
   v("worker_threads", "GPU worker compute threads; 0 = all cores", [](auto& c) -> auto& { return c.worker_threads; });
   v("retriever_threads", "Threads per retriever; 0 = cores of its NUMA node / retrievers on that node",
     [](auto& c) -> auto& { return c.retriever_threads; });
+  v("pin_retriever_threads", "Pin each retriever's search threads to cores of its own (its node's cores split "
+    "between the retrievers on it); false = they float over the node",
+    [](auto& c) -> auto& { return c.pin_retriever_threads; });
   v("liveness_timeout_ms", "A peer silent for this long is declared dead",
     [](auto& c) -> auto& { return c.liveness_timeout_ms; });
   v("build_timeout_ms", "The longest wait for an index build", [](auto& c) -> auto& { return c.build_timeout_ms; });

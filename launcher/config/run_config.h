@@ -96,6 +96,7 @@ struct RunConfig {
   BackendKind backend = BackendKind::kAuto;  // the worker's compute backend
   int worker_threads = 0;       // 0 = all cores of the machine
   int retriever_threads = 0;    // 0 = the cores of the bound NUMA node / retrievers sharing it
+  bool pin_retriever_threads = true;  // each retriever's search threads on cores of its own (thread_pinning.h)
   int64_t liveness_timeout_ms = 1000;  // a silent peer is declared dead after this
   int64_t build_timeout_ms = 600000;   // the longest wait for an index build
   std::string mpirun = "mpirun";
@@ -163,7 +164,7 @@ struct RunConfigFlags {
 };
 
 // Registers --config, --print-config, --dry-run and one flag per common field (--mode --transport
-// --retrievers --hostfile --sinks --window --top-k --ef --nprobe --retriever-threads
+// --retrievers --hostfile --sinks --window --top-k --ef --nprobe --retriever-threads --[no-]pin-retriever-threads
 // --liveness-timeout-ms --model --tokenizer --prompt --prompt-file --max-new-tokens --temperature --top-p
 // --top-p --seed --backend --threads --synthetic-prompt-bytes) on `cmd`. `flags` must outlive the parse.
 void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags);

@@ -43,7 +43,11 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   // Every other thread first (they keep the node's CPUs): then this thread's search team, pinned.
   retriever::process_maintenance_pool();
   std::string pinning;
-  pin_openmp_team(place.cpus, place.threads, &pinning);
+  if (plan.config.pin_retriever_threads) {
+    pin_openmp_team(place.cpus, place.threads, &pinning);
+  } else {
+    pinning = "threads not pinned (pin_retriever_threads: false)";
+  }
   std::fprintf(stderr, "%s rank %d on %s: %s\n", kProgram, rank, mpi.host().c_str(), pinning.c_str());
   service.serve(*links.channels.front());
   const auto& s = service.stats();
