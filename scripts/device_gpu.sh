@@ -29,13 +29,14 @@
 #                search    ra-bench-search: one retriever rank's per-layer graph search on synthetic keys
 #                scaling   ra-bench-search pinned at 1, 2, 4, 8, 16 threads (SCALING_CORES), then as 2 and 4
 #                          processes on disjoint cores (taskset): scaling.json, scaling.png (docs/scaling.md)
-#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE[:NAV[:EF[:EXPAND[:MERGEQ[:IDLE]]]]]]]]]]
+#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE[:NAV[:EF[:EXPAND[:MERGEQ[:IDLE[:PIN]]]]]]]]]]]
 #                (default 32768:flat,32768:retrieval:4096:0); empty fields keep the config's value;
 #                HEADS_PER_SEARCH >= 1: one graph per kv head (index.graph_heads_per_search);
 #                INTERLEAVE: index.graph_interleave; NAV: index.graph_navigation (exact, int8); EF: the
 #                search beam (--ef; below top_k 100 the answer still keeps 100); EXPAND: index.graph_expand;
 #                MERGEQ: index.graph_merge_queries (0 every query head of the group, 1 one); IDLE: 1 runs the
-#                retrievers' merges at idle priority (RA_MAINTENANCE_IDLE=1) in this run only
+#                retrievers' merges at idle priority (RA_MAINTENANCE_IDLE=1) in this run only; PIN: 0 leaves
+#                the retrievers' search threads unpinned (--no-pin-retriever-threads), 1 pins them (the default)
 #   SEARCH_ARGS  ra-bench-search's arguments (default: 128K keys, 32 shards, 32 heads per layer on 16
 #                threads, interleave 1,2, navigation exact,int8)
 #   OFFLOAD_TIMEOUT seconds per offload run (default 280)
@@ -199,12 +200,12 @@ sample_job() {
 }
 
 stage_offload() {
-  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc inter nav ef expand mergeq idle cfg log samples pid
+  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc inter nav ef expand mergeq idle pin cfg log samples pid
   local retrievers=${RETRIEVERS:-4}
   IFS=, read -r -a list <<< "$runs"
   for r in "${list[@]}"; do
-    IFS=: read -r ctx mode train stride heads efc inter nav ef expand mergeq idle <<< "$r"
-    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}${inter:+_i$inter}${nav:+_$nav}${ef:+_ef$ef}${expand:+_x$expand}${mergeq:+_mq$mergeq}${idle:+_idle$idle}
+    IFS=: read -r ctx mode train stride heads efc inter nav ef expand mergeq idle pin <<< "$r"
+    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}${inter:+_i$inter}${nav:+_$nav}${ef:+_ef$ef}${expand:+_x$expand}${mergeq:+_mq$mergeq}${idle:+_idle$idle}${pin:+_pin$pin}
     cfg=$out/logs/offload_$tag.yaml
     log=$out/logs/offload_$tag.txt
     samples=$out/offload_samples_$tag.txt
@@ -221,6 +222,7 @@ stage_offload() {
     local cmd=("$ra" generate --config "$cfg" --backend cuda --mode "$mode" --synthetic-prompt-bytes $(( ctx - 128 ))
                --retrievers "$retrievers" --retriever-threads "${RETRIEVER_THREADS:-$(( 16 / retrievers ))}"
                --max-new-tokens "${OFFLOAD_TOKENS:-64}" --ignore-eos --progress-every 500 ${ef:+--ef "$ef"})
+    [[ $pin == 0 ]] && cmd+=(--no-pin-retriever-threads)
     note "\$ ${cmd[*]}"
     if [[ $idle == 1 ]]; then
       RA_MAINTENANCE_IDLE=1 bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}" > "$log" 2>&1 &

@@ -9,7 +9,7 @@
 //   ra-bench-search [--context 131072] [--shards 8] [--heads-per-layer 8] [--group 4] [--train 2048]
 //                   [--k 100] [--ef 0] [--warm 2] [--threads 4[,8,...]] [--pin 0|1] [--interleave 1,2]
 //                   [--layers 256] [--rounds 3] [--dim 128] [--efc 32] [--seed 1] [--navigation exact,int8]
-//                   [--expand 1,2] [--tail T] [--json FILE]
+//                   [--expand 1,2] [--grouped 0,2,4] [--query-corr R] [--tail T] [--json FILE]
 //
 // Keys and queries are iid Gaussian: the geometry of a random-weight model's post-RoPE keys, where
 // attention is diffuse and a graph search scans the most (what the GPU machine's timing runs use).
@@ -17,6 +17,12 @@
 // the retriever's index.graph_interleave); each width runs --layers layers per round, alternating.
 // --navigation: what the searches walk, the bf16 keys (exact) or the graph's 8-bit copy (int8,
 // navigation_keys.h; built when listed). --expand: nodes a search expands per step (SearchParams::expand).
+// --grouped 0,N: 0 runs separate searches per query head (with the --interleave widths); N >= 2 runs one
+// traversal of the kv head's graph for N query heads of its group (search_attend_group, the retriever's
+// index.graph_heads_per_search = N; N divides --group): a work item is N heads, --interleave does not
+// apply; rows count each fetched row once per head scored, hops are per traversal. --query-corr R: the
+// expected cosine between the queries of a group's heads (0: independent, as random weights give; a
+// grouped traversal's union of beams shrinks as R grows), the training queries drawn alike.
 // --tail T: T evicted tokens appended to every shard after its build and left in the graph's flat tail
 // (no merges), which every search scans exactly: what a search pays while merges lag behind.
 // --threads: one or more team sizes (a scaling curve from one build); --pin 1 pins team thread i to the
@@ -66,6 +72,8 @@ struct Options {
   std::vector<int> interleave{1, 2};
   std::vector<std::string> navigation{"exact"};
   std::vector<int> expand{1};
+  std::vector<int> grouped{0};  // 0: per-head searches; N >= 2: N heads per traversal
+  double query_corr = 0;
   int rounds = 3;
   int layers = 256;
   int64_t dim = 128;
@@ -133,6 +141,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--json") o.json = v;
     else if (a == "--navigation") o.navigation = parse_words(v);
     else if (a == "--expand") o.expand = parse_list(v);
+    else if (a == "--grouped") o.grouped = parse_list(v);
+    else if (a == "--query-corr") o.query_corr = std::strtod(v, nullptr);
     else usage(("unknown option " + a).c_str());
   }
   if (o.context < 1 || o.shards < 1 || o.group < 1 || o.heads_per_layer < o.group ||
@@ -147,6 +157,10 @@ Options parse(int argc, char** argv) {
   for (const int w : o.interleave) {
     if (w < 1 || o.group % w != 0 || w > 8) usage("every --interleave width must divide --group (and be <= 8)");
   }
+  if (!(o.query_corr >= 0 && o.query_corr <= 1)) usage("--query-corr takes a value in [0, 1]");
+  for (const int n : o.grouped) {
+    if (n != 0 && (n < 2 || o.group % n != 0)) usage("every --grouped value must be 0 or divide --group (>= 2)");
+  }
   return o;
 }
 
@@ -154,6 +168,23 @@ std::vector<float> gaussian(int64_t n, int64_t dim, std::mt19937_64& rng) {
   std::normal_distribution<float> g(0.f, 1.f);
   std::vector<float> out(static_cast<size_t>(n * dim));
   for (auto& x : out) x = g(rng);
+  return out;
+}
+
+// [group][n][dim]: query t of every head of the group shares sqrt(r) of one Gaussian, the rest its own, so
+// two heads' queries at one position have expected cosine r.
+std::vector<float> group_queries(int group, int64_t n, int64_t dim, double r, std::mt19937_64& rng) {
+  std::normal_distribution<float> g(0.f, 1.f);
+  const float own_w = std::sqrt(1.f - static_cast<float>(r)), shared_w = std::sqrt(static_cast<float>(r));
+  std::vector<float> out(static_cast<size_t>(group * n * dim));
+  std::vector<float> shared(static_cast<size_t>(dim));
+  for (int64_t t = 0; t < n; ++t) {
+    for (auto& x : shared) x = g(rng);
+    for (int h = 0; h < group; ++h) {
+      float* qt = out.data() + (h * n + t) * dim;
+      for (int64_t d = 0; d < dim; ++d) qt[d] = own_w * g(rng) + shared_w * shared[static_cast<size_t>(d)];
+    }
+  }
   return out;
 }
 
@@ -186,7 +217,7 @@ int main(int argc, char** argv) {
   for (int s = 0; s < o.shards; ++s) {
     const std::vector<float> keys = gaussian(o.context, o.dim, rng);
     const std::vector<float> values = gaussian(o.context, o.dim, rng);
-    const std::vector<float> train = gaussian(o.group * o.train, o.dim, rng);
+    const std::vector<float> train = group_queries(o.group, o.train, o.dim, o.query_corr, rng);
     params.stagger_key = s;
     shards.push_back(std::make_unique<HeadShard>(o.dim, ra::retriever::KvDtype::kBF16, keys.data(), values.data(),
                                                  o.context, o.group, train.data(), o.train, params));
@@ -224,11 +255,16 @@ int main(int argc, char** argv) {
   std::vector<double> search_ns(static_cast<size_t>(o.heads_per_layer));
   SearchParams sp{o.k, o.ef, 0};
   const float scale = 1.0f / std::sqrt(static_cast<float>(o.dim));
-  std::normal_distribution<float> g(0.f, 1.f);
   std::vector<float> q(static_cast<size_t>(o.heads_per_layer * o.dim));
+  auto draw_queries = [&] {  // a layer's: [heads][dim], each group's heads correlated as in training
+    for (int h = 0; h < o.heads_per_layer; h += o.group) {
+      const std::vector<float> one = group_queries(o.group, 1, o.dim, o.query_corr, rng);
+      std::copy(one.begin(), one.end(), q.begin() + h * o.dim);
+    }
+  };
   struct Totals {
     std::vector<double> layer_us;
-    int64_t rows = 0, hops = 0, searches = 0;
+    int64_t rows = 0, hops = 0, searches = 0, traversals = 0;
     double thread_ns = 0;
   };
   struct Config {
@@ -236,12 +272,19 @@ int main(int argc, char** argv) {
     std::string navigation;
     int width;
     int expand;
+    bool grouped;
   };
   std::vector<Config> configs;
   for (const int t : o.threads) {
     for (const std::string& n : o.navigation) {
-      for (const int w : o.interleave) {
-        for (const int x : o.expand) configs.push_back({t, n, w, x});
+      for (const int gr : o.grouped) {
+        if (gr >= 2) {  // gr heads per item, one traversal; the interleave widths do not apply
+          for (const int x : o.expand) configs.push_back({t, n, gr, x, true});
+          continue;
+        }
+        for (const int w : o.interleave) {
+          for (const int x : o.expand) configs.push_back({t, n, w, x, false});
+        }
       }
     }
   }
@@ -252,7 +295,7 @@ int main(int argc, char** argv) {
     sp.exact_navigation = c.navigation == "exact";
     sp.expand = c.expand;
     const int first_shard = (layer_no++ * per_layer_shards) % o.shards;
-    for (auto& x : q) x = g(rng);
+    draw_queries();
     std::fill(stats.begin(), stats.end(), SearchStats{});
     const auto t0 = Clock::now();
     const int items = o.heads_per_layer / width;
@@ -261,9 +304,14 @@ int main(int argc, char** argv) {
       const int e = item * width;  // its first query head
       const auto ts = Clock::now();
       HeadShard& shard = *shards[static_cast<size_t>((first_shard + e / o.group) % o.shards)];
-      shard.search_attend_interleaved(e % o.group, width, q.data() + e * o.dim, sp, scale,
-                                      scratch[static_cast<size_t>(omp_get_thread_num())], out.data() + e * o.dim,
-                                      lse.data() + e, &stats[static_cast<size_t>(e)]);
+      ShardScratch& ts_scratch = scratch[static_cast<size_t>(omp_get_thread_num())];
+      if (c.grouped) {
+        shard.search_attend_group(e % o.group, width, q.data() + e * o.dim, sp, scale, ts_scratch, out.data() + e * o.dim,
+                                  lse.data() + e, &stats[static_cast<size_t>(e)]);
+      } else {
+        shard.search_attend_interleaved(e % o.group, width, q.data() + e * o.dim, sp, scale, ts_scratch,
+                                        out.data() + e * o.dim, lse.data() + e, &stats[static_cast<size_t>(e)]);
+      }
       // a thread's time per search: the item's time shared by its searches
       const double ns = std::chrono::duration<double, std::nano>(Clock::now() - ts).count();
       for (int i = 0; i < width; ++i) search_ns[static_cast<size_t>(e + i)] = ns / width;
@@ -277,6 +325,7 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < o.heads_per_layer; ++i) t->thread_ns += search_ns[static_cast<size_t>(i)];
     t->searches += o.heads_per_layer;
+    t->traversals += c.grouped ? o.heads_per_layer / width : o.heads_per_layer;
   };
   for (int i = 0; i < warmup; ++i) run_layer(configs[0], nullptr);
   for (int round = 0; round < o.rounds; ++round) {
@@ -289,13 +338,13 @@ int main(int argc, char** argv) {
               "build %.1f s\n",
               static_cast<long long>(o.context), static_cast<long long>(o.tail), o.shards, o.heads_per_layer,
               o.k, o.ef, o.warm, o.pin ? ", threads pinned" : "", build_s);
-  std::printf("%7s %10s %10s %6s %10s %10s %10s %10s %8s %10s %10s %12s\n", "threads", "navigation", "interleave",
+  std::printf("%7s %10s %10s %6s %10s %10s %10s %10s %8s %10s %10s %12s\n", "threads", "navigation", "search",
               "expand", "layer_p50", "layer_mean", "layer_p99", "rows", "hops", "us/search", "ns/row", "searches/s");
   for (size_t c = 0; c < configs.size(); ++c) {
     const Totals& t = totals[c];
     const double searches = static_cast<double>(t.searches);
     const double rows_per = static_cast<double>(t.rows) / searches;
-    const double hops_per = static_cast<double>(t.hops) / searches;
+    const double hops_per = static_cast<double>(t.hops) / static_cast<double>(t.traversals);  // per traversal
     const double us_per = t.thread_ns / searches / 1e3;
     const double ns_row = t.thread_ns / static_cast<double>(t.rows);
     double mean = 0;
@@ -303,19 +352,22 @@ int main(int argc, char** argv) {
     mean /= static_cast<double>(t.layer_us.size());
     const double p50 = percentile(t.layer_us, 0.5), p99 = percentile(t.layer_us, 0.99);
     const double per_s = 1e6 * o.heads_per_layer / mean;
-    std::printf("%7d %10s %10d %6d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f %12.0f\n", configs[c].threads,
-                configs[c].navigation.c_str(), configs[c].width, configs[c].expand, p50, mean, p99, rows_per,
+    const std::string search =
+        (configs[c].grouped ? "group" : "inter") + std::to_string(configs[c].width);
+    std::printf("%7d %10s %10s %6d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f %12.0f\n", configs[c].threads,
+                configs[c].navigation.c_str(), search.c_str(), configs[c].expand, p50, mean, p99, rows_per,
                 hops_per, us_per, ns_row, per_s);
     if (o.json.empty()) continue;
     if (FILE* f = std::fopen(o.json.c_str(), "a")) {
       std::fprintf(f,
                    "{\"context\":%lld,\"shards\":%d,\"heads_per_layer\":%d,\"threads\":%d,\"navigation\":\"%s\","
-                   "\"interleave\":%d,\"expand\":%d,"
-                   "\"k\":%d,\"ef\":%d,\"warm\":%d,\"build_s\":%.3f,\"layer_us_p50\":%.2f,\"layer_us_mean\":%.2f,"
+                   "\"interleave\":%d,\"grouped\":%s,\"expand\":%d,"
+                   "\"query_corr\":%.3f,\"k\":%d,\"ef\":%d,\"warm\":%d,\"build_s\":%.3f,\"layer_us_p50\":%.2f,\"layer_us_mean\":%.2f,"
                    "\"layer_us_p99\":%.2f,\"rows_per_search\":%.1f,\"hops_per_search\":%.2f,"
                    "\"us_per_search\":%.2f,\"ns_per_row\":%.2f,\"searches_per_s\":%.1f,\"pinned\":%s}\n",
                    static_cast<long long>(o.context), o.shards, o.heads_per_layer, configs[c].threads,
-                   configs[c].navigation.c_str(), configs[c].width, configs[c].expand, o.k,
+                   configs[c].navigation.c_str(), configs[c].width, configs[c].grouped ? "true" : "false",
+                   configs[c].expand, o.query_corr, o.k,
                    o.ef, o.warm, build_s, p50, mean, p99, rows_per, hops_per, us_per, ns_row, per_s,
                    o.pin ? "true" : "false");
       std::fclose(f);
