@@ -186,6 +186,21 @@ int64_t GraphIndex::tail_size() const {
   return taken_ - merged_;
 }
 
+std::string GraphIndex::coverage_error(int64_t rows) const {
+  std::shared_lock lock(mutex_);
+  const int64_t nodes = n_ + merged_, tail = taken_ - merged_;
+  if (nodes + tail != rows || merged_ < 0 || tail < 0) {
+    return fmt::format("the graph holds {} nodes and {} tail rows, but {} rows are stored", nodes, tail, rows);
+  }
+  if (graph_->nodes() != nodes) {
+    return fmt::format("the adjacency has {} nodes, the graph counts {}", graph_->nodes(), nodes);
+  }
+  if (nav_ && nav_->size() != rows) {
+    return fmt::format("the 8-bit copy codes {} rows of {}", nav_->size(), rows);
+  }
+  return {};
+}
+
 GraphCsr GraphIndex::adjacency() const {
   std::shared_lock lock(mutex_);
   return graph_->to_csr();

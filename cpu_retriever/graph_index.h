@@ -175,6 +175,10 @@ class GraphIndex final : public KeyIndex {
   // Introspection, for tests and benchmarks.
   int64_t graph_size() const;  // keys in the graph: n + merged
   int64_t tail_size() const;   // keys in the flat tail
+  // The full check (common/full_checks.h), under one lock so no merge lands between its reads: "" when
+  // the graph's nodes (its adjacency's too) and its flat tail are exactly ids [0, rows), and the 8-bit
+  // copy (when kept) codes every one of them; else what does not add up.
+  std::string coverage_error(int64_t rows) const;
   uint32_t entry_point() const { return build_entry_; }
   // Work of the merges so far, for benchmarks (ra-bench-merge).
   struct MergeStats {

@@ -184,6 +184,22 @@ void HeadShard::append(const float* key, const float* value, const float* member
   }
 }
 
+std::string HeadShard::coverage_error() const {
+  const int64_t rows = store_.size();
+  if (n_ > rows) return fmt::format("the indexes were built on {} rows but the store holds {}", n_, rows);
+  for (size_t i = 0; i < indexes_.size(); ++i) {
+    const KeyIndex& index = *indexes_[i];
+    if (graph_tail_) {
+      std::string error = static_cast<const GraphIndex&>(index).coverage_error(rows);
+      if (!error.empty()) return fmt::format("graph {}: {}", i, error);
+    } else if (index.size() != n_) {
+      return fmt::format("index {} ({}) holds {} keys; {} were built (the {} rows past them are the flat tail)", i,
+                         index.name(), index.size(), n_, rows - n_);
+    }
+  }
+  return {};
+}
+
 HeadShard::TailCounts HeadShard::tail_counts() const {
   TailCounts c;
   if (!graph_tail_) return c;

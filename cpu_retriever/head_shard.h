@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "cpu_retriever/answer_history.h"
@@ -133,6 +134,11 @@ class HeadShard {
     int64_t merged = 0, tail = 0;
   };
   TailCounts tail_counts() const;
+
+  // The full check (common/full_checks.h): "" when the indexes and flat tails cover the store's rows
+  // [0, size()) exactly (each graph: its nodes plus its tail; other indexes: the built rows plus the
+  // flat tail rows search_attend scans), else what does not add up.
+  std::string coverage_error() const;
 
   // Scan budgets fitted (ShardIndexParams::scan_fractions; 0 when off), and budget b's knobs per index.
   size_t scan_budget_count() const { return budgets_.size(); }

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "common/full_checks.h"
 #include "common/partial_state.h"
 #include "transport/wire.h"
 
@@ -137,6 +138,36 @@ void RetrieverService::check_positions(const transport::StepPayload& step, int64
                "(sinks {}) and the offloaded positions held end at {}",
                config_.name, step.position, step.layer, leaving, config_.window, config_.sinks, held_end);
   }
+}
+
+void RetrieverService::full_check(const transport::StepPayload& step) {
+  const auto& layer = shards_[step.layer];
+  const int64_t start = offload_start_[step.layer];
+  if (layer.empty() || start < 0) return;
+  const int64_t rows = layer.front()->size();
+  for (size_t i = 0; i < layer.size(); ++i) {
+    const int64_t kv_head = config_.owned_kv_heads[step.layer][i];
+    RA_REQUIRE(layer[i]->size() == rows,
+               "{}: full check at position {} of layer {}: kv head {} holds {} rows, kv head {} holds {}",
+               config_.name, step.position, step.layer, kv_head, layer[i]->size(),
+               config_.owned_kv_heads[step.layer][0], rows);
+    const std::string error = layer[i]->coverage_error();
+    RA_REQUIRE(error.empty(), "{}: full check at position {} of layer {}, kv head {}: {}", config_.name,
+               step.position, step.layer, kv_head, error);
+  }
+  // The session tail continues the shards' positions: [start + rows, + its rows), one by one.
+  const std::span<const int64_t> session = session_[step.layer].positions();
+  for (size_t j = 0; j < session.size(); ++j) {
+    RA_REQUIRE(session[j] == start + rows + static_cast<int64_t>(j),
+               "{}: full check at position {} of layer {}: session token {} is at position {}, not {}", config_.name,
+               step.position, step.layer, j, session[j], start + rows + static_cast<int64_t>(j));
+  }
+  if (config_.window <= 0 || config_.sinks < 0) return;
+  const HeldRange held{start, rows + static_cast<int64_t>(session.size())};
+  const std::string error =
+      partition_error(step.position, config_.sinks, config_.window, std::span(&held, 1), full_check_marks_);
+  RA_REQUIRE(error.empty(), "{}: full check at position {} of layer {}: {}", config_.name, step.position, step.layer,
+             error);
 }
 
 int64_t RetrieverService::interleave_width(int64_t entries, int threads) const {
@@ -405,6 +436,7 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     }
   }
   r.expect_end();
+  if (config_.full_checks) full_check(step);
   const auto t_appended = transport::SteadyClock::now();
 
   // One answer per owned query head: kv head owned[i], group member m -> query head owned[i]*group + m.

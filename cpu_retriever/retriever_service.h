@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "cpu_retriever/build_queue.h"
+#include "common/full_checks.h"
 #include "cpu_retriever/head_shard.h"
 #include "cpu_retriever/query_ring.h"
 #include "cpu_retriever/session_tail.h"
@@ -59,6 +60,9 @@ struct RetrieverServiceConfig {
   // The process's threads and RSS are sampled after the first kStep, every this many kSteps after it
   // and at the shutdown (RetrieverServiceStats::decode_usage); 0 = never.
   int64_t usage_sample_steps = 1024;
+  // The full check after every kStep (full_check(); common/full_checks.h): on in debug builds and where
+  // RA_FULL_CHECKS=1.
+  bool full_checks = full_checks_enabled();
 };
 
 struct RetrieverServiceStats {
@@ -103,6 +107,8 @@ class RetrieverService {
   // Throws ra::Error naming the step when its positions break the static / offloaded split (issue 20
   // item 2); shard_rows: the rows of the layer's shards (build + evicted).
   void check_positions(const transport::StepPayload& step, int64_t shard_rows) const;
+  // The full check (common/full_checks.h; debug builds, RA_FULL_CHECKS=1), after the step's eviction.
+  void full_check(const transport::StepPayload& step);
   // Records the layer's answers of this step (each owned query head's latest) for its eviction W steps on.
   void keep_answers(uint32_t layer, int64_t position);
   // Ids kept per query head and answer: what a merge uses of it (GraphBuildParams::Kq).
@@ -125,6 +131,7 @@ class RetrieverService {
   // window: no keys) the first token evicted after the sinks; -1 when neither is known (sinks unknown).
   // The offloaded positions held are [offload_start_, + rows): the build's, the evicted, the session's.
   std::vector<int64_t> offload_start_;
+  std::vector<uint8_t> full_check_marks_;  // full_check's scratch
   bool session_mode_ = false;         // set by the first kRewind
   std::vector<ShardScratch> thread_scratch_;                     // one per search thread
   std::vector<SessionScratch> session_scratch_;                  // one per search thread

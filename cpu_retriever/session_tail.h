@@ -38,6 +38,7 @@ class SessionTail {
 
   bool empty() const { return positions_.empty(); }
   int64_t rows() const { return static_cast<int64_t>(positions_.size()); }
+  std::span<const int64_t> positions() const { return positions_; }
 
   // Appends the token at `position` (> every position held): k, v: [n_kv_heads][head_dim] float32 of
   // every kv head; `owned` (ascending kv head ids, n_owned of them) picks this retriever's.

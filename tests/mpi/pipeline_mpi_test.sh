@@ -20,6 +20,9 @@ set -euo pipefail
 BIN_DIR=$(dirname "$RA")
 WORK=$(mktemp -d /tmp/ra-mpi-test.XXXXXX)
 export TMPDIR=$WORK  # plan files land here, so this test's processes are findable by path
+# Every retriever rank runs the full check after every step (common/full_checks.h): the ranks are
+# local, so they inherit it.
+export RA_FULL_CHECKS=${RA_FULL_CHECKS:-1}
 cleanup() {
   pkill -KILL -f "$WORK" 2>/dev/null || true
   rm -rf "$WORK"

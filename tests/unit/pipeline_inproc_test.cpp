@@ -143,6 +143,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.sinks = split.sinks;
       cfg.window = split.window;
       cfg.plan_digest = 42;
+      cfg.full_checks = true;  // every step of every test here: the enumeration and the shards' coverage
       copts.owned_kv_heads.push_back(cfg.owned_kv_heads);
       services.emplace_back([cfg, out = &service_stats[static_cast<size_t>(r)],
                              ch = std::shared_ptr<transport::Channel>(std::move(s))] {
