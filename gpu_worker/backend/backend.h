@@ -148,6 +148,8 @@ BackendKind parse_backend_kind(std::string_view name);  // throws ra::Error list
 std::string_view name(BackendKind kind);
 // True when this build has the CUDA backend and a CUDA device is visible.
 bool cuda_backend_available();
+// The PCI bus id of the GPU the CUDA backend would use ("0000:18:00.0"); "" without one.
+std::string gpu_pci_bus_id();
 // auto resolved to cpu or cuda; cuda without a GPU (or in a CPU-only build) throws ra::Error saying why.
 BackendKind resolve_backend_kind(BackendKind kind);
 // The backend `kind` names (after resolve_backend_kind). `model` must outlive it.

@@ -32,6 +32,14 @@ bool cuda_backend_available() {
 #endif
 }
 
+std::string gpu_pci_bus_id() {
+#if RA_HAVE_CUDA_BACKEND
+  return cuda_device_visible() ? cuda_pci_bus_id() : std::string();
+#else
+  return {};
+#endif
+}
+
 BackendKind resolve_backend_kind(BackendKind kind) {
   if (kind == BackendKind::kAuto) return cuda_backend_available() ? BackendKind::kCuda : BackendKind::kCpu;
   if (kind == BackendKind::kCuda) {

@@ -56,6 +56,9 @@ void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags) {
   given(cmd.add_flag("--pin-retriever-threads,!--no-pin-retriever-threads", v.pin_retriever_threads,
                      "Pin each retriever's search threads to cores of its own (default: yes)"),
         [](RunConfig& c, const RunConfigFlags& f) { c.pin_retriever_threads = f.values.pin_retriever_threads; });
+  given(cmd.add_flag("--bind-worker,!--no-bind-worker", v.bind_worker,
+                     "Bind the CUDA worker to its GPU's NUMA node (default: yes)"),
+        [](RunConfig& c, const RunConfigFlags& f) { c.bind_worker = f.values.bind_worker; });
   given(cmd.add_option("--liveness-timeout-ms", v.liveness_timeout_ms, "A silent peer is declared dead after this")
             ->capture_default_str(),
         [](RunConfig& c, const RunConfigFlags& f) { c.liveness_timeout_ms = f.values.liveness_timeout_ms; });

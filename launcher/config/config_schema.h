@@ -149,6 +149,9 @@ void visit_fields(V&& v) {
   v("pin_retriever_threads", "Pin each retriever's search threads to cores of its own (its node's cores split "
     "between the retrievers on it); false = they float over the node",
     [](auto& c) -> auto& { return c.pin_retriever_threads; });
+  v("bind_worker", "Bind the GPU worker's CPUs and memory to the NUMA node its GPU hangs off (CUDA backend; "
+    "nothing to do on one-node machines); false = it floats over the machine",
+    [](auto& c) -> auto& { return c.bind_worker; });
   v("liveness_timeout_ms", "A peer silent for this long is declared dead",
     [](auto& c) -> auto& { return c.liveness_timeout_ms; });
   v("build_timeout_ms", "The longest wait for an index build", [](auto& c) -> auto& { return c.build_timeout_ms; });

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 #if RA_HAVE_HWLOC
@@ -157,6 +159,24 @@ void bind_this_process_to_numa_node(const NumaTopology& t, int node, std::string
 #else
   set_report(report, "NUMA binding: none (built without hwloc)");
 #endif
+}
+
+int pci_device_numa_node(const std::string& bus_id, const std::string& sysfs) {
+  unsigned domain = 0, bus = 0, device = 0, function = 0;
+  if (std::sscanf(bus_id.c_str(), "%x:%x:%x.%x", &domain, &bus, &device, &function) != 4) return -1;
+  const std::string path =
+      fmt::format("{}/bus/pci/devices/{:04x}:{:02x}:{:02x}.{:x}/numa_node", sysfs, domain, bus, device, function);
+  std::ifstream in(path);
+  int node = -1;
+  if (!(in >> node) || node < 0) return -1;
+  return node;
+}
+
+int numa_node_index(const NumaTopology& topology, int os_index) {
+  for (size_t i = 0; i < topology.nodes.size(); ++i) {
+    if (topology.nodes[i].os_index == os_index) return static_cast<int>(i);
+  }
+  return -1;
 }
 
 }  // namespace ra

@@ -37,4 +37,12 @@ std::string describe(const NumaTopology& topology);
 // *report (one line; report may be null).
 void bind_this_process_to_numa_node(const NumaTopology& topology, int node, std::string* report);
 
+// The NUMA node (the kernel's number) a PCI device hangs off, from `sysfs`/bus/pci/devices/<id>/numa_node;
+// -1 when the kernel does not say (one-node machines and most VMs write -1) or the entry is missing.
+// bus_id as CUDA or NVML print it: "0000:18:00.0", "00000000:18:00.0", any case.
+int pci_device_numa_node(const std::string& bus_id, const std::string& sysfs = "/sys");
+
+// Index into topology.nodes of the node with kernel number os_index; -1 when it has no such node.
+int numa_node_index(const NumaTopology& topology, int os_index);
+
 }  // namespace ra

@@ -4,6 +4,13 @@
 // team of `threads` threads started from the serving thread, which libgomp keeps and reuses for every
 // parallel region of that size. Pinning that team once pins every search; a thread that stays on its
 // core keeps its cache and never waits behind another retriever's thread.
+//
+// libgomp keeps a team only while its size holds: a parallel region with fewer threads releases the
+// rest, and a larger one after it starts new threads, which inherit the caller's one CPU. So the
+// serving thread's regions all use the pinned size (RetrieverService::on_step's search runs `threads`
+// threads, serially when a layer has one work item), and anything that changes the size pins again
+// (ra-bench-search does at every switch; measured on the GPU machine before it did: teams of 4-16
+// regrown after a team of 2 ran 0.5-11% as fast as one pinned thread, docs/scaling.md).
 
 #include <string>
 #include <vector>

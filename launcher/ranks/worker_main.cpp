@@ -21,6 +21,7 @@
 #include "launcher/ranks/model_setup.h"
 #include "launcher/ranks/peer_links.h"
 #include "launcher/ranks/process_common.h"
+#include "launcher/ranks/worker_binding.h"
 #include "launcher/ranks/retriever_setup.h"
 #include "launcher/ranks/run_report.h"
 #include "launcher/ranks/serve_rank.h"
@@ -46,6 +47,7 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   install_exit_signal_handlers("");
   agree_on_plan(mpi, plan, kProgram);
   RA_REQUIRE(mpi.rank() == 0, "{} must be rank 0 (it is rank {})", kProgram, mpi.rank());
+  std::fprintf(stderr, "%s: %s\n", kProgram, bind_worker_near_gpu(plan).c_str());
   if (const char* serve = serve_spec_from_environment()) return run_serve_rank(mpi, plan, serve);  // ra serve
   const RunConfig& c = plan.config;
   if (c.worker_threads > 0) omp_set_num_threads(c.worker_threads);

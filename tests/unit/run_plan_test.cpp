@@ -532,5 +532,34 @@ TEST(Numa, PlanOnTheRealMachine) {
   }
 }
 
+// The GPU worker's NUMA node (worker_binding.h) comes from sysfs: a fake tree stands for a 2-socket
+// machine whose GPU hangs off node 1, a one-node machine's "-1", and a device sysfs does not list.
+TEST(GpuNumaNode, ReadFromSysfsWhateverTheBusIdSpelling) {
+  const test::TempDir dir("ra-sysfs");
+  auto device = [&](const std::string& id, const std::string& text) {
+    const auto d = dir.path() / "bus/pci/devices" / id;
+    std::filesystem::create_directories(d);
+    std::ofstream(d / "numa_node") << text;
+  };
+  device("0000:18:00.0", "1\n");
+  device("0000:3b:00.0", "-1\n");
+  const std::string root = dir.path().string();
+  EXPECT_EQ(pci_device_numa_node("0000:18:00.0", root), 1);
+  EXPECT_EQ(pci_device_numa_node("00000000:18:00.0", root), 1);  // NVML's 8-digit domain
+  EXPECT_EQ(pci_device_numa_node("0000:3B:00.0", root), -1);     // the kernel does not know
+  EXPECT_EQ(pci_device_numa_node("0000:af:00.0", root), -1);     // not there
+  EXPECT_EQ(pci_device_numa_node("not a bus id", root), -1);
+}
+
+TEST(GpuNumaNode, KernelNodeNumbersMapToTopologyIndexes) {
+  NumaTopology t;
+  t.nodes.resize(2);
+  t.nodes[0].os_index = 0;
+  t.nodes[1].os_index = 2;  // node 1 has no CPUs (e.g. CXL memory), so the kernel's 2 is index 1
+  EXPECT_EQ(numa_node_index(t, 0), 0);
+  EXPECT_EQ(numa_node_index(t, 2), 1);
+  EXPECT_EQ(numa_node_index(t, 1), -1);
+}
+
 }  // namespace
 }  // namespace ra

@@ -42,6 +42,13 @@ std::string cuda_device_problem() {
   return n == 0 ? "no device" : "";
 }
 
+std::string cuda_pci_bus_id() {
+  int device = 0;
+  char id[32] = {};
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetPCIBusId(id, sizeof id, device) != cudaSuccess) return {};
+  return id;
+}
+
 namespace cuda {
 namespace {
 

@@ -20,6 +20,8 @@ namespace ra {
 // True when a CUDA device is visible; otherwise cuda_device_problem() says why.
 bool cuda_device_visible();
 std::string cuda_device_problem();
+// The current device's PCI bus id ("0000:18:00.0"), or "" when there is none.
+std::string cuda_pci_bus_id();
 
 // `model` must outlive the call only (its weights are copied to the GPU).
 std::unique_ptr<Backend> make_cuda_backend(const Model& model, const BackendOptions& options);
