@@ -29,6 +29,7 @@ using Clock = std::chrono::steady_clock;
 // questions of two facts differ by at most 10 bytes (names of 3 to 8 letters, each named twice). The
 // fewer, the fewer facts fall in the cut end.
 constexpr int64_t kSpareBytes = 16;
+constexpr int64_t kAnswerRoom = 16;  // positions kept free past a needle prompt for its answer's digits
 
 bool uses_retrievers(AttentionMode m) { return m != AttentionMode::kFull && m != AttentionMode::kWindow; }
 bool has_budget(AttentionMode m) {
@@ -91,12 +92,25 @@ class LengthRun {
   LengthRun(const AccuracySpec& spec, const LoadedModel& loaded, int64_t length, Clock::time_point deadline)
       : spec_(spec), loaded_(loaded), mc_(loaded.model.config), length_(length), deadline_(deadline),
         remote_(mc_.n_heads, mc_.head_dim) {
-    RA_REQUIRE(length_ + spec.text_positions + 2 <= mc_.max_position_embeddings,
-               "length {} + {} text positions exceeds the model's {} positions", length_, spec.text_positions,
-               mc_.max_position_embeddings);
+    // At the model's own length (64K of needle-byte-13m, as its eval.json counts it) the prompts end
+    // where the answer and the text's fed positions still fit: a needle prompt kAnswerRoom tokens
+    // shorter, the text's prompt text_positions shorter.
+    needle_tokens_ = std::min(length_, mc_.max_position_embeddings - kAnswerRoom);
+    text_tokens_ = std::min(length_, mc_.max_position_embeddings - spec.text_positions - 2);
+    RA_REQUIRE(needle_tokens_ > spec.config.sinks + spec.config.window &&
+                   (spec.text_file.empty() || text_tokens_ > spec.config.sinks + spec.config.window),
+               "length {} with {} text positions leaves no offloaded positions in the model's {}", length_,
+               spec.text_positions, mc_.max_position_embeddings);
+    if (needle_tokens_ < length_ || (!spec.text_file.empty() && text_tokens_ < length_)) {
+      std::fprintf(stderr, "ra bench accuracy: length %lld: needle prompts of %lld tokens and the text's of %lld, so "
+                   "that the answer and the fed positions fit the model's %lld\n", static_cast<long long>(length_),
+                   static_cast<long long>(needle_tokens_), static_cast<long long>(text_tokens_),
+                   static_cast<long long>(mc_.max_position_embeddings));
+    }
     const BackendKind kind = resolve_backend_kind(spec.config.backend);
     BackendOptions options;
-    options.max_positions = length_ + std::max<int64_t>(spec.text_positions, 16) + 64;
+    options.max_positions =
+        std::min(mc_.max_position_embeddings, length_ + std::max<int64_t>(spec.text_positions, 16) + 64);
     options.threads = spec.config.worker_threads;
     full_ = make_backend(kind, loaded.model, options);
     options.static_set = {true, spec.config.sinks, spec.config.window, &remote_};
@@ -148,17 +162,17 @@ class LengthRun {
       // shorter than the window), so the retrievers build once per haystack and every fact is asked
       // against the same indexes. The haystack is made longer than needed and cut.
       const uint64_t seed = spec_.seed + static_cast<uint64_t>(p);
-      const NeedlePrompt prompt = make_needle_prompt(length_ + kSpareBytes, spec_.facts, seed, spec_.haystack);
+      const NeedlePrompt prompt = make_needle_prompt(needle_tokens_ + kSpareBytes, spec_.facts, seed, spec_.haystack);
       const std::string asked = needle_question(prompt.question_name);
       RA_REQUIRE(prompt.text.ends_with(asked), "needle prompt (seed {}) does not end with its question", seed);
       const std::string haystack = prompt.text.substr(0, prompt.text.size() - asked.size());
       bool built = false;
       for (const NeedleFact& fact : prompt.facts) {
         const std::string question = needle_question(fact.name);
-        const auto keep = static_cast<size_t>(length_ - 1) - question.size();
+        const auto keep = static_cast<size_t>(needle_tokens_ - 1) - question.size();
         RA_REQUIRE(static_cast<int64_t>(question.size()) < spec_.config.window && keep <= haystack.size(),
                    "needle question of {} bytes for a window of {} and a length of {}", question.size(),
-                   spec_.config.window, length_);
+                   spec_.config.window, needle_tokens_);
         if (static_cast<size_t>(fact.offset + fact.length) > keep) {
           ++facts_cut_;  // its sentence lies in the bytes cut off: not asked
           continue;
@@ -279,12 +293,12 @@ class LengthRun {
     RA_REQUIRE(in.good(), "--text {}: cannot open", spec_.text_file);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     std::vector<int32_t> all = encode_prompt(loaded_, text);
-    const int64_t need = length_ + spec_.text_positions;
+    const int64_t need = text_tokens_ + spec_.text_positions;
     RA_REQUIRE(static_cast<int64_t>(all.size()) >= need,
-               "--text {}: {} tokens, and a length of {} with {} text positions needs {}", spec_.text_file,
-               all.size(), length_, spec_.text_positions, need);
-    const std::vector<int32_t> prompt(all.begin(), all.begin() + length_);
-    const std::span<const int32_t> feed(all.data() + length_, static_cast<size_t>(spec_.text_positions));
+               "--text {}: {} tokens, and a prompt of {} with {} text positions needs {}", spec_.text_file,
+               all.size(), text_tokens_, spec_.text_positions, need);
+    const std::vector<int32_t> prompt(all.begin(), all.begin() + text_tokens_);
+    const std::span<const int32_t> feed(all.data() + text_tokens_, static_cast<size_t>(spec_.text_positions));
     prefill(prompt, true);
     // Full attention's log-probabilities at every position, then every variant against them.
     const auto vocab = static_cast<size_t>(mc_.vocab_size);
@@ -316,6 +330,8 @@ class LengthRun {
   json row(const Variant& v) const {
     json r;
     r["length"] = length_;
+    r["needle_prompt_tokens"] = needle_tokens_;
+    if (!spec_.text_file.empty()) r["text_prompt_tokens"] = text_tokens_;
     r["mode"] = std::string(name(v.mode));
     r["scan_target"] = v.target ? json(*v.target) : json(nullptr);
     int64_t dc = 0, offered = 0, hits = 0, wanted = 0;
@@ -371,6 +387,7 @@ class LengthRun {
   const LoadedModel& loaded_;
   const ModelConfig& mc_;
   int64_t length_;
+  int64_t needle_tokens_ = 0, text_tokens_ = 0;  // the prompts' tokens: length_, or less at the model's limit
   Clock::time_point deadline_;
   int prompts_done_ = 0;
   RemoteSwitch remote_;

@@ -39,6 +39,9 @@ def merge(groups):
             sys.exit(f"merge_rows: {key}: more than one run measured the text (run all but one without --text)")
         for f in TEXT_SUMS:
             m[f] = sum(r[f] for r in rows)
+        for r in rows:  # the text's prompt length, from the run that measured the text
+            if r["text_positions"] > 0 and "text_prompt_tokens" in r:
+                m["text_prompt_tokens"] = r["text_prompt_tokens"]
         layers = max(len(r["recall_hits_per_layer"]) for r in rows)
         hits = [sum(r["recall_hits_per_layer"][i] for r in rows if i < len(r["recall_hits_per_layer"]))
                 for i in range(layers)]

@@ -236,19 +236,28 @@ int main(int argc, char** argv) {
   const int warmup = 2 * o.shards / per_layer_shards;  // every shard searched twice first
   const int max_threads = *std::max_element(o.threads.begin(), o.threads.end());
   std::vector<ShardScratch> scratch(static_cast<size_t>(max_threads));
-  if (o.pin) {  // the team's pool threads, largest team first: smaller teams reuse its first threads
+  // --pin: the CPUs this process may run on, read before any pinning narrows them. libgomp releases
+  // the pool threads a smaller team leaves out and starts new ones when a larger team follows, and a
+  // new thread inherits the CPU of the (pinned) thread that starts it: so every switch of team size
+  // pins the team again (outside the timed layers), or a regrown team would pile onto one core.
+  std::vector<int> cpus;
+  if (o.pin) {
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
-    std::vector<int> cpus;
     if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
       for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
         if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
       }
     }
-    std::string report;
-    ra::pin_openmp_team(cpus, max_threads, &report);
-    std::fprintf(stderr, "ra-bench-search: %s\n", report.c_str());
   }
+  int pinned_team = 0;
+  auto pin_team = [&](int threads) {
+    if (!o.pin || threads == pinned_team) return;
+    std::string report;
+    ra::pin_openmp_team(cpus, threads, &report);
+    if (pinned_team == 0 || threads == max_threads) std::fprintf(stderr, "ra-bench-search: %s\n", report.c_str());
+    pinned_team = threads;
+  };
   std::vector<float> out(static_cast<size_t>(o.heads_per_layer * o.dim));
   std::vector<float> lse(static_cast<size_t>(o.heads_per_layer));
   std::vector<SearchStats> stats(static_cast<size_t>(o.heads_per_layer));
@@ -327,9 +336,11 @@ int main(int argc, char** argv) {
     t->searches += o.heads_per_layer;
     t->traversals += c.grouped ? o.heads_per_layer / width : o.heads_per_layer;
   };
+  pin_team(configs[0].threads);
   for (int i = 0; i < warmup; ++i) run_layer(configs[0], nullptr);
   for (int round = 0; round < o.rounds; ++round) {
     for (size_t c = 0; c < configs.size(); ++c) {
+      pin_team(configs[c].threads);
       for (int l = 0; l < o.layers; ++l) run_layer(configs[c], &totals[c]);
     }
   }
