@@ -42,6 +42,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -262,6 +263,7 @@ int main(int argc, char** argv) {
   std::vector<float> lse(static_cast<size_t>(o.heads_per_layer));
   std::vector<SearchStats> stats(static_cast<size_t>(o.heads_per_layer));
   std::vector<double> search_ns(static_cast<size_t>(o.heads_per_layer));
+  std::vector<double> busy_ns(static_cast<size_t>(max_threads));  // per team thread, this layer
   SearchParams sp{o.k, o.ef, 0};
   const float scale = 1.0f / std::sqrt(static_cast<float>(o.dim));
   std::vector<float> q(static_cast<size_t>(o.heads_per_layer * o.dim));
@@ -275,6 +277,7 @@ int main(int argc, char** argv) {
     std::vector<double> layer_us;
     int64_t rows = 0, hops = 0, searches = 0, traversals = 0;
     double thread_ns = 0;
+    double busy_max_us = 0, busy_mean_us = 0;  // summed over layers: the busiest thread's, the team's mean
   };
   struct Config {
     int threads;
@@ -306,6 +309,7 @@ int main(int argc, char** argv) {
     const int first_shard = (layer_no++ * per_layer_shards) % o.shards;
     draw_queries();
     std::fill(stats.begin(), stats.end(), SearchStats{});
+    std::fill(busy_ns.begin(), busy_ns.end(), 0.0);
     const auto t0 = Clock::now();
     const int items = o.heads_per_layer / width;
 #pragma omp parallel for num_threads(c.threads) schedule(dynamic, 1)
@@ -324,10 +328,14 @@ int main(int argc, char** argv) {
       // a thread's time per search: the item's time shared by its searches
       const double ns = std::chrono::duration<double, std::nano>(Clock::now() - ts).count();
       for (int i = 0; i < width; ++i) search_ns[static_cast<size_t>(e + i)] = ns / width;
+      busy_ns[static_cast<size_t>(omp_get_thread_num())] += ns;
     }
     const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
     if (t == nullptr) return;
     t->layer_us.push_back(us);
+    const auto team = busy_ns.begin() + c.threads;
+    t->busy_max_us += *std::max_element(busy_ns.begin(), team) / 1e3;
+    t->busy_mean_us += std::accumulate(busy_ns.begin(), team, 0.0) / c.threads / 1e3;
     for (int i = 0; i < o.heads_per_layer; i += width) {
       t->rows += stats[static_cast<size_t>(i)].distance_computations;
       t->hops += stats[static_cast<size_t>(i)].hops;
@@ -349,8 +357,9 @@ int main(int argc, char** argv) {
               "build %.1f s\n",
               static_cast<long long>(o.context), static_cast<long long>(o.tail), o.shards, o.heads_per_layer,
               o.k, o.ef, o.warm, o.pin ? ", threads pinned" : "", build_s);
-  std::printf("%7s %10s %10s %6s %10s %10s %10s %10s %8s %10s %10s %12s\n", "threads", "navigation", "search",
-              "expand", "layer_p50", "layer_mean", "layer_p99", "rows", "hops", "us/search", "ns/row", "searches/s");
+  std::printf("%7s %10s %10s %6s %10s %10s %10s %10s %8s %10s %10s %12s %9s %9s\n", "threads", "navigation", "search",
+              "expand", "layer_p50", "layer_mean", "layer_p99", "rows", "hops", "us/search", "ns/row", "searches/s",
+              "busy_max", "busy_avg");
   for (size_t c = 0; c < configs.size(); ++c) {
     const Totals& t = totals[c];
     const double searches = static_cast<double>(t.searches);
@@ -362,12 +371,16 @@ int main(int argc, char** argv) {
     for (double v : t.layer_us) mean += v;
     mean /= static_cast<double>(t.layer_us.size());
     const double p50 = percentile(t.layer_us, 0.5), p99 = percentile(t.layer_us, 0.99);
+    // A layer waits for its busiest thread: busy_max against busy_avg is the imbalance, layer_mean
+    // against busy_max the fork, join and wake-ups.
+    const double layers = static_cast<double>(t.layer_us.size());
+    const double busy_max = t.busy_max_us / layers, busy_avg = t.busy_mean_us / layers;
     const double per_s = 1e6 * o.heads_per_layer / mean;
     const std::string search =
         (configs[c].grouped ? "group" : "inter") + std::to_string(configs[c].width);
-    std::printf("%7d %10s %10s %6d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f %12.0f\n", configs[c].threads,
-                configs[c].navigation.c_str(), search.c_str(), configs[c].expand, p50, mean, p99, rows_per,
-                hops_per, us_per, ns_row, per_s);
+    std::printf("%7d %10s %10s %6d %10.1f %10.1f %10.1f %10.0f %8.1f %10.1f %10.1f %12.0f %9.1f %9.1f\n",
+                configs[c].threads, configs[c].navigation.c_str(), search.c_str(), configs[c].expand, p50, mean, p99,
+                rows_per, hops_per, us_per, ns_row, per_s, busy_max, busy_avg);
     if (o.json.empty()) continue;
     if (FILE* f = std::fopen(o.json.c_str(), "a")) {
       std::fprintf(f,
@@ -375,11 +388,11 @@ int main(int argc, char** argv) {
                    "\"interleave\":%d,\"grouped\":%s,\"expand\":%d,"
                    "\"query_corr\":%.3f,\"k\":%d,\"ef\":%d,\"warm\":%d,\"build_s\":%.3f,\"layer_us_p50\":%.2f,\"layer_us_mean\":%.2f,"
                    "\"layer_us_p99\":%.2f,\"rows_per_search\":%.1f,\"hops_per_search\":%.2f,"
-                   "\"us_per_search\":%.2f,\"ns_per_row\":%.2f,\"searches_per_s\":%.1f,\"pinned\":%s}\n",
+                   "\"us_per_search\":%.2f,\"ns_per_row\":%.2f,\"searches_per_s\":%.1f,\"busy_max_us\":%.2f,\"busy_mean_us\":%.2f,\"pinned\":%s}\n",
                    static_cast<long long>(o.context), o.shards, o.heads_per_layer, configs[c].threads,
                    configs[c].navigation.c_str(), configs[c].width, configs[c].grouped ? "true" : "false",
                    configs[c].expand, o.query_corr, o.k,
-                   o.ef, o.warm, build_s, p50, mean, p99, rows_per, hops_per, us_per, ns_row, per_s,
+                   o.ef, o.warm, build_s, p50, mean, p99, rows_per, hops_per, us_per, ns_row, per_s, busy_max, busy_avg,
                    o.pin ? "true" : "false");
       std::fclose(f);
     }
