@@ -20,7 +20,8 @@ def main():
     for r in single:
         rows.append({"processes": 1, "threads_per_process": r["threads"], "cores": r["threads"],
                      "searches_per_s": r["searches_per_s"], "layer_us_mean": r["layer_us_mean"],
-                     "us_per_search": r["us_per_search"], "rows_per_search": r["rows_per_search"]})
+                     "us_per_search": r["us_per_search"], "rows_per_search": r["rows_per_search"],
+                     "busy_max_us": r.get("busy_max_us"), "busy_mean_us": r.get("busy_mean_us")})
     for p in (2, 4):
         files = sorted(glob.glob(os.path.join(folder, f"scaling_p{p}_*.json")))
         parts = [json.loads(open(f).readline()) for f in files if os.path.getsize(f) > 0]
@@ -31,16 +32,23 @@ def main():
                      "cores": p * parts[0]["threads"], "searches_per_s": sum(x["searches_per_s"] for x in parts),
                      "layer_us_mean": max(x["layer_us_mean"] for x in parts),
                      "us_per_search": sum(x["us_per_search"] for x in parts) / p,
-                     "rows_per_search": sum(x["rows_per_search"] for x in parts) / p})
+                     "rows_per_search": sum(x["rows_per_search"] for x in parts) / p,
+                     "busy_max_us": max((x.get("busy_max_us") or 0) for x in parts) or None,
+                     "busy_mean_us": sum((x.get("busy_mean_us") or 0) for x in parts) / p or None})
     one = next(r["searches_per_s"] for r in rows if r["cores"] == 1)
     with open(os.path.join(folder, "scaling.json"), "w") as f:
         for r in rows:
             r["efficiency"] = r["searches_per_s"] / (r["cores"] * one)
             f.write(json.dumps(r) + "\n")
-    print(f"{'processes':>9} {'threads':>7} {'cores':>5} {'searches/s':>11} {'efficiency':>10} {'us/search':>9} {'rows':>6}")
+    # layer = the layer's wall time; busiest / average = the busiest team thread's search time per layer
+    # against the team's mean (a layer waits for its busiest thread).
+    print(f"{'processes':>9} {'threads':>7} {'cores':>5} {'searches/s':>11} {'efficiency':>10} {'us/search':>9} "
+          f"{'rows':>6} {'layer_us':>9} {'busiest':>8} {'average':>8}")
     for r in rows:
+        busy = (f"{r['busy_max_us']:>8.1f} {r['busy_mean_us']:>8.1f}" if r.get("busy_max_us") else f"{'-':>8} {'-':>8}")
         print(f"{r['processes']:>9} {r['threads_per_process']:>7} {r['cores']:>5} {r['searches_per_s']:>11.0f} "
-              f"{r['efficiency']:>10.3f} {r['us_per_search']:>9.1f} {r['rows_per_search']:>6.0f}")
+              f"{r['efficiency']:>10.3f} {r['us_per_search']:>9.1f} {r['rows_per_search']:>6.0f} "
+              f"{r['layer_us_mean']:>9.1f} {busy}")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
