@@ -29,14 +29,15 @@
 #                search    ra-bench-search: one retriever rank's per-layer graph search on synthetic keys
 #                scaling   ra-bench-search pinned at 1, 2, 4, 8, 16 threads (SCALING_CORES), then as 2 and 4
 #                          processes on disjoint cores (taskset): scaling.json, scaling.png (docs/scaling.md)
-#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE[:NAV[:EF[:EXPAND[:MERGEQ[:IDLE[:PIN]]]]]]]]]]]
+#   OFFLOAD_RUNS comma-separated CONTEXT:MODE[:TRAIN_QUERIES[:KEY_STRIDE[:HEADS_PER_SEARCH[:EF_CONSTRUCTION[:INTERLEAVE[:NAV[:EF[:EXPAND[:MERGEQ[:IDLE[:PIN[:ENV]]]]]]]]]]]]
 #                (default 32768:flat,32768:retrieval:4096:0); empty fields keep the config's value;
 #                HEADS_PER_SEARCH >= 1: one graph per kv head (index.graph_heads_per_search);
 #                INTERLEAVE: index.graph_interleave; NAV: index.graph_navigation (exact, int8); EF: the
 #                search beam (--ef; below top_k 100 the answer still keeps 100); EXPAND: index.graph_expand;
 #                MERGEQ: index.graph_merge_queries (0 every query head of the group, 1 one); IDLE: 1 runs the
 #                retrievers' merges at idle priority (RA_MAINTENANCE_IDLE=1) in this run only; PIN: 0 leaves
-#                the retrievers' search threads unpinned (--no-pin-retriever-threads), 1 pins them (the default)
+#                the retrievers' search threads unpinned (--no-pin-retriever-threads), 1 pins them (the default);
+#                ENV: one VAR=VALUE in every rank's environment for this run only (e.g. RA_SHM_SPIN_US=300)
 #   SEARCH_ARGS  ra-bench-search's arguments (default: 128K keys, 32 shards, 32 heads per layer on 16
 #                threads, interleave 1,2, navigation exact,int8)
 #   OFFLOAD_TIMEOUT seconds per offload run (default 280)
@@ -200,12 +201,12 @@ sample_job() {
 }
 
 stage_offload() {
-  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc inter nav ef expand mergeq idle pin cfg log samples pid
+  local runs=${OFFLOAD_RUNS:-32768:flat,32768:retrieval:4096:0} r ctx mode train stride heads efc inter nav ef expand mergeq idle pin envset cfg log samples pid
   local retrievers=${RETRIEVERS:-4}
   IFS=, read -r -a list <<< "$runs"
   for r in "${list[@]}"; do
-    IFS=: read -r ctx mode train stride heads efc inter nav ef expand mergeq idle pin <<< "$r"
-    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}${inter:+_i$inter}${nav:+_$nav}${ef:+_ef$ef}${expand:+_x$expand}${mergeq:+_mq$mergeq}${idle:+_idle$idle}${pin:+_pin$pin}
+    IFS=: read -r ctx mode train stride heads efc inter nav ef expand mergeq idle pin envset <<< "$r"
+    local tag=${ctx}_${mode}${train:+_t$train}${stride:+_s$stride}${heads:+_g$heads}${efc:+_e$efc}${inter:+_i$inter}${nav:+_$nav}${ef:+_ef$ef}${expand:+_x$expand}${mergeq:+_mq$mergeq}${idle:+_idle$idle}${pin:+_pin$pin}${envset:+_${envset//=/}}
     cfg=$out/logs/offload_$tag.yaml
     log=$out/logs/offload_$tag.txt
     samples=$out/offload_samples_$tag.txt
@@ -224,11 +225,11 @@ stage_offload() {
                --max-new-tokens "${OFFLOAD_TOKENS:-64}" --ignore-eos --progress-every 500 ${ef:+--ef "$ef"})
     [[ $pin == 0 ]] && cmd+=(--no-pin-retriever-threads)
     note "\$ ${cmd[*]}"
-    if [[ $idle == 1 ]]; then
-      RA_MAINTENANCE_IDLE=1 bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}" > "$log" 2>&1 &
-    else
-      bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}" > "$log" 2>&1 &
-    fi
+    (  # the run's own environment: local ranks inherit it from ra and mpirun
+      [[ $idle == 1 ]] && export RA_MAINTENANCE_IDLE=1
+      [[ -n $envset ]] && export "${envset?}"
+      bounded "${OFFLOAD_TIMEOUT:-280}" "${cmd[@]}"
+    ) > "$log" 2>&1 &
     pid=$!
     sample_job "$pid" "$samples" &
     wait "$pid"
