@@ -303,14 +303,16 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
   // Every count is bounded by the payload's bytes (so no product below overflows) and positions are
   // non-negative; found by tests/fuzz/retriever_messages_fuzz: a negative first_position indexed the
   // query ring out of bounds.
-  const auto bytes = static_cast<int64_t>(payload.size());
+  // A retriever that owns no kv head of the layer (more retrievers than kv heads) gets the counts with
+  // no rows after them; its counts are bounded by the positions a model can have instead.
+  const auto& owned = config_.owned_kv_heads[b.layer];
+  const auto bytes = owned.empty() ? int64_t{1} << 40 : static_cast<int64_t>(payload.size());
   RA_REQUIRE(b.n_keys >= 0 && b.n_keys <= bytes && b.n_window >= 0 && b.n_window <= bytes && b.n_train <= bytes &&
                  b.list_width <= bytes && (b.list_width == 0 || b.n_train <= bytes / b.list_width) &&
                  b.first_position >= 0 && b.first_position <= (int64_t{1} << 40),
              "{}: kBuild for layer {} with n_keys {}, n_window {}, n_train {}, list_width {}, first_position {}: "
              "counts beyond its {} bytes or a negative position",
              config_.name, b.layer, b.n_keys, b.n_window, b.n_train, b.list_width, b.first_position, bytes);
-  const auto& owned = config_.owned_kv_heads[b.layer];
   const auto hd = static_cast<size_t>(g.head_dim);
   const auto n = static_cast<size_t>(b.n_keys);
   std::vector<const float*> keys, values;
