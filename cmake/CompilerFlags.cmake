@@ -25,4 +25,8 @@ if(RA_SANITIZE)
   target_compile_options(ra_compile_options INTERFACE
     $<$<COMPILE_LANGUAGE:CXX>:-fsanitize=${RA_SANITIZE} -fno-omit-frame-pointer>)
   target_link_options(ra_compile_options INTERFACE -fsanitize=${RA_SANITIZE})
+  if(RA_SANITIZE MATCHES "address")  # plugins stay loaded, so LeakSanitizer can name their frames
+    target_sources(ra_compile_options INTERFACE
+      $<$<STREQUAL:$<TARGET_PROPERTY:TYPE>,EXECUTABLE>:${PROJECT_SOURCE_DIR}/scripts/sanitizers/keep_plugins.cpp>)
+  endif()
 endif()

@@ -19,7 +19,9 @@ case "$kind" in
 esac
 build=$root/build-$kind
 supp=$root/scripts/sanitizers
-export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:check_initialization_order=1:strict_string_checks=1"
+# fast_unwind_on_malloc=0: an allocation inside libc (vasprintf, no frame pointers) must still show its
+# caller, or no suppression can name the library that leaked it.
+export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:check_initialization_order=1:strict_string_checks=1:fast_unwind_on_malloc=0"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$supp/ubsan.supp"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$supp/tsan.supp"
