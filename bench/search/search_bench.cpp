@@ -30,7 +30,9 @@
 // Every combination of threads, navigation, width and expand is a configuration; searches_per_s in the
 // JSON is a layer's searches over its mean wall time.
 // Prints the build time, then per configuration the wall time of a layer (one rank's share of a decode layer)
-// and per search the rows scored, the hops, a thread's microseconds and its nanoseconds per row.
+// and per search the rows scored, the hops, a thread's microseconds and its nanoseconds per row; then
+// busy_max / busy_avg: per layer, the busiest team thread's search time and the team's mean (a layer
+// lasts as long as its busiest thread).
 
 #include <omp.h>
 #include <sched.h>
