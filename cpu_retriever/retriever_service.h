@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "cpu_retriever/build_queue.h"
 #include "common/full_checks.h"
+#include "cpu_retriever/build_queue.h"
 #include "cpu_retriever/head_shard.h"
 #include "cpu_retriever/query_ring.h"
 #include "cpu_retriever/session_tail.h"
