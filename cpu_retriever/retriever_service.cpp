@@ -50,26 +50,6 @@ const char* kind_name(uint32_t kind) {
 
 }  // namespace
 
-std::string describe_hello_mismatch(const HelloPayload& w, const HelloPayload& r) {
-  std::string out;
-  auto field = [&](const char* name, auto a, auto b) {
-    if (a != b) out += fmt::format("{}{}: worker {}, retriever {}", out.empty() ? "" : "; ", name, a, b);
-  };
-  field("magic", w.magic, r.magic);
-  field("protocol_version", w.protocol_version, r.protocol_version);
-  field("header_bytes", w.header_bytes, r.header_bytes);
-  field("n_layers", w.n_layers, r.n_layers);
-  field("n_heads", w.n_heads, r.n_heads);
-  field("n_kv_heads", w.n_kv_heads, r.n_kv_heads);
-  field("head_dim", w.head_dim, r.head_dim);
-  field("scale", w.scale, r.scale);
-  if (w.plan_digest != r.plan_digest) {
-    out += fmt::format("{}plan_digest: worker {:#018x}, retriever {:#018x} (the ranks were given different plans)",
-                       out.empty() ? "" : "; ", w.plan_digest, r.plan_digest);
-  }
-  return out;
-}
-
 RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std::move(config)) {
   const ServiceGeometry& g = config_.geometry;
   RA_REQUIRE(g.n_layers > 0 && g.n_heads > 0 && g.n_kv_heads > 0 && g.head_dim > 0 && g.n_heads % g.n_kv_heads == 0,
@@ -265,8 +245,10 @@ void RetrieverService::on_hello(Channel& channel, uint64_t seq, std::span<const 
   const std::string diff = describe_hello_mismatch(worker, mine);
   if (!diff.empty()) raise("{}: handshake with {} failed: {}", config_.name, channel.peer_name(), diff);
   greeted_ = true;
-  channel.send(to_wire(MessageKind::kHelloAck), seq, std::as_bytes(std::span(&mine, 1)),
-               transport::deadline_after(kReplyTimeout));
+  transport::RetrieverReport report = config_.report;
+  report.threads = static_cast<int>(thread_scratch_.size());  // the team every kStep's search runs
+  transport::write_hello_ack(mine, report, out_);
+  channel.send(to_wire(MessageKind::kHelloAck), seq, out_, transport::deadline_after(kReplyTimeout));
 }
 
 // Tells the worker why this retriever is leaving (kError, best effort), then leaves.
@@ -495,7 +477,10 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
     reply.recall_hits += s.recall_hits;
     reply.recall_wanted += s.recall_wanted;
   }
-  reply.search_seconds = Seconds(transport::SteadyClock::now() - t0).count();
+  const auto t_reply = transport::SteadyClock::now();
+  reply.search_seconds = Seconds(t_reply - t0).count();
+  reply.received_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t0.time_since_epoch()).count();
+  reply.replied_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t_reply.time_since_epoch()).count();
   WireWriter w(out_);
   w.put(reply);
   w.put_floats(lse_.data(), lse_.size());

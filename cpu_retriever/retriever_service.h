@@ -56,6 +56,9 @@ struct RetrieverServiceConfig {
   int64_t window = 0;                                // the GPU window W: evicted tokens' queries are kept
                                                      // W + 1 steps for the graph (0: none kept)
   uint64_t plan_digest = 0;                          // compared with the worker's at kHello
+  // What kHelloAck tells the worker of this retriever's host and placement (transport/hello.h); the
+  // service fills in `threads` (its search team's size). The process sets it: RetrieverService::set_report.
+  transport::RetrieverReport report;
   std::string name = "retriever";                    // for logs and errors, e.g. "retriever rank 1 on host a"
   // The process's threads and RSS are sampled after the first kStep, every this many kSteps after it
   // and at the shutdown (RetrieverServiceStats::decode_usage); 0 = never.
@@ -99,6 +102,10 @@ class RetrieverService {
   void serve(transport::Channel& channel);
 
   const RetrieverServiceStats& stats() const { return stats_; }
+
+  // Replaces config.report before serve(): the process learns some of it (whether its threads could be
+  // pinned) only after the service has started its own threads.
+  void set_report(transport::RetrieverReport report) { config_.report = std::move(report); }
 
  private:
   // Separate searches per work item when interleaving (search_interleave, or 0: derived from the
@@ -145,7 +152,7 @@ class RetrieverService {
   std::unique_ptr<BuildQueue> builds_;  // last: destroyed first, its thread uses the members above
 };
 
-// Empty when the two agree; else one line per differing field: "n_layers: worker 4, retriever 6".
-std::string describe_hello_mismatch(const transport::HelloPayload& worker, const transport::HelloPayload& retriever);
+// Empty when the two agree; else one clause per differing field: "n_layers: worker 4, retriever 6".
+using transport::describe_hello_mismatch;
 
 }  // namespace ra::retriever

@@ -6,7 +6,9 @@
 // each of them the query heads of its GQA group, ascending.
 //
 //   kHello      worker → retriever   HelloPayload, then `plan_bytes` bytes of the plan's JSON text
-//   kHelloAck   retriever → worker   HelloPayload (the retriever's own view; identical on success)
+//   kHelloAck   retriever → worker   HelloPayload (the retriever's own view; identical on success), then
+//                                     RetrieverReportPayload, then `text_bytes` bytes of its JSON text:
+//                                     the retriever's host and placement (hello.h: RetrieverReport)
 //   kBuild      worker → retriever   BuildPayload, then for each owned kv head g:
 //                                       keys   [n_keys][head_dim] float32, or bf16 bits when kv_bf16
 //                                              (positions first_position + i)
@@ -43,8 +45,10 @@
 namespace ra::transport {
 
 inline constexpr uint32_t kProtocolMagic = 0x31484152;  // "RAH1"
-inline constexpr uint32_t kProtocolVersion = 6;  // 4: kRewind, kRewindDone; 5: BuildPayload.kv_bf16;
-                                                 // 6: StepPayload.flags and .scan_budget, PartialPayload.recall_*
+inline constexpr uint32_t kProtocolVersion = 7;  // 4: kRewind, kRewindDone; 5: BuildPayload.kv_bf16;
+                                                 // 6: StepPayload.flags and .scan_budget, PartialPayload.recall_*;
+                                                 // 7: kHelloAck carries the RetrieverReportPayload,
+                                                 //    PartialPayload.received_ns / .replied_ns
 
 enum class MessageKind : uint32_t {
   kHello = 1,
@@ -76,6 +80,20 @@ struct HelloPayload {
   float scale = 0;             // score scale, DESIGN §4
   uint64_t plan_digest = 0;    // FNV-1a of the plan's canonical JSON text
   uint64_t plan_bytes = 0;     // bytes of plan JSON that follow (kHello only)
+};
+
+// kHelloAck's second part (issue 21 item 2): where the retriever runs and how it placed itself, from its
+// own host's topology (the plan only holds the launcher's guess, made on its machine). The facts of
+// variable length follow as a JSON object of `text_bytes` bytes (hello.h: write_hello_ack).
+struct RetrieverReportPayload {
+  uint32_t report_bytes = sizeof(RetrieverReportPayload);  // on the sender: catches another layout
+  int32_t rank = 0;            // its MPI rank; 0 = not a rank (an in-process service)
+  uint64_t pid = 0;            // its process id on its host
+  int32_t numa_nodes = 0;      // NUMA nodes with CPUs on its host; 0 = unknown
+  int32_t numa_node = -1;      // the one it bound itself to: index into those nodes; -1 = unbound
+  int32_t threads = 0;         // its search threads (the OpenMP team of every kStep)
+  uint32_t pinned = 0;         // 1: those threads are pinned, one per core of `cpus` (JSON)
+  uint64_t text_bytes = 0;     // bytes of JSON text that follow
 };
 
 struct BuildPayload {
@@ -124,6 +142,11 @@ struct PartialPayload {
   // owned heads (0 otherwise).
   int64_t recall_hits = 0;
   int64_t recall_wanted = 0;
+  // The step's timeline on the retriever's steady clock (ns since its epoch: CLOCK_MONOTONIC, so
+  // comparable with the worker's only on the same host): when its kStep was taken from the channel and
+  // when this reply was handed to it. The worker splits its round trip with them (RetrievalStats).
+  int64_t received_ns = 0;
+  int64_t replied_ns = 0;
 };
 
 }  // namespace ra::transport

@@ -100,7 +100,12 @@ void RetrievalClient::handshake(uint64_t plan_digest, const std::string& plan_te
   w.put_text(plan_text);
   const auto deadline = transport::deadline_after(options_.step_timeout);
   for (Channel* ch : channels_) ch->send(to_wire(MessageKind::kHello), ++seq_, out_, deadline);
-  for (size_t r = 0; r < channels_.size(); ++r) expect(r, MessageKind::kHelloAck, deadline);
+  reports_.clear();
+  for (size_t r = 0; r < channels_.size(); ++r) {
+    expect(r, MessageKind::kHelloAck, deadline);
+    const std::string what = "kHelloAck from " + channels_[r]->peer_name();
+    reports_.push_back(transport::read_hello_ack(in_, what, hello));
+  }
 }
 
 void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t n_keys, const float* keys,
@@ -163,7 +168,11 @@ void RetrievalClient::begin(int64_t layer, int64_t position, const float* q, int
                             const float* v) {
   const RetrievalGeometry& g = options_.geometry;
   step_started_ = SteadyClock::now();
+  if (layer > 0 && layer == step_layer_ + 1 && position == step_position_) {
+    stats_.between_layers_seconds += Seconds(step_started_ - step_finished_).count();
+  }
   step_position_ = position;
+  step_layer_ = layer;
   transport::StepPayload step;
   step.layer = static_cast<uint32_t>(layer);
   step.k = options_.top_k;
@@ -198,6 +207,7 @@ void RetrievalClient::finish(int64_t layer, float* o, float* lse) {
   std::fill(lse, lse + g.n_heads, kEmptyLse);  // heads whose retriever was not asked this step: empty
   std::fill(o, o + g.n_heads * g.head_dim, 0.0f);
   double slowest = 0;
+  int64_t last_received_ns = 0, last_replied_ns = -1;  // the retriever that replied last
   for (size_t r : active_) {
     const transport::MessageHeader h = expect(r, MessageKind::kPartial, deadline);
     const std::string& peer = channels_[r]->peer_name();
@@ -228,6 +238,10 @@ void RetrievalClient::finish(int64_t layer, float* o, float* lse) {
       std::copy(part_o + e * hd, part_o + (e + 1) * hd, o + head * hd);
     }
     slowest = std::max(slowest, p.search_seconds);
+    if (p.replied_ns > last_replied_ns) {
+      last_replied_ns = p.replied_ns;
+      last_received_ns = p.received_ns;
+    }
     stats_.distance_computations += p.distance_computations;
     stats_.query_heads_searched += p.n_entries;
     stats_.offloaded_keys = p.keys_offloaded;
@@ -237,8 +251,23 @@ void RetrievalClient::finish(int64_t layer, float* o, float* lse) {
     per_layer.recall_hits += p.recall_hits;
     per_layer.recall_wanted += p.recall_wanted;
   }
-  stats_.wait_seconds += Seconds(SteadyClock::now() - wait_started).count();
+  step_finished_ = SteadyClock::now();
+  stats_.wait_seconds += Seconds(step_finished_ - wait_started).count();
   stats_.remote_seconds += slowest;
+  stats_.round_trip_seconds += Seconds(step_finished_ - step_started_).count();
+  const auto ns = [](SteadyClock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  };
+  const int64_t sent_ns = ns(step_started_), seen_ns = ns(step_finished_);
+  if (!active_.empty() && sent_ns <= last_received_ns && last_received_ns <= last_replied_ns &&
+      last_replied_ns <= seen_ns) {
+    stats_.q_out_seconds += 1e-9 * static_cast<double>(last_received_ns - sent_ns);
+    stats_.retriever_seconds += 1e-9 * static_cast<double>(last_replied_ns - last_received_ns);
+    stats_.partial_back_seconds += 1e-9 * static_cast<double>(seen_ns - last_replied_ns);
+    ++stats_.timeline_steps;
+  } else if (!active_.empty()) {
+    ++stats_.timeline_skipped;
+  }
   ++stats_.steps;
 }
 

@@ -65,6 +65,16 @@ struct RetrievalStats {
   double build_seconds = 0;            // from the first kBuild sent to the last kBuildDone received
   int64_t offloaded_keys = 0;          // per kv head, at the latest step
   std::vector<LayerRetrievalStats> layers;  // [n_layers]
+  // Where a round trip's time goes (the decode breakdown; issue 16 item 6), summed over steps:
+  double round_trip_seconds = 0;      // begin()'s first send to the last partial read in finish()
+  double between_layers_seconds = 0;  // finish() of layer l to begin() of layer l + 1 in one token: the
+                                      // worker's own per-layer work (GPU, launches, copies) between trips
+  // The round trip of the retriever that replied last, split by its timestamps (PartialPayload::
+  // received_ns / replied_ns): request out until it took the kStep (transport and its wake-up), its own
+  // time, reply until every partial was read (transport and the worker's wake-up). Same-host clocks only:
+  // steps whose timestamps do not fall inside the worker's round trip are not split (timeline_skipped).
+  double q_out_seconds = 0, retriever_seconds = 0, partial_back_seconds = 0;
+  int64_t timeline_steps = 0, timeline_skipped = 0;
 };
 
 class RetrievalClient final : public RemoteAttention {
@@ -72,9 +82,12 @@ class RetrievalClient final : public RemoteAttention {
   // channels[r] reaches retriever r; they must outlive the client.
   RetrievalClient(std::vector<transport::Channel*> channels, RetrievalClientOptions options);
 
-  // kHello to every retriever; waits for each kHelloAck. Throws PeerError naming the retriever and
-  // every differing field when a retriever refuses.
+  // kHello to every retriever; waits for each kHelloAck and keeps its report (reports()). Throws
+  // PeerError naming the retriever and every differing field when a retriever refuses, or when its ack
+  // is of another protocol or malformed (transport::read_hello_ack).
   void handshake(uint64_t plan_digest, const std::string& plan_text);
+  // After handshake(): what each retriever said of its host and placement, [r] for channels[r].
+  const std::vector<transport::RetrieverReport>& reports() const { return reports_; }
 
   // Ships layer `layer`'s offloaded prefill rows and its training queries to the owners:
   //   keys, values: [n_keys][n_kv_heads * head_dim] float32, positions first_position + i
@@ -119,9 +132,12 @@ class RetrievalClient final : public RemoteAttention {
   transport::SteadyClock::time_point build_started_;
   std::vector<size_t> active_;      // retrievers asked in the current step
   int64_t step_position_ = 0;
+  int64_t step_layer_ = -1;
   transport::SteadyClock::time_point step_started_;
+  transport::SteadyClock::time_point step_finished_;  // the last finish()'s return
   std::vector<std::byte> out_, in_;  // message buffers, reused
   std::vector<std::string> partial_names_;  // "kPartial from <peer>" per retriever, for WireReader errors
+  std::vector<transport::RetrieverReport> reports_;  // [r], from the handshake
   RetrievalStats stats_;
 };
 

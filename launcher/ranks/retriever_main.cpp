@@ -11,6 +11,7 @@
 #include "launcher/plan/numa_topology.h"
 #include "launcher/ranks/peer_links.h"
 #include "launcher/ranks/process_common.h"
+#include "launcher/ranks/retriever_reports.h"
 #include "launcher/ranks/retriever_setup.h"
 #include "launcher/ranks/thread_pinning.h"
 #include "transport/heartbeat.h"
@@ -43,12 +44,17 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   // Every other thread first (they keep the node's CPUs): then this thread's search team, pinned.
   retriever::process_maintenance_pool();
   std::string pinning;
+  bool pinned = false;
   if (plan.config.pin_retriever_threads) {
-    pin_openmp_team(place.cpus, place.threads, &pinning);
+    pinned = pin_openmp_team(place.cpus, place.threads, &pinning);
   } else {
     pinning = "threads not pinned (pin_retriever_threads: false)";
   }
   std::fprintf(stderr, "%s rank %d on %s: %s\n", kProgram, rank, mpi.host().c_str(), pinning.c_str());
+  // The worker's plan holds the launcher's guess for this host: the kHelloAck tells it what happened here.
+  service.set_report(make_retriever_report(plan, rank, mpi.host(), here, place,
+                                           binding.empty() ? "NUMA binding: none (the plan leaves it unbound)" : binding,
+                                           pinned));
   service.serve(*links.channels.front());
   const auto& s = service.stats();
   std::fprintf(stderr,

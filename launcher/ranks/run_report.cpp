@@ -49,6 +49,20 @@ void print_run_stats(std::FILE* out, const std::string& backend, const RunConfig
                  r->build_seconds, stats.after_prefill_seconds, r->remote_seconds * per_token, r->wait_seconds * per_token, scanned,
                  r->offloaded_keys > 0 ? 100.0 * scanned / static_cast<double>(r->offloaded_keys) : 0.0,
                  static_cast<long long>(r->offloaded_keys));
+    // The decode breakdown: the round trips, split where the clocks allow (same host), and the worker's
+    // own work between them.
+    std::fprintf(out, "per token: %.3f ms in %lld round trips, %.3f ms between layers on the worker",
+                 r->round_trip_seconds * per_token, static_cast<long long>(r->steps / std::max<int64_t>(1, steps)),
+                 r->between_layers_seconds * per_token);
+    if (r->timeline_steps > 0) {
+      const double split = static_cast<double>(r->timeline_steps) / static_cast<double>(r->steps);
+      std::fprintf(out, "; of a round trip (%.0f%% of them timed on one clock): q out %.1f us, retriever %.1f us, "
+                   "partials back %.1f us",
+                   100.0 * split, 1e6 * r->q_out_seconds / static_cast<double>(r->timeline_steps),
+                   1e6 * r->retriever_seconds / static_cast<double>(r->timeline_steps),
+                   1e6 * r->partial_back_seconds / static_cast<double>(r->timeline_steps));
+    }
+    std::fprintf(out, "\n");
   }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);

@@ -18,6 +18,7 @@
 #include "gpu_worker/serve/server.h"
 #include "launcher/ranks/model_setup.h"
 #include "launcher/ranks/peer_links.h"
+#include "launcher/ranks/retriever_reports.h"
 #include "launcher/ranks/retriever_setup.h"
 #include "launcher/ranks/worker_setup.h"
 #include "transport/heartbeat.h"
@@ -80,6 +81,9 @@ int run_serve_rank(transport::MpiSession& mpi, const RunPlan& plan, const std::s
 
     auto client = std::make_unique<RetrievalClient>(links.raw(), retrieval_client_options(plan, mc));
     client->handshake(plan_digest(plan), canonical_plan_text(plan));
+    for (const std::string& line : describe_retriever_reports(plan, client->reports(), mpi.host())) {
+      std::fprintf(stderr, "%s: %s\n", kProgram, line.c_str());
+    }
     PipelineEngineOptions eo;
     eo.mode = std::string(name(c.mode));
     eo.backend = c.backend;

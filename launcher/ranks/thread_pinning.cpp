@@ -14,8 +14,9 @@
 
 namespace ra {
 
-void pin_openmp_team(const std::vector<int>& cpus, int threads, std::string* report) {
+bool pin_openmp_team(const std::vector<int>& cpus, int threads, std::string* report) {
   std::string text;
+  bool pinned = false;
   if (cpus.empty() || threads < 1) {
     text = "threads not pinned (the plan gives no cpus)";
   } else {
@@ -34,6 +35,7 @@ void pin_openmp_team(const std::vector<int>& cpus, int threads, std::string* rep
         failed.fetch_add(1);
       }
     }
+    pinned = failed.load() == 0;
     const int used = std::min(team.load(), n);
     const std::vector<int> on(cpus.begin(), cpus.begin() + used);
     text = failed.load() == 0
@@ -43,6 +45,7 @@ void pin_openmp_team(const std::vector<int>& cpus, int threads, std::string* rep
                              std::strerror(first_errno.load()));
   }
   if (report != nullptr) *report = std::move(text);
+  return pinned;
 }
 
 }  // namespace ra

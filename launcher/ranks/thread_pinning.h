@@ -20,7 +20,8 @@ namespace ra {
 // Pins the calling thread's OpenMP team of `threads` threads: team thread i (the caller is thread 0) to
 // cpus[i % cpus.size()]. Threads started before keep their CPU set, and threads the caller starts
 // afterwards inherit its one CPU: start every other thread first. Never throws; says what it did in
-// *report (may be null): "pinned 4 threads to cpus 0-3" (the cpus used), or why not.
-void pin_openmp_team(const std::vector<int>& cpus, int threads, std::string* report);
+// *report (may be null): "pinned 4 threads to cpus 0-3" (the cpus used), or why not. Returns whether
+// every thread of the team was pinned.
+bool pin_openmp_team(const std::vector<int>& cpus, int threads, std::string* report);
 
 }  // namespace ra

@@ -22,6 +22,7 @@
 #include "launcher/ranks/peer_links.h"
 #include "launcher/ranks/process_common.h"
 #include "launcher/ranks/worker_binding.h"
+#include "launcher/ranks/retriever_reports.h"
 #include "launcher/ranks/retriever_setup.h"
 #include "launcher/ranks/run_report.h"
 #include "launcher/ranks/serve_rank.h"
@@ -77,6 +78,9 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
 
   RetrievalClient client(links.raw(), retrieval_client_options(plan, mc));
   client.handshake(plan_digest(plan), canonical_plan_text(plan));
+  for (const std::string& line : describe_retriever_reports(plan, client.reports(), mpi.host())) {
+    std::fprintf(stderr, "%s: %s\n", kProgram, line.c_str());
+  }
 
   const bool graph = c.mode == AttentionMode::kRetrieval;
   PrefillCapture capture(mc, static_cast<int64_t>(prompt.size()), c.sinks, c.window, prefill_queries_to_ship(c),

@@ -6,7 +6,8 @@
 # UCX on TCP (UCX_TLS=self,tcp: the namespaces share /dev/shm, which UCX's shared-memory transports
 # would use across them), Open MPI's own traffic on the bridge's network.
 #   exact   flat (every key retrieved) across the hosts == full attention on one: same text, logits
-#           within 1e-4; the retrievers report the hosts the plan put them on
+#           within 1e-4; the retrievers report the hosts the plan put them on, and the worker logs each
+#           retriever's report (its host name over the plan's address)
 #   cut     host 3's link goes down mid-decode: the worker names the silent retriever (rank, host) within
 #           the liveness timeout + 1 s; `ra` exits non-zero within 8 s although mpirun cannot reach host
 #           3's daemon (job_launcher.cpp bounds its teardown); no process of the job remains on any host,
@@ -50,6 +51,12 @@ exact)
   grep -E "^ra-cpu-retriever rank [12] on (host )?ranode" "$WORK/flat.err" | sort -u
   grep -Eq "^ra-cpu-retriever rank 1 on (host )?ranode2:" "$WORK/flat.err" || fail "retriever 1 did not run on ranode2"
   grep -Eq "^ra-cpu-retriever rank 2 on (host )?ranode3:" "$WORK/flat.err" || fail "retriever 2 did not run on ranode3"
+  # The worker learns each retriever's host and placement at the handshake; the plan named addresses.
+  grep -E "^ra-gpu-worker: retriever rank [12] on host" "$WORK/flat.err"
+  for i in 2 3; do
+    grep -Eq "^ra-gpu-worker: retriever rank $((i - 1)) on host ranode$i \(pid [0-9]+\): .*over ucx; the report overrides the plan's guess \(host $(addr $i)[,)]" \
+      "$WORK/flat.err" || fail "the worker did not report retriever $((i - 1)) on ranode$i over the plan's $(addr $i)"
+  done
   cmp "$WORK/full.txt" "$WORK/flat.txt" || fail "generated text differs: full '$(cat "$WORK/full.txt")' flat '$(cat "$WORK/flat.txt")'"
   python3 "$script_dir/compare_logits.py" "$WORK/full.f32" "$WORK/flat.f32" 80 1e-4 \
     || fail "logits differ"

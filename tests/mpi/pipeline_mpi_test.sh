@@ -4,7 +4,8 @@
 #                         logits within fp32 tolerance, decoding far past the window (evictions).
 #                         Environment: BACKEND (auto; cuda exits 77 = skipped without a GPU), STEPS (80),
 #                         MODEL (a checkpoint instead of the demo model), TOL (1e-4, relative logits),
-#                         MIN_STEPS (STEPS: fewer are accepted when the model stops at EOS)
+#                         MIN_STEPS (STEPS: fewer are accepted when the model stops at EOS); the worker
+#                         logs each retriever's report of its host and placement, the plan's guess unchanged
 #   killed VICTIM SIGNAL [TRANSPORT]
 #                         SIGKILL / SIGSTOP a process of the job mid-decode (VICTIM: retriever, worker,
 #                         mpirun, or ra itself; TRANSPORT shm (default) or ucx): the cause is named on
@@ -87,6 +88,11 @@ exact)
   fi
   cmp "$WORK/full.txt" "$WORK/flat.txt" || fail "generated text differs: full '$(cat "$WORK/full.txt")' flat '$(cat "$WORK/flat.txt")'"
   grep -q "keys scanned" "$WORK/flat.err" || fail "the flat run reported no retrieval statistics"
+  # Each retriever's report at the handshake (issue 21 item 2); on one host it matches the plan's guess.
+  for r in $(seq 1 "$retrievers"); do
+    grep -Eq "^ra-gpu-worker: retriever rank $r on host .+ \(pid [0-9]+\): NUMA node [0-9]+ of [0-9]+ .*, 1 thread (pinned|unpinned), over $transport\$" \
+      "$WORK/flat.err" || { grep "^ra-gpu-worker" "$WORK/flat.err"; fail "the worker did not log retriever $r's report"; }
+  done
   python3 "$(dirname "${BASH_SOURCE[0]}")/compare_logits.py" "$WORK/full.f32" "$WORK/flat.f32" "${MIN_STEPS:-$steps}" \
     "${TOL:-1e-4}" || fail "logits differ"
   echo "PASS: flat == full over $transport with $retrievers retrievers (backend ${BACKEND:-auto}, $steps steps)"

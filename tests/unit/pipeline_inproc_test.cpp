@@ -68,6 +68,22 @@ struct Split {
 
 constexpr int kListWidth = 100;  // GraphBuildParams::Kq, the service's default
 
+// What retriever r says of itself at the handshake (a rank builds it from its host: retriever_reports.h).
+transport::RetrieverReport test_report(int r) {
+  transport::RetrieverReport report;
+  report.rank = r + 1;
+  report.host = "host-" + std::to_string(r);
+  report.pid = 1000 + r;
+  report.transport = "inproc";
+  report.cores_per_node = {4, 2 + r};
+  report.numa_node = r % 2;
+  report.binding = "NUMA binding: node " + std::to_string(r % 2);
+  report.cpus = {2 * r, 2 * r + 1};
+  report.pinned = r % 2 == 0;
+  report.threads = 99;  // the service replaces it with its search team's size
+  return report;
+}
+
 // The lists the CUDA backend's train_lists gives, from the captured layer: [n_heads][train][width].
 std::vector<int32_t> exact_lists(const PrefillCapture& cap, const ModelConfig& c, int64_t layer) {
   const int64_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads, nt = cap.train_rows(), n = cap.offloaded();
@@ -111,6 +127,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
   std::unique_ptr<RetrievalClient> client;
   std::unique_ptr<PrefillCapture> capture;
   const retriever::ServiceGeometry geometry{c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale()};
+  std::vector<transport::RetrieverReport> reports_sent;  // [r]: what each service has to say of itself
   if (split.retrievers > 0) {
     RetrievalClientOptions copts;
     copts.geometry = {c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale()};
@@ -144,6 +161,8 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.window = split.window;
       cfg.plan_digest = 42;
       cfg.full_checks = true;  // every step of every test here: the enumeration and the shards' coverage
+      cfg.report = test_report(r);
+      reports_sent.push_back(cfg.report);
       copts.owned_kv_heads.push_back(cfg.owned_kv_heads);
       services.emplace_back([cfg, out = &service_stats[static_cast<size_t>(r)],
                              ch = std::shared_ptr<transport::Channel>(std::move(s))] {
@@ -156,6 +175,13 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
     }
     client = std::make_unique<RetrievalClient>(channels, copts);
     client->handshake(42, "{}");
+    // Each retriever's report reaches the worker as it had it; its threads are its search team's (cfg.threads).
+    EXPECT_EQ(client->reports().size(), reports_sent.size());
+    for (size_t r = 0; r < std::min(reports_sent.size(), client->reports().size()); ++r) {
+      transport::RetrieverReport want = reports_sent[r];
+      want.threads = 1;
+      EXPECT_EQ(client->reports()[r], want) << "retriever " << r;
+    }
     capture = std::make_unique<PrefillCapture>(c, static_cast<int64_t>(prompt.size()), split.sinks, split.window, 0,
                                                split.kind == IndexKind::kGraph || !split.scan_fractions.empty());
     options.static_set.remote = client.get();
@@ -233,6 +259,16 @@ TEST_P(FlatEqualsFull, GreedyTokensAndLogitsMatch) {
   const int64_t last = static_cast<int64_t>(prompt.size()) + new_tokens - 2;
   EXPECT_EQ(split.stats.offloaded_keys, last + 1 - flat.window - flat.sinks);
   EXPECT_GT(split.stats.distance_computations, 0);
+  // The decode breakdown: one clock in one process, so every round trip splits, into parts that add up
+  // to it (each part measured between the same timestamps) and lie inside it.
+  const RetrievalStats& r = split.stats;
+  EXPECT_EQ(r.timeline_steps, r.steps);
+  EXPECT_EQ(r.timeline_skipped, 0);
+  EXPECT_GT(r.retriever_seconds, 0);
+  EXPECT_NEAR(r.q_out_seconds + r.retriever_seconds + r.partial_back_seconds, r.round_trip_seconds,
+              1e-6 * static_cast<double>(r.steps));
+  EXPECT_LE(r.wait_seconds, r.round_trip_seconds);
+  EXPECT_GT(r.between_layers_seconds, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Retrievers, FlatEqualsFull, ::testing::Values(1, 2));
@@ -478,6 +514,48 @@ TEST(PipelineInproc, WorkerDetectsAnOffloadedCountThatBreaksItsSplit) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("retriever 0 holds"));
     EXPECT_THAT(e.what(), ::testing::HasSubstr("a gap or a repeat between the two sets"));
   }
+}
+
+// Issue 21 item 2: every retriever's report comes back with the handshake, its thread count the
+// service's own (the search team it runs every step with), whatever the report it was given said.
+TEST(PipelineInproc, EachRetrieversReportReachesTheWorkerAtTheHandshake) {
+  const retriever::ServiceGeometry geometry{2, 4, 2, 16, 0.25f};
+  std::vector<std::unique_ptr<transport::Channel>> worker_ends;
+  std::vector<transport::Channel*> channels;
+  std::vector<std::thread> services;
+  RetrievalClientOptions copts;
+  copts.geometry = geometry;
+  for (int r = 0; r < 2; ++r) {
+    auto [w, s] = transport::make_inproc_pair("worker", "retriever " + std::to_string(r), std::chrono::minutes(1));
+    retriever::RetrieverServiceConfig cfg;
+    cfg.geometry = geometry;
+    cfg.owned_kv_heads = {{r}, {r}};
+    cfg.threads = 2 + r;
+    cfg.report = test_report(r);
+    services.emplace_back([cfg, ch = std::shared_ptr<transport::Channel>(std::move(s))] {
+      retriever::RetrieverService service(cfg);
+      transport::RetrieverReport later = cfg.report;  // set after the service started: the process's way
+      later.binding += " (set later)";
+      service.set_report(later);
+      service.serve(*ch);
+    });
+    copts.owned_kv_heads.push_back(cfg.owned_kv_heads);
+    channels.push_back(w.get());
+    worker_ends.push_back(std::move(w));
+  }
+  RetrievalClient client(channels, copts);
+  client.handshake(0, "{}");
+  ASSERT_EQ(client.reports().size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    transport::RetrieverReport want = test_report(r);
+    want.binding += " (set later)";
+    want.threads = 2 + r;
+    EXPECT_EQ(client.reports()[static_cast<size_t>(r)], want) << "retriever " << r;
+  }
+  EXPECT_EQ(client.reports()[1].host, "host-1");
+  EXPECT_EQ(client.reports()[1].node_cores(), 3);  // node 1 of {4, 3}
+  client.shutdown(std::chrono::seconds(5));
+  for (auto& t : services) t.join();
 }
 
 TEST(PipelineInproc, HandshakeNamesTheDifferingField) {

@@ -53,19 +53,24 @@ constexpr auto kOpenPollPeriod = milliseconds(1);
 constexpr int kCreator = 0;  // side index of the retriever, which creates the segment
 constexpr int kOpener = 1;   // side index of the worker, which opens it
 
-// The spin budget: kDefaultSpinBudget, or RA_SHM_SPIN_US (0 to 10^6 µs) for machines where a core
-// per waiter is cheaper than a wake-up (read once per process).
-std::chrono::microseconds spin_budget() {
-  static const std::chrono::microseconds budget = [] {
-    const char* env = std::getenv("RA_SHM_SPIN_US");
-    if (env == nullptr || *env == '\0') return kDefaultSpinBudget;
-    char* end = nullptr;
-    const long long us = std::strtoll(env, &end, 10);
-    RA_REQUIRE(*end == '\0' && us >= 0 && us <= 1000000, "RA_SHM_SPIN_US must be 0 to 1000000 microseconds (got '{}')",
-               env);
-    return std::chrono::microseconds(us);
-  }();
-  return budget;
+// The spin budget of one side: RA_SHM_SPIN_US_RETRIEVER (the creator's) or RA_SHM_SPIN_US_WORKER (the
+// opener's), else RA_SHM_SPIN_US, else kDefaultSpinBudget; 0 to 10^6 µs, read once per process. The two
+// sides want different budgets: a retriever waiting for its next kStep spins on its own pinned core,
+// while the worker's spin during a search takes a core from the search (docs/perf.md, twelfth round).
+std::chrono::microseconds read_spin_budget(const char* name, std::chrono::microseconds fallback) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return fallback;
+  char* end = nullptr;
+  const long long us = std::strtoll(env, &end, 10);
+  RA_REQUIRE(*end == '\0' && us >= 0 && us <= 1000000, "{} must be 0 to 1000000 microseconds (got '{}')", name, env);
+  return std::chrono::microseconds(us);
+}
+
+std::chrono::microseconds spin_budget(int side) {
+  static const std::chrono::microseconds both = read_spin_budget("RA_SHM_SPIN_US", kDefaultSpinBudget);
+  static const std::chrono::microseconds creator = read_spin_budget("RA_SHM_SPIN_US_RETRIEVER", both);
+  static const std::chrono::microseconds opener = read_spin_budget("RA_SHM_SPIN_US_WORKER", both);
+  return side == kCreator ? creator : opener;
 }
 
 enum SegmentState : uint32_t {
@@ -296,14 +301,14 @@ class ShmChannel final : public Channel {
     }
   }
 
-  // Spin for spin_budget(), then block on `bell` (which the peer rings when it moves what ready() looks
+  // Spin for spin_budget(side_), then block on `bell` (which the peer rings when it moves what ready() looks
   // at) in slices, until ready(). Outside the spin, checks the deadline and the peer; a failure is
   // thrown only after one last look at ready(), so what a peer sent before it closed or exited is still
   // delivered.
   template <typename Ready>
   void wait_until(Ready ready, Bell& bell, Deadline deadline, const char* what) {
     if (first_wait_ == SteadyClock::time_point{}) first_wait_ = SteadyClock::now();  // for "timed out after"
-    const auto spin_end = SteadyClock::now() + spin_budget();
+    const auto spin_end = SteadyClock::now() + spin_budget(side_);
     for (int turn = 1;; ++turn) {
       if (ready()) return;
       cpu_relax();

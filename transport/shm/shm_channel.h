@@ -19,8 +19,8 @@
 // message of any size passes through a ring of any size as long as the reader keeps reading, and each
 // side's hot path is memcpy plus one atomic store, with no allocation or system call.
 //
-// Waits spin with a pause instruction for 50 µs (RA_SHM_SPIN_US overrides it; the clock read every 64
-// turns), then block on a futex
+// Waits spin with a pause instruction for 50 µs (RA_SHM_SPIN_US overrides it, RA_SHM_SPIN_US_RETRIEVER and
+// RA_SHM_SPIN_US_WORKER per side; the clock read every 64 turns), then block on a futex
 // in the segment (shared across the processes) for at most 1 ms at a time: the side that publishes a
 // ring position wakes the other only when that side has flagged itself asleep, so the fast path makes
 // no system call and a late answer costs one wake-up, not a sleep quantum. Between blocks they check
