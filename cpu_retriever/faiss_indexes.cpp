@@ -5,9 +5,13 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/impl/FaissException.h>
+#include <faiss/impl/io.h>
+#include <faiss/index_io.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
+#include <exception>
 #include <queue>
 #include <utility>
 #include <string>
@@ -57,27 +61,32 @@ void check_shape(const char* what, const float* keys, int64_t n, int64_t dim) {
 
 class IvfFlatIndex final : public KeyIndex {
  public:
-  IvfFlatIndex(const float* keys, int64_t n, int64_t dim, int nlist, uint64_t seed)
-      : quantizer_(static_cast<faiss_idx>(dim)),
-        ivf_(&quantizer_, static_cast<size_t>(dim), static_cast<size_t>(nlist),
-             faiss::METRIC_INNER_PRODUCT),
-        nlist_(nlist) {
-    ivf_.own_fields = false;  // quantizer_ is a member
-    ivf_.cp.seed = static_cast<int>(seed);
-    ivf_.cp.verbose = false;
-    ivf_.verbose = false;
-    ivf_.train(static_cast<faiss_idx>(n), keys);
-    ivf_.add(static_cast<faiss_idx>(n), keys);
+  IvfFlatIndex(const float* keys, int64_t n, int64_t dim, int nlist, uint64_t seed) {
+    auto quantizer = std::make_unique<faiss::IndexFlatIP>(static_cast<faiss_idx>(dim));
+    ivf_ = std::make_unique<faiss::IndexIVFFlat>(quantizer.get(), static_cast<size_t>(dim),
+                                                 static_cast<size_t>(nlist), faiss::METRIC_INNER_PRODUCT);
+    ivf_->own_fields = true;  // the quantizer is the index's, as in one read_index makes
+    quantizer.release();
+    nlist_ = nlist;
+    ivf_->cp.seed = static_cast<int>(seed);
+    ivf_->cp.verbose = false;
+    ivf_->verbose = false;
+    ivf_->train(static_cast<faiss_idx>(n), keys);
+    ivf_->add(static_cast<faiss_idx>(n), keys);
   }
+  // An index faiss::read_index made (read_ivf_flat_index checked its types).
+  explicit IvfFlatIndex(std::unique_ptr<faiss::IndexIVFFlat> ivf)
+      : ivf_(std::move(ivf)), nlist_(static_cast<int>(ivf_->nlist)) {}
+  const faiss::Index& faiss_index() const { return *ivf_; }
 
   std::string name() const override { return "ivf_flat"; }
-  int64_t size() const override { return ivf_.ntotal; }
-  int64_t dim() const override { return ivf_.d; }
+  int64_t size() const override { return ivf_->ntotal; }
+  int64_t dim() const override { return ivf_->d; }
 
   size_t memory_bytes() const override {
-    size_t bytes = static_cast<size_t>(nlist_) * static_cast<size_t>(ivf_.d) * sizeof(float);  // centroids
+    size_t bytes = static_cast<size_t>(nlist_) * static_cast<size_t>(ivf_->d) * sizeof(float);  // centroids
     for (int l = 0; l < nlist_; ++l) {
-      bytes += ivf_.invlists->list_size(l) * (ivf_.code_size + sizeof(faiss_idx));
+      bytes += ivf_->invlists->list_size(l) * (ivf_->code_size + sizeof(faiss_idx));
     }
     return bytes;
   }
@@ -85,7 +94,7 @@ class IvfFlatIndex final : public KeyIndex {
   int search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
              SearchStats* stats) const override {
     RA_REQUIRE(params.k >= 0, "ivf_flat search: k must be >= 0, got {}", params.k);
-    const int64_t k = std::min<int64_t>(params.k, ivf_.ntotal);
+    const int64_t k = std::min<int64_t>(params.k, ivf_->ntotal);
     if (k == 0) return 0;
     const int nprobe = params.nprobe > 0 ? std::min(params.nprobe, nlist_)
                                          : std::max(1, nlist_ / 16);
@@ -95,17 +104,17 @@ class IvfFlatIndex final : public KeyIndex {
       // faiss::indexIVF_stats is a process-wide global that concurrent searches would race on.
       std::vector<faiss_idx> assign(static_cast<size_t>(nprobe));
       std::vector<float> centroid_dis(static_cast<size_t>(nprobe));
-      quantizer_.search(1, q, nprobe, centroid_dis.data(), assign.data());
+      ivf_->quantizer->search(1, q, nprobe, centroid_dis.data(), assign.data());
       int64_t scanned = 0;
       for (faiss_idx list : assign) {
-        if (list >= 0) scanned += static_cast<int64_t>(ivf_.invlists->list_size(list));
+        if (list >= 0) scanned += static_cast<int64_t>(ivf_->invlists->list_size(list));
       }
       faiss::SearchParametersIVF sp;
       sp.nprobe = static_cast<size_t>(nprobe);
       faiss::IndexIVFStats call_stats;  // local, so search_preassigned does not touch the global
       std::vector<faiss_idx> labels(static_cast<size_t>(k));
       std::vector<float> dis(static_cast<size_t>(k));
-      ivf_.search_preassigned(1, q, k, assign.data(), centroid_dis.data(), dis.data(), labels.data(),
+      ivf_->search_preassigned(1, q, k, assign.data(), centroid_dis.data(), dis.data(), labels.data(),
                               /*store_pairs=*/false, &sp, &call_stats);
       if (stats != nullptr) stats->distance_computations += nlist_ + scanned;
       return copy_results(labels, dis, ids, scores);
@@ -116,9 +125,8 @@ class IvfFlatIndex final : public KeyIndex {
   }
 
  private:
-  faiss::IndexFlatIP quantizer_;
-  faiss::IndexIVFFlat ivf_;
-  int nlist_;
+  std::unique_ptr<faiss::IndexIVFFlat> ivf_;  // owns its IndexFlatIP quantizer
+  int nlist_ = 0;
 };
 
 // ---- HNSW ---------------------------------------------------------------------------------------
@@ -133,20 +141,24 @@ class IvfFlatIndex final : public KeyIndex {
 class HnswFlatIndex final : public KeyIndex {
  public:
   HnswFlatIndex(const float* keys, int64_t n, int64_t dim, int M, int ef_construction)
-      : hnsw_(static_cast<int>(dim), M, faiss::METRIC_INNER_PRODUCT) {
-    hnsw_.hnsw.efConstruction = ef_construction;
-    hnsw_.verbose = false;
-    hnsw_.add(static_cast<faiss_idx>(n), keys);
-    xb_ = static_cast<const faiss::IndexFlat*>(hnsw_.storage)->get_xb();
+      : hnsw_(std::make_unique<faiss::IndexHNSWFlat>(static_cast<int>(dim), M, faiss::METRIC_INNER_PRODUCT)) {
+    hnsw_->hnsw.efConstruction = ef_construction;
+    hnsw_->verbose = false;
+    hnsw_->add(static_cast<faiss_idx>(n), keys);
+    xb_ = static_cast<const faiss::IndexFlat*>(hnsw_->storage)->get_xb();
   }
+  // An index faiss::read_index made (read_hnsw_flat_index checked its types: the storage is an IndexFlat).
+  explicit HnswFlatIndex(std::unique_ptr<faiss::IndexHNSWFlat> hnsw)
+      : hnsw_(std::move(hnsw)), xb_(static_cast<const faiss::IndexFlat*>(hnsw_->storage)->get_xb()) {}
+  const faiss::Index& faiss_index() const { return *hnsw_; }
 
   std::string name() const override { return "hnsw_flat"; }
-  int64_t size() const override { return hnsw_.ntotal; }
-  int64_t dim() const override { return hnsw_.d; }
+  int64_t size() const override { return hnsw_->ntotal; }
+  int64_t dim() const override { return hnsw_->d; }
 
   size_t memory_bytes() const override {
-    const auto& h = hnsw_.hnsw;
-    return static_cast<size_t>(hnsw_.ntotal) * static_cast<size_t>(hnsw_.d) * sizeof(float) +  // storage
+    const auto& h = hnsw_->hnsw;
+    return static_cast<size_t>(hnsw_->ntotal) * static_cast<size_t>(hnsw_->d) * sizeof(float) +  // storage
            h.neighbors.size() * sizeof(h.neighbors[0]) + h.offsets.size() * sizeof(h.offsets[0]) +
            h.levels.size() * sizeof(h.levels[0]);
   }
@@ -154,12 +166,12 @@ class HnswFlatIndex final : public KeyIndex {
   int search(const float* q, const SearchParams& params, int64_t* ids, float* scores,
              SearchStats* stats) const override {
     RA_REQUIRE(params.k >= 0, "hnsw_flat search: k must be >= 0, got {}", params.k);
-    const int64_t n = hnsw_.ntotal;
+    const int64_t n = hnsw_->ntotal;
     const int64_t k = std::min<int64_t>(params.k, n);
     if (k == 0) return 0;
     const size_t ef = static_cast<size_t>(std::max<int64_t>(params.ef > 0 ? params.ef : 64, k));
-    const faiss::HNSW& h = hnsw_.hnsw;
-    const int64_t d = hnsw_.d;
+    const faiss::HNSW& h = hnsw_->hnsw;
+    const int64_t d = hnsw_->d;
     int64_t ndis = 0;
     auto score = [&](int64_t id) {
       ++ndis;
@@ -235,11 +247,100 @@ class HnswFlatIndex final : public KeyIndex {
   }
 
  private:
-  faiss::IndexHNSWFlat hnsw_;
+  std::unique_ptr<faiss::IndexHNSWFlat> hnsw_;  // owns its storage
   const float* xb_ = nullptr;  // FAISS's copy of the keys: [ntotal, d]
 };
 
+// FAISS's writer and reader over our bytes: what faiss::write_index writes is appended as is.
+struct AppendWriter final : faiss::IOWriter {
+  explicit AppendWriter(std::vector<std::byte>& out) : out(out) { name = "shard record"; }
+  size_t operator()(const void* ptr, size_t size, size_t nitems) override {
+    const auto* p = static_cast<const std::byte*>(ptr);
+    out.insert(out.end(), p, p + size * nitems);
+    return nitems;
+  }
+  std::vector<std::byte>& out;
+};
+
+// As faiss::VectorIOReader, over a span: whole items only, fewer at the end (FAISS then throws).
+struct SpanReader final : faiss::IOReader {
+  explicit SpanReader(std::span<const std::byte> in) : in(in) { name = "shard record"; }
+  size_t operator()(void* ptr, size_t size, size_t nitems) override {
+    if (size == 0 || at >= in.size()) return 0;
+    const size_t items = std::min(nitems, (in.size() - at) / size);
+    if (items > 0) std::memcpy(ptr, in.data() + at, items * size);
+    at += items * size;
+    return items;
+  }
+  std::span<const std::byte> in;
+  size_t at = 0;
+};
+
+// faiss::read_index of bytes, as T; every failure (FAISS's own, a bad_alloc from a size it read, the
+// wrong index type, the wrong metric, bytes left over) an ra::Error naming `what`.
+template <typename T>
+std::unique_ptr<T> read_as(std::span<const std::byte> bytes, const std::string& what, const char* expected) {
+  SpanReader reader(bytes);
+  std::unique_ptr<faiss::Index> index;
+  try {
+    index.reset(faiss::read_index(&reader));
+  } catch (const std::exception& e) {
+    ra::raise("{}: FAISS cannot read the {} bytes saved: {}", what, bytes.size(), e.what());
+  }
+  RA_REQUIRE(reader.at == bytes.size(), "{}: FAISS read {} of the {} bytes saved", what, reader.at, bytes.size());
+  auto* typed = dynamic_cast<T*>(index.get());
+  RA_REQUIRE(typed != nullptr, "{}: the saved FAISS index is no {}", what, expected);
+  RA_REQUIRE(typed->metric_type == faiss::METRIC_INNER_PRODUCT, "{}: the saved {} is not on inner product", what,
+             expected);
+  index.release();
+  return std::unique_ptr<T>(typed);
+}
+
+// The FAISS index behind one of ours, or null.
+const faiss::Index* faiss_index_of(const KeyIndex& index) {
+  if (const auto* ivf = dynamic_cast<const IvfFlatIndex*>(&index)) return &ivf->faiss_index();
+  if (const auto* hnsw = dynamic_cast<const HnswFlatIndex*>(&index)) return &hnsw->faiss_index();
+  return nullptr;
+}
+
+// The storage of a saved HNSW-Flat index, checked: flat float32 rows on inner product, one per node.
+bool hnsw_storage_ok(const faiss::IndexHNSWFlat& h) {
+  const auto* flat = dynamic_cast<const faiss::IndexFlat*>(h.storage);
+  const bool entry_ok = h.ntotal == 0 || (h.hnsw.entry_point >= 0 && h.hnsw.entry_point < h.ntotal);
+  return flat != nullptr && flat->metric_type == faiss::METRIC_INNER_PRODUCT && flat->ntotal == h.ntotal &&
+         flat->d == h.d && flat->code_size == static_cast<size_t>(h.d) * sizeof(float) && entry_ok &&
+         h.hnsw.levels.size() == static_cast<size_t>(h.ntotal);
+}
+
 }  // namespace
+
+void write_faiss_index(const KeyIndex& index, std::vector<std::byte>& out) {
+  const faiss::Index* f = faiss_index_of(index);
+  RA_REQUIRE(f != nullptr, "write_faiss_index: {} is no FAISS index of ours", index.name());
+  AppendWriter writer(out);
+  try {
+    faiss::write_index(f, &writer);
+  } catch (const faiss::FaissException& e) {
+    ra::raise("write_faiss_index ({}): FAISS error: {}", index.name(), e.what());
+  }
+}
+
+std::unique_ptr<KeyIndex> read_ivf_flat_index(std::span<const std::byte> bytes, const std::string& what) {
+  std::unique_ptr<faiss::IndexIVFFlat> ivf = read_as<faiss::IndexIVFFlat>(bytes, what, "IVF-Flat index");
+  const auto* quantizer = dynamic_cast<const faiss::IndexFlat*>(ivf->quantizer);
+  RA_REQUIRE(quantizer != nullptr && quantizer->metric_type == faiss::METRIC_INNER_PRODUCT &&
+                 quantizer->ntotal == static_cast<faiss_idx>(ivf->nlist) && ivf->nlist >= 1 &&
+                 ivf->nlist <= static_cast<size_t>(INT32_MAX) && ivf->invlists != nullptr,
+             "{}: the saved IVF-Flat index has no flat inner-product quantizer of its {} lists", what, ivf->nlist);
+  return std::make_unique<IvfFlatIndex>(std::move(ivf));
+}
+
+std::unique_ptr<KeyIndex> read_hnsw_flat_index(std::span<const std::byte> bytes, const std::string& what) {
+  std::unique_ptr<faiss::IndexHNSWFlat> hnsw = read_as<faiss::IndexHNSWFlat>(bytes, what, "HNSW-Flat index");
+  RA_REQUIRE(hnsw_storage_ok(*hnsw),
+             "{}: the saved HNSW-Flat index's storage or entry point does not match its {} nodes", what, hnsw->ntotal);
+  return std::make_unique<HnswFlatIndex>(std::move(hnsw));
+}
 
 std::unique_ptr<KeyIndex> make_ivf_flat_index(const float* keys, int64_t n, int64_t dim, int nlist,
                                               uint64_t seed) {

@@ -8,8 +8,12 @@
 // queries).
 // FAISS errors come back as ra::Error with context.
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "cpu_retriever/key_index.h"
 
@@ -31,5 +35,14 @@ std::unique_ptr<KeyIndex> make_ivf_flat_index(const float* keys, int64_t n, int6
 // call, upper layers included; exact under concurrency.
 std::unique_ptr<KeyIndex> make_hnsw_flat_index(const float* keys, int64_t n, int64_t dim, int M,
                                                int ef_construction);
+
+// Saving (issue 18): appends index's FAISS index to out exactly as faiss::write_index writes it. index:
+// one that make_ivf_flat_index, make_hnsw_flat_index or a read below made; any other is an ra::Error.
+void write_faiss_index(const KeyIndex& index, std::vector<std::byte>& out);
+// The index of bytes write_faiss_index wrote (all of them), searched as the one saved: the same
+// answers and counters, bit for bit. what: names them in errors. Throws ra::Error when FAISS cannot
+// read them or they hold another kind of index (type, metric, quantizer or storage).
+std::unique_ptr<KeyIndex> read_ivf_flat_index(std::span<const std::byte> bytes, const std::string& what);
+std::unique_ptr<KeyIndex> read_hnsw_flat_index(std::span<const std::byte> bytes, const std::string& what);
 
 }  // namespace ra::retriever

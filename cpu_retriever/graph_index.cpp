@@ -125,20 +125,26 @@ void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq
                              n_key_lists > 0 ? key_lists.data() : nullptr, n_key_lists, key_width);
   build_entry_ = g.entry;
   entries_ = spread_entries(n);
-  threshold_ = staggered_threshold(params.merge_threshold, params.merge_stagger_key);
+  adopt_graph(std::move(g.csr));
+  if (params.int8_navigation) nav_ = std::make_unique<NavigationKeys>(rows(), n, max_nodes());
+}
+
+int64_t GraphIndex::max_nodes() const { return n_ - arena_first_ + arena_->max_rows(); }
+
+void GraphIndex::adopt_graph(GraphCsr csr) {
+  threshold_ = staggered_threshold(params_.merge_threshold, params_.merge_stagger_key);
   // The merge's state: the build's BFS tree (every key is reachable after the build) and the norms,
   // with room for every key the index can take, so merges never reallocate them.
-  const int64_t max_nodes = n_ - arena_first_ + arena_->max_rows();  // ids of every row the index can take
+  const int64_t max_nodes = this->max_nodes();  // ids of every row the index can take
   RA_REQUIRE(max_nodes <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
              "graph index: {} keys with its appends exceed the 32-bit node id range", max_nodes);
-  parents_ = spanning_parents(g.csr, build_entry_);
+  parents_ = spanning_parents(csr, build_entry_);
   parents_.reserve(static_cast<size_t>(max_nodes));
   norms_.reserve(static_cast<size_t>(max_nodes));
   const KeyRows keys_of = rows();
-  for (int64_t i = 0; i < n; ++i) norms_.push_back(keys_of.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i)));
-  const int cap = params.degree_cap > 0 ? params.degree_cap : 2 * params.M;
-  graph_ = std::make_unique<GraphAdjacency>(std::move(g.csr), max_nodes, static_cast<size_t>(cap));
-  if (params.int8_navigation) nav_ = std::make_unique<NavigationKeys>(keys_of, n, max_nodes);
+  for (int64_t i = 0; i < n_; ++i) norms_.push_back(keys_of.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i)));
+  const int cap = params_.degree_cap > 0 ? params_.degree_cap : 2 * params_.M;
+  graph_ = std::make_unique<GraphAdjacency>(std::move(csr), max_nodes, static_cast<size_t>(cap));
 }
 
 KeyRows GraphIndex::search_rows(const SearchParams& params) const {

@@ -41,6 +41,8 @@ namespace ra::retriever {
 
 class GraphAdjacency;
 class MaintenancePool;
+class ShardReader;
+class ShardWriter;
 
 // How a kept neighbour s occludes a candidate c of pivot p during pruning (see graph_build.cpp).
 enum class Occlusion { kInnerProduct, kL2 };
@@ -113,6 +115,17 @@ class GraphIndex final : public KeyIndex {
   GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const float* train_queries, int64_t nq,
              const GraphBuildParams& params, const int64_t* train_topk = nullptr, int64_t topk_width = 0,
              std::span<const int64_t> key_lists = {});
+
+  // Saves the built graph (the format: graph_index_io.cpp): only an index on a shared arena, with no
+  // key taken since the build (throws ra::Error otherwise); its rows are the owner's to save.
+  void save(ShardWriter& out) const;
+  // An index as save() wrote it, over rows [0, n) of `rows` (the same rows it was built on, as
+  // restored by their owner), with params for what the bytes do not hold: merges, the default beam,
+  // append capacity (the build's parameters are the owner's to compare). The merge state (tree
+  // parents, norms) is derived again, as the build derives it. Throws ra::Error naming the field
+  // when the bytes are truncated or do not describe a graph over those n rows.
+  static std::unique_ptr<GraphIndex> load(ShardReader& in, std::shared_ptr<const RowArena> rows, int64_t n,
+                                          const GraphBuildParams& params);
 
   std::string name() const override { return "graph"; }
   int64_t size() const override;
@@ -198,6 +211,11 @@ class GraphIndex final : public KeyIndex {
   KeyRows search_rows(const SearchParams& params) const;
   const float* search_queries(const SearchParams& params, const float* qs, int nq, SearchScratch& scratch) const;
   void check_params(const float* train_queries, int64_t nq, const int64_t* train_topk, int64_t topk_width) const;
+  // For load: the members the shared-arena constructor sets, nothing built.
+  GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const GraphBuildParams& params);
+  // The build's last step (and load's): merge state and adjacency for csr, over build_entry_.
+  void adopt_graph(GraphCsr csr);
+  int64_t max_nodes() const;  // ids of every row the index can take: built and appended
   // The build, over the n_ keys as float32 (keys: [n_][dim_]).
   void build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
              int64_t topk_width, std::span<const int64_t> key_lists);

@@ -24,15 +24,44 @@ int ivf_lists_for(int64_t n, int requested) {
 // Graph shards made so far in this process: the stagger key of a shard that was given none.
 std::atomic<int64_t> graph_shards_made{0};
 
+// The rows a shard's store makes room for, after checking the sizes.
+int64_t store_rows(int64_t n, int group_size, const ShardIndexParams& params) {
+  RA_REQUIRE(n >= 0 && group_size >= 1, "head shard: bad sizes (n = {}, group = {})", n, group_size);
+  RA_REQUIRE(params.append_capacity >= 0, "head shard: append_capacity must be >= 0 (got {})",
+             params.append_capacity);
+  return n + params.append_capacity;
+}
+
 }  // namespace
+
+HeadShard::HeadShard(Empty, int64_t head_dim, KvDtype dtype, int64_t n, int group_size,
+                     const ShardIndexParams& params)
+    : head_dim_(head_dim),
+      params_(params),
+      n_(n),
+      store_(head_dim, dtype, store_rows(n, group_size, params)),
+      group_size_(group_size) {}
+
+int64_t HeadShard::init_graphs(const ShardIndexParams& params, GraphBuildParams& gp) {
+  graph_tail_ = true;
+  // Merges on the process's pool, each graph's threshold staggered by its own key.
+  gp = params.graph;
+  if (gp.merge_threshold > 0 && gp.merge_pool == nullptr) {
+    gp.merge_pool = params.maintenance != nullptr ? params.maintenance : &process_maintenance_pool();
+  }
+  for (int m = 0; m < group_size_; ++m) answers_.emplace_back(params.warm_history);
+  if (gp.merge_threshold > 0) last_answers_.resize(static_cast<size_t>(group_size_));
+  if (params.graph_per_kv_head) {
+    graph_per_kv_head_ = true;
+    merge_one_query_ = params.merge_one_query;
+  }
+  return params.stagger_key >= 0 ? params.stagger_key : graph_shards_made.fetch_add(1);
+}
 
 HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const float* values, int64_t n,
                      int group_size, const float* train_queries, int64_t n_train, const ShardIndexParams& params,
                      const int32_t* train_lists, int list_width)
-    : head_dim_(head_dim), n_(n), store_(head_dim, dtype, n + params.append_capacity), group_size_(group_size) {
-  RA_REQUIRE(n >= 0 && group_size >= 1, "head shard: bad sizes (n = {}, group = {})", n, group_size);
-  RA_REQUIRE(params.append_capacity >= 0, "head shard: append_capacity must be >= 0 (got {})",
-             params.append_capacity);
+    : HeadShard(Empty{}, head_dim, dtype, n, group_size, params) {
   store_.append(keys, values, n);
   if (n == 0) return;
   const RowArena& rows = *store_.keys();
@@ -42,23 +71,14 @@ HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const f
       break;
     case IndexKind::kGraph: {
       RA_REQUIRE(n_train > 0 && train_queries != nullptr, "graph index: needs training queries");
-      graph_tail_ = true;
-      // Merges on the process's pool, each graph's threshold staggered by its own key.
-      GraphBuildParams gp = params.graph;
-      if (gp.merge_threshold > 0 && gp.merge_pool == nullptr) {
-        gp.merge_pool = params.maintenance != nullptr ? params.maintenance : &process_maintenance_pool();
-      }
-      const int64_t shard_key = params.stagger_key >= 0 ? params.stagger_key : graph_shards_made.fetch_add(1);
+      GraphBuildParams gp;
+      const int64_t shard_key = init_graphs(params, gp);
       // The lists given ([group][n_train][width]), widened to the graph's int64 ids.
       const int64_t width = train_lists != nullptr ? list_width : 0;
       std::vector<int64_t> lists(train_lists, train_lists + (width > 0 ? group_size * n_train * width : 0));
       const int64_t* member_lists = width > 0 ? lists.data() : nullptr;
-      for (int m = 0; m < group_size; ++m) answers_.emplace_back(params.warm_history);
-      if (gp.merge_threshold > 0) last_answers_.resize(static_cast<size_t>(group_size));
       if (params.graph_per_kv_head) {
         // One graph for the group, trained by all its heads' queries ([group][n_train] rows, in order).
-        graph_per_kv_head_ = true;
-        merge_one_query_ = params.merge_one_query;
         gp.merge_stagger_key = shard_key;
         indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries, group_size * n_train, gp,
                                                         member_lists, width));

@@ -35,6 +35,9 @@
 
 namespace ra::retriever {
 
+class ShardReader;
+class ShardWriter;
+
 enum class IndexKind { kFlat, kIvf, kHnsw, kGraph };
 
 struct ShardIndexParams {
@@ -95,6 +98,23 @@ class HeadShard {
             const float* train_queries, int64_t n_train, const ShardIndexParams& params,
             const int32_t* train_lists = nullptr, int list_width = 0);
 
+  // Saving and loading a built shard (issue 18: `ra serve --load` rebuilds no index; the format is in
+  // head_shard_io.cpp). save() appends one record: the parameters the shard was built with, its rows
+  // in the store's dtype (bit for bit), every index's built state (FAISS's bytes as faiss::write_index
+  // writes them, the graphs' adjacency, entries and 8-bit copy) and the scan budgets' knobs. Only the
+  // build is saved: a shard with rows appended since (merged into a graph or not) is an ra::Error, so
+  // no row is ever dropped silently. Searches may run meanwhile; appends may not (the owner serialises
+  // them, as it does append itself).
+  void save(ShardWriter& out) const;
+  // The shard of the record at `in` (left just past it), made with a fresh shard's arguments: runtime
+  // knobs (warm_history, merge_threshold and the merges' pool, append capacities, default_ef,
+  // merge_one_query, stagger_key) come from params, the built state from the bytes. The build's own
+  // parameters (kind, head_dim, dtype, group size, the index's build parameters, scan fractions) must
+  // equal the saved ones: the first that differs is an ra::Error naming it and both values, as is any
+  // truncated or malformed field. Answer histories (warm-start seeds, last answers) start empty.
+  static std::unique_ptr<HeadShard> load(ShardReader& in, int64_t head_dim, KvDtype dtype, int group_size,
+                                         const ShardIndexParams& params);
+
   // Appends one evicted token: key, value: [head_dim] float32. The owner serialises it with searches.
   // member_queries: optional [group_size][head_dim] float32, the token's own queries of the group's
   // query heads; the graphs merge the token by them (GraphIndex::append). Other indexes ignore them.
@@ -152,6 +172,12 @@ class HeadShard {
   size_t memory_bytes() const;
 
  private:
+  // The store (room for n + params.append_capacity rows, empty) and the sizes; no rows, no index.
+  struct Empty {};
+  HeadShard(Empty, int64_t head_dim, KvDtype dtype, int64_t n, int group_size, const ShardIndexParams& params);
+  // kGraph: the shard's graph state (answer histories, tail mode) and its graphs' parameters: merges on
+  // the given pool or the process's. Returns the shard's stagger key (ShardIndexParams::stagger_key).
+  int64_t init_graphs(const ShardIndexParams& params, GraphBuildParams& gp);
   const KeyIndex* index_for(int member) const;
   size_t index_slot(int member) const { return indexes_.size() == 1 ? 0 : static_cast<size_t>(member); }
   // params with index `slot`'s knobs of budget params.scan_budget (scan_fractions), or params itself.
@@ -172,6 +198,7 @@ class HeadShard {
                       ShardScratch& s, float* o, float* lse, SearchStats* stats);
 
   int64_t head_dim_;
+  ShardIndexParams params_;  // as built (or loaded): save() records the build's
   int64_t n_;      // rows covered by the indexes
   KvStore store_;  // every row, in the model's dtype: scored by the indexes, read by attention
   std::vector<std::unique_ptr<KeyIndex>> indexes_;  // one per member (kGraph) or one shared; empty if n == 0

@@ -61,6 +61,14 @@ void KvStore::append(const float* keys, const float* values, int64_t n) {
   rows_ += n;
 }
 
+void KvStore::append_raw(const void* keys, const void* values, int64_t n) {
+  RA_REQUIRE(n <= keys_->max_rows() - rows_, "KvStore: {} more rows overflow its {} (max_rows)", n,
+             keys_->max_rows());
+  values_->append_raw(values, n);
+  keys_->append_raw(keys, n);  // last, as in append
+  rows_ += n;
+}
+
 void KvStore::key(int64_t i, float* out) const {
   RA_ASSERT(i >= 0 && i < rows_);
   keys_->widen(i, out);

@@ -30,6 +30,9 @@ class KvStore {
   // values are not safe against it (the owner serialises appends with attend); key rows already in
   // the store may be read concurrently (RowArena). Throws ra::Error past max_rows.
   void append(const float* keys, const float* values, int64_t n);
+  // The same with rows already in the store's dtype: keys, values: [n][head_dim] elements of dtype(),
+  // copied bit for bit (a saved shard's rows).
+  void append_raw(const void* keys, const void* values, int64_t n);
 
   int64_t size() const { return rows_; }
   int64_t head_dim() const { return head_dim_; }
@@ -39,6 +42,8 @@ class KvStore {
   }
   // The key rows, shared with the indexes that score them.
   const std::shared_ptr<const RowArena>& keys() const { return keys_view_; }
+  // The value rows: [size()][head_dim] of dtype() (read-only; for saving).
+  const RowArena& values() const { return *values_; }
 
   // Row i's key as float32: out [head_dim].
   void key(int64_t i, float* out) const;

@@ -38,10 +38,34 @@ NavigationKeys::NavigationKeys(const KeyRows& exact, int64_t n, int64_t max_rows
     scale_[d] = peak[d] > 1e-30f ? peak[d] / 127.0f : 1.0f;
     inv_scale_[d] = 1.0f / scale_[d];
   }
-  space_ = AddressReservation(static_cast<size_t>(max_rows) * static_cast<size_t>(dim_), /*usable=*/false,
+  reserve_space();
+  for (int64_t i = 0; i < n; ++i) append(exact, static_cast<uint32_t>(i));
+}
+
+NavigationKeys::NavigationKeys(std::span<const float> scales, std::span<const int8_t> codes, int64_t max_rows)
+    : dim_(static_cast<int64_t>(scales.size())), max_rows_(max_rows) {
+  RA_REQUIRE(dim_ > 0 && codes.size() % scales.size() == 0, "navigation keys: {} codes for {} channels",
+             codes.size(), scales.size());
+  const auto n = static_cast<int64_t>(codes.size()) / dim_;
+  RA_REQUIRE(max_rows >= n && max_rows > 0, "navigation keys: {} saved rows, max_rows {}", n, max_rows);
+  for (size_t d = 0; d < scales.size(); ++d) {
+    RA_REQUIRE(std::isfinite(scales[d]) && scales[d] > 0.0f, "navigation keys: channel {}'s scale is {}", d,
+               scales[d]);
+  }
+  widened_.resize(static_cast<size_t>(dim_));
+  scale_.assign(scales.begin(), scales.end());
+  inv_scale_.resize(static_cast<size_t>(dim_));
+  for (int64_t d = 0; d < dim_; ++d) inv_scale_[d] = 1.0f / scale_[d];  // as the build computes it
+  reserve_space();
+  committed_ = space_.grow(committed_, codes.size());
+  std::copy(codes.begin(), codes.end(), base_);
+  size_ = n;
+}
+
+void NavigationKeys::reserve_space() {
+  space_ = AddressReservation(static_cast<size_t>(max_rows_) * static_cast<size_t>(dim_), /*usable=*/false,
                               "navigation keys");
   base_ = reinterpret_cast<int8_t*>(space_.data());
-  for (int64_t i = 0; i < n; ++i) append(exact, static_cast<uint32_t>(i));
 }
 
 void NavigationKeys::code(const float* key, int8_t* out) const {

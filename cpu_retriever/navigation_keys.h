@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "common/address_reservation.h"
@@ -33,6 +34,9 @@ class NavigationKeys {
   // exact: the keys, ids [0, n) coded now (their scales set the code's); max_rows >= n: the most ids
   // the copy will ever hold (address space only).
   NavigationKeys(const KeyRows& exact, int64_t n, int64_t max_rows);
+  // A saved copy: scales [dim] (finite, > 0) and codes [n][dim], as scales() and codes() gave them.
+  // Throws ra::Error on sizes or scales that no build makes.
+  NavigationKeys(std::span<const float> scales, std::span<const int8_t> codes, int64_t max_rows);
 
   // Codes exact key `id` as row size(); id must equal size(). Throws ra::Error past max_rows.
   void append(const KeyRows& exact, uint32_t id);
@@ -44,10 +48,12 @@ class NavigationKeys {
   // out[d] = q[d] * scale[d]: the query whose dot with a row's code approximates its dot with the key.
   void scale_query(const float* q, float* out) const;
   const float* scales() const { return scale_.data(); }
+  std::span<const int8_t> codes() const { return {base_, static_cast<size_t>(size_ * dim_)}; }  // [size()][dim]
   size_t bytes() const { return committed_ + scale_.size() * 2 * sizeof(float); }
 
  private:
   void code(const float* key, int8_t* out) const;
+  void reserve_space();  // the codes' address space, for max_rows_ rows
 
   int64_t dim_;
   int64_t max_rows_;

@@ -1,6 +1,7 @@
 #include "cpu_retriever/row_arena.h"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 
 #include "common/error.h"
@@ -42,11 +43,23 @@ std::vector<float> RowArena::widened(int64_t n) const {
 
 int64_t RowArena::append(const float* row) { return append(row, 1); }
 
-int64_t RowArena::append(const float* rows, int64_t n) {
+int64_t RowArena::make_room(int64_t n) {
   const int64_t first = size_.load(std::memory_order_relaxed);
   RA_REQUIRE(n >= 0, "row arena: negative row count {}", n);
   RA_REQUIRE(n <= max_rows_ - first, "row arena: full at {} rows (its max_rows); {} more asked", max_rows_, n);
   commit(static_cast<size_t>(first + n) * row_bytes_, first);
+  return first;
+}
+
+int64_t RowArena::append_raw(const void* rows, int64_t n) {
+  const int64_t first = make_room(n);
+  if (n > 0) std::memcpy(base_ + static_cast<size_t>(first) * row_bytes_, rows, static_cast<size_t>(n) * row_bytes_);
+  size_.store(first + n, std::memory_order_release);
+  return first;
+}
+
+int64_t RowArena::append(const float* rows, int64_t n) {
+  const int64_t first = make_room(n);
   with_kv_elem(dtype_, [&](auto e) {
     using E = decltype(e);
     auto* out = reinterpret_cast<typename E::T*>(base_ + static_cast<size_t>(first) * row_bytes_);

@@ -36,6 +36,8 @@ class RowArena {
   int64_t append(const float* row);
   // Appends n rows: [n][dim] float32; all or none (the capacity is checked first). Returns the first.
   int64_t append(const float* rows, int64_t n);
+  // Appends n rows already of dtype(): [n][dim] elements, copied bit for bit (a saved shard's rows).
+  int64_t append_raw(const void* rows, int64_t n);
 
   int64_t size() const { return size_.load(std::memory_order_acquire); }
   int64_t dim() const { return dim_; }
@@ -54,6 +56,7 @@ class RowArena {
 
  private:
   void commit(size_t end, int64_t first_row);  // makes bytes [0, end) usable
+  int64_t make_room(int64_t n);  // checks and commits n more rows; returns the first's index
 
   KvDtype dtype_;
   int64_t dim_;
