@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/full_checks.h"
 #include "common/partial_state.h"
+#include "cpu_retriever/shard_file.h"
 #include "transport/wire.h"
 
 namespace ra::retriever {
@@ -43,6 +44,8 @@ const char* kind_name(uint32_t kind) {
     case MessageKind::kStep: return "kStep";
     case MessageKind::kShutdown: return "kShutdown";
     case MessageKind::kRewind: return "kRewind";
+    case MessageKind::kSaveShards: return "kSaveShards";
+    case MessageKind::kLoadShards: return "kLoadShards";
     case MessageKind::kError: return "kError";
     default: return "unknown";
   }
@@ -209,6 +212,14 @@ void RetrieverService::serve(Channel& channel) {
           drain_builds(channel);  // a build clears its layer's session tail
           on_rewind(channel, h.seq, in_);
           break;
+        case MessageKind::kSaveShards:
+          drain_builds(channel);
+          on_save_shards(channel, h.seq, in_);
+          break;
+        case MessageKind::kLoadShards:
+          drain_builds(channel);
+          on_load_shards(channel, h.seq, in_);
+          break;
         case MessageKind::kShutdown:
           drain_builds(channel);
           if (config_.usage_sample_steps > 0 && stats_.steps > 0) stats_.decode_usage.add(read_process_usage());
@@ -327,14 +338,8 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
   // The window tokens' queries, kept until their keys arrive as evictions (graph only).
   const int64_t owned_q = static_cast<int64_t>(owned.size() * group);
   auto& ring = recent_q_[b.layer];
-  ring = QueryRing();
-  recent_answers_[b.layer] = AnswerRing();
-  if (config_.index.kind == IndexKind::kGraph && config_.window > 0) {
-    ring = QueryRing(config_.window + 1, owned_q * g.head_dim);
-    // The decode steps' answers (the window tokens' prefill queries have none: those merge by a search).
-    if (config_.index.graph.merge_threshold > 0) {
-      recent_answers_[b.layer] = AnswerRing(config_.window + 1, owned_q * answer_width());
-    }
+  reset_rings(b.layer);
+  if (!ring.empty()) {
     for (size_t i = 0; i < n_window; ++i) {
       float* row = ring.put(b.first_position + b.n_keys + static_cast<int64_t>(i));
       for (int64_t h = 0; h < owned_q; ++h) {
@@ -504,6 +509,75 @@ void RetrieverService::on_step(Channel& channel, uint64_t seq, std::span<const s
   stats_.query_heads_searched += entries;
   stats_.distance_computations += reply.distance_computations;
   stats_.search_seconds += reply.search_seconds;
+}
+
+void RetrieverService::reset_rings(uint32_t layer) {
+  const ServiceGeometry& g = config_.geometry;
+  const int64_t owned_q = static_cast<int64_t>(config_.owned_kv_heads[layer].size()) * g.group_size();
+  recent_q_[layer] = QueryRing();
+  recent_answers_[layer] = AnswerRing();
+  if (config_.index.kind == IndexKind::kGraph && config_.window > 0) {
+    recent_q_[layer] = QueryRing(config_.window + 1, owned_q * g.head_dim);
+    // The decode steps' answers (the window tokens' prefill queries have none: those merge by a search).
+    if (config_.index.graph.merge_threshold > 0) {
+      recent_answers_[layer] = AnswerRing(config_.window + 1, owned_q * answer_width());
+    }
+  }
+}
+
+std::string RetrieverService::shard_file_path(std::span<const std::byte> payload, const std::string& what,
+                                              transport::ShardFilePayload* request) const {
+  WireReader r(payload, what);
+  *request = r.get<transport::ShardFilePayload>();
+  RA_REQUIRE(request->path_bytes > 0 && request->path_bytes <= 4096 && request->path_bytes == r.remaining(),
+             "{}: {}: a path of {} bytes with {} bytes left", config_.name, what, request->path_bytes, r.remaining());
+  std::string path(r.text(static_cast<size_t>(request->path_bytes)));
+  // The worker names DIR/retriever-NNN.shards (gpu_worker/serve/context_files.h): anything else is refused,
+  // so that no message makes a retriever write or read another kind of file.
+  RA_REQUIRE(path.front() == '/' && path.ends_with(".shards") && path.find('\0') == std::string::npos,
+             "{}: {}: '{}' is not an absolute path to a .shards file", config_.name, what, path);
+  return path;
+}
+
+void RetrieverService::on_save_shards(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {
+  const std::string what = "kSaveShards from " + channel.peer_name();
+  transport::ShardFilePayload request;
+  const std::string path = shard_file_path(payload, what, &request);
+  const ShardFileInfo info = write_shard_file(path, config_.owned_kv_heads, offload_start_, shards_);
+  const transport::ShardFilePayload done{info.bytes, info.fnv1a64, 0};
+  channel.send(to_wire(MessageKind::kSaveShardsDone), seq, std::as_bytes(std::span(&done, 1)),
+               transport::deadline_after(kReplyTimeout));
+}
+
+void RetrieverService::on_load_shards(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {
+  const std::string what = "kLoadShards from " + channel.peer_name();
+  transport::ShardFilePayload request;
+  const std::string path = shard_file_path(payload, what, &request);
+  const auto t0 = transport::SteadyClock::now();
+  ShardFileExpect expect;
+  expect.file = {request.bytes, request.fnv1a64};
+  expect.owned_kv_heads = config_.owned_kv_heads;
+  expect.head_dim = config_.geometry.head_dim;
+  expect.n_kv_heads = config_.geometry.n_kv_heads;
+  expect.group_size = static_cast<int>(config_.geometry.group_size());
+  expect.dtype = config_.dtype;
+  expect.params = config_.index;
+  ShardLayers loaded = read_shard_file(path, expect);  // all or nothing: nothing is replaced if it throws
+  for (size_t l = 0; l < shards_.size(); ++l) {
+    shards_[l] = std::move(loaded.shards[l]);
+    offload_start_[l] = loaded.offload_start[l];
+    session_[l].clear();  // as after a kBuild: no session on top of the context yet
+    reset_rings(static_cast<uint32_t>(l));
+  }
+  stats_.build_seconds += Seconds(transport::SteadyClock::now() - t0).count();
+  stats_.layers_loaded += static_cast<int64_t>(shards_.size());
+  stats_.memory_bytes = 0;
+  for (const auto& l : shards_) {
+    for (const auto& shard : l) stats_.memory_bytes += shard->memory_bytes();
+  }
+  const transport::ShardFilePayload done{request.bytes, request.fnv1a64, 0};
+  channel.send(to_wire(MessageKind::kLoadShardsDone), seq, std::as_bytes(std::span(&done, 1)),
+               transport::deadline_after(kReplyTimeout));
 }
 
 void RetrieverService::on_rewind(Channel& channel, uint64_t seq, std::span<const std::byte> payload) {

@@ -8,6 +8,8 @@
 //              thread (build_queue.h) while the loop takes the next layer; kBuildDone when built
 //   kStep   -> appends the evicted token, then per owned query head: top-k search + exact partial
 //              attention; kPartial with (lse, o) per head
+//   kSaveShards / kLoadShards -> every layer's shards to / from one file (shard_file.h); kSaveShardsDone
+//              with its size and checksum / kLoadShardsDone
 //   kRewind -> session mode (serving): later evictions go to each layer's SessionTail, the shards keep
 //              what their kBuild gave them; drops the tail's tokens at positions >= the payload's;
 //              kRewindDone
@@ -80,6 +82,7 @@ struct RetrieverServiceStats {
   // Graph tail merges, at the shutdown: keys merged into the graphs, keys still in their flat tails.
   int64_t merged_keys = 0, tail_keys = 0;
   int64_t layers_with_lists = 0;   // kBuilds that brought their training lists (found on the GPU)
+  int64_t layers_loaded = 0;       // layers restored from a saved file (kLoadShards) instead of built
   double first_step_seconds = 0;   // the first kStep, parse to reply
   double slowest_step_seconds = 0; // the slowest kStep and its (step, layer)
   int64_t slowest_step = -1, slowest_step_layer = -1;
@@ -128,6 +131,14 @@ class RetrieverService {
   [[noreturn]] static void tell_worker_and_rethrow(transport::Channel& channel, uint64_t seq, const std::exception& e);
   void on_step(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
   void on_rewind(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
+  // `ra prefill --save` / `ra serve --load`: every layer's shards to / from one file (shard_file.h).
+  void on_save_shards(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
+  void on_load_shards(transport::Channel& channel, uint64_t seq, std::span<const std::byte> payload);
+  // A kSaveShards / kLoadShards payload's path; throws on a malformed payload.
+  std::string shard_file_path(std::span<const std::byte> payload, const std::string& what,
+                              transport::ShardFilePayload* request) const;
+  // The layer's rings of recent queries and answers, empty, sized for the configuration.
+  void reset_rings(uint32_t layer);
 
   RetrieverServiceConfig config_;
   std::vector<std::vector<std::unique_ptr<HeadShard>>> shards_;  // [layer][i] for owned_kv_heads[layer][i]

@@ -38,6 +38,14 @@
 //                                     them (a prebuilt context); drops the session tail's tokens at
 //                                     positions >= position. A kBuild empties its layer's session tail.
 //   kRewindDone retriever → worker   RewindPayload, echoed
+//   kSaveShards worker → retriever   ShardFilePayload (bytes, fnv1a64 unused), then `path_bytes` bytes of a
+//                                     path: the retriever writes every layer's shards there, as built
+//                                     (`ra prefill --save`; cpu_retriever/shard_file.h)
+//   kSaveShardsDone retriever → worker  ShardFilePayload: the file's size and FNV-1a 64 (for the manifest)
+//   kLoadShards worker → retriever   ShardFilePayload (the size and checksum the manifest holds), then the
+//                                     path: the retriever checks and restores every layer's shards from it
+//                                     in place of kBuilds (`ra serve --load`)
+//   kLoadShardsDone retriever → worker  ShardFilePayload, echoed
 //   kError      either way           UTF-8 text: why the sender is leaving
 
 #include <cstdint>
@@ -48,7 +56,7 @@ inline constexpr uint32_t kProtocolMagic = 0x31484152;  // "RAH1"
 inline constexpr uint32_t kProtocolVersion = 7;  // 4: kRewind, kRewindDone; 5: BuildPayload.kv_bf16;
                                                  // 6: StepPayload.flags and .scan_budget, PartialPayload.recall_*;
                                                  // 7: kHelloAck carries the RetrieverReportPayload,
-                                                 //    PartialPayload.received_ns / .replied_ns
+                                                 //    PartialPayload.received_ns / .replied_ns, kSaveShards / kLoadShards
 
 enum class MessageKind : uint32_t {
   kHello = 1,
@@ -61,6 +69,10 @@ enum class MessageKind : uint32_t {
   kError = 8,
   kRewind = 9,
   kRewindDone = 10,
+  kSaveShards = 11,
+  kSaveShardsDone = 12,
+  kLoadShards = 13,
+  kLoadShardsDone = 14,
   kBenchPing = 100,  // ra bench transport: a kStep-sized request, answered by a kPartial-sized kBenchPong
   kBenchPong = 101,
   kBenchBulk = 102,     // ra bench transport --bulk-mib: a large payload, not answered
@@ -129,6 +141,12 @@ inline constexpr uint32_t kStepAuditRecall = 1;
 
 struct RewindPayload {
   int64_t position = 0;        // session-tail tokens at positions >= this are dropped
+};
+
+struct ShardFilePayload {
+  uint64_t bytes = 0;          // the file's size
+  uint64_t fnv1a64 = 0;        // its FNV-1a 64 checksum
+  uint64_t path_bytes = 0;     // bytes of path text that follow (requests only)
 };
 
 struct PartialPayload {

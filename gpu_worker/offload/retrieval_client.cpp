@@ -78,6 +78,60 @@ void RetrievalClient::rewind(int64_t position, std::chrono::milliseconds timeout
   }
 }
 
+namespace {
+
+// A kSaveShards / kLoadShards request: the file's size and checksum (loads), then its path.
+void put_shard_request(std::vector<std::byte>& out, transport::ShardFilePayload file, const std::string& path) {
+  file.path_bytes = path.size();
+  WireWriter w(out);
+  w.put(file);
+  w.put_text(path);
+}
+
+}  // namespace
+
+std::vector<transport::ShardFilePayload> RetrievalClient::save_shards(const std::vector<std::string>& paths,
+                                                                      std::chrono::milliseconds timeout) {
+  RA_REQUIRE(paths.size() == channels_.size(), "save_shards: {} paths for {} retrievers", paths.size(),
+             channels_.size());
+  const uint64_t seq = ++seq_;
+  const auto deadline = transport::deadline_after(timeout);
+  for (size_t r = 0; r < channels_.size(); ++r) {
+    put_shard_request(out_, {}, paths[r]);
+    channels_[r]->send(to_wire(MessageKind::kSaveShards), seq, out_, deadline);
+  }
+  std::vector<transport::ShardFilePayload> files(channels_.size());
+  for (size_t r = 0; r < channels_.size(); ++r) {
+    const transport::MessageHeader h = expect(r, MessageKind::kSaveShardsDone, deadline);
+    if (h.seq != seq || in_.size() != sizeof(files[r])) {
+      throw PeerError(fmt::format("{} answered kSaveShards (seq {}) with seq {} and {} bytes",
+                                  channels_[r]->peer_name(), seq, h.seq, in_.size()));
+    }
+    std::memcpy(&files[r], in_.data(), sizeof(files[r]));
+  }
+  return files;
+}
+
+void RetrievalClient::load_shards(const std::vector<std::string>& paths,
+                                  const std::vector<transport::ShardFilePayload>& files,
+                                  std::chrono::milliseconds timeout) {
+  RA_REQUIRE(paths.size() == channels_.size() && files.size() == channels_.size(),
+             "load_shards: {} paths and {} files for {} retrievers", paths.size(), files.size(), channels_.size());
+  const uint64_t seq = ++seq_;
+  const auto deadline = transport::deadline_after(timeout);
+  for (size_t r = 0; r < channels_.size(); ++r) {
+    put_shard_request(out_, files[r], paths[r]);
+    channels_[r]->send(to_wire(MessageKind::kLoadShards), seq, out_, deadline);
+  }
+  for (size_t r = 0; r < channels_.size(); ++r) {
+    const transport::MessageHeader h = expect(r, MessageKind::kLoadShardsDone, deadline);
+    if (h.seq != seq || in_.size() != sizeof(files[r])) {
+      throw PeerError(fmt::format("{} answered kLoadShards (seq {}) with seq {} and {} bytes",
+                                  channels_[r]->peer_name(), seq, h.seq, in_.size()));
+    }
+  }
+}
+
 transport::MessageHeader RetrievalClient::expect(size_t r, MessageKind kind, transport::Deadline deadline) {
   Channel& ch = *channels_[r];
   const transport::MessageHeader h = ch.recv(in_, deadline);

@@ -111,6 +111,18 @@ class RetrievalClient final : public RemoteAttention {
   // retriever that fails or answers otherwise.
   void rewind(int64_t position, std::chrono::milliseconds timeout);
 
+  // Saved contexts (issue 18): every retriever writes its built shards to paths[r] (`ra prefill --save`;
+  // cpu_retriever/shard_file.h) and answers with the file's size and checksum, returned in order; or
+  // restores them from paths[r], checked against files[r] (`ra serve --load`), in place of the kBuilds.
+  // Throws PeerError naming the retriever that fails (its reason: the file and the field).
+  std::vector<transport::ShardFilePayload> save_shards(const std::vector<std::string>& paths,
+                                                       std::chrono::milliseconds timeout);
+  void load_shards(const std::vector<std::string>& paths, const std::vector<transport::ShardFilePayload>& files,
+                   std::chrono::milliseconds timeout);
+  // The shard plan: owned_kv_heads[r][layer] (RetrievalClientOptions).
+  const std::vector<std::vector<std::vector<int64_t>>>& owned_kv_heads() const { return options_.owned_kv_heads; }
+  size_t retrievers() const { return channels_.size(); }
+
   // The search knobs of the next steps (options top_k, ef, nprobe, scan_budget; retrievers with scan
   // budgets ignore ef and nprobe).
   void set_knobs(int top_k, int ef, int nprobe, int scan_budget = 0);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 #include <utility>
@@ -45,15 +46,6 @@ T field(const nlohmann::json& object, const char* key, const std::string& where,
 
 }  // namespace
 
-void Fnv1a64::add(const void* data, size_t bytes) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  uint64_t h = h_;
-  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-  h_ = h;
-}
-
-std::string Fnv1a64::hex() const { return fmt::format("{:016x}", h_); }
-
 std::string model_digest(const Model& m) {
   Fnv1a64 h;
   const ModelConfig& c = m.config;
@@ -89,6 +81,12 @@ ContextIdentity context_identity(const Model& model, const std::string& mode) {
 }
 
 std::string layer_file(int64_t layer) { return fmt::format("layer-{:03d}.bin", layer); }
+
+std::string retriever_shard_file(size_t retriever) { return fmt::format("retriever-{:03d}.shards", retriever); }
+
+std::string absolute_path(const std::string& dir, const std::string& name) {
+  return fs::absolute(fs::path(dir) / name).lexically_normal().string();
+}
 
 bool compatible_modes(const std::string& saved, const std::string& serving) {
   if (saved == serving) return true;
@@ -126,6 +124,10 @@ void ContextWriter::close() {
   files_[name_] = ojson{{"bytes", bytes_}, {"fnv1a64", hash_.hex()}};
 }
 
+void ContextWriter::record(const std::string& name, uint64_t bytes, uint64_t fnv1a64) {
+  files_[name] = ojson{{"bytes", bytes}, {"fnv1a64", fmt::format("{:016x}", fnv1a64)}};
+}
+
 void ContextWriter::finish(const ContextIdentity& identity, std::span<const int32_t> tokens) {
   ojson m;
   m["format"] = kFormat;
@@ -134,6 +136,7 @@ void ContextWriter::finish(const ContextIdentity& identity, std::span<const int3
   m["n_tokens"] = tokens.size();
   m["tokens"] = std::vector<int32_t>(tokens.begin(), tokens.end());
   m["files"] = files_;
+  if (shards_) m["retriever_shards"] = ojson{{"owned_kv_heads", shards_->owned_kv_heads}, {"files", shards_->files}};
   const fs::path path = fs::path(dir_) / kManifest;
   const fs::path tmp = fs::path(dir_) / (std::string(kManifest) + ".tmp");
   {
@@ -208,6 +211,37 @@ ContextReader::ContextReader(std::string dir, const ContextIdentity& expect) : d
   }
   files_ = field<nlohmann::json>(m, "files", "", path);
   RA_REQUIRE(files_.is_object(), "{}: field 'files' is not an object", path);
+  if (m.contains("retriever_shards")) {
+    const auto rs = field<nlohmann::json>(m, "retriever_shards", "", path);
+    RA_REQUIRE(rs.is_object(), "{}: field 'retriever_shards' is not an object", path);
+    SavedShards saved;
+    saved.owned_kv_heads =
+        field<std::vector<std::vector<std::vector<int64_t>>>>(rs, "owned_kv_heads", "retriever_shards.", path);
+    saved.files = field<std::vector<std::string>>(rs, "files", "retriever_shards.", path);
+    RA_REQUIRE(saved.files.size() == saved.owned_kv_heads.size() && !saved.files.empty(),
+               "{}: field 'retriever_shards' lists {} files for {} retrievers", path, saved.files.size(),
+               saved.owned_kv_heads.size());
+    for (const std::string& f : saved.files) {
+      RA_REQUIRE(!f.empty() && f.find('/') == std::string::npos && f != "." && f != "..",
+                 "{}: field 'retriever_shards.files' holds '{}', not a file name of the folder", path, f);
+      entry(f);  // listed with a size and checksum
+    }
+    shards_ = std::move(saved);
+  }
+}
+
+FileEntry ContextReader::entry(const std::string& name) const {
+  const std::string manifest = (fs::path(dir_) / kManifest).string();
+  const auto it = files_.find(name);
+  RA_REQUIRE(it != files_.end() && it->is_object(), "{}: field 'files.{}' is missing", manifest, name);
+  FileEntry e;
+  e.bytes = field<uint64_t>(*it, "bytes", "files." + name + ".", manifest);
+  const auto checksum = field<std::string>(*it, "fnv1a64", "files." + name + ".", manifest);
+  char* end = nullptr;
+  e.fnv1a64 = std::strtoull(checksum.c_str(), &end, 16);
+  RA_REQUIRE(checksum.size() == 16 && *end == '\0', "{}: field 'files.{}.fnv1a64' is '{}', not 16 hex digits",
+             manifest, name, checksum);
+  return e;
 }
 
 std::string ContextReader::path(const std::string& name) const { return (fs::path(dir_) / name).string(); }

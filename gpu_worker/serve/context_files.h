@@ -13,9 +13,14 @@
 //   layer-NNN.bin     one per layer, with retrievers only (LayerHeader, then keys, values
 //                     [n_keys][n_kv_heads * head_dim], train_q [n_train][n_heads * head_dim], window_q
 //                     [n_window][n_heads * head_dim], all float32): exactly what the worker ships to the
-//                     retrievers after a prefill (RetrievalClient::send_build). Loading ships them
-//                     again and the retrievers build their indexes from them; the indexes themselves
-//                     (graph adjacency, FAISS lists) are not saved.
+//                     retrievers after a prefill (RetrievalClient::send_build). Loading without usable
+//                     retriever shards ships them again and the retrievers build their indexes from
+//                     them; the indexes themselves
+//                     (graph adjacency, FAISS lists) are not saved here but below.
+//   retriever-NNN.shards  one per retriever, written by it (cpu_retriever/shard_file.h): every layer's
+//                     built shards, rows and indexes; the manifest's "retriever_shards" holds the shard
+//                     plan they were made under. A server with the same retrievers, plan and mode
+//                     restores them; any other rebuilds from the layer files.
 //
 // Every .bin starts with an 8-byte magic and a version; every file's size and FNV-1a 64 checksum are
 // in the manifest and are checked before anything is used. Problems are ra::Error naming the file and
@@ -27,11 +32,13 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
+#include "common/fnv1a64.h"
 #include "gpu_worker/model/model.h"
 
 namespace ra::serve {
@@ -58,16 +65,7 @@ ContextIdentity context_identity(const Model& model, const std::string& mode);
 // reading gigabytes. "demo-<seed>"-like synthetic models hash the same way.
 std::string model_digest(const Model& model);
 
-// 64-bit FNV-1a, fed piece by piece.
-class Fnv1a64 {
- public:
-  void add(const void* data, size_t bytes);
-  uint64_t value() const { return h_; }
-  std::string hex() const;
-
- private:
-  uint64_t h_ = 0xcbf29ce484222325ull;
-};
+using ra::Fnv1a64;
 
 // Headers of the .bin files (host byte order; all ranks and saves of one build share an ABI).
 struct WorkerKvHeader {
@@ -89,6 +87,20 @@ struct LogitsHeader {
   int64_t vocab_size = 0;
 };
 
+// The retrievers' built shards in a save (manifest field "retriever_shards"): retriever r wrote files[r]
+// (cpu_retriever/shard_file.h) holding owned_kv_heads[r][layer]. A server with the same retriever count,
+// shard plan and mode restores them (kLoadShards) instead of building its indexes again.
+struct SavedShards {
+  std::vector<std::vector<std::vector<int64_t>>> owned_kv_heads;  // [retriever][layer] -> kv heads
+  std::vector<std::string> files;                                 // [retriever]
+};
+
+// A file's manifest entry: its size and FNV-1a 64.
+struct FileEntry {
+  uint64_t bytes = 0;
+  uint64_t fnv1a64 = 0;
+};
+
 // Writes one file of the folder, checksumming as it goes; close() records it for the manifest.
 class ContextWriter {
  public:
@@ -97,6 +109,10 @@ class ContextWriter {
   void write(const void* data, size_t bytes);
   void write_floats(const float* data, size_t n) { write(data, n * sizeof(float)); }
   void close();
+  // A file of the folder that another process wrote (a retriever's shards), with its size and checksum.
+  void record(const std::string& name, uint64_t bytes, uint64_t fnv1a64);
+  // The retrievers' saved shards: their files (recorded) and the shard plan they were saved under.
+  void set_retriever_shards(const SavedShards& shards) { shards_ = shards; }
   // Writes manifest.json last (a folder without one is not a saved context).
   void finish(const ContextIdentity& identity, std::span<const int32_t> tokens);
   const std::string& dir() const { return dir_; }
@@ -107,6 +123,7 @@ class ContextWriter {
   Fnv1a64 hash_;
   uint64_t bytes_ = 0;
   nlohmann::ordered_json files_ = nlohmann::ordered_json::object();
+  std::optional<SavedShards> shards_;
 };
 
 // A saved context, read and checked.
@@ -120,16 +137,25 @@ class ContextReader {
   // The whole file `name`, after its size and checksum were checked against the manifest.
   std::vector<std::byte> read(const std::string& name) const;
   std::string path(const std::string& name) const;
+  // A file's size and checksum as the manifest lists them (the file itself is not read).
+  FileEntry entry(const std::string& name) const;
+  // The retrievers' saved shards, when the save has them.
+  const std::optional<SavedShards>& retriever_shards() const { return shards_; }
 
  private:
   std::string dir_;
   ContextIdentity identity_;
+  std::optional<SavedShards> shards_;
   std::vector<int32_t> tokens_;
   nlohmann::json files_;
 };
 
 // "layer-007.bin".
 std::string layer_file(int64_t layer);
+// "retriever-002.shards": retriever r's built shards (cpu_retriever/shard_file.h).
+std::string retriever_shard_file(size_t retriever);
+// DIR/name as an absolute path (a retriever may run in another working directory).
+std::string absolute_path(const std::string& dir, const std::string& name);
 
 // Whether data saved in mode `saved` serves mode `serving`: equal modes, or any two of flat, ivf and
 // hnsw (their layer files hold keys and values only; retrieval's add the queries).

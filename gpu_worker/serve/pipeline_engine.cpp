@@ -292,6 +292,17 @@ void PipelineEngine::prefill_and_save(std::span<const int32_t> tokens, const std
   build_base(tokens, nullptr, &writer);
   save_worker_kv(writer, *backend_, static_ranges(static_cast<int64_t>(tokens.size())));
   save_logits(writer, base_logits_);
+  // Each retriever's shards as built (its session tail, empty after build_base, is not part of them).
+  SavedShards saved;
+  saved.owned_kv_heads = client_->owned_kv_heads();
+  std::vector<std::string> paths;
+  for (size_t r = 0; r < client_->retrievers(); ++r) {
+    saved.files.push_back(retriever_shard_file(r));
+    paths.push_back(absolute_path(dir, saved.files.back()));
+  }
+  const std::vector<transport::ShardFilePayload> files = client_->save_shards(paths, options_.shard_file_timeout);
+  for (size_t r = 0; r < files.size(); ++r) writer.record(saved.files[r], files[r].bytes, files[r].fnv1a64);
+  writer.set_retriever_shards(saved);
   writer.finish(identity(), tokens);
 }
 
@@ -312,8 +323,25 @@ std::vector<int32_t> PipelineEngine::load(const std::string& dir) {
   load_worker_kv(reader, *backend_, ranges,
                  fmt::format("{} tokens with sinks {} and window {}", n, options_.sinks, options_.window));
   load_logits(reader, mc.vocab_size, base_logits_);
-  // Every layer's rows, shipped as after a prefill; the retrievers build their indexes from them.
-  for (int64_t l = 0; l < mc.n_layers; ++l) {
+  load_restored_indexes_ = false;
+  load_note_ = restorable_shards(reader);
+  if (load_note_.empty()) {
+    // The retrievers' shards as saved: no index is built again.
+    const SavedShards& saved = *reader.retriever_shards();
+    std::vector<std::string> paths;
+    std::vector<transport::ShardFilePayload> files;
+    for (const std::string& f : saved.files) {
+      paths.push_back(absolute_path(dir, f));
+      const FileEntry e = reader.entry(f);
+      files.push_back({e.bytes, e.fnv1a64, 0});
+    }
+    client_->load_shards(paths, files, options_.shard_file_timeout);
+    load_restored_indexes_ = true;
+    load_note_ = fmt::format("the {} retrievers restored their saved shards and indexes ({} layers): none rebuilt",
+                             saved.files.size(), mc.n_layers);
+  }
+  // Else every layer's rows, shipped as after a prefill; the retrievers build their indexes from them.
+  for (int64_t l = 0; l < mc.n_layers && !load_restored_indexes_; ++l) {
     const std::string name = layer_file(l), path = reader.path(name);
     const std::vector<std::byte> bytes = reader.read(name);
     const auto h = read_header<LayerHeader>(bytes, path);
@@ -337,11 +365,26 @@ std::vector<int32_t> PipelineEngine::load(const std::string& dir) {
     client_->send_build(l, h.first_position, h.n_keys, f, f + kv, h.n_train, h.n_train > 0 ? f + 2 * kv : nullptr,
                         h.n_window, h.n_window > 0 ? f + 2 * kv + train : nullptr);
   }
-  client_->wait_builds();
+  if (!load_restored_indexes_) client_->wait_builds();
   send_rewind(offloaded_end);
   resident_ = tokens;
   base_len_ = n;
   return tokens;
+}
+
+std::string PipelineEngine::restorable_shards(const ContextReader& reader) const {
+  const std::optional<SavedShards>& saved = reader.retriever_shards();
+  if (!saved) return "the save holds no retriever shards: the retrievers rebuild their indexes from its rows";
+  if (reader.identity().mode != options_.mode) {
+    return fmt::format("the save's shards were built in mode {}, this server runs mode {}: the retrievers rebuild "
+                       "their indexes from its rows", reader.identity().mode, options_.mode);
+  }
+  if (saved->owned_kv_heads != client_->owned_kv_heads()) {
+    return fmt::format("the save's shards were made by {} retrievers under another shard plan than this server's "
+                       "{}: the retrievers rebuild their indexes from its rows",
+                       saved->owned_kv_heads.size(), client_->retrievers());
+  }
+  return {};
 }
 
 void PipelineEngine::shutdown(std::chrono::milliseconds timeout) noexcept {

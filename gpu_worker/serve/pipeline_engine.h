@@ -51,6 +51,8 @@ struct PipelineEngineOptions {
   bool capture_queries = false;    // the index trains on prefill queries (retrieval mode)
   int64_t max_train_queries = 0;   // PrefillCapture's
   std::chrono::milliseconds rewind_timeout{10000};
+  // Writing or restoring every layer's shards of a saved context, per retriever (the file's size).
+  std::chrono::milliseconds shard_file_timeout{std::chrono::minutes(30)};
 };
 
 class PipelineEngine final : public Engine {
@@ -68,13 +70,19 @@ class PipelineEngine final : public Engine {
 
   // The saved-context identity of this engine's model and mode (context_files.h).
   ContextIdentity identity() const;
-  // `ra prefill --save DIR`: prefills `tokens` as the base and writes it, the worker's static KV and
-  // every layer's shipped rows to `dir`. Before the server runs (not thread-safe with generate()).
+  // `ra prefill --save DIR`: prefills `tokens` as the base and writes it: the worker's static KV, every
+  // layer's shipped rows, and each retriever's built shards (kSaveShards, retriever-NNN.shards; DIR must
+  // be reachable by the retrievers' hosts). Before the server runs (not thread-safe with generate()).
   void prefill_and_save(std::span<const int32_t> tokens, const std::string& dir);
-  // `ra serve --load DIR`: the saved base, its KV restored and its layers shipped again (the retrievers
-  // rebuild their indexes); returns its tokens. Throws ra::Error naming the file and field when the
-  // save is corrupt or was made with another model, geometry or mode. Before the server runs.
+  // `ra serve --load DIR`: the saved base, its KV restored; the retrievers restore their saved shards
+  // (kLoadShards) when the save has them for this retriever count, shard plan and mode, else they
+  // rebuild their indexes from the saved rows (load_note() says which and why). Returns its tokens.
+  // Throws ra::Error naming the file and field when the save is corrupt or was made with another model,
+  // geometry or mode. Before the server runs.
   std::vector<int32_t> load(const std::string& dir);
+  // What the last load() did with the retrievers' indexes, one line.
+  const std::string& load_note() const { return load_note_; }
+  bool load_restored_indexes() const { return load_restored_indexes_; }
 
   // Tells the retrievers to leave (kShutdown). Best effort; call once, after the server stopped.
   void shutdown(std::chrono::milliseconds timeout) noexcept;
@@ -99,6 +107,8 @@ class PipelineEngine final : public Engine {
   // The worker's static set after n tokens: the sinks [0, S) and the window [max(S, n - W), n).
   std::array<KvRange, 2> static_ranges(int64_t n) const;
   void fail(const std::string& cause);
+  // Empty when the save's retriever shards can be restored here; else why not (they are rebuilt).
+  std::string restorable_shards(const ContextReader& reader) const;
 
   std::unique_ptr<Model> model_;
   std::unique_ptr<RetrievalClient> client_;
@@ -116,6 +126,8 @@ class PipelineEngine final : public Engine {
   std::vector<float> prompt_logits_;          // [vocab]: after the latest prompt's last token...
   int64_t prompt_logits_at_ = -1;             // ...at this position (-1: none)
   std::vector<std::byte> message_;            // idle() polls
+  std::string load_note_;
+  bool load_restored_indexes_ = false;
   EngineFailureState failure_;
 };
 

@@ -117,8 +117,8 @@ int run_serve_rank(transport::MpiSession& mpi, const RunPlan& plan, const std::s
       const double ms = seconds_since(t0) * 1e3;
       const size_t n = tokens.size();
       const std::string id = server->add_context(std::move(tokens), ms);
-      std::fprintf(stderr, "ra serve: loaded the context %s (%zu tokens) from %s in %.2f s\n", id.c_str(), n,
-                   spec.load.c_str(), ms / 1e3);
+      std::fprintf(stderr, "ra serve: loaded the context %s (%zu tokens) from %s in %.2f s; %s\n", id.c_str(), n,
+                   spec.load.c_str(), ms / 1e3, e.load_note().c_str());
     }
     ServedModel served = make_served_model(std::move(engine), std::move(loaded.tokenizer), mc, c.model, c.tokenizer,
                                            spec.name);

@@ -276,17 +276,32 @@ TEST(PipelineEngine, ASavedContextLoadsIntoAnotherServerAndBadSavesAreRefused) {
     EXPECT_EQ(reference.stats.reused_tokens, static_cast<int64_t>(doc.size()));
     EXPECT_THROW(p.engine->prefill_and_save(doc, dir.string()), Error);  // never over another save
   }
-  for (const char* f : {"manifest.json", "worker-kv.bin", "logits.bin", "layer-000.bin", "layer-001.bin"}) {
+  for (const char* f : {"manifest.json", "worker-kv.bin", "logits.bin", "layer-000.bin", "layer-001.bin",
+                        "retriever-000.shards", "retriever-001.shards"}) {
     EXPECT_TRUE(fs::exists(dir / f)) << f;
   }
   {
+    // The same retrievers and plan: their shards are restored, no index is built.
     Pipeline p;
     EXPECT_EQ(p.engine->load(dir.string()), doc);
+    EXPECT_TRUE(p.engine->load_restored_indexes()) << p.engine->load_note();
+    EXPECT_EQ(p.engine->retrieval_stats().build_seconds, 0.0);
     const Generated loaded = generate(*p.engine, prompt, static_cast<int64_t>(doc.size()), 20);
     EXPECT_EQ(loaded.stats.reused_tokens, static_cast<int64_t>(doc.size()));
     EXPECT_EQ(loaded.tokens, reference.tokens);
     const Generated exact = generate(*p.engine, doc, static_cast<int64_t>(doc.size()), 4);
     EXPECT_EQ(exact.stats.reused_tokens, static_cast<int64_t>(doc.size()));
+  }
+  {
+    // Another retriever count (another shard plan): rebuilt from the saved rows, the same tokens.
+    PipelineSetup one;
+    one.retrievers = 1;
+    Pipeline p(one);
+    EXPECT_EQ(p.engine->load(dir.string()), doc);
+    EXPECT_FALSE(p.engine->load_restored_indexes());
+    EXPECT_THAT(p.engine->load_note(), HasSubstr("shard plan"));
+    EXPECT_GT(p.engine->retrieval_stats().build_seconds, 0.0);
+    EXPECT_EQ(generate(*p.engine, prompt, static_cast<int64_t>(doc.size()), 20).tokens, reference.tokens);
   }
   auto load_error = [&](const fs::path& from, const PipelineSetup& s = {}) {
     Pipeline p(s);
@@ -303,19 +318,56 @@ TEST(PipelineEngine, ASavedContextLoadsIntoAnotherServerAndBadSavesAreRefused) {
   PipelineSetup graph;
   graph.kind = retriever::IndexKind::kGraph;
   EXPECT_THAT(load_error(dir, graph), AllOf(HasSubstr("manifest.json"), HasSubstr("identity.mode")));
-  // One flipped byte in a layer file.
+  // One flipped byte in a layer file (read when the shards are rebuilt: here, by one retriever) or in a
+  // retriever's shard file (checked by that retriever before it uses any of it).
   const fs::path bad = fs::path(::testing::TempDir()) / "ra-pipeline-ctx-bad";
-  fs::remove_all(bad);
-  fs::copy(dir, bad);
-  {
-    std::fstream f(bad / "layer-001.bin", std::ios::in | std::ios::out | std::ios::binary);
+  auto flip = [&](const char* file) {
+    fs::remove_all(bad);
+    fs::copy(dir, bad);
+    std::fstream f(bad / file, std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(200);
-    f.put('\x5a');
-  }
-  EXPECT_THAT(load_error(bad), AllOf(HasSubstr("layer-001.bin"), HasSubstr("checksum"), HasSubstr("corrupt")));
+    const char was = static_cast<char>(f.get());
+    f.seekp(200);
+    f.put(static_cast<char>(was ^ 0x5a));
+  };
+  PipelineSetup one;
+  one.retrievers = 1;
+  flip("layer-001.bin");
+  EXPECT_THAT(load_error(bad, one), AllOf(HasSubstr("layer-001.bin"), HasSubstr("checksum"), HasSubstr("corrupt")));
+  flip("retriever-001.shards");
+  EXPECT_THAT(load_error(bad), AllOf(HasSubstr("retriever 1"), HasSubstr("retriever-001.shards"),
+                                     HasSubstr("checksum"), HasSubstr("corrupt")));
+  fs::remove(bad / "retriever-000.shards");
+  EXPECT_THAT(load_error(bad), AllOf(HasSubstr("retriever-000.shards"), HasSubstr("cannot open")));
   fs::remove(bad / "manifest.json");
   EXPECT_THAT(load_error(bad), HasSubstr("manifest.json"));
   fs::remove_all(bad);
+  fs::remove_all(dir);
+}
+
+// The attention-aware graph, one per kv head and searched by its query group, with a top-k below the
+// context: a load restores every graph as saved, so the loaded server answers exactly as the one that saved.
+TEST(PipelineEngine, ASavedGraphContextAnswersAsTheServerThatSavedIt) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "ra-pipeline-ctx-graph";
+  fs::remove_all(dir);
+  PipelineSetup graph;
+  graph.kind = retriever::IndexKind::kGraph;
+  graph.graph_per_kv_head = true;
+  graph.top_k = 6;
+  const Tokens doc = document();
+  const Tokens prompt = with_question(doc, " Which key is on line 3?");
+  Generated reference;
+  {
+    Pipeline p(graph);
+    p.engine->prefill_and_save(doc, dir.string());
+    reference = generate(*p.engine, prompt, static_cast<int64_t>(doc.size()), 16);
+  }
+  Pipeline p(graph);
+  EXPECT_EQ(p.engine->load(dir.string()), doc);
+  EXPECT_TRUE(p.engine->load_restored_indexes()) << p.engine->load_note();
+  const Generated loaded = generate(*p.engine, prompt, static_cast<int64_t>(doc.size()), 16);
+  EXPECT_EQ(loaded.tokens, reference.tokens);
+  EXPECT_EQ(loaded.scanned, reference.scanned);  // the same keys scored at every step: the same graphs
   fs::remove_all(dir);
 }
 

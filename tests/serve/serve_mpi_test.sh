@@ -14,7 +14,8 @@
 #                                (processes, /dev/shm); and a retriever killed while idle turns /health 503
 #   serve_mpi_test.sh restarted  `ra serve --restart 1`: a retriever killed, the job starts again on the
 #                                same port and answers; killed again, the server exits non-zero
-#   serve_mpi_test.sh saved      `ra prefill --save` then `ra serve --load`: the context is listed, reused
+#   serve_mpi_test.sh saved      `ra prefill --save` then `ra serve --load`: the retrievers restore their
+#                                shard files (no index rebuilt); the context is listed, reused
 #                                without a prefill on the new server, with the tokens of a cold prefill;
 #                                a corrupt file and a mismatched config are refused naming file and field
 #   serve_mpi_test.sh needle     needle-byte-13m in retrieval mode (skips, 77, when the model is absent): a
@@ -288,10 +289,13 @@ saved)
   stop "$PID"
   "$RA" prefill "${MODEL_ARGS[@]}" --mode flat --retrievers 2 --top-k 100000 --threads 1 --retriever-threads 1 \
     --prompt-file "$WORK/doc.txt" --save "$WORK/ctx" > "$WORK/prefill.log" 2>&1 || fail "ra prefill: $(tail -5 "$WORK/prefill.log")"
-  for f in manifest.json worker-kv.bin logits.bin layer-000.bin layer-001.bin; do
+  for f in manifest.json worker-kv.bin logits.bin layer-000.bin layer-001.bin retriever-000.shards retriever-001.shards; do
     [[ -s $WORK/ctx/$f ]] || fail "ra prefill wrote no $f"
   done
   start loaded "${MODEL_ARGS[@]}" --mode flat --retrievers 2 --top-k 100000 --load "$WORK/ctx"
+  # The retriever ranks restored their own shard files: no index was built again.
+  grep -q "restored their saved shards and indexes .*none rebuilt" "$WORK/loaded.log" ||
+    fail "the retrievers did not restore their saved shards: $(grep -a "loaded the context" "$WORK/loaded.log")"
   curl -s "$URL/v1/contexts" > "$WORK/list.json"
   [[ $(json "$WORK/list.json" "len(j['data'])") == 1 && $(json "$WORK/list.json" "j['data'][0]['tokens']") == "$DOC_TOKENS" ]] ||
     fail "the loaded context is not listed: $(cat "$WORK/list.json")"
@@ -321,7 +325,13 @@ saved)
   cp -r "$WORK/ctx" "$WORK/bad"
   python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(300); b = f.read(1); f.seek(300); f.write(bytes([b[0] ^ 0x40]))' \
     "$WORK/bad/layer-001.bin"
+  # One retriever: another shard plan, so the layer files are shipped and rebuilt (and checked).
   refused "a corrupt layer" "layer-001.bin: checksum [0-9a-f]+ does not match .*fnv1a64.*corrupt" \
+    "${MODEL_ARGS[@]}" --mode flat --retrievers 1 --load "$WORK/bad"
+  cp "$WORK/ctx/layer-001.bin" "$WORK/bad/layer-001.bin"
+  python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(300); b = f.read(1); f.seek(300); f.write(bytes([b[0] ^ 0x40]))' \
+    "$WORK/bad/retriever-001.shards"
+  refused "a corrupt retriever shard file" "retriever-001.shards: checksum [0-9a-f]+ does not match the manifest.*corrupt" \
     "${MODEL_ARGS[@]}" --mode flat --retrievers 2 --load "$WORK/bad"
   echo "PASS: a saved context loads without a prefill, bad saves are refused"
   ;;
