@@ -61,9 +61,10 @@ void blas_top_k_batch(const float* queries, int64_t nq, const void* keys, KvDtyp
 #pragma omp parallel num_threads(threads > 0 ? threads : omp_get_max_threads())
   {
     std::vector<float> scores(static_cast<size_t>(kQueryBlock * kKeyBlock));
-    // 16-bit keys: each key block widened to float32 for sgemm (exact; 1/256 of the block's work).
+    // 16-bit keys: each key block widened to float32 for sgemm (exact; 1/256 of the block's work); int8
+    // rows dequantised.
     std::vector<float> widened(dtype == KvDtype::kF32 ? 0 : static_cast<size_t>(kKeyBlock * dim));
-    const size_t row_bytes = static_cast<size_t>(dim) * kv_dtype_bytes(dtype);
+    const size_t row_bytes = kv_row_bytes(dtype, dim);
     // Per query of the block: candidates that may still make its top kk, at most 2 kk of them, and the
     // score a new key must beat once the candidates have been cut to kk (the worst kept).
     std::vector<std::vector<Hit>> cands(static_cast<size_t>(kQueryBlock));
@@ -92,7 +93,7 @@ void blas_top_k_batch(const float* queries, int64_t nq, const void* keys, KvDtyp
         const void* block = static_cast<const std::byte*>(keys) + static_cast<size_t>(k0) * row_bytes;
         const float* key_block = static_cast<const float*>(block);
         if (dtype != KvDtype::kF32) {
-          widen_row(dtype, block, cols * dim, widened.data());
+          widen_rows(dtype, block, cols, dim, widened.data());
           key_block = widened.data();
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(cols),

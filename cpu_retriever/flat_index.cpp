@@ -20,8 +20,9 @@ struct Hit {
   int64_t id;
 };
 
+// keys: n rows of E (row_bytes<E>(dim) bytes each, int8 rows with their scales).
 template <typename E>
-int exact_top_k_rows(const float* q, const typename E::T* keys, int64_t n, int64_t dim, int k, int64_t* ids,
+int exact_top_k_rows(const float* q, const void* keys, int64_t n, int64_t dim, int k, int64_t* ids,
                      float* scores) {
   RA_REQUIRE(k >= 0, "exact_top_k: k must be >= 0, got {}", k);
   RA_REQUIRE(n >= 0, "exact_top_k: n must be >= 0, got {}", n);
@@ -46,12 +47,13 @@ int exact_top_k_rows(const float* q, const typename E::T* keys, int64_t n, int64
   };
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {  // four keys per call: independent add chains (dot.h)
-    const typename E::T* rows[4] = {keys + i * dim, keys + (i + 1) * dim, keys + (i + 2) * dim, keys + (i + 3) * dim};
+    const typename E::T* rows[4] = {row_at<E>(keys, i, dim), row_at<E>(keys, i + 1, dim), row_at<E>(keys, i + 2, dim),
+                                    row_at<E>(keys, i + 3, dim)};
     float s[4];
     dot_row_x4<E>(q, rows, dim, s);
     for (int r = 0; r < 4; ++r) offer({s[r], i + r});
   }
-  for (; i < n; ++i) offer({dot_row<E>(q, keys + i * dim, dim), i});
+  for (; i < n; ++i) offer({dot_row<E>(q, row_at<E>(keys, i, dim), dim), i});
   std::sort_heap(heap.begin(), heap.end(), better);  // ascending by `better`: best first
   for (int64_t r = 0; r < kk; ++r) {
     ids[r] = heap[static_cast<size_t>(r)].id;
@@ -64,10 +66,7 @@ int exact_top_k_rows(const float* q, const typename E::T* keys, int64_t n, int64
 
 int exact_top_k(const float* q, const void* keys, KvDtype dtype, int64_t n, int64_t dim, int k, int64_t* ids,
                 float* scores) {
-  return with_kv_elem(dtype, [&](auto e) {
-    using E = decltype(e);
-    return exact_top_k_rows<E>(q, static_cast<const typename E::T*>(keys), n, dim, k, ids, scores);
-  });
+  return with_row_elem(dtype, [&](auto e) { return exact_top_k_rows<decltype(e)>(q, keys, n, dim, k, ids, scores); });
 }
 
 int exact_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k, int64_t* ids,

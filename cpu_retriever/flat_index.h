@@ -3,7 +3,8 @@
 // ground truth and for the graph build's training lists (DESIGN §6 step 1).
 //
 // Layout (as in key_index.h): keys are n rows of dim float32, component j of key i is keys[i * dim + j];
-// or n rows of a 16-bit dtype (kv_dtype.h), widened exactly as they are scored.
+// or n rows of a 16-bit dtype (kv_dtype.h), widened exactly as they are scored, or n int8 rows with
+// their scales (kv_int8.h), scored by dot_q8.h as attention scores them.
 // Ranking: higher score q · k first; equal scores are ordered by lower id, so results are
 // deterministic. Scores are accumulated in float32 with 8 independent partial sums (no -ffast-math).
 
@@ -20,7 +21,8 @@ namespace ra::retriever {
 // n < 0 or dim <= 0.
 int exact_top_k(const float* q, const float* keys, int64_t n, int64_t dim, int k, int64_t* ids,
                 float* scores);
-// The same over keys: [n][dim] of dtype; scores equal those over the keys' widened float32 copy.
+// The same over keys: n rows of dtype (kv_row_bytes(dtype, dim) bytes each); scores are dot_row's (for
+// 16-bit rows: those over the keys' widened float32 copy).
 int exact_top_k(const float* q, const void* keys, KvDtype dtype, int64_t n, int64_t dim, int k, int64_t* ids,
                 float* scores);
 
@@ -34,7 +36,7 @@ void exact_top_k_batch(const float* queries, int64_t nq, const float* keys, int6
 class FlatIndex final : public KeyIndex {
  public:
   FlatIndex(const float* keys, int64_t n, int64_t dim);
-  FlatIndex(const void* keys, KvDtype dtype, int64_t n, int64_t dim);  // keys: [n][dim] of dtype
+  FlatIndex(const void* keys, KvDtype dtype, int64_t n, int64_t dim);  // keys: n rows of dtype
 
   std::string name() const override { return "flat"; }
   int64_t size() const override { return n_; }
@@ -46,7 +48,7 @@ class FlatIndex final : public KeyIndex {
              SearchStats* stats) const override;
 
  private:
-  const void* keys_;  // [n_, dim_] of dtype_, borrowed
+  const void* keys_;  // n_ rows of dtype_, borrowed
   KvDtype dtype_;
   int64_t n_;
   int64_t dim_;

@@ -62,7 +62,9 @@ GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const fl
     return;
   }
   // 16-bit rows: the build runs on their exact float32 widening (BLAS and pruning want float32),
-  // freed once the graph stands; searches and merges score the rows themselves.
+  // freed once the graph stands; searches and merges score the rows themselves. int8 rows: the build
+  // runs on their dequantised copy, and searches score the codes as attention does (dot_q8.h), which
+  // differs from the copy's float32 scores by roundings only.
   build(arena_->widened(n).data(), train_queries, nq, train_topk, topk_width, key_lists);
 }
 
@@ -78,6 +80,11 @@ void GraphIndex::check_params(const float* train_queries, int64_t nq, const int6
   RA_REQUIRE(train_topk == nullptr || topk_width > 0, "graph index: top-k lists need a positive width");
   RA_REQUIRE(params.key_lists_stride >= 0, "graph index: key_lists_stride must be >= 0 (got {})",
              params.key_lists_stride);
+  // int8 KV rows are an 8-bit copy already: searches walk them in place, and a second copy would only
+  // cost memory (and score differently from attention).
+  RA_REQUIRE(!params.int8_navigation || arena_ == nullptr || arena_->dtype() != KvDtype::kQ8,
+             "graph index: int8_navigation over int8 key rows: the searches walk the stored int8 keys "
+             "directly; turn the 8-bit navigation copy off (graph navigation exact)");
 }
 
 void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,

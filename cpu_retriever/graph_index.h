@@ -93,6 +93,7 @@ struct GraphBuildParams {
   int64_t append_capacity = int64_t{1} << 20;
   // Searches walk an 8-bit copy of the keys (navigation_keys.h: half a bf16 row's cache lines), and
   // their scores are those of the copy; builds and merges use the exact keys. Costs dim bytes per key.
+  // Refused over int8 KV rows (KvDtype::kQ8): those are walked in place, with attention's scores.
   bool int8_navigation = false;
 };
 

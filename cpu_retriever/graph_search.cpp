@@ -30,10 +30,12 @@ SearchScratch& thread_search_scratch(int slot) {
 
 namespace {
 
-// Prefetches a key vector of `bytes` bytes into cache.
+// Prefetches a key vector of `bytes` bytes into cache (an int8 row of dim + 4 bytes may end in a line
+// its first byte's stride does not reach: its last byte is prefetched too).
 inline void prefetch_row(const void* row, int64_t bytes) {
   const char* p = static_cast<const char*>(row);
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+  if (bytes % 64 != 0) __builtin_prefetch(p + bytes - 1, 0, 3);
 }
 
 auto by_score_max = [](const Scored& a, const Scored& b) { return better(b, a); };  // max-heap top = best
@@ -138,11 +140,11 @@ class BeamWalker {
   // Appends ids' unvisited nodes to the batch; all of their rows are prefetched before the first is
   // scored: their ids are known together, so their rows load in parallel.
   void gather(std::span<const uint32_t> ids) {
-    const int64_t row_bytes = keys_.dim * static_cast<int64_t>(sizeof(typename E::T));
+    const auto stride = static_cast<int64_t>(row_bytes<E>(keys_.dim));
     for (const uint32_t v : ids) {
       if (s_.visited.test_and_set(v)) continue;
       s_.group.fresh.push_back(v);
-      prefetch_row(keys_.row_as<E>(v), row_bytes);
+      prefetch_row(keys_.row_as<E>(v), stride);
     }
   }
   // Offers a scored node to the pool; a node that enters the pool also becomes a candidate.
@@ -262,7 +264,7 @@ void beam_search_group_rows(const KeyRows& keys, const Graph& graph, std::span<c
   if (graph.nodes() == 0 || ef <= 0 || nq <= 0) return;
   s.visited.begin(graph.nodes());
   const int64_t dim = keys.dim;
-  const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(typename E::T));
+  const auto stride = static_cast<int64_t>(row_bytes<E>(dim));
   const bool separate = keep > ef;
   // |q_h| and 1 / |q_h| (a zero query ranks by raw score: its scores are all zero anyway).
   float norm[8], inv_norm[8];
@@ -313,7 +315,7 @@ void beam_search_group_rows(const KeyRows& keys, const Graph& graph, std::span<c
     for (const uint32_t v : ids) {
       if (s.visited.test_and_set(v)) continue;
       g.fresh.push_back(v);
-      prefetch_row(keys.row_as<E>(v), row_bytes);
+      prefetch_row(keys.row_as<E>(v), stride);
     }
     g.fresh_scores.resize(g.fresh.size() * static_cast<size_t>(nq));
     score_for_queries<E>(keys, g.fresh, qs, nq, g.fresh_scores.data());

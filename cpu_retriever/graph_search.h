@@ -111,8 +111,10 @@ SearchScratch& thread_search_scratch(int slot = 0);
 
 // Key vectors of graph nodes, in up to two row blocks of one element type: node v < n_base is row v of
 // base, node v >= n_base is row v - n_base of extra (keys merged into the graph after its build).
-// base: [n_base][dim], extra: [nodes - n_base][dim] of dtype (kv_dtype.h). Scores widen 16-bit rows
-// exactly (dot.h), so a graph over bf16 rows scores what one over their widened float32 copy does.
+// base: [n_base] rows, extra: [nodes - n_base] rows of dim elements of dtype (kv_dtype.h; an int8 KV
+// row also carries its scale: row_bytes). Scores widen 16-bit rows exactly (dot.h), so a graph over
+// bf16 rows scores what one over their widened float32 copy does; int8 KV rows score as attention
+// scores them (dot_q8.h).
 struct KeyRows {
   const void* base = nullptr;
   int64_t n_base = 0;
@@ -122,9 +124,8 @@ struct KeyRows {
 
   template <typename E>
   const typename E::T* row_as(uint32_t v) const {
-    return static_cast<int64_t>(v) < n_base
-               ? static_cast<const typename E::T*>(base) + static_cast<int64_t>(v) * dim
-               : static_cast<const typename E::T*>(extra) + (static_cast<int64_t>(v) - n_base) * dim;
+    return static_cast<int64_t>(v) < n_base ? row_at<E>(base, v, dim)
+                                            : row_at<E>(extra, static_cast<int64_t>(v) - n_base, dim);
   }
   const void* row_data(uint32_t v) const {
     return with_search_elem(dtype, [&](auto e) -> const void* { return row_as<decltype(e)>(v); });
@@ -138,7 +139,7 @@ struct KeyRows {
   }
   // Key a · key b.
   float dot(uint32_t a, uint32_t b) const {
-    return with_kv_elem(dtype, [&](auto e) {
+    return with_row_elem(dtype, [&](auto e) {
       using E = decltype(e);
       return dot_rows<E>(row_as<E>(a), row_as<E>(b), dim);
     });

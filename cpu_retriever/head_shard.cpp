@@ -34,12 +34,12 @@ int64_t store_rows(int64_t n, int group_size, const ShardIndexParams& params) {
 
 }  // namespace
 
-HeadShard::HeadShard(Empty, int64_t head_dim, KvDtype dtype, int64_t n, int group_size,
+HeadShard::HeadShard(Empty, int64_t head_dim, KvDtypes dtypes, int64_t n, int group_size,
                      const ShardIndexParams& params)
     : head_dim_(head_dim),
       params_(params),
       n_(n),
-      store_(head_dim, dtype, store_rows(n, group_size, params)),
+      store_(head_dim, dtypes, store_rows(n, group_size, params)),
       group_size_(group_size) {}
 
 int64_t HeadShard::init_graphs(const ShardIndexParams& params, GraphBuildParams& gp) {
@@ -58,10 +58,10 @@ int64_t HeadShard::init_graphs(const ShardIndexParams& params, GraphBuildParams&
   return params.stagger_key >= 0 ? params.stagger_key : graph_shards_made.fetch_add(1);
 }
 
-HeadShard::HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const float* values, int64_t n,
+HeadShard::HeadShard(int64_t head_dim, KvDtypes dtypes, const float* keys, const float* values, int64_t n,
                      int group_size, const float* train_queries, int64_t n_train, const ShardIndexParams& params,
                      const int32_t* train_lists, int list_width)
-    : HeadShard(Empty{}, head_dim, dtype, n, group_size, params) {
+    : HeadShard(Empty{}, head_dim, dtypes, n, group_size, params) {
   store_.append(keys, values, n);
   if (n == 0) return;
   const RowArena& rows = *store_.keys();

@@ -8,9 +8,12 @@
 // rows themselves (each its own flat tail, merged into the graph in the background past
 // graph.merge_threshold). Either way every row is searched exactly once.
 //
-// Memory: the keys are held once, in the KV store's dtype (bf16 for Llama checkpoints). The flat index
-// and the group's graphs score those rows in place, and attention reads the same rows, so a key's
-// score in the index is exactly its score in attention. Only FAISS keeps a float32 copy of its own.
+// Memory: the keys are held once, in the KV store's key dtype (bf16 for Llama checkpoints, or int8 rows
+// with a scale each: kv_int8.h). The flat index and the group's graphs score those rows in place, and
+// attention reads the same rows, so a key's score in the index is exactly its score in attention. Only
+// FAISS keeps a float32 copy of its own (of the rows widened, an int8 row dequantised). Per token, the
+// store holds kv_row_bytes(key dtype, head_dim) + kv_row_bytes(value dtype, head_dim) bytes: 2 head_dim
+// + 8 for int8 K and V, 4 head_dim for bf16 (memory_bytes).
 //
 // Indexes: the graph is built per query head from that head's training queries (the paper's layout),
 // or, with graph_per_kv_head, once per kv head from the training queries of all its group's heads and
@@ -89,12 +92,14 @@ struct ShardScratch {
 
 class HeadShard {
  public:
-  // keys, values: [n][head_dim] float32 (copied into the store, rounded to dtype). train_queries: [group_size][n_train][head_dim] float32,
+  // keys, values: [n][head_dim] float32 (copied into the store, rounded to their dtypes: one KvDtype for
+  // both, or KvDtypes{key, value}; an int8 side refuses inf and NaN with an ra::Error naming the row).
+  // train_queries: [group_size][n_train][head_dim] float32,
   // the post-RoPE prefill queries of the group's query heads (read during the build; kGraph only).
   // n may be 0 (a prompt that fits in the GPU's static set): then only the tail is searched.
   // train_lists: optional [group_size][n_train][list_width] int32, each training query's top rows of
   // keys, best first (-1 and rows >= n ignored), e.g. from the GPU; null: the graphs find them.
-  HeadShard(int64_t head_dim, KvDtype dtype, const float* keys, const float* values, int64_t n, int group_size,
+  HeadShard(int64_t head_dim, KvDtypes dtypes, const float* keys, const float* values, int64_t n, int group_size,
             const float* train_queries, int64_t n_train, const ShardIndexParams& params,
             const int32_t* train_lists = nullptr, int list_width = 0);
 
@@ -109,13 +114,14 @@ class HeadShard {
   // The shard of the record at `in` (left just past it), made with a fresh shard's arguments: runtime
   // knobs (warm_history, merge_threshold and the merges' pool, append capacities, default_ef,
   // merge_one_query, stagger_key) come from params, the built state from the bytes. The build's own
-  // parameters (kind, head_dim, dtype, group size, the index's build parameters, scan fractions) must
-  // equal the saved ones: the first that differs is an ra::Error naming it and both values, as is any
-  // truncated or malformed field. Answer histories (warm-start seeds, last answers) start empty.
-  static std::unique_ptr<HeadShard> load(ShardReader& in, int64_t head_dim, KvDtype dtype, int group_size,
+  // parameters (kind, head_dim, key and value dtypes, group size, the index's build parameters, scan
+  // fractions) must equal the saved ones: the first that differs is an ra::Error naming it and both
+  // values, as is any truncated or malformed field (an int8 row's scale too). Answer histories (warm-start seeds, last answers) start empty.
+  static std::unique_ptr<HeadShard> load(ShardReader& in, int64_t head_dim, KvDtypes dtypes, int group_size,
                                          const ShardIndexParams& params);
 
-  // Appends one evicted token: key, value: [head_dim] float32. The owner serialises it with searches.
+  // Appends one evicted token: key, value: [head_dim] float32, rounded as the build's rows (an int8
+  // side refuses inf and NaN: ra::Error, nothing appended). The owner serialises it with searches.
   // member_queries: optional [group_size][head_dim] float32, the token's own queries of the group's
   // query heads; the graphs merge the token by them (GraphIndex::append). Other indexes ignore them.
   // member_answers: optional [group_size][answer_width] int32 (-1 padded), those queries' answers when
@@ -169,12 +175,15 @@ class HeadShard {
 
   int64_t size() const { return store_.size(); }
   int64_t indexed() const { return n_; }
+  KvDtypes dtypes() const { return store_.dtypes(); }
+  // The store's rows (codes and scales of int8 rows, in whole commit steps: KvStore) and every index's
+  // own structures.
   size_t memory_bytes() const;
 
  private:
   // The store (room for n + params.append_capacity rows, empty) and the sizes; no rows, no index.
   struct Empty {};
-  HeadShard(Empty, int64_t head_dim, KvDtype dtype, int64_t n, int group_size, const ShardIndexParams& params);
+  HeadShard(Empty, int64_t head_dim, KvDtypes dtypes, int64_t n, int group_size, const ShardIndexParams& params);
   // kGraph: the shard's graph state (answer histories, tail mode) and its graphs' parameters: merges on
   // the given pool or the process's. Returns the shard's stagger key (ShardIndexParams::stagger_key).
   int64_t init_graphs(const ShardIndexParams& params, GraphBuildParams& gp);
@@ -200,7 +209,7 @@ class HeadShard {
   int64_t head_dim_;
   ShardIndexParams params_;  // as built (or loaded): save() records the build's
   int64_t n_;      // rows covered by the indexes
-  KvStore store_;  // every row, in the model's dtype: scored by the indexes, read by attention
+  KvStore store_;  // every row, in its dtypes: scored by the indexes, read by attention
   std::vector<std::unique_ptr<KeyIndex>> indexes_;  // one per member (kGraph) or one shared; empty if n == 0
   bool graph_tail_ = false;  // appended rows go to the graphs; otherwise rows [n, size()) are scanned here
   bool graph_per_kv_head_ = false;  // kGraph: indexes_ holds the group's one graph

@@ -1,12 +1,14 @@
 // Saving and loading a built HeadShard (issue 18). One record, all values in host byte order
 // (shard_io.h: an array is a uint64 count, then the elements; a string likewise, of bytes):
 //
-//   RecordHeader     magic "RASHARD1", version kShardFormatVersion, byte-order mark, value sizes
+//   RecordHeader     magic "RASHARD1", version kShardFormatVersion (2), byte-order mark, value sizes
 //   uint64           parameter count P, then P × (string name, string value): the build's parameters
-//                    (build_fields below), compared on load with the loading shard's own, in order
+//                    (build_fields below), compared on load with the loading shard's own, in order;
+//                    "kv dtype" is kv_dtypes_name: "bf16", or "<key>/<value>" such as "int8/bf16"
 //   int64            rows n: the build's keys (rows [0, n) of the store; nothing appended since)
-//   uint64, bytes    keys:   n · head_dim elements of the store's dtype, as stored (bit for bit)
-//   uint64, bytes    values: the same for the values
+//   uint64, bytes    keys:   n rows of kv_row_bytes(key dtype, head_dim) bytes, as stored (bit for bit:
+//                    an int8 row is head_dim int8 codes, then its float32 scale, kv_int8.h)
+//   uint64, bytes    values: the same for the values, of the value dtype
 //   uint32           index count I: 0 (n = 0), 1 (flat, IVF, HNSW, a graph per kv head) or the group
 //                    size (a graph per query head), then I × (uint8 tag, payload):
 //                      kTagFlat   nothing: a flat index scores the store's rows
@@ -17,6 +19,9 @@
 //                    B × I × {int32 ef, int32 nprobe, float64 scanned_fraction, int32 evaluations}
 //   uint64           end mark kEndMark
 //
+// Version 1 (before int8 rows and separate key and value dtypes) is refused by the header check: build
+// the shard again and save it with this build.
+//
 // What is not saved, and why: the answer histories (a loaded shard's first search is cold, as after a
 // kRewind), the graphs' merge state (their tree parents and key norms follow from the adjacency and the
 // rows, and load derives them as the build does), and every runtime knob (taken from the loading
@@ -24,6 +29,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,7 +46,7 @@ namespace ra::retriever {
 namespace {
 
 constexpr char kShardMagic[9] = "RASHARD1";
-constexpr uint32_t kShardFormatVersion = 1;
+constexpr uint32_t kShardFormatVersion = 2;  // 2: int8 rows, key and value dtypes apart
 constexpr uint64_t kEndMark = 0x444e452d44524148ull;  // "HARD-END" in a little-endian file
 constexpr uint8_t kTagFlat = 0, kTagIvf = 1, kTagHnsw = 2, kTagGraph = 3;
 constexpr uint64_t kMaxFields = 256;
@@ -51,16 +57,6 @@ const char* kind_name(IndexKind kind) {
     case IndexKind::kIvf: return "ivf";
     case IndexKind::kHnsw: return "hnsw";
     case IndexKind::kGraph: return "graph";
-  }
-  return "?";
-}
-
-const char* dtype_name(KvDtype dtype) {
-  switch (dtype) {
-    case KvDtype::kBF16: return "bf16";
-    case KvDtype::kF16: return "f16";
-    case KvDtype::kF32: return "f32";
-    case KvDtype::kI8: return "i8";
   }
   return "?";
 }
@@ -81,12 +77,12 @@ using Fields = std::vector<std::pair<std::string, std::string>>;
 // shard's own, or it would serve an index its configuration does not describe. Runtime knobs (merges,
 // warm history, default beam, capacities, threads) are not among them. Fields that a build ignores
 // (e.g. the graph's seed without a training subsample) are left out, so they need not match.
-Fields build_fields(int64_t head_dim, KvDtype dtype, int group_size, const ShardIndexParams& p) {
+Fields build_fields(int64_t head_dim, KvDtypes dtypes, int group_size, const ShardIndexParams& p) {
   Fields f;
   auto add = [&f](const char* name, const auto& value) { f.emplace_back(name, fmt::format("{}", value)); };
   add("index kind", kind_name(p.kind));
   add("head_dim", head_dim);
-  add("kv dtype", dtype_name(dtype));
+  add("kv dtype", kv_dtypes_name(dtypes));
   add("group size", group_size);
   switch (p.kind) {
     case IndexKind::kFlat:
@@ -158,10 +154,17 @@ void write_rows(ShardWriter& out, const RowArena& rows, int64_t n) {
   out.put_bytes(rows.data(), bytes);
 }
 
-std::span<const std::byte> read_rows(ShardReader& in, const char* field, size_t bytes) {
+// n rows of dtype at in's position, in place; an int8 row's scale must be one the rule gives (finite, >= 0).
+std::span<const std::byte> read_rows(ShardReader& in, const char* field, KvDtype dtype, int64_t n, int64_t dim) {
+  const size_t row = kv_row_bytes(dtype, dim), bytes = static_cast<size_t>(n) * row;
   const auto saved = in.get<uint64_t>(field);
   in.check(saved == bytes, field, "{} bytes saved, {} expected", saved, bytes);
-  return in.take(bytes, field);
+  const std::span<const std::byte> rows = in.take(bytes, field);
+  for (int64_t i = 0; dtype == KvDtype::kQ8 && i < n; ++i) {
+    const float scale = q8_row_scale(reinterpret_cast<const int8_t*>(rows.data() + static_cast<size_t>(i) * row), dim);
+    in.check(std::isfinite(scale) && scale >= 0.0f, field, "int8 row {} has scale {}", i, scale);
+  }
+  return rows;
 }
 
 }  // namespace
@@ -172,7 +175,7 @@ void HeadShard::save(ShardWriter& out) const {
              "(save before the first eviction)",
              store_.size() - n_, n_);
   write_record_header(out, kShardMagic, kShardFormatVersion);
-  const Fields fields = build_fields(head_dim_, store_.dtype(), group_size_, params_);
+  const Fields fields = build_fields(head_dim_, store_.dtypes(), group_size_, params_);
   out.put<uint64_t>(fields.size());
   for (const auto& [name, value] : fields) {
     out.put_string(name);
@@ -219,21 +222,21 @@ void HeadShard::save(ShardWriter& out) const {
   out.put<uint64_t>(kEndMark);
 }
 
-std::unique_ptr<HeadShard> HeadShard::load(ShardReader& in, int64_t head_dim, KvDtype dtype, int group_size,
+std::unique_ptr<HeadShard> HeadShard::load(ShardReader& in, int64_t head_dim, KvDtypes dtypes, int group_size,
                                            const ShardIndexParams& params) {
   RA_REQUIRE(head_dim > 0 && group_size >= 1, "head shard: bad sizes (head_dim = {}, group = {})", head_dim,
              group_size);
   read_record_header(in, kShardMagic, kShardFormatVersion);
-  check_fields(in, build_fields(head_dim, dtype, group_size, params));
+  check_fields(in, build_fields(head_dim, dtypes, group_size, params));
 
   // The rows. n is bounded by the bytes left before the store reserves room for it.
-  const size_t row_bytes = static_cast<size_t>(head_dim) * kv_dtype_bytes(dtype);
+  const size_t key_bytes = kv_row_bytes(dtypes.key, head_dim), value_bytes = kv_row_bytes(dtypes.value, head_dim);
   const auto n = in.get<int64_t>("rows");
-  in.check(n >= 0 && static_cast<uint64_t>(n) <= in.left() / (2 * row_bytes), "rows",
-           "{} rows of {} bytes (keys and values), {} bytes left", n, 2 * row_bytes, in.left());
-  const std::span<const std::byte> keys = read_rows(in, "keys", static_cast<size_t>(n) * row_bytes);
-  const std::span<const std::byte> values = read_rows(in, "values", static_cast<size_t>(n) * row_bytes);
-  std::unique_ptr<HeadShard> shard(new HeadShard(Empty{}, head_dim, dtype, n, group_size, params));
+  in.check(n >= 0 && static_cast<uint64_t>(n) <= in.left() / (key_bytes + value_bytes), "rows",
+           "{} rows of {} bytes (keys and values), {} bytes left", n, key_bytes + value_bytes, in.left());
+  const std::span<const std::byte> keys = read_rows(in, "keys", dtypes.key, n, head_dim);
+  const std::span<const std::byte> values = read_rows(in, "values", dtypes.value, n, head_dim);
+  std::unique_ptr<HeadShard> shard(new HeadShard(Empty{}, head_dim, dtypes, n, group_size, params));
   shard->store_.append_raw(keys.data(), values.data(), n);
 
   // The indexes, as many as the build makes.

@@ -10,7 +10,8 @@
 // read rows in place while new rows are appended.
 //
 // One writer appends; readers may read rows [0, size()) concurrently with an append (size() is
-// published with release order after the row is written). Rows: [size()][dim] of dtype() at data().
+// published with release order after the row is written). Rows: [size()] rows of row_bytes() bytes at
+// data(): dim elements of dtype() (an int8 row: dim codes, then its float32 scale: kv_int8.h).
 
 #include <atomic>
 #include <cstddef>
@@ -31,13 +32,18 @@ class RowArena {
   RowArena(const RowArena&) = delete;
   RowArena& operator=(const RowArena&) = delete;
 
-  // Appends row: [dim] float32 as row size(), rounded to dtype() (nearest even), and returns its index.
-  // Throws ra::Error when the arena is full (naming max_rows) or the system refuses the memory.
+  // Appends row: [dim] float32 as row size(), rounded to dtype() (nearest even; int8: kv_int8.h's
+  // rule), and returns its index. Throws ra::Error when the arena is full (naming max_rows), the system
+  // refuses the memory, or an int8 arena is given a value that is not finite (naming the row).
   int64_t append(const float* row);
-  // Appends n rows: [n][dim] float32; all or none (the capacity is checked first). Returns the first.
+  // Appends n rows: [n][dim] float32; all or none (capacity and values are checked first). Returns the
+  // first.
   int64_t append(const float* rows, int64_t n);
-  // Appends n rows already of dtype(): [n][dim] elements, copied bit for bit (a saved shard's rows).
+  // Appends n rows already of dtype(): [n] rows of row_bytes(), copied bit for bit (a saved shard's rows).
   int64_t append_raw(const void* rows, int64_t n);
+  // Throws what append(rows, n) would for rows it cannot code (an int8 arena: inf or NaN), naming the
+  // row it would have been (`what`: "key", "value"); nothing for other dtypes.
+  void check_codable(const float* rows, int64_t n, const char* what) const;
 
   int64_t size() const { return size_.load(std::memory_order_acquire); }
   int64_t dim() const { return dim_; }
@@ -48,7 +54,7 @@ class RowArena {
   const void* row_data(int64_t i) const { return base_ + static_cast<size_t>(i) * row_bytes_; }
   // Row i of a float32 arena.
   const float* row(int64_t i) const;
-  // Row i widened to float32: out [dim].
+  // Row i widened to float32 (an int8 row dequantised): out [dim].
   void widen(int64_t i, float* out) const { widen_row(dtype_, row_data(i), dim_, out); }
   // Rows [0, n) widened to float32, a temporary [n][dim] copy for code that needs float32 (BLAS, FAISS).
   std::vector<float> widened(int64_t n) const;

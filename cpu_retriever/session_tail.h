@@ -10,9 +10,10 @@
 // the partial state of the tail is merged into the shard's with log-sum-exp weights (DESIGN §4). The
 // tail's rows are disjoint from the shard's, so no key counts twice.
 //
-// Layout: per owned kv head i, keys_[i] and values_[i]: [rows][head_dim] float32, each value rounded to
-// the shard store's dtype first (bf16 / f16 / f32), so a key scores as it would in the shard.
-// positions_: [rows], ascending.
+// Layout: per owned kv head i, keys_[i] and values_[i]: [rows] rows in the shard store's dtypes (bf16 /
+// f16 / f32 / int8 with its scale: kv_row_bytes(dtype, head_dim) bytes each), attended by the store's
+// own kernel (kv_attend.h), so a row scores exactly as it would in the shard. positions_: [rows],
+// ascending.
 
 #include <cstdint>
 #include <span>
@@ -33,15 +34,16 @@ struct SessionScratch {
 class SessionTail {
  public:
   SessionTail() = default;
-  // n_owned: the layer's owned kv heads.
-  SessionTail(int64_t n_owned, int64_t head_dim, KvDtype dtype);
+  // n_owned: the layer's owned kv heads; dtypes: the shards' (one KvDtype: keys and values alike).
+  SessionTail(int64_t n_owned, int64_t head_dim, KvDtypes dtypes);
 
   bool empty() const { return positions_.empty(); }
   int64_t rows() const { return static_cast<int64_t>(positions_.size()); }
   std::span<const int64_t> positions() const { return positions_; }
 
   // Appends the token at `position` (> every position held): k, v: [n_kv_heads][head_dim] float32 of
-  // every kv head; `owned` (ascending kv head ids, n_owned of them) picks this retriever's.
+  // every kv head; `owned` (ascending kv head ids, n_owned of them) picks this retriever's. An int8 side
+  // refuses inf and NaN (ra::Error naming the head and element; nothing appended).
   void append(int64_t position, const float* k, const float* v, std::span<const int64_t> owned);
   // Drops the tokens at positions >= position.
   void rewind(int64_t position);
@@ -55,9 +57,10 @@ class SessionTail {
 
  private:
   int64_t head_dim_ = 0;
-  KvDtype dtype_ = KvDtype::kF32;
+  KvDtypes dtypes_ = KvDtypes(KvDtype::kF32);
+  size_t key_bytes_ = 0, value_bytes_ = 0;  // one row's
   std::vector<int64_t> positions_;
-  std::vector<std::vector<float>> keys_, values_;  // [n_owned][rows * head_dim]
+  std::vector<std::vector<std::byte>> keys_, values_;  // [n_owned][rows * row bytes]
 };
 
 }  // namespace ra::retriever

@@ -56,7 +56,9 @@ void read_record_header(ShardReader& in, const char (&magic)[9], uint32_t versio
            "value sizes (float, double, int64, int32) {}, {}, {}, {} bytes; this host's are {}, {}, {}, {}",
            h.sizes[0], h.sizes[1], h.sizes[2], h.sizes[3], want.sizes[0], want.sizes[1], want.sizes[2],
            want.sizes[3]);
-  in.check(h.version == version, "header", "format version {}, this build reads version {}", h.version, version);
+  in.check(h.version == version, "header", "format version {}, this build reads version {} ({})", h.version, version,
+           h.version < version ? "written by an older build: build it again and save it with this one"
+                               : "written by a newer build");
 }
 
 }  // namespace ra::retriever

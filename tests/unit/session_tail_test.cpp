@@ -1,19 +1,23 @@
 // SessionTail (cpu_retriever/session_tail.h): a serving session's evicted tokens beside a shard. Merged
 // into a shard's partial state, the tail gives exact attention over the union of the two key sets;
-// rewind drops exactly the positions at or past its argument; rows are rounded to the store's dtype;
-// an out-of-order append is refused.
+// rewind drops exactly the positions at or past its argument; rows are stored and attended as the
+// shard's store does (every dtype, int8 included); an out-of-order append is refused, and so is a
+// non-finite value on an int8 side.
 
 #include "cpu_retriever/session_tail.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
+#include <string>
 #include <random>
 #include <vector>
 
 #include "common/error.h"
 #include "common/partial_state.h"
 #include "cpu_retriever/kv_dtype.h"
+#include "cpu_retriever/kv_store.h"
 
 namespace ra::retriever {
 namespace {
@@ -112,24 +116,48 @@ TEST(SessionTail, RewindDropsThePositionsAtOrPastItsArgumentAndKeepsTheRest) {
   EXPECT_TRUE(tail.empty());
 }
 
-TEST(SessionTail, RowsAreRoundedToTheStoresDtype) {
+// A session row is stored in the shard store's dtypes and attended by the store's own kernel: the tail
+// of a token gives bit for bit what a KvStore holding the same token gives, for every dtype pair.
+TEST(SessionTail, RowsAreStoredAndAttendedAsTheShardsStoreDoes) {
   std::mt19937_64 rng(13);
   const std::vector<int64_t> owned = {0};
   const Tokens t = make_tokens(3, rng);
-  SessionTail bf16_tail(1, kDim, KvDtype::kBF16);
-  for (int i = 0; i < 3; ++i) bf16_tail.append(i, t.k[i].data(), t.v[i].data(), owned);
-  std::vector<float> k = rows(t.k, 0, 0, 3), v = rows(t.v, 0, 0, 3);
-  with_kv_elem(KvDtype::kBF16, [&](auto e) {
-    using E = decltype(e);
-    for (float& x : k) x = E::widen(E::narrow(x));
-    for (float& x : v) x = E::widen(E::narrow(x));
-  });
   const std::vector<float> q = randoms(kDim, rng);
-  SessionScratch scratch;
-  std::vector<float> o(kDim, 0.f), want(kDim);
-  const float lse = bf16_tail.merge_into(0, q.data(), kScale, kEmptyLse, o.data(), scratch, nullptr);
-  EXPECT_EQ(lse, reference(q, k, v, want.data()));  // the same rounded rows, the same arithmetic
-  for (int64_t d = 0; d < kDim; ++d) EXPECT_EQ(o[d], want[d]);
+  for (const KvDtypes dtypes : {KvDtypes(KvDtype::kBF16), KvDtypes(KvDtype::kF16), KvDtypes(KvDtype::kQ8),
+                                KvDtypes(KvDtype::kQ8, KvDtype::kBF16), KvDtypes(KvDtype::kBF16, KvDtype::kQ8)}) {
+    SessionTail tail(1, kDim, dtypes);
+    for (int i = 0; i < 3; ++i) tail.append(i, t.k[i].data(), t.v[i].data(), owned);
+    KvStore store(kDim, dtypes, 16);
+    const std::vector<float> k = rows(t.k, 0, 0, 3), v = rows(t.v, 0, 0, 3);
+    store.append(k.data(), v.data(), 3);
+    SessionScratch scratch;
+    std::vector<float> o(kDim, 0.f), want(kDim), weights(3);
+    const float lse = tail.merge_into(0, q.data(), kScale, kEmptyLse, o.data(), scratch, nullptr);
+    const float want_lse = store.attend_all(q.data(), kScale, weights, want.data());
+    EXPECT_EQ(lse, want_lse) << kv_dtypes_name(dtypes);  // merged into an empty state: unchanged
+    for (int64_t d = 0; d < kDim; ++d) EXPECT_EQ(o[d], want[d]) << kv_dtypes_name(dtypes) << " dim " << d;
+  }
+}
+
+// An int8 side refuses a token with inf or NaN, naming the head, and keeps the tail as it was.
+TEST(SessionTail, AnInt8TailRefusesNonFiniteValues) {
+  std::mt19937_64 rng(17);
+  const std::vector<int64_t> owned = {0, 2};
+  Tokens t = make_tokens(2, rng);
+  SessionTail tail(2, kDim, KvDtypes(KvDtype::kBF16, KvDtype::kQ8));
+  tail.append(5, t.k[0].data(), t.v[0].data(), owned);
+  t.v[1][2 * kDim + 3] = std::numeric_limits<float>::quiet_NaN();
+  try {
+    tail.append(6, t.k[1].data(), t.v[1].data(), owned);
+    FAIL() << "took a NaN value";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the value of kv head 2 at position 6: element 3 is nan"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(tail.rows(), 1);
+  t.v[1][2 * kDim + 3] = 0.5f;
+  tail.append(6, t.k[1].data(), t.v[1].data(), owned);
+  EXPECT_EQ(tail.rows(), 2);
 }
 
 }  // namespace

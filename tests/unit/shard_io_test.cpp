@@ -1,19 +1,22 @@
 // HeadShard::save / load (issue 18: `ra serve --load` rebuilds no index). For every index kind (flat,
 // IVF, HNSW, a graph per query head and per kv head, with the 8-bit navigation copy, with scan budgets)
-// and store dtype, a shard loaded from a saved one answers every search (search_attend, _group,
-// _interleaved; several k, ef, nprobe and budgets) bit for bit as the one saved: ids, scores, outputs,
-// lse and work counters; and goes on doing so after the same evicted tokens reach both (merged into the
-// graphs or not). Broken input (truncated at any point, another magic, version, byte order, or a shard
-// built with other parameters) is an ra::Error that says what is wrong, never a crash.
+// and store dtype (bf16, f16, f32; int8 keys and/or values, codes and scales), a shard loaded from a
+// saved one answers every search (search_attend, _group, _interleaved; several k, ef, nprobe and
+// budgets) bit for bit as the one saved: ids, scores, outputs, lse and work counters; and goes on
+// doing so after the same evicted tokens reach both (merged into the graphs or not). Broken input
+// (truncated at any point, another magic, version, byte order, or a shard built with other parameters)
+// is an ra::Error that says what is wrong, never a crash.
 
 #include "cpu_retriever/head_shard.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <future>
+#include <limits>
 #include <memory>
 #include <ostream>
 #include <random>
@@ -21,6 +24,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "cpu_retriever/kv_int8.h"
 #include "cpu_retriever/maintenance_pool.h"
 #include "cpu_retriever/shard_io.h"
 #ifdef RA_HAVE_FAISS
@@ -79,7 +83,7 @@ Data make_data(int64_t n, int64_t n_train, int64_t n_test, int64_t n_extra, uint
 struct Case {
   const char* name;
   IndexKind kind;
-  KvDtype dtype;
+  KvDtypes dtype;
   bool per_kv_head = false;
   bool int8_navigation = false;
   std::vector<double> fractions;
@@ -286,12 +290,23 @@ std::vector<Case> cases() {
       Case{"graph_int8_per_query_head_f32", IndexKind::kGraph, KvDtype::kF32, false, true},
       Case{"graph_per_query_head_budgets", IndexKind::kGraph, KvDtype::kBF16, false, false, {0.05, 0.15}},
       Case{"graph_int8_per_kv_head_budgets", IndexKind::kGraph, KvDtype::kF32, true, true, {0.05, 0.15}},
+      // int8 KV rows (kv_int8.h): codes and scales saved and restored bit for bit; the graphs walk them.
+      Case{"flat_q8", IndexKind::kFlat, KvDtype::kQ8},
+      Case{"flat_q8_keys_bf16_values", IndexKind::kFlat, KvDtypes(KvDtype::kQ8, KvDtype::kBF16)},
+      Case{"graph_per_query_head_q8", IndexKind::kGraph, KvDtype::kQ8},
+      Case{"graph_per_kv_head_q8_warm", IndexKind::kGraph, KvDtype::kQ8, true, false, {}, 2},
+      Case{"graph_per_kv_head_q8_keys_bf16_values_budgets", IndexKind::kGraph, KvDtypes(KvDtype::kQ8, KvDtype::kBF16),
+           true, false, {0.05, 0.15}},
+      Case{"graph_int8_per_kv_head_bf16_keys_q8_values", IndexKind::kGraph, KvDtypes(KvDtype::kBF16, KvDtype::kQ8),
+           true, true},
   };
 #ifdef RA_HAVE_FAISS
   out.push_back(Case{"ivf_f32_budgets", IndexKind::kIvf, KvDtype::kF32, false, false, {0.1, 0.3}});
   out.push_back(Case{"ivf_bf16", IndexKind::kIvf, KvDtype::kBF16});
   out.push_back(Case{"hnsw_bf16_budgets", IndexKind::kHnsw, KvDtype::kBF16, false, false, {0.05, 0.2}});
   out.push_back(Case{"hnsw_f32", IndexKind::kHnsw, KvDtype::kF32});
+  out.push_back(Case{"ivf_q8", IndexKind::kIvf, KvDtype::kQ8, false, false, {0.1}});
+  out.push_back(Case{"hnsw_q8", IndexKind::kHnsw, KvDtype::kQ8});
 #endif
   return out;
 }
@@ -320,7 +335,7 @@ TEST(ShardIoEmpty, AShardOfNoRowsRoundTrips) {
 
 // The message of the ra::Error that loading `bytes` throws ("" when none is thrown).
 std::string load_error(std::span<const std::byte> bytes, const Case& c, const ShardIndexParams& p,
-                       KvDtype dtype, int group = kGroup) {
+                       KvDtypes dtype, int group = kGroup) {
   try {
     ShardReader in(bytes, "shard layer 3 kv head 1");
     HeadShard::load(in, kDim, dtype, group, p);
@@ -386,10 +401,19 @@ TEST(ShardIoErrors, MagicVersionAndByteOrderAreChecked) {
   EXPECT_NE(error.find("shard layer 3 kv head 1: header: magic"), std::string::npos) << error;
 
   bytes = s.bytes;
-  const uint32_t version = 2;
+  uint32_t version = 3;
   std::memcpy(bytes.data() + offsetof(RecordHeader, version), &version, sizeof version);
   error = load_error(bytes, s.c, s.p, s.c.dtype);
-  EXPECT_NE(error.find("format version 2, this build reads version 1"), std::string::npos) << error;
+  EXPECT_NE(error.find("format version 3, this build reads version 2 (written by a newer build)"), std::string::npos)
+      << error;
+  // Version 1 (before int8 rows and separate key and value dtypes) is refused, saying what to do.
+  version = 1;
+  std::memcpy(bytes.data() + offsetof(RecordHeader, version), &version, sizeof version);
+  error = load_error(bytes, s.c, s.p, s.c.dtype);
+  EXPECT_NE(error.find("format version 1, this build reads version 2 (written by an older build: build it again and "
+                       "save it with this one)"),
+            std::string::npos)
+      << error;
 
   bytes = s.bytes;
   const uint32_t swapped = 0x04030201u;
@@ -407,7 +431,7 @@ TEST(ShardIoErrors, MagicVersionAndByteOrderAreChecked) {
 // both values; runtime knobs may differ.
 TEST(ShardIoErrors, MismatchedParametersAreNamedWithBothValues) {
   const Saved s = saved_graph(false);
-  auto expect = [&](const ShardIndexParams& p, KvDtype dtype, int group, const std::string& want) {
+  auto expect = [&](const ShardIndexParams& p, KvDtypes dtype, int group, const std::string& want) {
     const std::string error = load_error(s.bytes, s.c, p, dtype, group);
     EXPECT_NE(error.find(want), std::string::npos) << "got: " << error;
   };
@@ -419,6 +443,8 @@ TEST(ShardIoErrors, MismatchedParametersAreNamedWithBothValues) {
   p.kind = IndexKind::kFlat;
   expect(p, s.c.dtype, kGroup, "index kind: the shard was built with graph, this one is configured with flat");
   expect(s.p, KvDtype::kF32, kGroup, "kv dtype: the shard was built with bf16, this one is configured with f32");
+  expect(s.p, KvDtypes(KvDtype::kBF16, KvDtype::kQ8), kGroup,
+         "kv dtype: the shard was built with bf16, this one is configured with bf16/int8");
   expect(s.p, s.c.dtype, 4, "group size: the shard was built with 2, this one is configured with 4");
   p = s.p;
   p.scan_fractions = {0.1, 0.2};
@@ -440,6 +466,38 @@ TEST(ShardIoErrors, MismatchedParametersAreNamedWithBothValues) {
   p.graph.threads = 2;
   p.stagger_key = -1;
   EXPECT_EQ(load_error(s.bytes, s.c, p, s.c.dtype), "");
+}
+
+// An int8 row's scale comes from the rule (finite, >= 0): a record with another is refused, naming the
+// row; and the rows' bytes are the store's own (codes, then the scale), saved as they are.
+TEST(ShardIoErrors, Int8RowsAreSavedAsStoredAndBadScalesRefused) {
+  const Case c{"flat_q8", IndexKind::kFlat, KvDtypes(KvDtype::kQ8, KvDtype::kBF16)};
+  const Saved s = saved_shard(c);
+  const std::unique_ptr<HeadShard> shard = load(s.bytes, c, s.p);
+  // The keys' bytes start after the parameters and the row count: find them by the first row's codes.
+  std::vector<int8_t> row(kDim + sizeof(float));
+  ASSERT_LT(quantise_q8_row(s.d.keys.data(), kDim, row.data()), 0);
+  const auto* first = reinterpret_cast<const std::byte*>(row.data());
+  const auto at = std::search(s.bytes.begin(), s.bytes.end(), first, first + row.size());
+  ASSERT_NE(at, s.bytes.end()) << "the first key row's codes and scale are not in the record";
+  std::vector<std::byte> bytes = s.bytes;
+  const auto scale_at = static_cast<size_t>(at - s.bytes.begin()) + 2 * row.size() + kDim;  // row 2's scale
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(bytes.data() + scale_at, &nan, sizeof nan);
+  const std::string error = load_error(bytes, c, s.p, c.dtype);
+  EXPECT_NE(error.find("shard layer 3 kv head 1: keys: int8 row 2 has scale nan"), std::string::npos) << error;
+}
+
+// Over int8 keys the graph walks the stored rows: an 8-bit navigation copy is refused, not kept twice.
+TEST(ShardIoErrors, Int8KeysRefuseTheNavigationCopy) {
+  const Case c{"graph_q8_nav", IndexKind::kGraph, KvDtype::kQ8, false, true};
+  const Data d = make_data(300, 60, 1, 0, 23);
+  try {
+    build(d, c, params_for(c));
+    FAIL() << "built an 8-bit copy of int8 keys";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("int8_navigation over int8 key rows"), std::string::npos) << e.what();
+  }
 }
 
 // Only the build is saved: a shard that took evicted tokens refuses, rather than drop them.
