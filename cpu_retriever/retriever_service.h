@@ -42,7 +42,7 @@ using ServiceGeometry = transport::HeadGeometry;
 
 struct RetrieverServiceConfig {
   ServiceGeometry geometry;
-  KvDtype dtype = KvDtype::kBF16;
+  KvDtypes dtype = KvDtype::kBF16;  // the shards' keys and values (kv_dtype.h; int8 codes with a scale per row)
   std::vector<std::vector<int64_t>> owned_kv_heads;  // [layer] -> this retriever's kv heads, ascending
   ShardIndexParams index;
   int threads = 0;                                   // search threads per step; 0 = OpenMP default

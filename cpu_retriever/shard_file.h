@@ -46,7 +46,7 @@ struct ShardFileExpect {
   std::vector<std::vector<int64_t>> owned_kv_heads;   // this retriever's plan: must equal the saved one
   int64_t head_dim = 0, n_kv_heads = 0;
   int group_size = 0;
-  KvDtype dtype = KvDtype::kBF16;
+  KvDtypes dtype = KvDtype::kBF16;
   ShardIndexParams params;  // stagger_key is set per shard, as a build sets it
 };
 

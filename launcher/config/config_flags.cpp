@@ -53,6 +53,11 @@ void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags) {
   given(cmd.add_option("--retriever-threads", v.retriever_threads,
                        "Threads per retriever (default: the cores of its NUMA node, shared)"),
         [](RunConfig& c, const RunConfigFlags& f) { c.retriever_threads = f.values.retriever_threads; });
+  given(cmd.add_option("--kv-dtype", v.kv_dtype,
+                       "The retrievers' KV storage: auto (the checkpoint's), bf16, f16, f32, int8, or key/value "
+                       "apart (e.g. int8/bf16)")
+            ->capture_default_str(),
+        [](RunConfig& c, const RunConfigFlags& f) { c.kv_dtype = f.values.kv_dtype; });
   given(cmd.add_flag("--pin-retriever-threads,!--no-pin-retriever-threads", v.pin_retriever_threads,
                      "Pin each retriever's search threads to cores of its own (default: yes)"),
         [](RunConfig& c, const RunConfigFlags& f) { c.pin_retriever_threads = f.values.pin_retriever_threads; });

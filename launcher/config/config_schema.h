@@ -146,6 +146,9 @@ void visit_fields(V&& v) {
   v("worker_threads", "GPU worker compute threads; 0 = all cores", [](auto& c) -> auto& { return c.worker_threads; });
   v("retriever_threads", "Threads per retriever; 0 = cores of its NUMA node / retrievers on that node",
     [](auto& c) -> auto& { return c.retriever_threads; });
+  v("kv_dtype", "The retrievers' KV storage: auto (the checkpoint's dtype), bf16, f16, f32, int8 (codes and a scale "
+    "per token and kv head: head_dim + 4 bytes a row), or key/value apart, e.g. int8/bf16",
+    [](auto& c) -> auto& { return c.kv_dtype; });
   v("pin_retriever_threads", "Pin each retriever's search threads to cores of its own (its node's cores split "
     "between the retrievers on it); false = they float over the node",
     [](auto& c) -> auto& { return c.pin_retriever_threads; });

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "cpu_retriever/kv_dtype.h"
 #include "gpu_worker/model/synthetic_model.h"
 #include "gpu_worker/model/utf8.h"
 #include "launcher/config/config_schema.h"
@@ -78,6 +79,19 @@ void validate(const RunConfig& c) {
   RA_REQUIRE(ix.graph_merge_queries == 0 || ix.graph_merge_queries == 1,
              "index.graph_merge_queries must be 0 (every query head of the group) or 1 (one) (got {})",
              ix.graph_merge_queries);
+  if (c.kv_dtype != "auto") {
+    retriever::KvDtypes kv;
+    try {
+      kv = retriever::parse_kv_dtypes(c.kv_dtype);
+    } catch (const Error& e) {
+      raise("kv_dtype must be auto, bf16, f16, f32, int8 or key/value (got '{}'): {}", c.kv_dtype, e.what());
+    }
+    // The graph walks an int8 key store in place: a second 8-bit copy would only cost memory.
+    RA_REQUIRE(kv.key != retriever::KvDtype::kQ8 || ix.graph_navigation != GraphNavigation::kInt8 ||
+                   c.mode != AttentionMode::kRetrieval,
+               "index.graph_navigation int8 walks an 8-bit copy of the keys, but kv_dtype '{}' stores the keys as "
+               "int8 already: use graph_navigation exact (the int8 keys are walked in place)", c.kv_dtype);
+  }
   RA_REQUIRE(!needs_retrievers(c.mode) || c.retrievers >= 1, "retrievers must be >= 1 in mode {} (got {})",
              name(c.mode), c.retrievers);
   require_minimums(c, {{"worker_threads", 0}, {"retriever_threads", 0}, {"liveness_timeout_ms", 1},

@@ -97,6 +97,9 @@ struct RunConfig {
   int worker_threads = 0;       // 0 = all cores of the machine
   int retriever_threads = 0;    // 0 = the cores of the bound NUMA node / retrievers sharing it
   bool pin_retriever_threads = true;  // each retriever's search threads on cores of its own (thread_pinning.h)
+  // The retrievers' KV storage: "auto" (the checkpoint's dtype), bf16, f16, f32, int8, or "<key>/<value>"
+  // (e.g. int8/bf16); cpu_retriever/kv_dtype.h, parse_kv_dtypes.
+  std::string kv_dtype = "auto";
   bool bind_worker = true;      // the CUDA worker's CPUs and memory on its GPU's NUMA node (worker_binding.h)
   int64_t liveness_timeout_ms = 1000;  // a silent peer is declared dead after this
   int64_t build_timeout_ms = 600000;   // the longest wait for an index build

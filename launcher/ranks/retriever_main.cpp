@@ -58,11 +58,12 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   service.serve(*links.channels.front());
   const auto& s = service.stats();
   std::fprintf(stderr,
-               "%s rank %d: %lld steps, build %.3f s (%lld layers with training lists from the worker), search %.3f s, "
-               "%.1f MiB of KV and indexes\n",
+               "%s rank %d: %lld steps, build %.3f s (%lld layers with training lists from the worker, %lld "
+               "restored from a save), search %.3f s, %.1f MiB of KV (%s) and indexes\n",
                kProgram, rank, static_cast<long long>(s.steps), s.build_seconds,
-               static_cast<long long>(s.layers_with_lists), s.search_seconds,
-               static_cast<double>(s.memory_bytes) / (1 << 20));
+               static_cast<long long>(s.layers_with_lists), static_cast<long long>(s.layers_loaded), s.search_seconds,
+               static_cast<double>(s.memory_bytes) / (1 << 20),
+               retriever::kv_dtypes_name(retriever_kv_dtypes(plan)).c_str());
   std::fprintf(stderr,
                "%s rank %d: first step %.3f ms, slowest %.3f ms (step %lld, layer %lld: %.3f ms parsing and appending, "
                "%.3f ms searching)\n",

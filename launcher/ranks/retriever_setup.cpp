@@ -9,7 +9,7 @@ retriever::RetrieverServiceConfig retriever_service_config(const RunPlan& plan, 
   const Geometry& g = plan.geometry;
   retriever::RetrieverServiceConfig s;
   s.geometry = {g.n_layers, g.n_heads, g.n_kv_heads, g.head_dim, g.scale};
-  s.dtype = retriever::kv_dtype_for(g.kv_dtype.c_str());
+  s.dtype = retriever_kv_dtypes(plan);
   for (int64_t l = 0; l < g.n_layers; ++l) s.owned_kv_heads.push_back(plan.owned_kv_heads(rank - 1, l));
   switch (c.mode) {
     case AttentionMode::kIvf: s.index.kind = retriever::IndexKind::kIvf; break;
@@ -46,6 +46,19 @@ retriever::RetrieverServiceConfig retriever_service_config(const RunPlan& plan, 
   s.plan_digest = plan_digest(plan);
   s.name = name;
   return s;
+}
+
+retriever::KvDtypes retriever_kv_dtypes(const RunPlan& plan) {
+  if (plan.config.kv_dtype == "auto") return retriever::kv_dtype_for(plan.geometry.kv_dtype);
+  return retriever::parse_kv_dtypes(plan.config.kv_dtype);  // e.g. int8: a million tokens' KV in RAM
+}
+
+bool kv_bf16_on_wire(const RunPlan& plan) {
+  const retriever::KvDtypes stores = retriever_kv_dtypes(plan);
+  const auto takes_bf16 = [](retriever::KvDtype d) {
+    return d == retriever::KvDtype::kBF16 || d == retriever::KvDtype::kQ8;
+  };
+  return plan.geometry.kv_dtype == "BF16" && takes_bf16(stores.key) && takes_bf16(stores.value);
 }
 
 bool ships_prefill_queries(const RunConfig& c) {

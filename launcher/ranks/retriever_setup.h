@@ -13,6 +13,12 @@ namespace ra {
 // Rank `rank` (1-based: rank 0 is the worker) of `plan`; `name` names it in logs and errors.
 retriever::RetrieverServiceConfig retriever_service_config(const RunPlan& plan, int rank, const std::string& name);
 
+// The retrievers' KV storage: the config's kv_dtype, or with "auto" the checkpoint's dtype.
+retriever::KvDtypes retriever_kv_dtypes(const RunPlan& plan);
+// Whether the worker ships a bf16 checkpoint's prefill KV as bf16 (half the bytes, exact): when every
+// store takes it, bf16 or int8 (coded from it); not into an f16 or f32 store.
+bool kv_bf16_on_wire(const RunPlan& plan);
+
 // Whether the worker ships the prefill's queries: the graph trains on them, a scan budget
 // (index.scan_fraction) is fitted on them.
 bool ships_prefill_queries(const RunConfig& config);

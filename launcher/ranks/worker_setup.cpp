@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "launcher/ranks/retriever_setup.h"
 
 namespace ra {
 
@@ -30,7 +31,7 @@ RetrievalClientOptions retrieval_client_options(const RunPlan& plan, const Model
   o.ef = c.index.ef;
   o.nprobe = c.index.nprobe;
   o.build_timeout = std::chrono::milliseconds(c.build_timeout_ms);
-  o.kv_bf16_on_wire = plan.geometry.kv_dtype == "BF16";  // the retrievers' stores are bf16 (retriever_main)
+  o.kv_bf16_on_wire = kv_bf16_on_wire(plan);
   o.sinks = c.sinks;
   o.window = c.window;
   return o;

@@ -67,6 +67,7 @@ RunConfig everything_changed() {
   c.hostfile = "hosts.txt";
   c.worker_threads = 2;
   c.retriever_threads = 5;
+  c.kv_dtype = "int8/bf16";
   c.liveness_timeout_ms = 250;
   c.build_timeout_ms = 90000;
   c.mpirun = "/opt/ompi/bin/mpirun";
@@ -274,6 +275,14 @@ TEST(RunConfigValidate, NamesTheFieldAndTheValue) {
       {[](RunConfig& c) { c.geometry.emplace(); c.geometry->n_kv_heads = 3; }, "geometry.n_heads (8) must be a multiple"},
       {[](RunConfig& c) { c.geometry.emplace(); c.geometry->head_dim = 31; }, "geometry.head_dim must be even"},
       {[](RunConfig& c) { c.geometry.emplace(); c.geometry->n_layers = 0; }, "geometry.n_layers must be >= 1"},
+      {[](RunConfig& c) { c.kv_dtype = "int4"; }, "kv_dtype must be auto, bf16, f16, f32, int8 or key/value (got 'int4')"},
+      {[](RunConfig& c) { c.kv_dtype = "int8/"; }, "kv_dtype must be auto"},
+      {[](RunConfig& c) {
+         c.mode = AttentionMode::kRetrieval;
+         c.kv_dtype = "int8/bf16";
+         c.index.graph_navigation = GraphNavigation::kInt8;
+       },
+       "index.graph_navigation int8 walks an 8-bit copy of the keys, but kv_dtype 'int8/bf16'"},
   };
   for (const Case& k : cases) {
     RunConfig c;
