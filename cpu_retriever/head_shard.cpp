@@ -350,6 +350,8 @@ float HeadShard::search_attend(int member, const float* q, const SearchParams& p
   return store_.attend(q, std::span<const int64_t>(s.merged_ids.data(), m), scale, s.weights, o);
 }
 
+size_t HeadShard::kv_bytes() const { return store_.memory_bytes(); }
+
 size_t HeadShard::memory_bytes() const {
   size_t bytes = store_.memory_bytes();
   for (const auto& index : indexes_) bytes += index->memory_bytes();

@@ -179,6 +179,7 @@ class HeadShard {
   // The store's rows (codes and scales of int8 rows, in whole commit steps: KvStore) and every index's
   // own structures.
   size_t memory_bytes() const;
+  size_t kv_bytes() const;  // of it, the store's rows alone
 
  private:
   // The store (room for n + params.append_capacity rows, empty) and the sizes; no rows, no index.

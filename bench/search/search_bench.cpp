@@ -9,7 +9,8 @@
 //   ra-bench-search [--context 131072] [--shards 8] [--heads-per-layer 8] [--group 4] [--train 2048]
 //                   [--k 100] [--ef 0] [--warm 2] [--threads 4[,8,...]] [--pin 0|1] [--interleave 1,2]
 //                   [--layers 256] [--rounds 3] [--dim 128] [--efc 32] [--seed 1] [--navigation exact,int8]
-//                   [--expand 1,2] [--grouped 0,2,4] [--query-corr R] [--tail T] [--json FILE]
+//                   [--expand 1,2] [--grouped 0,2,4] [--query-corr R] [--tail T] [--kv-dtype bf16]
+//                   [--json FILE]
 //
 // Keys and queries are iid Gaussian: the geometry of a random-weight model's post-RoPE keys, where
 // attention is diffuse and a graph search scans the most (what the GPU machine's timing runs use).
@@ -23,6 +24,9 @@
 // apply; rows count each fetched row once per head scored, hops are per traversal. --query-corr R: the
 // expected cosine between the queries of a group's heads (0: independent, as random weights give; a
 // grouped traversal's union of beams shrinks as R grows), the training queries drawn alike.
+// --kv-dtype: the shards' KV store, bf16 (default) or int8 (codes and a scale per row, walked in place;
+// --navigation int8 is then refused), or keys and values apart (int8/bf16). After the build it prints the
+// shards' memory per token: store rows and index structures (the graph's adjacency, entries, ...).
 // --tail T: T evicted tokens appended to every shard after its build and left in the graph's flat tail
 // (no merges), which every search scans exactly: what a search pays while merges lag behind.
 // --threads: one or more team sizes (a scaling curve from one build); --pin 1 pins team thread i to the
@@ -84,6 +88,7 @@ struct Options {
   int64_t tail = 0;
   uint64_t seed = 1;
   std::string json;
+  std::string kv_dtype = "bf16";  // the shards' store (cpu_retriever/kv_dtype.h: bf16, int8, int8/bf16, ...)
 };
 
 std::vector<int> parse_list(const char* s) {
@@ -146,6 +151,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--expand") o.expand = parse_list(v);
     else if (a == "--grouped") o.grouped = parse_list(v);
     else if (a == "--query-corr") o.query_corr = std::strtod(v, nullptr);
+    else if (a == "--kv-dtype") o.kv_dtype = v;
     else usage(("unknown option " + a).c_str());
   }
   if (o.context < 1 || o.shards < 1 || o.group < 1 || o.heads_per_layer < o.group ||
@@ -214,6 +220,12 @@ int main(int argc, char** argv) {
   params.graph.int8_navigation =
       std::find(o.navigation.begin(), o.navigation.end(), "int8") != o.navigation.end();
 
+  const ra::retriever::KvDtypes dtypes = ra::retriever::parse_kv_dtypes(o.kv_dtype);
+  if (dtypes.key == ra::retriever::KvDtype::kQ8 && params.graph.int8_navigation) {
+    usage("--navigation int8 walks an 8-bit copy of bf16 keys; with --kv-dtype int8 keys the graph walks them in "
+          "place: use --navigation exact");
+  }
+
   // Build.
   const auto t_build = Clock::now();
   std::vector<std::unique_ptr<HeadShard>> shards;
@@ -222,7 +234,7 @@ int main(int argc, char** argv) {
     const std::vector<float> values = gaussian(o.context, o.dim, rng);
     const std::vector<float> train = group_queries(o.group, o.train, o.dim, o.query_corr, rng);
     params.stagger_key = s;
-    shards.push_back(std::make_unique<HeadShard>(o.dim, ra::retriever::KvDtype::kBF16, keys.data(), values.data(),
+    shards.push_back(std::make_unique<HeadShard>(o.dim, dtypes, keys.data(), values.data(),
                                                  o.context, o.group, train.data(), o.train, params));
     const std::vector<float> tail_keys = gaussian(o.tail, o.dim, rng);
     const std::vector<float> tail_values = gaussian(o.tail, o.dim, rng);
@@ -232,6 +244,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "shard %d built\n", s);
   }
   const double build_s = std::chrono::duration<double>(Clock::now() - t_build).count();
+  size_t kv_bytes = 0, all_bytes = 0;
+  for (const auto& s : shards) kv_bytes += s->kv_bytes(), all_bytes += s->memory_bytes();
+  const double tokens = static_cast<double>(o.shards) * static_cast<double>(o.context + o.tail);
+  std::printf("memory (%s KV): %.1f bytes per token per shard: %.1f of K and V rows, %.1f of indexes\n",
+              ra::retriever::kv_dtypes_name(dtypes).c_str(), static_cast<double>(all_bytes) / tokens,
+              static_cast<double>(kv_bytes) / tokens, static_cast<double>(all_bytes - kv_bytes) / tokens);
 
   // Decode layers: a fresh query per head and layer. Each interleave width runs `layers` layers per
   // round, the widths alternating over `rounds` rounds, so machine noise hits them alike.
