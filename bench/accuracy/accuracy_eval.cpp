@@ -333,6 +333,7 @@ class LengthRun {
     r["needle_prompt_tokens"] = needle_tokens_;
     if (!spec_.text_file.empty()) r["text_prompt_tokens"] = text_tokens_;
     r["mode"] = std::string(name(v.mode));
+    r["kv_dtype"] = spec_.config.kv_dtype;  // the retrievers' store (auto: the checkpoint's)
     r["scan_target"] = v.target ? json(*v.target) : json(nullptr);
     int64_t dc = 0, offered = 0, hits = 0, wanted = 0;
     json per_layer = json::array(), hits_per_layer = json::array(), wanted_per_layer = json::array();

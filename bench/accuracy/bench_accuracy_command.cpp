@@ -112,6 +112,9 @@ void add_bench_accuracy_command(CLI::App& bench) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--retriever-threads", s.config.retriever_threads, "Threads per retriever (0: cores / retrievers)");
   cmd->add_option("--threads", s.config.worker_threads, "Worker backend threads (0: all cores)");
+  cmd->add_option("--kv-dtype", s.config.kv_dtype,
+                  "The retrievers' KV storage: auto (the checkpoint's), bf16, f16, f32, int8, or key/value apart")
+      ->capture_default_str();
   cmd->add_option("--graph-heads-per-search", s.config.index.graph_heads_per_search,
                   "Retrieval: 0 = a graph per query head, N = a graph per kv head searched by N heads at once")
       ->capture_default_str();
