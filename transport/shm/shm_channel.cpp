@@ -55,8 +55,9 @@ constexpr int kOpener = 1;   // side index of the worker, which opens it
 
 // The spin budget of one side: RA_SHM_SPIN_US_RETRIEVER (the creator's) or RA_SHM_SPIN_US_WORKER (the
 // opener's), else RA_SHM_SPIN_US, else kDefaultSpinBudget; 0 to 10^6 µs, read once per process. The two
-// sides want different budgets: a retriever waiting for its next kStep spins on its own pinned core,
-// while the worker's spin during a search takes a core from the search (docs/perf.md, twelfth round).
+// sides may want different budgets: a retriever waiting for its next kStep spins on its own pinned core,
+// while the worker's spin during a search can take a core from the search (docs/perf.md, eleventh round:
+// a longer spin on both sides was slower).
 std::chrono::microseconds read_spin_budget(const char* name, std::chrono::microseconds fallback) {
   const char* env = std::getenv(name);
   if (env == nullptr || *env == '\0') return fallback;
