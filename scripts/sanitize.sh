@@ -29,6 +29,10 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumen
 # master's stack reports as a race with no second stack to suppress. One thread per team by default;
 # code that asks for its own team size (GraphBuildParams::threads) still reports (docs/reliability.md).
 [[ $kind == tsan ]] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# UCX's memory hooks (its own malloc/mmap interception) and TSan's interceptors cannot both run: every UCX
+# process segfaulted at start under TSan until they were off. UCX works without them (it registers memory
+# as it goes).
+[[ $kind == tsan ]] && export UCX_MEM_MALLOC_HOOKS=no UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_EVENTS=no
 RA_BUILD_DIR=$build RA_BUILD_TYPE=RelWithDebInfo bash "$root/scripts/build.sh" \
   -DRA_SANITIZE="$flags" -DRA_ENABLE_CUDA=OFF
 echo "sanitize.sh: $kind build in $build; running ctest $*"
