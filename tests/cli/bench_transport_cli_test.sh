@@ -19,7 +19,7 @@ rows = [json.loads(l) for l in open('$tmp/rows.json')]
 want = {(t, r) for t in '$transports'.split(',') for r in (1, 2)}
 got = {(row['transport'], row['retrievers']) for row in rows}
 assert got == want and len(rows) == len(want), (sorted(got), sorted(want))
-H, KV, D, hdr, step, part = 32, 8, 128, 24, 40, 56  # sizeof StepPayload, PartialPayload (protocol 6)
+H, KV, D, hdr, step, part = 32, 8, 128, 24, 40, 72  # sizeof StepPayload, PartialPayload (protocol 7)
 for row in rows:
     r = row['retrievers']
     assert 0 < row['min_us'] <= row['p50_us'] <= row['p99_us'] <= row['max_us'], row
@@ -37,7 +37,7 @@ check "a small geometry without eviction runs" python3 -c "
 import json
 row = json.loads(open('$tmp/small.json').readline())
 assert row['bytes_out'] == 24 + 40 + 8 * 64 * 4 and row['evict'] is False, row
-assert row['bytes_back'] == 24 + 56 + 8 * 4 * 65, row
+assert row['bytes_back'] == 24 + 72 + 8 * 4 * 65, row
 "
 
 "$RA" bench transport --max-retrievers 9 > /dev/null 2> "$tmp/many.err"
