@@ -43,15 +43,7 @@ GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* t
 GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const float* train_queries, int64_t nq,
                        const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width,
                        std::span<const int64_t> key_lists)
-    : keys_(rows ? rows->data() : nullptr),
-      n_(n),
-      dim_(rows ? rows->dim() : 0),
-      params_(params),
-      arena_(std::move(rows)),
-      arena_first_(n) {
-  RA_REQUIRE(arena_ != nullptr, "graph index: null key arena");
-  RA_REQUIRE(n > 0 && n <= arena_->size(), "graph index: needs 1 to {} keys of its arena (got n = {})",
-             arena_->size(), n);
+    : GraphIndex(std::move(rows), n, params) {
   check_params(train_queries, nq, train_topk, topk_width);
   const auto want = static_cast<size_t>(key_list_count(n, params) * std::min<int64_t>(params.Kq, n));
   RA_REQUIRE(key_lists.empty() || key_lists.size() == want,

@@ -212,7 +212,7 @@ class GraphIndex final : public KeyIndex {
   KeyRows search_rows(const SearchParams& params) const;
   const float* search_queries(const SearchParams& params, const float* qs, int nq, SearchScratch& scratch) const;
   void check_params(const float* train_queries, int64_t nq, const int64_t* train_topk, int64_t topk_width) const;
-  // For load: the members the shared-arena constructor sets, nothing built.
+  // The members the shared-arena constructor sets, nothing built or checked (load, and that constructor).
   GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const GraphBuildParams& params);
   // The build's last step (and load's): merge state and adjacency for csr, over build_entry_.
   void adopt_graph(GraphCsr csr);

@@ -37,7 +37,6 @@ GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const Gr
   RA_REQUIRE(arena_ != nullptr, "graph index: null key arena");
   RA_REQUIRE(n > 0 && n <= arena_->size(), "graph index: needs 1 to {} keys of its arena (got n = {})",
              arena_->size(), n);
-  check_params(nullptr, 0, nullptr, 0);
 }
 
 void GraphIndex::save(ShardWriter& out) const {
@@ -64,6 +63,7 @@ void GraphIndex::save(ShardWriter& out) const {
 std::unique_ptr<GraphIndex> GraphIndex::load(ShardReader& in, std::shared_ptr<const RowArena> rows, int64_t n,
                                              const GraphBuildParams& params) {
   std::unique_ptr<GraphIndex> g(new GraphIndex(std::move(rows), n, params));
+  g->check_params(nullptr, 0, nullptr, 0);
   const auto nodes = in.get<int64_t>("nodes");
   in.check(nodes == n, "nodes", "{} saved, but the shard holds {} rows", nodes, n);
   const auto dim = in.get<int64_t>("dim");

@@ -37,6 +37,13 @@ struct KvDtypes {
   bool operator==(const KvDtypes&) const = default;
 };
 
+// Whether stores of these dtypes take bf16 rows from the wire as they are: exact for bf16, and what int8 is
+// coded from; an f16 or f32 store would keep the wire's rounding as if it were the model's.
+inline bool takes_bf16_rows(KvDtypes d) {
+  const auto takes = [](KvDtype t) { return t == KvDtype::kBF16 || t == KvDtype::kQ8; };
+  return takes(d.key) && takes(d.value);
+}
+
 // A checkpoint's dtype string -> KvDtype: "F16" -> f16, "F32" -> f32, anything else ("BF16", and
 // unknown strings) -> bf16, the dtype Llama checkpoints are trained in.
 inline KvDtype kv_dtype_for(std::string_view checkpoint_dtype) {

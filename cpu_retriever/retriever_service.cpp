@@ -311,10 +311,7 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
   std::vector<const float*> keys, values;
   std::vector<std::vector<float>> widened;  // bf16 rows from the wire, as the float32 HeadShard takes
   widened.reserve(2 * owned.size());
-  // bf16 from the wire is exact for bf16 rows and is what int8 rows are coded from; an f16 or f32 store
-  // would keep the wire's rounding as if it were the model's.
-  const auto takes_bf16 = [](KvDtype d) { return d == KvDtype::kBF16 || d == KvDtype::kQ8; };
-  RA_REQUIRE(b.kv_bf16 == 0 || (takes_bf16(config_.dtype.key) && takes_bf16(config_.dtype.value)),
+  RA_REQUIRE(b.kv_bf16 == 0 || takes_bf16_rows(config_.dtype),
              "{}: kBuild for layer {} carries bf16 keys and values, but this retriever stores {}", config_.name,
              b.layer, kv_dtypes_name(config_.dtype));
   for (size_t i = 0; i < owned.size(); ++i) {

@@ -54,11 +54,7 @@ retriever::KvDtypes retriever_kv_dtypes(const RunPlan& plan) {
 }
 
 bool kv_bf16_on_wire(const RunPlan& plan) {
-  const retriever::KvDtypes stores = retriever_kv_dtypes(plan);
-  const auto takes_bf16 = [](retriever::KvDtype d) {
-    return d == retriever::KvDtype::kBF16 || d == retriever::KvDtype::kQ8;
-  };
-  return plan.geometry.kv_dtype == "BF16" && takes_bf16(stores.key) && takes_bf16(stores.value);
+  return plan.geometry.kv_dtype == "BF16" && retriever::takes_bf16_rows(retriever_kv_dtypes(plan));
 }
 
 bool ships_prefill_queries(const RunConfig& c) {
