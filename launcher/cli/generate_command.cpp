@@ -83,10 +83,11 @@ int run_generate(const RunConfig& c, bool print_config, bool dry_run, const std:
       return 0;
     }
     const PipelineExecutables exes = find_pipeline_executables();
-    std::fprintf(stdout, "%s\n", shell_quote_join(job_mpirun_argv(plan, topology, "<plan.json>", exes)).c_str());
+    const std::vector<std::string> argv = job_mpirun_argv(plan, topology, worker_on_gpu(c), "<plan.json>", exes);
+    std::fprintf(stdout, "%s\n", shell_quote_join(argv).c_str());
     return 0;
   }
-  return launch_job(plan, topology);
+  return launch_job(plan, topology, worker_on_gpu(c));
 }
 
 }  // namespace ra

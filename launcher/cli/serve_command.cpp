@@ -104,14 +104,16 @@ int launch_serving_job(RunConfig c, const ServeSpec& spec, bool dry_run, int res
     std::fputs(describe_plan(plan).c_str(), stdout);
     std::fprintf(stdout, "machine: %s\n%s=%s\n", describe(topology).c_str(), serve::kServeSpecEnv, text.c_str());
     const PipelineExecutables exes = find_pipeline_executables();
-    std::fprintf(stdout, "%s\n", shell_quote_join(job_mpirun_argv(plan, topology, "<plan.json>", exes)).c_str());
+    const std::vector<std::string> argv = job_mpirun_argv(plan, topology, worker_on_gpu(c), "<plan.json>", exes);
+    std::fprintf(stdout, "%s\n", shell_quote_join(argv).c_str());
     return 0;
   }
-  int code = launch_job(plan, topology);
+  int code = launch_job(plan, topology, worker_on_gpu(c));
   for (int attempt = 1; attempt <= restarts && code != 0 && last_forwarded_stop_signal() == 0; ++attempt) {
     std::fprintf(stderr, "ra serve: the job exited with code %d; starting it again (restart %d of %d)\n", code, attempt,
                  restarts);
-    code = launch_job(make_run_plan(c, geometry_for(c), topology, hosts), topology);  // a new job id
+    // A new job id.
+    code = launch_job(make_run_plan(c, geometry_for(c), topology, hosts), topology, worker_on_gpu(c));
   }
   return code;
 }

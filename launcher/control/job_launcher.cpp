@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <string>
 #include <string_view>
+#include <utility>
 
 #include "common/error.h"
 #include "launcher/control/child_process.h"
@@ -67,13 +69,22 @@ PipelineExecutables find_pipeline_executables() {
   return exes;
 }
 
-std::vector<std::string> job_mpirun_argv(const RunPlan& plan, const NumaTopology& local, const std::string& plan_path,
-                                         const PipelineExecutables& exes) {
+std::vector<std::string> job_mpirun_argv(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu,
+                                         const std::string& plan_path, const PipelineExecutables& exes) {
   std::vector<std::string> argv = mpirun_argv(plan, plan_path, exes.worker, exes.retriever);
   // OpenMP threads that spin after a parallel region starve a peer rank on the same CPU (decode 70x slower
   // measured), and sleeping ones pay a wake-up per layer (1.2-1.4x slower decode where the threads fit).
   if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
     argv.insert(argv.begin() + 1, {"-x", "OMP_WAIT_POLICY=" + omp_wait_policy_for(plan, local)});
+  }
+  // Each side's shared-memory spin, where the user set neither it nor both (RA_SHM_SPIN_US).
+  const ShmSpinBudgets spins = shm_spin_budgets_for(plan, local, worker_on_gpu);
+  const bool spin_set = std::getenv("RA_SHM_SPIN_US") != nullptr;
+  for (const auto& [var, us] : {std::pair{"RA_SHM_SPIN_US_RETRIEVER", spins.retriever_us},
+                                std::pair{"RA_SHM_SPIN_US_WORKER", spins.worker_us}}) {
+    if (us && !spin_set && std::getenv(var) == nullptr) {
+      argv.insert(argv.begin() + 1, {"-x", std::string(var) + "=" + std::to_string(*us)});
+    }
   }
   if (std::getenv("RA_LOGITS_TRACE") != nullptr) argv.insert(argv.begin() + 1, {"-x", "RA_LOGITS_TRACE"});
   const auto& extra = plan.config.mpirun_extra_args;
@@ -88,7 +99,7 @@ std::vector<std::string> job_mpirun_argv(const RunPlan& plan, const NumaTopology
   return argv;
 }
 
-int launch_job(const RunPlan& plan, const NumaTopology& local) {
+int launch_job(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu) {
   namespace fs = std::filesystem;
   const PipelineExecutables exes = find_pipeline_executables();
   remove_stale_shm_segments("ra-");
@@ -105,7 +116,7 @@ int launch_job(const RunPlan& plan, const NumaTopology& local) {
     out << plan_to_json(plan).dump(2) << "\n";
     RA_REQUIRE(out.good(), "cannot write the plan file {}", plan_path.string());
   }
-  const std::vector<std::string> argv = job_mpirun_argv(plan, local, plan_path.string(), exes);
+  const std::vector<std::string> argv = job_mpirun_argv(plan, local, worker_on_gpu, plan_path.string(), exes);
   // mpirun ends the other ranks once the worker has exited, but waits without a deadline for every
   // host's daemon to confirm it: one cut off from the network never does. Two liveness timeouts (the
   // retrievers' own detection of a lost worker) and 2 s more, then mpirun is stopped.

@@ -24,11 +24,13 @@ struct PipelineExecutables {
 PipelineExecutables find_pipeline_executables();
 
 // mpirun's command line for the plan: mpirun_command.h's, plus the environment the ranks get unless the
-// user set it: OMP_WAIT_POLICY from omp_wait_policy_for(plan, local), and RA_LOGITS_TRACE when set.
-std::vector<std::string> job_mpirun_argv(const RunPlan& plan, const NumaTopology& local, const std::string& plan_path,
-                                         const PipelineExecutables& exes);
+// user set it: OMP_WAIT_POLICY from omp_wait_policy_for(plan, local), the shared-memory spin budgets from
+// shm_spin_budgets_for(plan, local, worker_on_gpu), and RA_LOGITS_TRACE when set. worker_on_gpu: the
+// worker computes on a GPU (its backend, resolved on this machine).
+std::vector<std::string> job_mpirun_argv(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu,
+                                         const std::string& plan_path, const PipelineExecutables& exes);
 
 // Returns mpirun's exit code (128 + N when it died of signal N). local: this machine, as planned.
-int launch_job(const RunPlan& plan, const NumaTopology& local);
+int launch_job(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu);
 
 }  // namespace ra

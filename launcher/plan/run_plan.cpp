@@ -286,6 +286,20 @@ std::string omp_wait_policy_for(const RunPlan& plan, const NumaTopology& local) 
   return "ACTIVE";
 }
 
+ShmSpinBudgets shm_spin_budgets_for(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu) {
+  if (plan.config.transport != TransportKind::kShm || plan.retrievers.empty()) return {};
+  int cpus = 0;
+  for (const NumaTopology::Node& node : local.nodes) cpus += static_cast<int>(node.cpus.size());
+  if (cpus <= 0) cpus = std::max(1, local.total_cores);
+  const int worker_busy = worker_on_gpu ? 1 : plan.config.worker_threads > 0 ? plan.config.worker_threads : cpus;
+  int search_threads = 0;
+  for (const RetrieverPlacement& r : plan.retrievers) search_threads += r.threads;
+  ShmSpinBudgets b;
+  if (plan.num_retrievers() + worker_busy <= cpus) b.retriever_us = kRetrieverSpinWithRoom;
+  if (search_threads + 1 > cpus) b.worker_us = 0;
+  return b;
+}
+
 std::string describe_plan(const RunPlan& p) {
   const Geometry& g = p.geometry;
   const RunConfig& c = p.config;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -119,5 +120,24 @@ std::string describe_plan(const RunPlan& plan);
 // (docs/pipeline.md). Threads counted: the worker's (config.worker_threads, 0 = every CPU) and each
 // retriever's; `local` stands for every host, as in make_run_plan.
 std::string omp_wait_policy_for(const RunPlan& plan, const NumaTopology& local);
+
+// The shared-memory channels' spin budgets, in µs, of the retrievers and the worker
+// (RA_SHM_SPIN_US_RETRIEVER / RA_SHM_SPIN_US_WORKER, transport/shm/shm_channel.h); nullopt = the
+// channel's default (50 µs). Measured on the GPU machine (docs/perf.md, twelfth round): with the default
+// every retriever was asleep when the next layer's kStep came (the worker's own work between two layers
+// is ~180 µs at 8B) and its wake-up cost ~100 µs per round trip; spinning 2 ms on the retriever side and
+// not at all on the worker's made the 32K token 10% faster.
+//   retriever_us = kRetrieverSpinWithRoom when one spinning service thread per retriever fits beside the
+//     worker's busy threads on the host (a GPU worker: 1, its host thread; a CPU worker: its compute
+//     threads, every CPU by default): only then is the spin free;
+//   worker_us = 0 (no spin) when the retrievers' search threads leave the host no CPU for the worker: its
+//     spin would take one from a search.
+// Shared memory only (every rank on the launcher's host); other transports: both nullopt.
+struct ShmSpinBudgets {
+  std::optional<int> retriever_us;
+  std::optional<int> worker_us;
+};
+inline constexpr int kRetrieverSpinWithRoom = 2000;
+ShmSpinBudgets shm_spin_budgets_for(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu);
 
 }  // namespace ra

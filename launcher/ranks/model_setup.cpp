@@ -5,6 +5,7 @@
 #include <iterator>
 
 #include "common/error.h"
+#include "gpu_worker/backend/backend.h"
 #include "gpu_worker/model/model_loader.h"
 #include "gpu_worker/model/synthetic_model.h"
 #include "launcher/ranks/run_report.h"
@@ -37,6 +38,8 @@ std::string prompt_text_for(const RunConfig& c, const LoadedModel& loaded) {
   if (loaded.synthetic) return make_synthetic_prompt(c.synthetic_prompt_bytes, kSyntheticPromptSeed);
   return {};
 }
+
+bool worker_on_gpu(const RunConfig& c) { return resolve_backend_kind(c.backend) == BackendKind::kCuda; }
 
 Geometry geometry_for(const RunConfig& c) {
   if (c.model.empty()) {

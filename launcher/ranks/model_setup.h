@@ -39,6 +39,10 @@ std::string prompt_text_for(const RunConfig& config, const LoadedModel& loaded);
 // The geometry the plan needs. Synthetic models need no weights for it; a checkpoint is loaded.
 Geometry geometry_for(const RunConfig& config);
 
+// Whether the worker computes on a GPU: the config's backend as this machine resolves it (auto: cuda
+// when a GPU is visible). The launcher plans the ranks' waits by it (shm_spin_budgets_for).
+bool worker_on_gpu(const RunConfig& config);
+
 // The raw bytes of a prompt file; throws ra::Error naming it when it cannot be read.
 std::string read_prompt_file(const std::string& path);
 

@@ -482,6 +482,45 @@ TEST(OmpWaitPolicy, SpinsOnlyWhereEveryHostsRanksFitItsCpus) {
       << "host c holds 6 threads on 4 CPUs";
 }
 
+// The retrievers spin between kSteps only where their service threads fit beside the worker's busy
+// threads, and the worker does not spin where the searches take every CPU (docs/perf.md, twelfth round).
+TEST(ShmSpinBudgets, FollowTheCpusLeft) {
+  RunConfig c = retrieval(4);
+  c.retriever_threads = 4;
+  const RunPlan gpu_box = make_run_plan(c, llama3_8b(), topology(1, 16), {});
+  ShmSpinBudgets b = shm_spin_budgets_for(gpu_box, topology(1, 16), true);
+  EXPECT_EQ(b.retriever_us, kRetrieverSpinWithRoom) << "4 service threads beside the GPU worker's 1 on 16 CPUs";
+  EXPECT_EQ(b.worker_us, 0) << "16 search threads leave no CPU for a spinning worker";
+
+  b = shm_spin_budgets_for(gpu_box, topology(1, 16), false);
+  EXPECT_FALSE(b.retriever_us) << "a CPU worker computes on every CPU by default";
+  EXPECT_EQ(b.worker_us, 0);
+
+  c.retriever_threads = 3;  // 12 search threads: a CPU is left for the worker's wait
+  b = shm_spin_budgets_for(make_run_plan(c, llama3_8b(), topology(1, 16), {}), topology(1, 16), true);
+  EXPECT_EQ(b.retriever_us, kRetrieverSpinWithRoom);
+  EXPECT_FALSE(b.worker_us);
+
+  c.worker_threads = 8;  // a CPU worker of 8 threads beside 4 service threads
+  b = shm_spin_budgets_for(make_run_plan(c, llama3_8b(), topology(1, 16), {}), topology(1, 16), false);
+  EXPECT_EQ(b.retriever_us, kRetrieverSpinWithRoom);
+  c.worker_threads = 13;
+  b = shm_spin_budgets_for(make_run_plan(c, llama3_8b(), topology(1, 16), {}), topology(1, 16), false);
+  EXPECT_FALSE(b.retriever_us) << "13 + 4 > 16";
+
+  // CI's machine: 2 CPUs, a CPU worker, 2 retrievers of 1 thread: nobody may spin long.
+  RunConfig small = retrieval(2);
+  b = shm_spin_budgets_for(make_run_plan(small, llama3_8b(), topology(1, 2), {}), topology(1, 2), false);
+  EXPECT_FALSE(b.retriever_us);
+  EXPECT_EQ(b.worker_us, 0);
+
+  RunConfig ucx = retrieval(4);
+  ucx.transport = TransportKind::kUcx;
+  b = shm_spin_budgets_for(make_run_plan(ucx, llama3_8b(), topology(1, 16), {}), topology(1, 16), true);
+  EXPECT_FALSE(b.retriever_us);
+  EXPECT_FALSE(b.worker_us);
+}
+
 TEST(Mpirun, ShellQuoting) {
   EXPECT_EQ(shell_quote_join({"mpirun", "-x", "A=b,c", "/p/x.json"}), "mpirun -x A=b,c /p/x.json");
   EXPECT_EQ(shell_quote_join({"a b", "", "it's", "$HOME", "x;y"}), "'a b' '' 'it'\\''s' '$HOME' 'x;y'");
