@@ -58,7 +58,7 @@ int64_t HeadShard::init_graphs(const ShardIndexParams& params, GraphBuildParams&
   return params.stagger_key >= 0 ? params.stagger_key : graph_shards_made.fetch_add(1);
 }
 
-HeadShard::HeadShard(int64_t head_dim, KvDtypes dtypes, const float* keys, const float* values, int64_t n,
+HeadShard::HeadShard(int64_t head_dim, KvDtypes dtypes, KvRows keys, KvRows values, int64_t n,
                      int group_size, const float* train_queries, int64_t n_train, const ShardIndexParams& params,
                      const int32_t* train_lists, int list_width)
     : HeadShard(Empty{}, head_dim, dtypes, n, group_size, params) {

@@ -92,14 +92,15 @@ struct ShardScratch {
 
 class HeadShard {
  public:
-  // keys, values: [n][head_dim] float32 (copied into the store, rounded to their dtypes: one KvDtype for
-  // both, or KvDtypes{key, value}; an int8 side refuses inf and NaN with an ra::Error naming the row).
-  // train_queries: [group_size][n_train][head_dim] float32,
+  // keys, values: [n] rows of head_dim (kv_rows.h: float32, or the form they travelled in), copied into
+  // the store in its dtypes (one KvDtype for both, or KvDtypes{key, value}) as KvStore::append takes
+  // them; a row a side cannot take (inf or NaN into int8, int8 rows into another dtype) is an ra::Error
+  // naming it. train_queries: [group_size][n_train][head_dim] float32,
   // the post-RoPE prefill queries of the group's query heads (read during the build; kGraph only).
   // n may be 0 (a prompt that fits in the GPU's static set): then only the tail is searched.
   // train_lists: optional [group_size][n_train][list_width] int32, each training query's top rows of
   // keys, best first (-1 and rows >= n ignored), e.g. from the GPU; null: the graphs find them.
-  HeadShard(int64_t head_dim, KvDtypes dtypes, const float* keys, const float* values, int64_t n, int group_size,
+  HeadShard(int64_t head_dim, KvDtypes dtypes, KvRows keys, KvRows values, int64_t n, int group_size,
             const float* train_queries, int64_t n_train, const ShardIndexParams& params,
             const int32_t* train_lists = nullptr, int list_width = 0);
 

@@ -3,7 +3,8 @@
 // float32 (a float32 checkpoint, and the benchmark's dumped vectors), or int8 codes with one float32
 // scale per row (kv_int8.h: a million tokens' KV in a retriever host's RAM). Each comes with a trait:
 // its storage type, its row size, and the exact widening to float32 that every scorer uses, and for
-// the 16/32-bit types the round-to-nearest-even narrowing that writes a row.
+// the 16/32-bit types the round-to-nearest-even narrowing that writes a row. Which forms of rows from
+// the wire a store takes: kv_rows.h.
 //
 // Keys and values choose their dtypes separately (KvDtypes), e.g. int8 keys with bf16 values.
 
@@ -36,13 +37,6 @@ struct KvDtypes {
   constexpr KvDtypes(KvDtype k, KvDtype v) : key(k), value(v) {}
   bool operator==(const KvDtypes&) const = default;
 };
-
-// Whether stores of these dtypes take bf16 rows from the wire as they are: exact for bf16, and what int8 is
-// coded from; an f16 or f32 store would keep the wire's rounding as if it were the model's.
-inline bool takes_bf16_rows(KvDtypes d) {
-  const auto takes = [](KvDtype t) { return t == KvDtype::kBF16 || t == KvDtype::kQ8; };
-  return takes(d.key) && takes(d.value);
-}
 
 // A checkpoint's dtype string -> KvDtype: "F16" -> f16, "F32" -> f32, anything else ("BF16", and
 // unknown strings) -> bf16, the dtype Llama checkpoints are trained in.

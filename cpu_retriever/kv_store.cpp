@@ -15,7 +15,7 @@ KvStore::KvStore(int64_t head_dim, KvDtypes dtypes, int64_t max_rows) : head_dim
   values_ = std::make_unique<RowArena>(dtypes.value, head_dim, max_rows);
 }
 
-void KvStore::append(const float* keys, const float* values, int64_t n) {
+void KvStore::append(KvRows keys, KvRows values, int64_t n) {
   RA_REQUIRE(n <= keys_->max_rows() - rows_, "KvStore: {} more rows overflow its {} (max_rows)", n,
              keys_->max_rows());
   // Both sides checked before either is written, so a refused row leaves keys and values aligned.

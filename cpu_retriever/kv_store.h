@@ -29,11 +29,14 @@ class KvStore {
   static constexpr int64_t kDefaultMaxRows = int64_t{1} << 20;
   KvStore(int64_t head_dim, KvDtypes dtypes, int64_t max_rows = kDefaultMaxRows);
 
-  // Appends n rows: keys, values: [n][head_dim] float32, rounded to their dtypes (int8: kv_int8.h).
-  // All or none: a row an int8 side cannot code (inf or NaN) is an ra::Error naming it, and nothing is
-  // appended. Reads of the values are not safe against it (the owner serialises appends with attend);
-  // key rows already in the store may be read concurrently (RowArena). Throws ra::Error past max_rows.
-  void append(const float* keys, const float* values, int64_t n);
+  // Appends n rows: keys, values: [n] rows of head_dim (kv_rows.h: float32 rows convert implicitly),
+  // each side taken as RowArena::append takes it: rows of the side's dtype bit for bit, float32 rounded
+  // to it (int8: kv_int8.h), bf16 widened and then rounded or quantised. All or none: a row a side
+  // cannot take (inf or NaN into int8, a bad int8 scale, a pair of dtypes refused) is an ra::Error
+  // naming it, and nothing is appended. Reads of the values are not safe against it (the owner
+  // serialises appends with attend); key rows already in the store may be read concurrently
+  // (RowArena). Throws ra::Error past max_rows.
+  void append(KvRows keys, KvRows values, int64_t n);
   // The same with rows already in the store's dtypes: keys, values: [n] rows of kv_row_bytes(dtype,
   // head_dim) bytes each, copied bit for bit (a saved shard's rows).
   void append_raw(const void* keys, const void* values, int64_t n);

@@ -307,24 +307,24 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
              "counts beyond its {} bytes or a negative position",
              config_.name, b.layer, b.n_keys, b.n_window, b.n_train, b.list_width, b.first_position, bytes);
   const auto hd = static_cast<size_t>(g.head_dim);
-  const auto n = static_cast<size_t>(b.n_keys);
-  std::vector<const float*> keys, values;
-  std::vector<std::vector<float>> widened;  // bf16 rows from the wire, as the float32 HeadShard takes
-  widened.reserve(2 * owned.size());
-  RA_REQUIRE(b.kv_bf16 == 0 || takes_bf16_rows(config_.dtype),
-             "{}: kBuild for layer {} carries bf16 keys and values, but this retriever stores {}", config_.name,
-             b.layer, kv_dtypes_name(config_.dtype));
+  // Each side's rows in the form they travelled in, taken by the stores as they are (kv_rows.h): no
+  // float32 copy of the layer. A form the store cannot take is refused here, before anything is built.
+  RA_REQUIRE(is_wire_rows(b.key_rows) && is_wire_rows(b.value_rows),
+             "{}: kBuild for layer {} with key_rows {} and value_rows {}: 0 (f32), 1 (bf16) or 2 (int8) expected",
+             config_.name, b.layer, b.key_rows, b.value_rows);
+  const auto key_rows = static_cast<WireRows>(b.key_rows), value_rows = static_cast<WireRows>(b.value_rows);
+  const auto refuse = [&](const char* side, WireRows rows, KvDtype store) {
+    raise("{}: kBuild for layer {} carries {} {}, but this retriever stores {} {} ({} rows go into {})",
+          config_.name, b.layer, wire_rows_name(rows), side, kv_dtype_name(store), side, wire_rows_name(rows),
+          rows == WireRows::kQ8 ? "int8 stores only" : "bf16 or int8 stores only");
+  };
+  if (!takes_wire_rows(config_.dtype.key, key_rows)) refuse("keys", key_rows, config_.dtype.key);
+  if (!takes_wire_rows(config_.dtype.value, value_rows)) refuse("values", value_rows, config_.dtype.value);
+  std::vector<KvRows> keys, values;
   for (size_t i = 0; i < owned.size(); ++i) {
-    for (auto* out : {&keys, &values}) {
-      if (b.kv_bf16 == 0) {
-        out->push_back(r.floats(n * hd));
-        continue;
-      }
-      const uint16_t* bits = r.bf16s(n * hd);
-      widened.emplace_back(n * hd);
-      widen_row(KvDtype::kBF16, bits, static_cast<int64_t>(n * hd), widened.back().data());
-      out->push_back(widened.back().data());
-    }
+    keys.emplace_back(kv_dtype_of(key_rows), r.bytes(transport::wire_block_bytes(key_rows, b.n_keys, g.head_dim)));
+    values.emplace_back(kv_dtype_of(value_rows),
+                        r.bytes(transport::wire_block_bytes(value_rows, b.n_keys, g.head_dim)));
   }
   const auto group = static_cast<size_t>(g.group_size());
   const float* train = r.floats(owned.size() * group * b.n_train * hd);

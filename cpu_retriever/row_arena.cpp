@@ -42,7 +42,7 @@ std::vector<float> RowArena::widened(int64_t n) const {
   return out;
 }
 
-int64_t RowArena::append(const float* row) { return append(row, 1); }
+int64_t RowArena::append(const float* row) { return append(KvRows(row), 1); }
 
 int64_t RowArena::make_room(int64_t n) {
   const int64_t first = size_.load(std::memory_order_relaxed);
@@ -59,14 +59,23 @@ int64_t RowArena::append_raw(const void* rows, int64_t n) {
   return first;
 }
 
-int64_t RowArena::append(const float* rows, int64_t n) {
-  check_codable(rows, n, "row");
+int64_t RowArena::append(KvRows rows, int64_t n) {
+  check_codable(rows, n, "arena");
+  if (rows.dtype == dtype_) return append_raw(rows.data, n);  // checked: an int8 row's scale too
   const int64_t first = make_room(n);
   with_row_elem(dtype_, [&](auto e) {
     using E = decltype(e);
     std::byte* out = base_ + static_cast<size_t>(first) * row_bytes_;
+    // 16-bit rows are widened one at a time: the build's rows come without a float32 copy of the layer.
+    std::vector<float> widened(rows.dtype == KvDtype::kF32 ? 0 : static_cast<size_t>(dim_));
     for (int64_t r = 0; r < n; ++r) {
-      const int64_t bad = narrow_row<E>(rows + r * dim_, dim_, reinterpret_cast<typename E::T*>(out + r * row_bytes_));
+      const float* x = widened.data();
+      if (widened.empty()) {
+        x = static_cast<const float*>(rows.data) + r * dim_;
+      } else {
+        widen_row(rows.dtype, rows.row(r, dim_), dim_, widened.data());
+      }
+      const int64_t bad = narrow_row<E>(x, dim_, reinterpret_cast<typename E::T*>(out + r * row_bytes_));
       RA_ASSERT(bad < 0);  // check_codable refused it
     }
   });
@@ -74,17 +83,39 @@ int64_t RowArena::append(const float* rows, int64_t n) {
   return first;
 }
 
-void RowArena::check_codable(const float* rows, int64_t n, const char* what) const {
-  if (dtype_ != KvDtype::kQ8) return;  // the 16/32-bit roundings take inf and NaN as they are
+void RowArena::check_codable(KvRows rows, int64_t n, const char* what) const {
+  if (n <= 0) return;  // append refuses a negative count
   const int64_t first = size();
-  for (int64_t r = 0; r < n; ++r) {
-    for (int64_t j = 0; j < dim_; ++j) {
-      const float x = rows[r * dim_ + j];
-      RA_REQUIRE(std::isfinite(x),
-                 "{} row {}: element {} is {}; an int8 row takes finite values only (its scale is max |x| / 127)",
-                 what, first + r, j, x);
+  const bool sixteen = rows.dtype == KvDtype::kBF16 || rows.dtype == KvDtype::kF16;
+  const bool takes = rows.dtype != KvDtype::kI8 &&
+                     (rows.dtype == dtype_ || rows.dtype == KvDtype::kF32 ||
+                      (sixteen && (dtype_ == KvDtype::kF32 || dtype_ == KvDtype::kQ8)));
+  RA_REQUIRE(takes,
+             "{} rows {} to {}: {} rows cannot go into a {} store (int8 rows only into int8, 16-bit rows only "
+             "into their own dtype, float32 or int8)",
+             what, first, first + n - 1, kv_dtype_name(rows.dtype), kv_dtype_name(dtype_));
+  if (dtype_ != KvDtype::kQ8) return;  // the 16/32-bit roundings take inf and NaN as they are
+  if (rows.dtype == KvDtype::kQ8) {
+    for (int64_t r = 0; r < n; ++r) {
+      const float scale = q8_row_scale(reinterpret_cast<const int8_t*>(rows.row(r, dim_)), dim_);
+      RA_REQUIRE(std::isfinite(scale) && scale >= 0.0f,
+                 "{} row {}: its int8 scale is {}; the rule gives max |x| / 127, finite and >= 0", what, first + r,
+                 scale);
     }
+    return;
   }
+  with_kv_elem(rows.dtype, [&](auto e) {
+    using E = decltype(e);
+    const auto* x = static_cast<const typename E::T*>(rows.data);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t j = 0; j < dim_; ++j) {
+        const float v = E::widen(x[r * dim_ + j]);
+        RA_REQUIRE(std::isfinite(v),
+                   "{} row {}: element {} is {}; an int8 row takes finite values only (its scale is max |x| / 127)",
+                   what, first + r, j, v);
+      }
+    }
+  });
 }
 
 }  // namespace ra::retriever

@@ -20,6 +20,7 @@
 
 #include "common/address_reservation.h"
 #include "cpu_retriever/kv_dtype.h"
+#include "cpu_retriever/kv_rows.h"
 
 namespace ra::retriever {
 
@@ -36,14 +37,19 @@ class RowArena {
   // rule), and returns its index. Throws ra::Error when the arena is full (naming max_rows), the system
   // refuses the memory, or an int8 arena is given a value that is not finite (naming the row).
   int64_t append(const float* row);
-  // Appends n rows: [n][dim] float32; all or none (capacity and values are checked first). Returns the
-  // first.
-  int64_t append(const float* rows, int64_t n);
-  // Appends n rows already of dtype(): [n] rows of row_bytes(), copied bit for bit (a saved shard's rows).
+  // Appends n rows (kv_rows.h; float32 rows convert implicitly); all or none (capacity and values are
+  // checked first). Returns the first. By the rows' dtype:
+  //   dtype(): copied bit for bit (an int8 row's scale must be finite and >= 0);
+  //   float32: rounded to dtype() (nearest even; int8: kv_int8.h's rule; inf and NaN refused by int8);
+  //   bf16 or f16 into a float32 or int8 arena: widened (exactly), then as float32, a row at a time;
+  //   any other pair (int8 rows into a 16/32-bit arena, bf16 into f16 and back): refused.
+  int64_t append(KvRows rows, int64_t n);
+  // Appends n rows already of dtype(): [n] rows of row_bytes(), copied bit for bit and unchecked (a saved
+  // shard's rows, checked by its reader).
   int64_t append_raw(const void* rows, int64_t n);
-  // Throws what append(rows, n) would for rows it cannot code (an int8 arena: inf or NaN), naming the
-  // row it would have been (`what`: "key", "value"); nothing for other dtypes.
-  void check_codable(const float* rows, int64_t n, const char* what) const;
+  // Throws what append(rows, n) would for rows it cannot take (see append), naming the row it would have
+  // been (`what`: "key", "value"; append's own: "arena").
+  void check_codable(KvRows rows, int64_t n, const char* what) const;
 
   int64_t size() const { return size_.load(std::memory_order_acquire); }
   int64_t dim() const { return dim_; }

@@ -1,18 +1,22 @@
 #pragma once
 // Message kinds and payload layouts between the GPU worker and a CPU retriever (DESIGN §3, §4).
-// Every payload is a fixed little header struct followed by float32 arrays, packed back to back in the
-// order listed; shapes are stated next to each kind. "owned" heads are this retriever's shard of the
-// layer (RunPlan::owned_kv_heads, launcher/plan/run_plan.h): its kv heads in ascending order, and for
-// each of them the query heads of its GQA group, ascending.
+// Every payload is a fixed little header struct followed by arrays (float32 unless stated: kBuild's
+// key and value rows may be narrower), packed back to back in the order listed; shapes are stated next
+// to each kind. "owned" heads are this retriever's shard of the layer (RunPlan::owned_kv_heads,
+// launcher/plan/run_plan.h): its kv heads in ascending order, and for each of them the query heads of
+// its GQA group, ascending.
 //
 //   kHello      worker → retriever   HelloPayload, then `plan_bytes` bytes of the plan's JSON text
 //   kHelloAck   retriever → worker   HelloPayload (the retriever's own view; identical on success), then
 //                                     RetrieverReportPayload, then `text_bytes` bytes of its JSON text:
 //                                     the retriever's host and placement (hello.h: RetrieverReport)
 //   kBuild      worker → retriever   BuildPayload, then for each owned kv head g:
-//                                       keys   [n_keys][head_dim] float32, or bf16 bits when kv_bf16
-//                                              (positions first_position + i)
-//                                       values [n_keys][head_dim] the same
+//                                       keys   [n_keys] rows of head_dim in key_rows' form (WireRows,
+//                                              common/wire_rows.h: float32, bf16 bits, or int8 codes
+//                                              and a float32 scale), positions first_position + i,
+//                                              then zero bytes to a multiple of 4 (wire_block_bytes)
+//                                       values [n_keys] rows of head_dim in value_rows' form, padded
+//                                              the same
 //                                     then for each owned query head h:
 //                                       train_q [n_train][head_dim] float32 (post-RoPE prefill queries)
 //                                     then for each owned query head h:
@@ -50,13 +54,25 @@
 
 #include <cstdint>
 
+#include "common/wire_rows.h"
+
 namespace ra::transport {
 
+// How kBuild's key and value rows travel, and their bytes: f32 4 dim, bf16 2 dim, int8 dim + 4
+// (common/wire_rows.h, shared with the worker's capture and the saved contexts' layer files).
+using ra::is_wire_rows;
+using ra::wire_block_bytes;
+using ra::wire_row_bytes;
+using ra::wire_rows_name;
+using ra::WireRows;
+
 inline constexpr uint32_t kProtocolMagic = 0x31484152;  // "RAH1"
-inline constexpr uint32_t kProtocolVersion = 7;  // 4: kRewind, kRewindDone; 5: BuildPayload.kv_bf16;
+inline constexpr uint32_t kProtocolVersion = 8;  // 4: kRewind, kRewindDone; 5: BuildPayload.kv_bf16;
                                                  // 6: StepPayload.flags and .scan_budget, PartialPayload.recall_*;
                                                  // 7: kHelloAck carries the RetrieverReportPayload,
-                                                 //    PartialPayload.received_ns / .replied_ns, kSaveShards / kLoadShards
+                                                 //    PartialPayload.received_ns / .replied_ns, kSaveShards / kLoadShards;
+                                                 // 8: BuildPayload.key_rows / .value_rows (WireRows per side, int8
+                                                 //    rows coded on the worker) replace .kv_bf16
 
 enum class MessageKind : uint32_t {
   kHello = 1,
@@ -115,7 +131,8 @@ struct BuildPayload {
   int64_t n_keys = 0;          // offloaded prefill tokens of this layer
   int64_t n_window = 0;        // window_q rows per owned query head (0 when the index takes no queries)
   uint32_t list_width = 0;     // > 0: each training query's top key rows follow, [owned q head][n_train][width]
-  uint32_t kv_bf16 = 0;        // 1: keys and values travel as bf16 bits (a bf16 model's), else float32
+  uint16_t key_rows = 0;       // WireRows of the keys: 0 float32, 1 bf16 bits, 2 int8 rows (codes, scale)
+  uint16_t value_rows = 0;     // WireRows of the values; a retriever refuses a form its store cannot take
 };
 
 struct BuildDonePayload {

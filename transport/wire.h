@@ -12,7 +12,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "common/half.h"
 #include "transport/channel.h"
 
 namespace ra::transport {
@@ -28,12 +27,10 @@ class WireWriter {
   }
   void put_floats(const float* data, size_t count) { put_bytes(data, count * sizeof(float)); }
   void put_int32s(const int32_t* data, size_t count) { put_bytes(data, count * sizeof(int32_t)); }
-  // count floats as bf16 bits, rounded to nearest even (exact for values that came from bf16).
-  void put_floats_as_bf16(const float* data, size_t count) {
+  // Zero bytes up to a multiple of 4 of the payload so far (after a block of narrow rows: common/wire_rows.h).
+  void pad_to_4() {
     const size_t at = out_.size();
-    out_.resize(at + count * sizeof(uint16_t));
-    auto* dst = reinterpret_cast<uint16_t*>(out_.data() + at);
-    for (size_t i = 0; i < count; ++i) dst[i] = to_bf16(data[i]).bits;
+    out_.resize((at + 3) & ~size_t{3}, std::byte{0});
   }
   void put_text(std::string_view text) { put_bytes(text.data(), text.size()); }
   void put_bytes(const void* data, size_t bytes) {
@@ -66,7 +63,8 @@ class WireReader {
   // layout in messages.h keeps float arrays 4-byte aligned).
   const float* floats(size_t count) { return reinterpret_cast<const float*>(take(count * sizeof(float))); }
   const int32_t* int32s(size_t count) { return reinterpret_cast<const int32_t*>(take(count * sizeof(int32_t))); }
-  const uint16_t* bf16s(size_t count) { return reinterpret_cast<const uint16_t*>(take(count * sizeof(uint16_t))); }
+  // A view of the next `bytes` bytes (rows of any form: common/wire_rows.h).
+  const std::byte* bytes(size_t bytes) { return take(bytes); }
   std::string_view text(size_t bytes) { return {reinterpret_cast<const char*>(take(bytes)), bytes}; }
   size_t remaining() const { return payload_.size() - at_; }
 

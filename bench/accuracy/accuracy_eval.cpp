@@ -211,7 +211,9 @@ class LengthRun {
       return;
     }
     const int64_t train = graph_train_queries_ >= 0 ? graph_train_queries_ : 256;
-    PrefillCapture capture(mc_, n, spec_.config.sinks, spec_.config.window, train, queries_);
+    // K and V held in the forms the retrievers take (the pools share the spec's kv dtype, so its forms).
+    const KvWireFormat kv_rows = pools_.empty() ? KvWireFormat{} : pools_.front()->client().kv_rows();
+    PrefillCapture capture(mc_, n, spec_.config.sinks, spec_.config.window, train, queries_, kv_rows);
     observer_ = capture.observer();
     split_->forward(tokens, first_logits_);
     observer_ = nullptr;

@@ -63,6 +63,9 @@ void RetrieverPool::stop() noexcept {
 }
 
 void RetrieverPool::build(const PrefillCapture& capture, int64_t prompt_tokens) {
+  RA_REQUIRE(capture.kv_rows() == client_->kv_rows(), "retriever pool: the capture holds {}/{} keys/values, the "
+             "retrievers take {}/{}", wire_rows_name(capture.kv_rows().key), wire_rows_name(capture.kv_rows().value),
+             wire_rows_name(client_->kv_rows().key), wire_rows_name(client_->kv_rows().value));
   for (int64_t l = 0; l < capture.n_layers(); ++l) {
     client_->send_build(l, capture.first_offloaded(), capture.offloaded(), capture.keys(l), capture.values(l),
                         capture.train_rows(), capture.train_queries(l), capture.window_rows(),

@@ -31,8 +31,8 @@ class RetrieverPool {
 
   RetrievalClient& client() { return *client_; }
 
-  // Ships every layer of a prefill `capture` holds (it must hold them all: no shipper released any) and
-  // waits for the builds; then the retrievers hold exactly the prompt's offloaded set, and each decode
+  // Ships every layer of a prefill `capture` holds (it must hold them all: no shipper released any, and
+  // in the forms client().kv_rows() names: every pool of one spec takes the same) and waits for the builds; then the retrievers hold exactly the prompt's offloaded set, and each decode
   // that follows can be undone by rewind().
   void build(const PrefillCapture& capture, int64_t prompt_tokens);
   // Back to the state right after build(): the tokens evicted since are dropped (kRewind).

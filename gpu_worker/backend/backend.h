@@ -6,12 +6,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/sample_uniform.h"
+#include "common/wire_rows.h"
 #include "gpu_worker/model/model.h"
 
 namespace ra {
@@ -23,8 +25,14 @@ struct QkvChunk {
   int64_t position = 0;        // position of the first token
   int64_t n = 0;               // tokens in this chunk
   const float* q = nullptr;    // [n][n_heads * head_dim] float32, post-RoPE
-  const float* k = nullptr;    // [n][n_kv_heads * head_dim] float32, post-RoPE
-  const float* v = nullptr;    // [n][n_kv_heads * head_dim] float32
+  const float* k = nullptr;    // [n][n_kv_heads * head_dim] float32, post-RoPE (null when k_rows is given)
+  const float* v = nullptr;    // [n][n_kv_heads * head_dim] float32 (null when v_rows is given)
+  // With BackendOptions::observe_kv_rows, from a backend that codes them itself (the CUDA backend, on
+  // the GPU): K and V already in the wire's forms (common/wire_rows.h), [n][n_kv_heads] rows of
+  // wire_row_bytes(rows_format.key or .value, head_dim) bytes; null otherwise (then k and v are given).
+  const std::byte* k_rows = nullptr;
+  const std::byte* v_rows = nullptr;
+  KvWireFormat rows_format;    // the forms of k_rows and v_rows
 };
 using QkvObserver = std::function<void(const QkvChunk&)>;
 
@@ -77,6 +85,13 @@ struct BackendOptions {
   int64_t cuda_prefill_chunk = 4096;  // CUDA: tokens per prefill GEMM (large enough to fill the GPU)
   int threads = 0;             // 0 = all cores
   QkvObserver qkv_observer;    // optional: sees every layer's q/k/v (ra dump-qkv, index build data)
+  // Optional, with qkv_observer: the prefill's K and V as the retrievers take them (kBuild's forms), so
+  // that a backend that can code them on its device hands QkvChunk::k_rows / v_rows to the observer
+  // instead of float32 k and v (a quarter of the bytes off the GPU for int8). A backend that cannot
+  // ignores it (the CPU backend: PrefillCapture codes the float32 rows itself, by the same rule). Every
+  // row of a chunk is coded: one that int8 cannot code (inf or NaN) is an ra::Error naming the layer,
+  // position and kv head.
+  std::optional<KvWireFormat> observe_kv_rows;
   StaticSetOptions static_set; // attention modes other than full
   TrainListOptions train_lists; // optional, with a static set
 };

@@ -9,8 +9,16 @@
 namespace ra {
 
 PrefillCapture::PrefillCapture(const ModelConfig& c, int64_t prompt_tokens, int64_t sinks, int64_t window,
-                               int64_t max_train_queries, bool capture_queries)
-    : kv_dim_(c.kv_dim()), q_dim_(c.q_dim()), prompt_tokens_(prompt_tokens), n_heads_(c.n_heads) {
+                               int64_t max_train_queries, bool capture_queries, KvWireFormat kv_rows)
+    : kv_dim_(c.kv_dim()),
+      q_dim_(c.q_dim()),
+      n_kv_heads_(c.n_kv_heads),
+      head_dim_(c.head_dim),
+      kv_rows_(kv_rows),
+      k_row_bytes_(static_cast<size_t>(c.n_kv_heads) * wire_row_bytes(kv_rows.key, c.head_dim)),
+      v_row_bytes_(static_cast<size_t>(c.n_kv_heads) * wire_row_bytes(kv_rows.value, c.head_dim)),
+      prompt_tokens_(prompt_tokens),
+      n_heads_(c.n_heads) {
   begin_ = std::min(sinks, prompt_tokens);
   end_ = std::max(begin_, prompt_tokens - window);
   if (capture_queries) {
@@ -29,10 +37,10 @@ PrefillCapture::PrefillCapture(const ModelConfig& c, int64_t prompt_tokens, int6
 }
 
 size_t PrefillCapture::layer_bytes() const {
-  const auto rows = static_cast<size_t>(2 * offloaded() * kv_dim_) +
-                    (train_positions_.size() + static_cast<size_t>(window_rows_)) * static_cast<size_t>(q_dim_);
+  const size_t kv = static_cast<size_t>(offloaded()) * (k_row_bytes_ + v_row_bytes_);
+  const size_t queries = (train_positions_.size() + static_cast<size_t>(window_rows_)) * static_cast<size_t>(q_dim_);
   const size_t list_ids = static_cast<size_t>(n_heads_) * train_positions_.size() * static_cast<size_t>(list_width_);
-  return rows * sizeof(float) + list_ids * sizeof(int32_t);
+  return kv + queries * sizeof(float) + list_ids * sizeof(int32_t);
 }
 
 void PrefillCapture::allocate(size_t l) {
@@ -47,8 +55,8 @@ void PrefillCapture::allocate(size_t l) {
       spare_.pop_back();
     }
   }
-  k_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
-  v_[l].resize(static_cast<size_t>(offloaded() * kv_dim_));
+  k_[l].resize(static_cast<size_t>(offloaded()) * k_row_bytes_);
+  v_[l].resize(static_cast<size_t>(offloaded()) * v_row_bytes_);
   q_[l].resize(train_positions_.size() * static_cast<size_t>(q_dim_));
   wq_[l].resize(static_cast<size_t>(window_rows_ * q_dim_));
   started_[l] = 1;
@@ -87,10 +95,9 @@ void PrefillCapture::on_chunk(const QkvChunk& chunk) {
   if (!started_[l]) allocate(l);
   const int64_t lo = std::max(begin_, chunk.position);
   const int64_t hi = std::min(end_, chunk.position + chunk.n);
-  for (int64_t p = lo; p < hi; ++p) {
-    const int64_t i = p - chunk.position;
-    std::memcpy(k_[l].data() + (p - begin_) * kv_dim_, chunk.k + i * kv_dim_, kv_dim_ * sizeof(float));
-    std::memcpy(v_[l].data() + (p - begin_) * kv_dim_, chunk.v + i * kv_dim_, kv_dim_ * sizeof(float));
+  if (lo < hi) {
+    take_rows(chunk, lo, hi, chunk.k, chunk.k_rows, kv_rows_.key, "key", k_[l]);
+    take_rows(chunk, lo, hi, chunk.v, chunk.v_rows, kv_rows_.value, "value", v_[l]);
   }
   const int64_t wlo = std::max(end_, chunk.position);
   const int64_t whi = std::min(end_ + window_rows_, chunk.position + chunk.n);
@@ -106,6 +113,28 @@ void PrefillCapture::on_chunk(const QkvChunk& chunk) {
   if (chunk.position + chunk.n == prompt_tokens_ && list_width_ == 0 && on_layer_complete) {
     on_layer_complete(chunk.layer);
   }
+}
+
+void PrefillCapture::take_rows(const QkvChunk& chunk, int64_t lo, int64_t hi, const float* x, const std::byte* coded,
+                               WireRows rows, const char* side, std::vector<std::byte>& out) {
+  const size_t position_bytes = static_cast<size_t>(n_kv_heads_) * wire_row_bytes(rows, head_dim_);
+  std::byte* dst = out.data() + static_cast<size_t>(lo - begin_) * position_bytes;
+  const int64_t i = lo - chunk.position;  // the chunk's row of position lo
+  if (coded != nullptr) {
+    RA_REQUIRE(chunk.rows_format == kv_rows_,
+               "prefill capture: layer {} came as {}/{} rows from the backend, the capture holds {}/{}", chunk.layer,
+               wire_rows_name(chunk.rows_format.key), wire_rows_name(chunk.rows_format.value),
+               wire_rows_name(kv_rows_.key), wire_rows_name(kv_rows_.value));
+    std::memcpy(dst, coded + static_cast<size_t>(i) * position_bytes, static_cast<size_t>(hi - lo) * position_bytes);
+    return;
+  }
+  RA_REQUIRE(x != nullptr, "prefill capture: layer {} came with neither float32 {}s nor coded rows", chunk.layer, side);
+  // Every kv head's row of every position: [hi - lo][n_kv_heads] rows of head_dim.
+  const int64_t bad = encode_wire_rows(rows, x + i * kv_dim_, (hi - lo) * n_kv_heads_, head_dim_, dst);
+  RA_REQUIRE(bad < 0,
+             "prefill capture: layer {}, position {}, kv head {}: the {} holds inf or NaN, which an int8 row cannot "
+             "code (its scale is max |x| / 127)",
+             chunk.layer, lo + bad / n_kv_heads_, bad % n_kv_heads_, side);
 }
 
 void PrefillCapture::release(int64_t layer) {

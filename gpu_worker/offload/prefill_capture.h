@@ -5,6 +5,12 @@
 // [N − W, N) (from S at least): the graph links those tokens by their own queries once they are evicted.
 // Feed observer() to BackendOptions::qkv_observer.
 //
+// K and V are held in the forms kBuild carries them (kv_rows: common/wire_rows.h; the launcher picks
+// them from the retrievers' stores), coded once as the chunks arrive: bf16 halves a layer's bytes, int8
+// about quarters them (what makes a million-token prefill fit the worker's RAM). A chunk from a backend
+// that coded them already (QkvChunk::k_rows, on the GPU) is copied as it is; float32 chunks are coded
+// here by the same rule (bf16: round to nearest even; int8: quantise_q8_row of exactly the values given).
+//
 // A layer's buffers are taken at its first chunk and given back by release(), so a prefill that ships
 // each layer as soon as it is complete (PrefillShipper) holds a layer or two, not the whole prompt.
 // Released buffers are kept for the next layer: fresh ones would be zeroed and page-faulted in by the
@@ -27,8 +33,9 @@ class PrefillCapture {
  public:
   // prompt_tokens: N. max_train_queries: 0 = every prefill position trains; else that many positions,
   // evenly spaced over [0, N). capture_queries: false when the index needs none (key-only indexes).
+  // kv_rows: the forms of the keys and values held (and shipped: RetrievalClient::kv_rows()).
   PrefillCapture(const ModelConfig& config, int64_t prompt_tokens, int64_t sinks, int64_t window,
-                 int64_t max_train_queries, bool capture_queries);
+                 int64_t max_train_queries, bool capture_queries, KvWireFormat kv_rows = {});
 
   QkvObserver observer();
   // The backend's training lists (BackendOptions::train_lists) for these positions and rows; call
@@ -42,8 +49,10 @@ class PrefillCapture {
   int64_t first_offloaded() const { return begin_; }   // S
   int64_t offloaded() const { return end_ - begin_; }  // rows per layer
   int64_t train_rows() const { return static_cast<int64_t>(train_positions_.size()); }
-  const float* keys(int64_t layer) const { return k_[static_cast<size_t>(layer)].data(); }      // [rows][kv_dim]
-  const float* values(int64_t layer) const { return v_[static_cast<size_t>(layer)].data(); }    // [rows][kv_dim]
+  KvWireFormat kv_rows() const { return kv_rows_; }
+  // [rows][n_kv_heads] rows of wire_row_bytes(kv_rows().key, head_dim) bytes, and of .value.
+  const std::byte* keys(int64_t layer) const { return k_[static_cast<size_t>(layer)].data(); }
+  const std::byte* values(int64_t layer) const { return v_[static_cast<size_t>(layer)].data(); }
   const float* train_queries(int64_t layer) const { return q_[static_cast<size_t>(layer)].data(); }  // [train][q_dim]
   // Queries of positions [first_offloaded() + offloaded(), N): [window_rows()][q_dim] (0 rows without queries).
   int64_t window_rows() const { return window_rows_; }
@@ -66,19 +75,28 @@ class PrefillCapture {
   void on_lists(int64_t layer, const int32_t* lists);
   void allocate(size_t layer);
 
+  // Copies or codes one side's rows of positions [lo, hi) of the chunk into `out` (its row lo - begin_).
+  void take_rows(const QkvChunk& chunk, int64_t lo, int64_t hi, const float* x, const std::byte* coded,
+                 WireRows rows, const char* side, std::vector<std::byte>& out);
+
   int64_t kv_dim_, q_dim_;
+  int64_t n_kv_heads_, head_dim_;
+  KvWireFormat kv_rows_;
+  size_t k_row_bytes_, v_row_bytes_;      // of one position (every kv head)
   int64_t prompt_tokens_;
   int64_t begin_, end_;                   // offloaded positions [begin_, end_)
   std::vector<int64_t> train_positions_;  // ascending
   int64_t window_rows_ = 0;               // positions [end_, end_ + window_rows_) when queries are captured
-  std::vector<std::vector<float>> k_, v_, q_, wq_;
+  std::vector<std::vector<std::byte>> k_, v_;  // [layer]: [rows][n_kv_heads] coded rows
+  std::vector<std::vector<float>> q_, wq_;
   int64_t n_heads_ = 0;
   int list_width_ = 0;
   double copy_seconds_ = 0;
   std::vector<std::vector<int32_t>> lists_;
   std::vector<char> started_;             // [layer]: buffers allocated (a released layer stays started)
   struct LayerBuffers {
-    std::vector<float> k, v, q, wq;
+    std::vector<std::byte> k, v;
+    std::vector<float> q, wq;
     std::vector<int32_t> lists;
   };
   std::mutex spare_mutex_;

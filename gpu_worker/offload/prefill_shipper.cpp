@@ -14,6 +14,11 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 PrefillShipper::PrefillShipper(RetrievalClient& client, PrefillCapture& capture, int max_pending_layers)
     : client_(client), capture_(capture), max_pending_(static_cast<size_t>(std::max(1, max_pending_layers))) {
+  // send_build takes the rows in the client's forms: the capture must hold them so.
+  RA_REQUIRE(capture.kv_rows() == client.kv_rows(),
+             "prefill shipper: the capture holds {}/{} keys/values, the retrievers take {}/{}",
+             wire_rows_name(capture.kv_rows().key), wire_rows_name(capture.kv_rows().value),
+             wire_rows_name(client.kv_rows().key), wire_rows_name(client.kv_rows().value));
   capture_.on_layer_complete = [this](int64_t layer) { on_layer_complete(layer); };
   thread_ = std::thread([this] { run(); });
 }

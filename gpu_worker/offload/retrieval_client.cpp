@@ -162,15 +162,15 @@ void RetrievalClient::handshake(uint64_t plan_digest, const std::string& plan_te
   }
 }
 
-void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t n_keys, const float* keys,
-                                 const float* values, int64_t n_train, const float* train_q, int64_t n_window,
+void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t n_keys, const std::byte* keys,
+                                 const std::byte* values, int64_t n_train, const float* train_q, int64_t n_window,
                                  const float* window_q, int list_width, const int32_t* lists) {
   RA_REQUIRE(list_width >= 0 && (list_width == 0 || lists != nullptr), "send_build: lists of width {} and no ids",
              list_width);
   const RetrievalGeometry& g = options_.geometry;
   const int64_t hd = g.head_dim;
-  const int64_t kv_dim = g.n_kv_heads * hd;
   const int64_t q_dim = g.n_heads * hd;
+  const KvWireFormat form = options_.kv_rows;
   if (builds_pending_ == 0) build_started_ = SteadyClock::now();
   const auto deadline = transport::deadline_after(options_.build_timeout);
   for (size_t r = 0; r < channels_.size(); ++r) {
@@ -182,18 +182,15 @@ void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t 
     b.n_keys = n_keys;
     b.n_window = n_window;
     b.list_width = static_cast<uint32_t>(list_width);
-    b.kv_bf16 = options_.kv_bf16_on_wire ? 1 : 0;
+    b.key_rows = static_cast<uint16_t>(form.key);
+    b.value_rows = static_cast<uint16_t>(form.value);
     WireWriter w(out_);
     w.put(b);
-    for (int64_t kv : kv_heads) {  // gather head kv's rows out of the [n][kv_dim] matrices
-      for (const float* m : {keys, values}) {
-        for (int64_t i = 0; i < n_keys; ++i) {
-          if (options_.kv_bf16_on_wire) {
-            w.put_floats_as_bf16(m + i * kv_dim + kv * hd, static_cast<size_t>(hd));
-          } else {
-            w.put_floats(m + i * kv_dim + kv * hd, static_cast<size_t>(hd));
-          }
-        }
+    for (int64_t kv : kv_heads) {  // gather head kv's rows out of the [n][n_kv_heads] rows, row bytes each
+      for (const auto& [m, rows] : {std::pair{keys, form.key}, std::pair{values, form.value}}) {
+        const size_t row = transport::wire_row_bytes(rows, hd);
+        for (int64_t i = 0; i < n_keys; ++i) w.put_bytes(m + (i * g.n_kv_heads + kv) * row, row);
+        w.pad_to_4();
       }
     }
     for (int64_t h : owned_q_heads_[r][static_cast<size_t>(layer)]) {
@@ -206,6 +203,7 @@ void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t 
       if (list_width > 0) w.put_int32s(lists + h * n_train * list_width, static_cast<size_t>(n_train * list_width));
     }
     channels_[r]->send(to_wire(MessageKind::kBuild), ++seq_, out_, deadline);
+    stats_.build_bytes += static_cast<int64_t>(out_.size());
   }
   ++builds_pending_;
 }

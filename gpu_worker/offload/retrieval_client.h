@@ -32,9 +32,11 @@ struct RetrievalClientOptions {
   int nprobe = 0;
   std::chrono::milliseconds step_timeout{60000};    // one layer's round trip
   std::chrono::milliseconds build_timeout{600000};  // shipping and building one layer's indexes
-  // kBuild carries keys and values as bf16 (half the bytes of float32; exact for a bf16 model's KV, which
-  // the retrievers store as bf16 anyway). Only for retrievers whose store dtype is bf16.
-  bool kv_bf16_on_wire = false;
+  // The forms kBuild carries keys and values in (common/wire_rows.h), one per side: what the retrievers'
+  // stores keep, coded once on the worker (launcher/ranks/retriever_setup.h: kv_wire_format): int8 rows
+  // for an int8 store, bf16 for a bf16 store of a bf16 model's KV, else float32. send_build takes the
+  // rows in these forms (PrefillCapture holds them so).
+  KvWireFormat kv_rows;
   // The GPU's static set (StaticSetOptions): with window > 0 and sinks >= 0, every reply's count of
   // offloaded keys held must be what the split leaves at that position, max(0, p + 1 - W - S) (issue 20
   // item 2: the worker's own check that the two sets cover [0, p] with no gap or repeat, beside the
@@ -63,6 +65,7 @@ struct RetrievalStats {
   int64_t distance_computations = 0;   // all heads, all steps
   int64_t query_heads_searched = 0;    // for keys scanned per query = distance_computations / this
   double build_seconds = 0;            // from the first kBuild sent to the last kBuildDone received
+  int64_t build_bytes = 0;             // kBuild payload bytes sent, all retrievers
   int64_t offloaded_keys = 0;          // per kv head, at the latest step
   std::vector<LayerRetrievalStats> layers;  // [n_layers]
   // Where a round trip's time goes (the decode breakdown; issue 16 item 6), summed over steps:
@@ -90,13 +93,14 @@ class RetrievalClient final : public RemoteAttention {
   const std::vector<transport::RetrieverReport>& reports() const { return reports_; }
 
   // Ships layer `layer`'s offloaded prefill rows and its training queries to the owners:
-  //   keys, values: [n_keys][n_kv_heads * head_dim] float32, positions first_position + i
+  //   keys, values: [n_keys][n_kv_heads] rows of head_dim in the forms options.kv_rows names (.key,
+  //                 .value; wire_row_bytes each), positions first_position + i (PrefillCapture::keys)
   //   train_q:      [n_train][n_heads * head_dim] float32 (may be null when n_train == 0)
   //   window_q:     [n_window][n_heads * head_dim] float32, positions first_position + n_keys + i: the
   //                 queries of the tokens still in the window (may be null when n_window == 0)
   //   lists:        [n_heads][n_train][list_width] int32, each training query's top key rows (found on the
   //                 GPU: BackendOptions::train_lists), or null (list_width 0): the retrievers find them
-  void send_build(int64_t layer, int64_t first_position, int64_t n_keys, const float* keys, const float* values,
+  void send_build(int64_t layer, int64_t first_position, int64_t n_keys, const std::byte* keys, const std::byte* values,
                   int64_t n_train, const float* train_q, int64_t n_window = 0, const float* window_q = nullptr,
                   int list_width = 0, const int32_t* lists = nullptr);
   // Waits for every layer's kBuildDone.
@@ -119,6 +123,8 @@ class RetrievalClient final : public RemoteAttention {
                                                        std::chrono::milliseconds timeout);
   void load_shards(const std::vector<std::string>& paths, const std::vector<transport::ShardFilePayload>& files,
                    std::chrono::milliseconds timeout);
+  // The forms send_build takes keys and values in (RetrievalClientOptions::kv_rows).
+  KvWireFormat kv_rows() const { return options_.kv_rows; }
   // The shard plan: owned_kv_heads[r][layer] (RetrievalClientOptions).
   const std::vector<std::vector<std::vector<int64_t>>>& owned_kv_heads() const { return options_.owned_kv_heads; }
   size_t retrievers() const { return channels_.size(); }

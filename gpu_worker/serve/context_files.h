@@ -10,13 +10,15 @@
 //                     attention; the sinks and the window with a static set.
 //   logits.bin        LogitsHeader, then [vocab_size] float32: the last token's logits (the first
 //                     generated token of a prompt that is exactly the document).
-//   layer-NNN.bin     one per layer, with retrievers only (LayerHeader, then keys, values
-//                     [n_keys][n_kv_heads * head_dim], train_q [n_train][n_heads * head_dim], window_q
-//                     [n_window][n_heads * head_dim], all float32): exactly what the worker ships to the
-//                     retrievers after a prefill (RetrievalClient::send_build). Loading without usable
-//                     retriever shards ships them again and the retrievers build their indexes from
-//                     them; the indexes themselves
-//                     (graph adjacency, FAISS lists) are not saved here but below.
+//   layer-NNN.bin     one per layer, with retrievers only (saved_layers.h): LayerHeader, then keys and
+//                     values [n_keys][n_kv_heads] rows of head_dim in the forms they were shipped in
+//                     (LayerHeader::key_rows, value_rows: float32, bf16 or int8 rows; common/
+//                     wire_rows.h), each block padded to 4 bytes, then train_q [n_train][n_heads *
+//                     head_dim] and window_q [n_window][n_heads * head_dim] float32: exactly what the
+//                     worker ships to the retrievers after a prefill (RetrievalClient::send_build).
+//                     Loading without usable retriever shards ships them again and the retrievers build
+//                     their indexes from them; the indexes themselves (graph adjacency, FAISS lists)
+//                     are not saved here but below.
 //   retriever-NNN.shards  one per retriever, written by it (cpu_retriever/shard_file.h): every layer's
 //                     built shards, rows and indexes; the manifest's "retriever_shards" holds the shard
 //                     plan they were made under. A server with the same retrievers, plan and mode
@@ -44,6 +46,8 @@
 namespace ra::serve {
 
 inline constexpr int kContextFormatVersion = 1;
+// layer-NNN.bin's own version: 2 holds the rows in their wire forms (key_rows, value_rows); 1 held float32.
+inline constexpr int kLayerFileVersion = 2;
 
 // What a saved context was made with; a server loads it only when its own is the same (mode: the
 // saved data must serve the server's mode, see compatible_modes()).
@@ -76,9 +80,11 @@ struct WorkerKvHeader {
 };
 struct LayerHeader {
   char magic[8] = {'R', 'A', 'C', 'T', 'X', 'L', 'Y', '1'};
-  uint32_t version = kContextFormatVersion;
+  uint32_t version = kLayerFileVersion;
   uint32_t layer = 0;
   int64_t first_position = 0, n_keys = 0, kv_dim = 0, n_train = 0, n_window = 0, q_dim = 0;
+  uint16_t key_rows = 0, value_rows = 0;  // WireRows of the keys and of the values (0 f32, 1 bf16, 2 int8)
+  uint32_t reserved = 0;
 };
 struct LogitsHeader {
   char magic[8] = {'R', 'A', 'C', 'T', 'X', 'L', 'G', '1'};

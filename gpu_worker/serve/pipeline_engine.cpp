@@ -10,6 +10,7 @@
 #include "gpu_worker/offload/prefill_capture.h"
 #include "gpu_worker/offload/prefill_shipper.h"
 #include "gpu_worker/serve/saved_kv.h"
+#include "gpu_worker/serve/saved_layers.h"
 
 namespace ra::serve {
 namespace {
@@ -86,6 +87,7 @@ PipelineEngine::PipelineEngine(std::unique_ptr<Model> model, std::unique_ptr<Ret
     if (prefill_cancel_ != nullptr && prefill_cancel_->load(std::memory_order_relaxed)) throw Cancelled{};
     capture_observer_(chunk);
   };
+  bo.observe_kv_rows = client_->kv_rows();  // a CUDA backend codes the base's K and V on the GPU
   bo.static_set = {true, options.sinks, options.window, round_trips_.get()};
   backend_ = make_backend(options.backend, *model_, bo);
   info_ = engine_info(*backend_, options.mode, /*has_retrieval=*/true);
@@ -186,27 +188,13 @@ void PipelineEngine::build_base(std::span<const int32_t> tokens, const std::atom
   base_len_ = 0;
   prompt_logits_at_ = -1;
   backend_->reset();
-  PrefillCapture capture(mc, n, options_.sinks, options_.window, options_.max_train_queries, options_.capture_queries);
+  PrefillCapture capture(mc, n, options_.sinks, options_.window, options_.max_train_queries, options_.capture_queries,
+                         client_->kv_rows());
   try {
     PrefillShipper shipper(*client_, capture);  // each layer leaves as soon as the backend has it
     if (save != nullptr) {  // written before it is shipped (and released)
-      capture.on_layer_complete = [&capture, save, kv_dim = mc.kv_dim(), q_dim = mc.q_dim(),
-                                   ship = capture.on_layer_complete](int64_t l) {
-        LayerHeader h;
-        h.layer = static_cast<uint32_t>(l);
-        h.first_position = capture.first_offloaded();
-        h.n_keys = capture.offloaded();
-        h.kv_dim = kv_dim;
-        h.n_train = capture.train_rows();
-        h.n_window = capture.window_rows();
-        h.q_dim = q_dim;
-        save->open(layer_file(l));
-        save->write(&h, sizeof(h));
-        save->write_floats(capture.keys(l), static_cast<size_t>(h.n_keys * h.kv_dim));
-        save->write_floats(capture.values(l), static_cast<size_t>(h.n_keys * h.kv_dim));
-        save->write_floats(capture.train_queries(l), static_cast<size_t>(h.n_train * h.q_dim));
-        save->write_floats(capture.window_queries(l), static_cast<size_t>(h.n_window * h.q_dim));
-        save->close();
+      capture.on_layer_complete = [&capture, &mc, save, ship = capture.on_layer_complete](int64_t l) {
+        save_layer(*save, capture, l, mc);
         ship(l);
       };
     }
@@ -341,29 +329,18 @@ std::vector<int32_t> PipelineEngine::load(const std::string& dir) {
                              saved.files.size(), mc.n_layers);
   }
   // Else every layer's rows, shipped as after a prefill; the retrievers build their indexes from them.
+  LayerExpectation expect;
+  expect.first_position = S;
+  expect.n_keys = offloaded_end - S;
+  expect.split = fmt::format("{} tokens with sinks {} and window {}", n, options_.sinks, options_.window);
+  expect.mode = options_.mode;
+  expect.needs_queries = options_.capture_queries;
+  expect.kv_rows = client_->kv_rows();
   for (int64_t l = 0; l < mc.n_layers && !load_restored_indexes_; ++l) {
-    const std::string name = layer_file(l), path = reader.path(name);
-    const std::vector<std::byte> bytes = reader.read(name);
-    const auto h = read_header<LayerHeader>(bytes, path);
-    RA_REQUIRE(h.layer == l, "{}: field 'layer' is {}", path, h.layer);
-    RA_REQUIRE(h.first_position == S && h.n_keys == offloaded_end - S,
-               "{}: fields 'first_position', 'n_keys' are {}, {}; {} tokens with sinks {} and window {} offload "
-               "{} rows from {}", path, h.first_position, h.n_keys, n, options_.sinks, options_.window,
-               offloaded_end - S, S);
-    RA_REQUIRE(h.kv_dim == mc.kv_dim() && h.q_dim == mc.q_dim(), "{}: fields 'kv_dim', 'q_dim' are {}, {}; the "
-               "model has {}, {}", path, h.kv_dim, h.q_dim, mc.kv_dim(), mc.q_dim());
-    RA_REQUIRE(h.n_train >= 0 && h.n_window >= 0 && (h.n_train > 0 || !options_.capture_queries),
-               "{}: field 'n_train' is {}: mode {} builds its index from training queries", path, h.n_train,
-               options_.mode);
-    const auto kv = static_cast<size_t>(h.n_keys * h.kv_dim);
-    const auto train = static_cast<size_t>(h.n_train * h.q_dim);
-    const auto window = static_cast<size_t>(h.n_window * h.q_dim);
-    RA_REQUIRE(bytes.size() == sizeof(h) + (2 * kv + train + window) * sizeof(float),
-               "{}: {} bytes, its header describes {}", path, bytes.size(),
-               sizeof(h) + (2 * kv + train + window) * sizeof(float));
-    const auto* f = reinterpret_cast<const float*>(bytes.data() + sizeof(h));
-    client_->send_build(l, h.first_position, h.n_keys, f, f + kv, h.n_train, h.n_train > 0 ? f + 2 * kv : nullptr,
-                        h.n_window, h.n_window > 0 ? f + 2 * kv + train : nullptr);
+    const SavedLayer saved(reader, l, mc, expect);
+    const LayerHeader& h = saved.header();
+    client_->send_build(l, h.first_position, h.n_keys, saved.keys(), saved.values(), h.n_train,
+                        saved.train_queries(), h.n_window, saved.window_queries());
   }
   if (!load_restored_indexes_) client_->wait_builds();
   send_rewind(offloaded_end);

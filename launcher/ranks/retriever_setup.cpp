@@ -53,8 +53,17 @@ retriever::KvDtypes retriever_kv_dtypes(const RunPlan& plan) {
   return retriever::parse_kv_dtypes(plan.config.kv_dtype);  // e.g. int8: a million tokens' KV in RAM
 }
 
-bool kv_bf16_on_wire(const RunPlan& plan) {
-  return plan.geometry.kv_dtype == "BF16" && retriever::takes_bf16_rows(retriever_kv_dtypes(plan));
+KvWireFormat kv_wire_format(const std::string& model_kv_dtype, retriever::KvDtypes stores) {
+  const auto side = [&](retriever::KvDtype store) {
+    if (store == retriever::KvDtype::kQ8) return WireRows::kQ8;
+    if (store == retriever::KvDtype::kBF16 && model_kv_dtype == "BF16") return WireRows::kBF16;
+    return WireRows::kF32;
+  };
+  return {side(stores.key), side(stores.value)};
+}
+
+KvWireFormat kv_wire_format(const RunPlan& plan) {
+  return kv_wire_format(plan.geometry.kv_dtype, retriever_kv_dtypes(plan));
 }
 
 bool ships_prefill_queries(const RunConfig& c) {

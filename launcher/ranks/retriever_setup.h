@@ -15,9 +15,13 @@ retriever::RetrieverServiceConfig retriever_service_config(const RunPlan& plan, 
 
 // The retrievers' KV storage: the config's kv_dtype, or with "auto" the checkpoint's dtype.
 retriever::KvDtypes retriever_kv_dtypes(const RunPlan& plan);
-// Whether the worker ships a bf16 checkpoint's prefill KV as bf16 (half the bytes, exact): when every
-// store takes it, bf16 or int8 (coded from it); not into an f16 or f32 store.
-bool kv_bf16_on_wire(const RunPlan& plan);
+// The forms in which the worker holds and ships the prefill's keys and values (kBuild; common/
+// wire_rows.h), per side, from that side's store dtype: int8 rows for an int8 store (coded on the
+// worker or its GPU: about a quarter of float32's bytes); bf16 for a bf16 store of a bf16 checkpoint's KV
+// (half the bytes, exact); float32 otherwise (an f16 or f32 store, or KV that bf16 would round).
+// model_kv_dtype: the checkpoint's dtype string (Geometry::kv_dtype, e.g. "BF16").
+KvWireFormat kv_wire_format(const std::string& model_kv_dtype, retriever::KvDtypes stores);
+KvWireFormat kv_wire_format(const RunPlan& plan);  // of the plan's checkpoint and retriever_kv_dtypes
 
 // Whether the worker ships the prefill's queries: the graph trains on them, a scan budget
 // (index.scan_fraction) is fitted on them.

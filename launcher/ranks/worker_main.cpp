@@ -84,12 +84,13 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
 
   const bool graph = c.mode == AttentionMode::kRetrieval;
   PrefillCapture capture(mc, static_cast<int64_t>(prompt.size()), c.sinks, c.window, prefill_queries_to_ship(c),
-                         ships_prefill_queries(c));
+                         ships_prefill_queries(c), client.kv_rows());
   BackendOptions options;
   options.max_positions = std::min<int64_t>(mc.max_position_embeddings,
                                             static_cast<int64_t>(prompt.size()) + c.max_new_tokens);
   options.threads = c.worker_threads;
   options.qkv_observer = capture.observer();
+  options.observe_kv_rows = client.kv_rows();  // the CUDA backend codes K and V on the GPU
   // The graph's training lists, found by the backend while each layer's keys are resident (the CUDA
   // backend does); otherwise the retrievers find them.
   if (graph) options.train_lists = capture.train_list_options(c.index.graph_Kq);

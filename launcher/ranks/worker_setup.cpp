@@ -31,7 +31,7 @@ RetrievalClientOptions retrieval_client_options(const RunPlan& plan, const Model
   o.ef = c.index.ef;
   o.nprobe = c.index.nprobe;
   o.build_timeout = std::chrono::milliseconds(c.build_timeout_ms);
-  o.kv_bf16_on_wire = kv_bf16_on_wire(plan);
+  o.kv_rows = kv_wire_format(plan);
   o.sinks = c.sinks;
   o.window = c.window;
   return o;

@@ -1,5 +1,5 @@
 // The CUDA backend against the CPU reference backend, whole model: prefill and decode logits, the
-// static set (window mode), chunked prefill, the QkvObserver, GPU sampling, a remote part that makes
+// static set (window mode), chunked prefill, the QkvObserver (K and V coded on the GPU too), GPU sampling, a remote part that makes
 // the offloaded mode exact ("flat == full" in one process), and the benchmark hooks. Float32 models
 // must agree to float rounding; bf16 models to bf16 rounding of activations and KV.
 
@@ -216,6 +216,49 @@ TEST_P(CudaBackendVsCpu, ObserverSeesTheSameQkv) {
     all_gpu.insert(all_gpu.end(), seen[0][key].begin(), seen[0][key].end());
   }
   EXPECT_OP("model_observed_qkv", shape("n=40"), dtype_, all_gpu, all_cpu, tolerance_);
+}
+
+// With BackendOptions::observe_kv_rows the observer gets K and V coded on the GPU (int8 keys, bf16
+// values here: what an int8/bf16 store takes) instead of float32: the bytes the CPU's coders (common/
+// wire_rows.h, as PrefillCapture uses them) make of the float32 K and V that the same backend, run
+// without it, observes. Bit for bit: the coding is exact and the prefill deterministic.
+TEST_P(CudaBackendVsCpu, ObserverGetsKvRowsCodedOnTheGpu) {
+  const ModelConfig& c = model_.config;
+  const KvWireFormat form{WireRows::kQ8, WireRows::kBF16};
+  const size_t kb = static_cast<size_t>(c.n_kv_heads) * wire_row_bytes(form.key, c.head_dim);
+  const size_t vb = static_cast<size_t>(c.n_kv_heads) * wire_row_bytes(form.value, c.head_dim);
+  std::map<std::pair<int64_t, int64_t>, std::vector<std::byte>> seen[2];  // (layer, position) -> k | v bytes
+  BackendOptions o;
+  o.cuda_prefill_chunk = 16;
+  o.observe_kv_rows = form;
+  o.qkv_observer = [&](const QkvChunk& chunk) {
+    ASSERT_NE(chunk.k_rows, nullptr);
+    ASSERT_NE(chunk.v_rows, nullptr);
+    EXPECT_EQ(chunk.k, nullptr);
+    EXPECT_TRUE(chunk.rows_format == form);
+    for (int64_t i = 0; i < chunk.n; ++i) {
+      std::vector<std::byte>& row = seen[0][{chunk.layer, chunk.position + i}];
+      row.insert(row.end(), chunk.k_rows + i * kb, chunk.k_rows + (i + 1) * kb);
+      row.insert(row.end(), chunk.v_rows + i * vb, chunk.v_rows + (i + 1) * vb);
+    }
+  };
+  auto coded = make(BackendKind::kCuda, o);
+  o.observe_kv_rows.reset();
+  o.qkv_observer = [&](const QkvChunk& chunk) {
+    ASSERT_NE(chunk.k, nullptr);
+    for (int64_t i = 0; i < chunk.n; ++i) {
+      std::vector<std::byte> row(kb + vb);
+      EXPECT_LT(encode_wire_rows(form.key, chunk.k + i * c.kv_dim(), c.n_kv_heads, c.head_dim, row.data()), 0);
+      EXPECT_LT(encode_wire_rows(form.value, chunk.v + i * c.kv_dim(), c.n_kv_heads, c.head_dim, row.data() + kb), 0);
+      seen[1][{chunk.layer, chunk.position + i}] = std::move(row);
+    }
+  };
+  auto floats = make(BackendKind::kCuda, o);
+  const std::vector<int32_t> tokens = test_tokens(40, c.vocab_size, 21);
+  const std::vector<float> a = run(*coded, tokens), b = run(*floats, tokens);
+  EXPECT_EQ(a, b) << "the two prefills differ: the rows cannot be compared";
+  ASSERT_EQ(seen[0].size(), static_cast<size_t>(c.n_layers * 40));
+  EXPECT_TRUE(seen[0] == seen[1]) << "K and V coded on the GPU differ from the CPU's coding of the same rows";
 }
 
 TEST_P(CudaBackendVsCpu, DeviceSamplingEqualsTheHostSampler) {

@@ -35,3 +35,9 @@ gtest_discover_tests(cuda_model_gpu_test PROPERTIES LABELS "gpu;model" TIMEOUT 6
 ra_add_gpu_test(train_lists_gpu_test
   SOURCES gpu/train_lists_gpu_test.cpp
   LIBS ra_cuda_backend)
+
+# K and V coded on the GPU in the retrievers' forms (int8, bf16, float32) against the CPU's coders, bit
+# for bit (issue 22 item 1).
+ra_add_gpu_test(kv_rows_gpu_test
+  SOURCES gpu/kv_rows_gpu_test.cpp
+  LIBS ra_cuda_backend)

@@ -36,6 +36,8 @@ struct PipelineSetup {
   int64_t sinks = 8, window = 16;
   int retrievers = 2;
   bool graph_per_kv_head = false;  // kGraph: one graph per kv head, searched once for its query group
+  retriever::KvDtypes store = retriever::KvDtype::kF32;  // the retrievers' KV store
+  KvWireFormat wire;                                     // kBuild's rows (the launcher's kv_wire_format)
 };
 
 // An engine and its retriever threads; the destructor tells the retrievers to leave and joins them.
@@ -49,12 +51,13 @@ class Pipeline {
     copts.geometry = {c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale()};
     copts.top_k = s.top_k;
     copts.ef = s.ef;
+    copts.kv_rows = s.wire;
     std::vector<transport::Channel*> channels;
     for (int r = 0; r < s.retrievers; ++r) {
       auto [w, peer] = transport::make_inproc_pair("worker", "retriever " + std::to_string(r), std::chrono::minutes(5));
       retriever::RetrieverServiceConfig cfg;
       cfg.geometry = {c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale()};
-      cfg.dtype = retriever::KvDtype::kF32;
+      cfg.dtype = s.store;
       for (int64_t l = 0; l < c.n_layers; ++l) {
         std::vector<int64_t> heads;
         for (int64_t g = 0; g < c.n_kv_heads; ++g) {
@@ -343,6 +346,65 @@ TEST(PipelineEngine, ASavedContextLoadsIntoAnotherServerAndBadSavesAreRefused) {
   EXPECT_THAT(load_error(bad), HasSubstr("manifest.json"));
   fs::remove_all(bad);
   fs::remove_all(dir);
+}
+
+// Issue 22 item 1: a save's layer files hold the rows as they were shipped, int8 for int8 stores (about a
+// quarter of float32's bytes). They load into int8 stores (rebuilt by another retriever count: the same
+// tokens) and are refused, naming the file and field, by stores that cannot take int8 rows; float32
+// rows load into int8 stores coded as a cold prefill codes them (the same tokens as one).
+TEST(PipelineEngine, SavedInt8RowsLoadIntoInt8StoresOnly) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "ra-pipeline-ctx-int8";
+  const fs::path f32_dir = fs::path(::testing::TempDir()) / "ra-pipeline-ctx-f32";
+  fs::remove_all(dir);
+  fs::remove_all(f32_dir);
+  const Tokens doc = document();
+  const Tokens prompt = with_question(doc, " Which key is on line 5?");
+  const auto context = static_cast<int64_t>(doc.size());
+  PipelineSetup int8;
+  int8.store = retriever::KvDtype::kQ8;
+  int8.wire = {WireRows::kQ8, WireRows::kQ8};
+  Generated reference;
+  {
+    Pipeline p(int8);
+    p.engine->prefill_and_save(doc, dir.string());
+    reference = generate(*p.engine, prompt, context, 12);
+  }
+  const int64_t rows = (context - int8.sinks - int8.window) * 2;  // offloaded positions x kv heads
+  EXPECT_EQ(fs::file_size(dir / "layer-000.bin"), sizeof(LayerHeader) + 2 * wire_block_bytes(WireRows::kQ8, rows, 16));
+  PipelineSetup int8_one = int8;
+  int8_one.retrievers = 1;  // another shard plan: rebuilt from the layer files
+  {
+    Pipeline p(int8_one);
+    EXPECT_EQ(p.engine->load(dir.string()), doc);
+    EXPECT_FALSE(p.engine->load_restored_indexes());
+    EXPECT_EQ(generate(*p.engine, prompt, context, 12).tokens, reference.tokens);
+  }
+  {
+    PipelineSetup f32_one;
+    f32_one.retrievers = 1;
+    Pipeline p(f32_one);
+    try {
+      p.engine->load(dir.string());
+      ADD_FAILURE() << "int8 rows loaded into f32 stores";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), AllOf(HasSubstr("layer-000.bin"), HasSubstr("field 'key_rows' is int8"),
+                                  HasSubstr("take f32 keys")));
+    }
+  }
+  {
+    Pipeline saver;  // float32 stores and rows
+    saver.engine->prefill_and_save(doc, f32_dir.string());
+  }
+  Generated cold;
+  {
+    Pipeline p(int8_one);
+    cold = generate(*p.engine, prompt, context, 12);
+  }
+  Pipeline p(int8_one);
+  EXPECT_EQ(p.engine->load(f32_dir.string()), doc);
+  EXPECT_EQ(generate(*p.engine, prompt, context, 12).tokens, cold.tokens);
+  fs::remove_all(dir);
+  fs::remove_all(f32_dir);
 }
 
 // The attention-aware graph, one per kv head and searched by its query group, with a top-k below the

@@ -1,15 +1,19 @@
 // The retriever's 16-bit KV store: partial attention over retrieved rows equals the shared fp32 math
-// (common/partial_state.h) on the rounded keys and values.
+// (common/partial_state.h) on the rounded keys and values. Rows in the forms they travel in (bf16 keys,
+// int8 values) fill a store as their float32 values do, all or none.
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
 
+#include "common/error.h"
 #include "common/half.h"
 #include "common/partial_state.h"
+#include "common/wire_rows.h"
 #include "cpu_retriever/kv_store.h"
 
 namespace ra::retriever {
@@ -96,6 +100,44 @@ TEST(KvStore, DtypeFollowsTheCheckpoint) {
   EXPECT_EQ(kv_dtype_for("BF16"), KvDtype::kBF16);
   EXPECT_EQ(kv_dtype_for("F32"), KvDtype::kF32);
   EXPECT_EQ(kv_dtype_for("I8"), KvDtype::kBF16);
+}
+
+// An int8-key, int8-value store fed bf16 keys and int8 values (each side in its own wire form) holds
+// exactly what it holds when fed the float32 values; a bad int8 scale among the values refuses the
+// whole append, keys included.
+TEST(KvStore, WireRowsPerSideFillTheStoreAsFloatsAndAllOrNone) {
+  const int64_t n = 50;
+  const Data d = random_rows(n, 9);
+  std::vector<uint16_t> key_bits(d.k.size());
+  std::vector<float> key_values(d.k.size());
+  for (size_t e = 0; e < d.k.size(); ++e) {
+    key_bits[e] = to_bf16(d.k[e]).bits;
+    key_values[e] = to_float(bf16{key_bits[e]});
+  }
+  std::vector<std::byte> value_rows(static_cast<size_t>(n) * wire_row_bytes(WireRows::kQ8, kDim));
+  ASSERT_LT(encode_wire_rows(WireRows::kQ8, d.v.data(), n, kDim, value_rows.data()), 0);
+  KvStore wire(kDim, KvDtype::kQ8), floats(kDim, KvDtype::kQ8);
+  wire.append(KvRows(KvDtype::kBF16, key_bits.data()), KvRows(KvDtype::kQ8, value_rows.data()), n);
+  floats.append(key_values.data(), d.v.data(), n);
+  const size_t row = kv_row_bytes(KvDtype::kQ8, kDim);
+  EXPECT_EQ(std::memcmp(wire.keys()->data(), floats.keys()->data(), n * row), 0);
+  EXPECT_EQ(std::memcmp(wire.values().data(), floats.values().data(), n * row), 0);
+
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(value_rows.data() + 7 * row + kDim, &nan, sizeof nan);  // row 7's scale
+  try {
+    wire.append(KvRows(KvDtype::kBF16, key_bits.data()), KvRows(KvDtype::kQ8, value_rows.data()), n);
+    FAIL() << "took an int8 row with a NaN scale";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("value row 57: its int8 scale is nan"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(wire.size(), n);
+  EXPECT_EQ(wire.keys()->size(), n);
+  EXPECT_EQ(wire.values().size(), n);
+  // int8 rows into a bf16 store: refused by name.
+  KvStore bf16(kDim, KvDtype::kBF16);
+  EXPECT_THROW(bf16.append(d.k.data(), KvRows(KvDtype::kQ8, value_rows.data()), n), Error);
+  EXPECT_EQ(bf16.size(), 0);
 }
 
 }  // namespace

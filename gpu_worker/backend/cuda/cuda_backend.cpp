@@ -139,8 +139,14 @@ struct PrefillBuffers {
   DeviceBuffer<T> k_scratch;     // static set only: [n_kv_heads][n][head_dim] one layer's prompt keys
   DeviceBuffer<T> v_scratch;     // static set only: values
   // QkvObserver staging: device float32 rows, then pinned host copies.
-  DeviceBuffer<float> obs_q, obs_k, obs_v;  // [chunk][q_dim], [chunk][kv_dim] x 2
+  DeviceBuffer<float> obs_q, obs_k, obs_v;  // [chunk][q_dim], [chunk][kv_dim] x 2 (without observe_kv_rows)
   PinnedBuffer<float> obs_q_h, obs_k_h, obs_v_h;
+  // With BackendOptions::observe_kv_rows: K and V coded in the wire's forms instead, [chunk][n_kv_heads]
+  // rows of wire_row_bytes each, and the coder's error words (first bad row of K, of V; kNoBadRow).
+  DeviceBuffer<std::byte> obs_k_rows, obs_v_rows;
+  PinnedBuffer<std::byte> obs_k_rows_h, obs_v_rows_h;
+  DeviceBuffer<unsigned long long> obs_bad;  // [2]
+  PinnedBuffer<unsigned long long> obs_bad_h;
   // Training lists (TrainListOptions): positions [n_train] int64; the training queries of every head
   // [n_heads][n_train][head_dim]; scores of a block of the group's training rows against the kv head's
   // offloaded keys [block][offloaded]; the lists [n_heads][n_train][width] int32, and their host copy.
@@ -163,6 +169,7 @@ class CudaBackend final : public Backend {
         w_(std::move(weights)),
         chunk_(std::max<int64_t>(1, options.cuda_prefill_chunk)),
         qkv_observer_(options.qkv_observer),
+        observe_kv_rows_(options.observe_kv_rows),
         static_set_(options.static_set),
         train_lists_(options.train_lists) {
     const ModelConfig& c = config_;
@@ -370,11 +377,21 @@ class CudaBackend final : public Backend {
     }
     if (qkv_observer_) {
       b.obs_q = DeviceBuffer<float>(cn * static_cast<size_t>(m.q_dim()), "observed q");
-      b.obs_k = DeviceBuffer<float>(cn * static_cast<size_t>(m.kv_dim()), "observed k");
-      b.obs_v = DeviceBuffer<float>(cn * static_cast<size_t>(m.kv_dim()), "observed v");
       b.obs_q_h = PinnedBuffer<float>(b.obs_q.size(), "observed q");
-      b.obs_k_h = PinnedBuffer<float>(b.obs_k.size(), "observed k");
-      b.obs_v_h = PinnedBuffer<float>(b.obs_v.size(), "observed v");
+      if (observe_kv_rows_) {
+        const auto rows = cn * static_cast<size_t>(m.n_kv_heads);
+        b.obs_k_rows = DeviceBuffer<std::byte>(rows * wire_row_bytes(observe_kv_rows_->key, m.head_dim), "coded k");
+        b.obs_v_rows = DeviceBuffer<std::byte>(rows * wire_row_bytes(observe_kv_rows_->value, m.head_dim), "coded v");
+        b.obs_k_rows_h = PinnedBuffer<std::byte>(b.obs_k_rows.size(), "coded k");
+        b.obs_v_rows_h = PinnedBuffer<std::byte>(b.obs_v_rows.size(), "coded v");
+        b.obs_bad = DeviceBuffer<unsigned long long>(2, "coded rows' errors");
+        b.obs_bad_h = PinnedBuffer<unsigned long long>(2, "coded rows' errors");
+      } else {
+        b.obs_k = DeviceBuffer<float>(cn * static_cast<size_t>(m.kv_dim()), "observed k");
+        b.obs_v = DeviceBuffer<float>(cn * static_cast<size_t>(m.kv_dim()), "observed v");
+        b.obs_k_h = PinnedBuffer<float>(b.obs_k.size(), "observed k");
+        b.obs_v_h = PinnedBuffer<float>(b.obs_v.size(), "observed v");
+      }
     }
 
     const bool lists = scratch && lists_enabled();
@@ -419,13 +436,15 @@ class CudaBackend final : public Backend {
     position_ += n;
   }
 
-  // The QkvObserver's view of a chunk: post-RoPE q, k and v as token-major float32 rows.
+  // The QkvObserver's view of a chunk: post-RoPE q, k and v as token-major float32 rows, or with
+  // observe_kv_rows K and V coded in the wire's forms on the GPU (observe_coded).
   void observe(PrefillBuffers<T>& b, int64_t layer, int64_t first, int64_t rows, const T* k, const T* v, int64_t cap) {
     const ModelConfig& m = c();
     cudaStream_t s = stream_->get();
     const int ir = static_cast<int>(rows);
     const int hkv = static_cast<int>(m.n_kv_heads), hd = static_cast<int>(m.head_dim);
     RA_CUDA_CHECK(to_float_array<T>(b.q.get(), b.obs_q.get(), rows * m.q_dim(), s));
+    if (observe_kv_rows_) return observe_coded(b, layer, first, rows, k, v, cap);
     RA_CUDA_CHECK(gather_kv_rows<T>(k, cap, first, ir, hkv, hd, b.obs_k.get(), s));
     RA_CUDA_CHECK(gather_kv_rows<T>(v, cap, first, ir, hkv, hd, b.obs_v.get(), s));
     const auto q_bytes = static_cast<size_t>(rows * m.q_dim()) * sizeof(float);
@@ -435,6 +454,43 @@ class CudaBackend final : public Backend {
     RA_CUDA_CHECK(cudaMemcpyAsync(b.obs_v_h.get(), b.obs_v.get(), kv_bytes, cudaMemcpyDeviceToHost, s));
     RA_CUDA_CHECK(cudaStreamSynchronize(s));
     qkv_observer_({layer, first, rows, b.obs_q_h.get(), b.obs_k_h.get(), b.obs_v_h.get()});
+  }
+
+  // K and V of the chunk coded on the GPU (encode_kv_rows: the CPU's rules bit for bit), so only the
+  // coded bytes cross PCIe (int8: about a quarter of float32's); q as float32, already on its way.
+  void observe_coded(PrefillBuffers<T>& b, int64_t layer, int64_t first, int64_t rows, const T* k, const T* v,
+                     int64_t cap) {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    const int ir = static_cast<int>(rows);
+    const int hkv = static_cast<int>(m.n_kv_heads), hd = static_cast<int>(m.head_dim);
+    const KvWireFormat f = *observe_kv_rows_;
+    RA_CUDA_CHECK(cudaMemsetAsync(b.obs_bad.get(), 0xFF, 2 * sizeof(unsigned long long), s));  // kNoBadRow
+    RA_CUDA_CHECK(encode_kv_rows<T>(k, cap, first, ir, hkv, hd, f.key, b.obs_k_rows.get(), b.obs_bad.get(), s));
+    RA_CUDA_CHECK(encode_kv_rows<T>(v, cap, first, ir, hkv, hd, f.value, b.obs_v_rows.get(), b.obs_bad.get() + 1, s));
+    const auto q_bytes = static_cast<size_t>(rows * m.q_dim()) * sizeof(float);
+    const auto kv_rows = static_cast<size_t>(rows * m.n_kv_heads);
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.obs_q_h.get(), b.obs_q.get(), q_bytes, cudaMemcpyDeviceToHost, s));
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.obs_k_rows_h.get(), b.obs_k_rows.get(), kv_rows * wire_row_bytes(f.key, hd),
+                                  cudaMemcpyDeviceToHost, s));
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.obs_v_rows_h.get(), b.obs_v_rows.get(), kv_rows * wire_row_bytes(f.value, hd),
+                                  cudaMemcpyDeviceToHost, s));
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.obs_bad_h.get(), b.obs_bad.get(), 2 * sizeof(unsigned long long),
+                                  cudaMemcpyDeviceToHost, s));
+    RA_CUDA_CHECK(cudaStreamSynchronize(s));
+    const char* sides[2] = {"key", "value"};
+    for (int side = 0; side < 2; ++side) {
+      const unsigned long long bad = b.obs_bad_h.get()[side];
+      RA_REQUIRE(bad == kNoBadRow,
+                 "{}: layer {}, position {}, kv head {}: the {} holds inf or NaN, which an int8 row cannot code (its "
+                 "scale is max |x| / 127)",
+                 source_, layer, first + static_cast<int64_t>(bad / hkv), static_cast<int64_t>(bad % hkv), sides[side]);
+    }
+    QkvChunk chunk{layer, first, rows, b.obs_q_h.get(), nullptr, nullptr};
+    chunk.k_rows = b.obs_k_rows_h.get();
+    chunk.v_rows = b.obs_v_rows_h.get();
+    chunk.rows_format = f;
+    qkv_observer_(chunk);
   }
 
   bool lists_enabled() const {
@@ -672,6 +728,7 @@ class CudaBackend final : public Backend {
   Gemm gemm_;
   const int64_t chunk_;
   const QkvObserver qkv_observer_;
+  const std::optional<KvWireFormat> observe_kv_rows_;
   const StaticSetOptions static_set_;
   const TrainListOptions train_lists_;
   int64_t capacity_ = 0;
