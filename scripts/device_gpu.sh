@@ -8,7 +8,7 @@
 # Knobs (environment):
 #   STAGES       stages in the order to run them (default build,decode,torch,tests,pipeline,oracle,kernels):
 #                build     unpack .device/prebuilt.tgz (compiles here only when they do not run)
-#                tests     backend_ops_gpu_test, cuda_backend_gpu_test, cuda_model_gpu_test, train_lists_gpu_test,
+#                tests     backend_ops_gpu_test, cuda_backend_gpu_test, cuda_model_gpu_test, train_lists_gpu_test, kv_rows_gpu_test,
 #                          grouped_search_test (a CPU test: the grouped search's recall line on this machine)
 #                pipeline  flat == full through real retriever processes (tests/mpi/pipeline_mpi_test.sh)
 #                kernels   ra-bench-kernels          decode  ra bench decode
@@ -84,7 +84,7 @@ stage_build() {
     -DRA_SHARED_MODELS_DIR="$models" > "$out/logs/configure.txt" 2>&1 || { note "configure FAILED"; return 1; }
   local t0; t0=$(date +%s)
   if ! cmake --build "$build" -j"$(nproc)" --target ra ra-gpu-worker ra-cpu-retriever ra-bench-kernels \
-       backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test train_lists_gpu_test grouped_search_test \
+       backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test train_lists_gpu_test kv_rows_gpu_test grouped_search_test \
        > "$out/logs/build.txt" 2>&1; then
     grep -B2 -A12 -E "error|FAILED" "$out/logs/build.txt" | head -60 | tee -a "$summary"
     note "build: FAILED"
@@ -95,7 +95,7 @@ stage_build() {
 
 stage_tests() {
   local t rc
-  local all="backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test train_lists_gpu_test grouped_search_test"
+  local all="backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test train_lists_gpu_test kv_rows_gpu_test grouped_search_test"
   for t in ${TESTS:-$all}; do
     bounded 150 "$build/tests/$t" > "$out/logs/$t.txt" 2>&1
     rc=$?
