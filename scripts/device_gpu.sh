@@ -39,7 +39,7 @@
 #                the retrievers' search threads unpinned (--no-pin-retriever-threads), 1 pins them (the default);
 #                ENV: VAR=VALUE[+VAR=VALUE...] in every rank's environment for this run only (e.g.
 #                RA_SHM_SPIN_US_RETRIEVER=2000+OMP_WAIT_POLICY=ACTIVE); RETRIEVER_THREADS=N there sets this
-#                run's --retriever-threads
+#                run's --retriever-threads, KV_DTYPE=D its --kv-dtype (e.g. int8: the NAV field then empty)
 #   SEARCH_ARGS  ra-bench-search's arguments (default: 128K keys, 32 shards, 32 heads per layer on 16
 #                threads, interleave 1,2, navigation exact,int8)
 #   OFFLOAD_TIMEOUT seconds per offload run (default 280)
@@ -224,9 +224,12 @@ stage_offload() {
       [[ -n $mergeq ]] && echo "  graph_merge_queries: $mergeq"; } > "$cfg"
     local threads=${RETRIEVER_THREADS:-$(( 16 / retrievers ))}
     [[ $envset =~ (^|\+)RETRIEVER_THREADS=([0-9]+) ]] && threads=${BASH_REMATCH[2]}
+    local kvd=""
+    [[ $envset =~ (^|\+)KV_DTYPE=([a-z0-9/]+) ]] && kvd=${BASH_REMATCH[2]}
     local cmd=("$ra" generate --config "$cfg" --backend cuda --mode "$mode" --synthetic-prompt-bytes $(( ctx - 128 ))
                --retrievers "$retrievers" --retriever-threads "$threads"
-               --max-new-tokens "${OFFLOAD_TOKENS:-64}" --ignore-eos --progress-every 500 ${ef:+--ef "$ef"})
+               --max-new-tokens "${OFFLOAD_TOKENS:-64}" --ignore-eos --progress-every 500 ${ef:+--ef "$ef"}
+               ${kvd:+--kv-dtype "$kvd"})
     [[ $pin == 0 ]] && cmd+=(--no-pin-retriever-threads)
     note "\$ ${cmd[*]}"
     (  # the run's own environment: local ranks inherit it from ra and mpirun

@@ -11,7 +11,6 @@
 #include <fstream>
 #include <string>
 #include <string_view>
-#include <utility>
 
 #include "common/error.h"
 #include "launcher/control/child_process.h"
@@ -71,22 +70,26 @@ PipelineExecutables find_pipeline_executables() {
 
 std::vector<std::string> job_mpirun_argv(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu,
                                          const std::string& plan_path, const PipelineExecutables& exes) {
-  std::vector<std::string> argv = mpirun_argv(plan, plan_path, exes.worker, exes.retriever);
+  // The ranks' environment (per app context: mpirun_command.h), each variable unless the user set it.
+  RankEnvironment env;
   // OpenMP threads that spin after a parallel region starve a peer rank on the same CPU (decode 70x slower
   // measured), and sleeping ones pay a wake-up per layer (1.2-1.4x slower decode where the threads fit).
   if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    argv.insert(argv.begin() + 1, {"-x", "OMP_WAIT_POLICY=" + omp_wait_policy_for(plan, local)});
+    const OmpWaitPolicies omp = omp_wait_policies_for(plan, local, worker_on_gpu);
+    if (!omp.worker.empty()) env.worker.push_back("OMP_WAIT_POLICY=" + omp.worker);
+    if (!omp.retriever.empty()) env.retriever.push_back("OMP_WAIT_POLICY=" + omp.retriever);
   }
   // Each side's shared-memory spin, where the user set neither it nor both (RA_SHM_SPIN_US).
   const ShmSpinBudgets spins = shm_spin_budgets_for(plan, local, worker_on_gpu);
   const bool spin_set = std::getenv("RA_SHM_SPIN_US") != nullptr;
-  for (const auto& [var, us] : {std::pair{"RA_SHM_SPIN_US_RETRIEVER", spins.retriever_us},
-                                std::pair{"RA_SHM_SPIN_US_WORKER", spins.worker_us}}) {
-    if (us && !spin_set && std::getenv(var) == nullptr) {
-      argv.insert(argv.begin() + 1, {"-x", std::string(var) + "=" + std::to_string(*us)});
-    }
+  if (spins.retriever_us && !spin_set && std::getenv("RA_SHM_SPIN_US_RETRIEVER") == nullptr) {
+    env.retriever.push_back("RA_SHM_SPIN_US_RETRIEVER=" + std::to_string(*spins.retriever_us));
   }
-  if (std::getenv("RA_LOGITS_TRACE") != nullptr) argv.insert(argv.begin() + 1, {"-x", "RA_LOGITS_TRACE"});
+  if (spins.worker_us && !spin_set && std::getenv("RA_SHM_SPIN_US_WORKER") == nullptr) {
+    env.worker.push_back("RA_SHM_SPIN_US_WORKER=" + std::to_string(*spins.worker_us));
+  }
+  if (std::getenv("RA_LOGITS_TRACE") != nullptr) env.worker.emplace_back("RA_LOGITS_TRACE");
+  std::vector<std::string> argv = mpirun_argv(plan, plan_path, exes.worker, exes.retriever, env);
   const auto& extra = plan.config.mpirun_extra_args;
   // Open MPI's shared-memory transport (vader) keeps a file per rank in /dev/shm, and its session
   // directory lives in TMPDIR: a killed job leaves both behind. On one host they go to the job directory

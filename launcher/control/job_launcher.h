@@ -24,7 +24,7 @@ struct PipelineExecutables {
 PipelineExecutables find_pipeline_executables();
 
 // mpirun's command line for the plan: mpirun_command.h's, plus the environment the ranks get unless the
-// user set it: OMP_WAIT_POLICY from omp_wait_policy_for(plan, local), the shared-memory spin budgets from
+// user set it: OMP_WAIT_POLICY from omp_wait_policies_for(plan, local, worker_on_gpu), the shared-memory spin budgets from
 // shm_spin_budgets_for(plan, local, worker_on_gpu), and RA_LOGITS_TRACE when set. worker_on_gpu: the
 // worker computes on a GPU (its backend, resolved on this machine).
 std::vector<std::string> job_mpirun_argv(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu,

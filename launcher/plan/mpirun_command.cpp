@@ -25,20 +25,35 @@ std::vector<std::string> mpirun_prefix(const std::string& mpirun, bool as_root, 
 }
 
 std::vector<std::string> mpirun_argv(const RunPlan& plan, const std::string& plan_path, const std::string& worker_exe,
-                                     const std::string& retriever_exe, bool as_root) {
+                                     const std::string& retriever_exe, const RankEnvironment& rank_env,
+                                     bool as_root) {
   const RunConfig& c = plan.config;
-  std::vector<std::string> argv = mpirun_prefix(c.mpirun, as_root, c.hostfile, c.mpirun_extra_args);
+  // The user's `-x VAR[=VALUE]` go to every rank with ours: Open MPI applies a -x before the first app
+  // context to that context only.
+  std::vector<std::string> extra, env;
+  for (size_t i = 0; i < c.mpirun_extra_args.size(); ++i) {
+    const std::string& a = c.mpirun_extra_args[i];
+    if (a == "-x" && i + 1 < c.mpirun_extra_args.size()) {
+      env.push_back(c.mpirun_extra_args[++i]);
+    } else {
+      extra.push_back(a);
+    }
+  }
+  env.insert(env.end(), rank_env.all.begin(), rank_env.all.end());
+  std::vector<std::string> argv = mpirun_prefix(c.mpirun, as_root, c.hostfile, extra);
   const bool with_hosts = !c.hostfile.empty();
 
-  auto app_context = [&](const std::string& host, const std::string& exe) {
+  auto app_context = [&](const std::string& host, const std::string& exe, const std::vector<std::string>& own) {
     argv.insert(argv.end(), {"-n", "1"});
     if (with_hosts) argv.insert(argv.end(), {"--host", host});
+    for (const std::string& e : env) argv.insert(argv.end(), {"-x", e});
+    for (const std::string& e : own) argv.insert(argv.end(), {"-x", e});
     argv.insert(argv.end(), {exe, "--plan", plan_path});
   };
-  app_context(plan.worker_host, worker_exe);
+  app_context(plan.worker_host, worker_exe, rank_env.worker);
   for (const RetrieverPlacement& r : plan.retrievers) {
     argv.emplace_back(":");
-    app_context(r.host, retriever_exe);
+    app_context(r.host, retriever_exe, rank_env.retriever);
   }
   return argv;
 }

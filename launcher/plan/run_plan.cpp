@@ -273,17 +273,23 @@ uint64_t plan_digest(const RunPlan& plan) {
   return h;
 }
 
-std::string omp_wait_policy_for(const RunPlan& plan, const NumaTopology& local) {
+OmpWaitPolicies omp_wait_policies_for(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu) {
   int cpus = 0;
   for (const NumaTopology::Node& node : local.nodes) cpus += static_cast<int>(node.cpus.size());
   if (cpus <= 0) cpus = std::max(1, local.total_cores);
-  std::map<std::string, int> threads_on;  // host -> threads of the ranks placed there
-  threads_on[plan.worker_host] += plan.config.worker_threads > 0 ? plan.config.worker_threads : cpus;
-  for (const RetrieverPlacement& r : plan.retrievers) threads_on[r.host] += r.threads;
-  for (const auto& [host, threads] : threads_on) {
-    if (threads > cpus) return "PASSIVE";
+  std::map<std::string, int> threads_on, search_threads_on;  // host -> threads of the ranks placed there
+  threads_on[plan.worker_host] +=
+      worker_on_gpu ? 1 : plan.config.worker_threads > 0 ? plan.config.worker_threads : cpus;
+  for (const RetrieverPlacement& r : plan.retrievers) {
+    threads_on[r.host] += r.threads;
+    search_threads_on[r.host] += r.threads;
   }
-  return "ACTIVE";
+  const auto fit = [cpus](const std::map<std::string, int>& on) {
+    return std::all_of(on.begin(), on.end(), [cpus](const auto& host) { return host.second <= cpus; });
+  };
+  if (fit(threads_on)) return {"ACTIVE", "ACTIVE"};
+  if (worker_on_gpu) return {"PASSIVE", fit(search_threads_on) ? "" : "PASSIVE"};
+  return {"PASSIVE", "PASSIVE"};
 }
 
 ShmSpinBudgets shm_spin_budgets_for(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu) {

@@ -113,13 +113,24 @@ uint64_t plan_digest(const RunPlan& plan);
 // (layer, kv_head) units each retriever owns, compactly. Ends with a newline.
 std::string describe_plan(const RunPlan& plan);
 
-// How the ranks' OpenMP threads should wait between parallel regions: "ACTIVE" (spin) when on every host
-// the ranks' threads fit its CPUs, else "PASSIVE" (sleep). A spinning thread that shares a CPU with the
-// peer it waits for starves it: decode on 16 CPUs with 16 worker and 16 retriever threads ran at 6 tokens/s
-// spinning against 420 sleeping, while with 8 + 8 spinning gave 1.2-1.4x the sleeping speed
-// (docs/pipeline.md). Threads counted: the worker's (config.worker_threads, 0 = every CPU) and each
-// retriever's; `local` stands for every host, as in make_run_plan.
-std::string omp_wait_policy_for(const RunPlan& plan, const NumaTopology& local);
+// How the ranks' OpenMP threads should wait between parallel regions, per role ("" = leave
+// OMP_WAIT_POLICY unset: libgomp spins a bounded while, then sleeps). A spinning thread that shares a CPU
+// with the peer it waits for starves it: decode on 16 CPUs with 16 worker and 16 retriever threads ran at
+// 6 tokens/s spinning against 420 sleeping, while with 8 + 8 spinning gave 1.2-1.4x the sleeping speed
+// (docs/pipeline.md). Threads counted per host: the worker's busy ones (a GPU worker's: 1, its host
+// thread; a CPU worker's: config.worker_threads, 0 = every CPU) and each retriever's.
+//   every host's threads fit its CPUs: ACTIVE for every rank;
+//   else a GPU worker: PASSIVE for the worker (its OpenMP pool idles through the decode; spinning it
+//     starved the searches, 12x slower: docs/perf.md twelfth round) and, where the retrievers' threads
+//     alone fit each host, the retrievers left at libgomp's bounded spin (what every GPU figure so far
+//     ran with), else PASSIVE;
+//   else PASSIVE for every rank.
+// `local` stands for every host, as in make_run_plan.
+struct OmpWaitPolicies {
+  std::string worker;
+  std::string retriever;
+};
+OmpWaitPolicies omp_wait_policies_for(const RunPlan& plan, const NumaTopology& local, bool worker_on_gpu);
 
 // The shared-memory channels' spin budgets, in µs, of the retrievers and the worker
 // (RA_SHM_SPIN_US_RETRIEVER / RA_SHM_SPIN_US_WORKER, transport/shm/shm_channel.h); nullopt = the

@@ -12,9 +12,13 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string>
 
 #include "common/error.h"
 #include "transport/channel.h"
+#ifdef RA_HAVE_SHM
+#include "transport/shm/shm_channel.h"
+#endif
 
 namespace ra {
 namespace {
@@ -47,6 +51,20 @@ std::string plan_path_from_args(int argc, char** argv, const char* program) {
     if (std::strcmp(argv[i], "--plan") == 0) return argv[i + 1];
   }
   raise("usage: {} --plan PLAN.json (started by `ra generate`, which writes the plan and runs mpirun)", program);
+}
+
+std::string describe_rank_waits(const RunPlan& plan, bool retriever_side) {
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  std::string out = std::string("waits: OpenMP ") + (policy != nullptr && *policy != '\0' ? policy : "default");
+#ifdef RA_HAVE_SHM
+  if (plan.config.transport == TransportKind::kShm) {
+    out += ", shm spin " + std::to_string(transport::shm_spin_budget(retriever_side).count()) + " us";
+  }
+#else
+  (void)plan;
+  (void)retriever_side;
+#endif
+  return out;
 }
 
 void install_exit_signal_handlers(const std::string& shm_segment) {

@@ -34,6 +34,11 @@ std::string plan_path_from_args(int argc, char** argv, const char* program);
 // The name is copied into static storage, so the handler does only async-signal-safe work.
 void install_exit_signal_handlers(const std::string& shm_segment);
 
+// How this rank's threads wait, as its environment set them (the launcher's per-rank choices, or the
+// user's): "waits: OpenMP PASSIVE, shm spin 2000 us" ("OpenMP default" when OMP_WAIT_POLICY is unset;
+// the spin only over shared memory). For the ranks' first log lines: what each rank really got.
+std::string describe_rank_waits(const RunPlan& plan, bool retriever_side);
+
 // Removes the segment registered by install_exit_signal_handlers, for exits after an error.
 void remove_registered_segment() noexcept;
 

@@ -35,8 +35,9 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
       placed_on_this_host(plan, rank, here);
   std::string binding;
   if (place.numa_node >= 0) bind_this_process_to_numa_node(here, place.numa_node, &binding);
-  std::fprintf(stderr, "%s rank %d on %s: %s; %s; %d threads\n", kProgram, rank, mpi.host().c_str(),
-               describe(here).c_str(), binding.empty() ? "not bound" : binding.c_str(), place.threads);
+  std::fprintf(stderr, "%s rank %d on %s: %s; %s; %d threads; %s\n", kProgram, rank, mpi.host().c_str(),
+               describe(here).c_str(), binding.empty() ? "not bound" : binding.c_str(), place.threads,
+               describe_rank_waits(plan, true).c_str());
 
   PeerLinks links = connect_peers(mpi, plan);
   transport::HeartbeatThread heartbeat(links.raw());

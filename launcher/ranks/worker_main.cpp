@@ -48,7 +48,8 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   install_exit_signal_handlers("");
   agree_on_plan(mpi, plan, kProgram);
   RA_REQUIRE(mpi.rank() == 0, "{} must be rank 0 (it is rank {})", kProgram, mpi.rank());
-  std::fprintf(stderr, "%s: %s\n", kProgram, bind_worker_near_gpu(plan).c_str());
+  std::fprintf(stderr, "%s: %s; %s\n", kProgram, bind_worker_near_gpu(plan).c_str(),
+               describe_rank_waits(plan, false).c_str());
   if (const char* serve = serve_spec_from_environment()) return run_serve_rank(mpi, plan, serve);  // ra serve
   const RunConfig& c = plan.config;
   if (c.worker_threads > 0) omp_set_num_threads(c.worker_threads);

@@ -93,6 +93,13 @@ exact)
     grep -Eq "^ra-gpu-worker: retriever rank $r on host .+ \(pid [0-9]+\): NUMA node [0-9]+ of [0-9]+ .*, 1 thread (pinned|unpinned), over $transport\$" \
       "$WORK/flat.err" || { grep "^ra-gpu-worker" "$WORK/flat.err"; fail "the worker did not log retriever $r's report"; }
   done
+  # The launcher's per-rank environment reaches every rank, not only the first app context (Open MPI 4
+  # gives a -x before it to that context alone: the retrievers once never saw OMP_WAIT_POLICY).
+  if [[ -z "${OMP_WAIT_POLICY:-}" ]]; then
+    waits=$(grep -Ec "^ra-cpu-retriever rank [0-9]+ on .*; waits: OpenMP (PASSIVE|ACTIVE)" "$WORK/flat.err" || true)
+    [[ "$waits" == "$retrievers" ]] || { grep "^ra-cpu-retriever rank" "$WORK/flat.err"; \
+      fail "$waits of $retrievers retrievers got the launcher's OMP_WAIT_POLICY"; }
+  fi
   python3 "$(dirname "${BASH_SOURCE[0]}")/compare_logits.py" "$WORK/full.f32" "$WORK/flat.f32" "${MIN_STEPS:-$steps}" \
     "${TOL:-1e-4}" || fail "logits differ"
   echo "PASS: flat == full over $transport with $retrievers retrievers (backend ${BACKEND:-auto}, $steps steps)"

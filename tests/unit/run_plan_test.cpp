@@ -420,11 +420,15 @@ TEST(Mpirun, MpmdLineWithoutHostfile) {
   RunConfig c = retrieval(2);
   c.mpirun_extra_args = {"-x", "UCX_TLS=sm"};
   const RunPlan plan = make_run_plan(c, llama3_8b(), topology(1, 2), {});
-  const std::vector<std::string> argv = mpirun_argv(plan, "/tmp/p.json", "/bin/w", "/bin/r", false);
-  EXPECT_THAT(argv, ElementsAre("mpirun", "--oversubscribe", "--bind-to", "none", "-x", "UCX_TLS=sm", "-n", "1",
-                                "/bin/w", "--plan", "/tmp/p.json", ":", "-n", "1", "/bin/r", "--plan", "/tmp/p.json",
-                                ":", "-n", "1", "/bin/r", "--plan", "/tmp/p.json"));
-  const std::vector<std::string> root = mpirun_argv(plan, "/tmp/p.json", "/bin/w", "/bin/r", true);
+  // Every rank's environment goes with every app context (Open MPI gives a -x before the first context
+  // to that context alone): the user's -x pairs first, then ours.
+  const std::vector<std::string> argv = mpirun_argv(plan, "/tmp/p.json", "/bin/w", "/bin/r",
+                                                    RankEnvironment{{"A=1"}, {"W=1"}, {"R=1"}}, false);
+  EXPECT_THAT(argv, ElementsAre("mpirun", "--oversubscribe", "--bind-to", "none", "-n", "1", "-x", "UCX_TLS=sm", "-x",
+                                "A=1", "-x", "W=1", "/bin/w", "--plan", "/tmp/p.json", ":", "-n", "1", "-x",
+                                "UCX_TLS=sm", "-x", "A=1", "-x", "R=1", "/bin/r", "--plan", "/tmp/p.json", ":", "-n",
+                                "1", "-x", "UCX_TLS=sm", "-x", "A=1", "-x", "R=1", "/bin/r", "--plan", "/tmp/p.json"));
+  const std::vector<std::string> root = mpirun_argv(plan, "/tmp/p.json", "/bin/w", "/bin/r", {}, true);
   EXPECT_EQ(root[1], "--allow-run-as-root");
   EXPECT_EQ(std::count(root.begin(), root.end(), "--allow-run-as-root"), 1);
   // The default follows the real user.
@@ -439,7 +443,7 @@ TEST(Mpirun, OneAppContextPerRankWithItsHost) {
   c.mpirun = "/opt/bin/mpirun";
   c.mpirun_extra_args = {"--bind-to", "core"};
   const RunPlan plan = make_run_plan(c, llama3_8b(), topology(1, 4), {{"g", 2}, {"c", 2}});
-  const std::vector<std::string> argv = mpirun_argv(plan, "plan.json", "w", "r", false);
+  const std::vector<std::string> argv = mpirun_argv(plan, "plan.json", "w", "r", {}, false);
   EXPECT_THAT(argv, ElementsAre("/opt/bin/mpirun", "--oversubscribe", "--hostfile", "/etc/hosts.mpi", "--bind-to",
                                 "core", "-n", "1", "--host", "g", "w", "--plan", "plan.json", ":", "-n", "1", "--host",
                                 "g", "r", "--plan", "plan.json", ":", "-n", "1", "--host", "c", "r", "--plan",
@@ -449,7 +453,7 @@ TEST(Mpirun, OneAppContextPerRankWithItsHost) {
 
 TEST(Mpirun, FullModeIsOneContext) {
   const RunPlan plan = make_run_plan(RunConfig{}, llama3_8b(), topology(1, 4), {});
-  const std::vector<std::string> argv = mpirun_argv(plan, "p", "w", "r", false);
+  const std::vector<std::string> argv = mpirun_argv(plan, "p", "w", "r", {}, false);
   EXPECT_EQ(std::count(argv.begin(), argv.end(), ":"), 0);
   EXPECT_THAT(argv, Not(::testing::Contains("r")));
 }
@@ -457,14 +461,32 @@ TEST(Mpirun, FullModeIsOneContext) {
 // The ranks' OpenMP threads spin only where they fit the CPUs of every host: a spinning thread on a
 // shared CPU starves the peer it waits for.
 TEST(OmpWaitPolicy, SpinsOnlyWhereEveryHostsRanksFitItsCpus) {
+  const auto both = [](const std::string& p) { return OmpWaitPolicies{p, p}; };
+  const auto eq = [](const OmpWaitPolicies& a, const OmpWaitPolicies& b) {
+    return a.worker == b.worker && a.retriever == b.retriever;
+  };
   RunConfig c = retrieval(1);
-  EXPECT_EQ(omp_wait_policy_for(make_run_plan(c, llama3_8b(), topology(1, 16), {}), topology(1, 16)), "PASSIVE")
+  const NumaTopology t16 = topology(1, 16);
+  EXPECT_TRUE(eq(omp_wait_policies_for(make_run_plan(c, llama3_8b(), t16, {}), t16, false), both("PASSIVE")))
       << "the worker takes every CPU by default, so a retriever on the same host shares them";
   c.worker_threads = 8;
   c.retriever_threads = 8;
-  EXPECT_EQ(omp_wait_policy_for(make_run_plan(c, llama3_8b(), topology(1, 16), {}), topology(1, 16)), "ACTIVE");
+  EXPECT_TRUE(eq(omp_wait_policies_for(make_run_plan(c, llama3_8b(), t16, {}), t16, false), both("ACTIVE")));
   c.retriever_threads = 9;
-  EXPECT_EQ(omp_wait_policy_for(make_run_plan(c, llama3_8b(), topology(1, 16), {}), topology(1, 16)), "PASSIVE");
+  EXPECT_TRUE(eq(omp_wait_policies_for(make_run_plan(c, llama3_8b(), t16, {}), t16, false), both("PASSIVE")));
+
+  // A GPU worker keeps one CPU busy: 15 search threads beside it fit, and every rank may spin.
+  c.worker_threads = 0;
+  c.retriever_threads = 15;
+  EXPECT_TRUE(eq(omp_wait_policies_for(make_run_plan(c, llama3_8b(), t16, {}), t16, true), both("ACTIVE")));
+  // 4 retrievers of 4 threads take all 16: the GPU worker's idle pool sleeps, the retrievers keep
+  // libgomp's bounded spin ("": unset), as every GPU figure so far ran.
+  RunConfig g = retrieval(4);
+  g.retriever_threads = 4;
+  EXPECT_TRUE(eq(omp_wait_policies_for(make_run_plan(g, llama3_8b(), t16, {}), t16, true),
+                 (OmpWaitPolicies{"PASSIVE", ""})));
+  g.retriever_threads = 5;  // 20 search threads on 16 CPUs: they share, so they sleep
+  EXPECT_TRUE(eq(omp_wait_policies_for(make_run_plan(g, llama3_8b(), t16, {}), t16, true), both("PASSIVE")));
 
   // Two retrievers of 4 threads on a second host, the worker's 4 alone on the first: each host fits 4 CPUs
   // only where it holds at most 4 threads.
@@ -475,10 +497,11 @@ TEST(OmpWaitPolicy, SpinsOnlyWhereEveryHostsRanksFitItsCpus) {
   h.retriever_threads = 2;
   const RunPlan split = make_run_plan(h, llama3_8b(), topology(1, 4), {{"g", 1}, {"c", 2}});
   ASSERT_EQ(split.retrievers[0].host, "c");
-  EXPECT_EQ(omp_wait_policy_for(split, topology(1, 4)), "ACTIVE");
+  EXPECT_TRUE(eq(omp_wait_policies_for(split, topology(1, 4), false), both("ACTIVE")));
   h.retriever_threads = 3;
-  EXPECT_EQ(omp_wait_policy_for(make_run_plan(h, llama3_8b(), topology(1, 4), {{"g", 1}, {"c", 2}}), topology(1, 4)),
-            "PASSIVE")
+  EXPECT_TRUE(eq(omp_wait_policies_for(make_run_plan(h, llama3_8b(), topology(1, 4), {{"g", 1}, {"c", 2}}),
+                                       topology(1, 4), false),
+                 both("PASSIVE")))
       << "host c holds 6 threads on 4 CPUs";
 }
 

@@ -507,6 +507,8 @@ std::optional<bip::mapped_region> map_ready_segment(const std::string& name) {
 
 }  // namespace
 
+std::chrono::microseconds shm_spin_budget(bool retriever_side) { return spin_budget(retriever_side ? kCreator : kOpener); }
+
 std::unique_ptr<Channel> create_shm_channel(const ShmChannelOptions& options) {
   validate_common(options);
   const std::string& name = options.segment_name;

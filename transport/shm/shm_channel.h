@@ -80,6 +80,11 @@ std::unique_ptr<Channel> create_shm_channel(const ShmChannelOptions& options);
 // bad options or a segment that is not ours (wrong magic, version or size) or already taken.
 std::unique_ptr<Channel> open_shm_channel(const ShmChannelOptions& options);
 
+// The spin budget of this process's waits on the retriever (creator) side or the worker (opener) side:
+// RA_SHM_SPIN_US_RETRIEVER or RA_SHM_SPIN_US_WORKER, else RA_SHM_SPIN_US, else 50 µs; read once. Throws
+// ra::Error naming the variable for a value outside 0 to 10^6.
+std::chrono::microseconds shm_spin_budget(bool retriever_side);
+
 // Launcher cleanup: unlinks /dev/shm/<name> if it exists. Mappings that processes hold stay valid.
 void remove_shm_segment(const std::string& name) noexcept;
 
