@@ -4,9 +4,14 @@
 
 #include <omp.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <chrono>
 #include <functional>
+#include <mutex>
 #include <numeric>
+#include <string>
 
 namespace ra::retriever {
 namespace {
@@ -114,6 +119,7 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
   const size_t cap = static_cast<size_t>(p.degree_cap > 0 ? p.degree_cap : 2 * p.M);
   const int ef = std::max(p.ef_construction, p.M);
   {
+    const GraphBuildStepTimer timer(&GraphBuildSteps::connect);
     const GraphCsr snapshot = to_csr(adj);
     Lists found(static_cast<size_t>(n));
 #pragma omp parallel num_threads(threads)
@@ -140,6 +146,7 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
   // The edges above were appended without pruning against the projected ones: one occlusion pass over
   // every list drops the redundant ones, so each hop scores fewer keys (docs/retrieval.md, third round).
   if (p.final_prune) {
+    const GraphBuildStepTimer timer(&GraphBuildSteps::final_prune);
     const KeyRows rows{keys, n, nullptr, dim};
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
     for (int64_t x = 0; x < n; ++x) {
@@ -150,6 +157,7 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
 
   // Reachability repair. Searching the snapshot only returns nodes reachable from the entry in the
   // snapshot, which stay reachable in adj because edges are only ever added.
+  const GraphBuildStepTimer timer(&GraphBuildSteps::reach);
   const GraphCsr snapshot = to_csr(adj);
   SearchScratch scratch(n);
   link_unreached(adj, entry, [&](uint32_t u, const std::vector<uint8_t>&) {
@@ -358,6 +366,37 @@ std::vector<int64_t> key_top_lists(const float* keys, int64_t n, int64_t dim, co
   return exact_topk_ip(keys, n, dim, as_queries, count, std::min<int64_t>(params.Kq, n), params.threads);
 }
 
+namespace {
+std::mutex g_steps_mutex;
+GraphBuildSteps g_steps;
+}  // namespace
+
+GraphBuildSteps graph_build_steps() {
+  const std::lock_guard lock(g_steps_mutex);
+  return g_steps;
+}
+
+std::string describe_graph_build_steps(const GraphBuildSteps& s) {
+  return fmt::format("{} graph{}: widen {:.1f} s, lists {:.1f} s, project {:.1f} s, connect {:.1f} s, final prune "
+                     "{:.1f} s, reachability {:.1f} s, repair {:.1f} s, finish {:.1f} s",
+                     s.builds, s.builds == 1 ? "" : "s", s.widen, s.lists, s.project, s.connect, s.final_prune,
+                     s.reach, s.repair, s.finish);
+}
+
+GraphBuildStepTimer::GraphBuildStepTimer(double GraphBuildSteps::*step)
+    : step_(step), start_(std::chrono::steady_clock::now()) {}
+
+GraphBuildStepTimer::~GraphBuildStepTimer() {
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const std::lock_guard lock(g_steps_mutex);
+  g_steps.*step_ += s;
+}
+
+void count_graph_build() {
+  const std::lock_guard lock(g_steps_mutex);
+  ++g_steps.builds;
+}
+
 BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq,
                        const int64_t* topk, int64_t width, const GraphBuildParams& params,
                        const int64_t* key_topk, int64_t n_key_lists, int64_t key_width) {
@@ -365,11 +404,16 @@ BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* q
   std::vector<float> norms(static_cast<size_t>(n));  // [n] squared key norms, for L2 occlusion
   for (int64_t i = 0; i < n; ++i) norms[i] = dot_f32(row(keys, dim, i), row(keys, dim, i), dim);
   const TopKLists sources[] = {{topk, nq, width}, {key_topk, key_topk ? n_key_lists : 0, key_width}};
-  Lists adj = project(keys, norms.data(), n, dim, sources, params, threads);
+  Lists adj;
+  {
+    const GraphBuildStepTimer timer(&GraphBuildSteps::project);
+    adj = project(keys, norms.data(), n, dim, sources, params, threads);
+  }
   BuiltGraph g;
   g.entry = choose_entry(keys, n, dim, queries, nq);
   connect(keys, norms.data(), n, dim, adj, g.entry, params, threads);
   if (params.repair_ef > 0 && nq > 0) {
+    const GraphBuildStepTimer timer(&GraphBuildSteps::repair);
     repair(keys, n, dim, adj, spread_entries(g.entry, params.entry_samples, n), queries, nq, topk, width, params,
            threads);
   }

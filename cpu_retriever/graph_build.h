@@ -5,9 +5,11 @@
 
 #include "cpu_retriever/graph_index.h"
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace ra::retriever {
@@ -63,6 +65,36 @@ void project_onto(const KeyRows& keys, const float* norms, std::vector<std::vect
 
 // Search entries: `entry`, then `samples` nodes evenly spaced over [0, nodes).
 std::vector<uint32_t> spread_entries(uint32_t entry, int64_t samples, int64_t nodes);
+
+// Wall time of the graph builds' steps in this process, summed over every build since it started
+// (builds that overlap in time each add their own): where a retriever's build tail goes (docs/perf.md).
+struct GraphBuildSteps {
+  double widen = 0;        // the keys widened to float32 for the build (GraphIndex)
+  double lists = 0;        // exact top-k lists found here (none when the worker's GPU sent them), key lists
+  double project = 0;      // step 2: the lists projected onto the keys, reverse edges, re-pruning
+  double connect = 0;      // step 3: every key's own search, its pruned results linked both ways
+  double final_prune = 0;  // step 3: one occlusion pass over every list
+  double reach = 0;        // step 3: the reachability repair
+  double repair = 0;       // step 3b: the query-guided repair (GraphBuildParams::repair_*)
+  double finish = 0;       // the CSR, the spanning tree and norms, the 8-bit navigation copy
+  int64_t builds = 0;      // graphs built
+};
+GraphBuildSteps graph_build_steps();
+// One line of them for the logs: "12 graphs: widen 0.1 s, lists 0.0 s, project 1.2 s, ...".
+std::string describe_graph_build_steps(const GraphBuildSteps& steps);
+// Adds the wall time from its construction to its destruction to one step (thread-safe).
+class GraphBuildStepTimer {
+ public:
+  explicit GraphBuildStepTimer(double GraphBuildSteps::*step);
+  ~GraphBuildStepTimer();
+  GraphBuildStepTimer(const GraphBuildStepTimer&) = delete;
+  GraphBuildStepTimer& operator=(const GraphBuildStepTimer&) = delete;
+
+ private:
+  double GraphBuildSteps::*step_;
+  std::chrono::steady_clock::time_point start_;
+};
+void count_graph_build();
 
 // Steps 2-4. topk: [nq][width] int64 lists (best first; invalid entries ignored). key_topk: optional
 // [n_key_lists][key_width] int64, the keys' own lists (GraphBuildParams::key_lists_stride), projected

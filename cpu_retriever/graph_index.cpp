@@ -57,7 +57,12 @@ GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const fl
   // freed once the graph stands; searches and merges score the rows themselves. int8 rows: the build
   // runs on their dequantised copy, and searches score the codes as attention does (dot_q8.h), which
   // differs from the copy's float32 scores by roundings only.
-  build(arena_->widened(n).data(), train_queries, nq, train_topk, topk_width, key_lists);
+  std::vector<float> keys;
+  {
+    const GraphBuildStepTimer timer(&GraphBuildSteps::widen);
+    keys = arena_->widened(n);
+  }
+  build(keys.data(), train_queries, nq, train_topk, topk_width, key_lists);
 }
 
 void GraphIndex::check_params(const float* train_queries, int64_t nq, const int64_t* train_topk,
@@ -107,21 +112,26 @@ void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq
     if (train_topk) topk = sub_topk.data();
   }
 
+  count_graph_build();
   std::vector<int64_t> computed;
-  if (topk == nullptr) {
-    topk_width = std::min<int64_t>(params.Kq, n);
-    computed = exact_topk_ip(keys, n, dim, queries, nq, topk_width, params.threads);
-    topk = computed.data();
-  }
-  // The keys' own lists: given (shared by a kv group's graphs) or computed here.
   const int64_t n_key_lists = key_list_count(n, params), key_width = std::min<int64_t>(params.Kq, n);
   std::vector<int64_t> computed_key_lists;
-  if (n_key_lists > 0 && key_lists.empty()) {
-    computed_key_lists = key_top_lists(keys, n, dim, params);
-    key_lists = computed_key_lists;
+  {
+    const GraphBuildStepTimer timer(&GraphBuildSteps::lists);
+    if (topk == nullptr) {
+      topk_width = std::min<int64_t>(params.Kq, n);
+      computed = exact_topk_ip(keys, n, dim, queries, nq, topk_width, params.threads);
+      topk = computed.data();
+    }
+    // The keys' own lists: given (shared by a kv group's graphs) or computed here.
+    if (n_key_lists > 0 && key_lists.empty()) {
+      computed_key_lists = key_top_lists(keys, n, dim, params);
+      key_lists = computed_key_lists;
+    }
   }
   BuiltGraph g = build_graph(keys, n, dim, queries, nq, topk, topk_width, params,
                              n_key_lists > 0 ? key_lists.data() : nullptr, n_key_lists, key_width);
+  const GraphBuildStepTimer timer(&GraphBuildSteps::finish);
   build_entry_ = g.entry;
   entries_ = spread_entries(n);
   adopt_graph(std::move(g.csr));

@@ -53,6 +53,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_retriever/graph_build.h"
 #include "cpu_retriever/head_shard.h"
 #include "launcher/ranks/thread_pinning.h"
 
@@ -244,6 +245,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "shard %d built\n", s);
   }
   const double build_s = std::chrono::duration<double>(Clock::now() - t_build).count();
+  std::printf("graph build steps (wall time summed over builds): %s\n",
+              ra::retriever::describe_graph_build_steps(ra::retriever::graph_build_steps()).c_str());
   size_t kv_bytes = 0, all_bytes = 0;
   for (const auto& s : shards) kv_bytes += s->kv_bytes(), all_bytes += s->memory_bytes();
   const double tokens = static_cast<double>(o.shards) * static_cast<double>(o.context + o.tail);

@@ -10,6 +10,7 @@
 #include "cpu_retriever/retriever_service.h"
 #include "launcher/plan/numa_topology.h"
 #include "launcher/ranks/peer_links.h"
+#include "cpu_retriever/graph_build.h"
 #include "launcher/ranks/process_common.h"
 #include "launcher/ranks/retriever_reports.h"
 #include "launcher/ranks/retriever_setup.h"
@@ -65,6 +66,10 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
                static_cast<long long>(s.layers_with_lists), static_cast<long long>(s.layers_loaded), s.search_seconds,
                static_cast<double>(s.memory_bytes) / (1 << 20),
                retriever::kv_dtypes_name(retriever_kv_dtypes(plan)).c_str());
+  if (const retriever::GraphBuildSteps steps = retriever::graph_build_steps(); steps.builds > 0) {
+    std::fprintf(stderr, "%s rank %d: graph build steps (wall time summed over builds): %s\n", kProgram, rank,
+                 retriever::describe_graph_build_steps(steps).c_str());
+  }
   std::fprintf(stderr,
                "%s rank %d: first step %.3f ms, slowest %.3f ms (step %lld, layer %lld: %.3f ms parsing and appending, "
                "%.3f ms searching)\n",
