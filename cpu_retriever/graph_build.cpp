@@ -122,11 +122,24 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
     const GraphBuildStepTimer timer(&GraphBuildSteps::connect);
     const GraphCsr snapshot = to_csr(adj);
     Lists found(static_cast<size_t>(n));
+    // With connect_max_in_degree: only the keys the projection left with few in-edges search.
+    std::vector<int32_t> in_degree;
+    int64_t searches = n;
+    if (p.connect_max_in_degree >= 0) {
+      in_degree.assign(static_cast<size_t>(n), 0);
+      for (const auto& l : adj) {
+        for (uint32_t v : l) ++in_degree[v];
+      }
+      searches = std::count_if(in_degree.begin(), in_degree.end(),
+                               [&](int32_t d) { return d <= p.connect_max_in_degree; });
+    }
+    count_graph_build(n, searches);
 #pragma omp parallel num_threads(threads)
     {
       SearchScratch scratch(n);
 #pragma omp for schedule(dynamic, 64)
       for (int64_t x = 0; x < n; ++x) {
+        if (!in_degree.empty() && in_degree[x] > p.connect_max_in_degree) continue;
         const int got = beam_search(keys, dim, snapshot, {&entry, 1}, row(keys, dim, x), ef, scratch, nullptr);
         std::vector<Scored> cands;
         cands.reserve(static_cast<size_t>(got));
@@ -377,10 +390,10 @@ GraphBuildSteps graph_build_steps() {
 }
 
 std::string describe_graph_build_steps(const GraphBuildSteps& s) {
-  return fmt::format("{} graph{}: widen {:.1f} s, lists {:.1f} s, project {:.1f} s, connect {:.1f} s, final prune "
-                     "{:.1f} s, reachability {:.1f} s, repair {:.1f} s, finish {:.1f} s",
-                     s.builds, s.builds == 1 ? "" : "s", s.widen, s.lists, s.project, s.connect, s.final_prune,
-                     s.reach, s.repair, s.finish);
+  return fmt::format("{} graph{}: widen {:.1f} s, lists {:.1f} s, project {:.1f} s, connect {:.1f} s ({} of {} keys "
+                     "searched), final prune {:.1f} s, reachability {:.1f} s, repair {:.1f} s, finish {:.1f} s",
+                     s.builds, s.builds == 1 ? "" : "s", s.widen, s.lists, s.project, s.connect, s.connect_searches,
+                     s.keys, s.final_prune, s.reach, s.repair, s.finish);
 }
 
 GraphBuildStepTimer::GraphBuildStepTimer(double GraphBuildSteps::*step)
@@ -392,9 +405,11 @@ GraphBuildStepTimer::~GraphBuildStepTimer() {
   g_steps.*step_ += s;
 }
 
-void count_graph_build() {
+void count_graph_build(int64_t keys, int64_t connect_searches) {
   const std::lock_guard lock(g_steps_mutex);
   ++g_steps.builds;
+  g_steps.keys += keys;
+  g_steps.connect_searches += connect_searches;
 }
 
 BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq,

@@ -78,6 +78,7 @@ struct GraphBuildSteps {
   double repair = 0;       // step 3b: the query-guided repair (GraphBuildParams::repair_*)
   double finish = 0;       // the CSR, the spanning tree and norms, the 8-bit navigation copy
   int64_t builds = 0;      // graphs built
+  int64_t keys = 0, connect_searches = 0;  // their keys, and of them the ones that searched in step 3
 };
 GraphBuildSteps graph_build_steps();
 // One line of them for the logs: "12 graphs: widen 0.1 s, lists 0.0 s, project 1.2 s, ...".
@@ -94,7 +95,8 @@ class GraphBuildStepTimer {
   double GraphBuildSteps::*step_;
   std::chrono::steady_clock::time_point start_;
 };
-void count_graph_build();
+// Counts one graph of `keys` keys, `connect_searches` of which searched for connectivity edges.
+void count_graph_build(int64_t keys, int64_t connect_searches);
 
 // Steps 2-4. topk: [nq][width] int64 lists (best first; invalid entries ignored). key_topk: optional
 // [n_key_lists][key_width] int64, the keys' own lists (GraphBuildParams::key_lists_stride), projected

@@ -112,7 +112,6 @@ void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq
     if (train_topk) topk = sub_topk.data();
   }
 
-  count_graph_build();
   std::vector<int64_t> computed;
   const int64_t n_key_lists = key_list_count(n, params), key_width = std::min<int64_t>(params.Kq, n);
   std::vector<int64_t> computed_key_lists;

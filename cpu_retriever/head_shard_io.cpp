@@ -111,6 +111,7 @@ Fields build_fields(int64_t head_dim, KvDtypes dtypes, int group_size, const Sha
       add("graph.pivot_span", g.pivot_span);
       add("graph.key_lists_stride", g.key_lists_stride);
       add("graph.final_prune", g.final_prune);
+      if (g.connect_max_in_degree >= 0) add("graph.connect_max_in_degree", g.connect_max_in_degree);
       add("graph.repair_ef", g.repair_ef);
       if (g.repair_ef > 0) {
         add("graph.repair_k", g.repair_k);

@@ -39,7 +39,8 @@
 #                the retrievers' search threads unpinned (--no-pin-retriever-threads), 1 pins them (the default);
 #                ENV: VAR=VALUE[+VAR=VALUE...] in every rank's environment for this run only (e.g.
 #                RA_SHM_SPIN_US_RETRIEVER=2000+OMP_WAIT_POLICY=ACTIVE); RETRIEVER_THREADS=N there sets this
-#                run's --retriever-threads, KV_DTYPE=D its --kv-dtype (e.g. int8: the NAV field then empty)
+#                run's --retriever-threads, KV_DTYPE=D its --kv-dtype (e.g. int8: the NAV field then empty),
+#                INDEX_<key>=<value> any other index key of its config (e.g. INDEX_graph_connect_max_in_degree=0)
 #   SEARCH_ARGS  ra-bench-search's arguments (default: 128K keys, 32 shards, 32 heads per layer on 16
 #                threads, interleave 1,2, navigation exact,int8)
 #   OFFLOAD_TIMEOUT seconds per offload run (default 280)
@@ -221,7 +222,11 @@ stage_offload() {
       [[ -n $inter ]] && echo "  graph_interleave: $inter"
       [[ -n $nav ]] && echo "  graph_navigation: $nav"
       [[ -n $expand ]] && echo "  graph_expand: $expand"
-      [[ -n $mergeq ]] && echo "  graph_merge_queries: $mergeq"; } > "$cfg"
+      [[ -n $mergeq ]] && echo "  graph_merge_queries: $mergeq"
+      # INDEX_<key>=<value> in the ENV field: any other index key of this run's config.
+      local kv; IFS=+ read -r -a kvs <<< "$envset"
+      for kv in "${kvs[@]}"; do [[ $kv == INDEX_*=* ]] && { kv=${kv#INDEX_}; echo "  ${kv%%=*}: ${kv#*=}"; }; done
+    } > "$cfg"
     local threads=${RETRIEVER_THREADS:-$(( 16 / retrievers ))}
     [[ $envset =~ (^|\+)RETRIEVER_THREADS=([0-9]+) ]] && threads=${BASH_REMATCH[2]}
     local kvd=""

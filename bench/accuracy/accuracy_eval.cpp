@@ -336,6 +336,9 @@ class LengthRun {
     if (!spec_.text_file.empty()) r["text_prompt_tokens"] = text_tokens_;
     r["mode"] = std::string(name(v.mode));
     r["kv_dtype"] = spec_.config.kv_dtype;  // the retrievers' store (auto: the checkpoint's)
+    if (spec_.config.index.graph_connect_max_in_degree >= 0) {
+      r["graph_connect_max_in_degree"] = spec_.config.index.graph_connect_max_in_degree;
+    }
     r["scan_target"] = v.target ? json(*v.target) : json(nullptr);
     int64_t dc = 0, offered = 0, hits = 0, wanted = 0;
     json per_layer = json::array(), hits_per_layer = json::array(), wanted_per_layer = json::array();

@@ -118,6 +118,10 @@ void add_bench_accuracy_command(CLI::App& bench) {
   cmd->add_option("--graph-heads-per-search", s.config.index.graph_heads_per_search,
                   "Retrieval: 0 = a graph per query head, N = a graph per kv head searched by N heads at once")
       ->capture_default_str();
+  cmd->add_option("--graph-connect-max-in-degree", s.config.index.graph_connect_max_in_degree,
+                  "Retrieval: only keys with at most N in-edges after the projection search for connectivity edges "
+                  "(0: the keys no training list reached); -1 = every key")
+      ->capture_default_str();
   cmd->add_option("--time-limit", s.time_limit_s,
                   "Seconds after which no further needle prompt starts (0: none); the text runs first, rows report "
                   "the prompts done, and runs over disjoint --seed ranges merge with bench/accuracy/merge_rows.py")

@@ -81,7 +81,8 @@ def main():
                 try:
                     r = json.loads(line)
                     # rows of another KV store are another row (older rows had the checkpoint's)
-                    key = (r["length"], r["mode"], r["scan_target"], r.get("kv_dtype", "auto"))
+                    key = (r["length"], r["mode"], r["scan_target"], r.get("kv_dtype", "auto"),
+                           r.get("graph_connect_max_in_degree", -1))
                     r["seed"], r["prompts"], r["needle_digits"]  # rows of a run before the raw sums: refused
                 except (ValueError, KeyError) as e:
                     sys.exit(f"merge_rows: {path}:{n}: not a row of ra bench accuracy with raw sums ({e})")

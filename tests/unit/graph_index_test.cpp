@@ -148,6 +148,37 @@ TEST(GraphIndex, RecallFloorOnOutOfDistributionQueries) {
   EXPECT_LE(r100.scanned, 0.22);
 }
 
+// connect_max_in_degree: only keys the projection left with few in-edges search for connectivity edges
+// (the build's costliest step); the reachability repair still links every key. Prints the recall so the
+// trade can be read off; the floor below is what it must not fall under.
+TEST(GraphIndex, ConnectOnlyForKeysWithFewInEdges) {
+  const OodData d = make_ood(8000, 64, 2000, 100, 1);
+  GraphBuildParams p;
+  p.seed = 7;
+  const GraphIndex every(d.keys.data(), d.n, d.dim, d.train.data(), 2000, p);
+  const auto edges = [](const GraphIndex& g) {
+    int64_t e = 0;
+    for (int64_t i = 0; i < g.size(); ++i) e += static_cast<int64_t>(g.adjacency().out(i).size());
+    return e;
+  };
+  const Measured base = measure(every, d, 10, 96);
+  for (const int max_in : {0, 4}) {
+    p.connect_max_in_degree = max_in;
+    const GraphIndex some(d.keys.data(), d.n, d.dim, d.train.data(), 2000, p);
+    EXPECT_EQ(reachable_from_entry(some), d.n) << "max in-degree " << max_in;
+    EXPECT_LT(edges(some), edges(every)) << "fewer keys searched for connectivity edges";
+    const Measured m = measure(some, d, 10, 96);
+    std::printf("connect only keys with <= %d in-edges: recall@10 ef=96 %.4f scanned %.4f, %lld edges (every key: "
+                "%.4f, %.4f, %lld)\n",
+                max_in, m.recall, m.scanned, static_cast<long long>(edges(some)), base.recall, base.scanned,
+                static_cast<long long>(edges(every)));
+    EXPECT_GE(m.recall, 0.95);  // measured 0.989 and 0.990 (every key: 0.989)
+  }
+  p.connect_max_in_degree = -1;
+  const GraphIndex again(d.keys.data(), d.n, d.dim, d.train.data(), 2000, p);
+  EXPECT_EQ(edges(again), edges(every)) << "-1 is the default: every key searches";
+}
+
 TEST(GraphIndex, L2OcclusionWithFillAlsoWorks) {
   const OodData d = make_ood(3000, 64, 750, 50, 12);
   GraphBuildParams p;
