@@ -547,6 +547,19 @@ TEST(PipelineInproc, TheCaptureHoldsCodedRowsAndNamesARowItCannotCode) {
 
 // One layer's kBuild to one retriever holding both kv heads, with keys and values in `wire`: its bytes
 // (RetrievalStats::build_bytes). Llama's head_dim of 128; 256 keys; no queries (a flat index).
+// A retriever service serving `ch` on its own thread, as a rank runs it. What it ended with (a refused or
+// malformed message ends it after its kError) goes to *error; "" when it ended cleanly.
+std::thread serve_on_thread(const retriever::RetrieverServiceConfig& cfg, std::unique_ptr<transport::Channel> ch,
+                            std::string* error) {
+  return std::thread([cfg, error, ch = std::shared_ptr<transport::Channel>(std::move(ch))] {
+    try {
+      retriever::RetrieverService(cfg).serve(*ch);
+    } catch (const std::exception& e) {
+      *error = e.what();
+    }
+  });
+}
+
 int64_t build_bytes(KvWireFormat wire) {
   constexpr int64_t kKeys = 256, kHd = 128;
   const retriever::ServiceGeometry geometry{1, 4, 2, kHd, 0.088f};
@@ -556,9 +569,8 @@ int64_t build_bytes(KvWireFormat wire) {
   cfg.dtype = retriever::KvDtype::kQ8;  // takes all three forms
   cfg.owned_kv_heads = {{0, 1}};
   cfg.threads = 1;
-  std::thread t([cfg, ch = std::shared_ptr<transport::Channel>(std::move(s))] {
-    retriever::RetrieverService(cfg).serve(*ch);
-  });
+  std::string service_error;
+  std::thread t = serve_on_thread(cfg, std::move(s), &service_error);
   RetrievalClientOptions copts;
   copts.geometry = geometry;
   copts.owned_kv_heads = {{{0, 1}}};
@@ -576,6 +588,7 @@ int64_t build_bytes(KvWireFormat wire) {
   const int64_t bytes = client.stats().build_bytes;
   client.shutdown(std::chrono::seconds(5));
   t.join();
+  EXPECT_EQ(service_error, "");
   return bytes;
 }
 
@@ -606,12 +619,8 @@ TEST(PipelineInproc, ARetrieverRefusesRowsItsStoreCannotTake) {
     cfg.owned_kv_heads = {{0, 1}};
     cfg.threads = 1;
     cfg.name = "retriever 0";
-    std::thread t([cfg, ch = std::shared_ptr<transport::Channel>(std::move(s))] {
-      try {
-        retriever::RetrieverService(cfg).serve(*ch);
-      } catch (const std::exception&) {  // the refused build ends the service after its kError
-      }
-    });
+    std::string service_error;  // the refused build ends the service after its kError
+    std::thread t = serve_on_thread(cfg, std::move(s), &service_error);
     RetrievalClientOptions copts;
     copts.geometry = geometry;
     copts.owned_kv_heads = {{{0, 1}}};
@@ -803,12 +812,8 @@ TEST(PipelineInproc, ARetrieverRefusesAStepThatBreaksTheStaticOffloadedSplit) {
     cfg.sinks = kSinks;
     cfg.window = kWindow;
     cfg.threads = 1;
-    std::thread t([cfg, ch = std::shared_ptr<transport::Channel>(std::move(s))] {
-      try {
-        retriever::RetrieverService(cfg).serve(*ch);
-      } catch (const std::exception&) {  // the refused step ends the service after its kError
-      }
-    });
+    std::string service_error;  // the refused step ends the service after its kError
+    std::thread t = serve_on_thread(cfg, std::move(s), &service_error);
     RetrievalClientOptions copts;
     copts.geometry = geometry;
     copts.owned_kv_heads = {{{0, 1}}};
@@ -848,13 +853,7 @@ TEST(PipelineInproc, AMalformedRewindIsRefusedNamingItsSender) {
   cfg.owned_kv_heads = {{0, 1}};
   cfg.threads = 1;
   std::string error;  // what the service ended with (a malformed message is the peer's failure)
-  std::thread t([cfg, &error, ch = std::shared_ptr<transport::Channel>(std::move(s))] {
-    try {
-      retriever::RetrieverService(cfg).serve(*ch);
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  });
+  std::thread t = serve_on_thread(cfg, std::move(s), &error);
   {
     RetrievalClientOptions copts;
     copts.geometry = geometry;

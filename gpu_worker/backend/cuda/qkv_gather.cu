@@ -3,21 +3,6 @@
 namespace ra::cuda {
 namespace {
 
-// One thread per output element; grid-stride so any n works.
-template <typename T>
-__global__ void gather_kv_rows_kernel(const T* __restrict__ cache, int64_t capacity, int64_t first_slot, int n,
-                                      int n_kv_heads, int head_dim, float* __restrict__ out) {
-  const int64_t row = static_cast<int64_t>(n_kv_heads) * head_dim;
-  const int64_t total = static_cast<int64_t>(n) * row;
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i = e / row;
-    const int64_t g = (e % row) / head_dim;
-    const int64_t d = e % head_dim;
-    out[e] = to_float(cache[(g * capacity + first_slot + i) * head_dim + d]);
-  }
-}
-
 // bf16 bits of x: round to nearest even, NaN kept (quiet), exactly as common/half.h's to_bf16.
 __device__ __forceinline__ uint16_t bf16_bits(float x) {
   uint32_t u = __float_as_uint(x);
@@ -27,10 +12,16 @@ __device__ __forceinline__ uint16_t bf16_bits(float x) {
 }
 __device__ __forceinline__ uint16_t bf16_bits(bfloat16 x) { return __bfloat16_as_ushort(x); }
 
-// One thread per element of the [n][n_kv_heads][head_dim] bf16 rows.
+// A cache element as the output element: float32 (exact), or bf16 bits (rounded as to_bf16).
 template <typename T>
-__global__ void encode_bf16_rows_kernel(const T* __restrict__ cache, int64_t capacity, int64_t first_slot, int n,
-                                        int n_kv_heads, int head_dim, uint16_t* __restrict__ out) {
+__device__ __forceinline__ void store_as(float* out, T x) { *out = to_float(x); }
+template <typename T>
+__device__ __forceinline__ void store_as(uint16_t* out, T x) { *out = bf16_bits(x); }
+
+// One thread per element of the [n][n_kv_heads][head_dim] output rows; grid-stride so any n works.
+template <typename T, typename Out>
+__global__ void gather_kv_rows_kernel(const T* __restrict__ cache, int64_t capacity, int64_t first_slot, int n,
+                                      int n_kv_heads, int head_dim, Out* __restrict__ out) {
   const int64_t row = static_cast<int64_t>(n_kv_heads) * head_dim;
   const int64_t total = static_cast<int64_t>(n) * row;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
@@ -38,7 +29,7 @@ __global__ void encode_bf16_rows_kernel(const T* __restrict__ cache, int64_t cap
     const int64_t i = e / row;
     const int64_t g = (e % row) / head_dim;
     const int64_t d = e % head_dim;
-    out[e] = bf16_bits(cache[(g * capacity + first_slot + i) * head_dim + d]);
+    store_as(out + e, cache[(g * capacity + first_slot + i) * head_dim + d]);
   }
 }
 
@@ -91,10 +82,8 @@ cudaError_t gather_kv_rows(const T* cache, int64_t capacity, int64_t first_slot,
                            float* out, cudaStream_t stream) {
   const int64_t total = static_cast<int64_t>(n) * n_kv_heads * head_dim;
   if (total == 0) return cudaSuccess;
-  const int threads = 256;
-  const int64_t blocks = (total + threads - 1) / threads;
-  gather_kv_rows_kernel<T><<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), threads, 0, stream>>>(
-      cache, capacity, first_slot, n, n_kv_heads, head_dim, out);
+  gather_kv_rows_kernel<T, float><<<grid_for(total, 256), 256, 0, stream>>>(cache, capacity, first_slot, n,
+                                                                           n_kv_heads, head_dim, out);
   return cudaGetLastError();
 }
 
@@ -108,7 +97,7 @@ cudaError_t encode_kv_rows(const T* cache, int64_t capacity, int64_t first_slot,
       return gather_kv_rows<T>(cache, capacity, first_slot, n, n_kv_heads, head_dim, reinterpret_cast<float*>(out),
                                stream);
     case WireRows::kBF16:
-      encode_bf16_rows_kernel<T><<<grid_for(total, 256), 256, 0, stream>>>(
+      gather_kv_rows_kernel<T, uint16_t><<<grid_for(total, 256), 256, 0, stream>>>(
           cache, capacity, first_slot, n, n_kv_heads, head_dim, reinterpret_cast<uint16_t*>(out));
       return cudaGetLastError();
     case WireRows::kQ8:
