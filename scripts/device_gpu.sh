@@ -11,6 +11,8 @@
 #                tests     backend_ops_gpu_test, cuda_backend_gpu_test, cuda_model_gpu_test, train_lists_gpu_test, kv_rows_gpu_test,
 #                          grouped_search_test (a CPU test: the grouped search's recall line on this machine)
 #                pipeline  flat == full through real retriever processes (tests/mpi/pipeline_mpi_test.sh)
+#                serve     `ra serve` with the CUDA worker and 2 retriever ranks (tests/serve/serve_mpi_test.sh
+#                          api and saved): a reused, and a saved and loaded, context gives a cold prefill's tokens
 #                kernels   ra-bench-kernels          decode  ra bench decode
 #                torch     scripts/bench_torch_decode.py     oracle  scripts/oracle_transformers.py
 #                accuracy  `ra bench accuracy` on needle-byte-13m with the CUDA worker backend (docs/accuracy.md):
@@ -18,7 +20,8 @@
 #                          ACC_PROMPTS (24), ACC_SEED (1, the first prompt's), ACC_MODES (all six),
 #                          ACC_TEXT_POSITIONS (1000; 0: no text), ACC_TIME_LIMIT (0: none; no prompt starts
 #                          after it, so a piece of a long eval ends with its rows: bench/accuracy/merge_rows.py
-#                          adds pieces over disjoint seeds), ACC_TIMEOUT (540 s, the hard limit)
+#                          adds pieces over disjoint seeds), ACC_TIMEOUT (540 s, the hard limit), ACC_ARGS (more
+#                          arguments, e.g. "--graph-connect-max-in-degree 0")
 #                offload   `ra generate` of Llama-3-8B geometry with the CUDA worker and RETRIEVERS retriever
 #                          ranks over shm, one run per OFFLOAD_RUNS entry, GPU memory, RSS and threads
 #                          sampled every 0.5 s (logs/offload_*.txt, offload_samples_*.txt)
@@ -85,7 +88,7 @@ stage_build() {
     -DRA_SHARED_MODELS_DIR="$models" > "$out/logs/configure.txt" 2>&1 || { note "configure FAILED"; return 1; }
   local t0; t0=$(date +%s)
   if ! cmake --build "$build" -j"$(nproc)" --target ra ra-gpu-worker ra-cpu-retriever ra-bench-kernels \
-       backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test train_lists_gpu_test kv_rows_gpu_test grouped_search_test \
+       backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test train_lists_gpu_test kv_rows_gpu_test grouped_search_test ra-serve-test-model \
        > "$out/logs/build.txt" 2>&1; then
     grep -B2 -A12 -E "error|FAILED" "$out/logs/build.txt" | head -60 | tee -a "$summary"
     note "build: FAILED"
@@ -114,6 +117,16 @@ stage_pipeline() {  # what ctest's pipeline_gpu_* run
     bounded 120 env RA="$ra" BACKEND=cuda STEPS=240 ${model:+MODEL=$model MIN_STEPS=64} TOL="${tol:-1e-4}" \
       bash tests/mpi/pipeline_mpi_test.sh exact "$transport" 2 > "$log" 2>&1
     note "pipeline flat==full $transport${model:+ needle}: exit $? $(grep -E 'PASS|FAIL|SKIP|worst' "$log" | tr '\n' ' ')"
+  done
+}
+
+stage_serve() {
+  local part log
+  for part in api saved; do
+    log="$out/logs/serve_${part}.txt"
+    bounded 200 env RA="$ra" MAKE_MODEL="$build/tests/ra-serve-test-model" RA_SERVE_BACKEND=cuda \
+      bash tests/serve/serve_mpi_test.sh "$part" > "$log" 2>&1
+    note "ra serve $part (cuda worker): exit $? $(grep -E 'PASS|FAIL|SKIP' "$log" | tr '\n' ' ')"
   done
 }
 
@@ -155,6 +168,9 @@ stage_accuracy() {
              --lengths "${ACC_LENGTHS:-4096,16384,32768,65536}" --modes "${ACC_MODES:-full,window,flat,ivf,hnsw,retrieval}"
              --scan "${ACC_SCAN:-0.01,0.02,0.05}" --prompts "${ACC_PROMPTS:-24}" --seed "${ACC_SEED:-1}" --facts 4
              "${text_args[@]}" --time-limit "${ACC_TIME_LIMIT:-0}" --retrievers 4 --json "$out/accuracy.json")
+  # Word splitting intended: ACC_ARGS holds whole arguments.
+  # shellcheck disable=SC2206
+  [[ -n ${ACC_ARGS:-} ]] && cmd+=(${ACC_ARGS})
   note "\$ ${cmd[*]}"
   bounded "${ACC_TIMEOUT:-540}" "${cmd[@]}" > "$out/accuracy.txt" 2> "$out/logs/accuracy.err"
   note "ra bench accuracy: exit $?"

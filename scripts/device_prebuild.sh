@@ -12,13 +12,14 @@ commit=$(git -C "$root" rev-parse --short HEAD)
 if [[ -d "$tree" ]]; then git -C "$tree" checkout -q --detach "$commit"; else git -C "$root" worktree add -f --detach "$tree" "$commit" > /dev/null; fi
 cmake -S "$tree" -B "$tree/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRA_SHARED_MODELS_DIR=/work/shared/models > /dev/null
 targets=(ra ra-gpu-worker ra-cpu-retriever ra-bench-kernels backend_ops_gpu_test cuda_backend_gpu_test cuda_model_gpu_test
-         train_lists_gpu_test kv_rows_gpu_test grouped_search_test ra-bench-search)
+         train_lists_gpu_test kv_rows_gpu_test grouped_search_test ra-bench-search ra-serve-test-model)
 ninja -C "$tree/build" -j"$(nproc)" "${targets[@]}"
 stage=$(mktemp -d)
 mkdir -p "$stage/launcher" "$stage/bench/search" "$stage/tests"
 for b in launcher/ra launcher/ra-gpu-worker launcher/ra-cpu-retriever bench/ra-bench-kernels bench/search/ra-bench-search \
          tests/backend_ops_gpu_test \
-         tests/cuda_backend_gpu_test tests/cuda_model_gpu_test tests/train_lists_gpu_test tests/kv_rows_gpu_test tests/grouped_search_test; do
+         tests/cuda_backend_gpu_test tests/cuda_model_gpu_test tests/train_lists_gpu_test tests/kv_rows_gpu_test tests/grouped_search_test \
+         tests/ra-serve-test-model; do
   strip -o "$stage/$b" "$tree/build/$b"
 done
 mkdir -p "$root/.device/lib"

@@ -26,6 +26,10 @@ void Backend::truncate(int64_t position) {
         position, name());
 }
 
+bool Backend::can_truncate_to(int64_t position) const {
+  return can_truncate() && 0 <= position && position <= this->position();
+}
+
 void Backend::read_kv(int64_t begin, int64_t end, std::span<float>, std::span<float>) const {
   raise("reading the KV of positions [{}, {}) (saving a context) is not supported by the {} backend", begin, end,
         name());

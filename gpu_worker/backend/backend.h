@@ -119,13 +119,24 @@ class Backend {
   // Keeps the KV of positions [0, position) and forgets the rest, so that the next forward() runs at
   // `position` (0 <= position <= position()): how a prebuilt context is reused (gpu_worker/serve). With
   // full attention that is only the position. With a static set the window must come back to the
-  // positions before `position` (a backend that keeps only the window's KV cannot, and refuses), and
-  // the caller returns the remote side to the offloaded set of `position` itself (the retrievers'
+  // positions before `position`: a backend that keeps every position's KV (cpu) reads them again; one
+  // that keeps only the window (cuda) restores them from its copy of the window at the base
+  // (keep_base()) and from the live window, so it reaches only the positions can_truncate_to() names.
+  // The caller returns the remote side to the offloaded set of `position` itself (the retrievers'
   // kRewind); after it, forward() decodes one token per call, as after a prefill. The default throws
-  // ra::Error ("not supported by this backend"); so does a backend that cannot in its current mode.
+  // ra::Error ("not supported by this backend"); so does a backend that cannot in its current mode, or
+  // cannot reach `position` now.
   virtual void truncate(int64_t position);
   // Whether truncate() works in this backend's current mode.
   virtual bool can_truncate() const { return false; }
+  // Whether truncate(position) works now. The default: can_truncate() and 0 <= position <= position().
+  // Where it does not, an earlier position (the base) may: the caller truncates there and runs the
+  // tokens between again.
+  virtual bool can_truncate_to(int64_t position) const;
+  // Remembers the static set as it is now, at position(), so that truncate() can come back here however
+  // long decoding goes on: where a prebuilt context's base is kept. Forgotten by reset(), write_kv()
+  // and a prefill. The default does nothing (a backend that keeps every position's KV needs no copy).
+  virtual void keep_base() {}
 
   // Saved contexts (gpu_worker/serve/context_files.h). read_kv copies the cached keys (post-RoPE) and
   // values of positions [begin, end) out: k, v: [n_layers][n_kv_heads][end - begin][head_dim] float32.

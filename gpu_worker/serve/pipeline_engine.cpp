@@ -89,7 +89,7 @@ PipelineEngine::PipelineEngine(std::unique_ptr<Model> model, std::unique_ptr<Ret
   };
   bo.observe_kv_rows = client_->kv_rows();  // a CUDA backend codes the base's K and V on the GPU
   bo.static_set = {true, options.sinks, options.window, round_trips_.get()};
-  backend_ = make_backend(options.backend, *model_, bo);
+  backend_ = options.make_backend ? options.make_backend(*model_, bo) : make_backend(options.backend, *model_, bo);
   info_ = engine_info(*backend_, options.mode, /*has_retrieval=*/true);
   resident_.reserve(static_cast<size_t>(info_.max_positions));
   logits_.resize(static_cast<size_t>(mc.vocab_size));
@@ -161,14 +161,21 @@ int64_t PipelineEngine::held_position(std::span<const int32_t> prompt, int64_t p
   return held;
 }
 
-void PipelineEngine::rewind_to(int64_t p) {
+int64_t PipelineEngine::rewind_to(int64_t p, const std::atomic<bool>* cancel) {
   RA_ASSERT(p >= base_len_ && p <= static_cast<int64_t>(resident_.size()));
-  backend_->truncate(p);
-  resident_.resize(static_cast<size_t>(p));
+  // A backend that keeps only the window (cuda) returns to the base, or to a later position whose window
+  // it still holds: from the latest one it reaches, the tokens up to p run again.
+  int64_t q = p;
+  while (q > base_len_ && !backend_->can_truncate_to(q)) --q;
+  const std::vector<int32_t> again(resident_.begin() + q, resident_.begin() + p);
+  backend_->truncate(q);
+  resident_.resize(static_cast<size_t>(q));
   if (prompt_logits_at_ > p) prompt_logits_at_ = -1;
-  // Before the step at p the retrievers hold [S, p - W): the base's [S, base_len - W) and the session's
+  // Before the step at q the retrievers hold [S, q - W): the base's [S, base_len - W) and the session's
   // evictions since.
-  send_rewind(std::max(options_.sinks, p - options_.window));
+  send_rewind(std::max(options_.sinks, q - options_.window));
+  step_through(again, cancel);
+  return q;
 }
 
 void PipelineEngine::step_through(std::span<const int32_t> tokens, const std::atomic<bool>* cancel) {
@@ -216,6 +223,7 @@ void PipelineEngine::build_base(std::span<const int32_t> tokens, const std::atom
     throw;
   }
   send_rewind(std::max(options_.sinks, n - options_.window));  // session mode; the tails are empty
+  backend_->keep_base();
   resident_.assign(tokens.begin(), tokens.end());
   base_len_ = n;
   base_logits_ = logits_;
@@ -236,8 +244,7 @@ GenerationStats PipelineEngine::run(const GenerationRequest& r, TokenSink& sink)
     const int64_t prefix = r.max_tokens == 0 ? n : r.reusable_prefix;
     int64_t start = held_position(r.prompt, prefix);
     if (start >= 0) {
-      stats.reused_tokens = start;
-      rewind_to(start);
+      stats.reused_tokens = rewind_to(start, r.cancel);
     } else {
       // The context (or the whole prompt) is not held: prefilled as the base, as it was first.
       start = prefix > 0 && info_.contexts_unsupported.empty() ? prefix : n;
@@ -344,6 +351,7 @@ std::vector<int32_t> PipelineEngine::load(const std::string& dir) {
   }
   if (!load_restored_indexes_) client_->wait_builds();
   send_rewind(offloaded_end);
+  backend_->keep_base();
   resident_ = tokens;
   base_len_ = n;
   return tokens;

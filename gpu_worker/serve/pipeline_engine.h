@@ -9,7 +9,9 @@
 // registered context (GenerationRequest::reusable_prefix) continues from the state right after that
 // context's tokens:
 //   - held (the base is a prefix of the context and the resident tokens start with the context): the
-//     backend returns to the context's end (Backend::truncate; the window comes back from its cache),
+//     backend returns to the context's end (Backend::truncate: the window comes back from its cache, or
+//     from its copy of the base's window; where it cannot reach that position, it returns to the
+//     latest one it reaches, at worst the base, and the resident tokens since run again),
 //     the retrievers drop their session tails past the matching position (kRewind), and the rest of the
 //     prompt runs as decode steps, each token attending to the static set and the retrievers;
 //   - not held: the context is prefilled as a new base first (a cold prefill and index build), then
@@ -25,6 +27,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -53,6 +56,8 @@ struct PipelineEngineOptions {
   std::chrono::milliseconds rewind_timeout{10000};
   // Writing or restoring every layer's shards of a saved context, per retriever (the file's size).
   std::chrono::milliseconds shard_file_timeout{std::chrono::minutes(30)};
+  // Tests: makes the backend instead of make_backend(backend, ...).
+  std::function<std::unique_ptr<Backend>(const Model&, const BackendOptions&)> make_backend;
 };
 
 class PipelineEngine final : public Engine {
@@ -99,8 +104,11 @@ class PipelineEngine final : public Engine {
   int64_t held_position(std::span<const int32_t> prompt, int64_t prefix) const;
   // Prefills tokens as the new base (the retrievers rebuild every layer); the writer saves it.
   void build_base(std::span<const int32_t> tokens, const std::atomic<bool>* cancel, ContextWriter* save);
-  // Returns the backend and the retrievers to position p (>= base_len_) of the resident tokens.
-  void rewind_to(int64_t p);
+  // Returns the backend and the retrievers to position p (>= base_len_) of the resident tokens; where the
+  // backend cannot return there directly (Backend::can_truncate_to), to an earlier position and runs
+  // the resident tokens up to p again (a cancel stops that as it stops step_through).
+  // Returns the position the backend returned to (the tokens reused without running again).
+  int64_t rewind_to(int64_t p, const std::atomic<bool>* cancel);
   // Runs tokens at resident_.size() as decode steps; logits_ gets the last one's.
   void step_through(std::span<const int32_t> tokens, const std::atomic<bool>* cancel);
   void send_rewind(int64_t position);

@@ -186,6 +186,79 @@ TEST_P(CudaBackendVsCpu, WindowModeMatchesCpuWindowMode) {
   }
 }
 
+// Prebuilt contexts on the GPU (gpu_worker/serve): a static set keeps a copy of its window at the base
+// and returns there (or to a later position its live window still holds) however far decoding went;
+// the same steps then give the same logits bit for bit.
+TEST_P(CudaBackendVsCpu, AStaticSetReturnsToItsBase) {
+  BackendOptions o;
+  o.static_set = {true, 4, 16, nullptr};
+  auto gpu = make(BackendKind::kCuda, o);
+  const std::vector<int32_t> tokens = test_tokens(120, model_.config.vocab_size, 17);
+  auto step = [&](int64_t t) { return run(*gpu, std::span(tokens).subspan(static_cast<size_t>(t), 1)); };
+  run(*gpu, std::span(tokens).first(40));
+  EXPECT_FALSE(gpu->can_truncate_to(30));  // no base kept yet
+  gpu->keep_base();
+  std::vector<std::vector<float>> first;
+  for (int64_t t = 40; t < 50; ++t) first.push_back(step(t));
+  // Position 45's window [29, 45) is the copy's [29, 40) and the live ring's [40, 45).
+  ASSERT_TRUE(gpu->can_truncate_to(45));
+  gpu->truncate(45);
+  for (int64_t t = 45; t < 50; ++t) EXPECT_OP("truncate_in_window", shape("S4 W16 45"), dtype_, step(t), first[t - 40], 0.0);
+  for (int64_t t = 50; t < 100; ++t) step(t);  // the ring wraps three times past the base
+  EXPECT_FALSE(gpu->can_truncate_to(45));
+  EXPECT_FALSE(gpu->can_truncate_to(99));
+  EXPECT_TRUE(gpu->can_truncate_to(100));
+  EXPECT_THROW(gpu->truncate(45), Error);
+  ASSERT_TRUE(gpu->can_truncate_to(40));
+  gpu->truncate(40);
+  EXPECT_EQ(gpu->position(), 40);
+  for (int64_t t = 40; t < 50; ++t) EXPECT_OP("truncate_to_base", shape("S4 W16 40"), dtype_, step(t), first[t - 40], 0.0);
+  gpu->reset();  // forgets the base
+  run(*gpu, std::span(tokens).first(40));
+  step(40);
+  EXPECT_FALSE(gpu->can_truncate_to(40));
+}
+
+// Saved contexts: read_kv gives the CPU backend's K and V (post-RoPE, float32), and a cache written by
+// write_kv (the sinks, then the window) decodes as the one it was read from, with a static set and with
+// full attention.
+TEST_P(CudaBackendVsCpu, ReadKvMatchesCpuAndWriteKvLoadsItBack) {
+  const ModelConfig& c = model_.config;
+  const std::vector<int32_t> tokens = test_tokens(80, c.vocab_size, 19);
+  auto floats = [&](int64_t n) { return std::vector<float>(static_cast<size_t>(c.n_layers * c.n_kv_heads * n * c.head_dim)); };
+  for (const bool windowed : {true, false}) {
+    BackendOptions o;
+    if (windowed) o.static_set = {true, 4, 16, nullptr};
+    auto cpu = make(BackendKind::kCpu, o);
+    auto gpu = make(BackendKind::kCuda, o);
+    auto loaded = make(BackendKind::kCuda, o);
+    run(*cpu, std::span(tokens).first(50));
+    run(*gpu, std::span(tokens).first(50));
+    const std::vector<std::pair<int64_t, int64_t>> ranges =
+        windowed ? std::vector<std::pair<int64_t, int64_t>>{{0, 4}, {34, 50}} : std::vector<std::pair<int64_t, int64_t>>{{0, 50}};
+    for (const auto& [b, e] : ranges) {
+      std::vector<float> gk = floats(e - b), gv = floats(e - b), ck = floats(e - b), cv = floats(e - b);
+      gpu->read_kv(b, e, gk, gv);
+      cpu->read_kv(b, e, ck, cv);
+      const std::string what = shape((windowed ? "S4 W16 " : "full ") + std::to_string(b) + ".." + std::to_string(e));
+      EXPECT_OP("read_kv_k", what, dtype_, gk, ck, tolerance_);
+      EXPECT_OP("read_kv_v", what, dtype_, gv, cv, tolerance_);
+      loaded->write_kv(b, e, gk, gv);
+    }
+    EXPECT_EQ(loaded->position(), 50);
+    for (size_t t = 50; t < 60; ++t) {
+      const auto one = std::span(tokens).subspan(t, 1);
+      EXPECT_OP("write_kv_decode", shape(windowed ? "S4 W16" : "full"), dtype_, run(*loaded, one), run(*gpu, one), 0.0);
+    }
+    if (windowed) {
+      std::vector<float> k = floats(10), v = floats(10);
+      EXPECT_THROW(gpu->read_kv(20, 30, k, v), Error);  // left the window
+      std::vector<float> k26 = floats(26), v26 = floats(26);
+      EXPECT_THROW(loaded->write_kv(4, 30, k26, v26), Error);  // more than one window
+    }
+  }
+}
+
 TEST_P(CudaBackendVsCpu, ObserverSeesTheSameQkv) {
   const ModelConfig& c = model_.config;
   std::map<std::pair<int64_t, int64_t>, std::vector<float>> seen[2];  // (layer, position) -> q|k|v

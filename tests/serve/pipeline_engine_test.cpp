@@ -38,6 +38,52 @@ struct PipelineSetup {
   bool graph_per_kv_head = false;  // kGraph: one graph per kv head, searched once for its query group
   retriever::KvDtypes store = retriever::KvDtype::kF32;  // the retrievers' KV store
   KvWireFormat wire;                                     // kBuild's rows (the launcher's kv_wire_format)
+  bool window_reach = false;  // the CPU backend behind WindowReach: it returns where the cuda backend can
+};
+
+// The CPU backend, returning only to the positions a backend that keeps just the window reaches (the
+// cuda backend's rule, CudaBackend::can_truncate_to): its base (keep_base), and later positions whose
+// window [max(S, p - W), p) lies below the base or still in the live window [position - W, position).
+class WindowReach final : public Backend {
+ public:
+  WindowReach(std::unique_ptr<Backend> inner, int64_t sinks, int64_t window)
+      : inner_(std::move(inner)), sinks_(sinks), window_(window) {}
+  std::string name() const override { return inner_->name(); }
+  const ModelConfig& config() const override { return inner_->config(); }
+  void forward(std::span<const int32_t> tokens, std::span<float> logits) override { inner_->forward(tokens, logits); }
+  int64_t position() const override { return inner_->position(); }
+  int64_t max_positions() const override { return inner_->max_positions(); }
+  void reset() override {
+    inner_->reset();
+    base_ = -1;
+  }
+  bool can_truncate() const override { return true; }
+  bool can_truncate_to(int64_t p) const override {
+    const int64_t now = position();
+    if (p < 0 || p > now) return false;
+    if (p == now) return true;
+    if (base_ < 0 || p < base_) return false;
+    const int64_t first_since_base = std::max({sinks_, p - window_, base_});
+    return first_since_base >= p || first_since_base >= now - window_;
+  }
+  void truncate(int64_t p) override {
+    if (!can_truncate_to(p)) raise("WindowReach: truncate({}) at position {} with base {}", p, position(), base_);
+    inner_->truncate(p);
+  }
+  void keep_base() override { base_ = position(); }
+  void read_kv(int64_t b, int64_t e, std::span<float> k, std::span<float> v) const override {
+    inner_->read_kv(b, e, k, v);
+  }
+  void write_kv(int64_t b, int64_t e, std::span<const float> k, std::span<const float> v) override {
+    inner_->write_kv(b, e, k, v);
+    base_ = -1;
+  }
+  void fill_cache_for_timing(int64_t position, uint64_t seed) override { inner_->fill_cache_for_timing(position, seed); }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  int64_t sinks_, window_;
+  int64_t base_ = -1;
 };
 
 // An engine and its retriever threads; the destructor tells the retrievers to leave and joins them.
@@ -97,6 +143,11 @@ class Pipeline {
     o.sinks = s.sinks;
     o.window = s.window;
     o.capture_queries = s.kind == retriever::IndexKind::kGraph;
+    if (s.window_reach) {
+      o.make_backend = [](const Model& m, const BackendOptions& bo) -> std::unique_ptr<Backend> {
+        return std::make_unique<WindowReach>(make_cpu_backend(m, bo), bo.static_set.sinks, bo.static_set.window);
+      };
+    }
     engine = std::make_unique<PipelineEngine>(std::move(model), std::move(client), channels, o);
   }
   ~Pipeline() {
@@ -245,6 +296,46 @@ TEST(PipelineEngine, WithFewKeysRetrievedAHeldContextEqualsItsRebuild) {
     EXPECT_EQ(second.tokens, first.tokens) << static_cast<int>(kind) << " per kv head " << per_kv_head;
     EXPECT_EQ(rebuilt.tokens, first.tokens) << static_cast<int>(kind) << " per kv head " << per_kv_head;
   }
+}
+
+// A backend that keeps only the window (the cuda backend) returns to the base, or to a later position
+// whose window it still holds; further back in a conversation it returns to the base and the tokens
+// since run again. Every path gives the tokens of the backend that keeps every position's KV.
+TEST(PipelineEngine, ABackendThatKeepsOnlyTheWindowGivesTheSameTokens) {
+  PipelineSetup reach;
+  reach.window_reach = true;
+  Pipeline windowed(reach);
+  Pipeline whole;  // the CPU backend: truncate reaches every position
+  const Tokens doc = document();
+  const auto base = static_cast<int64_t>(doc.size());
+  const Tokens prompt = with_question(doc, " Which key is on line 3?");
+  for (Pipeline* p : {&windowed, &whole}) generate(*p->engine, doc, 0, 0);
+  const Generated first = generate(*windowed.engine, prompt, base, 24);
+  EXPECT_EQ(first.stats.reused_tokens, base);  // the base itself is always reached
+  EXPECT_EQ(first.tokens, generate(*whole.engine, prompt, base, 24).tokens);
+
+  // The conversation goes on: prompt + answer + more. Held up to the end of the last answer's steps, the
+  // live window holds the position: nothing runs again.
+  Tokens turn = prompt;
+  turn.insert(turn.end(), first.tokens.begin(), first.tokens.end() - 1);  // the last token never ran
+  const Tokens turn2 = with_question(turn, " And line 5?");
+  const Generated second = generate(*windowed.engine, turn2, base, 16);
+  EXPECT_EQ(second.stats.reused_tokens, static_cast<int64_t>(turn.size()));
+  EXPECT_EQ(second.tokens, generate(*whole.engine, turn2, base, 16).tokens);
+
+  // Back to a position 20 tokens after the base (the window is 16): its window left the live ring, so the
+  // engine returns to the base and runs those 20 tokens again.
+  Tokens branch(prompt.begin(), prompt.begin() + base + 20);
+  const Tokens branched = with_question(branch, "? What about line 7?");
+  const Generated third = generate(*windowed.engine, branched, base, 16);
+  EXPECT_EQ(third.stats.reused_tokens, base);
+  const Generated third_whole = generate(*whole.engine, branched, base, 16);
+  EXPECT_EQ(third_whole.stats.reused_tokens, base + 20);
+  EXPECT_EQ(third.tokens, third_whole.tokens);
+  // And the same branch rebuilt cold.
+  generate(*windowed.engine, Tokens{256, 'q'}, 0, 1);
+  EXPECT_EQ(generate(*windowed.engine, branched, base, 16).tokens, third.tokens);
+  EXPECT_TRUE(windowed.engine->health().ok);
 }
 
 TEST(PipelineEngine, ACancelledRequestLeavesTheEngineUsable) {

@@ -22,7 +22,8 @@
 #                                2K-token needle document as a context answers its question, as cold does
 #
 # Environment: RA (the ra binary; ra-gpu-worker and ra-cpu-retriever beside it), MAKE_MODEL
-# (ra-serve-test-model), CACHE (a build-tree folder for the npm client), MODELS (../shared/models).
+# (ra-serve-test-model), CACHE (a build-tree folder for the npm client), MODELS (../shared/models),
+# RA_SERVE_BACKEND (the worker's --backend: cpu, cuda; default auto).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${RA:?set RA to the ra binary}" "${MAKE_MODEL:?set MAKE_MODEL to ra-serve-test-model}"
@@ -104,6 +105,8 @@ stop() {
 
 "$MAKE_MODEL" "$WORK/tiny-llama3"
 MODEL_ARGS=(--model "$WORK/tiny-llama3" --sinks 16 --window 32 --ctx 4096)
+# RA_SERVE_BACKEND=cuda: the worker rank on the GPU (scripts/device_gpu.sh, stage serve); else `auto`.
+[[ -n ${RA_SERVE_BACKEND:-} ]] && MODEL_ARGS+=(--backend "$RA_SERVE_BACKEND")
 # A document far longer than sinks + window (most of it lives on the retrievers), and questions on it.
 python3 - "$WORK" << 'PY'
 import json, sys

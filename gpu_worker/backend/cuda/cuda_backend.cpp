@@ -239,21 +239,80 @@ class CudaBackend final : public Backend {
   const ModelConfig& config() const override { return config_; }
   int64_t position() const override { return position_; }
   int64_t max_positions() const override { return capacity_; }
-  void reset() override { position_ = 0; }
+  void reset() override {
+    position_ = 0;
+    base_ = -1;
+  }
 
   // Full attention: the cache keeps every position, so returning to `position` is only the count (the
-  // slots beyond are overwritten by the next forward). A static set refuses (see Backend::truncate).
+  // slots beyond are overwritten by the next forward). A static set restores the window of `position`:
+  // its positions before the base from the copy keep_base() made, the later ones from the live ring.
   void truncate(int64_t position) override {
-    RA_REQUIRE(!static_set_.enabled,
-               "returning to position {} of the KV cache (reusing a prebuilt context) needs full attention: with a "
-               "static set (sinks {} + window {}) the tokens evicted since then would have to come back to the "
-               "window, which the cuda backend does not do",
-               position, static_set_.sinks, static_set_.window);
     RA_REQUIRE(position >= 0 && position <= position_, "truncate({}): the KV cache holds {} positions", position,
                position_);
+    if (static_set_.enabled && position != position_) {
+      RA_REQUIRE(can_truncate_to(position),
+                 "returning to position {} of the KV cache: with a static set (sinks {} + window {}) the cuda backend "
+                 "returns only to its kept base ({}) or to a later position whose window it still holds (decoded "
+                 "up to {})",
+                 position, sinks_, window_, base_ < 0 ? std::string("none") : std::to_string(base_), position_);
+      restore_window(position);
+    }
     position_ = position;
   }
-  bool can_truncate() const override { return !static_set_.enabled; }
+  bool can_truncate() const override { return true; }
+
+  bool can_truncate_to(int64_t position) const override {
+    if (position < 0 || position > position_) return false;
+    if (!static_set_.enabled || position == position_) return true;
+    if (base_ < 0 || position < base_) return false;
+    // The window before `position` is [max(S, position - W), position). The copy holds its positions
+    // below the base ([base - W, base)); those from the base on must still be in the live ring.
+    const int64_t first_since_base = std::max({sinks_, position - window_, base_});
+    return first_since_base >= position || first_since_base >= position_ - window_;
+  }
+
+  void keep_base() override {
+    if (!static_set_.enabled) return;
+    cudaStream_t s = stream_->get();
+    for (size_t l = 0; l < k_cache_.size(); ++l) {
+      if (base_k_.size() <= l) {
+        base_k_.emplace_back(k_cache_[l].size(), "KV window kept at the base (keys)");
+        base_v_.emplace_back(v_cache_[l].size(), "KV window kept at the base (values)");
+      }
+      RA_CUDA_CHECK(cudaMemcpyAsync(base_k_[l].get(), k_cache_[l].get(), k_cache_[l].bytes(),
+                                    cudaMemcpyDeviceToDevice, s));
+      RA_CUDA_CHECK(cudaMemcpyAsync(base_v_[l].get(), v_cache_[l].get(), v_cache_[l].bytes(),
+                                    cudaMemcpyDeviceToDevice, s));
+    }
+    RA_CUDA_CHECK(cudaStreamSynchronize(s));
+    base_ = position_;
+  }
+
+  void read_kv(int64_t begin, int64_t end, std::span<float> k, std::span<float> v) const override {
+    RA_REQUIRE(0 <= begin && begin <= end && end <= position_,
+               "read_kv: positions [{}, {}) are not all in the cache of {} positions", begin, end, position_);
+    if (window_ > 0) {  // the sinks and the live window only
+      const int64_t gone = std::max(begin, sinks_);
+      RA_REQUIRE(gone >= end || gone >= position_ - window_,
+                 "read_kv: positions [{}, {}) have left the static set (sinks {} + window {} at position {})", begin,
+                 end, sinks_, window_, position_);
+    }
+    check_kv_spans(begin, end, k.size(), v.size(), "read_kv");
+    copy_kv(begin, end, k.data(), v.data(), nullptr, nullptr);
+  }
+
+  void write_kv(int64_t begin, int64_t end, std::span<const float> k, std::span<const float> v) override {
+    RA_REQUIRE(0 <= begin && begin <= end && end <= capacity_,
+               "write_kv: positions [{}, {}) exceed the cache of {} positions", begin, end, capacity_);
+    RA_REQUIRE(window_ == 0 || end <= sinks_ || (begin >= sinks_ && end - begin <= window_),
+               "write_kv: positions [{}, {}) are neither within the sinks ({}) nor one window ({}) of positions",
+               begin, end, sinks_, window_);
+    check_kv_spans(begin, end, k.size(), v.size(), "write_kv");
+    copy_kv(begin, end, nullptr, nullptr, k.data(), v.data());
+    position_ = end;
+    base_ = -1;
+  }
 
   void forward(std::span<const int32_t> tokens, std::span<float> logits) override {
     check_tokens(tokens);
@@ -287,6 +346,7 @@ class CudaBackend final : public Backend {
     }
     RA_CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
     position_ = position;
+    base_ = -1;
   }
 
   std::vector<double> time_decode_steps(int steps) override {
@@ -335,6 +395,68 @@ class CudaBackend final : public Backend {
                "with a static set the backend decodes one token per step after the prefill (got {} tokens at "
                "position {})",
                tokens.size(), position_);
+  }
+
+  void check_kv_spans(int64_t begin, int64_t end, size_t k_size, size_t v_size, const char* what) const {
+    const auto want = static_cast<size_t>(c().n_layers * c().n_kv_heads * (end - begin) * c().head_dim);
+    RA_REQUIRE(k_size == want && v_size == want, "{}: k and v need {} floats each for positions [{}, {}), got {} and {}",
+               what, want, begin, end, k_size, v_size);
+  }
+
+  // Positions [begin, end) of every layer's cache to float32 rows (k_out, v_out) or from them (k_in, v_in):
+  // [n_layers][n_kv_heads][end - begin][head_dim]. Saving and loading contexts only: synchronous.
+  void copy_kv(int64_t begin, int64_t end, float* k_out, float* v_out, const float* k_in, const float* v_in) const {
+    const ModelConfig& m = c();
+    const int64_t n = end - begin, hd = m.head_dim, heads = m.n_kv_heads;
+    if (n == 0) return;
+    const size_t pitch = static_cast<size_t>(slots_ * hd) * sizeof(T);  // one kv head's slots
+    std::vector<T> stage(static_cast<size_t>(heads * n * hd));          // [n_kv_heads][n][head_dim]
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+      for (int side = 0; side < 2; ++side) {
+        T* cache = (side == 0 ? k_cache_ : v_cache_)[static_cast<size_t>(l)].get();
+        float* out = side == 0 ? k_out : v_out;
+        const float* in = side == 0 ? k_in : v_in;
+        const size_t layer_at = static_cast<size_t>(l * heads * n * hd);
+        if (in != nullptr) {
+          for (size_t i = 0; i < stage.size(); ++i) stage[i] = from_float<T>(in[layer_at + i]);
+        }
+        for_each_slot_run(begin, end, sinks_, window_, [&](int64_t p, int64_t slot, int64_t count) {
+          T* host = stage.data() + (p - begin) * hd;
+          T* device = cache + slot * hd;
+          const size_t width = static_cast<size_t>(count * hd) * sizeof(T);
+          const size_t host_pitch = static_cast<size_t>(n * hd) * sizeof(T);
+          if (in != nullptr) {
+            RA_CUDA_CHECK(cudaMemcpy2D(device, pitch, host, host_pitch, width, static_cast<size_t>(heads),
+                                       cudaMemcpyHostToDevice));
+          } else {
+            RA_CUDA_CHECK(cudaMemcpy2D(host, host_pitch, device, pitch, width, static_cast<size_t>(heads),
+                                       cudaMemcpyDeviceToHost));
+          }
+        });
+        if (out != nullptr) {
+          for (size_t i = 0; i < stage.size(); ++i) out[layer_at + i] = to_float(stage[i]);
+        }
+      }
+    }
+  }
+
+  // The window of `position` (can_truncate_to): its positions before the base back from the kept copy.
+  void restore_window(int64_t position) {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    const int64_t from = std::max(sinks_, position - window_), to = std::min(position, base_);
+    const size_t pitch = static_cast<size_t>(slots_ * m.head_dim) * sizeof(T);
+    for_each_slot_run(from, to, sinks_, window_, [&](int64_t, int64_t slot, int64_t count) {
+      const size_t at = static_cast<size_t>(slot * m.head_dim);
+      const size_t width = static_cast<size_t>(count * m.head_dim) * sizeof(T);
+      for (size_t l = 0; l < k_cache_.size(); ++l) {
+        RA_CUDA_CHECK(cudaMemcpy2DAsync(k_cache_[l].get() + at, pitch, base_k_[l].get() + at, pitch, width,
+                                        static_cast<size_t>(m.n_kv_heads), cudaMemcpyDeviceToDevice, s));
+        RA_CUDA_CHECK(cudaMemcpy2DAsync(v_cache_[l].get() + at, pitch, base_v_[l].get() + at, pitch, width,
+                                        static_cast<size_t>(m.n_kv_heads), cudaMemcpyDeviceToDevice, s));
+      }
+    });
+    RA_CUDA_CHECK(cudaStreamSynchronize(s));
   }
 
   void copy_logits_to(std::span<float> logits) {
@@ -434,6 +556,7 @@ class CudaBackend final : public Backend {
                           GemvEpilogue::kStore, s));
     RA_CUDA_CHECK(cudaStreamSynchronize(s));  // b's buffers are freed on return
     position_ += n;
+    base_ = -1;  // a static set prefills only at position 0; full attention keeps no copy
   }
 
   // The QkvObserver's view of a chunk: post-RoPE q, k and v as token-major float32 rows, or with
@@ -735,8 +858,10 @@ class CudaBackend final : public Backend {
   int64_t sinks_ = 0, window_ = 0;  // window 0: full attention (slot = position)
   int64_t slots_ = 0;               // cache slots per layer and kv head: capacity, or sinks + window
   int64_t position_ = 0;
+  int64_t base_ = -1;  // the position keep_base() kept (static set), or -1
 
   std::vector<DeviceBuffer<T>> k_cache_, v_cache_;  // per layer: [n_kv_heads][slots][head_dim]
+  std::vector<DeviceBuffer<T>> base_k_, base_v_;    // keep_base()'s copy of them (static set, made on first use)
   DeviceBuffer<float> inv_freq_;                     // [head_dim / 2]
   DeviceBuffer<float> cos_sin_;                      // [head_dim / 2][2] the decode step's (cos, sin)
   // Decode step buffers (float32).

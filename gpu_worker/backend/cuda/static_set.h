@@ -36,4 +36,17 @@ RA_HOST_DEVICE int64_t evicted_position(int64_t position, int64_t sinks, int64_t
   return e >= sinks ? e : -1;
 }
 
+// Positions [begin, end) as runs of consecutive slots: f(first position, its slot, count) once per run.
+// Host code (copies of whole runs). A window's positions wrap the ring at most once per W of them.
+template <class F>
+void for_each_slot_run(int64_t begin, int64_t end, int64_t sinks, int64_t window, F&& f) {
+  for (int64_t p = begin; p < end;) {
+    const int64_t slot = cache_slot(p, sinks, window);
+    const int64_t limit = window == 0 ? end : p < sinks ? sinks : sinks + window - slot + p;
+    const int64_t count = (end < limit ? end : limit) - p;
+    f(p, slot, count);
+    p += count;
+  }
+}
+
 }  // namespace ra::cuda
