@@ -13,6 +13,8 @@
 #                pipeline  flat == full through real retriever processes (tests/mpi/pipeline_mpi_test.sh)
 #                serve     `ra serve` with the CUDA worker and 2 retriever ranks (tests/serve/serve_mpi_test.sh
 #                          api and saved): a reused, and a saved and loaded, context gives a cold prefill's tokens
+#                ttft      `ra serve` (CUDA worker, RETRIEVERS retrievers, mode retrieval) on needle-byte-13m:
+#                          time to first token, a reused 16K context against a cold one (scripts/bench_serve_ttft.py)
 #                kernels   ra-bench-kernels          decode  ra bench decode
 #                torch     scripts/bench_torch_decode.py     oracle  scripts/oracle_transformers.py
 #                accuracy  `ra bench accuracy` on needle-byte-13m with the CUDA worker backend (docs/accuracy.md):
@@ -124,10 +126,38 @@ stage_serve() {
   local part log
   for part in api saved; do
     log="$out/logs/serve_${part}.txt"
-    bounded 200 env RA="$ra" MAKE_MODEL="$build/tests/ra-serve-test-model" RA_SERVE_BACKEND=cuda \
+    bounded 200 env RA="$ra" MAKE_MODEL="$build/tests/ra-serve-test-model" RA_SERVE_BACKEND=cuda CACHE="$out/logs/npm" \
       bash tests/serve/serve_mpi_test.sh "$part" > "$log" 2>&1
     note "ra serve $part (cuda worker): exit $? $(grep -E 'PASS|FAIL|SKIP' "$log" | tr '\n' ' ')"
   done
+}
+
+stage_ttft() {
+  local model=$models/needle-byte-13m log=$out/logs/ttft_serve.txt port=$out/logs/ttft.port pid
+  "$ra" needle-prompt --tokens 16384 --facts 4 --seed 11 --out "$out/logs/needle16k.txt" > /dev/null 2>&1 ||
+    { note "ttft: ra needle-prompt failed"; return; }
+  python3 -c "import sys; t = open(sys.argv[1]).read(); open(sys.argv[2], 'w').write(t[:t.rindex('What is')])" \
+    "$out/logs/needle16k.txt" "$out/logs/doc16k.txt"
+  local retrievers=${RETRIEVERS:-4}
+  "$ra" serve --model "$model" --backend cuda --mode retrieval --retrievers "$retrievers" \
+    --retriever-threads $(( $(nproc) / retrievers )) --ctx 17408 --port 0 --port-file "$port" --quiet > "$log" 2>&1 &
+  pid=$!
+  local t0=$SECONDS
+  until [[ -s $port ]] && curl -sf "http://127.0.0.1:$(cat "$port")/health" > /dev/null; do
+    kill -0 "$pid" 2> /dev/null && (( SECONDS - t0 < 120 )) || { note "ttft: ra serve did not come up: $(tail -3 "$log")"; kill "$pid" 2> /dev/null; return; }
+    sleep 1
+  done
+  local cmd=(python3 scripts/bench_serve_ttft.py --url "http://127.0.0.1:$(cat "$port")" --model needle-byte-13m
+             --tokens 16384 --document-file "$out/logs/doc16k.txt" --runs 3
+             --question "Ken: what is the special magic number for Ken? The special magic number for Ken is "
+             --question "Tony: what is the special magic number for Tony? The special magic number for Tony is "
+             --question "Ada: what is the special magic number for Ada? The special magic number for Ada is ")
+  note "\$ ${cmd[*]}"
+  bounded 240 "${cmd[@]}" > "$out/ttft.txt" 2>&1
+  note "bench_serve_ttft.py: exit $?"
+  cat "$out/ttft.txt" >> "$summary"
+  kill -TERM "$pid" 2> /dev/null
+  wait "$pid" 2> /dev/null
 }
 
 stage_search() {

@@ -208,6 +208,7 @@ class LengthRun {
     const auto n = static_cast<int64_t>(tokens.size());
     if (!ship) {
       split_->forward(tokens, first_logits_);
+      split_->keep_base();
       return;
     }
     const int64_t train = graph_train_queries_ >= 0 ? graph_train_queries_ : 256;
@@ -217,14 +218,19 @@ class LengthRun {
     observer_ = capture.observer();
     split_->forward(tokens, first_logits_);
     observer_ = nullptr;
+    split_->keep_base();
     for (const auto& pool : pools_) pool->build(capture, n);
   }
 
   // Back to the state right after the prefill of `tokens` (the retrievers rewind themselves).
+  // A backend that keeps only the window (CUDA with a static set) returns to the copy of it kept after
+  // the prefill (Backend::keep_base); one that cannot at all is prefilled again.
   void restore(Backend& b, const std::vector<int32_t>& tokens) {
-    if (b.can_truncate()) return b.truncate(static_cast<int64_t>(tokens.size()));
-    b.reset();  // a backend that keeps only the window (CUDA with a static set): prefilled again
+    const auto n = static_cast<int64_t>(tokens.size());
+    if (b.can_truncate_to(n)) return b.truncate(n);
+    b.reset();
     b.forward(tokens, logits_);
+    b.keep_base();
   }
 
   // Predictions of a teacher-forced continuation: prediction 0 from `first`, prediction i after
@@ -336,9 +342,8 @@ class LengthRun {
     if (!spec_.text_file.empty()) r["text_prompt_tokens"] = text_tokens_;
     r["mode"] = std::string(name(v.mode));
     r["kv_dtype"] = spec_.config.kv_dtype;  // the retrievers' store (auto: the checkpoint's)
-    if (spec_.config.index.graph_connect_max_in_degree >= 0) {
-      r["graph_connect_max_in_degree"] = spec_.config.index.graph_connect_max_in_degree;
-    }
+    // Rows made before the field existed were built with -1 (merge_rows.py reads its absence so).
+    r["graph_connect_max_in_degree"] = spec_.config.index.graph_connect_max_in_degree;
     r["scan_target"] = v.target ? json(*v.target) : json(nullptr);
     int64_t dc = 0, offered = 0, hits = 0, wanted = 0;
     json per_layer = json::array(), hits_per_layer = json::array(), wanted_per_layer = json::array();

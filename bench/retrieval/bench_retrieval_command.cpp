@@ -190,6 +190,10 @@ void add_bench_retrieval_command(CLI::App& bench) {
       ->capture_default_str();
   cmd->add_option("--graph-ef-construction", args->config.graph_ef_construction, "Beam of the connectivity self-searches")
       ->capture_default_str();
+  cmd->add_option("--graph-connect-max-in-degree", args->config.graph_connect_max_in_degree,
+                  "Connectivity self-searches only for keys with at most this many in-edges after the projection "
+                  "(0: keys no training list reached; -1: every key)")
+      ->capture_default_str();
   on_run_exit_with(*cmd, [args] {
     if (args->config.threads > 0) omp_set_num_threads(args->config.threads);
     return run_bench_retrieval(*args);

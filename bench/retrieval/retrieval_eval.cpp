@@ -378,6 +378,7 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     gp.fill_pruned = config.graph_fill;
     gp.degree_cap = config.graph_degree_cap;
     gp.ef_construction = config.graph_ef_construction;
+    gp.connect_max_in_degree = config.graph_connect_max_in_degree;
     gp.entry_samples = config.graph_entry_samples;
     gp.pivots = config.graph_pivots;
     gp.pivot_span = config.graph_pivot_span;

@@ -8,7 +8,7 @@
 //
 //   ra-bench-search [--context 131072] [--shards 8] [--heads-per-layer 8] [--group 4] [--train 2048]
 //                   [--k 100] [--ef 0] [--warm 2] [--threads 4[,8,...]] [--pin 0|1] [--interleave 1,2]
-//                   [--layers 256] [--rounds 3] [--dim 128] [--efc 32] [--connect-max-in -1] [--seed 1] [--navigation exact,int8]
+//                   [--layers 256] [--rounds 3] [--dim 128] [--efc 32] [--connect-max-in 0] [--seed 1] [--navigation exact,int8]
 //                   [--expand 1,2] [--grouped 0,2,4] [--query-corr R] [--tail T] [--kv-dtype bf16]
 //                   [--json FILE]
 //
@@ -86,7 +86,7 @@ struct Options {
   int layers = 256;
   int64_t dim = 128;
   int efc = 32;
-  int connect_max_in = -1;  // GraphBuildParams::connect_max_in_degree
+  int connect_max_in = 0;  // GraphBuildParams::connect_max_in_degree
   int64_t tail = 0;
   uint64_t seed = 1;
   std::string json;

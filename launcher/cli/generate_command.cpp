@@ -69,7 +69,7 @@ int run_generate(const RunConfig& c, bool print_config, bool dry_run, const std:
 
   const NumaTopology topology = detect_numa_topology();
   const std::vector<HostSlots> hosts = c.hostfile.empty() ? std::vector<HostSlots>{} : read_hostfile(c.hostfile);
-  const RunPlan plan = make_run_plan(c, geometry_for(c), topology, hosts);
+  const RunPlan plan = make_run_plan(c, geometry_for(c, random_weights_on_gpu(c)), topology, hosts);
   if (dry_run) {
     if (!write_plan.empty()) {
       std::ofstream out(write_plan);

@@ -106,7 +106,7 @@ void visit_fields(V&& v) {
     [](auto& c) -> auto& { return c.index.graph_ef_construction; });
   v("index.graph_connect_max_in_degree",
     "Attention-aware graph: only keys with at most N in-edges after the projection search for connectivity "
-    "edges (0: the keys no training list reached); -1 = every key",
+    "edges (0: the keys no training list reached, the default); -1 = every key (RoarGraph's pass)",
     [](auto& c) -> auto& { return c.index.graph_connect_max_in_degree; });
   v("index.graph_max_train_queries", "Attention-aware graph: training queries per head; 0 = all prefill queries",
     [](auto& c) -> auto& { return c.index.graph_max_train_queries; });

@@ -41,7 +41,9 @@ std::string prompt_text_for(const RunConfig& c, const LoadedModel& loaded) {
 
 bool worker_on_gpu(const RunConfig& c) { return resolve_backend_kind(c.backend) == BackendKind::kCuda; }
 
-Geometry geometry_for(const RunConfig& c) {
+bool random_weights_on_gpu(const RunConfig& c) { return c.model.empty() && c.geometry && worker_on_gpu(c); }
+
+Geometry geometry_for(const RunConfig& c, bool gpu_random) {
   if (c.model.empty()) {
     const SyntheticModelSpec spec = c.geometry.value_or(SyntheticModelSpec{});
     ModelConfig mc;
@@ -49,7 +51,9 @@ Geometry geometry_for(const RunConfig& c) {
     mc.n_heads = spec.n_heads;
     mc.n_kv_heads = spec.n_kv_heads;
     mc.head_dim = spec.head_dim;
-    return make_geometry(mc, "F32");
+    // Random weights: float32 on the host, bf16 when ra-gpu-worker makes them on the GPU, so that the
+    // retrievers' `auto` store and the wire take the dtype the worker's KV really has.
+    return make_geometry(mc, gpu_random ? "BF16" : "F32");
   }
   const Model model = load_model(c.model);
   return make_geometry(model.config, model.weight_dtype);

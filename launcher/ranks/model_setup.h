@@ -37,7 +37,11 @@ LoadedModel load_model_for(const RunConfig& config);
 std::string prompt_text_for(const RunConfig& config, const LoadedModel& loaded);
 
 // The geometry the plan needs. Synthetic models need no weights for it; a checkpoint is loaded.
-Geometry geometry_for(const RunConfig& config);
+// gpu_random: the worker makes random bf16 weights on the GPU (random_weights_on_gpu; `ra generate`).
+Geometry geometry_for(const RunConfig& config, bool gpu_random = false);
+// Whether `ra generate`'s worker makes the config's random weights on the GPU: a `geometry` without a
+// checkpoint, on the CUDA backend (`ra serve` loads them on the host instead).
+bool random_weights_on_gpu(const RunConfig& config);
 
 // Whether the worker computes on a GPU: the config's backend as this machine resolves it (auto: cuda
 // when a GPU is visible). The launcher plans the ranks' waits by it (shm_spin_budgets_for).

@@ -61,7 +61,7 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
 
   // A `geometry` (random weights) on the CUDA backend: the weights are made on the GPU (seconds, where
   // the host's float32 copy of an 8B model would take minutes and 32 GiB).
-  const bool gpu_random = c.model.empty() && c.geometry && resolve_backend_kind(c.backend) == BackendKind::kCuda;
+  const bool gpu_random = random_weights_on_gpu(c);
   LoadedModel loaded;
   if (gpu_random) {
     loaded.synthetic = true;
