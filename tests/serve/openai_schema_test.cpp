@@ -91,7 +91,8 @@ TEST(OpenAiRequest, WrongTypesAreInvalidType400sNamingTheField) {
       {{{"model", 3}}, "model"},                 {{{"stream_options", 1}}, "stream_options"},
       {{{"context", 5}}, "context"},             {{{"n", "1"}}, "n"}};
   for (const auto& [extra, field] : cases) {
-    const ApiError e = error_of([&] { parse_completion_request(completion(extra)); });
+    const json request = completion(extra);  // clang 14 cannot capture a structured binding in a lambda
+    const ApiError e = error_of([&] { parse_completion_request(request); });
     EXPECT_EQ(e.status(), 400) << extra.dump();
     EXPECT_EQ(e.type(), "invalid_request_error");
     EXPECT_EQ(e.param(), field) << extra.dump();
@@ -107,7 +108,8 @@ TEST(OpenAiRequest, OutOfRangeValuesAreInvalidValue400s) {
       {{{"stop", {""}}}, "stop"},              {{{"stop", {"a", "b", "c", "d", "e"}}}, "stop"},
       {{{"max_tokens", 1e20}}, "max_tokens"}};
   for (const auto& [extra, field] : cases) {
-    const ApiError e = error_of([&] { parse_completion_request(completion(extra)); });
+    const json request = completion(extra);  // clang 14 cannot capture a structured binding in a lambda
+    const ApiError e = error_of([&] { parse_completion_request(request); });
     EXPECT_EQ(e.status(), 400) << extra.dump();
     EXPECT_EQ(e.param(), field) << extra.dump();
   }

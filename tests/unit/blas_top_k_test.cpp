@@ -49,13 +49,11 @@ TEST(BlasTopK, MatchesTheExactScanUpToRoundingAtTies) {
     EXPECT_NEAR(scores[i], ref_scores[i], 1e-4f * (1.f + std::fabs(ref_scores[i]))) << "slot " << i;
     if (ids[i] != ref_ids[i]) {
       ++swapped;  // only where two keys score alike to rounding
-      const float other = [&] {
-        const float* q = queries.data() + (i / k) * dim;
-        const float* key = keys.data() + ids[i] * dim;
-        double s = 0;
-        for (int64_t j = 0; j < dim; ++j) s += double(q[j]) * key[j];
-        return static_cast<float>(s);
-      }();
+      const float* q = queries.data() + (i / k) * dim;
+      const float* key = keys.data() + ids[i] * dim;
+      double dot = 0;
+      for (int64_t j = 0; j < dim; ++j) dot += double(q[j]) * key[j];
+      const float other = static_cast<float>(dot);
       EXPECT_NEAR(other, ref_scores[i], 1e-4f * (1.f + std::fabs(ref_scores[i]))) << "slot " << i;
     }
   }

@@ -143,9 +143,10 @@ TEST(FaissIndexes, ConcurrentSearchesWithDifferentKnobsMatchSequential) {
   const int nthreads = 4;
   const SearchParams knobs[nthreads] = {{10, 10, 1}, {20, 40, 4}, {50, 100, 16}, {100, 400, 32}};
   const KeyIndex* indexes[2] = {ivf.get(), hnsw.get()};
+  const float* query_rows = queries.data();  // clang 14 cannot capture a structured binding in a lambda
   auto sweep = [&](int t, std::vector<Result>& out) {
     for (const KeyIndex* idx : indexes) {
-      for (int64_t i = 0; i < nq; ++i) out.push_back(search(*idx, queries.data() + i * dim, knobs[t]));
+      for (int64_t i = 0; i < nq; ++i) out.push_back(search(*idx, query_rows + i * dim, knobs[t]));
     }
   };
   std::vector<std::vector<Result>> expected(nthreads), got(nthreads);

@@ -149,9 +149,10 @@ TEST(FlatIndex, ConcurrentSearchesMatchSequential) {
   }
   std::vector<std::vector<int64_t>> got(4 * nq);
   std::vector<std::thread> threads;
+  const float* query_rows = queries.data();  // clang 14 cannot capture a structured binding in a lambda
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
-      for (int64_t i = 0; i < nq; ++i) got[t * nq + i] = search(index, queries.data() + i * dim, {.k = ks[t]}).ids;
+      for (int64_t i = 0; i < nq; ++i) got[t * nq + i] = search(index, query_rows + i * dim, {.k = ks[t]}).ids;
     });
   }
   for (auto& th : threads) th.join();

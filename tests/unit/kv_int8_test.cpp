@@ -26,6 +26,7 @@
 #include "cpu_retriever/kv_int8.h"
 #include "cpu_retriever/kv_store.h"
 #include "cpu_retriever/maintenance_pool.h"
+#include "tests/support/sanitizer.h"
 
 namespace ra::retriever {
 namespace {
@@ -455,6 +456,7 @@ TEST(KvInt8, MemoryBytesCountCodesAndScales) {
 // What memory_bytes counts is what the process holds: evicted tokens appended to an int8 shard grow its
 // resident memory by memory_bytes' growth, within 10%.
 TEST(KvInt8, MemoryBytesMatchResidentMemory) {
+  if (test::kThreadSanitizer) GTEST_SKIP() << "TSan's shadow of every touched byte counts in the RSS (2x)";
   const int64_t dim = 128, rows = 1 << 18, batch = 1024;  // 66 MiB of int8 K and V
   const Data d = make_data(batch, dim, 0, 0, 13);
   ShardIndexParams p;
