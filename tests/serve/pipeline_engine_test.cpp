@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "cpu_retriever/retriever_service.h"
+#include "gpu_worker/backend/cuda/static_set.h"
 #include "gpu_worker/model/synthetic_model.h"
 #include "gpu_worker/serve/pipeline_engine.h"
 #include "tests/support/small_model.h"
@@ -41,9 +42,8 @@ struct PipelineSetup {
   bool window_reach = false;  // the CPU backend behind WindowReach: it returns where the cuda backend can
 };
 
-// The CPU backend, returning only to the positions a backend that keeps just the window reaches (the
-// cuda backend's rule, CudaBackend::can_truncate_to): its base (keep_base), and later positions whose
-// window [max(S, p - W), p) lies below the base or still in the live window [position - W, position).
+// The CPU backend, returning only to the positions a backend that keeps just the window reaches: the
+// cuda backend's own rule (cuda::window_reachable, gpu_worker/backend/cuda/static_set.h).
 class WindowReach final : public Backend {
  public:
   WindowReach(std::unique_ptr<Backend> inner, int64_t sinks, int64_t window)
@@ -59,12 +59,7 @@ class WindowReach final : public Backend {
   }
   bool can_truncate() const override { return true; }
   bool can_truncate_to(int64_t p) const override {
-    const int64_t now = position();
-    if (p < 0 || p > now) return false;
-    if (p == now) return true;
-    if (base_ < 0 || p < base_) return false;
-    const int64_t first_since_base = std::max({sinks_, p - window_, base_});
-    return first_since_base >= p || first_since_base >= now - window_;
+    return cuda::window_reachable(p, position(), base_, sinks_, window_);
   }
   void truncate(int64_t p) override {
     if (!can_truncate_to(p)) raise("WindowReach: truncate({}) at position {} with base {}", p, position(), base_);

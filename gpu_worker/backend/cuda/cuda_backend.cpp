@@ -263,13 +263,8 @@ class CudaBackend final : public Backend {
   bool can_truncate() const override { return true; }
 
   bool can_truncate_to(int64_t position) const override {
-    if (position < 0 || position > position_) return false;
-    if (!static_set_.enabled || position == position_) return true;
-    if (base_ < 0 || position < base_) return false;
-    // The window before `position` is [max(S, position - W), position). The copy holds its positions
-    // below the base ([base - W, base)); those from the base on must still be in the live ring.
-    const int64_t first_since_base = std::max({sinks_, position - window_, base_});
-    return first_since_base >= position || first_since_base >= position_ - window_;
+    if (!static_set_.enabled) return 0 <= position && position <= position_;
+    return window_reachable(position, position_, base_, sinks_, window_);
   }
 
   void keep_base() override {

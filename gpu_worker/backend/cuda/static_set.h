@@ -36,6 +36,19 @@ RA_HOST_DEVICE int64_t evicted_position(int64_t position, int64_t sinks, int64_t
   return e >= sinks ? e : -1;
 }
 
+// Whether a static set decoded up to `now`, with a copy of its window kept at `base` (-1: none), can
+// return to `position` (Backend::can_truncate_to): the window before it, [max(S, position - W), position),
+// must lie below the base (in the copy, which holds [base - W, base)) or still in the live ring
+// [now - W, now). Host code.
+inline bool window_reachable(int64_t position, int64_t now, int64_t base, int64_t sinks, int64_t window) {
+  if (position < 0 || position > now) return false;
+  if (position == now) return true;
+  if (base < 0 || position < base) return false;
+  int64_t first_since_base = position - window > sinks ? position - window : sinks;
+  if (base > first_since_base) first_since_base = base;
+  return first_since_base >= position || first_since_base >= now - window;
+}
+
 // Positions [begin, end) as runs of consecutive slots: f(first position, its slot, count) once per run.
 // Host code (copies of whole runs). A window's positions wrap the ring at most once per W of them.
 template <class F>
