@@ -31,6 +31,16 @@ std::vector<Scored> score_rows(const KeyRows& keys, uint32_t p, std::vector<uint
 
 int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
 
+// Runs fn(part, parts) on `threads` threads, one part each: a pass over shared input whose writes
+// each part confines to its own nodes (id % parts == part), so no two threads write the same list
+// and each list sees its writes in the serial order.
+template <typename Fn>
+void for_each_part(int threads, const Fn& fn) {
+  const int parts = std::max(1, threads);
+#pragma omp parallel for schedule(static, 1) num_threads(parts) if (parts > 1)
+  for (int part = 0; part < parts; ++part) fn(static_cast<uint32_t>(part), static_cast<uint32_t>(parts));
+}
+
 const float* row(const float* m, int64_t dim, int64_t i) { return m + i * dim; }
 
 using Lists = std::vector<std::vector<uint32_t>>;
@@ -49,17 +59,21 @@ Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, std
   const int M = gp.M;
   const KeyRows rows{keys, n, nullptr, dim};
   Lists pool(static_cast<size_t>(n));  // candidates gathered per pivot, in list order
-  std::vector<uint32_t> valid;
-  for (const TopKLists& src : sources) {
-    for (int64_t q = 0; q < src.rows; ++q) {
-      const int64_t* list = src.ids + q * src.width;
-      valid.clear();
-      for (int64_t j = 0; j < src.width; ++j) {
-        if (list[j] >= 0 && list[j] < n) valid.push_back(static_cast<uint32_t>(list[j]));
+  // Each thread gathers for its own pivots (id % parts) from every list, so every pool holds its
+  // candidates in list order whatever the thread count.
+  for_each_part(threads, [&](uint32_t part, uint32_t parts) {
+    std::vector<uint32_t> valid;
+    for (const TopKLists& src : sources) {
+      for (int64_t q = 0; q < src.rows; ++q) {
+        const int64_t* list = src.ids + q * src.width;
+        valid.clear();
+        for (int64_t j = 0; j < src.width; ++j) {
+          if (list[j] >= 0 && list[j] < n) valid.push_back(static_cast<uint32_t>(list[j]));
+        }
+        add_projection_candidates(valid, gp, pool, part, parts);
       }
-      add_projection_candidates(valid, gp, pool);
     }
-  }
+  });
   Lists adj(static_cast<size_t>(n));
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
   for (int64_t p = 0; p < n; ++p) {
@@ -68,9 +82,13 @@ Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, std
                              score_rows(rows, static_cast<uint32_t>(p), std::move(pool[p])), M, gp);
   }
   Lists rev(static_cast<size_t>(n));
-  for (int64_t p = 0; p < n; ++p) {
-    for (uint32_t c : adj[p]) rev[c].push_back(static_cast<uint32_t>(p));
-  }
+  for_each_part(threads, [&](uint32_t part, uint32_t parts) {
+    for (int64_t p = 0; p < n; ++p) {
+      for (uint32_t c : adj[p]) {
+        if (c % parts == part) rev[c].push_back(static_cast<uint32_t>(p));
+      }
+    }
+  });
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
   for (int64_t c = 0; c < n; ++c) {
     if (rev[c].empty()) continue;
@@ -88,7 +106,7 @@ Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, std
 }
 
 // Step 4: the key with the best score for the mean training query (key 0 without queries).
-uint32_t choose_entry(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq) {
+uint32_t choose_entry(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq, int threads) {
   if (nq == 0) return 0;
   std::vector<double> acc(static_cast<size_t>(dim), 0.0);
   for (int64_t q = 0; q < nq; ++q) {
@@ -96,12 +114,42 @@ uint32_t choose_entry(const float* keys, int64_t n, int64_t dim, const float* qu
   }
   std::vector<float> mean(static_cast<size_t>(dim));
   for (int64_t j = 0; j < dim; ++j) mean[j] = static_cast<float>(acc[j] / static_cast<double>(nq));
-  Scored best{dot_f32(mean.data(), keys, dim), 0};
-  for (int64_t i = 1; i < n; ++i) {
-    const Scored c{dot_f32(mean.data(), row(keys, dim, i), dim), static_cast<uint32_t>(i)};
-    if (better(c, best)) best = c;
+  // Each thread's best, then the best of those: `better` is a total order, so any team agrees.
+  const int team = std::max(1, threads);
+  std::vector<Scored> best(static_cast<size_t>(team), Scored{dot_f32(mean.data(), keys, dim), 0});
+#pragma omp parallel num_threads(team) if (team > 1 && n > 4096)
+  {
+    Scored& mine = best[static_cast<size_t>(omp_get_thread_num())];
+#pragma omp for schedule(static)
+    for (int64_t i = 1; i < n; ++i) {
+      const Scored c{dot_f32(mean.data(), row(keys, dim, i), dim), static_cast<uint32_t>(i)};
+      if (better(c, mine)) mine = c;
+    }
   }
-  return best.id;
+  return std::min_element(best.begin(), best.end(), better)->id;
+}
+
+// The nodes a flood of csr from root does not reach, in id order.
+std::vector<uint32_t> unreached_from(const GraphCsr& csr, uint32_t root) {
+  const auto n = static_cast<size_t>(csr.nodes());
+  std::vector<uint8_t> reached(n, 0);
+  std::vector<uint32_t> stack{root};
+  reached[root] = 1;
+  while (!stack.empty()) {
+    const uint32_t u = stack.back();
+    stack.pop_back();
+    for (uint32_t v : csr.out(u)) {
+      if (!reached[v]) {
+        reached[v] = 1;
+        stack.push_back(v);
+      }
+    }
+  }
+  std::vector<uint32_t> out;
+  for (size_t v = 0; v < n; ++v) {
+    if (!reached[v]) out.push_back(static_cast<uint32_t>(v));
+  }
+  return out;
 }
 
 void add_edge_capped(Lists& adj, uint32_t from, uint32_t to, size_t cap) {
@@ -120,16 +168,20 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
   const int ef = std::max(p.ef_construction, p.M);
   {
     const GraphBuildStepTimer timer(&GraphBuildSteps::connect);
-    const GraphCsr snapshot = to_csr(adj);
+    const GraphCsr snapshot = to_csr(adj, threads);
     Lists found(static_cast<size_t>(n));
     // With connect_max_in_degree: only the keys the projection left with few in-edges search.
     std::vector<int32_t> in_degree;
     int64_t searches = n;
     if (p.connect_max_in_degree >= 0) {
       in_degree.assign(static_cast<size_t>(n), 0);
-      for (const auto& l : adj) {
-        for (uint32_t v : l) ++in_degree[v];
-      }
+      for_each_part(threads, [&](uint32_t part, uint32_t parts) {
+        for (const auto& l : adj) {
+          for (uint32_t v : l) {
+            if (v % parts == part) ++in_degree[v];
+          }
+        }
+      });
       searches = std::count_if(in_degree.begin(), in_degree.end(),
                                [&](int32_t d) { return d <= p.connect_max_in_degree; });
     }
@@ -149,12 +201,16 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
         found[x] = occlusion_prune(KeyRows{keys, n, nullptr, dim}, norms, static_cast<uint32_t>(x), cands, p.M, p);
       }
     }
-    for (int64_t x = 0; x < n; ++x) {
-      for (uint32_t r : found[x]) {
-        add_edge_capped(adj, static_cast<uint32_t>(x), r, cap);
-        add_edge_capped(adj, r, static_cast<uint32_t>(x), cap);
+    // In key order, as a serial pass would: each thread appends to its own lists (id % parts) only.
+    for_each_part(threads, [&](uint32_t part, uint32_t parts) {
+      for (int64_t x = 0; x < n; ++x) {
+        const auto ux = static_cast<uint32_t>(x);
+        for (uint32_t r : found[x]) {
+          if (ux % parts == part) add_edge_capped(adj, ux, r, cap);
+          if (r % parts == part) add_edge_capped(adj, r, ux, cap);
+        }
       }
-    }
+    });
   }
   // The edges above were appended without pruning against the projected ones: one occlusion pass over
   // every list drops the redundant ones, so each hop scores fewer keys (docs/retrieval.md, third round).
@@ -169,13 +225,27 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
   }
 
   // Reachability repair. Searching the snapshot only returns nodes reachable from the entry in the
-  // snapshot, which stay reachable in adj because edges are only ever added.
+  // snapshot, which stay reachable in adj because edges are only ever added. Every node the snapshot
+  // leaves unreached gets its best reachable match in parallel first (the searches read the frozen
+  // snapshot only); link_unreached then asks for those of them still unreached, in id order, so the
+  // graph is the one a serial repair makes.
   const GraphBuildStepTimer timer(&GraphBuildSteps::reach);
-  const GraphCsr snapshot = to_csr(adj);
-  SearchScratch scratch(n);
+  const GraphCsr snapshot = to_csr(adj, threads);
+  const std::vector<uint32_t> lost = unreached_from(snapshot, entry);
+  std::vector<uint32_t> source(lost.size(), entry);
+#pragma omp parallel num_threads(threads) if (lost.size() > 1)
+  {
+    SearchScratch scratch(n);
+#pragma omp for schedule(dynamic, 8)
+    for (size_t i = 0; i < lost.size(); ++i) {
+      const int got = beam_search(keys, dim, snapshot, {&entry, 1}, row(keys, dim, lost[i]), ef, scratch, nullptr);
+      if (got > 0) source[i] = scratch.pool[0].id;  // best reachable match
+    }
+  }
   link_unreached(adj, entry, [&](uint32_t u, const std::vector<uint8_t>&) {
-    const int got = beam_search(keys, dim, snapshot, {&entry, 1}, row(keys, dim, u), ef, scratch, nullptr);
-    return got > 0 ? scratch.pool[0].id : entry;  // best reachable match
+    const auto it = std::lower_bound(lost.begin(), lost.end(), u);
+    RA_ASSERT(it != lost.end() && *it == u);  // what adj leaves unreached, the snapshot (adj itself) did
+    return source[static_cast<size_t>(it - lost.begin())];
   });
 }
 
@@ -298,11 +368,13 @@ void project_onto(const KeyRows& keys, const float* norms, std::vector<std::vect
 }
 
 void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildParams& gp,
-                               std::vector<std::vector<uint32_t>>& pool) {
+                               std::vector<std::vector<uint32_t>>& pool, uint32_t part, uint32_t parts) {
   if (list.empty()) return;
   // The nearest key is the pivot of the whole list (RoarGraph's projection).
-  for (size_t j = 1; j < list.size(); ++j) {
-    if (list[j] != list[0]) pool[list[0]].push_back(list[j]);
+  if (list[0] % parts == part) {
+    for (size_t j = 1; j < list.size(); ++j) {
+      if (list[j] != list[0]) pool[list[0]].push_back(list[j]);
+    }
   }
   // Further pivots: each of the next best keys gets the rest of the list's head, so keys that many
   // queries retrieve together are linked even when they never rank first (docs/retrieval.md).
@@ -310,6 +382,7 @@ void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildP
   const size_t head = std::min(list.size(), span);
   const size_t pivots = static_cast<size_t>(std::max(1, gp.pivots));
   for (size_t i = 1; i < std::min(head, pivots); ++i) {
+    if (list[i] % parts != part) continue;
     for (size_t j = 0; j < head; ++j) {
       if (j != i && list[j] != list[i]) pool[list[i]].push_back(list[j]);
     }
@@ -417,6 +490,7 @@ BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* q
                        const int64_t* key_topk, int64_t n_key_lists, int64_t key_width) {
   const int threads = resolve_threads(params.threads);
   std::vector<float> norms(static_cast<size_t>(n));  // [n] squared key norms, for L2 occlusion
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n > 4096)
   for (int64_t i = 0; i < n; ++i) norms[i] = dot_f32(row(keys, dim, i), row(keys, dim, i), dim);
   const TopKLists sources[] = {{topk, nq, width}, {key_topk, key_topk ? n_key_lists : 0, key_width}};
   Lists adj;
@@ -425,14 +499,14 @@ BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* q
     adj = project(keys, norms.data(), n, dim, sources, params, threads);
   }
   BuiltGraph g;
-  g.entry = choose_entry(keys, n, dim, queries, nq);
+  g.entry = choose_entry(keys, n, dim, queries, nq, threads);
   connect(keys, norms.data(), n, dim, adj, g.entry, params, threads);
   if (params.repair_ef > 0 && nq > 0) {
     const GraphBuildStepTimer timer(&GraphBuildSteps::repair);
     repair(keys, n, dim, adj, spread_entries(g.entry, params.entry_samples, n), queries, nq, topk, width, params,
            threads);
   }
-  g.csr = to_csr(adj);
+  g.csr = to_csr(adj, threads);
   return g;
 }
 

@@ -42,8 +42,9 @@ std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, u
 // Step 2's candidates from one training query's top list (best first, valid ids): its best key (the
 // pivot) gets the rest of the list, and each of its next pivots - 1 keys the list's first pivot_span
 // keys (see GraphBuildParams). Appends to pool[pivot], which the caller prunes per pivot.
+// With parts > 1, only pivots with id % parts == part take candidates (one thread's share of a pass).
 void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildParams& gp,
-                               std::vector<std::vector<uint32_t>>& pool);
+                               std::vector<std::vector<uint32_t>>& pool, uint32_t part = 0, uint32_t parts = 1);
 
 // Reachability: floods adj from root and links every node it did not reach from source(node, reached),
 // a node already reached, then floods on from it. The new edges may exceed any degree cap, by design.

@@ -7,6 +7,8 @@
 #include "cpu_retriever/graph_merge.h"
 #include "cpu_retriever/maintenance_pool.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <limits>
 #include <mutex>
@@ -60,7 +62,7 @@ GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const fl
   std::vector<float> keys;
   {
     const GraphBuildStepTimer timer(&GraphBuildSteps::widen);
-    keys = arena_->widened(n);
+    keys = arena_->widened(n, params.threads > 0 ? params.threads : omp_get_max_threads());
   }
   build(keys.data(), train_queries, nq, train_topk, topk_width, key_lists);
 }
@@ -134,7 +136,9 @@ void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq
   build_entry_ = g.entry;
   entries_ = spread_entries(n);
   adopt_graph(std::move(g.csr));
-  if (params.int8_navigation) nav_ = std::make_unique<NavigationKeys>(rows(), n, max_nodes());
+  if (params.int8_navigation) {
+    nav_ = std::make_unique<NavigationKeys>(rows(), n, max_nodes(), params.threads > 0 ? params.threads : omp_get_max_threads());
+  }
 }
 
 int64_t GraphIndex::max_nodes() const { return n_ - arena_first_ + arena_->max_rows(); }
@@ -150,7 +154,10 @@ void GraphIndex::adopt_graph(GraphCsr csr) {
   parents_.reserve(static_cast<size_t>(max_nodes));
   norms_.reserve(static_cast<size_t>(max_nodes));
   const KeyRows keys_of = rows();
-  for (int64_t i = 0; i < n_; ++i) norms_.push_back(keys_of.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i)));
+  norms_.resize(static_cast<size_t>(n_));
+  const int threads = params_.threads > 0 ? params_.threads : omp_get_max_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n_ > 4096)
+  for (int64_t i = 0; i < n_; ++i) norms_[i] = keys_of.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i));
   const int cap = params_.degree_cap > 0 ? params_.degree_cap : 2 * params_.M;
   graph_ = std::make_unique<GraphAdjacency>(std::move(csr), max_nodes, static_cast<size_t>(cap));
 }

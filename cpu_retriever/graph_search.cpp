@@ -11,13 +11,15 @@
 
 namespace ra::retriever {
 
-GraphCsr to_csr(const std::vector<std::vector<uint32_t>>& lists) {
+GraphCsr to_csr(const std::vector<std::vector<uint32_t>>& lists, int threads) {
   GraphCsr csr;
   csr.offsets.resize(lists.size() + 1);
   csr.offsets[0] = 0;
   for (size_t i = 0; i < lists.size(); ++i) csr.offsets[i + 1] = csr.offsets[i] + lists[i].size();
-  csr.neighbours.reserve(csr.offsets.back());
-  for (const auto& l : lists) csr.neighbours.insert(csr.neighbours.end(), l.begin(), l.end());
+  csr.neighbours.resize(csr.offsets.back());
+  const auto n = static_cast<int64_t>(lists.size());
+#pragma omp parallel for schedule(static, 4096) num_threads(std::max(1, threads)) if (threads > 1 && n > 4096)
+  for (int64_t i = 0; i < n; ++i) std::copy(lists[i].begin(), lists[i].end(), csr.neighbours.begin() + csr.offsets[i]);
   return csr;
 }
 

@@ -31,7 +31,7 @@ struct GraphCsr {
   bool operator==(const GraphCsr&) const = default;
 };
 
-GraphCsr to_csr(const std::vector<std::vector<uint32_t>>& lists);
+GraphCsr to_csr(const std::vector<std::vector<uint32_t>>& lists, int threads = 1);  // threads: an OpenMP team
 
 class GraphAdjacency;  // graph_adjacency.h: the growing adjacency of a GraphIndex
 

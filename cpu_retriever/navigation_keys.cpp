@@ -1,5 +1,7 @@
 #include "cpu_retriever/navigation_keys.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -7,28 +9,41 @@
 
 namespace ra::retriever {
 
-NavigationKeys::NavigationKeys(const KeyRows& exact, int64_t n, int64_t max_rows)
+NavigationKeys::NavigationKeys(const KeyRows& exact, int64_t n, int64_t max_rows, int threads)
     : dim_(exact.dim), max_rows_(max_rows) {
   RA_REQUIRE(dim_ > 0 && n >= 0 && max_rows >= n && max_rows > 0,
              "navigation keys: bad sizes (dim {}, n {}, max_rows {})", dim_, n, max_rows);
   widened_.resize(static_cast<size_t>(dim_));
-  // peak[d]: the largest |key[d]|, or the largest norm of d's RoPE pair (d, d + dim/2) when dim is even.
-  std::vector<float> peak(static_cast<size_t>(dim_), 0.0f);
+  // peak[d]: the largest |key[d]|, or the largest norm of d's RoPE pair (d, d + dim/2) when dim is even,
+  // found per thread (a max does not depend on the order) from squares in double, then one sqrt.
+  const int team = std::max(1, threads);
   const int64_t half = dim_ % 2 == 0 ? dim_ / 2 : 0;
-  for (int64_t i = 0; i < n; ++i) {
-    exact.widen(static_cast<uint32_t>(i), widened_.data());
-    if (half == 0) {
-      for (int64_t d = 0; d < dim_; ++d) {
-        const float a = std::fabs(widened_[d]);
-        if (std::isfinite(a)) peak[d] = std::max(peak[d], a);
+  std::vector<std::vector<double>> part_peak(static_cast<size_t>(team), std::vector<double>(static_cast<size_t>(dim_)));
+#pragma omp parallel num_threads(team) if (team > 1 && n > 4096)
+  {
+    std::vector<float> w(static_cast<size_t>(dim_));
+    std::vector<double>& peak = part_peak[static_cast<size_t>(omp_get_thread_num())];
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      exact.widen(static_cast<uint32_t>(i), w.data());
+      if (half == 0) {
+        for (int64_t d = 0; d < dim_; ++d) {
+          const double a = std::fabs(w[d]);
+          if (std::isfinite(a)) peak[d] = std::max(peak[d], a);
+        }
+        continue;
       }
-      continue;
+      for (int64_t d = 0; d < half; ++d) {
+        const double x = std::isfinite(w[d]) ? w[d] : 0.0, y = std::isfinite(w[d + half]) ? w[d + half] : 0.0;
+        peak[d] = std::max(peak[d], x * x + y * y);
+      }
     }
-    for (int64_t d = 0; d < half; ++d) {
-      const float x = std::isfinite(widened_[d]) ? widened_[d] : 0.0f;
-      const float y = std::isfinite(widened_[d + half]) ? widened_[d + half] : 0.0f;
-      peak[d] = std::max(peak[d], std::hypot(x, y));
-    }
+  }
+  std::vector<float> peak(static_cast<size_t>(dim_), 0.0f);
+  for (int64_t d = 0; d < (half == 0 ? dim_ : half); ++d) {
+    double m = 0;
+    for (const auto& part : part_peak) m = std::max(m, part[d]);
+    peak[d] = static_cast<float>(half == 0 ? m : std::sqrt(m));
   }
   for (int64_t d = 0; d < half; ++d) peak[d + half] = peak[d];
   scale_.resize(static_cast<size_t>(dim_));
@@ -39,7 +54,17 @@ NavigationKeys::NavigationKeys(const KeyRows& exact, int64_t n, int64_t max_rows
     inv_scale_[d] = 1.0f / scale_[d];
   }
   reserve_space();
-  for (int64_t i = 0; i < n; ++i) append(exact, static_cast<uint32_t>(i));
+  committed_ = space_.grow(committed_, static_cast<size_t>(n) * static_cast<size_t>(dim_));
+#pragma omp parallel num_threads(team) if (team > 1 && n > 4096)
+  {
+    std::vector<float> w(static_cast<size_t>(dim_));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      exact.widen(static_cast<uint32_t>(i), w.data());
+      code(w.data(), base_ + static_cast<size_t>(i) * static_cast<size_t>(dim_));
+    }
+  }
+  size_ = n;
 }
 
 NavigationKeys::NavigationKeys(std::span<const float> scales, std::span<const int8_t> codes, int64_t max_rows)
@@ -70,8 +95,13 @@ void NavigationKeys::reserve_space() {
 
 void NavigationKeys::code(const float* key, int8_t* out) const {
   for (int64_t d = 0; d < dim_; ++d) {
-    const float c = std::nearbyint(key[d] * inv_scale_[d]);
-    out[d] = std::isnan(c) ? int8_t{0} : static_cast<int8_t>(std::clamp(c, -127.0f, 127.0f));
+    // Clamped, then rounded half to even by adding and taking away 1.5 * 2^23 (exact for |x| <= 2^22;
+    // no libm call per element; IEEE arithmetic, never folded without -ffast-math, which no build uses):
+    // the same code as nearbyint then clamp, since rounding is monotonic and +-127 are integers. NaN
+    // codes as 0.
+    const float x = key[d] * inv_scale_[d];
+    const float rounded = (std::clamp(x, -127.0f, 127.0f) + 12582912.0f) - 12582912.0f;
+    out[d] = std::isnan(x) ? int8_t{0} : static_cast<int8_t>(rounded);
   }
 }
 

@@ -32,8 +32,8 @@ namespace ra::retriever {
 class NavigationKeys {
  public:
   // exact: the keys, ids [0, n) coded now (their scales set the code's); max_rows >= n: the most ids
-  // the copy will ever hold (address space only).
-  NavigationKeys(const KeyRows& exact, int64_t n, int64_t max_rows);
+  // the copy will ever hold (address space only). threads: the build's team (output does not depend on it).
+  NavigationKeys(const KeyRows& exact, int64_t n, int64_t max_rows, int threads = 1);
   // A saved copy: scales [dim] (finite, > 0) and codes [n][dim], as scales() and codes() gave them.
   // Throws ra::Error on sizes or scales that no build makes.
   NavigationKeys(std::span<const float> scales, std::span<const int8_t> codes, int64_t max_rows);

@@ -31,6 +31,14 @@ namespace {
 
 using Seconds = std::chrono::duration<double>;
 
+// What a kBuild writes, for BuildQueue to run one build of at a time: its layer, the payload's first
+// field (a payload too short for it gets key 0, and build_layer refuses it by name).
+uint64_t build_key(std::span<const std::byte> payload) {
+  uint32_t layer = 0;
+  if (payload.size() >= sizeof(layer)) std::memcpy(&layer, payload.data(), sizeof(layer));
+  return layer;
+}
+
 // Replies go out with a generous deadline: the worker is waiting for them, so a full channel means
 // the worker is gone or stuck, which liveness reports sooner.
 constexpr std::chrono::seconds kReplyTimeout{30};
@@ -78,7 +86,12 @@ RetrieverService::RetrieverService(RetrieverServiceConfig config) : config_(std:
   const int threads = config_.threads > 0 ? config_.threads : omp_get_max_threads();
   thread_scratch_.resize(static_cast<size_t>(std::max(1, threads)));
   session_scratch_.resize(thread_scratch_.size());
-  builds_ = std::make_unique<BuildQueue>([this](std::span<const std::byte> p) { return build_layer(p); });
+  // Layers build at once on their shares of the team; each worker sizes its own OpenMP team (FAISS
+  // builds take the thread's default).
+  const int workers = std::clamp(config_.build_layers, 1, std::max(1, threads));
+  build_threads_ = std::max(1, threads / workers);
+  builds_ = std::make_unique<BuildQueue>([this](std::span<const std::byte> p) { return build_layer(p); }, workers,
+                                         [t = build_threads_] { omp_set_num_threads(t); });
 }
 
 void RetrieverService::keep_answers(uint32_t layer_index, int64_t position) {
@@ -201,7 +214,7 @@ void RetrieverService::serve(Channel& channel) {
       switch (static_cast<MessageKind>(h.kind)) {
         case MessageKind::kHello: on_hello(channel, h.seq, in_); break;
         case MessageKind::kBuild:
-          builds_->submit(h.seq, std::move(in_));
+          builds_->submit(h.seq, build_key(in_), std::move(in_));
           in_ = {};
           break;
         case MessageKind::kStep:
@@ -348,14 +361,18 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
     }
   }
 
-  auto& layer = shards_[b.layer];
-  layer.clear();
+  {
+    const std::lock_guard lock(shards_mu_);
+    shards_[b.layer].clear();  // the old context's shards go first: their memory is needed now
+  }
+  std::vector<std::unique_ptr<HeadShard>> layer;
   offload_start_[b.layer] = b.n_keys > 0       ? b.first_position
                             : config_.sinks >= 0 ? std::max(b.first_position, config_.sinks)
                                                  : -1;
   session_[b.layer].clear();  // a new prebuilt context: no session on top of it yet
   for (size_t i = 0; i < owned.size(); ++i) {
     ShardIndexParams params = config_.index;
+    params.graph.threads = build_threads_;
     params.stagger_key = static_cast<int64_t>(b.layer) * g.n_kv_heads + owned[i];  // merges spread over tokens
     layer.push_back(std::make_unique<HeadShard>(g.head_dim, config_.dtype, keys[i], values[i], b.n_keys,
                                                 static_cast<int>(group), train + i * group * b.n_train * hd,
@@ -363,6 +380,8 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
                                                 static_cast<int>(width)));
   }
   const double seconds = Seconds(transport::SteadyClock::now() - t0).count();
+  const std::lock_guard lock(shards_mu_);  // other layers may be building
+  shards_[b.layer] = std::move(layer);
   stats_.build_seconds += seconds;
   stats_.layers_with_lists += lists != nullptr ? 1 : 0;
   stats_.memory_bytes = 0;

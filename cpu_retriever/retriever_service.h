@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,8 @@ struct RetrieverServiceConfig {
   std::vector<std::vector<int64_t>> owned_kv_heads;  // [layer] -> this retriever's kv heads, ascending
   ShardIndexParams index;
   int threads = 0;                                   // search threads per step; 0 = OpenMP default
+  // Layers built at once (BuildQueue workers), each on max(1, threads / build_layers) threads.
+  int build_layers = 1;
   // Query heads per graph traversal when index.graph_per_kv_head (a divisor of the group size; 0 = the
   // whole group): fewer share more work, more spread a layer's search over more threads.
   int search_group = 0;
@@ -159,7 +162,11 @@ class RetrieverService {
   std::string step_name_;                                        // "kStep from <worker>", for errors
   std::string build_source_;                                     // "kBuild from <worker>", for errors
   bool greeted_ = false;
-  RetrieverServiceStats stats_;  // build_seconds and memory_bytes are written by builds_' thread
+  int build_threads_ = 1;        // each build's OpenMP team
+  // Builds of different layers run at once: shards_' layer vectors are swapped in, and stats_'
+  // build fields written, under this lock; the loop reads them only once builds_ is idle.
+  std::mutex shards_mu_;
+  RetrieverServiceStats stats_;  // build_seconds and memory_bytes are written by builds_' threads
   std::unique_ptr<BuildQueue> builds_;  // last: destroyed first, its thread uses the members above
 };
 

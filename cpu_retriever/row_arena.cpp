@@ -35,10 +35,18 @@ void RowArena::commit(size_t end, int64_t first_row) {
   }
 }
 
-std::vector<float> RowArena::widened(int64_t n) const {
+std::vector<float> RowArena::widened(int64_t n, int threads) const {
   RA_REQUIRE(n >= 0 && n <= size(), "row arena: {} rows to widen of {}", n, size());
   std::vector<float> out(static_cast<size_t>(n * dim_));
-  widen_rows(dtype_, base_, n, dim_, out.data());
+  // Blocks of rows in parallel (the build's team; 1 elsewhere).
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) num_threads(std::max(1, threads)) if (threads > 1 && blocks > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t first = b * kBlock, rows = std::min(kBlock, n - first);
+    widen_rows(dtype_, base_ + static_cast<size_t>(first) * row_bytes_, rows, dim_,
+               out.data() + static_cast<size_t>(first * dim_));
+  }
   return out;
 }
 

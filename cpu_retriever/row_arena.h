@@ -62,8 +62,9 @@ class RowArena {
   const float* row(int64_t i) const;
   // Row i widened to float32 (an int8 row dequantised): out [dim].
   void widen(int64_t i, float* out) const { widen_row(dtype_, row_data(i), dim_, out); }
-  // Rows [0, n) widened to float32, a temporary [n][dim] copy for code that needs float32 (BLAS, FAISS).
-  std::vector<float> widened(int64_t n) const;
+  // Rows [0, n) widened to float32, a temporary [n][dim] copy for code that needs float32 (BLAS, FAISS),
+  // on `threads` OpenMP threads.
+  std::vector<float> widened(int64_t n, int threads = 1) const;
   size_t bytes() const { return committed_.load(std::memory_order_relaxed); }  // memory made usable so far
 
  private:

@@ -124,6 +124,10 @@ void visit_fields(V&& v) {
     "Attention-aware graph with graph_heads_per_search 1: separate searches a retriever thread steps in turn "
     "(their memory loads overlap); 0 = the query heads of a layer spread evenly over the threads, 1 = off",
     [](auto& c) -> auto& { return c.index.graph_interleave; });
+  v("index.build_layers",
+    "Layers a retriever builds at once during the prefill, each on retriever_threads / N of its threads "
+    "(at most retriever_threads); 1 = one layer at a time on all of them",
+    [](auto& c) -> auto& { return c.index.build_layers; });
   v("index.graph_expand",
     "Attention-aware graph: nodes a decode search expands per step, 1 (strictly best-first) to 4 (the best few "
     "candidates at once, their loads in flight together)",

@@ -72,7 +72,7 @@ void validate(const RunConfig& c) {
                        {"index.graph_max_train_queries", 0},
                        {"index.graph_warm_history", 0}, {"index.graph_key_lists_stride", 0},
                        {"index.graph_heads_per_search", 0}, {"index.graph_interleave", 0}, {"index.ivf_nlist", 0},
-                       {"index.hnsw_M", 2}, {"index.hnsw_ef_construction", 1}, {"retrievers", 0}});
+                       {"index.hnsw_M", 2}, {"index.build_layers", 1}, {"index.hnsw_ef_construction", 1}, {"retrievers", 0}});
   RA_REQUIRE(std::isfinite(ix.scan_fraction) && ix.scan_fraction >= 0.0f && ix.scan_fraction <= 1.0f,
              "index.scan_fraction must be in [0, 1] (0 = off; got {})", ix.scan_fraction);
   RA_REQUIRE(ix.graph_expand >= 1 && ix.graph_expand <= 4, "index.graph_expand must be 1 to 4 (got {})",

@@ -44,6 +44,7 @@ retriever::RetrieverServiceConfig retriever_service_config(const RunPlan& plan, 
   s.index.hnsw_ef_construction = c.index.hnsw_ef_construction;
   s.index.seed = c.seed;
   s.threads = plan.retrievers[static_cast<size_t>(rank - 1)].threads;
+  s.build_layers = c.index.build_layers;
   s.plan_digest = plan_digest(plan);
   s.name = name;
   return s;

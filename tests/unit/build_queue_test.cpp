@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <chrono>
 #include <stdexcept>
@@ -60,7 +61,7 @@ TEST(BuildQueue, BuildsInSubmissionOrderOffTheCallersThread) {
     std::this_thread::sleep_for(2ms);
     return transport::BuildDonePayload{layer_of(p), 0, 0.0};
   });
-  for (uint32_t l = 0; l < 5; ++l) q.submit(100 + l, payload_of(l));
+  for (uint32_t l = 0; l < 5; ++l) q.submit(100 + l, l, payload_of(l));
   const std::vector<FinishedBuild> done = wait_for(q, 5);
   ASSERT_EQ(done.size(), 5u);
   for (uint32_t l = 0; l < 5; ++l) {
@@ -78,7 +79,7 @@ TEST(BuildQueue, AFailedBuildIsRethrownAndLaterOnesAreDropped) {
     ++built;
     return transport::BuildDonePayload{layer_of(p), 0, 0.0};
   });
-  for (uint32_t l = 0; l < 4; ++l) q.submit(l, payload_of(l));
+  for (uint32_t l = 0; l < 4; ++l) q.submit(l, l, payload_of(l));
   std::vector<FinishedBuild> done;
   EXPECT_EQ(wait_for_failure(q, done), "layer 1: malformed kBuild");
   EXPECT_TRUE(q.idle());
@@ -91,7 +92,7 @@ TEST(BuildQueue, IdleFromTakeDoneMeansEveryResultWasTaken) {
   BuildQueue q([](std::span<const std::byte> p) { return transport::BuildDonePayload{layer_of(p), 0, 0.0}; });
   std::vector<FinishedBuild> done;
   for (uint32_t l = 0; l < 2000; ++l) {
-    q.submit(l, payload_of(l));
+    q.submit(l, l, payload_of(l));
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (!q.take_done(done)) {
       ASSERT_LT(std::chrono::steady_clock::now(), deadline);
@@ -108,14 +109,64 @@ TEST(BuildQueue, ASubmissionAfterAFailureIsDropped) {
     ++built;
     return transport::BuildDonePayload{layer_of(p), 0, 0.0};
   });
-  q.submit(0, payload_of(0));
+  q.submit(0, 0, payload_of(0));
   std::vector<FinishedBuild> done;
   ASSERT_EQ(wait_for_failure(q, done), "layer 0: malformed kBuild");
-  q.submit(1, payload_of(1));  // as the loop would, had layer 1's kBuild arrived meanwhile
+  q.submit(1, 1, payload_of(1));  // as the loop would, had layer 1's kBuild arrived meanwhile
   EXPECT_TRUE(q.idle());
   EXPECT_THROW(q.take_done(done), std::runtime_error);
   EXPECT_TRUE(done.empty());
   EXPECT_EQ(built.load(), 0);
+}
+
+// Several workers: builds of different layers overlap, each worker runs its start hook once, and the
+// results come out in submission order although the later ones finish first.
+TEST(BuildQueue, WorkersBuildLayersAtOnceAndReleaseInOrder) {
+  std::atomic<int> running{0}, most{0}, started{0};
+  BuildQueue q(
+      [&](std::span<const std::byte> p) {
+        const int now = ++running;
+        for (int m = most.load(); now > m && !most.compare_exchange_weak(m, now);) {
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(40 - 10 * static_cast<int>(layer_of(p) % 4)));
+        --running;
+        return transport::BuildDonePayload{layer_of(p), 0, 0.0};
+      },
+      3, [&] { ++started; });
+  for (uint32_t l = 0; l < 8; ++l) q.submit(100 + l, l, payload_of(l));
+  const std::vector<FinishedBuild> done = wait_for(q, 8);
+  ASSERT_EQ(done.size(), 8u);
+  for (uint32_t l = 0; l < 8; ++l) EXPECT_EQ(done[l].seq, 100 + l);
+  EXPECT_GE(most.load(), 2);
+  EXPECT_LE(most.load(), 3);
+  EXPECT_EQ(started.load(), 3);
+  EXPECT_TRUE(q.idle());
+}
+
+// Two builds of one key (a layer prefilled again) never run at once, and run in submission order.
+TEST(BuildQueue, BuildsOfOneKeyRunOneAtATimeInOrder) {
+  std::mutex mu;
+  std::vector<uint32_t> order;
+  std::atomic<int> in_key0{0}, overlap{0};
+  BuildQueue q(
+      [&](std::span<const std::byte> p) {
+        const uint32_t id = layer_of(p);
+        if (id % 2 == 0) {
+          if (++in_key0 > 1) ++overlap;
+          {
+            std::lock_guard lock(mu);
+            order.push_back(id);
+          }
+          std::this_thread::sleep_for(5ms);
+          --in_key0;
+        }
+        return transport::BuildDonePayload{id, 0, 0.0};
+      },
+      4);
+  for (uint32_t i = 0; i < 12; ++i) q.submit(i, i % 2 == 0 ? 0 : 1 + i, payload_of(i));  // even ids: key 0
+  ASSERT_EQ(wait_for(q, 12).size(), 12u);
+  EXPECT_EQ(overlap.load(), 0);
+  EXPECT_EQ(order, (std::vector<uint32_t>{0, 2, 4, 6, 8, 10}));
 }
 
 TEST(BuildQueue, DestructionWithQueuedBuildsDoesNotHang) {
@@ -126,7 +177,7 @@ TEST(BuildQueue, DestructionWithQueuedBuildsDoesNotHang) {
       ++built;
       return transport::BuildDonePayload{layer_of(p), 0, 0.0};
     });
-    for (uint32_t l = 0; l < 50; ++l) q.submit(l, payload_of(l));
+    for (uint32_t l = 0; l < 50; ++l) q.submit(l, l, payload_of(l));
   }
   EXPECT_LT(built.load(), 50);
 }

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -53,6 +54,27 @@ TEST(NavigationKeys, CodesReconstructEveryBuildKeyWithinHalfAStep) {
     for (int64_t i = 0; i < n; ++i) peak = std::max(peak, std::hypot(keys[i * dim + d], keys[i * dim + d + dim / 2]));
     EXPECT_FLOAT_EQ(nav.scales()[d], peak / 127.f);
     EXPECT_EQ(nav.scales()[d + dim / 2], nav.scales()[d]);
+  }
+}
+
+// The build's team (threads) changes nothing: scales and codes are those of one thread, and each code
+// is nearbyint(key / scale) clamped to [-127, 127], as a scalar loop gives it (NaN codes as 0).
+TEST(NavigationKeys, AnyTeamGivesTheScalarCodes) {
+  const int64_t n = 9000, dim = 16;  // past the 4096 rows below which the build stays on one thread
+  std::vector<float> keys = spread_keys(n, dim, 3);
+  keys[5 * dim + 1] = std::numeric_limits<float>::quiet_NaN();
+  keys[6 * dim + 2] = 2.5f * 1e6f;  // saturates
+  RowArena arena(dim, n);
+  arena.append(keys.data(), n);
+  const NavigationKeys one(rows_of(arena), n, n, 1), three(rows_of(arena), n, n, 3);
+  for (int64_t d = 0; d < dim; ++d) EXPECT_EQ(one.scales()[d], three.scales()[d]) << d;
+  ASSERT_TRUE(std::equal(one.codes().begin(), one.codes().end(), three.codes().begin(), three.codes().end()));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t d = 0; d < dim; ++d) {
+      const float c = std::nearbyint(keys[i * dim + d] * (1.0f / one.scales()[d]));
+      const int want = std::isnan(c) ? 0 : static_cast<int>(std::clamp(c, -127.0f, 127.0f));
+      ASSERT_EQ(one.codes()[static_cast<size_t>(i * dim + d)], want) << i << " " << d;
+    }
   }
 }
 
