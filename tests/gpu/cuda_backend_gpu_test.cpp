@@ -186,6 +186,24 @@ TEST_P(CudaBackendVsCpu, WindowModeMatchesCpuWindowMode) {
   }
 }
 
+// A static set's prefill over several chunks keeps the residual stream in pinned host memory, a chunk at
+// a time through two device slots on a copy stream (and its MLP in pieces): the logits are those of
+// full attention's prefill, whose residual stays on the device, with the same chunks, bit for bit.
+TEST_P(CudaBackendVsCpu, AStaticSetPrefillStreamsItsResidualThroughTheHost) {
+  BackendOptions full;
+  full.cuda_prefill_chunk = 7;
+  BackendOptions windowed = full;
+  windowed.static_set = {true, 4, 16, nullptr};
+  auto a = make(BackendKind::kCuda, full);
+  auto b = make(BackendKind::kCuda, windowed);
+  const std::vector<int32_t> tokens = test_tokens(40, model_.config.vocab_size, 19);
+  EXPECT_OP("model_prefill_host_residual", shape("S4 W16 n=40 chunk=7"), dtype_, run(*b, tokens), run(*a, tokens), 0.0);
+  auto cpu = make(BackendKind::kCpu, windowed);
+  const std::vector<float> c = run(*cpu, tokens);
+  b->reset();
+  EXPECT_OP("model_prefill_host_residual", shape("S4 W16 n=40 chunk=7 vs cpu"), dtype_, run(*b, tokens), c, tolerance_);
+}
+
 // Prebuilt contexts on the GPU (gpu_worker/serve): a static set keeps a copy of its window at the base
 // and returns there (or to a later position its live window still holds) however far decoding went;
 // the same steps then give the same logits bit for bit.

@@ -126,16 +126,36 @@ int sm_count() {
 
 // Buffers of one prefill call, sized by its token count and freed when it returns: the decode path
 // keeps only what it needs.
+// Synchronises its streams when it goes out of scope (errors included): work still queued on them may
+// read or write buffers freed right after.
+struct StreamsDrained {
+  cudaStream_t a, b;
+  ~StreamsDrained() {
+    cudaStreamSynchronize(a);
+    cudaStreamSynchronize(b);
+  }
+};
+
+// Rows per piece of the prefill's MLP: its float32 gate/up activations, [rows][2 intermediate], are
+// 112 MiB at Llama-3-8B's 14,336 (a whole 4,096-token chunk's would be 448 MiB), and 1,024 rows still
+// keep the GEMMs on the tensor cores' full rate.
+constexpr int64_t kMlpRows = 1024;
+
 template <typename T>
 struct PrefillBuffers {
   DeviceBuffer<int32_t> tokens;  // [n]
-  DeviceBuffer<float> x;         // [n][hidden] residual stream of every prompt token
+  // The residual stream of every prompt token, [n][hidden]: on the device, or (a static set's prefill
+  // over more than one chunk) in pinned host memory, a chunk at a time through two device slots
+  // (ResidualStream below), so that the GPU holds no [n][hidden] buffer whatever the prompt's length.
+  DeviceBuffer<float> x;
+  PinnedBuffer<float> x_host;
+  DeviceBuffer<float> x_slots;   // [2][chunk][hidden]
   DeviceBuffer<T> xn;            // [chunk][hidden] normalised rows
   DeviceBuffer<float> qkv;       // [chunk][(n_heads + 2 n_kv_heads) head_dim]
   DeviceBuffer<T> q;             // [chunk][n_heads][head_dim] post-RoPE
   DeviceBuffer<T> attn;          // [chunk][n_heads * head_dim]
-  DeviceBuffer<float> gate_up;   // [chunk][2 intermediate], interleaved
-  DeviceBuffer<T> act;           // [chunk][intermediate]
+  DeviceBuffer<float> gate_up;   // [mlp_rows][2 intermediate], interleaved
+  DeviceBuffer<T> act;           // [mlp_rows][intermediate]
   DeviceBuffer<T> k_scratch;     // static set only: [n_kv_heads][n][head_dim] one layer's prompt keys
   DeviceBuffer<T> v_scratch;     // static set only: values
   // QkvObserver staging: device float32 rows, then pinned host copies.
@@ -471,22 +491,32 @@ class CudaBackend final : public Backend {
     const int64_t n = static_cast<int64_t>(tokens.size());
     const int64_t p0 = position_;
     const int64_t chunk = std::min(chunk_, n);
+    const int64_t mlp_rows = std::min<int64_t>(chunk, kMlpRows);
     const auto D = static_cast<size_t>(m.hidden_size);
     const int64_t qkv_rows = m.q_dim() + 2 * m.kv_dim();
     const auto I = static_cast<size_t>(m.intermediate_size);
     const bool scratch = static_set_.enabled;  // the prompt's K/V go to a one-layer scratch first
     RA_ASSERT(!scratch || p0 == 0);
+    const int64_t chunks = (n + chunk - 1) / chunk;
+    // An offloaded mode's prefill keeps the residual stream on the host (the GPU's memory stays within
+    // the weights and a bounded working set); full attention holds the whole KV cache anyway.
+    const bool host_residual = scratch && chunks > 1;
 
     PrefillBuffers<T> b;
     const auto cn = static_cast<size_t>(chunk);
     b.tokens = DeviceBuffer<int32_t>(static_cast<size_t>(n), "prefill tokens");
-    b.x = DeviceBuffer<float>(static_cast<size_t>(n) * D, "prefill residual stream");
+    if (host_residual) {
+      b.x_host = PinnedBuffer<float>(static_cast<size_t>(n) * D, "prefill residual stream (host)");
+      b.x_slots = DeviceBuffer<float>(2 * cn * D, "prefill residual chunks");
+    } else {
+      b.x = DeviceBuffer<float>(static_cast<size_t>(n) * D, "prefill residual stream");
+    }
     b.xn = DeviceBuffer<T>(cn * D, "prefill normalised rows");
     b.qkv = DeviceBuffer<float>(cn * static_cast<size_t>(qkv_rows), "prefill qkv");
     b.q = DeviceBuffer<T>(cn * static_cast<size_t>(m.q_dim()), "prefill q");
     b.attn = DeviceBuffer<T>(cn * static_cast<size_t>(m.q_dim()), "prefill attention output");
-    b.gate_up = DeviceBuffer<float>(cn * 2 * I, "prefill gate/up");
-    b.act = DeviceBuffer<T>(cn * I, "prefill SwiGLU");
+    b.gate_up = DeviceBuffer<float>(static_cast<size_t>(mlp_rows) * 2 * I, "prefill gate/up");
+    b.act = DeviceBuffer<T>(static_cast<size_t>(mlp_rows) * I, "prefill SwiGLU");
     if (scratch) {
       const auto kv = static_cast<size_t>(m.n_kv_heads * n * m.head_dim);
       b.k_scratch = DeviceBuffer<T>(kv, "prefill keys of one layer");
@@ -513,10 +543,29 @@ class CudaBackend final : public Backend {
 
     const bool lists = scratch && lists_enabled();
     if (lists) allocate_train_lists(b, n);
+    // Whatever ends this call, b's buffers are freed only after both streams are done with them.
+    const StreamsDrained drained{s, copy_stream_.get()};
 
     RA_CUDA_CHECK(cudaMemcpyAsync(b.tokens.get(), tokens.data(), tokens.size_bytes(), cudaMemcpyHostToDevice, s));
-    RA_CUDA_CHECK(embed_rows<T>(b.tokens.get(), w_.embed.get(), b.x.get(), static_cast<int>(n),
-                                static_cast<int>(m.hidden_size), s));
+    if (!host_residual) {
+      RA_CUDA_CHECK(embed_rows<T>(b.tokens.get(), w_.embed.get(), b.x.get(), static_cast<int>(n),
+                                  static_cast<int>(m.hidden_size), s));
+    }
+    // With the residual on the host, chunk i (of every layer's, in order) lives in slot i % 2 while it
+    // computes; the copy stream loads chunk i + 1 into the other slot meanwhile and stores chunk i back
+    // after it. Layer 0's chunks are embedded in their slots instead of loaded.
+    const int64_t total = m.n_layers * chunks;
+    cudaStream_t cs = copy_stream_.get();
+    auto slot_of = [&](int64_t i) { return b.x_slots.get() + static_cast<size_t>(i % 2) * cn * D; };
+    auto host_of = [&](int64_t i) { return b.x_host.get() + static_cast<size_t>((i % chunks) * chunk) * D; };
+    auto rows_of = [&](int64_t i) { return std::min(chunk, n - (i % chunks) * chunk); };
+    auto load = [&](int64_t i) {  // chunk i (layer >= 1) from the host into its slot, on the copy stream
+      // The slot's previous chunk (i - 2) has been computed; its store, if any, is earlier on this stream.
+      RA_CUDA_CHECK(cudaStreamWaitEvent(cs, slot_computed_[i % 2].get(), 0));
+      RA_CUDA_CHECK(cudaMemcpyAsync(slot_of(i), host_of(i), static_cast<size_t>(rows_of(i)) * D * sizeof(float),
+                                    cudaMemcpyHostToDevice, cs));
+      RA_CUDA_CHECK(cudaEventRecord(slot_loaded_[i % 2].get(), cs));
+    };
     for (int64_t l = 0; l < m.n_layers; ++l) {
       const DeviceLayerWeights<T>& lw = w_.layers[static_cast<size_t>(l)];
       T* k = scratch ? b.k_scratch.get() : k_cache_[static_cast<size_t>(l)].get();
@@ -525,7 +574,17 @@ class CudaBackend final : public Backend {
       for (int64_t r0 = 0; r0 < n; r0 += chunk) {
         const int64_t rows = std::min(chunk, n - r0);
         const int ir = static_cast<int>(rows);
+        const int64_t i = l * chunks + r0 / chunk;
         float* x = b.x.get() + static_cast<size_t>(r0) * D;
+        if (host_residual) {
+          x = slot_of(i);
+          if (i + 1 < total && i + 1 >= chunks) load(i + 1);  // prefetch, while this chunk computes
+          if (l == 0) {
+            RA_CUDA_CHECK(embed_rows<T>(b.tokens.get() + r0, w_.embed.get(), x, ir, static_cast<int>(m.hidden_size), s));
+          } else {
+            RA_CUDA_CHECK(cudaStreamWaitEvent(s, slot_loaded_[i % 2].get(), 0));
+          }
+        }
         RA_CUDA_CHECK(rms_norm_rows<T>(x, lw.attn_norm.get(), b.xn.get(), ir, static_cast<int>(D), m.rms_norm_eps, s));
         gemm_.run<T>(b.xn.get(), lw.wqkv.get(), b.qkv.get(), rows, qkv_rows, m.hidden_size, false, s);
         RA_CUDA_CHECK(rope_append_prefill<T>(b.qkv.get(), b.q.get(), k, v, ir, p0 + r0, static_cast<int>(m.n_heads),
@@ -537,19 +596,36 @@ class CudaBackend final : public Backend {
                                            static_cast<int>(m.n_kv_heads), static_cast<int>(m.head_dim), cap,
                                            m.attn_scale(), s));
         gemm_.run<T>(b.attn.get(), lw.wo.get(), x, rows, m.hidden_size, m.q_dim(), true, s);
-        RA_CUDA_CHECK(rms_norm_rows<T>(x, lw.ffn_norm.get(), b.xn.get(), ir, static_cast<int>(D), m.rms_norm_eps, s));
-        gemm_.run<T>(b.xn.get(), lw.wgu.get(), b.gate_up.get(), rows, 2 * m.intermediate_size, m.hidden_size, false,
-                     s);
-        RA_CUDA_CHECK(swiglu_rows<T>(b.gate_up.get(), b.act.get(), ir, static_cast<int>(I), s));
-        gemm_.run<T>(b.act.get(), lw.wdown.get(), x, rows, m.hidden_size, m.intermediate_size, true, s);
+        // The MLP in pieces of mlp_rows: its [rows][2 intermediate] float32 activations are the
+        // prefill's largest buffer otherwise.
+        for (int64_t m0 = 0; m0 < rows; m0 += mlp_rows) {
+          const int64_t mr = std::min(mlp_rows, rows - m0);
+          const int imr = static_cast<int>(mr);
+          float* xm = x + static_cast<size_t>(m0) * D;
+          RA_CUDA_CHECK(rms_norm_rows<T>(xm, lw.ffn_norm.get(), b.xn.get(), imr, static_cast<int>(D), m.rms_norm_eps, s));
+          gemm_.run<T>(b.xn.get(), lw.wgu.get(), b.gate_up.get(), mr, 2 * m.intermediate_size, m.hidden_size, false,
+                       s);
+          RA_CUDA_CHECK(swiglu_rows<T>(b.gate_up.get(), b.act.get(), imr, static_cast<int>(I), s));
+          gemm_.run<T>(b.act.get(), lw.wdown.get(), xm, mr, m.hidden_size, m.intermediate_size, true, s);
+        }
+        if (host_residual) {
+          RA_CUDA_CHECK(cudaEventRecord(slot_computed_[i % 2].get(), s));
+          if (l + 1 < m.n_layers) {  // the last layer's rows are read by nothing but the logits below
+            RA_CUDA_CHECK(cudaStreamWaitEvent(cs, slot_computed_[i % 2].get(), 0));
+            RA_CUDA_CHECK(cudaMemcpyAsync(host_of(i), x, static_cast<size_t>(rows) * D * sizeof(float),
+                                          cudaMemcpyDeviceToHost, cs));
+          }
+        }
       }
       if (lists) compute_train_lists(b, l, n);
       if (scratch) keep_static_set(l, b.k_scratch.get(), b.v_scratch.get(), n);
     }
-    RA_CUDA_CHECK(gemv<T>(w_.output_matrix(), b.x.get() + static_cast<size_t>(n - 1) * D, w_.final_norm.get(),
-                          m.rms_norm_eps, logits_.get(), static_cast<int>(m.vocab_size), static_cast<int>(D),
-                          GemvEpilogue::kStore, s));
+    const float* last = host_residual ? slot_of(total - 1) + static_cast<size_t>(rows_of(total - 1) - 1) * D
+                                      : b.x.get() + static_cast<size_t>(n - 1) * D;
+    RA_CUDA_CHECK(gemv<T>(w_.output_matrix(), last, w_.final_norm.get(), m.rms_norm_eps, logits_.get(),
+                          static_cast<int>(m.vocab_size), static_cast<int>(D), GemvEpilogue::kStore, s));
     RA_CUDA_CHECK(cudaStreamSynchronize(s));  // b's buffers are freed on return
+    RA_CUDA_CHECK(cudaStreamSynchronize(cs));
     position_ += n;
     base_ = -1;  // a static set prefills only at position 0; full attention keeps no copy
   }
@@ -625,8 +701,9 @@ class CudaBackend final : public Backend {
     const auto nt = t.positions.size();
     const int64_t offloaded = t.end - t.first;
     const int64_t group_rows = (m.n_heads / m.n_kv_heads) * static_cast<int64_t>(nt);
-    // Scores of at most 256 MiB at a time: the selection reads them five times, from memory.
-    b.score_rows = std::clamp<int64_t>((int64_t{256} << 20) / (4 * std::max<int64_t>(1, offloaded)), 1, group_rows);
+    // Scores of at most 128 MiB at a time (the selection reads them five times, from memory; one block
+    // per row): 256 rows at 128K keys, two blocks per SM, and a bounded part of the GPU at any length.
+    b.score_rows = std::clamp<int64_t>((int64_t{128} << 20) / (4 * std::max<int64_t>(1, offloaded)), 1, group_rows);
     b.train_positions = DeviceBuffer<int64_t>(nt, "training positions");
     b.train_q = DeviceBuffer<T>(static_cast<size_t>(m.n_heads * m.head_dim) * nt, "training queries");
     b.train_scores = DeviceBuffer<float>(static_cast<size_t>(b.score_rows * std::max<int64_t>(1, offloaded)),
@@ -874,6 +951,10 @@ class CudaBackend final : public Backend {
   DecodeAttentionPlan attention_plan_;
   DeviceBuffer<std::byte> attention_workspace_;
   Graph graph_;
+  // The prefill's residual stream on the host (a static set's, over several chunks): its copies run on
+  // their own stream, ordered against the compute stream by these events, one per device slot.
+  Stream copy_stream_;
+  Event slot_loaded_[2], slot_computed_[2];
   // Remote part (offloaded modes).
   Event q_ready_;
   DeviceBuffer<float> remote_o_, remote_lse_;  // [n_heads][head_dim], [n_heads]
