@@ -162,6 +162,15 @@ class Backend {
   // token it sampled into the next, and returns each step's milliseconds as the device measured them.
   // Empty when the backend cannot (the caller then times decode_sample() on the host).
   virtual std::vector<double> time_decode_steps(int steps);
+
+  // The device memory a GPU backend allocated: its weights, and the most its process held at once
+  // (weights, caches and every working buffer, prefill's included; the CUDA context and libraries'
+  // own memory are not counted: nvidia-smi shows those on top). Empty for a host backend.
+  struct DeviceMemoryUse {
+    int64_t weights_bytes = 0;
+    int64_t peak_bytes = 0;
+  };
+  virtual std::optional<DeviceMemoryUse> device_memory() const { return std::nullopt; }
 };
 
 // The float32 reference backend: threaded with OpenMP and OpenBLAS. `model` must outlive it.

@@ -39,7 +39,8 @@ int run_in_process(const RunConfig& c) {
   GenerateOptions gen = generate_options_for(c);
   gen.on_progress = progress_printer(stderr, nullptr);
   const GenerateStats stats = generate(*backend, *loaded.tokenizer, prompt, gen, write_generated_text);
-  print_run_stats(stderr, backend->name(), c, stats, nullptr);
+  print_run_stats(stderr, *backend, c, stats, nullptr);
+  if (!c.report_json.empty()) write_run_report_json(c.report_json, *backend, c, stats, nullptr);
   return 0;
 }
 

@@ -93,6 +93,10 @@ void add_run_config_options(CLI::App& cmd, RunConfigFlags& flags) {
                        "Print a progress line every N decode steps (0 = only the report at the end)")
             ->capture_default_str(),
         [](RunConfig& c, const RunConfigFlags& f) { c.progress_every = f.values.progress_every; });
+  given(cmd.add_option("--report-json", v.report_json,
+                       "Write the run's figures (prefill, build tail, decode p50/p99, retrieval breakdown, peak "
+                       "memory) to this JSON file at the end"),
+        [](RunConfig& c, const RunConfigFlags& f) { c.report_json = f.values.report_json; });
   given(cmd.add_option("--temperature", v.temperature, "Sampling temperature; 0 is greedy")->capture_default_str(),
         [](RunConfig& c, const RunConfigFlags& f) { c.temperature = f.values.temperature; });
   given(cmd.add_option("--top-p", v.top_p, "Nucleus sampling mass in (0, 1]; 1 = off")->capture_default_str(),

@@ -81,6 +81,9 @@ void visit_fields(V&& v) {
   v("progress_every", "Print a progress line (decode step times, retrieval per token) every this many decode "
     "steps; 0 = only the report at the end",
     [](auto& c) -> auto& { return c.progress_every; });
+  v("report_json", "Write the run's figures (prefill, build tail, decode p50/p99, the retrieval breakdown, peak "
+    "memory) to this JSON file at the end; empty = none",
+    [](auto& c) -> auto& { return c.report_json; });
   v("temperature", "Sampling temperature; 0 is greedy", [](auto& c) -> auto& { return c.temperature; });
   v("top_p", "Nucleus sampling: draw among the most probable tokens whose mass reaches top_p; 1 = off",
     [](auto& c) -> auto& { return c.top_p; });

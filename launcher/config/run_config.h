@@ -87,6 +87,7 @@ struct RunConfig {
   int64_t max_new_tokens = 64;
   bool ignore_eos = false;  // generate max_new_tokens whatever is sampled (benchmarks, soak runs)
   int64_t progress_every = 0;  // > 0: a progress line on stderr every this many decode steps
+  std::string report_json;     // "" = none; else the run's figures as JSON (run_report.h), written at the end
   float temperature = 0;        // 0 = greedy
   float top_p = 1;              // nucleus sampling mass; 1 = off
   uint64_t seed = 0;            // sampling seed

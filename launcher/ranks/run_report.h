@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 
+#include "gpu_worker/backend/backend.h"
 #include "gpu_worker/decode/generator.h"
 #include "gpu_worker/offload/retrieval_client.h"
 #include "launcher/config/run_config.h"
@@ -14,8 +15,17 @@
 namespace ra {
 
 // retrieval may be null (modes full and window).
-void print_run_stats(std::FILE* out, const std::string& backend, const RunConfig& config, const GenerateStats& stats,
+void print_run_stats(std::FILE* out, const Backend& backend, const RunConfig& config, const GenerateStats& stats,
                      const RetrievalStats* retrieval);
+
+// The same figures as JSON, for benchmarks (`ra bench decode` runs the offloaded modes through `ra
+// generate --report-json`): mode, backend, prompt and generated tokens, prefill seconds and the build tail
+// after it, decode step p50/p99/mean/first ms, the retrieval breakdown per token (round trips, between
+// layers, q out / retriever / partials back in us, retrievers' and waited ms, keys scanned), this
+// process's peak RSS and the backend's device memory (weights and peak). Throws ra::Error naming the
+// file when it cannot be written.
+void write_run_report_json(const std::string& path, const Backend& backend, const RunConfig& config,
+                           const GenerateStats& stats, const RetrievalStats* retrieval);
 
 // A GenerateOptions::on_progress that prints one line per call: tokens so far, the mean, p50 and max of
 // the decode steps since the last call, and with `retrieval` (the client's live counters; may be null)

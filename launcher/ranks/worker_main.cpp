@@ -108,7 +108,8 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   gen.on_progress = progress_printer(stderr, &client.stats());
   const GenerateStats stats = generate(*backend, *loaded.tokenizer, prompt, gen, write_generated_text);
   client.shutdown(std::chrono::seconds(10));
-  print_run_stats(stderr, backend->name(), c, stats, &client.stats());
+  print_run_stats(stderr, *backend, c, stats, &client.stats());
+  if (!c.report_json.empty()) write_run_report_json(c.report_json, *backend, c, stats, &client.stats());
   const PrefillShipTimes& ship = shipper.times();
   std::fprintf(stderr,
                "prefill shipping: %.3f s sending (overlapping the prefill); the prefill waited %.3f s for it and "

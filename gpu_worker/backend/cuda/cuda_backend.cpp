@@ -255,6 +255,9 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override { cudaStreamSynchronize(stream_->get()); }
 
   std::string name() const override { return "cuda"; }
+  std::optional<DeviceMemoryUse> device_memory() const override {
+    return DeviceMemoryUse{w_.bytes(), device_memory_stats().peak_bytes};
+  }
   bool computes_train_lists() const override { return lists_enabled(); }
   const ModelConfig& config() const override { return config_; }
   int64_t position() const override { return position_; }
