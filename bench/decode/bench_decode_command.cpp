@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/decode/offloaded_run.h"
 #include "common/error.h"
 #include "common/splitmix64.h"
 #include "gpu_worker/backend/backend.h"
@@ -46,7 +48,16 @@ struct BenchDecodeArgs {
   int64_t window = 512;
   uint64_t seed = 1;
   std::string json_out;
+  // Offloaded modes (through `ra generate`, offloaded_run.h):
+  int retrievers = 4;
+  int retriever_threads = 0;
+  std::string transport = "shm";
+  std::vector<double> scan = {0.02};  // each ANN mode once per budget (fraction of keys scanned)
+  int run_timeout_s = 1800;
+  std::string work_dir = "ra-bench-decode";
 };
+
+bool offloaded(const std::string& mode) { return mode != "full" && mode != "window"; }
 
 // Llama-3-8B / Llama-3.1-8B geometry (llama3 RoPE scaling), with room for the longest context asked.
 ModelConfig llama3_8b(int64_t max_positions) {
@@ -143,10 +154,7 @@ class BenchDecode {
 
   json run_row(int64_t context, const std::string& mode_name) {
     const AttentionMode mode = parse_mode(mode_name);
-    RA_REQUIRE(mode == AttentionMode::kFull || mode == AttentionMode::kWindow,
-               "--modes {}: `ra bench decode` runs full and window in one process; the offloaded modes come with "
-               "the GPU pipeline (issue 16)",
-               mode_name);
+    RA_ASSERT(mode == AttentionMode::kFull || mode == AttentionMode::kWindow);  // others: run_pipeline_rows
     json row{{"context", context}, {"mode", mode_name}, {"backend", std::string(name(kind_))},
              {"layers", config_.n_layers}, {"steps", a_.steps}};
     BackendOptions options;
@@ -198,6 +206,9 @@ class BenchDecode {
     row["peak_host_gib"] = peak_host_gib();
     return row;
   }
+
+  // The random-weight geometry of --geometry llama3-8b, or null (a checkpoint or the demo model).
+  const ModelConfig* geometry() const { return model_ ? nullptr : &config_; }
 
   json ceilings() const {
     return {{"device", ceilings_.device}, {"copy_gb_per_s", ceilings_.copy_gb_per_s},
@@ -253,6 +264,71 @@ std::string fmt_or_dash(const json& row, const char* key, const char* format) {
   return buf;
 }
 
+// The measured index settings of the 128K runs (configs/llama3-8b-128k.yaml) for mode retrieval.
+const std::vector<std::string> kRetrievalIndex = {"graph_max_train_queries: 2048", "graph_key_lists_stride: 0",
+                                                  "graph_heads_per_search: 1", "graph_ef_construction: 32",
+                                                  "graph_navigation: int8"};
+
+// Every mode through `ra generate`, so that all rows share the pipeline, the prompt, the vocabulary and
+// the way a step is timed (its wall time on the worker); each ANN mode once per --scan budget.
+json run_pipeline_rows(const BenchDecodeArgs& a, const ModelConfig* geometry, const json& ceil) {
+  std::fprintf(stderr,
+               "bench decode: offloaded modes asked, so every mode runs as an `ra generate` job (jobs' files in "
+               "%s/); rows are host-timed decode steps\n",
+               a.work_dir.c_str());
+  std::printf("%-9s %-9s %6s %9s %9s %9s %7s %8s %8s %9s %9s %9s %9s %9s %8s %8s\n", "context", "mode", "scan",
+              "ms_p50", "ms_p99", "prefill_s", "tail_s", "scanned%", "trips_ms", "between", "q_out_us", "cpu_us",
+              "back_us", "gpu_GiB", "wrk_GiB", "ret_GiB");
+  json rows = json::array();
+  for (int64_t ctx : a.contexts) {
+    for (const std::string& mode : a.modes) {
+      const bool ann = mode == "ivf" || mode == "hnsw" || mode == "retrieval";
+      const std::vector<double> budgets = ann ? a.scan : std::vector<double>{0.0};
+      for (const double budget : budgets) {
+        OffloadedRunSpec s;
+        s.mode = mode;
+        s.context = ctx;
+        s.decode_steps = a.steps + a.warmup;
+        s.backend = a.backend;
+        s.geometry = geometry;
+        s.model = a.model;
+        s.sinks = a.sinks;
+        s.window = a.window;
+        s.retrievers = a.retrievers;
+        s.retriever_threads = a.retriever_threads;
+        s.transport = a.transport;
+        s.scan_fraction = budget;
+        if (mode == "retrieval") s.index_settings = kRetrievalIndex;
+        s.seed = a.seed;
+        s.timeout_s = a.run_timeout_s;
+        s.work_dir = a.work_dir;
+        json row = run_offloaded_row(s);
+        row["device"] = ceil["device"];
+        const json b = row.value("breakdown", json::object());
+        auto num = [](const json& j, const char* key, const char* format, double scale = 1.0) -> std::string {
+          if (!j.contains(key)) return "-";
+          char buf[64];
+          std::snprintf(buf, sizeof buf, format, j[key].get<double>() * scale);
+          return buf;
+        };
+        std::printf("%-9lld %-9s %6s %9s %9s %9s %7s %8s %8s %9s %9s %9s %9s %9s %8s %8s%s\n",
+                    static_cast<long long>(ctx), mode.c_str(), budget > 0 ? fmt::format("{:.3f}", budget).c_str() : "-",
+                    num(row, "ms_p50", "%.3f").c_str(), num(row, "ms_p99", "%.3f").c_str(),
+                    num(row, "prefill_s", "%.2f").c_str(), num(row, "build_tail_s", "%.2f").c_str(),
+                    num(b, "scanned_fraction", "%.2f", 100.0).c_str(), num(b, "round_trips_ms_per_token", "%.3f").c_str(),
+                    num(b, "between_layers_ms_per_token", "%.3f").c_str(), num(b, "q_out_us", "%.1f").c_str(),
+                    num(b, "retriever_us", "%.1f").c_str(), num(b, "partials_back_us", "%.1f").c_str(),
+                    num(row, "peak_gpu_gib", "%.2f").c_str(), num(row, "worker_peak_rss_gib", "%.2f").c_str(),
+                    num(row, "retriever_peak_rss_gib", "%.2f").c_str(),
+                    row.contains("skipped") ? ("  skipped: " + row["skipped"].get<std::string>()).c_str() : "");
+        std::fflush(stdout);
+        rows.push_back(std::move(row));
+      }
+    }
+  }
+  return rows;
+}
+
 int run_bench_decode(const BenchDecodeArgs& a) {
   BenchDecode bench(a);
   const json ceil = bench.ceilings();
@@ -260,6 +336,9 @@ int run_bench_decode(const BenchDecodeArgs& a) {
                ceil["device"].get<std::string>().c_str(), ceil["copy_gb_per_s"].get<double>(),
                ceil["bf16_tflop_per_s"].get<double>());
   json rows = json::array();
+  if (std::any_of(a.modes.begin(), a.modes.end(), offloaded)) {
+    rows = run_pipeline_rows(a, bench.geometry(), ceil);
+  } else {
   std::printf("%-9s %-7s %9s %9s %9s %9s %10s %9s %8s %9s %9s\n", "context", "mode", "ms_p50", "ms_p99", "ms_mean",
               "floor_ms", "prefill_s", "prefill_T", "mfu", "gpu_GiB", "host_GiB");
   for (int64_t ctx : a.contexts) {
@@ -276,6 +355,7 @@ int run_bench_decode(const BenchDecodeArgs& a) {
       std::fflush(stdout);
       rows.push_back(std::move(row));
     }
+  }
   }
   if (!a.json_out.empty()) {
     std::ofstream out(a.json_out);
@@ -296,7 +376,30 @@ void add_bench_decode_command(CLI::App& bench) {
   cmd->add_option("--context", a->contexts, "Context lengths (positions already in the cache)")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--modes", a->modes, "Attention modes: full, window")->delimiter(',')->capture_default_str();
+  cmd->add_option("--modes", a->modes,
+                  "Attention modes: full, window, flat, ivf, hnsw, retrieval. With an offloaded one every mode runs as "
+                  "an `ra generate` job (mpirun, the worker and --retrievers retriever ranks) and its figures come "
+                  "from that run; full and window alone run in this process, device-timed")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::IsMember({"full", "window", "flat", "ivf", "hnsw", "retrieval"}));
+  cmd->add_option("--retrievers", a->retrievers, "Offloaded modes: retriever ranks")->capture_default_str()->check(
+      CLI::PositiveNumber);
+  cmd->add_option("--retriever-threads", a->retriever_threads, "Offloaded modes: threads per retriever; 0 = the plan's")
+      ->capture_default_str();
+  cmd->add_option("--transport", a->transport, "Offloaded modes: shm or ucx")->capture_default_str()->check(
+      CLI::IsMember({"shm", "ucx"}));
+  cmd->add_option("--scan", a->scan,
+                  "ivf, hnsw, retrieval: search budgets, fractions of the keys scanned (index.scan_fraction); one row "
+                  "per budget")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--run-timeout", a->run_timeout_s, "Offloaded modes: seconds before a job is stopped")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--work-dir", a->work_dir, "Offloaded modes: where each job's config, report and log are kept")
+      ->capture_default_str();
   cmd->add_option("--steps", a->steps, "Timed decode steps per row")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--warmup", a->warmup, "Untimed decode steps first")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--prefill-max", a->prefill_max,

@@ -62,9 +62,10 @@ struct IndexConfig {
   // memory loads overlap the others' scoring (at most the GQA group). 0 = as many as spread a layer's
   // query heads evenly over the retriever's threads; 1 = one search at a time.
   int graph_interleave = 0;
-  // Layers a retriever builds at once during the prefill, each on retriever_threads / N threads: a
-  // build's serial parts then overlap another's parallel ones. 1 = one layer at a time on every thread.
-  int build_layers = 2;
+  // Layers a retriever builds at once during the prefill, each on retriever_threads / N threads. 1 (one
+  // layer at a time on every thread) measured best: at 128K on the H100, 2 took the build tail from 27.8
+  // to 65.1 s and 4 ran past 150 s (docs/perf.md, fourteenth round).
+  int build_layers = 1;
   int graph_expand = 2;  // 2: 11% off the retrievers' part of a round trip at 128K, same recall (docs/perf.md)
   // With one graph per kv head: the queries an evicted token brings to the graph's merge, 0 = every
   // query head of the group, 1 = one, rotating over the group by position (a quarter of the merge's
