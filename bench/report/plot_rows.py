@@ -8,7 +8,9 @@ script of every `ra bench` command. The chart follows the rows' fields:
       transport;
   ra bench accuracy (rows with "needle_accuracy"): a column of panels per context length, needle
       accuracy and KL(full || mode) against the fraction of keys scanned, one line per mode; full
-      attention (the ceiling) and the window alone (the floor) as horizontal lines.
+      attention (the ceiling) and the window alone (the floor) as horizontal lines;
+  ra bench decode (its {ceilings, rows} file, rows with "ms_p50"): the decode step's p50 split into the
+      worker's own work, q out, the retrievers and the partials back, one bar per row.
 
 usage: plot_rows.py ROWS.json OUT.png [TITLE]
 """
@@ -95,11 +97,66 @@ def plot_accuracy(rows, title, out_path) -> None:
     fig.savefig(out_path, dpi=120)
 
 
+# Where a decode step's time goes, per row of `ra bench decode` (its {ceilings, rows} file): for the
+# offloaded modes the worker's own work between round trips (GPU compute, the static attention and the
+# merge), and per round trip q out, the retrievers' search and the partials back, times round trips per
+# token; what the p50 step takes beyond them is "other" (sampling, the step's first wait, launches).
+# full and window have no retrievers: one bar, the GPU's step.
+DECODE_PARTS = [("between_layers", "worker between round trips (GPU)", "tab:blue"),
+                ("q_out", "q out (transport)", "tab:orange"),
+                ("retriever", "retrievers (search + partial attention)", "tab:red"),
+                ("partials_back", "partials back (transport)", "tab:purple"),
+                ("other", "other", "tab:gray")]
+
+
+def decode_parts(row):
+    b = row.get("breakdown")
+    total = row["ms_p50"]
+    if not b:
+        return {"between_layers": total}
+    trips = b["round_trips_per_token"]
+    parts = {"between_layers": b["between_layers_ms_per_token"],
+             "q_out": trips * b["q_out_us"] / 1e3,
+             "retriever": trips * b["retriever_us"] / 1e3,
+             "partials_back": trips * b["partials_back_us"] / 1e3}
+    parts["other"] = max(0.0, total - sum(parts.values()))
+    return parts
+
+
+def plot_decode(rows, title, out_path) -> None:
+    rows = [r for r in rows if "ms_p50" in r]
+    labels = [f"{r['context'] // 1024}K {r['mode']}" + (f" {100 * r['scan_budget']:g}%" if r.get("scan_budget") else "")
+              for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6))
+    left = [0.0] * len(rows)
+    for key, name, color in DECODE_PARTS:
+        widths = [decode_parts(r).get(key, 0.0) for r in rows]
+        ax.barh(labels, widths, left=left, color=color, label=name)
+        left = [a + b for a, b in zip(left, widths)]
+    for y, r in enumerate(rows):
+        ax.text(left[y], y, f" {r['ms_p50']:.2f} ms", va="center", fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("decode step p50, ms (host-timed: the wall time of a step on the worker)")
+    ax.grid(True, axis="x", lw=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(textwrap.fill(title, 90), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+
+
 def main() -> None:
     rows_path, out_path = sys.argv[1], sys.argv[2]
     title = sys.argv[3] if len(sys.argv) > 3 else rows_path
     with open(rows_path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        text = f.read()
+    try:  # `ra bench decode --json`: one object {ceilings, rows}
+        whole = json.loads(text)
+        rows = whole["rows"] if isinstance(whole, dict) and "rows" in whole else [whole]
+    except json.JSONDecodeError:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if rows and "ms_p50" in rows[0]:
+        plot_decode(rows, title, out_path)
+        return
     if rows and "needle_accuracy" in rows[0]:
         plot_accuracy(rows, title, out_path)
         return
