@@ -72,6 +72,7 @@ note() { echo "$*" | tee -a "$summary"; }
 bounded() { local t=$1; shift; local l; l=$(left); (( l < t )) && t=$l; (( t > 5 )) || return 124; timeout "$t" "$@"; }
 
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; nproc
+  lscpu | grep -E "Model name|MHz|^CPU\(s\)|L3"  # hosts differ: CPU-side figures move with them (docs/perf.md)
   python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
 } > "$out/logs/machine.txt" 2>&1
 note "machine: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null)"
