@@ -257,10 +257,10 @@ class BenchDecode {
 #endif
 };
 
-std::string fmt_or_dash(const json& row, const char* key, const char* format) {
+std::string fmt_or_dash(const json& row, const char* key, const char* format, double scale = 1.0) {
   if (!row.contains(key)) return "-";
   char buf[64];
-  std::snprintf(buf, sizeof buf, format, row[key].get<double>());
+  std::snprintf(buf, sizeof buf, format, row[key].get<double>() * scale);
   return buf;
 }
 
@@ -305,21 +305,15 @@ json run_pipeline_rows(const BenchDecodeArgs& a, const ModelConfig* geometry, co
         json row = run_offloaded_row(s);
         row["device"] = ceil["device"];
         const json b = row.value("breakdown", json::object());
-        auto num = [](const json& j, const char* key, const char* format, double scale = 1.0) -> std::string {
-          if (!j.contains(key)) return "-";
-          char buf[64];
-          std::snprintf(buf, sizeof buf, format, j[key].get<double>() * scale);
-          return buf;
-        };
         std::printf("%-9lld %-9s %6s %9s %9s %9s %7s %8s %8s %9s %9s %9s %9s %9s %8s %8s%s\n",
                     static_cast<long long>(ctx), mode.c_str(), budget > 0 ? fmt::format("{:.3f}", budget).c_str() : "-",
-                    num(row, "ms_p50", "%.3f").c_str(), num(row, "ms_p99", "%.3f").c_str(),
-                    num(row, "prefill_s", "%.2f").c_str(), num(row, "build_tail_s", "%.2f").c_str(),
-                    num(b, "scanned_fraction", "%.2f", 100.0).c_str(), num(b, "round_trips_ms_per_token", "%.3f").c_str(),
-                    num(b, "between_layers_ms_per_token", "%.3f").c_str(), num(b, "q_out_us", "%.1f").c_str(),
-                    num(b, "retriever_us", "%.1f").c_str(), num(b, "partials_back_us", "%.1f").c_str(),
-                    num(row, "peak_gpu_gib", "%.2f").c_str(), num(row, "worker_peak_rss_gib", "%.2f").c_str(),
-                    num(row, "retriever_peak_rss_gib", "%.2f").c_str(),
+                    fmt_or_dash(row, "ms_p50", "%.3f").c_str(), fmt_or_dash(row, "ms_p99", "%.3f").c_str(),
+                    fmt_or_dash(row, "prefill_s", "%.2f").c_str(), fmt_or_dash(row, "build_tail_s", "%.2f").c_str(),
+                    fmt_or_dash(b, "scanned_fraction", "%.2f", 100.0).c_str(), fmt_or_dash(b, "round_trips_ms_per_token", "%.3f").c_str(),
+                    fmt_or_dash(b, "between_layers_ms_per_token", "%.3f").c_str(), fmt_or_dash(b, "q_out_us", "%.1f").c_str(),
+                    fmt_or_dash(b, "retriever_us", "%.1f").c_str(), fmt_or_dash(b, "partials_back_us", "%.1f").c_str(),
+                    fmt_or_dash(row, "peak_gpu_gib", "%.2f").c_str(), fmt_or_dash(row, "worker_peak_rss_gib", "%.2f").c_str(),
+                    fmt_or_dash(row, "retriever_peak_rss_gib", "%.2f").c_str(),
                     row.contains("skipped") ? ("  skipped: " + row["skipped"].get<std::string>()).c_str() : "");
         std::fflush(stdout);
         rows.push_back(std::move(row));
@@ -329,16 +323,9 @@ json run_pipeline_rows(const BenchDecodeArgs& a, const ModelConfig* geometry, co
   return rows;
 }
 
-int run_bench_decode(const BenchDecodeArgs& a) {
-  BenchDecode bench(a);
-  const json ceil = bench.ceilings();
-  std::fprintf(stderr, "bench decode: %s, copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s\n",
-               ceil["device"].get<std::string>().c_str(), ceil["copy_gb_per_s"].get<double>(),
-               ceil["bf16_tflop_per_s"].get<double>());
+// full and window in this process, device-timed where the backend can (BenchDecode::run_row).
+json run_process_rows(const BenchDecodeArgs& a, BenchDecode& bench, const json& ceil) {
   json rows = json::array();
-  if (std::any_of(a.modes.begin(), a.modes.end(), offloaded)) {
-    rows = run_pipeline_rows(a, bench.geometry(), ceil);
-  } else {
   std::printf("%-9s %-7s %9s %9s %9s %9s %10s %9s %8s %9s %9s\n", "context", "mode", "ms_p50", "ms_p99", "ms_mean",
               "floor_ms", "prefill_s", "prefill_T", "mfu", "gpu_GiB", "host_GiB");
   for (int64_t ctx : a.contexts) {
@@ -356,7 +343,17 @@ int run_bench_decode(const BenchDecodeArgs& a) {
       rows.push_back(std::move(row));
     }
   }
-  }
+  return rows;
+}
+
+int run_bench_decode(const BenchDecodeArgs& a) {
+  BenchDecode bench(a);
+  const json ceil = bench.ceilings();
+  std::fprintf(stderr, "bench decode: %s, copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s\n",
+               ceil["device"].get<std::string>().c_str(), ceil["copy_gb_per_s"].get<double>(),
+               ceil["bf16_tflop_per_s"].get<double>());
+  const json rows = std::any_of(a.modes.begin(), a.modes.end(), offloaded) ? run_pipeline_rows(a, bench.geometry(), ceil)
+                                                                          : run_process_rows(a, bench, ceil);
   if (!a.json_out.empty()) {
     std::ofstream out(a.json_out);
     out << json{{"ceilings", ceil}, {"rows", rows}}.dump(2) << "\n";
