@@ -1,5 +1,6 @@
 #include "cpu_retriever/graph_build.h"
 
+#include "common/error.h"
 #include "cpu_retriever/blas_top_k.h"
 
 #include <omp.h>
@@ -54,10 +55,9 @@ struct TopKLists {
 
 // Step 2: projection of the training queries' top lists (and the keys' own, when given) onto the keys,
 // then reverse edges, then re-pruning of nodes above M.
-Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, std::span<const TopKLists> sources,
+Lists project(const KeyRows& rows, const float* norms, int64_t n, std::span<const TopKLists> sources,
               const GraphBuildParams& gp, int threads) {
   const int M = gp.M;
-  const KeyRows rows{keys, n, nullptr, dim};
   Lists pool(static_cast<size_t>(n));  // candidates gathered per pivot, in list order
   // Each thread gathers for its own pivots (id % parts) from every list, so every pool holds its
   // candidates in list order whatever the thread count.
@@ -106,8 +106,9 @@ Lists project(const float* keys, const float* norms, int64_t n, int64_t dim, std
 }
 
 // Step 4: the key with the best score for the mean training query (key 0 without queries).
-uint32_t choose_entry(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq, int threads) {
+uint32_t choose_entry(const KeyRows& keys, int64_t n, const float* queries, int64_t nq, int threads) {
   if (nq == 0) return 0;
+  const int64_t dim = keys.dim;
   std::vector<double> acc(static_cast<size_t>(dim), 0.0);
   for (int64_t q = 0; q < nq; ++q) {
     for (int64_t j = 0; j < dim; ++j) acc[j] += row(queries, dim, q)[j];
@@ -116,13 +117,13 @@ uint32_t choose_entry(const float* keys, int64_t n, int64_t dim, const float* qu
   for (int64_t j = 0; j < dim; ++j) mean[j] = static_cast<float>(acc[j] / static_cast<double>(nq));
   // Each thread's best, then the best of those: `better` is a total order, so any team agrees.
   const int team = std::max(1, threads);
-  std::vector<Scored> best(static_cast<size_t>(team), Scored{dot_f32(mean.data(), keys, dim), 0});
+  std::vector<Scored> best(static_cast<size_t>(team), Scored{keys.score(mean.data(), 0), 0});
 #pragma omp parallel num_threads(team) if (team > 1 && n > 4096)
   {
     Scored& mine = best[static_cast<size_t>(omp_get_thread_num())];
 #pragma omp for schedule(static)
     for (int64_t i = 1; i < n; ++i) {
-      const Scored c{dot_f32(mean.data(), row(keys, dim, i), dim), static_cast<uint32_t>(i)};
+      const Scored c{keys.score(mean.data(), static_cast<uint32_t>(i)), static_cast<uint32_t>(i)};
       if (better(c, mine)) mine = c;
     }
   }
@@ -162,7 +163,7 @@ void add_edge_capped(Lists& adj, uint32_t from, uint32_t to, size_t cap) {
 // become edges both ways (up to the degree cap). The searches run in parallel on a frozen snapshot,
 // the edges are applied in key-id order, so the output does not depend on the thread count.
 // Then a BFS from the entry point links every unreached node from its best reachable match.
-void connect(const float* keys, const float* norms, int64_t n, int64_t dim, Lists& adj, uint32_t entry,
+void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, uint32_t entry,
              const GraphBuildParams& p, int threads) {
   const size_t cap = static_cast<size_t>(p.degree_cap > 0 ? p.degree_cap : 2 * p.M);
   const int ef = std::max(p.ef_construction, p.M);
@@ -189,16 +190,18 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
 #pragma omp parallel num_threads(threads)
     {
       SearchScratch scratch(n);
+      std::vector<float> query(static_cast<size_t>(keys.dim));  // key x widened: it searches as a query
 #pragma omp for schedule(dynamic, 64)
       for (int64_t x = 0; x < n; ++x) {
         if (!in_degree.empty() && in_degree[x] > p.connect_max_in_degree) continue;
-        const int got = beam_search(keys, dim, snapshot, {&entry, 1}, row(keys, dim, x), ef, scratch, nullptr);
+        keys.widen(static_cast<uint32_t>(x), query.data());
+        const int got = beam_search(keys, snapshot, {&entry, 1}, query.data(), ef, 0, scratch, nullptr);
         std::vector<Scored> cands;
         cands.reserve(static_cast<size_t>(got));
         for (int i = 0; i < got; ++i) {
           if (scratch.pool[i].id != static_cast<uint32_t>(x)) cands.push_back(scratch.pool[i]);
         }
-        found[x] = occlusion_prune(KeyRows{keys, n, nullptr, dim}, norms, static_cast<uint32_t>(x), cands, p.M, p);
+        found[x] = occlusion_prune(keys, norms, static_cast<uint32_t>(x), cands, p.M, p);
       }
     }
     // In key order, as a serial pass would: each thread appends to its own lists (id % parts) only.
@@ -216,7 +219,7 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
   // every list drops the redundant ones, so each hop scores fewer keys (docs/retrieval.md, third round).
   if (p.final_prune) {
     const GraphBuildStepTimer timer(&GraphBuildSteps::final_prune);
-    const KeyRows rows{keys, n, nullptr, dim};
+    const KeyRows& rows = keys;
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
     for (int64_t x = 0; x < n; ++x) {
       adj[x] = occlusion_prune(rows, norms, static_cast<uint32_t>(x), score_rows(rows, static_cast<uint32_t>(x), adj[x]),
@@ -236,9 +239,11 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
 #pragma omp parallel num_threads(threads) if (lost.size() > 1)
   {
     SearchScratch scratch(n);
+    std::vector<float> query(static_cast<size_t>(keys.dim));
 #pragma omp for schedule(dynamic, 8)
     for (size_t i = 0; i < lost.size(); ++i) {
-      const int got = beam_search(keys, dim, snapshot, {&entry, 1}, row(keys, dim, lost[i]), ef, scratch, nullptr);
+      keys.widen(lost[i], query.data());
+      const int got = beam_search(keys, snapshot, {&entry, 1}, query.data(), ef, 0, scratch, nullptr);
       if (got > 0) source[i] = scratch.pool[0].id;  // best reachable match
     }
   }
@@ -251,7 +256,7 @@ void connect(const float* keys, const float* norms, int64_t n, int64_t dim, List
 
 // Step 3b: query-guided repair (GraphBuildParams::repair_*). Searches run in parallel on a frozen
 // snapshot; the proposed edges are applied in query order, so the output does not depend on threads.
-void repair(const float* keys, int64_t n, int64_t dim, Lists& adj, const std::vector<uint32_t>& entries,
+void repair(const KeyRows& keys, int64_t n, int64_t dim, Lists& adj, const std::vector<uint32_t>& entries,
             const float* queries, int64_t nq, const int64_t* topk, int64_t width, const GraphBuildParams& p,
             int threads) {
   const size_t cap = static_cast<size_t>((p.degree_cap > 0 ? p.degree_cap : 2 * p.M) + p.repair_extra);
@@ -267,7 +272,7 @@ void repair(const float* keys, int64_t n, int64_t dim, Lists& adj, const std::ve
 #pragma omp for schedule(dynamic, 16)
     for (int64_t s = 0; s < count; ++s) {
       const int64_t qi = s * stride;
-      const int got = beam_search(KeyRows{keys, n, nullptr, dim}, snapshot, entries, row(queries, dim, qi),
+      const int got = beam_search(keys, snapshot, entries, row(queries, dim, qi),
                                   p.repair_ef, static_cast<int>(take), scratch, nullptr);
       found.clear();
       for (int i = 0; i < got; ++i) found.push_back(scratch.pool[i].id);
@@ -278,9 +283,9 @@ void repair(const float* keys, int64_t n, int64_t dim, Lists& adj, const std::ve
         if (list[j] < 0 || list[j] >= n) continue;
         const auto c = static_cast<uint32_t>(list[j]);
         if (std::binary_search(sorted.begin(), sorted.end(), c)) continue;
-        Scored best{dot_f32(row(keys, dim, c), row(keys, dim, found[0]), dim), found[0]};
+        Scored best{keys.dot(c, found[0]), found[0]};
         for (size_t i = 1; i < found.size(); ++i) {
-          const Scored cand{dot_f32(row(keys, dim, c), row(keys, dim, found[i]), dim), found[i]};
+          const Scored cand{keys.dot(c, found[i]), found[i]};
           if (better(cand, best)) best = cand;
         }
         proposals[s].push_back({best.id, c});
@@ -463,8 +468,8 @@ GraphBuildSteps graph_build_steps() {
 }
 
 std::string describe_graph_build_steps(const GraphBuildSteps& s) {
-  return fmt::format("{} graph{}: widen {:.1f} s, lists {:.1f} s, project {:.1f} s, connect {:.1f} s ({} of {} keys "
-                     "searched), final prune {:.1f} s, reachability {:.1f} s, repair {:.1f} s, finish {:.1f} s",
+  return fmt::format("{} graph{}: widen {:.2f} s, lists {:.2f} s, project {:.2f} s, connect {:.2f} s ({} of {} keys "
+                     "searched), final prune {:.2f} s, reachability {:.2f} s, repair {:.2f} s, finish {:.2f} s",
                      s.builds, s.builds == 1 ? "" : "s", s.widen, s.lists, s.project, s.connect, s.connect_searches,
                      s.keys, s.final_prune, s.reach, s.repair, s.finish);
 }
@@ -485,29 +490,37 @@ void count_graph_build(int64_t keys, int64_t connect_searches) {
   g_steps.connect_searches += connect_searches;
 }
 
-BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq,
-                       const int64_t* topk, int64_t width, const GraphBuildParams& params,
-                       const int64_t* key_topk, int64_t n_key_lists, int64_t key_width) {
+BuiltGraph build_graph(const KeyRows& keys, int64_t n, const float* queries, int64_t nq, const int64_t* topk,
+                       int64_t width, const GraphBuildParams& params, const int64_t* key_topk, int64_t n_key_lists,
+                       int64_t key_width) {
+  RA_REQUIRE(keys.extra == nullptr && keys.n_base >= n, "graph build: {} keys in one block of {}", n, keys.n_base);
   const int threads = resolve_threads(params.threads);
   std::vector<float> norms(static_cast<size_t>(n));  // [n] squared key norms, for L2 occlusion
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n > 4096)
-  for (int64_t i = 0; i < n; ++i) norms[i] = dot_f32(row(keys, dim, i), row(keys, dim, i), dim);
+  for (int64_t i = 0; i < n; ++i) norms[i] = keys.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i));
   const TopKLists sources[] = {{topk, nq, width}, {key_topk, key_topk ? n_key_lists : 0, key_width}};
   Lists adj;
   {
     const GraphBuildStepTimer timer(&GraphBuildSteps::project);
-    adj = project(keys, norms.data(), n, dim, sources, params, threads);
+    adj = project(keys, norms.data(), n, sources, params, threads);
   }
   BuiltGraph g;
-  g.entry = choose_entry(keys, n, dim, queries, nq, threads);
-  connect(keys, norms.data(), n, dim, adj, g.entry, params, threads);
+  g.entry = choose_entry(keys, n, queries, nq, threads);
+  connect(keys, norms.data(), n, adj, g.entry, params, threads);
   if (params.repair_ef > 0 && nq > 0) {
     const GraphBuildStepTimer timer(&GraphBuildSteps::repair);
-    repair(keys, n, dim, adj, spread_entries(g.entry, params.entry_samples, n), queries, nq, topk, width, params,
+    repair(keys, n, keys.dim, adj, spread_entries(g.entry, params.entry_samples, n), queries, nq, topk, width, params,
            threads);
   }
   g.csr = to_csr(adj, threads);
   return g;
+}
+
+BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq,
+                       const int64_t* topk, int64_t width, const GraphBuildParams& params,
+                       const int64_t* key_topk, int64_t n_key_lists, int64_t key_width) {
+  return build_graph(KeyRows{keys, n, nullptr, dim}, n, queries, nq, topk, width, params, key_topk, n_key_lists,
+                     key_width);
 }
 
 }  // namespace ra::retriever

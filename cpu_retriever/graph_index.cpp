@@ -39,7 +39,7 @@ GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* t
              params.append_capacity);
   own_arena_ = std::make_shared<RowArena>(dim, params.append_capacity);
   arena_ = own_arena_;
-  build(keys, train_queries, nq, train_topk, topk_width, {});
+  build(KeyRows{keys, n, nullptr, dim}, train_queries, nq, train_topk, topk_width, {});
 }
 
 GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const float* train_queries, int64_t nq,
@@ -51,20 +51,21 @@ GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const fl
   RA_REQUIRE(key_lists.empty() || key_lists.size() == want,
              "graph index: {} precomputed key-list entries, {} expected (key_top_lists of the same keys and params)",
              key_lists.size(), want);
-  if (arena_->dtype() == KvDtype::kF32) {
-    build(arena_->row(0), train_queries, nq, train_topk, topk_width, key_lists);
+  const KvDtype dtype = arena_->dtype();
+  if (dtype != KvDtype::kQ8) {
+    // float32 or 16-bit rows: the build scores the rows in place (a 16-bit row exactly as its float32
+    // widening, dot.h), without a float32 copy of the layer.
+    build(KeyRows{arena_->data(), n, nullptr, dim_, dtype}, train_queries, nq, train_topk, topk_width, key_lists);
     return;
   }
-  // 16-bit rows: the build runs on their exact float32 widening (BLAS and pruning want float32),
-  // freed once the graph stands; searches and merges score the rows themselves. int8 rows: the build
-  // runs on their dequantised copy, and searches score the codes as attention does (dot_q8.h), which
-  // differs from the copy's float32 scores by roundings only.
+  // int8 rows: the build runs on their dequantised copy, and searches score the codes as attention
+  // does (dot_q8.h), which differs from the copy's float32 scores by roundings only.
   std::vector<float> keys;
   {
     const GraphBuildStepTimer timer(&GraphBuildSteps::widen);
     keys = arena_->widened(n, params.threads > 0 ? params.threads : omp_get_max_threads());
   }
-  build(keys.data(), train_queries, nq, train_topk, topk_width, key_lists);
+  build(KeyRows{keys.data(), n, nullptr, dim_}, train_queries, nq, train_topk, topk_width, key_lists);
 }
 
 void GraphIndex::check_params(const float* train_queries, int64_t nq, const int64_t* train_topk,
@@ -86,7 +87,7 @@ void GraphIndex::check_params(const float* train_queries, int64_t nq, const int6
              "directly; turn the 8-bit navigation copy off (graph navigation exact)");
 }
 
-void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
+void GraphIndex::build(const KeyRows& keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
                        int64_t topk_width, std::span<const int64_t> key_lists) {
   const GraphBuildParams& params = params_;
   const int64_t n = n_, dim = dim_;
@@ -117,20 +118,32 @@ void GraphIndex::build(const float* keys, const float* train_queries, int64_t nq
   std::vector<int64_t> computed;
   const int64_t n_key_lists = key_list_count(n, params), key_width = std::min<int64_t>(params.Kq, n);
   std::vector<int64_t> computed_key_lists;
-  {
+  const bool need_lists = topk == nullptr || (n_key_lists > 0 && key_lists.empty());
+  if (need_lists) {
+    // Lists not given (the worker's GPU finds them in the pipeline) are found here, by BLAS on float32:
+    // 16-bit rows are widened for it (exactly), and the copy is gone before the graph is built.
+    std::vector<float> widened;
+    const float* f32 = static_cast<const float*>(keys.base);
+    if (keys.dtype != KvDtype::kF32) {
+      const GraphBuildStepTimer timer(&GraphBuildSteps::widen);
+      widened.resize(static_cast<size_t>(n * dim));
+#pragma omp parallel for schedule(static) num_threads(params.threads > 0 ? params.threads : omp_get_max_threads())
+      for (int64_t i = 0; i < n; ++i) keys.widen(static_cast<uint32_t>(i), widened.data() + i * dim);
+      f32 = widened.data();
+    }
     const GraphBuildStepTimer timer(&GraphBuildSteps::lists);
     if (topk == nullptr) {
       topk_width = std::min<int64_t>(params.Kq, n);
-      computed = exact_topk_ip(keys, n, dim, queries, nq, topk_width, params.threads);
+      computed = exact_topk_ip(f32, n, dim, queries, nq, topk_width, params.threads);
       topk = computed.data();
     }
     // The keys' own lists: given (shared by a kv group's graphs) or computed here.
     if (n_key_lists > 0 && key_lists.empty()) {
-      computed_key_lists = key_top_lists(keys, n, dim, params);
+      computed_key_lists = key_top_lists(f32, n, dim, params);
       key_lists = computed_key_lists;
     }
   }
-  BuiltGraph g = build_graph(keys, n, dim, queries, nq, topk, topk_width, params,
+  BuiltGraph g = build_graph(keys, n, queries, nq, topk, topk_width, params,
                              n_key_lists > 0 ? key_lists.data() : nullptr, n_key_lists, key_width);
   const GraphBuildStepTimer timer(&GraphBuildSteps::finish);
   build_entry_ = g.entry;

@@ -224,8 +224,8 @@ class GraphIndex final : public KeyIndex {
   // The build's last step (and load's): merge state and adjacency for csr, over build_entry_.
   void adopt_graph(GraphCsr csr);
   int64_t max_nodes() const;  // ids of every row the index can take: built and appended
-  // The build, over the n_ keys as float32 (keys: [n_][dim_]).
-  void build(const float* keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
+  // The build, over the n_ keys (float32, or 16-bit rows scored as their float32 widening).
+  void build(const KeyRows& keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
              int64_t topk_width, std::span<const int64_t> key_lists);
   static void check_answers(const float* queries, const int32_t* answers, int answer_width);
   // The arena's next row joins the tail, with its queries and their answers.
