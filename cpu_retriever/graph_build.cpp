@@ -21,10 +21,17 @@ namespace {
 std::vector<Scored> score_rows(const KeyRows& keys, uint32_t p, std::vector<uint32_t> ids) {
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  std::vector<Scored> out;
-  out.reserve(ids.size());
-  for (uint32_t c : ids) {
-    if (c != p) out.push_back({keys.dot(p, c), c});
+  ids.erase(std::remove(ids.begin(), ids.end(), p), ids.end());
+  std::vector<Scored> out(ids.size());
+  if (keys.dot_is_widened_score()) {  // p widened, then its rows four at a time: the same scores
+    thread_local std::vector<float> wide, scores;
+    wide.resize(static_cast<size_t>(keys.dim));
+    scores.resize(ids.size());
+    keys.widen(p, wide.data());
+    keys.scores(wide.data(), ids.data(), ids.size(), scores.data());
+    for (size_t i = 0; i < ids.size(); ++i) out[i] = {scores[i], ids[i]};
+  } else {
+    for (size_t i = 0; i < ids.size(); ++i) out[i] = {keys.dot(p, ids[i]), ids[i]};
   }
   std::sort(out.begin(), out.end(), better);
   return out;
@@ -405,16 +412,31 @@ std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, u
   std::sort(order.begin(), order.end(), better);
   std::vector<uint32_t> kept, occluded_ids;
   kept.reserve(static_cast<size_t>(max_keep));
+  // c · s for the kept s: c widened and scored against four of them at a time where that gives
+  // keys.dot's bits (KeyRows::dot_is_widened_score), else one keys.dot each.
+  const bool batched = keys.dot_is_widened_score();
+  thread_local std::vector<float> wide;
+  wide.resize(static_cast<size_t>(keys.dim));
   for (const Scored& c : order) {
     if (static_cast<int>(kept.size()) >= max_keep) break;
     const float d_cp = -c.score;
     bool occluded = false;
-    for (uint32_t s : kept) {
-      const float cs = keys.dot(c.id, s);
-      const float d_cs = l2 ? norms[c.id] + norms[s] - 2.f * cs : -cs;
-      if (d_cs < d_cp) {
-        occluded = true;
-        break;
+    if (batched && !kept.empty()) keys.widen(c.id, wide.data());
+    for (size_t i = 0; i < kept.size() && !occluded; i += 4) {
+      const size_t count = std::min<size_t>(4, kept.size() - i);
+      float cs[4];
+      if (batched) {
+        keys.scores(wide.data(), kept.data() + i, count, cs);
+      } else {
+        for (size_t t = 0; t < count; ++t) cs[t] = keys.dot(c.id, kept[i + t]);
+      }
+      for (size_t t = 0; t < count; ++t) {
+        const uint32_t s = kept[i + t];
+        const float d_cs = l2 ? norms[c.id] + norms[s] - 2.f * cs[t] : -cs[t];
+        if (d_cs < d_cp) {
+          occluded = true;
+          break;
+        }
       }
     }
     if (!occluded) {

@@ -146,6 +146,23 @@ struct KeyRows {
   }
   // Key v widened to float32: out [dim].
   void widen(uint32_t v, float* out) const { widen_row(dtype, row_data(v), dim, out); }
+  // Whether key a · key b equals score(a widened, b) bit for bit (float32 and 16-bit rows: dot.h widens
+  // exactly, in one order), so that dots_of can stand for dot. Not so for int8 KV rows.
+  bool dot_is_widened_score() const { return dtype != KvDtype::kQ8 && dtype != KvDtype::kI8; }
+  // out[i] = score(a, ids[i]) for i < count: four rows at a time (dot_row_x4), independent add chains
+  // instead of one row's, so a pruning pass scoring a key against many is not bound by add latency.
+  void scores(const float* a, const uint32_t* ids, size_t count, float* out) const {
+    with_search_elem(dtype, [&](auto e) {
+      using E = decltype(e);
+      size_t i = 0;
+      for (; i + 4 <= count; i += 4) {
+        const typename E::T* r[4] = {row_as<E>(ids[i]), row_as<E>(ids[i + 1]), row_as<E>(ids[i + 2]),
+                                     row_as<E>(ids[i + 3])};
+        dot_row_x4<E>(a, r, dim, out + i);
+      }
+      for (; i < count; ++i) out[i] = dot_row<E>(a, row_as<E>(ids[i]), dim);
+    });
+  }
 };
 
 // Best-first beam search over csr from the entry nodes (all scored and seeded into the beam), scoring
