@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <string>
@@ -166,6 +167,40 @@ void add_edge_capped(Lists& adj, uint32_t from, uint32_t to, size_t cap) {
   if (std::find(l.begin(), l.end(), to) == l.end()) l.push_back(to);
 }
 
+// Each key of `which` searches snapshot from entry with its own row (widened) as the query, beam ef;
+// on_found(i, scratch, got) then sees which[i]'s answer (scratch.pool, got nodes, best first) on the
+// thread that searched. A thread steps kBuildInterleave searches in turn (beam_search_interleaved: each
+// one's loads in flight while another scores), and every answer is exactly beam_search's.
+inline constexpr int kBuildInterleave = 4;
+template <typename Fn>
+void search_each_key(const KeyRows& keys, const GraphCsr& snapshot, uint32_t entry, std::span<const uint32_t> which,
+                     int ef, int threads, int64_t chunk, const Fn& on_found) {
+  const int64_t n = snapshot.nodes(), dim = keys.dim;
+  const auto groups = static_cast<int64_t>((which.size() + kBuildInterleave - 1) / kBuildInterleave);
+#pragma omp parallel num_threads(threads) if (groups > 1)
+  {
+    std::vector<std::unique_ptr<SearchScratch>> owned;
+    SearchScratch* scratch[kBuildInterleave];
+    std::span<const uint32_t> entries[kBuildInterleave];
+    for (int i = 0; i < kBuildInterleave; ++i) {
+      owned.push_back(std::make_unique<SearchScratch>(n));
+      scratch[i] = owned.back().get();
+      entries[i] = {&entry, 1};
+    }
+    std::vector<float> queries(static_cast<size_t>(kBuildInterleave * dim));
+    int found[kBuildInterleave];
+#pragma omp for schedule(dynamic, chunk)
+    for (int64_t g = 0; g < groups; ++g) {
+      const size_t first = static_cast<size_t>(g) * kBuildInterleave;
+      const int count = static_cast<int>(std::min<size_t>(kBuildInterleave, which.size() - first));
+      for (int i = 0; i < count; ++i) keys.widen(which[first + i], queries.data() + i * dim);
+      beam_search_interleaved(keys, snapshot, {entries, static_cast<size_t>(count)}, queries.data(), count, ef, 0,
+                              {scratch, static_cast<size_t>(count)}, found, nullptr);
+      for (int i = 0; i < count; ++i) on_found(first + i, *scratch[i], found[i]);
+    }
+  }
+}
+
 // Step 3: connectivity. Each key searches the projected graph with its own vector; the pruned results
 // become edges both ways (up to the degree cap). The searches run in parallel on a frozen snapshot,
 // the edges are applied in key-id order, so the output does not depend on the thread count.
@@ -193,24 +228,21 @@ void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, uin
       searches = std::count_if(in_degree.begin(), in_degree.end(),
                                [&](int32_t d) { return d <= p.connect_max_in_degree; });
     }
-    count_graph_build(n, searches);
-#pragma omp parallel num_threads(threads)
-    {
-      SearchScratch scratch(n);
-      std::vector<float> query(static_cast<size_t>(keys.dim));  // key x widened: it searches as a query
-#pragma omp for schedule(dynamic, 64)
-      for (int64_t x = 0; x < n; ++x) {
-        if (!in_degree.empty() && in_degree[x] > p.connect_max_in_degree) continue;
-        keys.widen(static_cast<uint32_t>(x), query.data());
-        const int got = beam_search(keys, snapshot, {&entry, 1}, query.data(), ef, 0, scratch, nullptr);
-        std::vector<Scored> cands;
-        cands.reserve(static_cast<size_t>(got));
-        for (int i = 0; i < got; ++i) {
-          if (scratch.pool[i].id != static_cast<uint32_t>(x)) cands.push_back(scratch.pool[i]);
-        }
-        found[x] = occlusion_prune(keys, norms, static_cast<uint32_t>(x), cands, p.M, p);
-      }
+    std::vector<uint32_t> searching;  // the keys that search, in id order
+    searching.reserve(static_cast<size_t>(searches));
+    for (int64_t x = 0; x < n; ++x) {
+      if (in_degree.empty() || in_degree[x] <= p.connect_max_in_degree) searching.push_back(static_cast<uint32_t>(x));
     }
+    count_graph_build(n, searches);
+    search_each_key(keys, snapshot, entry, searching, ef, threads, 16, [&](size_t i, const SearchScratch& s, int got) {
+      const uint32_t x = searching[i];
+      std::vector<Scored> cands;
+      cands.reserve(static_cast<size_t>(got));
+      for (int j = 0; j < got; ++j) {
+        if (s.pool[j].id != x) cands.push_back(s.pool[j]);
+      }
+      found[x] = occlusion_prune(keys, norms, x, cands, p.M, p);
+    });
     // In key order, as a serial pass would: each thread appends to its own lists (id % parts) only.
     for_each_part(threads, [&](uint32_t part, uint32_t parts) {
       for (int64_t x = 0; x < n; ++x) {
@@ -243,17 +275,9 @@ void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, uin
   const GraphCsr snapshot = to_csr(adj, threads);
   const std::vector<uint32_t> lost = unreached_from(snapshot, entry);
   std::vector<uint32_t> source(lost.size(), entry);
-#pragma omp parallel num_threads(threads) if (lost.size() > 1)
-  {
-    SearchScratch scratch(n);
-    std::vector<float> query(static_cast<size_t>(keys.dim));
-#pragma omp for schedule(dynamic, 8)
-    for (size_t i = 0; i < lost.size(); ++i) {
-      keys.widen(lost[i], query.data());
-      const int got = beam_search(keys, snapshot, {&entry, 1}, query.data(), ef, 0, scratch, nullptr);
-      if (got > 0) source[i] = scratch.pool[0].id;  // best reachable match
-    }
-  }
+  search_each_key(keys, snapshot, entry, lost, ef, threads, 2, [&](size_t i, const SearchScratch& s, int got) {
+    if (got > 0) source[i] = s.pool[0].id;  // best reachable match
+  });
   link_unreached(adj, entry, [&](uint32_t u, const std::vector<uint8_t>&) {
     const auto it = std::lower_bound(lost.begin(), lost.end(), u);
     RA_ASSERT(it != lost.end() && *it == u);  // what adj leaves unreached, the snapshot (adj itself) did

@@ -190,12 +190,12 @@ int beam_search_rows(const KeyRows& keys, const Graph& graph, std::span<const ui
 // n independent searches stepped in turn on this thread. Each phase of a walker issues loads that the
 // next phase of the same walker consumes, and the other walkers' phases run in between: the record of
 // the next node (prefetched by score), its neighbour list (by next), its neighbours' rows (by expand).
-template <typename E>
-void beam_search_interleaved_rows(const KeyRows& keys, const GraphAdjacency& graph,
+template <typename E, typename Graph>
+void beam_search_interleaved_rows(const KeyRows& keys, const Graph& graph,
                                   std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
                                   int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats,
                                   int expand) {
-  using Walker = BeamWalker<E, GraphAdjacency>;
+  using Walker = BeamWalker<E, Graph>;
   constexpr int kMax = kThreadScratchSlots;
   RA_REQUIRE(n >= 1 && n <= kMax, "beam search: {} interleaved searches (1 to {})", n, kMax);
   std::optional<Walker> w[kMax];
@@ -366,16 +366,31 @@ void beam_search_group(const KeyRows& keys, const GraphAdjacency& graph, std::sp
   });
 }
 
-void beam_search_interleaved(const KeyRows& keys, const GraphAdjacency& graph,
-                             std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
-                             int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats,
-                             int expand) {
+namespace {
+template <typename Graph>
+void interleaved(const KeyRows& keys, const Graph& graph, std::span<const std::span<const uint32_t>> entries,
+                 const float* qs, int n, int ef, int keep, std::span<SearchScratch* const> scratch, int* found,
+                 SearchStats* stats, int expand) {
   RA_REQUIRE(entries.size() >= static_cast<size_t>(n) && scratch.size() >= static_cast<size_t>(n),
              "beam search: {} interleaved searches with {} entry lists and {} scratches", n, entries.size(),
              scratch.size());
   with_search_elem(keys.dtype, [&](auto e) {
     beam_search_interleaved_rows<decltype(e)>(keys, graph, entries, qs, n, ef, keep, scratch, found, stats, expand);
   });
+}
+}  // namespace
+
+void beam_search_interleaved(const KeyRows& keys, const GraphAdjacency& graph,
+                             std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
+                             int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats,
+                             int expand) {
+  interleaved(keys, graph, entries, qs, n, ef, keep, scratch, found, stats, expand);
+}
+
+void beam_search_interleaved(const KeyRows& keys, const GraphCsr& csr,
+                             std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
+                             int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats) {
+  interleaved(keys, csr, entries, qs, n, ef, keep, scratch, found, stats, 1);
 }
 
 int beam_search(const KeyRows& keys, const GraphCsr& csr, std::span<const uint32_t> entries, const float* q,

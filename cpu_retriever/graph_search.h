@@ -203,6 +203,10 @@ void beam_search_interleaved(const KeyRows& keys, const GraphAdjacency& graph,
                              std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
                              int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats,
                              int expand = 1);
+// The same over a GraphCsr (the build's frozen snapshots), one node per step.
+void beam_search_interleaved(const KeyRows& keys, const GraphCsr& csr,
+                             std::span<const std::span<const uint32_t>> entries, const float* qs, int n, int ef,
+                             int keep, std::span<SearchScratch* const> scratch, int* found, SearchStats* stats);
 
 // The same over one float32 key block (keys: [csr.nodes()][dim]), answering the best ef.
 inline int beam_search(const float* keys, int64_t dim, const GraphCsr& csr, std::span<const uint32_t> entries,
