@@ -201,12 +201,50 @@ void search_each_key(const KeyRows& keys, const GraphCsr& snapshot, uint32_t ent
   }
 }
 
-// Step 3: connectivity. Each key searches the projected graph with its own vector; the pruned results
-// become edges both ways (up to the degree cap). The searches run in parallel on a frozen snapshot,
-// the edges are applied in key-id order, so the output does not depend on the thread count.
-// Then a BFS from the entry point links every unreached node from its best reachable match.
+// Step 3 with GraphBuildParams::connect_query_lists = T > 0: each connecting key's candidates are the
+// top lists of the T training queries that score it best (exact, by BLAS over blocks of connecting
+// keys), scored against it and pruned, in place of a search. found[x] as the search gives it.
+void connect_from_query_lists(const KeyRows& keys, const float* norms, std::span<const uint32_t> connecting,
+                              const float* queries, int64_t nq, const int64_t* topk, int64_t width, int64_t n,
+                              Lists& found, const GraphBuildParams& p, int threads) {
+  constexpr int64_t kBlock = 16384;  // connecting keys per GEMM: bounds the widened rows to 8 MiB at dim 128
+  const int64_t dim = keys.dim, m = static_cast<int64_t>(connecting.size());
+  const int t = static_cast<int>(std::min<int64_t>(p.connect_query_lists, nq));
+  std::vector<float> rows(static_cast<size_t>(std::min(m, kBlock) * dim));
+  std::vector<int64_t> best(static_cast<size_t>(std::min(m, kBlock) * t));
+  std::vector<float> best_scores(best.size());
+  for (int64_t b0 = 0; b0 < m; b0 += kBlock) {
+    const int64_t rows_n = std::min(kBlock, m - b0);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t i = 0; i < rows_n; ++i) keys.widen(connecting[static_cast<size_t>(b0 + i)], rows.data() + i * dim);
+    blas_top_k_batch(rows.data(), rows_n, queries, nq, dim, t, best.data(), best_scores.data(), threads);
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads) if (threads > 1)
+    for (int64_t i = 0; i < rows_n; ++i) {
+      const uint32_t x = connecting[static_cast<size_t>(b0 + i)];
+      std::vector<uint32_t> ids;
+      ids.reserve(static_cast<size_t>(t * width));
+      for (int j = 0; j < t; ++j) {
+        const int64_t q = best[static_cast<size_t>(i * t + j)];
+        if (q < 0) continue;
+        for (int64_t c = 0; c < width; ++c) {
+          const int64_t id = topk[q * width + c];
+          if (id >= 0 && id < n) ids.push_back(static_cast<uint32_t>(id));
+        }
+      }
+      found[x] = occlusion_prune(keys, norms, x, score_rows(keys, x, std::move(ids)), p.M, p);
+    }
+  }
+}
+
+// Step 3: connectivity. The keys the projection left with few in-edges (connect_max_in_degree; -1:
+// every key) search the projected graph with their own vectors, or take their best training queries'
+// lists (connect_from_query_lists); the pruned results become edges both ways (up to the degree cap).
+// The searches run in parallel on a frozen snapshot, the edges are applied in key-id order, so the
+// output does not depend on the thread count. Then a BFS from the entry point links every unreached
+// node from its best reachable match.
 void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, uint32_t entry,
-             const GraphBuildParams& p, int threads) {
+             const GraphBuildParams& p, int threads, const float* queries, int64_t nq, const int64_t* topk,
+             int64_t width) {
   const size_t cap = static_cast<size_t>(p.degree_cap > 0 ? p.degree_cap : 2 * p.M);
   const int ef = std::max(p.ef_construction, p.M);
   {
@@ -228,21 +266,25 @@ void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, uin
       searches = std::count_if(in_degree.begin(), in_degree.end(),
                                [&](int32_t d) { return d <= p.connect_max_in_degree; });
     }
-    std::vector<uint32_t> searching;  // the keys that search, in id order
-    searching.reserve(static_cast<size_t>(searches));
+    std::vector<uint32_t> connecting;  // in id order
+    connecting.reserve(static_cast<size_t>(searches));
     for (int64_t x = 0; x < n; ++x) {
-      if (in_degree.empty() || in_degree[x] <= p.connect_max_in_degree) searching.push_back(static_cast<uint32_t>(x));
+      if (in_degree.empty() || in_degree[x] <= p.connect_max_in_degree) connecting.push_back(static_cast<uint32_t>(x));
     }
     count_graph_build(n, searches);
-    search_each_key(keys, snapshot, entry, searching, ef, threads, 16, [&](size_t i, const SearchScratch& s, int got) {
-      const uint32_t x = searching[i];
-      std::vector<Scored> cands;
-      cands.reserve(static_cast<size_t>(got));
-      for (int j = 0; j < got; ++j) {
-        if (s.pool[j].id != x) cands.push_back(s.pool[j]);
-      }
-      found[x] = occlusion_prune(keys, norms, x, cands, p.M, p);
-    });
+    if (p.connect_query_lists > 0 && nq > 0 && topk != nullptr) {
+      connect_from_query_lists(keys, norms, connecting, queries, nq, topk, width, n, found, p, threads);
+    } else {
+      search_each_key(keys, snapshot, entry, connecting, ef, threads, 16, [&](size_t i, const SearchScratch& s, int got) {
+        const uint32_t x = connecting[i];
+        std::vector<Scored> cands;
+        cands.reserve(static_cast<size_t>(got));
+        for (int j = 0; j < got; ++j) {
+          if (s.pool[j].id != x) cands.push_back(s.pool[j]);
+        }
+        found[x] = occlusion_prune(keys, norms, x, cands, p.M, p);
+      });
+    }
     // In key order, as a serial pass would: each thread appends to its own lists (id % parts) only.
     for_each_part(threads, [&](uint32_t part, uint32_t parts) {
       for (int64_t x = 0; x < n; ++x) {
@@ -552,7 +594,7 @@ BuiltGraph build_graph(const KeyRows& keys, int64_t n, const float* queries, int
   }
   BuiltGraph g;
   g.entry = choose_entry(keys, n, queries, nq, threads);
-  connect(keys, norms.data(), n, adj, g.entry, params, threads);
+  connect(keys, norms.data(), n, adj, g.entry, params, threads, queries, nq, topk, width);
   if (params.repair_ef > 0 && nq > 0) {
     const GraphBuildStepTimer timer(&GraphBuildSteps::repair);
     repair(keys, n, keys.dim, adj, spread_entries(g.entry, params.entry_samples, n), queries, nq, topk, width, params,

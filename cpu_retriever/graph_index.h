@@ -79,6 +79,13 @@ struct GraphBuildParams {
   // every beam on the 16K needle dump, 22% fewer rows per search and a 4x shorter build tail at 128K
   // (docs/perf.md, thirteenth round).
   int connect_max_in_degree = 0;
+  // > 0: a connecting key does not search; its candidates are the top lists of the connect_query_lists
+  // training queries that score it best (exact, one GEMM), pruned. Where the training queries are sparse
+  // among the keys (2,048 per head at 128K), a connecting key's search on the projected graph finds poor
+  // neighbours; on the 16K needle dump with 1.6% of positions training (128K's density), recall 0.90 costs
+  // 9.8% of keys scanned with 1 against never below 1.0 with 0 (search); at 13% density both are equal
+  // (docs/retrieval.md, "Connecting keys from the training lists"). 0: search (ef_construction).
+  int connect_query_lists = 1;
   // Query-guided repair after the build: every repair_stride-th training query searches the graph with
   // beam repair_ef; each of its exact top-repair_k keys the search missed gets an edge from the found key
   // nearest to it (up to degree_cap + repair_extra). 0 = off.

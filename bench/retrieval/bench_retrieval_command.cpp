@@ -190,6 +190,10 @@ void add_bench_retrieval_command(CLI::App& bench) {
       ->capture_default_str();
   cmd->add_option("--graph-ef-construction", args->config.graph_ef_construction, "Beam of the connectivity self-searches")
       ->capture_default_str();
+  cmd->add_option("--graph-connect-query-lists", args->config.graph_connect_query_lists,
+                  "Connecting keys take the lists of the T training queries that score them best instead of searching (0: search)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--graph-connect-max-in-degree", args->config.graph_connect_max_in_degree,
                   "Connectivity self-searches only for keys with at most this many in-edges after the projection "
                   "(0: keys no training list reached; -1: every key)")

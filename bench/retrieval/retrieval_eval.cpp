@@ -379,6 +379,7 @@ void run_retrieval_layer(const LayerQkv& layer, const RetrievalBenchConfig& conf
     gp.degree_cap = config.graph_degree_cap;
     gp.ef_construction = config.graph_ef_construction;
     gp.connect_max_in_degree = config.graph_connect_max_in_degree;
+    gp.connect_query_lists = config.graph_connect_query_lists;
     gp.entry_samples = config.graph_entry_samples;
     gp.pivots = config.graph_pivots;
     gp.pivot_span = config.graph_pivot_span;

@@ -43,6 +43,7 @@ struct RetrievalBenchConfig {
   bool graph_fill = false;          // fill pruned lists back up to M
   int graph_degree_cap = 0;         // 0 = 2 * M
   int graph_ef_construction = 64;
+  int graph_connect_query_lists = 1;    // GraphBuildParams::connect_query_lists
   int graph_connect_max_in_degree = 0;  // GraphBuildParams::connect_max_in_degree
   int graph_entry_samples = 32;
   int graph_pivots = 8;             // GraphBuildParams::pivots

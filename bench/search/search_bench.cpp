@@ -8,7 +8,7 @@
 //
 //   ra-bench-search [--context 131072] [--shards 8] [--heads-per-layer 8] [--group 4] [--train 2048]
 //                   [--k 100] [--ef 0] [--warm 2] [--threads 4[,8,...]] [--pin 0|1] [--interleave 1,2]
-//                   [--layers 256] [--rounds 3] [--dim 128] [--efc 32] [--connect-max-in 0] [--seed 1] [--navigation exact,int8]
+//                   [--layers 256] [--rounds 3] [--dim 128] [--efc 32] [--connect-max-in 0] [--connect-query-lists 1] [--seed 1] [--navigation exact,int8]
 //                   [--expand 1,2] [--grouped 0,2,4] [--query-corr R] [--tail T] [--kv-dtype bf16]
 //                   [--json FILE]
 //
@@ -87,6 +87,7 @@ struct Options {
   int64_t dim = 128;
   int efc = 32;
   int connect_max_in = 0;  // GraphBuildParams::connect_max_in_degree
+  int connect_query_lists = 1;  // GraphBuildParams::connect_query_lists
   int64_t tail = 0;
   uint64_t seed = 1;
   std::string json;
@@ -147,6 +148,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--dim") o.dim = num();
     else if (a == "--efc") o.efc = static_cast<int>(num());
     else if (a == "--connect-max-in") o.connect_max_in = static_cast<int>(num());
+    else if (a == "--connect-query-lists") o.connect_query_lists = static_cast<int>(num());
     else if (a == "--tail") o.tail = static_cast<int64_t>(num());
     else if (a == "--seed") o.seed = static_cast<uint64_t>(num());
     else if (a == "--json") o.json = v;
@@ -218,6 +220,7 @@ int main(int argc, char** argv) {
   params.graph.Kq = 100;
   params.graph.ef_construction = o.efc;
   params.graph.connect_max_in_degree = o.connect_max_in;
+  params.graph.connect_query_lists = o.connect_query_lists;
   params.graph.key_lists_stride = 0;
   params.graph.seed = o.seed;
   params.graph.threads = 0;

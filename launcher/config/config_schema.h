@@ -111,6 +111,10 @@ void visit_fields(V&& v) {
     "Attention-aware graph: only keys with at most N in-edges after the projection search for connectivity "
     "edges (0: the keys no training list reached, the default); -1 = every key (RoarGraph's pass)",
     [](auto& c) -> auto& { return c.index.graph_connect_max_in_degree; });
+  v("index.graph_connect_query_lists",
+    "Attention-aware graph: a connecting key takes the top lists of the N training queries that score it best "
+    "instead of searching the projected graph (better where training queries are sparse); 0 = search",
+    [](auto& c) -> auto& { return c.index.graph_connect_query_lists; });
   v("index.graph_max_train_queries", "Attention-aware graph: training queries per head; 0 = all prefill queries",
     [](auto& c) -> auto& { return c.index.graph_max_train_queries; });
   v("index.graph_warm_history",

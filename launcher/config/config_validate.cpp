@@ -69,6 +69,7 @@ void validate(const RunConfig& c) {
              name(c.mode), ix.ef);
   require_minimums(c, {{"index.nprobe", 0}, {"index.graph_M", 1}, {"index.graph_Kq", 1},
                        {"index.graph_ef_construction", 1}, {"index.graph_connect_max_in_degree", -1},
+                       {"index.graph_connect_query_lists", 0},
                        {"index.graph_max_train_queries", 0},
                        {"index.graph_warm_history", 0}, {"index.graph_key_lists_stride", 0},
                        {"index.graph_heads_per_search", 0}, {"index.graph_interleave", 0}, {"index.ivf_nlist", 0},

@@ -51,6 +51,7 @@ struct IndexConfig {
   int graph_Kq = 100;                 // exact top-Kq keys per training query
   int graph_ef_construction = 64;     // pool of the connectivity beam search at build
   int graph_connect_max_in_degree = 0;  // connectivity searches only for keys with <= N in-edges; -1 = all
+  int graph_connect_query_lists = 1;  // connecting keys take their best N training queries' lists; 0 = search
   int graph_max_train_queries = 0;    // training queries per head; 0 = all prefill queries
   int graph_warm_history = 2;         // seed each search with the head's last N answers; 0 = off
   int graph_key_lists_stride = 1;     // every N-th key also trains the graph as a query; 0 = off

@@ -21,6 +21,7 @@ retriever::RetrieverServiceConfig retriever_service_config(const RunPlan& plan, 
   s.index.graph.Kq = c.index.graph_Kq;
   s.index.graph.ef_construction = c.index.graph_ef_construction;
   s.index.graph.connect_max_in_degree = c.index.graph_connect_max_in_degree;
+  s.index.graph.connect_query_lists = c.index.graph_connect_query_lists;
   s.index.graph.max_train_queries = 0;  // the worker already sent at most graph_max_train_queries
   s.index.graph.threads = plan.retrievers[static_cast<size_t>(rank - 1)].threads;
   // Evicted tokens join each graph's flat tail; past this many a background merge links them in.

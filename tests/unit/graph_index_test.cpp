@@ -183,6 +183,59 @@ TEST(GraphIndex, ConnectOnlyForKeysWithFewInEdges) {
   EXPECT_EQ(edges(by_default), edges(zero)) << "0 is the default: only keys no training list reached search";
 }
 
+// connect_query_lists (the default, 1): a connecting key does not search; it takes the top list of the
+// training query that scores it best. With training queries as sparse as at 128K (here 1.25% of the
+// keys), a key no list reached then links only into that query's list, and the graph still reaches
+// every key and keeps its recall; 0 (search) still builds.
+TEST(GraphIndex, SparseTrainingConnectsKeysThroughTheirBestQueryList) {
+  const OodData d = make_ood(8000, 64, 100, 100, 3);
+  const int64_t nq = 100;
+  GraphBuildParams p;
+  p.seed = 7;
+  p.final_prune = false;  // the lists as connect made them (the final prune keeps a subset)
+  p.key_lists_stride = 0;  // the training queries' lists only, as the 128K runs build
+  ASSERT_EQ(p.connect_query_lists, 1) << "the default";
+  const GraphIndex lists(d.keys.data(), d.n, d.dim, d.train.data(), nq, p);
+  const std::vector<int64_t> top = exact_topk_ip(d.keys.data(), d.n, d.dim, d.train.data(), nq, p.Kq, 1);
+  std::vector<uint8_t> listed(static_cast<size_t>(d.n), 0);
+  for (int64_t id : top) listed[static_cast<size_t>(id)] = 1;
+  const GraphCsr graph = lists.adjacency();
+  int64_t checked = 0, edges = 0, outside = 0;
+  for (int64_t x = 0; x < d.n; ++x) {
+    if (listed[static_cast<size_t>(x)]) continue;
+    // Its best training query, where it is clear of the second (BLAS and this loop may round apart).
+    std::vector<std::pair<double, int64_t>> by_query;
+    for (int64_t q = 0; q < nq; ++q) {
+      double dot = 0;
+      for (int64_t j = 0; j < d.dim; ++j) dot += double(d.keys[x * d.dim + j]) * double(d.train[q * d.dim + j]);
+      by_query.push_back({dot, q});
+    }
+    std::sort(by_query.rbegin(), by_query.rend());
+    if (by_query[0].first - by_query[1].first < 1e-3 * std::abs(by_query[0].first)) continue;
+    const int64_t* list = top.data() + by_query[0].second * p.Kq;
+    for (uint32_t v : graph.out(x)) {
+      ++edges;
+      outside += std::find(list, list + p.Kq, int64_t{v}) == list + p.Kq ? 1 : 0;  // only the reachability repair's
+    }
+    EXPECT_FALSE(graph.out(x).empty()) << "key " << x;
+    ++checked;
+  }
+  EXPECT_GT(checked, d.n / 4) << "most keys are in no list of 100 sparse queries";
+  std::printf("%lld keys in no list: %lld out-edges, %lld of them outside the best query's list\n",
+              static_cast<long long>(checked), static_cast<long long>(edges), static_cast<long long>(outside));
+  EXPECT_LE(outside, edges / 50);  // measured 177 of 27,992
+  EXPECT_EQ(reachable_from_entry(lists), d.n);
+  p.final_prune = true;
+  const GraphIndex pruned(d.keys.data(), d.n, d.dim, d.train.data(), nq, p);
+  p.connect_query_lists = 0;
+  const GraphIndex searched(d.keys.data(), d.n, d.dim, d.train.data(), nq, p);
+  EXPECT_EQ(reachable_from_entry(searched), d.n);
+  const Measured a = measure(pruned, d, 10, 96), b = measure(searched, d, 10, 96);
+  std::printf("1.25%% of keys train: recall@10 ef=96 %.4f scanned %.4f from query lists, %.4f %.4f searched\n",
+              a.recall, a.scanned, b.recall, b.scanned);
+  EXPECT_GE(a.recall, 0.90);
+}
+
 TEST(GraphIndex, L2OcclusionWithFillAlsoWorks) {
   const OodData d = make_ood(3000, 64, 750, 50, 12);
   GraphBuildParams p;
