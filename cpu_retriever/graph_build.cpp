@@ -206,18 +206,25 @@ void search_each_key(const KeyRows& keys, const GraphCsr& snapshot, uint32_t ent
 // keys), scored against it and pruned, in place of a search. found[x] as the search gives it.
 void connect_from_query_lists(const KeyRows& keys, const float* norms, std::span<const uint32_t> connecting,
                               const float* queries, int64_t nq, const int64_t* topk, int64_t width, int64_t n,
-                              Lists& found, const GraphBuildParams& p, int threads) {
+                              KeyQueries given, Lists& found, const GraphBuildParams& p, int threads) {
   constexpr int64_t kBlock = 16384;  // connecting keys per GEMM: bounds the widened rows to 8 MiB at dim 128
   const int64_t dim = keys.dim, m = static_cast<int64_t>(connecting.size());
-  const int t = static_cast<int>(std::min<int64_t>(p.connect_query_lists, nq));
-  std::vector<float> rows(static_cast<size_t>(std::min(m, kBlock) * dim));
+  const int t = static_cast<int>(std::min<int64_t>({p.connect_query_lists, nq, given ? given.width : nq}));
+  std::vector<float> rows(given ? 0 : static_cast<size_t>(std::min(m, kBlock) * dim));
   std::vector<int64_t> best(static_cast<size_t>(std::min(m, kBlock) * t));
   std::vector<float> best_scores(best.size());
   for (int64_t b0 = 0; b0 < m; b0 += kBlock) {
     const int64_t rows_n = std::min(kBlock, m - b0);
+    if (given) {  // the first t of each key's given ids
+      for (int64_t i = 0; i < rows_n; ++i) {
+        const int32_t* ids = given.ids + static_cast<int64_t>(connecting[static_cast<size_t>(b0 + i)]) * given.width;
+        for (int j = 0; j < t; ++j) best[static_cast<size_t>(i * t + j)] = ids[j] >= 0 && ids[j] < nq ? ids[j] : -1;
+      }
+    } else {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t i = 0; i < rows_n; ++i) keys.widen(connecting[static_cast<size_t>(b0 + i)], rows.data() + i * dim);
-    blas_top_k_batch(rows.data(), rows_n, queries, nq, dim, t, best.data(), best_scores.data(), threads);
+      for (int64_t i = 0; i < rows_n; ++i) keys.widen(connecting[static_cast<size_t>(b0 + i)], rows.data() + i * dim);
+      blas_top_k_batch(rows.data(), rows_n, queries, nq, dim, t, best.data(), best_scores.data(), threads);
+    }
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads) if (threads > 1)
     for (int64_t i = 0; i < rows_n; ++i) {
       const uint32_t x = connecting[static_cast<size_t>(b0 + i)];
@@ -244,7 +251,7 @@ void connect_from_query_lists(const KeyRows& keys, const float* norms, std::span
 // node from its best reachable match.
 void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, uint32_t entry,
              const GraphBuildParams& p, int threads, const float* queries, int64_t nq, const int64_t* topk,
-             int64_t width) {
+             int64_t width, KeyQueries key_queries) {
   const size_t cap = static_cast<size_t>(p.degree_cap > 0 ? p.degree_cap : 2 * p.M);
   const int ef = std::max(p.ef_construction, p.M);
   {
@@ -273,7 +280,7 @@ void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, uin
     }
     count_graph_build(n, searches);
     if (p.connect_query_lists > 0 && nq > 0 && topk != nullptr) {
-      connect_from_query_lists(keys, norms, connecting, queries, nq, topk, width, n, found, p, threads);
+      connect_from_query_lists(keys, norms, connecting, queries, nq, topk, width, n, key_queries, found, p, threads);
     } else {
       search_each_key(keys, snapshot, entry, connecting, ef, threads, 16, [&](size_t i, const SearchScratch& s, int got) {
         const uint32_t x = connecting[i];
@@ -580,7 +587,7 @@ void count_graph_build(int64_t keys, int64_t connect_searches) {
 
 BuiltGraph build_graph(const KeyRows& keys, int64_t n, const float* queries, int64_t nq, const int64_t* topk,
                        int64_t width, const GraphBuildParams& params, const int64_t* key_topk, int64_t n_key_lists,
-                       int64_t key_width) {
+                       int64_t key_width, KeyQueries key_queries) {
   RA_REQUIRE(keys.extra == nullptr && keys.n_base >= n, "graph build: {} keys in one block of {}", n, keys.n_base);
   const int threads = resolve_threads(params.threads);
   std::vector<float> norms(static_cast<size_t>(n));  // [n] squared key norms, for L2 occlusion
@@ -594,7 +601,7 @@ BuiltGraph build_graph(const KeyRows& keys, int64_t n, const float* queries, int
   }
   BuiltGraph g;
   g.entry = choose_entry(keys, n, queries, nq, threads);
-  connect(keys, norms.data(), n, adj, g.entry, params, threads, queries, nq, topk, width);
+  connect(keys, norms.data(), n, adj, g.entry, params, threads, queries, nq, topk, width, key_queries);
   if (params.repair_ef > 0 && nq > 0) {
     const GraphBuildStepTimer timer(&GraphBuildSteps::repair);
     repair(keys, n, keys.dim, adj, spread_entries(g.entry, params.entry_samples, n), queries, nq, topk, width, params,

@@ -110,9 +110,10 @@ struct BuiltGraph {
 // keys: the first n rows of one block (no extra rows) of float32, bf16 or f16 (int8 rows: their
 // dequantised float32 copy). A 16-bit row scores exactly as its float32 widening (dot.h), so the graph
 // is the one the widened copy gives, bit for bit, without the copy's memory and bandwidth.
+// key_queries: optional, for connect_query_lists (found by BLAS here when not given).
 BuiltGraph build_graph(const KeyRows& keys, int64_t n, const float* queries, int64_t nq, const int64_t* topk,
                        int64_t width, const GraphBuildParams& params, const int64_t* key_topk = nullptr,
-                       int64_t n_key_lists = 0, int64_t key_width = 0);
+                       int64_t n_key_lists = 0, int64_t key_width = 0, KeyQueries key_queries = {});
 // The same over [n][dim] float32 keys.
 BuiltGraph build_graph(const float* keys, int64_t n, int64_t dim, const float* queries, int64_t nq,
                        const int64_t* topk, int64_t width, const GraphBuildParams& params,

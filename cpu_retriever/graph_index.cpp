@@ -39,12 +39,12 @@ GraphIndex::GraphIndex(const float* keys, int64_t n, int64_t dim, const float* t
              params.append_capacity);
   own_arena_ = std::make_shared<RowArena>(dim, params.append_capacity);
   arena_ = own_arena_;
-  build(KeyRows{keys, n, nullptr, dim}, train_queries, nq, train_topk, topk_width, {});
+  build(KeyRows{keys, n, nullptr, dim}, train_queries, nq, train_topk, topk_width, {}, {});
 }
 
 GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const float* train_queries, int64_t nq,
                        const GraphBuildParams& params, const int64_t* train_topk, int64_t topk_width,
-                       std::span<const int64_t> key_lists)
+                       std::span<const int64_t> key_lists, KeyQueries key_queries)
     : GraphIndex(std::move(rows), n, params) {
   check_params(train_queries, nq, train_topk, topk_width);
   const auto want = static_cast<size_t>(key_list_count(n, params) * std::min<int64_t>(params.Kq, n));
@@ -55,7 +55,8 @@ GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const fl
   if (dtype != KvDtype::kQ8) {
     // float32 or 16-bit rows: the build scores the rows in place (a 16-bit row exactly as its float32
     // widening, dot.h), without a float32 copy of the layer.
-    build(KeyRows{arena_->data(), n, nullptr, dim_, dtype}, train_queries, nq, train_topk, topk_width, key_lists);
+    build(KeyRows{arena_->data(), n, nullptr, dim_, dtype}, train_queries, nq, train_topk, topk_width, key_lists,
+          key_queries);
     return;
   }
   // int8 rows: the build runs on their dequantised copy, and searches score the codes as attention
@@ -65,7 +66,7 @@ GraphIndex::GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const fl
     const GraphBuildStepTimer timer(&GraphBuildSteps::widen);
     keys = arena_->widened(n, params.threads > 0 ? params.threads : omp_get_max_threads());
   }
-  build(KeyRows{keys.data(), n, nullptr, dim_}, train_queries, nq, train_topk, topk_width, key_lists);
+  build(KeyRows{keys.data(), n, nullptr, dim_}, train_queries, nq, train_topk, topk_width, key_lists, key_queries);
 }
 
 void GraphIndex::check_params(const float* train_queries, int64_t nq, const int64_t* train_topk,
@@ -88,7 +89,7 @@ void GraphIndex::check_params(const float* train_queries, int64_t nq, const int6
 }
 
 void GraphIndex::build(const KeyRows& keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
-                       int64_t topk_width, std::span<const int64_t> key_lists) {
+                       int64_t topk_width, std::span<const int64_t> key_lists, KeyQueries key_queries) {
   const GraphBuildParams& params = params_;
   const int64_t n = n_, dim = dim_;
   // Optional seeded subsample of the training queries (rows kept in their original order).
@@ -112,6 +113,7 @@ void GraphIndex::build(const KeyRows& keys, const float* train_queries, int64_t 
     }
     nq = params.max_train_queries;
     queries = sub_q.data();
+    key_queries = {};  // their ids name rows of the whole set
     if (train_topk) topk = sub_topk.data();
   }
 
@@ -144,7 +146,7 @@ void GraphIndex::build(const KeyRows& keys, const float* train_queries, int64_t 
     }
   }
   BuiltGraph g = build_graph(keys, n, queries, nq, topk, topk_width, params,
-                             n_key_lists > 0 ? key_lists.data() : nullptr, n_key_lists, key_width);
+                             n_key_lists > 0 ? key_lists.data() : nullptr, n_key_lists, key_width, key_queries);
   const GraphBuildStepTimer timer(&GraphBuildSteps::finish);
   build_entry_ = g.entry;
   entries_ = spread_entries(n);

@@ -47,6 +47,15 @@ class ShardWriter;
 // How a kept neighbour s occludes a candidate c of pivot p during pruning (see graph_build.cpp).
 enum class Occlusion { kInnerProduct, kL2 };
 
+// Each key's best training queries by inner product, best first: ids [n][width] int32 of training
+// query rows (out-of-range ids are ignored), as the worker's GPU finds them with the training lists
+// (GraphBuildParams::connect_query_lists uses the first min(width, connect_query_lists) of a key's).
+struct KeyQueries {
+  const int32_t* ids = nullptr;
+  int width = 0;
+  explicit operator bool() const { return ids != nullptr && width > 0; }
+};
+
 struct GraphBuildParams {
   int M = 32;                  // max out-degree after the projection and re-pruning
   int Kq = 100;                // neighbours per training query (when top-k lists are computed here)
@@ -127,9 +136,10 @@ class GraphIndex final : public KeyIndex {
   // adopt_next_row. The query heads of a kv group build one index each over the same arena.
   // key_lists: optional key_top_lists(rows [0, n) widened, n, dim, params) (graph_build.h), which
   // depend on the keys only: the group's heads compute them once and share them. Empty: computed here.
+  // key_queries: optional KeyQueries of the keys against the training queries (e.g. from the GPU).
   GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const float* train_queries, int64_t nq,
              const GraphBuildParams& params, const int64_t* train_topk = nullptr, int64_t topk_width = 0,
-             std::span<const int64_t> key_lists = {});
+             std::span<const int64_t> key_lists = {}, KeyQueries key_queries = {});
 
   // Saves the built graph (the format: graph_index_io.cpp): only an index on a shared arena, with no
   // key taken since the build (throws ra::Error otherwise); its rows are the owner's to save.
@@ -233,7 +243,7 @@ class GraphIndex final : public KeyIndex {
   int64_t max_nodes() const;  // ids of every row the index can take: built and appended
   // The build, over the n_ keys (float32, or 16-bit rows scored as their float32 widening).
   void build(const KeyRows& keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
-             int64_t topk_width, std::span<const int64_t> key_lists);
+             int64_t topk_width, std::span<const int64_t> key_lists, KeyQueries key_queries);
   static void check_answers(const float* queries, const int32_t* answers, int answer_width);
   // The arena's next row joins the tail, with its queries and their answers.
   int64_t take_row(const float* queries, int n_queries, const int32_t* answers, int answer_width);

@@ -60,7 +60,7 @@ int64_t HeadShard::init_graphs(const ShardIndexParams& params, GraphBuildParams&
 
 HeadShard::HeadShard(int64_t head_dim, KvDtypes dtypes, KvRows keys, KvRows values, int64_t n,
                      int group_size, const float* train_queries, int64_t n_train, const ShardIndexParams& params,
-                     const int32_t* train_lists, int list_width)
+                     const int32_t* train_lists, int list_width, KeyQueries key_queries)
     : HeadShard(Empty{}, head_dim, dtypes, n, group_size, params) {
   store_.append(keys, values, n);
   if (n == 0) return;
@@ -81,7 +81,8 @@ HeadShard::HeadShard(int64_t head_dim, KvDtypes dtypes, KvRows keys, KvRows valu
         // One graph for the group, trained by all its heads' queries ([group][n_train] rows, in order).
         gp.merge_stagger_key = shard_key;
         indexes_.push_back(std::make_unique<GraphIndex>(store_.keys(), n, train_queries, group_size * n_train, gp,
-                                                        member_lists, width));
+                                                        member_lists, width, std::span<const int64_t>{},
+                                                        key_queries));
         break;
       }
       // The keys' own top lists depend on the keys only: one brute force for the whole group.

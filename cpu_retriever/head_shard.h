@@ -100,9 +100,11 @@ class HeadShard {
   // n may be 0 (a prompt that fits in the GPU's static set): then only the tail is searched.
   // train_lists: optional [group_size][n_train][list_width] int32, each training query's top rows of
   // keys, best first (-1 and rows >= n ignored), e.g. from the GPU; null: the graphs find them.
+  // key_queries: optional, with one graph per kv head: [n] keys' best training rows of the group
+  // ([group_size][n_train] order), GraphBuildParams::connect_query_lists's; empty: the graph finds them.
   HeadShard(int64_t head_dim, KvDtypes dtypes, KvRows keys, KvRows values, int64_t n, int group_size,
             const float* train_queries, int64_t n_train, const ShardIndexParams& params,
-            const int32_t* train_lists = nullptr, int list_width = 0);
+            const int32_t* train_lists = nullptr, int list_width = 0, KeyQueries key_queries = {});
 
   // Saving and loading a built shard (issue 18: `ra serve --load` rebuilds no index; the format is in
   // head_shard_io.cpp). save() appends one record: the parameters the shard was built with, its rows

@@ -315,10 +315,12 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
   const auto bytes = owned.empty() ? int64_t{1} << 40 : static_cast<int64_t>(payload.size());
   RA_REQUIRE(b.n_keys >= 0 && b.n_keys <= bytes && b.n_window >= 0 && b.n_window <= bytes && b.n_train <= bytes &&
                  b.list_width <= bytes && (b.list_width == 0 || b.n_train <= bytes / b.list_width) &&
+                 b.key_query_width <= 64 &&
                  b.first_position >= 0 && b.first_position <= (int64_t{1} << 40),
-             "{}: kBuild for layer {} with n_keys {}, n_window {}, n_train {}, list_width {}, first_position {}: "
-             "counts beyond its {} bytes or a negative position",
-             config_.name, b.layer, b.n_keys, b.n_window, b.n_train, b.list_width, b.first_position, bytes);
+             "{}: kBuild for layer {} with n_keys {}, n_window {}, n_train {}, list_width {}, key_query_width {}, "
+             "first_position {}: counts beyond its {} bytes (or over 64 key queries) or a negative position",
+             config_.name, b.layer, b.n_keys, b.n_window, b.n_train, b.list_width, b.key_query_width, b.first_position,
+             bytes);
   const auto hd = static_cast<size_t>(g.head_dim);
   // Each side's rows in the form they travelled in, taken by the stores as they are (kv_rows.h): no
   // float32 copy of the layer. A form the store cannot take is refused here, before anything is built.
@@ -346,6 +348,8 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
   const float* window_q = r.floats(owned.size() * group * n_window * hd);  // [owned q head][n_window][hd]
   const auto width = static_cast<size_t>(b.list_width);  // [owned q head][n_train][width], found on the GPU
   const int32_t* lists = width > 0 ? r.int32s(owned.size() * group * b.n_train * width) : nullptr;
+  const auto kq_width = static_cast<size_t>(b.key_query_width);  // [owned kv head][n_keys][width], from the GPU
+  const int32_t* key_queries = kq_width > 0 ? r.int32s(owned.size() * static_cast<size_t>(b.n_keys) * kq_width) : nullptr;
   r.expect_end();
 
   // The window tokens' queries, kept until their keys arrive as evictions (graph only).
@@ -377,7 +381,9 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
     layer.push_back(std::make_unique<HeadShard>(g.head_dim, config_.dtype, keys[i], values[i], b.n_keys,
                                                 static_cast<int>(group), train + i * group * b.n_train * hd,
                                                 b.n_train, params, lists ? lists + i * group * b.n_train * width : nullptr,
-                                                static_cast<int>(width)));
+                                                static_cast<int>(width),
+                                                KeyQueries{key_queries ? key_queries + i * b.n_keys * kq_width : nullptr,
+                                                           static_cast<int>(kq_width)}));
   }
   const double seconds = Seconds(transport::SteadyClock::now() - t0).count();
   const std::lock_guard lock(shards_mu_);  // other layers may be building

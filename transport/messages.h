@@ -26,6 +26,10 @@
 //                                     then, when list_width > 0, for each owned query head h:
 //                                       lists [n_train][list_width] int32 (each training query's top key
 //                                         rows, best first, -1 = none; found on the GPU)
+//                                     then, when key_query_width > 0, for each owned kv head:
+//                                       key_queries [n_keys][key_query_width] int32 (each key's best
+//                                         training rows of the kv head's group, [group q head][n_train]
+//                                         order, best first; found on the GPU)
 //   kBuildDone  retriever → worker   BuildDonePayload
 //   kStep       worker → retriever   StepPayload, then
 //                                       q [n_heads][head_dim] float32        (post-RoPE, every head)
@@ -133,6 +137,8 @@ struct BuildPayload {
   uint32_t list_width = 0;     // > 0: each training query's top key rows follow, [owned q head][n_train][width]
   uint16_t key_rows = 0;       // WireRows of the keys: 0 float32, 1 bf16 bits, 2 int8 rows (codes, scale)
   uint16_t value_rows = 0;     // WireRows of the values; a retriever refuses a form its store cannot take
+  uint32_t key_query_width = 0;  // > 0: each key's best training rows follow, [owned kv head][n_keys][width]
+  uint32_t reserved = 0;
 };
 
 struct BuildDonePayload {

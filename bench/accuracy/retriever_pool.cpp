@@ -69,7 +69,8 @@ void RetrieverPool::build(const PrefillCapture& capture, int64_t prompt_tokens) 
   for (int64_t l = 0; l < capture.n_layers(); ++l) {
     client_->send_build(l, capture.first_offloaded(), capture.offloaded(), capture.keys(l), capture.values(l),
                         capture.train_rows(), capture.train_queries(l), capture.window_rows(),
-                        capture.window_queries(l), capture.list_width(), capture.train_lists(l));
+                        capture.window_queries(l), capture.list_width(), capture.train_lists(l),
+                        capture.key_query_width(), capture.key_queries(l));
   }
   client_->wait_builds();
   // Session mode: from here evicted tokens go to tails a rewind drops, the shards keep the build.

@@ -74,9 +74,14 @@ struct TrainListOptions {
   std::vector<int64_t> positions;  // training positions, ascending (every query head trains at each)
   int64_t first = 0, end = 0;      // offloaded positions [first, end): a list's ids are rows of this block
   int width = 0;                   // ids per list; 0 = off
+  // > 0: also each offloaded key's best key_query_width training queries of its kv group, by inner
+  // product (GraphBuildParams::connect_query_lists: a key no list reached links into their lists).
+  int key_query_width = 0;
   // Called on the prefill's thread once per layer, after that layer's qkv_observer chunks: lists:
-  // [n_heads][positions.size()][width] int32, best first, -1 past the block's size. Valid in the call.
-  std::function<void(int64_t layer, const int32_t* lists)> on_layer;
+  // [n_heads][positions.size()][width] int32, best first, -1 past the block's size; key_queries (null
+  // when key_query_width is 0): [n_kv_heads][end - first][key_query_width] int32, ids of the group's
+  // training rows in [group q head][positions.size()] order, best first. Valid in the call.
+  std::function<void(int64_t layer, const int32_t* lists, const int32_t* key_queries)> on_layer;
 };
 
 struct BackendOptions {

@@ -33,6 +33,7 @@ PrefillCapture::PrefillCapture(const ModelConfig& c, int64_t prompt_tokens, int6
   q_.resize(layers);
   wq_.resize(layers);
   lists_.resize(layers);
+  key_queries_.resize(layers);
   started_.assign(layers, 0);
 }
 
@@ -40,7 +41,8 @@ size_t PrefillCapture::layer_bytes() const {
   const size_t kv = static_cast<size_t>(offloaded()) * (k_row_bytes_ + v_row_bytes_);
   const size_t queries = (train_positions_.size() + static_cast<size_t>(window_rows_)) * static_cast<size_t>(q_dim_);
   const size_t list_ids = static_cast<size_t>(n_heads_) * train_positions_.size() * static_cast<size_t>(list_width_);
-  return kv + queries * sizeof(float) + list_ids * sizeof(int32_t);
+  const size_t key_query_ids = static_cast<size_t>(n_kv_heads_ * offloaded() * key_query_width_);
+  return kv + queries * sizeof(float) + (list_ids + key_query_ids) * sizeof(int32_t);
 }
 
 void PrefillCapture::allocate(size_t l) {
@@ -66,26 +68,37 @@ QkvObserver PrefillCapture::observer() {
   return [this](const QkvChunk& chunk) { on_chunk(chunk); };
 }
 
-TrainListOptions PrefillCapture::train_list_options(int width) {
+TrainListOptions PrefillCapture::train_list_options(int width, int key_query_width) {
   TrainListOptions t;
   t.positions = train_positions_;
   t.first = begin_;
   t.end = end_;
   t.width = width;
-  t.on_layer = [this](int64_t layer, const int32_t* lists) { on_lists(layer, lists); };
+  t.key_query_width = key_query_width;
+  t.on_layer = [this](int64_t layer, const int32_t* lists, const int32_t* key_queries) {
+    on_lists(layer, lists, key_queries);
+  };
   return t;
 }
 
-void PrefillCapture::expect_train_lists(int width) {
+void PrefillCapture::expect_train_lists(int width, int key_query_width) {
   RA_REQUIRE(width > 0 && !train_positions_.empty(), "training lists of width {} over {} training positions", width,
              train_positions_.size());
+  RA_REQUIRE(key_query_width >= 0, "{} key queries per key", key_query_width);
   list_width_ = width;
+  key_query_width_ = key_query_width;
 }
 
-void PrefillCapture::on_lists(int64_t layer, const int32_t* lists) {
+void PrefillCapture::on_lists(int64_t layer, const int32_t* lists, const int32_t* key_queries) {
   if (list_width_ == 0) return;  // not expected: the retrievers find their own
   const auto l = static_cast<size_t>(layer);
   lists_[l].assign(lists, lists + static_cast<size_t>(n_heads_) * train_positions_.size() * list_width_);
+  if (key_query_width_ > 0) {
+    const int64_t count = n_kv_heads_ * offloaded() * key_query_width_;
+    RA_REQUIRE(count == 0 || key_queries != nullptr, "prefill capture: layer {} came without the key queries it "
+               "expects", layer);
+    key_queries_[l].assign(key_queries, key_queries + count);
+  }
   if (on_layer_complete) on_layer_complete(layer);
 }
 
@@ -145,6 +158,7 @@ void PrefillCapture::release(int64_t layer) {
   b.q.swap(q_[l]);
   b.wq.swap(wq_[l]);
   std::vector<int32_t>().swap(lists_[l]);
+  std::vector<int32_t>().swap(key_queries_[l]);
   std::lock_guard lock(spare_mutex_);
   if (layer + 1 < n_layers()) spare_.push_back(std::move(b));  // the last layer's go (b's destructor)
 }

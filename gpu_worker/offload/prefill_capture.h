@@ -40,8 +40,8 @@ class PrefillCapture {
   QkvObserver observer();
   // The backend's training lists (BackendOptions::train_lists) for these positions and rows; call
   // expect_train_lists(width) before the prefill when the backend computes them.
-  TrainListOptions train_list_options(int width);
-  void expect_train_lists(int width);
+  TrainListOptions train_list_options(int width, int key_query_width = 0);
+  void expect_train_lists(int width, int key_query_width = 0);
   // Called with each layer's index once all of its rows are in (set before the prefill starts).
   std::function<void(int64_t layer)> on_layer_complete;
 
@@ -63,6 +63,12 @@ class PrefillCapture {
   const int32_t* train_lists(int64_t layer) const {
     return list_width_ > 0 ? lists_[static_cast<size_t>(layer)].data() : nullptr;
   }
+  // Each offloaded key's best training rows of its group, from the backend: [n_kv_heads][offloaded()]
+  // [key_query_width()] int32; null when key_query_width() is 0 (the retrievers find them).
+  int key_query_width() const { return key_query_width_; }
+  const int32_t* key_queries(int64_t layer) const {
+    return key_query_width_ > 0 ? key_queries_[static_cast<size_t>(layer)].data() : nullptr;
+  }
   // Frees a layer's buffers once shipped. Safe while another layer is being captured.
   void release(int64_t layer);  // the shipping thread, while another layer is captured
   // Bytes a layer's buffers take while held.
@@ -72,7 +78,7 @@ class PrefillCapture {
 
  private:
   void on_chunk(const QkvChunk& chunk);
-  void on_lists(int64_t layer, const int32_t* lists);
+  void on_lists(int64_t layer, const int32_t* lists, const int32_t* key_queries);
   void allocate(size_t layer);
 
   // Copies or codes one side's rows of positions [lo, hi) of the chunk into `out` (its row lo - begin_).
@@ -91,8 +97,9 @@ class PrefillCapture {
   std::vector<std::vector<float>> q_, wq_;
   int64_t n_heads_ = 0;
   int list_width_ = 0;
+  int key_query_width_ = 0;
   double copy_seconds_ = 0;
-  std::vector<std::vector<int32_t>> lists_;
+  std::vector<std::vector<int32_t>> lists_, key_queries_;
   std::vector<char> started_;             // [layer]: buffers allocated (a released layer stays started)
   struct LayerBuffers {
     std::vector<std::byte> k, v;

@@ -64,7 +64,7 @@ void PrefillShipper::run() {
       client_.send_build(layer, capture_.first_offloaded(), capture_.offloaded(), capture_.keys(layer),
                          capture_.values(layer), capture_.train_rows(), capture_.train_queries(layer),
                          capture_.window_rows(), capture_.window_queries(layer), capture_.list_width(),
-                         capture_.train_lists(layer));
+                         capture_.train_lists(layer), capture_.key_query_width(), capture_.key_queries(layer));
       capture_.release(layer);
       times_.ship_seconds += seconds_since(t0);
     } catch (...) {

@@ -164,9 +164,12 @@ void RetrievalClient::handshake(uint64_t plan_digest, const std::string& plan_te
 
 void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t n_keys, const std::byte* keys,
                                  const std::byte* values, int64_t n_train, const float* train_q, int64_t n_window,
-                                 const float* window_q, int list_width, const int32_t* lists) {
+                                 const float* window_q, int list_width, const int32_t* lists, int key_query_width,
+                                 const int32_t* key_queries) {
   RA_REQUIRE(list_width >= 0 && (list_width == 0 || lists != nullptr), "send_build: lists of width {} and no ids",
              list_width);
+  RA_REQUIRE(key_query_width >= 0 && (key_query_width == 0 || key_queries != nullptr),
+             "send_build: key queries of width {} and no ids", key_query_width);
   const RetrievalGeometry& g = options_.geometry;
   const int64_t hd = g.head_dim;
   const int64_t q_dim = g.n_heads * hd;
@@ -182,6 +185,7 @@ void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t 
     b.n_keys = n_keys;
     b.n_window = n_window;
     b.list_width = static_cast<uint32_t>(list_width);
+    b.key_query_width = static_cast<uint32_t>(key_query_width);
     b.key_rows = static_cast<uint16_t>(form.key);
     b.value_rows = static_cast<uint16_t>(form.value);
     WireWriter w(out_);
@@ -201,6 +205,11 @@ void RetrievalClient::send_build(int64_t layer, int64_t first_position, int64_t 
     }
     for (int64_t h : owned_q_heads_[r][static_cast<size_t>(layer)]) {  // [owned q head][n_train][width]
       if (list_width > 0) w.put_int32s(lists + h * n_train * list_width, static_cast<size_t>(n_train * list_width));
+    }
+    for (int64_t kv : kv_heads) {  // [owned kv head][n_keys][width] of the [n_kv_heads][n_keys][width] block
+      if (key_query_width > 0) {
+        w.put_int32s(key_queries + kv * n_keys * key_query_width, static_cast<size_t>(n_keys * key_query_width));
+      }
     }
     channels_[r]->send(to_wire(MessageKind::kBuild), ++seq_, out_, deadline);
     stats_.build_bytes += static_cast<int64_t>(out_.size());

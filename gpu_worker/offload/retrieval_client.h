@@ -100,9 +100,12 @@ class RetrievalClient final : public RemoteAttention {
   //                 queries of the tokens still in the window (may be null when n_window == 0)
   //   lists:        [n_heads][n_train][list_width] int32, each training query's top key rows (found on the
   //                 GPU: BackendOptions::train_lists), or null (list_width 0): the retrievers find them
+  //   key_queries:  [n_kv_heads][n_keys][key_query_width] int32, each key's best training rows of its kv
+  //                 group (TrainListOptions::key_query_width), or null (width 0): the retrievers find them
   void send_build(int64_t layer, int64_t first_position, int64_t n_keys, const std::byte* keys, const std::byte* values,
                   int64_t n_train, const float* train_q, int64_t n_window = 0, const float* window_q = nullptr,
-                  int list_width = 0, const int32_t* lists = nullptr);
+                  int list_width = 0, const int32_t* lists = nullptr, int key_query_width = 0,
+                  const int32_t* key_queries = nullptr);
   // Waits for every layer's kBuildDone.
   void wait_builds();
 

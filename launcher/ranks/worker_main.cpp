@@ -94,11 +94,13 @@ int run(transport::MpiSession& mpi, int argc, char** argv) {
   options.observe_kv_rows = client.kv_rows();  // the CUDA backend codes K and V on the GPU
   // The graph's training lists, found by the backend while each layer's keys are resident (the CUDA
   // backend does); otherwise the retrievers find them.
-  if (graph) options.train_lists = capture.train_list_options(c.index.graph_Kq);
+  // With a graph per kv head, also each key's best training queries (index.graph_connect_query_lists).
+  const int key_query_width = graph && c.index.graph_heads_per_search > 0 ? c.index.graph_connect_query_lists : 0;
+  if (graph) options.train_lists = capture.train_list_options(c.index.graph_Kq, key_query_width);
   PrefillShipper shipper(client, capture);  // each layer leaves as soon as the backend has it
   options.static_set = {true, c.sinks, c.window, &client};
   const auto backend = gpu_random ? make_random_backend(mc, c.geometry->seed, options) : make_backend(c.backend, model, options);
-  if (graph && backend->computes_train_lists()) capture.expect_train_lists(c.index.graph_Kq);
+  if (graph && backend->computes_train_lists()) capture.expect_train_lists(c.index.graph_Kq, key_query_width);
 
   std::fprintf(stderr, "%s: model %s (%s), mode %s, %d retrievers over %s\n", kProgram, model.source.c_str(),
                describe(mc).c_str(), std::string(name(c.mode)).c_str(), plan.num_retrievers(),

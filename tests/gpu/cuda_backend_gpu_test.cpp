@@ -463,6 +463,94 @@ TEST(CudaBackend, OffloadedModeWithAnExactRemoteEqualsFullAttention) {
   }
 }
 
+// With a static set and TrainListOptions, the prefill hands each layer's training lists and, with
+// key_query_width, each offloaded key's best training rows of its group (GraphBuildParams::
+// connect_query_lists) to on_layer. Checked against the q and k the observer sees: every id is valid and
+// scores within rounding of the best (the GPU's GEMM rounds differently, so near-ties may go either way).
+TEST(CudaBackend, PrefillFindsTrainingListsAndEachKeysBestTrainingQuery) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (TestModel which : {TestModel::kSyntheticF32, TestModel::kTinyHfBf16}) {
+    const Model model = make_test_model(which);
+    const ModelConfig& c = model.config;
+    const int64_t n = 40, hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
+    const std::vector<int64_t> positions = {3, 9, 15, 21, 27, 33, 39};
+    const auto nt = static_cast<int64_t>(positions.size());
+    const int width = 4, key_width = 2;
+    std::map<int64_t, std::vector<float>> q, k;  // layer -> [n][q_dim], [n][kv_dim]
+    std::map<int64_t, std::pair<std::vector<int32_t>, std::vector<int32_t>>> got;  // layer -> lists, key queries
+    BackendOptions o;
+    o.max_positions = 100;
+    o.cuda_prefill_chunk = 16;
+    ExactRemote remote(c, 4, 8);
+    o.static_set = {true, 4, 8, &remote};
+    o.qkv_observer = [&](const QkvChunk& chunk) {
+      remote.observer()(chunk);
+      q[chunk.layer].insert(q[chunk.layer].end(), chunk.q, chunk.q + chunk.n * c.q_dim());
+      k[chunk.layer].insert(k[chunk.layer].end(), chunk.k, chunk.k + chunk.n * c.kv_dim());
+    };
+    o.train_lists.positions = positions;
+    o.train_lists.first = 4;
+    o.train_lists.end = n - 8;
+    o.train_lists.width = width;
+    o.train_lists.key_query_width = key_width;
+    const int64_t offloaded = o.train_lists.end - o.train_lists.first;
+    o.train_lists.on_layer = [&](int64_t layer, const int32_t* lists, const int32_t* key_queries) {
+      ASSERT_NE(key_queries, nullptr);
+      got[layer] = {std::vector<int32_t>(lists, lists + c.n_heads * nt * width),
+                    std::vector<int32_t>(key_queries, key_queries + c.n_kv_heads * offloaded * key_width)};
+    };
+    auto gpu = make_backend(BackendKind::kCuda, model, o);
+    ASSERT_TRUE(gpu->computes_train_lists());
+    run(*gpu, test_tokens(n, c.vocab_size, 23));
+    ASSERT_EQ(static_cast<int64_t>(got.size()), c.n_layers);
+    const double rel = is_bf16(model) ? 2e-2 : 1e-3;
+    for (const auto& [layer, ids] : got) {
+      const std::vector<float>& ql = q[layer];
+      const std::vector<float>& kl = k[layer];
+      auto dot = [&](int64_t qh, int64_t position, int64_t g, int64_t key) {  // key: offloaded row
+        double s = 0;
+        for (int64_t d = 0; d < hd; ++d) {
+          s += double(ql[position * c.q_dim() + qh * hd + d]) * kl[(o.train_lists.first + key) * c.kv_dim() + g * hd + d];
+        }
+        return s;
+      };
+      for (int64_t g = 0; g < c.n_kv_heads; ++g) {
+        // Each key's best training rows of the group: row m * nt + j is query head g * group + m at positions[j].
+        for (int64_t x = 0; x < offloaded; ++x) {
+          std::vector<double> scores;
+          for (int64_t m = 0; m < group; ++m) {
+            for (int64_t j = 0; j < nt; ++j) scores.push_back(dot(g * group + m, positions[j], g, x));
+          }
+          std::vector<double> sorted = scores;
+          std::sort(sorted.rbegin(), sorted.rend());
+          const double tol = rel * (std::fabs(sorted.front()) + 1e-6);
+          for (int r = 0; r < key_width; ++r) {
+            const int32_t id = ids.second[(g * offloaded + x) * key_width + r];
+            ASSERT_GE(id, 0);
+            ASSERT_LT(id, group * nt);
+            EXPECT_GE(scores[static_cast<size_t>(id)], sorted[static_cast<size_t>(r)] - tol)
+                << "layer " << layer << " kv head " << g << " key " << x << " rank " << r;
+          }
+          EXPECT_NE(ids.second[(g * offloaded + x) * key_width], ids.second[(g * offloaded + x) * key_width + 1]);
+        }
+        // Each training query's best key (the head of its list).
+        for (int64_t m = 0; m < group; ++m) {
+          const int64_t h = g * group + m;
+          for (int64_t j = 0; j < nt; ++j) {
+            double best = -1e300;
+            for (int64_t x = 0; x < offloaded; ++x) best = std::max(best, dot(h, positions[j], g, x));
+            const int32_t first = ids.first[(h * nt + j) * width];
+            ASSERT_GE(first, 0);
+            ASSERT_LT(first, offloaded);
+            EXPECT_GE(dot(h, positions[j], g, first), best - rel * (std::fabs(best) + 1e-6))
+                << "layer " << layer << " head " << h << " training row " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(CudaBackend, TimingHooksRunFromAFilledCache) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   const Model model = make_test_model(TestModel::kTinyHfBf16);

@@ -56,6 +56,8 @@ struct Split {
   // graph: the worker finds the training lists (as the CUDA backend does, here by brute force on the
   // captured layer) and ships them with the layer (BackendOptions::train_lists).
   bool lists_from_worker = false;
+  int64_t max_train_queries = 0;  // graph: training positions per head the worker ships (0: every one)
+  int key_lists_stride = 1;       // graph: GraphBuildParams::key_lists_stride (0: the training lists only)
   int merge_threshold = 4;  // graph: evicted tokens are merged into the graphs during the run (0 = never)
   retriever::KvDtypes store = retriever::KvDtype::kF32;  // the retrievers' KV store
   KvWireFormat wire;                                     // kBuild's keys and values: f32, bf16 or int8 rows
@@ -108,6 +110,28 @@ std::vector<int32_t> exact_lists(const PrefillCapture& cap, const ModelConfig& c
   return lists;
 }
 
+// Each offloaded key's best `width` training rows of its kv group ([group q head][n_train] order), as
+// the CUDA backend finds them (TrainListOptions::key_query_width): [n_kv_heads][offloaded][width].
+std::vector<int32_t> exact_key_queries(const PrefillCapture& cap, const ModelConfig& c, int64_t layer, int width) {
+  const int64_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads, nt = cap.train_rows(), n = cap.offloaded();
+  std::vector<int32_t> out(static_cast<size_t>(c.n_kv_heads * n * width), -1);
+  std::vector<float> keys(static_cast<size_t>(n * hd)), queries(static_cast<size_t>(group * nt * hd));
+  const size_t row = wire_row_bytes(cap.kv_rows().key, hd);
+  for (int64_t g = 0; g < c.n_kv_heads; ++g) {
+    for (int64_t i = 0; i < n; ++i) {
+      decode_wire_rows(cap.kv_rows().key, cap.keys(layer) + (i * c.n_kv_heads + g) * row, 1, hd, &keys[i * hd]);
+    }
+    for (int64_t m = 0; m < group; ++m) {
+      for (int64_t j = 0; j < nt; ++j) {
+        std::copy_n(cap.train_queries(layer) + j * c.q_dim() + (g * group + m) * hd, hd, &queries[(m * nt + j) * hd]);
+      }
+    }
+    const std::vector<int64_t> top = retriever::exact_topk_ip(queries.data(), group * nt, hd, keys.data(), n, width, 1);
+    for (size_t e = 0; e < top.size(); ++e) out[static_cast<size_t>(g * n * width) + e] = static_cast<int32_t>(top[e]);
+  }
+  return out;
+}
+
 // kv head g of every layer goes to retriever g % R.
 std::vector<std::vector<int64_t>> owned(const ModelConfig& c, int r, int R) {
   std::vector<std::vector<int64_t>> layers(static_cast<size_t>(c.n_layers));
@@ -152,6 +176,7 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       cfg.owned_kv_heads = owned(c, r, split.retrievers);
       cfg.index.kind = split.kind;
       cfg.index.graph.merge_threshold = split.merge_threshold;
+      cfg.index.graph.key_lists_stride = split.key_lists_stride;
       cfg.index.warm_history = split.warm_history;
       cfg.index.graph_per_kv_head = split.heads_per_search > 0;
       cfg.search_group = split.heads_per_search;
@@ -188,7 +213,8 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       want.threads = 1;
       EXPECT_EQ(client->reports()[r], want) << "retriever " << r;
     }
-    capture = std::make_unique<PrefillCapture>(c, static_cast<int64_t>(prompt.size()), split.sinks, split.window, 0,
+    capture = std::make_unique<PrefillCapture>(c, static_cast<int64_t>(prompt.size()), split.sinks, split.window,
+                                               split.max_train_queries,
                                                split.kind == IndexKind::kGraph || !split.scan_fractions.empty(),
                                                split.wire);
     options.static_set.remote = client.get();
@@ -208,12 +234,18 @@ Trace run(const Model& model, const std::vector<int32_t>& prompt, int64_t new_to
       };
     }
     if (split.lists_from_worker) {
-      capture->expect_train_lists(kListWidth);
+      // With a graph per kv head, each key's best training query too (connect_query_lists, default 1).
+      const int key_query_width = split.heads_per_search > 0 ? 1 : 0;
+      capture->expect_train_lists(kListWidth, key_query_width);
       options.qkv_observer = [&c, cap = capture.get(), observe = capture->observer(),
-                              lists = capture->train_list_options(kListWidth),
+                              lists = capture->train_list_options(kListWidth, key_query_width), key_query_width,
                               n = static_cast<int64_t>(prompt.size())](const QkvChunk& chunk) {
         observe(chunk);
-        if (chunk.position + chunk.n == n) lists.on_layer(chunk.layer, exact_lists(*cap, c, chunk.layer).data());
+        if (chunk.position + chunk.n == n) {
+          const auto kq = key_query_width > 0 ? exact_key_queries(*cap, c, chunk.layer, key_query_width)
+                                              : std::vector<int32_t>();
+          lists.on_layer(chunk.layer, exact_lists(*cap, c, chunk.layer).data(), kq.empty() ? nullptr : kq.data());
+        }
       };
     }
   }
@@ -400,14 +432,18 @@ TEST(PipelineInproc, GraphWithEveryKeyEqualsFull) {
 }
 
 // Training lists found by the worker (as the CUDA backend finds them on the GPU) and shipped with each
-// layer: the retrievers build exactly the graphs they would have built from their own brute force.
+// layer, with each key's best training query where the graph is per kv head: the retrievers build
+// exactly the graphs they would have built from their own brute force. 24 training positions of 600 and
+// no key lists (as the 128K runs), so that many keys are in no list and connect through their best
+// query's (connect_query_lists).
 // (Without background merges, whose timing would make two runs differ.)
 TEST(PipelineInproc, TrainingListsFromTheWorkerBuildTheSameGraphs) {
   const Model model = small_model();
   const auto prompt = prompt_ids(model, 600);
   for (int heads_per_search : {0, 2}) {
     Split own{.enabled = true, .retrievers = 2, .kind = IndexKind::kGraph, .top_k = 16,
-              .heads_per_search = heads_per_search, .merge_threshold = 0};
+              .heads_per_search = heads_per_search, .max_train_queries = 24, .key_lists_stride = 0,
+              .merge_threshold = 0};
     Split shipped = own;
     shipped.lists_from_worker = true;
     const Trace a = run(model, prompt, 12, own);

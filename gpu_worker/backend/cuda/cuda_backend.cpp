@@ -176,6 +176,11 @@ struct PrefillBuffers {
   DeviceBuffer<int32_t> lists;
   PinnedBuffer<int32_t> lists_h;
   int64_t score_rows = 0;  // rows of train_scores
+  // With key_query_width: each offloaded key's best training rows of its group [n_kv_heads][offloaded]
+  // [key_query_width] int32 (scored in train_scores too, key_rows keys at a time), and their host copy.
+  DeviceBuffer<int32_t> key_queries;
+  PinnedBuffer<int32_t> key_queries_h;
+  int64_t key_rows = 0;
 };
 
 template <typename T>
@@ -693,6 +698,7 @@ class CudaBackend final : public Backend {
   bool lists_enabled() const {
     // Wider lists than the selection kernel takes are left to the retrievers.
     return static_set_.enabled && train_lists_.width > 0 && train_lists_.width <= kMaxTrainListWidth &&
+           train_lists_.key_query_width >= 0 && train_lists_.key_query_width <= kMaxTrainListWidth &&
            train_lists_.on_layer && !train_lists_.positions.empty();
   }
 
@@ -714,6 +720,13 @@ class CudaBackend final : public Backend {
     const size_t list_ids = static_cast<size_t>(m.n_heads) * nt * static_cast<size_t>(t.width);
     b.lists = DeviceBuffer<int32_t>(list_ids, "training lists");
     b.lists_h = PinnedBuffer<int32_t>(list_ids, "training lists");
+    if (t.key_query_width > 0) {
+      // The same score buffer, a block of keys against all of the group's training rows at a time.
+      b.key_rows = std::max<int64_t>(1, b.train_scores.size() / static_cast<size_t>(std::max<int64_t>(1, group_rows)));
+      const size_t ids = static_cast<size_t>(m.n_kv_heads * offloaded * t.key_query_width);
+      b.key_queries = DeviceBuffer<int32_t>(ids, "key queries");
+      b.key_queries_h = PinnedBuffer<int32_t>(ids, "key queries");
+    }
     RA_CUDA_CHECK(cudaMemcpyAsync(b.train_positions.get(), t.positions.data(), nt * sizeof(int64_t),
                                   cudaMemcpyHostToDevice, stream_->get()));
   }
@@ -753,8 +766,34 @@ class CudaBackend final : public Backend {
       }
     }
     RA_CUDA_CHECK(cudaMemcpyAsync(b.lists_h.get(), b.lists.get(), b.lists.bytes(), cudaMemcpyDeviceToHost, s));
+    if (t.key_query_width > 0) compute_key_queries(b, n);
     RA_CUDA_CHECK(cudaStreamSynchronize(s));
-    t.on_layer(layer, b.lists_h.get());
+    t.on_layer(layer, b.lists_h.get(), t.key_query_width > 0 ? b.key_queries_h.get() : nullptr);
+  }
+
+  // Each offloaded key's best key_query_width training rows of its group (GraphBuildParams::
+  // connect_query_lists): per kv head, a block of its keys times the group's training queries, then each
+  // key's top ids; copied to pinned memory on the stream (compute_train_lists synchronises).
+  void compute_key_queries(PrefillBuffers<T>& b, int64_t n) {
+    const ModelConfig& m = c();
+    cudaStream_t s = stream_->get();
+    const TrainListOptions& t = train_lists_;
+    const auto nt = static_cast<int64_t>(t.positions.size());
+    const int64_t hd = m.head_dim, group = m.n_heads / m.n_kv_heads, offloaded = t.end - t.first;
+    const int64_t rows_q = group * nt, width = t.key_query_width;
+    for (int64_t g = 0; g < m.n_kv_heads; ++g) {
+      const T* keys = b.k_scratch.get() + (g * n + t.first) * hd;
+      const T* queries = b.train_q.get() + g * group * nt * hd;
+      int32_t* out = b.key_queries.get() + g * offloaded * width;
+      for (int64_t k0 = 0; k0 < offloaded; k0 += b.key_rows) {
+        const int64_t rows = std::min(b.key_rows, offloaded - k0);
+        gemm_.run<T>(keys + k0 * hd, queries, b.train_scores.get(), rows, rows_q, hd, false, s);
+        RA_CUDA_CHECK(row_top_k(b.train_scores.get(), rows_q, static_cast<int>(rows), static_cast<int>(rows_q),
+                                static_cast<int>(width), out + k0 * width, width, s));
+      }
+    }
+    RA_CUDA_CHECK(cudaMemcpyAsync(b.key_queries_h.get(), b.key_queries.get(), b.key_queries.bytes(),
+                                  cudaMemcpyDeviceToHost, s));
   }
 
   // Moves the sinks and the window of a prefilled prompt of n tokens from the layer's scratch
