@@ -97,7 +97,7 @@ def message(kind, payload):
 
 
 def build(layer, n_keys=10, n_train=3, n_window=4):
-    p = struct.pack("<IIqqqIHH", layer, n_train, 2, n_keys, n_window, 0, 0, 0)  # key_rows, value_rows: f32
+    p = struct.pack("<IIqqqIHHII", layer, n_train, 2, n_keys, n_window, 0, 0, 0, 0, 0)  # f32 rows, no key queries
     p += struct.pack(f"<{KV_HEADS * 2 * n_keys * HD}f", *[((i * 7) % 13 - 6) / 8 for i in range(KV_HEADS * 2 * n_keys * HD)])
     p += struct.pack(f"<{Q_HEADS * (n_train + n_window) * HD}f", *[((i * 5) % 11 - 5) / 8 for i in range(Q_HEADS * (n_train + n_window) * HD)])
     return message(3, p)
