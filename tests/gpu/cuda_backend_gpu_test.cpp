@@ -503,7 +503,7 @@ TEST(CudaBackend, PrefillFindsTrainingListsAndEachKeysBestTrainingQuery) {
     ASSERT_TRUE(gpu->computes_train_lists());
     run(*gpu, test_tokens(n, c.vocab_size, 23));
     ASSERT_EQ(static_cast<int64_t>(got.size()), c.n_layers);
-    const double rel = is_bf16(model) ? 2e-2 : 1e-3;
+    const double rel = is_bf16(model) ? 5e-2 : 1e-3;  // bf16 q and k on the GPU, float32 here
     for (const auto& [layer, ids] : got) {
       const std::vector<float>& ql = q[layer];
       const std::vector<float>& kl = k[layer];
