@@ -66,6 +66,11 @@ TEST(TrainListsGpu, RowTopKEqualsAStableSort) {
   check_top_k(8, 3000, 256, 2, 4);       // the widest list, two values
   check_top_k(8, 50, 100, 0, 5);         // fewer keys than k: -1 padding
   check_top_k(4, 1, 1, 0, 6);
+  // k = 1 (each key's best training query) takes its own one-pass kernel: the same picks.
+  check_top_k(1000, 8192, 1, 0, 7);    // the 128K runs' key-query rows: 4 heads x 2,048 training queries
+  check_top_k(64, 4096, 1, 3, 8);      // three values: the best is tied, the lowest column wins
+  check_top_k(5, 130000, 1, 0, 9);
+  check_top_k(9, 33, 1, 0, 10);        // a row shorter than two warp strides, rows not a multiple of 8
 }
 
 TEST(TrainListsGpu, RowTopKHandlesNegativeZeroAndInfinities) {
@@ -77,6 +82,10 @@ TEST(TrainListsGpu, RowTopKHandlesNegativeZeroAndInfinities) {
   RA_CUDA_CHECK(cuda::row_top_k(d_scores.get(), 8, 1, 8, 5, d_out.get(), 5, nullptr));
   RA_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_EQ(d_out.download(), (std::vector<int32_t>{3, 2, 5, 6, 0}));
+  DeviceArray<int32_t> d_best(1);  // k = 1: +inf wins, through the one-pass kernel
+  RA_CUDA_CHECK(cuda::row_top_k(d_scores.get(), 8, 1, 8, 1, d_best.get(), 1, nullptr));
+  RA_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(d_best.download(), (std::vector<int32_t>{3}));
 }
 
 TEST(TrainListsGpu, GatherTrainQueriesCopiesTheChunksTrainingRows) {
