@@ -123,14 +123,14 @@ void GraphIndex::build(const KeyRows& keys, const float* train_queries, int64_t 
   const bool need_lists = topk == nullptr || (n_key_lists > 0 && key_lists.empty());
   if (need_lists) {
     // Lists not given (the worker's GPU finds them in the pipeline) are found here, by BLAS on float32:
-    // 16-bit rows are widened for it (exactly), and the copy is gone before the graph is built.
+    // 16-bit rows (the arena's: only float32 keys come from elsewhere) are widened for it, exactly, and
+    // the copy is gone before the graph is built.
     std::vector<float> widened;
     const float* f32 = static_cast<const float*>(keys.base);
     if (keys.dtype != KvDtype::kF32) {
+      RA_ASSERT(keys.base == arena_->data());
       const GraphBuildStepTimer timer(&GraphBuildSteps::widen);
-      widened.resize(static_cast<size_t>(n * dim));
-#pragma omp parallel for schedule(static) num_threads(params.threads > 0 ? params.threads : omp_get_max_threads())
-      for (int64_t i = 0; i < n; ++i) keys.widen(static_cast<uint32_t>(i), widened.data() + i * dim);
+      widened = arena_->widened(n, params.threads > 0 ? params.threads : omp_get_max_threads());
       f32 = widened.data();
     }
     const GraphBuildStepTimer timer(&GraphBuildSteps::lists);

@@ -147,7 +147,7 @@ struct KeyRows {
   // Key v widened to float32: out [dim].
   void widen(uint32_t v, float* out) const { widen_row(dtype, row_data(v), dim, out); }
   // Whether key a · key b equals score(a widened, b) bit for bit (float32 and 16-bit rows: dot.h widens
-  // exactly, in one order), so that dots_of can stand for dot. Not so for int8 KV rows.
+  // exactly, in one order), so that scores() of a widened key can stand for dot. Not so for int8 KV rows.
   bool dot_is_widened_score() const { return dtype != KvDtype::kQ8 && dtype != KvDtype::kI8; }
   // out[i] = score(a, ids[i]) for i < count: four rows at a time (dot_row_x4), independent add chains
   // instead of one row's, so a pruning pass scoring a key against many is not bound by add latency.

@@ -315,12 +315,12 @@ transport::BuildDonePayload RetrieverService::build_layer(std::span<const std::b
   const auto bytes = owned.empty() ? int64_t{1} << 40 : static_cast<int64_t>(payload.size());
   RA_REQUIRE(b.n_keys >= 0 && b.n_keys <= bytes && b.n_window >= 0 && b.n_window <= bytes && b.n_train <= bytes &&
                  b.list_width <= bytes && (b.list_width == 0 || b.n_train <= bytes / b.list_width) &&
-                 b.key_query_width <= 64 &&
+                 b.key_query_width <= transport::kMaxKeyQueryWidth &&
                  b.first_position >= 0 && b.first_position <= (int64_t{1} << 40),
              "{}: kBuild for layer {} with n_keys {}, n_window {}, n_train {}, list_width {}, key_query_width {}, "
-             "first_position {}: counts beyond its {} bytes (or over 64 key queries) or a negative position",
+             "first_position {}: counts beyond its {} bytes (or over {} key queries) or a negative position",
              config_.name, b.layer, b.n_keys, b.n_window, b.n_train, b.list_width, b.key_query_width, b.first_position,
-             bytes);
+             bytes, transport::kMaxKeyQueryWidth);
   const auto hd = static_cast<size_t>(g.head_dim);
   // Each side's rows in the form they travelled in, taken by the stores as they are (kv_rows.h): no
   // float32 copy of the layer. A form the store cannot take is refused here, before anything is built.

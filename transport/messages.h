@@ -128,6 +128,9 @@ struct RetrieverReportPayload {
   uint64_t text_bytes = 0;     // bytes of JSON text that follow
 };
 
+// The most best training queries per key a kBuild carries (index.graph_connect_query_lists's bound).
+inline constexpr uint32_t kMaxKeyQueryWidth = 64;
+
 struct BuildPayload {
   uint32_t layer = 0;
   uint32_t n_train = 0;        // training queries per owned query head
@@ -137,7 +140,8 @@ struct BuildPayload {
   uint32_t list_width = 0;     // > 0: each training query's top key rows follow, [owned q head][n_train][width]
   uint16_t key_rows = 0;       // WireRows of the keys: 0 float32, 1 bf16 bits, 2 int8 rows (codes, scale)
   uint16_t value_rows = 0;     // WireRows of the values; a retriever refuses a form its store cannot take
-  uint32_t key_query_width = 0;  // > 0: each key's best training rows follow, [owned kv head][n_keys][width]
+  uint32_t key_query_width = 0;  // > 0 (<= kMaxKeyQueryWidth): each key's best training rows follow,
+                                 // [owned kv head][n_keys][width]
   uint32_t reserved = 0;
 };
 

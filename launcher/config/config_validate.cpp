@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "cpu_retriever/kv_dtype.h"
 #include "gpu_worker/model/synthetic_model.h"
+#include "transport/messages.h"
 #include "gpu_worker/model/utf8.h"
 #include "launcher/config/config_schema.h"
 
@@ -76,7 +77,8 @@ void validate(const RunConfig& c) {
                        {"index.hnsw_M", 2}, {"index.build_layers", 1}, {"index.hnsw_ef_construction", 1}, {"retrievers", 0}});
   RA_REQUIRE(std::isfinite(ix.scan_fraction) && ix.scan_fraction >= 0.0f && ix.scan_fraction <= 1.0f,
              "index.scan_fraction must be in [0, 1] (0 = off; got {})", ix.scan_fraction);
-  RA_REQUIRE(ix.graph_connect_query_lists <= 64, "index.graph_connect_query_lists must be 0 to 64 (got {})",
+  RA_REQUIRE(ix.graph_connect_query_lists <= static_cast<int>(transport::kMaxKeyQueryWidth),
+             "index.graph_connect_query_lists must be 0 to {} (got {})", transport::kMaxKeyQueryWidth,
              ix.graph_connect_query_lists);
   RA_REQUIRE(ix.graph_expand >= 1 && ix.graph_expand <= 4, "index.graph_expand must be 1 to 4 (got {})",
              ix.graph_expand);
