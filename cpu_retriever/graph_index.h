@@ -89,10 +89,10 @@ struct GraphBuildParams {
   // (docs/perf.md, thirteenth round).
   int connect_max_in_degree = 0;
   // > 0: a connecting key does not search; its candidates are the top lists of the connect_query_lists
-  // training queries that score it best (exact, one GEMM), pruned. Where the training queries are sparse
+  // training queries that score it best (exact: one GEMM here, or KeyQueries from the GPU), pruned. Where the training queries are sparse
   // among the keys (2,048 per head at 128K), a connecting key's search on the projected graph finds poor
   // neighbours; on the 16K needle dump with 1.6% of positions training (128K's density), recall 0.90 costs
-  // 9.8% of keys scanned with 1 against never below 1.0 with 0 (search); at 13% density both are equal
+  // 9.8% of keys scanned with 1, and 0 (search) never reaches it (0.87 at 14.4%); at 13% density both are equal
   // (docs/retrieval.md, "Connecting keys from the training lists"). 0: search (ef_construction).
   int connect_query_lists = 1;
   // Query-guided repair after the build: every repair_stride-th training query searches the graph with
