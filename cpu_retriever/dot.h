@@ -98,6 +98,20 @@ inline void dot_row_x4(const float* a, const typename E::T* const* b, int64_t di
   }
 }
 
+// One stored row against four float32 rows: out[r] = dot_row<E>(a[r], b, dim), bitwise (a: 4 rows of
+// [dim]; out: [4]). With a[r] the widened copy of a stored row s_r, out[r] is also dot_row<E>(b widened,
+// s_r): each product is the same pair of floats. Float32, bf16 and f16 rows (what widens exactly).
+template <typename E>
+inline void dot_widened_x4(const typename E::T* b, const float* const* a, int64_t dim, float* out) {
+  static_assert(E::kDtype == KvDtype::kF32 || E::kDtype == KvDtype::kBF16 || E::kDtype == KvDtype::kF16);
+  static const bool simd = cpu_has_simd_dot();
+  if (simd) {
+    if constexpr (E::kDtype == KvDtype::kBF16) return dot_widened_x4_bf16_avx2(b, a, dim, out);
+    if constexpr (E::kDtype == KvDtype::kF16) return dot_widened_x4_f16_avx2(b, a, dim, out);
+  }
+  for (int r = 0; r < 4; ++r) out[r] = dot_row<E>(a[r], b, dim);  // float32: dot_row_f32_avx2 when simd
+}
+
 inline float dot_f32(const float* a, const float* b, int64_t dim) { return dot_row<F32Elem>(a, b, dim); }
 
 }  // namespace ra::retriever

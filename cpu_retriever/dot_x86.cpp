@@ -85,6 +85,29 @@ RA_SIMD_TARGET inline void dot8_x4(const float* a, const typename B::T* const* b
   }
 }
 
+// One stored row against four float32 rows: b is loaded and widened once per eight elements. Each
+// lane's product a[r][j] * b[j] is the product dot8_x4 forms for query b widened and row a[r] (float
+// multiplication commutes), in the same lanes, tail and final order: out[r] is bitwise dot8(a[r], b).
+template <typename B>
+RA_SIMD_TARGET inline void dot8_widened_x4(const typename B::T* b, const float* const* a, int64_t dim, float* out) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  int64_t j = 0;
+  for (; j + 8 <= dim; j += 8) {
+    const __m256 wb = B::load8(b + j);
+    acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(_mm256_loadu_ps(a[0] + j), wb));
+    acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(_mm256_loadu_ps(a[1] + j), wb));
+    acc2 = _mm256_add_ps(acc2, _mm256_mul_ps(_mm256_loadu_ps(a[2] + j), wb));
+    acc3 = _mm256_add_ps(acc3, _mm256_mul_ps(_mm256_loadu_ps(a[3] + j), wb));
+  }
+  const __m256 acc[4] = {acc0, acc1, acc2, acc3};
+  for (int r = 0; r < 4; ++r) {
+    alignas(32) float s[8];
+    _mm256_store_ps(s, acc[r]);
+    for (int64_t t = 0; j + t < dim; ++t) s[t] += a[r][j + t] * B::widen(b[j + t]);
+    out[r] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  }
+}
+
 }  // namespace
 
 bool cpu_has_simd_dot() {
@@ -126,6 +149,12 @@ RA_SIMD_TARGET void dot_row_x4_bf16_avx2(const float* a, const uint16_t* const* 
 RA_SIMD_TARGET void dot_row_x4_f16_avx2(const float* a, const uint16_t* const* b, int64_t dim, float* out) {
   dot8_x4<LoadF16>(a, b, dim, out);
 }
+RA_SIMD_TARGET void dot_widened_x4_bf16_avx2(const uint16_t* b, const float* const* a, int64_t dim, float* out) {
+  dot8_widened_x4<LoadBf16>(b, a, dim, out);
+}
+RA_SIMD_TARGET void dot_widened_x4_f16_avx2(const uint16_t* b, const float* const* a, int64_t dim, float* out) {
+  dot8_widened_x4<LoadF16>(b, a, dim, out);
+}
 RA_SIMD_TARGET float dot_row_i8_avx2(const float* a, const int8_t* b, int64_t dim) {
   return dot8<LoadF32, LoadI8>(a, b, dim);
 }
@@ -144,6 +173,8 @@ float dot_rows_f16_avx2(const uint16_t*, const uint16_t*, int64_t) { __builtin_t
 void dot_row_x4_f32_avx2(const float*, const float* const*, int64_t, float*) { __builtin_trap(); }
 void dot_row_x4_bf16_avx2(const float*, const uint16_t* const*, int64_t, float*) { __builtin_trap(); }
 void dot_row_x4_f16_avx2(const float*, const uint16_t* const*, int64_t, float*) { __builtin_trap(); }
+void dot_widened_x4_bf16_avx2(const uint16_t*, const float* const*, int64_t, float*) { __builtin_trap(); }
+void dot_widened_x4_f16_avx2(const uint16_t*, const float* const*, int64_t, float*) { __builtin_trap(); }
 float dot_row_i8_avx2(const float*, const int8_t*, int64_t) { __builtin_trap(); }
 void dot_row_x4_i8_avx2(const float*, const int8_t* const*, int64_t, float*) { __builtin_trap(); }
 

@@ -32,6 +32,9 @@ float dot_rows_f16_avx2(const uint16_t* a, const uint16_t* b, int64_t dim);
 void dot_row_x4_f32_avx2(const float* a, const float* const* b, int64_t dim, float* out);
 void dot_row_x4_bf16_avx2(const float* a, const uint16_t* const* b, int64_t dim, float* out);
 void dot_row_x4_f16_avx2(const float* a, const uint16_t* const* b, int64_t dim, float* out);
+// One stored row b against four float32 rows a[0..3]: out[r] = dot_row_*_avx2(a[r], b), bitwise.
+void dot_widened_x4_bf16_avx2(const uint16_t* b, const float* const* a, int64_t dim, float* out);
+void dot_widened_x4_f16_avx2(const uint16_t* b, const float* const* a, int64_t dim, float* out);
 
 // The same over int8 navigation rows (navigation_keys.h): a query pre-scaled per channel · int8 codes.
 float dot_row_i8_avx2(const float* a, const int8_t* b, int64_t dim);

@@ -18,24 +18,67 @@
 namespace ra::retriever {
 namespace {
 
-// ids scored against node p (score = p · c), without p and duplicates, best first.
-std::vector<Scored> score_rows(const KeyRows& keys, uint32_t p, std::vector<uint32_t> ids) {
-  std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+// Per-thread buffers of the pruning steps, so that a list's scoring and pruning allocate nothing but
+// the list they return (the build prunes every key's list once or more: malloc was ~6% of it).
+struct PruneScratch {
+  std::vector<uint32_t> ids;      // a list's candidates, deduplicated
+  std::vector<Scored> scored;     // their scores against the pivot
+  std::vector<float> wide;        // one key widened to float32
+  std::vector<float> row_scores;  // scores of one widened key against many
+  std::vector<uint32_t> occluded;
+  std::vector<uint32_t> clean;       // a list's pruned part, sorted (prune_ids' clean)
+  std::vector<uint32_t> kept_other;  // the kept candidates outside it
+  std::vector<float> kept_rows;      // the kept candidates widened, [max_keep][dim]
+  std::vector<const float*> kept_wide, other_wide;  // their rows, in kept and kept_other order
+};
+PruneScratch& prune_scratch() {
+  thread_local PruneScratch scratch;
+  return scratch;
+}
+
+// Whether a candidate list may repeat ids (the union of several lists) or holds each once (one top
+// list, a graph's adjacency): only the first needs the sort that drops duplicates.
+enum class Ids { kMayRepeat, kDistinct };
+
+// ids scored against node p (score = p · c) into out, without p and duplicates, in no particular order
+// (a pruning pass sorts them itself). ids may be reordered.
+void score_candidates(const KeyRows& keys, uint32_t p, std::vector<uint32_t>& ids, Ids kind, std::vector<Scored>& out) {
+  if (kind == Ids::kMayRepeat) {  // sorted ids also visit the rows in address order
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  }
   ids.erase(std::remove(ids.begin(), ids.end(), p), ids.end());
-  std::vector<Scored> out(ids.size());
+  out.resize(ids.size());
   if (keys.dot_is_widened_score()) {  // p widened, then its rows four at a time: the same scores
-    thread_local std::vector<float> wide, scores;
-    wide.resize(static_cast<size_t>(keys.dim));
-    scores.resize(ids.size());
-    keys.widen(p, wide.data());
-    keys.scores(wide.data(), ids.data(), ids.size(), scores.data());
-    for (size_t i = 0; i < ids.size(); ++i) out[i] = {scores[i], ids[i]};
+    PruneScratch& s = prune_scratch();
+    s.wide.resize(static_cast<size_t>(keys.dim));
+    s.row_scores.resize(ids.size());
+    keys.widen(p, s.wide.data());
+    keys.scores(s.wide.data(), ids.data(), ids.size(), s.row_scores.data());
+    for (size_t i = 0; i < ids.size(); ++i) out[i] = {s.row_scores[i], ids[i]};
   } else {
     for (size_t i = 0; i < ids.size(); ++i) out[i] = {keys.dot(p, ids[i]), ids[i]};
   }
-  std::sort(out.begin(), out.end(), better);
-  return out;
+}
+
+std::vector<uint32_t> prune_scored(const KeyRows& keys, const float* norms, uint32_t p, std::vector<Scored>& cands,
+                                   int max_keep, const GraphBuildParams& gp, std::span<const uint32_t> clean = {});
+
+// occlusion_prune(p, its candidates ids scored) without the intermediate lists: ids (reordered here)
+// scored and pruned in the thread's buffers. clean: ids[0, clean) is a list this rule already made for
+// p (with these params, any max_keep), e.g. p's list before edges were appended to it: no two of those
+// occlude each other, so only pairs with another candidate are scored (prune_scored). The kept set is
+// the one a prune of every pair gives.
+std::vector<uint32_t> prune_ids(const KeyRows& keys, const float* norms, uint32_t p, std::vector<uint32_t>& ids,
+                                Ids kind, int max_keep, const GraphBuildParams& gp, size_t clean = 0) {
+  PruneScratch& scratch = prune_scratch();
+  scratch.clean.clear();
+  if (clean > 0 && !gp.fill_pruned) {  // a filled list holds occluded ids: no such guarantee
+    scratch.clean.assign(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(std::min(clean, ids.size())));
+    std::sort(scratch.clean.begin(), scratch.clean.end());
+  }
+  score_candidates(keys, p, ids, kind, scratch.scored);
+  return prune_scored(keys, norms, p, scratch.scored, max_keep, gp, scratch.clean);
 }
 
 int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
@@ -62,9 +105,10 @@ struct TopKLists {
 };
 
 // Step 2: projection of the training queries' top lists (and the keys' own, when given) onto the keys,
-// then reverse edges, then re-pruning of nodes above M.
+// then reverse edges, then re-pruning of nodes above M. clean[x]: how many leading ids of x's list the
+// occlusion rule made for x (prune_ids' clean; 0 for a list kept whole).
 Lists project(const KeyRows& rows, const float* norms, int64_t n, std::span<const TopKLists> sources,
-              const GraphBuildParams& gp, int threads) {
+              const GraphBuildParams& gp, int threads, std::vector<uint16_t>& clean) {
   const int M = gp.M;
   Lists pool(static_cast<size_t>(n));  // candidates gathered per pivot, in list order
   // Each thread gathers for its own pivots (id % parts) from every list, so every pool holds its
@@ -86,8 +130,9 @@ Lists project(const KeyRows& rows, const float* norms, int64_t n, std::span<cons
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
   for (int64_t p = 0; p < n; ++p) {
     if (pool[p].empty()) continue;
-    adj[p] = occlusion_prune(rows, norms, static_cast<uint32_t>(p),
-                             score_rows(rows, static_cast<uint32_t>(p), std::move(pool[p])), M, gp);
+    adj[p] = prune_ids(rows, norms, static_cast<uint32_t>(p), pool[p], Ids::kMayRepeat, M, gp);
+    std::vector<uint32_t>().swap(pool[p]);
+    clean[p] = static_cast<uint16_t>(adj[p].size());
   }
   Lists rev(static_cast<size_t>(n));
   for_each_part(threads, [&](uint32_t part, uint32_t parts) {
@@ -100,14 +145,23 @@ Lists project(const KeyRows& rows, const float* norms, int64_t n, std::span<cons
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
   for (int64_t c = 0; c < n; ++c) {
     if (rev[c].empty()) continue;
-    std::vector<uint32_t> ids = adj[c];
+    PruneScratch& scratch = prune_scratch();
+    std::vector<uint32_t>& ids = scratch.ids;
+    ids.assign(adj[c].begin(), adj[c].end());
     ids.insert(ids.end(), rev[c].begin(), rev[c].end());
-    auto scored = score_rows(rows, static_cast<uint32_t>(c), std::move(ids));
+    scratch.clean.clear();
+    if (!gp.fill_pruned) scratch.clean.assign(adj[c].begin(), adj[c].begin() + clean[c]);  // c's pivot list
+    std::sort(scratch.clean.begin(), scratch.clean.end());
+    std::vector<Scored>& scored = scratch.scored;
+    score_candidates(rows, static_cast<uint32_t>(c), ids, Ids::kMayRepeat, scored);
     if (static_cast<int>(scored.size()) > M) {
-      adj[c] = occlusion_prune(rows, norms, static_cast<uint32_t>(c), scored, M, gp);
+      adj[c] = prune_scored(rows, norms, static_cast<uint32_t>(c), scored, M, gp, scratch.clean);
+      clean[c] = static_cast<uint16_t>(adj[c].size());
     } else {
+      std::sort(scored.begin(), scored.end(), better);
       adj[c].clear();
       for (const Scored& s : scored) adj[c].push_back(s.id);
+      clean[c] = 0;
     }
   }
   return adj;
@@ -228,8 +282,8 @@ void connect_from_query_lists(const KeyRows& keys, const float* norms, std::span
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads) if (threads > 1)
     for (int64_t i = 0; i < rows_n; ++i) {
       const uint32_t x = connecting[static_cast<size_t>(b0 + i)];
-      std::vector<uint32_t> ids;
-      ids.reserve(static_cast<size_t>(t * width));
+      std::vector<uint32_t>& ids = prune_scratch().ids;
+      ids.clear();
       for (int j = 0; j < t; ++j) {
         const int64_t q = best[static_cast<size_t>(i * t + j)];
         if (q < 0) continue;
@@ -238,7 +292,8 @@ void connect_from_query_lists(const KeyRows& keys, const float* norms, std::span
           if (id >= 0 && id < n) ids.push_back(static_cast<uint32_t>(id));
         }
       }
-      found[x] = occlusion_prune(keys, norms, x, score_rows(keys, x, std::move(ids)), p.M, p);
+      // One training list holds each key once (t == 1, the default): no duplicates to sort out.
+      found[x] = prune_ids(keys, norms, x, ids, t == 1 ? Ids::kDistinct : Ids::kMayRepeat, p.M, p);
     }
   }
 }
@@ -249,9 +304,9 @@ void connect_from_query_lists(const KeyRows& keys, const float* norms, std::span
 // The searches run in parallel on a frozen snapshot, the edges are applied in key-id order, so the
 // output does not depend on the thread count. Then a BFS from the entry point links every unreached
 // node from its best reachable match.
-void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, uint32_t entry,
-             const GraphBuildParams& p, int threads, const float* queries, int64_t nq, const int64_t* topk,
-             int64_t width, KeyQueries key_queries) {
+void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, const std::vector<uint16_t>& clean,
+             uint32_t entry, const GraphBuildParams& p, int threads, const float* queries, int64_t nq,
+             const int64_t* topk, int64_t width, KeyQueries key_queries) {
   const size_t cap = static_cast<size_t>(p.degree_cap > 0 ? p.degree_cap : 2 * p.M);
   const int ef = std::max(p.ef_construction, p.M);
   {
@@ -289,7 +344,7 @@ void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, uin
         for (int j = 0; j < got; ++j) {
           if (s.pool[j].id != x) cands.push_back(s.pool[j]);
         }
-        found[x] = occlusion_prune(keys, norms, x, cands, p.M, p);
+        found[x] = prune_scored(keys, norms, x, cands, p.M, p);
       });
     }
     // In key order, as a serial pass would: each thread appends to its own lists (id % parts) only.
@@ -310,8 +365,8 @@ void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, uin
     const KeyRows& rows = keys;
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
     for (int64_t x = 0; x < n; ++x) {
-      adj[x] = occlusion_prune(rows, norms, static_cast<uint32_t>(x), score_rows(rows, static_cast<uint32_t>(x), adj[x]),
-                               static_cast<int>(cap), p);
+      // adj[x] begins with the list project() pruned for x; the edges above were appended after it.
+      adj[x] = prune_ids(rows, norms, static_cast<uint32_t>(x), adj[x], Ids::kDistinct, static_cast<int>(cap), p, clean[x]);
     }
   }
 
@@ -418,7 +473,7 @@ void link_pruned(const KeyRows& keys, const float* norms, std::vector<std::vecto
   auto& l = adj[r];
   if (r == x || std::find(l.begin(), l.end(), x) != l.end()) return;
   l.push_back(x);
-  if (l.size() > cap) l = occlusion_prune(keys, norms, r, score_rows(keys, r, l), static_cast<int>(cap), gp);
+  if (l.size() > cap) l = prune_ids(keys, norms, r, l, Ids::kDistinct, static_cast<int>(cap), gp);
 }
 
 void project_onto(const KeyRows& keys, const float* norms, std::vector<std::vector<uint32_t>>& adj,
@@ -433,8 +488,7 @@ void project_onto(const KeyRows& keys, const float* norms, std::vector<std::vect
     if (pool[p].empty()) continue;
     std::vector<uint32_t> ids = adj[p];
     ids.insert(ids.end(), pool[p].begin(), pool[p].end());
-    pruned[p] = occlusion_prune(keys, norms, static_cast<uint32_t>(p), score_rows(keys, static_cast<uint32_t>(p), ids),
-                                static_cast<int>(cap), gp);
+    pruned[p] = prune_ids(keys, norms, static_cast<uint32_t>(p), ids, Ids::kMayRepeat, static_cast<int>(cap), gp);
   }
   // All pivots' lists first, then the reverse edges of their new edges, so no reverse edge is
   // overwritten by a pivot list pruned after it was added.
@@ -474,37 +528,65 @@ void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildP
   }
 }
 
-// The occlusion rule; see graph_build.h.
-std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, uint32_t p,
-                                      const std::vector<Scored>& cands, int max_keep, const GraphBuildParams& gp) {
+namespace {
+
+// The occlusion rule (graph_build.h) over cands, scored against p in any order; cands is reordered and
+// its scores turned into the rule's (minus the distance to p). Candidates are taken nearest first, and
+// only as far as the kept list fills: the order is found a few times max_keep at a time (select, then sort).
+// clean: sorted ids of candidates that an earlier prune of p kept together. Such a c was kept there after
+// every other clean candidate nearer to p (same scores, same order), so none of those occludes it: c is
+// checked against the kept candidates outside `clean` only.
+std::vector<uint32_t> prune_scored(const KeyRows& keys, const float* norms, uint32_t p, std::vector<Scored>& cands,
+                                   int max_keep, const GraphBuildParams& gp, std::span<const uint32_t> clean) {
   const bool l2 = gp.occlusion == Occlusion::kL2;
-  // Candidates by distance to the pivot, nearest first (ties: lower id).
-  std::vector<Scored> order;  // score = -distance(c, p)
-  order.reserve(cands.size());
-  for (const Scored& c : cands) order.push_back({l2 ? 2.f * c.score - norms[c.id] - norms[p] : c.score, c.id});
-  std::sort(order.begin(), order.end(), better);
-  std::vector<uint32_t> kept, occluded_ids;
-  kept.reserve(static_cast<size_t>(max_keep));
-  // c · s for the kept s: c widened and scored against four of them at a time where that gives
-  // keys.dot's bits (KeyRows::dot_is_widened_score), else one keys.dot each.
+  if (l2) {  // score = -distance(c, p)
+    for (Scored& c : cands) c.score = 2.f * c.score - norms[c.id] - norms[p];
+  }
+  std::vector<uint32_t> kept;
+  kept.reserve(static_cast<size_t>(std::max(max_keep, 0)));
+  PruneScratch& scratch = prune_scratch();
+  std::vector<uint32_t>& occluded_ids = scratch.occluded;
+  occluded_ids.clear();
+  std::vector<uint32_t>& kept_other = scratch.kept_other;
+  kept_other.clear();
+  // c · s for the kept s: each kept s widened once, and c's row scored against four of them at a time
+  // where that gives keys.dot's bits (KeyRows::dot_is_widened_score), else one keys.dot each. Most
+  // candidates are occluded (the list stays below max_keep), so c is read, never widened.
   const bool batched = keys.dot_is_widened_score();
-  thread_local std::vector<float> wide;
-  wide.resize(static_cast<size_t>(keys.dim));
-  for (const Scored& c : order) {
-    if (static_cast<int>(kept.size()) >= max_keep) break;
+  const auto dim = static_cast<size_t>(keys.dim);
+  std::vector<const float*>& kept_wide = scratch.kept_wide;
+  std::vector<const float*>& other_wide = scratch.other_wide;
+  kept_wide.clear();
+  other_wide.clear();
+  if (batched) scratch.kept_rows.resize(static_cast<size_t>(std::max(max_keep, 0)) * dim);
+  // Sorted prefix [0, sorted): the nearest candidates in order; the rest are all farther.
+  const size_t step = static_cast<size_t>(std::max(2 * max_keep, 16));
+  size_t sorted = 0;
+  for (size_t i = 0; i < cands.size() && static_cast<int>(kept.size()) < max_keep; ++i) {
+    if (i == sorted) {
+      const size_t to = std::min(cands.size(), sorted + step);
+      const auto from_it = cands.begin() + static_cast<std::ptrdiff_t>(sorted);
+      const auto to_it = cands.begin() + static_cast<std::ptrdiff_t>(to);
+      if (to_it != cands.end()) std::nth_element(from_it, to_it, cands.end(), better);
+      std::sort(from_it, to_it, better);
+      sorted = to;
+    }
+    const Scored& c = cands[i];
     const float d_cp = -c.score;
     bool occluded = false;
-    if (batched && !kept.empty()) keys.widen(c.id, wide.data());
-    for (size_t i = 0; i < kept.size() && !occluded; i += 4) {
-      const size_t count = std::min<size_t>(4, kept.size() - i);
+    const bool c_clean = !clean.empty() && std::binary_search(clean.begin(), clean.end(), c.id);
+    const std::vector<uint32_t>& against = c_clean ? kept_other : kept;
+    const std::vector<const float*>& against_wide = c_clean ? other_wide : kept_wide;
+    for (size_t k = 0; k < against.size() && !occluded; k += 4) {
+      const size_t count = std::min<size_t>(4, against.size() - k);
       float cs[4];
       if (batched) {
-        keys.scores(wide.data(), kept.data() + i, count, cs);
+        keys.scores_widened(c.id, against_wide.data() + k, count, cs);
       } else {
-        for (size_t t = 0; t < count; ++t) cs[t] = keys.dot(c.id, kept[i + t]);
+        for (size_t t = 0; t < count; ++t) cs[t] = keys.dot(c.id, against[k + t]);
       }
       for (size_t t = 0; t < count; ++t) {
-        const uint32_t s = kept[i + t];
+        const uint32_t s = against[k + t];
         const float d_cs = l2 ? norms[c.id] + norms[s] - 2.f * cs[t] : -cs[t];
         if (d_cs < d_cp) {
           occluded = true;
@@ -513,7 +595,14 @@ std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, u
       }
     }
     if (!occluded) {
+      if (batched) {
+        float* row = scratch.kept_rows.data() + kept.size() * dim;
+        keys.widen(c.id, row);
+        kept_wide.push_back(row);
+        if (!clean.empty() && !c_clean) other_wide.push_back(row);
+      }
       kept.push_back(c.id);
+      if (!clean.empty() && !c_clean) kept_other.push_back(c.id);
     } else if (gp.fill_pruned) {
       occluded_ids.push_back(c.id);
     }
@@ -522,6 +611,21 @@ std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, u
     kept.push_back(occluded_ids[i]);
   }
   return kept;
+}
+
+}  // namespace
+
+// The occlusion rule; see graph_build.h.
+std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, uint32_t p,
+                                      const std::vector<Scored>& cands, int max_keep, const GraphBuildParams& gp,
+                                      std::span<const uint32_t> kept_before) {
+  thread_local std::vector<Scored> order;
+  thread_local std::vector<uint32_t> clean;
+  order.assign(cands.begin(), cands.end());
+  clean.clear();
+  if (!gp.fill_pruned) clean.assign(kept_before.begin(), kept_before.end());
+  std::sort(clean.begin(), clean.end());
+  return prune_scored(keys, norms, p, order, max_keep, gp, clean);
 }
 
 std::vector<int64_t> exact_topk_ip(const float* keys, int64_t n, int64_t dim, const float* queries,
@@ -595,13 +699,14 @@ BuiltGraph build_graph(const KeyRows& keys, int64_t n, const float* queries, int
   for (int64_t i = 0; i < n; ++i) norms[i] = keys.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i));
   const TopKLists sources[] = {{topk, nq, width}, {key_topk, key_topk ? n_key_lists : 0, key_width}};
   Lists adj;
+  std::vector<uint16_t> clean(static_cast<size_t>(n), 0);
   {
     const GraphBuildStepTimer timer(&GraphBuildSteps::project);
-    adj = project(keys, norms.data(), n, sources, params, threads);
+    adj = project(keys, norms.data(), n, sources, params, threads, clean);
   }
   BuiltGraph g;
   g.entry = choose_entry(keys, n, queries, nq, threads);
-  connect(keys, norms.data(), n, adj, g.entry, params, threads, queries, nq, topk, width, key_queries);
+  connect(keys, norms.data(), n, adj, clean, g.entry, params, threads, queries, nq, topk, width, key_queries);
   if (params.repair_ef > 0 && nq > 0) {
     const GraphBuildStepTimer timer(&GraphBuildSteps::repair);
     repair(keys, n, keys.dim, adj, spread_entries(g.entry, params.entry_samples, n), queries, nq, topk, width, params,

@@ -36,8 +36,13 @@ int64_t key_list_count(int64_t n, const GraphBuildParams& params);
 //  - Occlusion::kL2: |c - s|^2 < |c - p|^2 (Euclidean between keys).
 // With fill_pruned, occluded candidates then fill the remaining slots in order (HNSW's
 // keepPrunedConnections). Returns at most max_keep ids.
+// kept_before: optional ids that an earlier prune of p under the same params kept (any max_keep; e.g.
+// p's list before edges were appended to it). No two of them occlude each other, so their pairs are not
+// scored again; the result is the one without it. Ignored with fill_pruned (a filled list holds
+// occluded ids).
 std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, uint32_t p,
-                                      const std::vector<Scored>& cands, int max_keep, const GraphBuildParams& gp);
+                                      const std::vector<Scored>& cands, int max_keep, const GraphBuildParams& gp,
+                                      std::span<const uint32_t> kept_before = {});
 
 // Step 2's candidates from one training query's top list (best first, valid ids): its best key (the
 // pivot) gets the rest of the list, and each of its next pivots - 1 keys the list's first pivot_span

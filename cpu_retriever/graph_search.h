@@ -163,6 +163,18 @@ struct KeyRows {
       for (; i < count; ++i) out[i] = dot_row<E>(a, row_as<E>(ids[i]), dim);
     });
   }
+  // out[i] = score(wide[i], v) for i < count, with wide[i] the widened copy of another key s_i: v's row
+  // is read once for four of them, and each score is bitwise scores(v widened, {s_i}) (dot_widened_x4).
+  // Only where dot_is_widened_score().
+  void scores_widened(uint32_t v, const float* const* wide, size_t count, float* out) const {
+    with_kv_elem(dtype, [&](auto e) {  // float32 and 16-bit rows only
+      using E = decltype(e);
+      const typename E::T* row = row_as<E>(v);
+      size_t i = 0;
+      for (; i + 4 <= count; i += 4) dot_widened_x4<E>(row, wide + i, dim, out + i);
+      for (; i < count; ++i) out[i] = dot_row<E>(wide[i], row, dim);
+    });
+  }
 };
 
 // Best-first beam search over csr from the entry nodes (all scored and seeded into the beam), scoring

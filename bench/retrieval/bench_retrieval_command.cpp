@@ -11,6 +11,7 @@
 #include "bench/report/bench_report.h"
 #include "bench/retrieval/retrieval_eval.h"
 #include "common/cli_exit.h"
+#include "cpu_retriever/graph_build.h"
 #include "common/error.h"
 #include "common/npy.h"
 
@@ -113,6 +114,9 @@ int run_bench_retrieval(const BenchRetrievalArgs& args) {
   if (!args.plot_out.empty()) {
     RA_REQUIRE(!args.json_out.empty(), "--plot needs --json (the plot is drawn from the JSON rows)");
     bench::plot_rows(args.json_out, args.plot_out);
+  }
+  if (const retriever::GraphBuildSteps steps = retriever::graph_build_steps(); steps.builds > 0) {
+    std::fprintf(stderr, "graph build steps: %s\n", retriever::describe_graph_build_steps(steps).c_str());
   }
   std::fprintf(stderr, "bench retrieval: %zu rows, N=%lld keys, T=%lld tokens, k=%d, %.1f s\n", order.size(),
                static_cast<long long>(config.prefill), static_cast<long long>(tokens), config.k,

@@ -9,7 +9,7 @@
 //   ra-bench-search [--context 131072] [--shards 8] [--heads-per-layer 8] [--group 4] [--train 2048]
 //                   [--k 100] [--ef 0] [--warm 2] [--threads 4[,8,...]] [--pin 0|1] [--interleave 1,2]
 //                   [--layers 256] [--rounds 3] [--dim 128] [--efc 32] [--connect-max-in 0] [--connect-query-lists 1] [--seed 1] [--navigation exact,int8]
-//                   [--expand 1,2] [--grouped 0,2,4] [--query-corr R] [--tail T] [--kv-dtype bf16]
+//                   [--given-lists 0|1] [--expand 1,2] [--grouped 0,2,4] [--query-corr R] [--tail T] [--kv-dtype bf16]
 //                   [--json FILE]
 //
 // Keys and queries are iid Gaussian: the geometry of a random-weight model's post-RoPE keys, where
@@ -27,6 +27,9 @@
 // --kv-dtype: the shards' KV store, bf16 (default) or int8 (codes and a scale per row, walked in place;
 // --navigation int8 is then refused), or keys and values apart (int8/bf16). After the build it prints the
 // shards' memory per token: store rows and index structures (the graph's adjacency, entries, ...).
+// --given-lists 1: every training query's top Kq keys and every key's best training query found (exact, BLAS)
+// before the build and handed to it, as the CUDA worker sends them with a layer: the build time is then the
+// retriever's share only (project, connect, prune, ...), what decides the build tail at 128K.
 // --tail T: T evicted tokens appended to every shard after its build and left in the graph's flat tail
 // (no merges), which every search scans exactly: what a search pays while merges lag behind.
 // --threads: one or more team sizes (a scaling curve from one build); --pin 1 pins team thread i to the
@@ -53,6 +56,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_retriever/blas_top_k.h"
 #include "cpu_retriever/graph_build.h"
 #include "cpu_retriever/head_shard.h"
 #include "launcher/ranks/thread_pinning.h"
@@ -88,6 +92,7 @@ struct Options {
   int efc = 32;
   int connect_max_in = 0;  // GraphBuildParams::connect_max_in_degree
   int connect_query_lists = 1;  // GraphBuildParams::connect_query_lists
+  bool given_lists = false;     // training lists and key queries found before the build, as the GPU sends them
   int64_t tail = 0;
   uint64_t seed = 1;
   std::string json;
@@ -149,6 +154,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--efc") o.efc = static_cast<int>(num());
     else if (a == "--connect-max-in") o.connect_max_in = static_cast<int>(num());
     else if (a == "--connect-query-lists") o.connect_query_lists = static_cast<int>(num());
+    else if (a == "--given-lists") o.given_lists = num() != 0;
     else if (a == "--tail") o.tail = static_cast<int64_t>(num());
     else if (a == "--seed") o.seed = static_cast<uint64_t>(num());
     else if (a == "--json") o.json = v;
@@ -202,6 +208,26 @@ std::vector<float> group_queries(int group, int64_t n, int64_t dim, double r, st
   return out;
 }
 
+// What the CUDA worker sends with a layer (TrainListOptions): every training query's top kq keys and every
+// key's best training query, exact by BLAS here, so that the timed build is the retriever's share only.
+struct GivenLists {
+  std::vector<int32_t> lists;        // [n_train][kq]
+  std::vector<int32_t> key_queries;  // [n]
+};
+GivenLists given_lists(const std::vector<float>& keys, const std::vector<float>& train, int64_t n, int64_t n_train,
+                       int64_t dim, int kq) {
+  GivenLists out;
+  std::vector<int64_t> ids(static_cast<size_t>(n_train * kq));
+  std::vector<float> scores(ids.size());
+  ra::retriever::blas_top_k_batch(train.data(), n_train, keys.data(), n, dim, kq, ids.data(), scores.data(), 0);
+  out.lists.assign(ids.begin(), ids.end());
+  ids.resize(static_cast<size_t>(n));
+  scores.resize(ids.size());
+  ra::retriever::blas_top_k_batch(keys.data(), n, train.data(), n_train, dim, 1, ids.data(), scores.data(), 0);
+  out.key_queries.assign(ids.begin(), ids.end());
+  return out;
+}
+
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))];
@@ -233,16 +259,22 @@ int main(int argc, char** argv) {
           "place: use --navigation exact");
   }
 
-  // Build.
-  const auto t_build = Clock::now();
+  // Build: the wall time of the shards' constructors only (not the data, nor the given lists).
+  double build_s = 0;
   std::vector<std::unique_ptr<HeadShard>> shards;
   for (int s = 0; s < o.shards; ++s) {
     const std::vector<float> keys = gaussian(o.context, o.dim, rng);
     const std::vector<float> values = gaussian(o.context, o.dim, rng);
     const std::vector<float> train = group_queries(o.group, o.train, o.dim, o.query_corr, rng);
     params.stagger_key = s;
-    shards.push_back(std::make_unique<HeadShard>(o.dim, dtypes, keys.data(), values.data(),
-                                                 o.context, o.group, train.data(), o.train, params));
+    const GivenLists given = o.given_lists ? given_lists(keys, train, o.context, o.group * o.train, o.dim, params.graph.Kq)
+                                           : GivenLists{};
+    const auto t_build = Clock::now();
+    shards.push_back(std::make_unique<HeadShard>(
+        o.dim, dtypes, keys.data(), values.data(), o.context, o.group, train.data(), o.train, params,
+        o.given_lists ? given.lists.data() : nullptr, o.given_lists ? params.graph.Kq : 0,
+        o.given_lists ? ra::retriever::KeyQueries{given.key_queries.data(), 1} : ra::retriever::KeyQueries{}));
+    build_s += std::chrono::duration<double>(Clock::now() - t_build).count();
     const std::vector<float> tail_keys = gaussian(o.tail, o.dim, rng);
     const std::vector<float> tail_values = gaussian(o.tail, o.dim, rng);
     for (int64_t t = 0; t < o.tail; ++t) {
@@ -250,7 +282,6 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "shard %d built\n", s);
   }
-  const double build_s = std::chrono::duration<double>(Clock::now() - t_build).count();
   std::printf("graph build steps (wall time summed over builds): %s\n",
               ra::retriever::describe_graph_build_steps(ra::retriever::graph_build_steps()).c_str());
   size_t kv_bytes = 0, all_bytes = 0;

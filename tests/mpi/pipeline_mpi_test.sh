@@ -140,13 +140,18 @@ killed)
   elapsed=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
   cat "$WORK/err.txt" >&2
   [[ $rc -ne 0 ]] || fail "ra exited 0 after the $victim_kind got SIG$signal"
-  bound=2.0; [[ $signal == STOP ]] && bound=2.5
+  # RA_TEST_DEADLINE_SCALE: scripts/sanitize.sh tsan stretches the bounds by TSan's slowdown; the suite
+  # as CI runs it asserts them as promised (scale 1).
+  scale=${RA_TEST_DEADLINE_SCALE:-1}
+  bound=$(python3 -c "print(($([[ $signal == STOP ]] && echo 2.5 || echo 2.0)) * $scale)")
+  named_bound=$(python3 -c "print(2.0 * $scale)")
   python3 -c "import sys; sys.exit(0 if $elapsed <= $bound else 1)" || fail "the job took ${elapsed} s (> $bound s) to end"
   if [[ -n "$cause" ]]; then
     [[ -n "$named" ]] || grep -Eq "$cause" "$WORK/err.txt" || fail "the error does not name the cause (/$cause/)"
     [[ -n "$named" ]] || named=$t1
     named_after=$(python3 -c "print(f'{$named - $t0:.2f}')")
-    python3 -c "import sys; sys.exit(0 if $named_after <= 2.0 else 1)" || fail "the cause was named after ${named_after} s (> 2 s)"
+    python3 -c "import sys; sys.exit(0 if $named_after <= $named_bound else 1)" \
+      || fail "the cause was named after ${named_after} s (> $named_bound s)"
   fi
   check_nothing_left "$before"
   if [[ $victim_kind == ra ]]; then  # nobody cleaned up after the job: the next one does

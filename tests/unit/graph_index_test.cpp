@@ -276,6 +276,58 @@ TEST(GraphIndex, SameSeedSameGraphForAnyThreadCount) {
   EXPECT_EQ(reachable_from_entry(a), d.n);
 }
 
+// occlusion_prune with the ids an earlier prune of the same pivot kept (the build's lists before edges are
+// appended to them) skips their pairs and must keep exactly what a prune of every pair keeps: float32 and
+// bf16 rows, both occlusion rules, a dim with a tail. Given ids that no prune kept together, the skip
+// changes the answer in some trial: the equality above is not vacuous.
+TEST(OcclusionPrune, IdsKeptBeforeGiveTheSameListWithFewerScores) {
+  constexpr int64_t kN = 600, kDim = 36;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> f32(kN * kDim);
+  for (float& x : f32) x = g(rng);
+  std::vector<uint16_t> bf16(f32.size());
+  for (size_t i = 0; i < f32.size(); ++i) bf16[i] = Bf16Elem::narrow(f32[i]);
+  for (const KvDtype dtype : {KvDtype::kF32, KvDtype::kBF16}) {
+    const KeyRows keys{dtype == KvDtype::kF32 ? static_cast<const void*>(f32.data()) : bf16.data(), kN, nullptr, kDim,
+                       dtype};
+    std::vector<float> norms(kN);
+    for (uint32_t i = 0; i < kN; ++i) norms[i] = keys.dot(i, i);
+    for (const Occlusion rule : {Occlusion::kL2, Occlusion::kInnerProduct}) {
+      GraphBuildParams gp;
+      gp.occlusion = rule;
+      int differed_with_wrong_ids = 0;
+      for (int trial = 0; trial < 60; ++trial) {
+        const auto p = static_cast<uint32_t>(rng() % kN);
+        auto scored = [&](const std::vector<uint32_t>& ids) {
+          std::vector<Scored> out;
+          for (uint32_t c : ids) {
+            if (c != p) out.push_back({keys.dot(p, c), c});
+          }
+          return out;
+        };
+        std::vector<uint32_t> first;
+        while (first.size() < 80) {
+          const auto c = static_cast<uint32_t>(rng() % kN);
+          if (c != p && std::find(first.begin(), first.end(), c) == first.end()) first.push_back(c);
+        }
+        const std::vector<uint32_t> kept = occlusion_prune(keys, norms.data(), p, scored(first), 16, gp);
+        std::vector<uint32_t> grown = kept;  // the pruned list, then appended edges
+        while (grown.size() < kept.size() + 40) {
+          const auto c = static_cast<uint32_t>(rng() % kN);
+          if (c != p && std::find(grown.begin(), grown.end(), c) == grown.end()) grown.push_back(c);
+        }
+        const std::vector<uint32_t> full = occlusion_prune(keys, norms.data(), p, scored(grown), 32, gp);
+        ASSERT_EQ(occlusion_prune(keys, norms.data(), p, scored(grown), 32, gp, kept), full)
+            << "dtype " << static_cast<int>(dtype) << " rule " << static_cast<int>(rule) << " trial " << trial;
+        const std::span<const uint32_t> not_kept_together(grown.data() + kept.size(), 20);
+        differed_with_wrong_ids += occlusion_prune(keys, norms.data(), p, scored(grown), 32, gp, not_kept_together) != full;
+      }
+      EXPECT_GT(differed_with_wrong_ids, 0) << "dtype " << static_cast<int>(dtype) << " rule " << static_cast<int>(rule);
+    }
+  }
+}
+
 // The query-guided repair (off by default) adds edges to the keys the training queries' searches miss:
 // the graph keeps every edge it had, gains some, and is the same for any thread count.
 TEST(GraphIndex, RepairAddsEdgesDeterministically) {

@@ -124,6 +124,43 @@ TEST(KvDtype, FourRowsAtOnceScoreBitwiseAsOneByOne) {
   }
 }
 
+// The graph build's pruning scores one stored key against four widened keys (dot_widened_x4): each result
+// must be bitwise the portable loop of the stored key widened against the other's row, i.e. what
+// dot_row_x4 gives the other way round, for every dtype that widens exactly and every length.
+TEST(KvDtype, OneRowAgainstFourWidenedRowsScoresAsTheOtherWayRound) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> g(0.f, 3.f);
+  auto check = [&](auto elem, int64_t dim) {
+    using E = decltype(elem);
+    std::vector<typename E::T> row(dim);
+    std::vector<std::vector<typename E::T>> others(4, std::vector<typename E::T>(dim));
+    std::vector<std::vector<float>> wide(4, std::vector<float>(dim));
+    std::vector<float> row_wide(dim);
+    for (int64_t j = 0; j < dim; ++j) {
+      row[j] = E::narrow(g(rng));
+      row_wide[j] = E::widen(row[j]);
+    }
+    for (int r = 0; r < 4; ++r) {
+      for (int64_t j = 0; j < dim; ++j) {
+        others[r][j] = E::narrow(g(rng));
+        wide[r][j] = E::widen(others[r][j]);
+      }
+    }
+    const float* wide_ptrs[4] = {wide[0].data(), wide[1].data(), wide[2].data(), wide[3].data()};
+    float out[4];
+    dot_widened_x4<E>(row.data(), wide_ptrs, dim, out);
+    for (int r = 0; r < 4; ++r) {
+      ASSERT_EQ(bits(out[r]), bits(dot_row_portable<E>(row_wide.data(), others[r].data(), dim)))
+          << "dtype " << static_cast<int>(E::kDtype) << " dim " << dim << " row " << r;
+    }
+  };
+  for (int64_t dim = 1; dim <= 136; ++dim) {
+    check(F32Elem{}, dim);
+    check(Bf16Elem{}, dim);
+    check(F16Elem{}, dim);
+  }
+}
+
 // The graph's 8-bit navigation rows (navigation_keys.h) are scored by the same eight-lane loops: the
 // SIMD single-row and four-row kernels must give the portable loop's bits for every length.
 TEST(KvDtype, Int8NavigationRowsScoreBitwiseAsThePortableLoop) {
