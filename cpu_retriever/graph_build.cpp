@@ -192,10 +192,10 @@ uint32_t choose_entry(const KeyRows& keys, int64_t n, const float* queries, int6
   return std::min_element(best.begin(), best.end(), better)->id;
 }
 
-// The nodes a flood of csr from root does not reach, in id order.
-std::vector<uint32_t> unreached_from(const GraphCsr& csr, uint32_t root) {
+// The nodes a flood of csr from root does not reach, in id order; `reached` gets the flood's marks.
+std::vector<uint32_t> unreached_from(const GraphCsr& csr, uint32_t root, std::vector<uint8_t>& reached) {
   const auto n = static_cast<size_t>(csr.nodes());
-  std::vector<uint8_t> reached(n, 0);
+  reached.assign(n, 0);
   std::vector<uint32_t> stack{root};
   reached[root] = 1;
   while (!stack.empty()) {
@@ -377,16 +377,21 @@ void connect(const KeyRows& keys, const float* norms, int64_t n, Lists& adj, con
   // graph is the one a serial repair makes.
   const GraphBuildStepTimer timer(&GraphBuildSteps::reach);
   const GraphCsr snapshot = to_csr(adj, threads);
-  const std::vector<uint32_t> lost = unreached_from(snapshot, entry);
+  std::vector<uint8_t> reached;
+  const std::vector<uint32_t> lost = unreached_from(snapshot, entry, reached);
   std::vector<uint32_t> source(lost.size(), entry);
   search_each_key(keys, snapshot, entry, lost, ef, threads, 2, [&](size_t i, const SearchScratch& s, int got) {
     if (got > 0) source[i] = s.pool[0].id;  // best reachable match
   });
-  link_unreached(adj, entry, [&](uint32_t u, const std::vector<uint8_t>&) {
-    const auto it = std::lower_bound(lost.begin(), lost.end(), u);
-    RA_ASSERT(it != lost.end() && *it == u);  // what adj leaves unreached, the snapshot (adj itself) did
-    return source[static_cast<size_t>(it - lost.begin())];
-  });
+  // The snapshot is adj: its flood from the entry is link_unreached's first, not done twice.
+  link_unreached(
+      adj, entry,
+      [&](uint32_t u, const std::vector<uint8_t>&) {
+        const auto it = std::lower_bound(lost.begin(), lost.end(), u);
+        RA_ASSERT(it != lost.end() && *it == u);  // what adj leaves unreached, the snapshot (adj itself) did
+        return source[static_cast<size_t>(it - lost.begin())];
+      },
+      std::move(reached));
 }
 
 // Step 3b: query-guided repair (GraphBuildParams::repair_*). Searches run in parallel on a frozen
@@ -443,8 +448,12 @@ std::vector<uint32_t> spread_entries(uint32_t entry, int64_t samples, int64_t no
 
 
 void link_unreached(std::vector<std::vector<uint32_t>>& adj, uint32_t root,
-                    const std::function<uint32_t(uint32_t, const std::vector<uint8_t>&)>& source) {
-  std::vector<uint8_t> reached(adj.size(), 0);
+                    const std::function<uint32_t(uint32_t, const std::vector<uint8_t>&)>& source,
+                    std::vector<uint8_t> reached_from_root) {
+  const bool flooded = !reached_from_root.empty();
+  RA_REQUIRE(!flooded || reached_from_root.size() == adj.size(), "link_unreached: {} marks for {} nodes",
+             reached_from_root.size(), adj.size());
+  std::vector<uint8_t> reached = flooded ? std::move(reached_from_root) : std::vector<uint8_t>(adj.size(), 0);
   std::vector<uint32_t> stack;
   auto flood = [&](uint32_t from) {
     reached[from] = 1;
@@ -460,7 +469,7 @@ void link_unreached(std::vector<std::vector<uint32_t>>& adj, uint32_t root,
       }
     }
   };
-  flood(root);
+  if (!flooded) flood(root);
   for (size_t v = 0; v < adj.size(); ++v) {
     if (reached[v]) continue;
     adj[source(static_cast<uint32_t>(v), reached)].push_back(static_cast<uint32_t>(v));  // may exceed the cap
@@ -713,6 +722,7 @@ BuiltGraph build_graph(const KeyRows& keys, int64_t n, const float* queries, int
            threads);
   }
   g.csr = to_csr(adj, threads);
+  g.norms = std::move(norms);
   return g;
 }
 

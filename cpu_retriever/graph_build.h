@@ -53,8 +53,11 @@ void add_projection_candidates(std::span<const uint32_t> list, const GraphBuildP
 
 // Reachability: floods adj from root and links every node it did not reach from source(node, reached),
 // a node already reached, then floods on from it. The new edges may exceed any degree cap, by design.
+// reached_from_root: optional, the marks (1 = reached) of that first flood when the caller has flooded
+// adj from root already.
 void link_unreached(std::vector<std::vector<uint32_t>>& adj, uint32_t root,
-                    const std::function<uint32_t(uint32_t, const std::vector<uint8_t>&)>& source);
+                    const std::function<uint32_t(uint32_t, const std::vector<uint8_t>&)>& source,
+                    std::vector<uint8_t> reached_from_root = {});
 
 // Edge r -> x in adj, unless present; a list already at `cap` is re-pruned by the occlusion rule with x
 // among the candidates. norms: [nodes] squared key norms.
@@ -111,6 +114,7 @@ void count_graph_build(int64_t keys, int64_t connect_searches);
 struct BuiltGraph {
   GraphCsr csr;
   uint32_t entry = 0;
+  std::vector<float> norms;  // [n] squared key norms (keys.dot(i, i)), which the build scored with
 };
 // keys: the first n rows of one block (no extra rows) of float32, bf16 or f16 (int8 rows: their
 // dequantised float32 copy). A 16-bit row scores exactly as its float32 widening (dot.h), so the graph

@@ -150,7 +150,10 @@ void GraphIndex::build(const KeyRows& keys, const float* train_queries, int64_t 
   const GraphBuildStepTimer timer(&GraphBuildSteps::finish);
   build_entry_ = g.entry;
   entries_ = spread_entries(n);
-  adopt_graph(std::move(g.csr));
+  // The build's norms are the merge's when it scored the index's own rows (not an int8 store's widened copy).
+  const KeyRows own = rows();
+  const bool same_rows = keys.base == own.base && keys.dtype == own.dtype;  // rows [0, n_) of one block
+  adopt_graph(std::move(g.csr), same_rows ? std::move(g.norms) : std::vector<float>{});
   if (params.int8_navigation) {
     nav_ = std::make_unique<NavigationKeys>(rows(), n, max_nodes(), params.threads > 0 ? params.threads : omp_get_max_threads());
   }
@@ -158,7 +161,7 @@ void GraphIndex::build(const KeyRows& keys, const float* train_queries, int64_t 
 
 int64_t GraphIndex::max_nodes() const { return n_ - arena_first_ + arena_->max_rows(); }
 
-void GraphIndex::adopt_graph(GraphCsr csr) {
+void GraphIndex::adopt_graph(GraphCsr csr, std::vector<float> norms) {
   threshold_ = staggered_threshold(params_.merge_threshold, params_.merge_stagger_key);
   // The merge's state: the build's BFS tree (every key is reachable after the build) and the norms,
   // with room for every key the index can take, so merges never reallocate them.
@@ -167,12 +170,16 @@ void GraphIndex::adopt_graph(GraphCsr csr) {
              "graph index: {} keys with its appends exceed the 32-bit node id range", max_nodes);
   parents_ = spanning_parents(csr, build_entry_);
   parents_.reserve(static_cast<size_t>(max_nodes));
-  norms_.reserve(static_cast<size_t>(max_nodes));
-  const KeyRows keys_of = rows();
-  norms_.resize(static_cast<size_t>(n_));
-  const int threads = params_.threads > 0 ? params_.threads : omp_get_max_threads();
+  if (static_cast<int64_t>(norms.size()) == n_) {  // the build's own
+    norms_ = std::move(norms);
+  } else {
+    norms_.resize(static_cast<size_t>(n_));
+    const KeyRows keys_of = rows();
+    const int threads = params_.threads > 0 ? params_.threads : omp_get_max_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n_ > 4096)
-  for (int64_t i = 0; i < n_; ++i) norms_[i] = keys_of.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i));
+    for (int64_t i = 0; i < n_; ++i) norms_[i] = keys_of.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i));
+  }
+  norms_.reserve(static_cast<size_t>(max_nodes));
   const int cap = params_.degree_cap > 0 ? params_.degree_cap : 2 * params_.M;
   graph_ = std::make_unique<GraphAdjacency>(std::move(csr), max_nodes, static_cast<size_t>(cap));
 }

@@ -239,7 +239,8 @@ class GraphIndex final : public KeyIndex {
   // The members the shared-arena constructor sets, nothing built or checked (load, and that constructor).
   GraphIndex(std::shared_ptr<const RowArena> rows, int64_t n, const GraphBuildParams& params);
   // The build's last step (and load's): merge state and adjacency for csr, over build_entry_.
-  void adopt_graph(GraphCsr csr);
+  // norms: the build's squared key norms ([n_]), or empty: computed here (a loaded graph).
+  void adopt_graph(GraphCsr csr, std::vector<float> norms = {});
   int64_t max_nodes() const;  // ids of every row the index can take: built and appended
   // The build, over the n_ keys (float32, or 16-bit rows scored as their float32 widening).
   void build(const KeyRows& keys, const float* train_queries, int64_t nq, const int64_t* train_topk,
