@@ -40,7 +40,12 @@ if ! netns_up $hosts "$WORK" 2> "$WORK/netns.err"; then
 fi
 COMMON=(--synthetic-prompt-bytes 300 --sinks 16 --window 32 --threads 1 --retriever-threads 1)
 ACROSS=(--config "$WORK/hosts.yaml" --hostfile "$WORK/hostfile" --transport ucx --retrievers 2)
-shm_segments() { ls /dev/shm 2>/dev/null | grep -E '^(ra-|vader_segment|ucx_|ompi)' | sort || true; }
+# Not this job's, whatever ctest runs beside it: shm_channel_test's ra-shmtest-* segments, and Open MPI's
+# vader segments of jobs on this machine's own host name (this job's ranks run on the ranode hosts).
+shm_segments() {
+  ls /dev/shm 2>/dev/null | grep -E '^(ra-|vader_segment|ucx_|ompi)' | grep -v '^ra-shmtest-' \
+    | grep -vF "vader_segment.$(hostname)." | sort || true
+}
 
 case "$case" in
 exact)

@@ -35,7 +35,8 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 COMMON=(--synthetic-prompt-bytes 300 --sinks 16 --window 32 --threads 1 --retriever-threads 1)
 
 # Ours and Open MPI's (its vader files belong in the job directory; UCX's shared-memory files too).
-shm_segments() { ls /dev/shm 2>/dev/null | grep -E '^(ra-|vader_segment|ucx_|ompi)' | sort || true; }
+# ra-shmtest-*: shm_channel_test's own segments, which ctest may create beside this test: not this job's.
+shm_segments() { ls /dev/shm 2>/dev/null | grep -E '^(ra-|vader_segment|ucx_|ompi)' | grep -v '^ra-shmtest-' | sort || true; }
 
 # A long flat-mode run with 2 retrievers in the background ($ra_pid) over transport $1 (default shm);
 # returns once it has printed text.

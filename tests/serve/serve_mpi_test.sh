@@ -44,7 +44,7 @@ fail() {
   for log in "$WORK"/*.log; do [[ -f $log ]] && { echo "--- $log" >&2; tail -n 30 "$log" >&2; }; done
   exit 1
 }
-shm_segments() { ls /dev/shm 2> /dev/null | grep '^ra-' | sort || true; }
+shm_segments() { ls /dev/shm 2> /dev/null | grep '^ra-' | grep -v '^ra-shmtest-' | sort || true; }  # not shm_channel_test's
 json() {
   python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); v = eval(sys.argv[2]); print(json.dumps(v) if isinstance(v, (dict, list)) else v)' "$1" "$2"
 }

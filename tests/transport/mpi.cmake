@@ -7,5 +7,7 @@ target_link_libraries(mpi_channel_test PRIVATE ra_transport_mpi GTest::gtest)
 add_test(NAME mpi_channel_test
          COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 ${MPIEXEC_PREFLAGS}
                  $<TARGET_FILE:mpi_channel_test> ${MPIEXEC_POSTFLAGS})
-set_tests_properties(mpi_channel_test PROPERTIES LABELS mpi TIMEOUT 120 ENVIRONMENT
+# RESOURCE_LOCK mpirun: its ranks' vader segments live in /dev/shm while it runs, where the kill and
+# multi-host tests (which take the lock) count what a job leaves behind.
+set_tests_properties(mpi_channel_test PROPERTIES LABELS mpi TIMEOUT 120 RESOURCE_LOCK mpirun ENVIRONMENT
   "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
