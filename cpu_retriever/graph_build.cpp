@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -708,6 +709,9 @@ BuiltGraph build_graph(const KeyRows& keys, int64_t n, const float* queries, int
   for (int64_t i = 0; i < n; ++i) norms[i] = keys.dot(static_cast<uint32_t>(i), static_cast<uint32_t>(i));
   const TopKLists sources[] = {{topk, nq, width}, {key_topk, key_topk ? n_key_lists : 0, key_width}};
   Lists adj;
+  // clean[x] <= M (project's lists): 16 bits hold any degree a graph of this kind would use.
+  RA_REQUIRE(params.M >= 1 && params.M <= std::numeric_limits<uint16_t>::max(), "graph build: M = {} (1 to {})",
+             params.M, std::numeric_limits<uint16_t>::max());
   std::vector<uint16_t> clean(static_cast<size_t>(n), 0);
   {
     const GraphBuildStepTimer timer(&GraphBuildSteps::project);
