@@ -59,8 +59,34 @@ std::string job_config(const OffloadedRunSpec& s, const std::string& report) {
   return y.str();
 }
 
+// The parent of `pid` from /proc/PID/stat ("pid (comm) state ppid ..."; comm may hold spaces and
+// parentheses, so the fields are read after the last ')'); 0 when the process is gone.
+int64_t parent_of(int64_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat;
+  if (!std::getline(in, stat)) return 0;
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 1));
+  std::string state;
+  int64_t ppid = 0;
+  fields >> state >> ppid;
+  return ppid;
+}
+
+// Whether `pid` descends from this process: the job's ranks do (this process, then ra generate, mpirun);
+// another program's ranks, or a finished job's still exiting (re-parented), do not.
+bool descends_from_this_process(int64_t pid) {
+  const int64_t self = getpid();
+  for (int depth = 0; depth < 16 && pid > 1; ++depth) {
+    pid = parent_of(pid);
+    if (pid == self) return true;
+  }
+  return false;
+}
+
 // Peak RSS and thread counts of the job's ranks, read from /proc every half second while it runs (by
-// process name: the bench runs one job at a time).
+// process name, among this process's descendants: ranks of tests or jobs beside it are not counted).
 class RankSampler {
  public:
   RankSampler() : thread_([this] { run(); }) {}
@@ -114,6 +140,7 @@ class RankSampler {
       if (!std::getline(comm, name)) continue;
       const bool worker = name == "ra-gpu-worker";
       if (!worker && name.rfind("ra-cpu-retriev", 0) != 0) continue;  // comm is cut at 15 characters
+      if (!descends_from_this_process(std::stoll(pid))) continue;
       std::ifstream status(entry.path() / "status");
       double rss_kib = 0;
       int64_t threads = 0;

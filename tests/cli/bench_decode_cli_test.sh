@@ -5,9 +5,15 @@
 # RSS; the PNG of the breakdown drawn from the JSON; a job that cannot run gives a row that says why.
 source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 
+# A process of the retrievers' name that is not the bench's (another test's rank beside this one): the rows
+# count the job's own ranks only.
+cp /bin/sleep "$tmp/ra-cpu-retriever"
+"$tmp/ra-cpu-retriever" 600 &
+decoy=$!
 "$RA" bench decode --geometry demo --backend cpu --context 3072 --modes full,window,flat,retrieval --scan 0.05,0.1 \
   --steps 6 --warmup 2 --retrievers 2 --work-dir "$tmp/jobs" --json "$tmp/rows.json" > "$tmp/table.txt" 2> "$tmp/bench.err"
 rc=$?
+kill "$decoy" 2> /dev/null
 check "bench exits 0" test $rc -eq 0
 [ $rc -eq 0 ] || cat "$tmp/bench.err"
 cat "$tmp/table.txt"
