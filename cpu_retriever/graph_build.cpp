@@ -37,6 +37,14 @@ PruneScratch& prune_scratch() {
   return scratch;
 }
 
+// The ids an earlier prune of the same pivot kept, sorted into `out` for prune_scored's `clean`; none with
+// fill_pruned (a filled list holds occluded ids: no such guarantee).
+void set_kept_before(std::span<const uint32_t> kept, const GraphBuildParams& gp, std::vector<uint32_t>& out) {
+  out.clear();
+  if (!gp.fill_pruned) out.assign(kept.begin(), kept.end());
+  std::sort(out.begin(), out.end());
+}
+
 // Whether a candidate list may repeat ids (the union of several lists) or holds each once (one top
 // list, a graph's adjacency): only the first needs the sort that drops duplicates.
 enum class Ids { kMayRepeat, kDistinct };
@@ -73,11 +81,7 @@ std::vector<uint32_t> prune_scored(const KeyRows& keys, const float* norms, uint
 std::vector<uint32_t> prune_ids(const KeyRows& keys, const float* norms, uint32_t p, std::vector<uint32_t>& ids,
                                 Ids kind, int max_keep, const GraphBuildParams& gp, size_t clean = 0) {
   PruneScratch& scratch = prune_scratch();
-  scratch.clean.clear();
-  if (clean > 0 && !gp.fill_pruned) {  // a filled list holds occluded ids: no such guarantee
-    scratch.clean.assign(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(std::min(clean, ids.size())));
-    std::sort(scratch.clean.begin(), scratch.clean.end());
-  }
+  set_kept_before(std::span<const uint32_t>(ids).first(std::min(clean, ids.size())), gp, scratch.clean);
   score_candidates(keys, p, ids, kind, scratch.scored);
   return prune_scored(keys, norms, p, scratch.scored, max_keep, gp, scratch.clean);
 }
@@ -150,9 +154,7 @@ Lists project(const KeyRows& rows, const float* norms, int64_t n, std::span<cons
     std::vector<uint32_t>& ids = scratch.ids;
     ids.assign(adj[c].begin(), adj[c].end());
     ids.insert(ids.end(), rev[c].begin(), rev[c].end());
-    scratch.clean.clear();
-    if (!gp.fill_pruned) scratch.clean.assign(adj[c].begin(), adj[c].begin() + clean[c]);  // c's pivot list
-    std::sort(scratch.clean.begin(), scratch.clean.end());
+    set_kept_before(std::span<const uint32_t>(adj[c]).first(clean[c]), gp, scratch.clean);  // c's pivot list
     std::vector<Scored>& scored = scratch.scored;
     score_candidates(rows, static_cast<uint32_t>(c), ids, Ids::kMayRepeat, scored);
     if (static_cast<int>(scored.size()) > M) {
@@ -632,9 +634,7 @@ std::vector<uint32_t> occlusion_prune(const KeyRows& keys, const float* norms, u
   thread_local std::vector<Scored> order;
   thread_local std::vector<uint32_t> clean;
   order.assign(cands.begin(), cands.end());
-  clean.clear();
-  if (!gp.fill_pruned) clean.assign(kept_before.begin(), kept_before.end());
-  std::sort(clean.begin(), clean.end());
+  set_kept_before(kept_before, gp, clean);
   return prune_scored(keys, norms, p, order, max_keep, gp, clean);
 }
 
